@@ -1,0 +1,2 @@
+//! `opus`: the command line of Opus (in progress).
+fn main() {}

@@ -1,0 +1,17 @@
+//! The core of Opus: everything both the daemon and the CLI need to agree on.
+//!
+//! - [`proto`]: the generated `opus.v1` gRPC API (client and server stubs).
+//! - [`model`]: domain types with their validation rules ([`model::ProjectName`], [`model::Source`],
+//!   [`model::Project`], [`model::Build`]...). Prost types never leave [`wire`].
+//! - [`wire`]: the one place that converts between domain types and prost messages.
+//! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
+//!   event describing it are one transaction.
+//! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
+
+pub mod error;
+pub mod model;
+pub mod proto;
+pub mod store;
+pub mod wire;
+
+pub use error::CoreError;

@@ -1,0 +1,442 @@
+//! Domain types and the naming rules of DESIGN.md.
+//!
+//! Names are validated once, when they enter the system, and carried as newtypes after that, so a
+//! `ProjectName` in hand is always a DNS label that is safe in a URL, an object key or a Kubernetes
+//! name.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// Checks the DNS-label rule `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$` and says what breaks it.
+fn check_dns_label(kind: &'static str, name: &str) -> Result<(), ModelError> {
+    let fail = |why: &str| {
+        Err(ModelError::InvalidName { kind, name: name.to_owned(), why: why.to_owned() })
+    };
+    if name.is_empty() {
+        return fail("it is empty");
+    }
+    if name.len() > 63 {
+        return fail(&format!("it is {} characters long, the limit is 63", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return fail(&format!("{c:?} is not allowed"));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return fail("it starts or ends with '-'");
+    }
+    Ok(())
+}
+
+macro_rules! dns_name {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `name` against the DNS-label rule.
+            pub fn new(name: impl Into<String>) -> Result<Self, ModelError> {
+                let name = name.into();
+                check_dns_label($kind, &name)?;
+                Ok(Self(name))
+            }
+
+            /// The name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ModelError;
+            fn try_from(s: String) -> Result<Self, ModelError> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+dns_name!(
+    /// A project's name: a DNS label, because it appears in URLs, object keys and Kubernetes names.
+    ProjectName,
+    "project"
+);
+dns_name!(
+    /// An environment's name (`production`, `staging`, a preview's branch slug): a DNS label.
+    EnvName,
+    "environment"
+);
+
+/// A version of a project: `^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`, not `archive` or `manifest`
+/// (those are folders of the storage layout).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VersionName(String);
+
+impl VersionName {
+    /// Validates a version name.
+    pub fn new(name: impl Into<String>) -> Result<Self, ModelError> {
+        let name = name.into();
+        let fail = |why: String| Err(ModelError::InvalidVersion { name: name.clone(), why });
+        if name.is_empty() {
+            return fail("it is empty".into());
+        }
+        if name.len() > 128 {
+            return fail(format!("it is {} characters long, the limit is 128", name.len()));
+        }
+        if !name.as_bytes()[0].is_ascii_alphanumeric() {
+            return fail("it must start with a letter or digit".into());
+        }
+        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))) {
+            return fail(format!("{c:?} is not allowed (letters, digits, '.', '_', '+', '-')"));
+        }
+        if name == "archive" || name == "manifest" {
+            return fail("it is reserved for the storage layout".into());
+        }
+        Ok(Self(name))
+    }
+
+    /// The version as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for VersionName {
+    type Error = ModelError;
+    fn try_from(s: String) -> Result<Self, ModelError> {
+        Self::new(s)
+    }
+}
+
+impl From<VersionName> for String {
+    fn from(v: VersionName) -> String {
+        v.0
+    }
+}
+
+impl fmt::Display for VersionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Turns a branch name into a DNS-label slug for versions and preview environments:
+/// `feature/Login_page` becomes `feature-login-page`.
+pub fn branch_slug(branch: &str) -> String {
+    let mut slug = String::with_capacity(branch.len());
+    for c in branch.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_matches('-');
+    let mut slug: String = slug.chars().take(50).collect();
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    if slug.is_empty() { "branch".to_owned() } else { slug }
+}
+
+/// Where a project's source comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A git URL, mirrored once and fetched before each build.
+    Git(String),
+    /// An absolute path to a local directory, copied for each build.
+    Local(PathBuf),
+}
+
+impl Source {
+    /// Parses a source: a git URL (`https://`, `http://`, `ssh://`, `git://`, `file://`, or scp-like
+    /// `user@host:path`), or else an existing directory, stored as its absolute path.
+    pub fn parse(text: &str) -> Result<Source, ModelError> {
+        let fail = |why: &str| {
+            Err(ModelError::InvalidSource { source_text: text.to_owned(), why: why.to_owned() })
+        };
+        let text_trim = text.trim();
+        if text_trim.is_empty() {
+            return fail("it is empty; give a git URL or a local directory");
+        }
+        if let Some((scheme, rest)) = text_trim.split_once("://") {
+            return match scheme {
+                "https" | "http" | "ssh" | "git" | "file" if !rest.is_empty() => {
+                    Ok(Source::Git(text_trim.to_owned()))
+                }
+                "https" | "http" | "ssh" | "git" | "file" => fail("the URL has no host or path"),
+                _ => fail("unsupported URL scheme; use https, ssh, git or file"),
+            };
+        }
+        if is_scp_like(text_trim) {
+            return Ok(Source::Git(text_trim.to_owned()));
+        }
+        let path = Path::new(text_trim);
+        if !path.is_absolute() {
+            return fail("a local source must be an absolute path to a directory");
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return fail("it is a file, not a directory"),
+            Err(_) => return fail("it is not a git URL (https, ssh, git, file, user@host:path) and no such directory exists"),
+        }
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Source::Local(abs))
+    }
+
+    /// The source as the user would write it.
+    pub fn display(&self) -> String {
+        match self {
+            Source::Git(url) => url.clone(),
+            Source::Local(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// `user@host:path`, the scp-like syntax git accepts for ssh.
+fn is_scp_like(s: &str) -> bool {
+    let Some((user_host, path)) = s.split_once(':') else { return false };
+    let Some((user, host)) = user_host.split_once('@') else { return false };
+    let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    ok(user) && ok(host) && !path.is_empty()
+}
+
+/// A registered project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// Its unique name.
+    pub name: ProjectName,
+    /// Where builds get the code from.
+    pub source: Source,
+    /// The branch that `latest` means.
+    pub branch: String,
+    /// When it was added.
+    pub created_at: SystemTime,
+    /// Versions to keep; 0 keeps all.
+    #[serde(default)]
+    pub keep_versions: u32,
+}
+
+/// Checks a branch name the way `git check-ref-format --branch` would for the common cases.
+pub fn validate_branch(branch: &str) -> Result<(), ModelError> {
+    let bad = branch.is_empty()
+        || branch.starts_with('-')
+        || branch.starts_with('/')
+        || branch.ends_with('/')
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("@{")
+        || branch.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+    if bad {
+        return Err(ModelError::Invalid(format!("invalid branch name {branch:?}")));
+    }
+    Ok(())
+}
+
+/// Checks a secret name: like an environment variable, `^[A-Za-z_][A-Za-z0-9_]*$`.
+pub fn validate_secret_name(name: &str) -> Result<(), ModelError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || name.len() > 256 {
+        return Err(ModelError::Invalid(format!(
+            "invalid secret name {name:?}: secrets are environment variables, use letters, digits and '_', not starting with a digit"
+        )));
+    }
+    Ok(())
+}
+
+/// The states of a build: queued -> running -> succeeded | failed | cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildState {
+    /// Waiting for a slot.
+    Queued,
+    /// Running its steps.
+    Running,
+    /// Finished, its version stored.
+    Succeeded,
+    /// Finished with an error (a failed step, a timeout, a restart).
+    Failed,
+    /// Stopped by a user or by a newer push to the same branch.
+    Cancelled,
+}
+
+impl BuildState {
+    /// Whether the build has ended.
+    pub fn is_finished(self) -> bool {
+        matches!(self, BuildState::Succeeded | BuildState::Failed | BuildState::Cancelled)
+    }
+
+    /// The lowercase name used in output and event types.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Queued => "queued",
+            BuildState::Running => "running",
+            BuildState::Succeeded => "succeeded",
+            BuildState::Failed => "failed",
+            BuildState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Result<BuildState, ModelError> {
+        Ok(match s {
+            "queued" => BuildState::Queued,
+            "running" => BuildState::Running,
+            "succeeded" => BuildState::Succeeded,
+            "failed" => BuildState::Failed,
+            "cancelled" | "canceled" => BuildState::Cancelled,
+            other => {
+                return Err(ModelError::Invalid(format!(
+                    "unknown build state {other:?}: use queued, running, succeeded, failed or cancelled"
+                )));
+            }
+        })
+    }
+}
+
+impl fmt::Display for BuildState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One build of a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// Per-server increasing number.
+    pub id: u64,
+    /// The project built.
+    pub project: ProjectName,
+    /// Where it stands.
+    pub state: BuildState,
+    /// The ref asked for (`latest` already resolved to the default branch).
+    pub git_ref: String,
+    /// The commit built, once resolved.
+    pub commit: String,
+    /// The version it produces (may be decided once the commit is known).
+    pub version: String,
+    /// Whether the version was named by the trigger.
+    #[serde(default)]
+    pub version_pinned: bool,
+    /// Why it failed or was cancelled.
+    pub reason: String,
+    /// What triggered it (`cli`, `github`, `webhook`).
+    pub trigger: String,
+    /// The artifact store name the version goes to.
+    pub store: String,
+    /// The branch it belongs to, when the ref is a branch.
+    pub branch: Option<String>,
+    /// Whether the ref is a tag.
+    pub is_tag: bool,
+    /// When it was queued.
+    pub queued_at: SystemTime,
+    /// When it started running.
+    pub started_at: Option<SystemTime>,
+    /// When it ended.
+    pub finished_at: Option<SystemTime>,
+}
+
+/// One state change, as stored and streamed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increasing sequence number.
+    pub seq: u64,
+    /// When it happened.
+    pub time: SystemTime,
+    /// `build.queued`, `project.added`, ...
+    pub kind: String,
+    /// The project it concerns (empty for none).
+    pub project: String,
+    /// Details.
+    pub payload: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names_follow_dns_labels() {
+        for ok in ["web", "a", "web-2", "0x", &"a".repeat(63)] {
+            assert!(ProjectName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["Web", "-web", "web-", "a/b", "../x", "", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(ProjectName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_follow_the_rule() {
+        for ok in ["1.0.3", "main-12-abc1234", "v1+build.5", "A_b"] {
+            assert!(VersionName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "archive", "manifest", "a b", &"a".repeat(129)] {
+            assert!(VersionName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slugs_are_dns_labels() {
+        assert_eq!(branch_slug("feature/Login_page"), "feature-login-page");
+        assert_eq!(branch_slug("main"), "main");
+        assert_eq!(branch_slug("--"), "branch");
+        assert!(EnvName::new(branch_slug(&"x/".repeat(80))).is_ok());
+    }
+
+    #[test]
+    fn sources_parse() {
+        for url in [
+            "https://github.com/a/b.git",
+            "ssh://git@host/x.git",
+            "git://host/x",
+            "file:///tmp/repo",
+            "git@github.com:a/b.git",
+        ] {
+            assert!(matches!(Source::parse(url), Ok(Source::Git(_))), "{url}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dir_text = dir.path().to_str().expect("utf-8 temp path");
+        assert!(matches!(Source::parse(dir_text), Ok(Source::Local(_))));
+        for bad in ["", "ftp://x/y", "relative/dir", "/no/such/dir/anywhere", "https://"] {
+            assert!(Source::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_names() {
+        assert!(validate_secret_name("NPM_TOKEN").is_ok());
+        assert!(validate_secret_name("_x1").is_ok());
+        for bad in ["", "1A", "A-B", "A B"] {
+            assert!(validate_secret_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Builds: ids, states, and the per-project index.
+
+use serde_json::json;
+
+use super::{MetaStore, T, Tx, TxResult, abort, decode, pair_key, prefix};
+use crate::error::StoreError;
+use crate::model::{Build, BuildState};
+
+/// Which builds `list_builds` returns.
+#[derive(Debug, Clone, Default)]
+pub struct BuildFilter {
+    /// Only this project's builds.
+    pub project: Option<String>,
+    /// Only builds in this state.
+    pub state: Option<BuildState>,
+    /// At most this many (newest first); 0 means 50.
+    pub limit: usize,
+}
+
+impl Tx<'_> {
+    /// Reads a build or aborts with `BuildNotFound`.
+    pub(crate) fn build(&self, id: u64) -> TxResult<Build> {
+        match self.get_json(T::Builds, &id.to_be_bytes())? {
+            Some(b) => Ok(b),
+            None => abort(StoreError::BuildNotFound(id)),
+        }
+    }
+
+    /// Writes a build and appends the event of its state.
+    pub(crate) fn put_build(&self, build: &Build, kind: &str) -> TxResult<()> {
+        self.put_json(T::Builds, &build.id.to_be_bytes(), build)?;
+        self.append_event(kind, build.project.as_str(), build_payload(build))?;
+        Ok(())
+    }
+}
+
+/// The JSON an event carries about a build.
+pub fn build_payload(b: &Build) -> serde_json::Value {
+    json!({
+        "id": b.id,
+        "project": b.project,
+        "state": b.state,
+        "ref": b.git_ref,
+        "commit": b.commit,
+        "version": b.version,
+        "reason": b.reason,
+        "branch": b.branch,
+        "trigger": b.trigger,
+    })
+}
+
+impl MetaStore {
+    /// Stores a new build: allocates its id, indexes it under its project, appends
+    /// `build.queued`. The project must exist.
+    pub fn create_build(&self, template: &Build) -> Result<Build, StoreError> {
+        self.transact(|tx| {
+            tx.project(template.project.as_str())?;
+            let id = tx.next_counter("build_id")?;
+            let mut build = template.clone();
+            build.id = id;
+            tx.tree(T::ProjectBuilds).insert(pair_key(build.project.as_str(), &id.to_be_bytes()), &[])?;
+            tx.put_build(&build, "build.queued")?;
+            Ok(build)
+        })
+    }
+
+    /// Changes a build with `change`; when its state changes, appends `build.<state>`.
+    pub fn update_build(&self, id: u64, change: impl Fn(&mut Build)) -> Result<Build, StoreError> {
+        self.transact(|tx| {
+            let mut build = tx.build(id)?;
+            let before = build.state;
+            change(&mut build);
+            if build.state != before {
+                tx.put_build(&build, &format!("build.{}", build.state))?;
+            } else {
+                tx.put_json(T::Builds, &id.to_be_bytes(), &build)?;
+            }
+            Ok(build)
+        })
+    }
+
+    /// One build.
+    pub fn get_build(&self, id: u64) -> Result<Build, StoreError> {
+        self.get_json(T::Builds, &id.to_be_bytes())?.ok_or(StoreError::BuildNotFound(id))
+    }
+
+    /// Builds, newest first.
+    pub fn list_builds(&self, filter: &BuildFilter) -> Result<Vec<Build>, StoreError> {
+        let limit = if filter.limit == 0 { 50 } else { filter.limit };
+        let mut out = Vec::new();
+        let keep = |b: &Build| filter.state.is_none_or(|s| s == b.state);
+        match &filter.project {
+            Some(project) => {
+                for key in self.tree(T::ProjectBuilds).scan_prefix(prefix(project)).keys().rev() {
+                    let key = key?;
+                    let id = super::be_u64(&key[key.len() - 8..]);
+                    let build = self.get_build(id)?;
+                    if keep(&build) {
+                        out.push(build);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                for item in self.tree(T::Builds).iter().rev() {
+                    let (k, v) = item?;
+                    let build: Build = decode(&k, &v)?;
+                    if keep(&build) {
+                        out.push(build);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest build of a project.
+    pub fn last_build(&self, project: &str) -> Result<Option<Build>, StoreError> {
+        match self.tree(T::ProjectBuilds).scan_prefix(prefix(project)).keys().next_back() {
+            Some(key) => {
+                let key = key?;
+                Ok(Some(self.get_build(super::be_u64(&key[key.len() - 8..]))?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every build in one of `states` (for recovery on start), oldest first.
+    pub fn builds_in_states(&self, states: &[BuildState]) -> Result<Vec<Build>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(T::Builds).iter() {
+            let (k, v) = item?;
+            let build: Build = decode(&k, &v)?;
+            if states.contains(&build.state) {
+                out.push(build);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,220 @@
+//! The metadata store: sled at `<data-dir>/meta`.
+//!
+//! Every change that touches several keys is one sled transaction over [`Tx`], and the event that
+//! describes the change is appended inside that same transaction ([`Tx::append_event`]): nothing
+//! happens without its event, and no event describes something that did not happen.
+//!
+//! Keys are chosen so that sled's ordered iteration answers the common questions directly:
+//! numbers are big-endian (so `#9` sorts before `#10`), and per-project indexes are
+//! `<project>\0<...>` so a prefix scan finds one project's records.
+
+mod builds;
+mod events;
+mod projects;
+
+use std::cell::Cell;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree,
+};
+use sled::{Transactional, Tree};
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+use crate::model::Event;
+
+pub use builds::BuildFilter;
+
+/// The trees of the store, in the order [`Tx`] sees them.
+const TREE_NAMES: [&str; 6] = ["projects", "secrets", "builds", "project_builds", "events", "counters"];
+
+/// The sled metadata store shared by every part of opusd.
+///
+/// Cloning is cheap (sled handles are reference counted), so every service holds its own clone.
+#[derive(Clone)]
+pub struct MetaStore {
+    /// The database, kept for flushing and for ids.
+    db: sled::Db,
+    /// Every tree, indexed as in [`TREE_NAMES`].
+    trees: Vec<Tree>,
+    /// The sequence number of the newest committed event, so that watchers wake without polling.
+    last_event: watch::Sender<u64>,
+}
+
+/// Indexes into [`TREE_NAMES`].
+#[derive(Clone, Copy)]
+enum T {
+    Projects = 0,
+    Secrets = 1,
+    Builds = 2,
+    ProjectBuilds = 3,
+    Events = 4,
+    Counters = 5,
+}
+
+/// Why a transaction body stopped: a store error to return as is.
+pub(crate) type TxResult<R> = Result<R, ConflictableTransactionError<StoreError>>;
+
+/// The view of the store inside one transaction.
+pub struct Tx<'a> {
+    trees: &'a [TransactionalTree],
+    /// The newest event appended by this attempt, to announce after commit.
+    appended: Cell<Option<u64>>,
+}
+
+impl Tx<'_> {
+    fn tree(&self, t: T) -> &TransactionalTree {
+        &self.trees[t as usize]
+    }
+
+    /// Reads and decodes a JSON record.
+    fn get_json<V: DeserializeOwned>(&self, t: T, key: &[u8]) -> TxResult<Option<V>> {
+        match self.tree(t).get(key)? {
+            Some(bytes) => decode(key, &bytes).map(Some).map_err(ConflictableTransactionError::Abort),
+            None => Ok(None),
+        }
+    }
+
+    /// Encodes and writes a JSON record.
+    fn put_json<V: Serialize>(&self, t: T, key: &[u8], value: &V) -> TxResult<()> {
+        let bytes = encode(key, value).map_err(ConflictableTransactionError::Abort)?;
+        self.tree(t).insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// Increments a named counter and returns its new value (the first is 1).
+    fn next_counter(&self, name: &str) -> TxResult<u64> {
+        let counters = self.tree(T::Counters);
+        let current = counters.get(name.as_bytes())?.map(|v| be_u64(&v)).unwrap_or(0);
+        let next = current + 1;
+        counters.insert(name.as_bytes(), &next.to_be_bytes())?;
+        Ok(next)
+    }
+
+    /// Appends an event in this transaction: it becomes visible exactly when the change does.
+    pub fn append_event(
+        &self,
+        kind: &str,
+        project: &str,
+        payload: serde_json::Value,
+    ) -> TxResult<Event> {
+        let seq = self.next_counter("event_seq")?;
+        let event = Event {
+            seq,
+            time: std::time::SystemTime::now(),
+            kind: kind.to_owned(),
+            project: project.to_owned(),
+            payload,
+        };
+        self.put_json(T::Events, &seq.to_be_bytes(), &event)?;
+        self.appended.set(Some(seq));
+        Ok(event)
+    }
+}
+
+/// Aborts a transaction with a store error.
+pub(crate) fn abort<R>(e: StoreError) -> TxResult<R> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+    u64::from_be_bytes(buf)
+}
+
+fn decode<V: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<V, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        detail: e.to_string(),
+    })
+}
+
+fn encode<V: Serialize>(key: &[u8], value: &V) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        detail: e.to_string(),
+    })
+}
+
+/// `<a>\0<b>`: the key of a record that belongs to `a`.
+fn pair_key(a: &str, b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + 1 + b.len());
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b);
+    k
+}
+
+/// `<a>\0`: the prefix of every record that belongs to `a`.
+fn prefix(a: &str) -> Vec<u8> {
+    pair_key(a, &[])
+}
+
+impl MetaStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<MetaStore, StoreError> {
+        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
+        let trees = TREE_NAMES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
+        let counters = &trees[T::Counters as usize];
+        let last = counters.get("event_seq")?.map(|v| be_u64(&v)).unwrap_or(0);
+        let (last_event, _) = watch::channel(last);
+        Ok(MetaStore { db, trees, last_event })
+    }
+
+    fn tree(&self, t: T) -> &Tree {
+        &self.trees[t as usize]
+    }
+
+    fn get_json<V: DeserializeOwned>(&self, t: T, key: &[u8]) -> Result<Option<V>, StoreError> {
+        match self.tree(t).get(key)? {
+            Some(bytes) => decode(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs `body` as one transaction over every tree, retrying on conflict, and announces the
+    /// events it appended once it has committed.
+    pub(crate) fn transact<R>(&self, body: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<R, StoreError> {
+        let appended = Cell::new(None);
+        let result = self.trees.as_slice().transaction(|trees| {
+            let tx = Tx { trees, appended: Cell::new(None) };
+            let r = body(&tx)?;
+            appended.set(tx.appended.get());
+            Ok(r)
+        });
+        let r = match result {
+            Ok(r) => r,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+        };
+        if let Some(seq) = appended.get() {
+            self.last_event.send_if_modified(|last| {
+                let newer = seq > *last;
+                if newer {
+                    *last = seq;
+                }
+                newer
+            });
+        }
+        Ok(r)
+    }
+
+    /// Writes everything to disk; called on shutdown and after critical commits.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Size of the database on disk, in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! Projects and their secrets.
+
+use globset::GlobBuilder;
+use serde_json::json;
+
+use super::{MetaStore, T, Tx, TxResult, abort, decode, pair_key, prefix};
+use crate::error::{ModelError, StoreError};
+use crate::model::{Project, ProjectName};
+
+impl Tx<'_> {
+    /// Reads a project or aborts with `ProjectNotFound`.
+    pub(crate) fn project(&self, name: &str) -> TxResult<Project> {
+        match self.get_json(T::Projects, name.as_bytes())? {
+            Some(p) => Ok(p),
+            None => abort(StoreError::ProjectNotFound(name.to_owned())),
+        }
+    }
+}
+
+/// How `ListProjects` filters: empty matches all, text with `*`, `?` or `[` is a glob, anything
+/// else a substring.
+pub(crate) enum NameFilter {
+    All,
+    Substring(String),
+    Glob(globset::GlobMatcher),
+}
+
+impl NameFilter {
+    pub(crate) fn parse(filter: &str) -> Result<NameFilter, ModelError> {
+        if filter.is_empty() {
+            Ok(NameFilter::All)
+        } else if filter.contains(['*', '?', '[']) {
+            let glob = GlobBuilder::new(filter)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| ModelError::Invalid(format!("invalid filter {filter:?}: {e}")))?;
+            Ok(NameFilter::Glob(glob.compile_matcher()))
+        } else {
+            Ok(NameFilter::Substring(filter.to_owned()))
+        }
+    }
+
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        match self {
+            NameFilter::All => true,
+            NameFilter::Substring(s) => name.contains(s.as_str()),
+            NameFilter::Glob(g) => g.is_match(name),
+        }
+    }
+}
+
+impl MetaStore {
+    /// Registers a project; `AlreadyExists` when the name is taken.
+    pub fn create_project(&self, project: &Project) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            let key = project.name.as_str().as_bytes();
+            if tx.tree(T::Projects).get(key)?.is_some() {
+                return abort(StoreError::ProjectExists(project.name.to_string()));
+            }
+            tx.put_json(T::Projects, key, project)?;
+            tx.append_event(
+                "project.added",
+                project.name.as_str(),
+                json!({ "name": project.name, "source": project.source.display(), "branch": project.branch }),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// One project.
+    pub fn get_project(&self, name: &str) -> Result<Project, StoreError> {
+        self.get_json(T::Projects, name.as_bytes())?
+            .ok_or_else(|| StoreError::ProjectNotFound(name.to_owned()))
+    }
+
+    /// Projects whose name matches `filter` (see `NameFilter`), ordered by name.
+    pub fn list_projects(&self, filter: &str) -> Result<Vec<Project>, crate::CoreError> {
+        let filter = NameFilter::parse(filter)?;
+        let mut out = Vec::new();
+        for item in self.tree(T::Projects).iter() {
+            let (k, v) = item.map_err(StoreError::from)?;
+            if filter.matches(&String::from_utf8_lossy(&k)) {
+                out.push(decode(&k, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of projects.
+    pub fn project_count(&self) -> usize {
+        self.tree(T::Projects).len()
+    }
+
+    /// Applies `change` to a project and stores it, with a `project.updated` event.
+    pub fn update_project(
+        &self,
+        name: &str,
+        change: impl Fn(&mut Project),
+    ) -> Result<Project, StoreError> {
+        self.transact(|tx| {
+            let mut project = tx.project(name)?;
+            change(&mut project);
+            tx.put_json(T::Projects, name.as_bytes(), &project)?;
+            tx.append_event(
+                "project.updated",
+                name,
+                json!({ "branch": project.branch, "keep_versions": project.keep_versions }),
+            )?;
+            Ok(project)
+        })
+    }
+
+    /// Removes a project with its secrets and build index; its build records stay readable by id
+    /// until the build history is pruned, so logs of a removed project can still be read.
+    pub fn delete_project(&self, name: &ProjectName) -> Result<(), StoreError> {
+        // Collect the keys first: a transaction cannot iterate.
+        let secret_keys: Vec<_> = self
+            .tree(T::Secrets)
+            .scan_prefix(prefix(name.as_str()))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let build_keys: Vec<_> = self
+            .tree(T::ProjectBuilds)
+            .scan_prefix(prefix(name.as_str()))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        self.transact(|tx| {
+            tx.project(name.as_str())?;
+            tx.tree(T::Projects).remove(name.as_str().as_bytes())?;
+            for k in &secret_keys {
+                tx.tree(T::Secrets).remove(k)?;
+            }
+            for k in &build_keys {
+                tx.tree(T::ProjectBuilds).remove(k)?;
+            }
+            tx.append_event("project.removed", name.as_str(), json!({ "name": name }))?;
+            Ok(())
+        })
+    }
+
+    /// Sets a secret's value. The event names the secret, never its value.
+    pub fn set_secret(&self, project: &str, name: &str, value: &str) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            tx.project(project)?;
+            tx.tree(T::Secrets).insert(pair_key(project, name.as_bytes()), value.as_bytes())?;
+            tx.append_event("secret.set", project, json!({ "name": name }))?;
+            Ok(())
+        })
+    }
+
+    /// Removes a secret; `SecretNotFound` when there is none by that name.
+    pub fn unset_secret(&self, project: &str, name: &str) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            tx.project(project)?;
+            if tx.tree(T::Secrets).remove(pair_key(project, name.as_bytes()))?.is_none() {
+                return abort(StoreError::SecretNotFound {
+                    project: project.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            tx.append_event("secret.unset", project, json!({ "name": name }))?;
+            Ok(())
+        })
+    }
+
+    /// A project's secrets, names and values, for the executor only.
+    pub fn secrets(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let p = prefix(project);
+        let mut out = Vec::new();
+        for item in self.tree(T::Secrets).scan_prefix(&p) {
+            let (k, v) = item?;
+            out.push((
+                String::from_utf8_lossy(&k[p.len()..]).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The names of a project's secrets (what the API may show).
+    pub fn secret_names(&self, project: &str) -> Result<Vec<String>, StoreError> {
+        self.get_project(project)?;
+        Ok(self.secrets(project)?.into_iter().map(|(n, _)| n).collect())
+    }
+}

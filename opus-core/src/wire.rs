@@ -1,0 +1,111 @@
+//! Conversions between domain types and `opus.v1` messages: the one place prost types meet the
+//! model, so the store and the scheduler never see a prost type.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::model::{Build, BuildState, Event, Project, Source};
+use crate::proto;
+
+/// A `SystemTime` as a protobuf timestamp.
+pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// A protobuf timestamp as a `SystemTime` (times before 1970 become the epoch).
+pub fn system_time(t: &prost_types::Timestamp) -> SystemTime {
+    let secs = u64::try_from(t.seconds).unwrap_or(0);
+    let nanos = u32::try_from(t.nanos).unwrap_or(0);
+    UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+impl From<BuildState> for proto::BuildState {
+    fn from(s: BuildState) -> Self {
+        match s {
+            BuildState::Queued => proto::BuildState::Queued,
+            BuildState::Running => proto::BuildState::Running,
+            BuildState::Succeeded => proto::BuildState::Succeeded,
+            BuildState::Failed => proto::BuildState::Failed,
+            BuildState::Cancelled => proto::BuildState::Cancelled,
+        }
+    }
+}
+
+/// The domain state of a wire state (`Unspecified` has none).
+pub fn build_state(s: proto::BuildState) -> Option<BuildState> {
+    Some(match s {
+        proto::BuildState::Unspecified => return None,
+        proto::BuildState::Queued => BuildState::Queued,
+        proto::BuildState::Running => BuildState::Running,
+        proto::BuildState::Succeeded => BuildState::Succeeded,
+        proto::BuildState::Failed => BuildState::Failed,
+        proto::BuildState::Cancelled => BuildState::Cancelled,
+    })
+}
+
+impl From<&Source> for proto::Source {
+    fn from(s: &Source) -> Self {
+        let kind = match s {
+            Source::Git(url) => proto::source::Kind::GitUrl(url.clone()),
+            Source::Local(p) => proto::source::Kind::LocalPath(p.display().to_string()),
+        };
+        proto::Source { kind: Some(kind) }
+    }
+}
+
+/// The text of a wire source, as a user would write it.
+pub fn source_text(s: &proto::Source) -> String {
+    match &s.kind {
+        Some(proto::source::Kind::GitUrl(u)) => u.clone(),
+        Some(proto::source::Kind::LocalPath(p)) => p.clone(),
+        None => String::new(),
+    }
+}
+
+impl From<&Project> for proto::Project {
+    fn from(p: &Project) -> Self {
+        proto::Project {
+            name: p.name.to_string(),
+            source: Some((&p.source).into()),
+            branch: p.branch.clone(),
+            created_at: Some(timestamp(p.created_at)),
+            keep_versions: p.keep_versions,
+            last_build: None,
+            secret_names: Vec::new(),
+        }
+    }
+}
+
+impl From<&Build> for proto::Build {
+    fn from(b: &Build) -> Self {
+        proto::Build {
+            id: b.id,
+            project: b.project.to_string(),
+            state: proto::BuildState::from(b.state) as i32,
+            r#ref: b.git_ref.clone(),
+            commit: b.commit.clone(),
+            version: b.version.clone(),
+            reason: b.reason.clone(),
+            trigger: b.trigger.clone(),
+            store: b.store.clone(),
+            queued_at: Some(timestamp(b.queued_at)),
+            started_at: b.started_at.map(timestamp),
+            finished_at: b.finished_at.map(timestamp),
+            branch: b.branch.clone().unwrap_or_default(),
+            is_tag: b.is_tag,
+            queue_position: 0,
+        }
+    }
+}
+
+impl From<&Event> for proto::Event {
+    fn from(e: &Event) -> Self {
+        proto::Event {
+            seq: e.seq,
+            time: Some(timestamp(e.time)),
+            r#type: e.kind.clone(),
+            project: e.project.clone(),
+            payload_json: e.payload.to_string(),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `opus.v1.EventService`: the event log, replayed from a sequence number and then followed live.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use opus_core::proto::{self, event_service_server::EventService};
+use tonic::{Request, Response, Status};
+
+use super::status;
+use crate::AppState;
+
+/// Implements `WatchEvents` over the store's event log and its commit notifications.
+pub(crate) struct EventsApi {
+    state: AppState,
+}
+
+impl EventsApi {
+    pub(crate) fn new(state: AppState) -> Self {
+        EventsApi { state }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventService for EventsApi {
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let req = req.into_inner();
+        let store = self.state.store.clone();
+        if !req.project.is_empty() {
+            store.get_project(&req.project).map_err(status)?;
+        }
+        // Subscribe before the first read so that nothing committed in between is missed.
+        let mut changes = store.subscribe_events();
+        let stream = async_stream::try_stream! {
+            let mut next = req.from.max(1);
+            loop {
+                let batch = store.events_from(next, 512).map_err(status)?;
+                let full = batch.len() == 512;
+                for event in &batch {
+                    next = event.seq + 1;
+                    if req.project.is_empty() || event.project == req.project {
+                        yield proto::Event::from(event);
+                    }
+                }
+                if full {
+                    continue;
+                }
+                if !req.follow {
+                    break;
+                }
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

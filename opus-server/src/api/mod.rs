@@ -1,0 +1,105 @@
+//! The API listener: the `opus.v1` gRPC services, `grpc.health.v1`, reflection, and the plain HTTP
+//! routes that share the port.
+//!
+//! Every `opus.v1` service is wrapped in the [`auth::Auth`] interceptor; health stays open so that
+//! load balancers and Kubernetes probes can ask without a token.
+
+mod auth;
+mod events;
+mod projects;
+mod status;
+mod system;
+
+use std::future::Future;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use opus_core::proto;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::{AppState, ServeError};
+
+pub use status::status;
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub(crate) async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let auth = auth::Auth::new(state.config.token.clone());
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<proto::project_service_server::ProjectServiceServer<projects::ProjectsApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let mut routes = Routes::new(health_service);
+    routes = routes
+        .add_service(reflection)
+        .add_service(proto::project_service_server::ProjectServiceServer::with_interceptor(
+            projects::ProjectsApi::new(state.clone()),
+            auth.interceptor(),
+        ))
+        .add_service(proto::system_service_server::SystemServiceServer::with_interceptor(
+            system::SystemApi::new(state.clone()),
+            auth.interceptor(),
+        ))
+        .add_service(proto::event_service_server::EventServiceServer::with_interceptor(
+            events::EventsApi::new(state.clone()),
+            auth.interceptor(),
+        ));
+
+    let router = routes
+        .into_axum_router()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .fallback(not_implemented);
+
+    let mut server = Server::builder().accept_http1(true);
+    if let Some((cert, key)) = &state.config.tls {
+        let read = |p: &std::path::PathBuf| {
+            std::fs::read(p).map_err(|source| ServeError::Tls { path: p.clone(), source })
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    server
+        .add_routes(Routes::from(router))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Answers calls to services this opusd does not serve yet (gRPC `Unimplemented`, with a message)
+/// and unknown HTTP paths (404).
+async fn not_implemented(req: axum::extract::Request) -> axum::response::Response {
+    let is_grpc = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if !is_grpc {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    let message = format!(
+        "{} is not implemented by this opusd {} yet",
+        req.uri().path().trim_start_matches('/'),
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut resp = StatusCode::OK.into_response();
+    let headers = resp.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static("12"));
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", v);
+    }
+    resp
+}

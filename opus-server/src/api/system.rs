@@ -1,0 +1,47 @@
+//! `opus.v1.SystemService`: what this opusd is and how it runs.
+
+use opus_core::proto::{self, system_service_server::SystemService};
+use opus_core::wire::timestamp;
+use tonic::{Request, Response, Status};
+
+use crate::AppState;
+use crate::config::ExecutorKind;
+
+/// Implements `GetServerInfo`.
+pub(crate) struct SystemApi {
+    state: AppState,
+}
+
+impl SystemApi {
+    pub(crate) fn new(state: AppState) -> Self {
+        SystemApi { state }
+    }
+}
+
+#[tonic::async_trait]
+impl SystemService for SystemApi {
+    async fn get_server_info(
+        &self,
+        _req: Request<proto::GetServerInfoRequest>,
+    ) -> Result<Response<proto::ServerInfo>, Status> {
+        let cfg = &self.state.config;
+        let uptime = self.state.started_at.elapsed().unwrap_or_default().as_secs();
+        Ok(Response::new(proto::ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            data_dir: cfg.data_dir.display().to_string(),
+            store: cfg.store.clone(),
+            started_at: Some(timestamp(self.state.started_at)),
+            uptime_seconds: uptime,
+            executor: match cfg.executor {
+                ExecutorKind::Local => "local".into(),
+                ExecutorKind::Kubernetes => "kubernetes".into(),
+            },
+            max_builds: u32::try_from(cfg.max_builds).unwrap_or(u32::MAX),
+            running_builds: 0,
+            queued_builds: 0,
+            sites_url: format!("http://{}", cfg.sites_listen),
+            projects: u32::try_from(self.state.store.project_count()).unwrap_or(u32::MAX),
+            extra_stores: Vec::new(),
+        }))
+    }
+}

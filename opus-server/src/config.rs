@@ -1,0 +1,295 @@
+//! opusd's configuration: one [`Config`], layered defaults < `opusd.toml` < `OPUS_*` environment <
+//! flags. Clap reads flags and environment together (each flag has `env = "OPUS_..."`), the file
+//! fills what both left unset, and defaults fill the rest.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why the configuration could not be assembled. Each message names the file or key to fix.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has an unknown or mistyped key.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and the line.
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("invalid {key}: {message}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Flags, each also readable from its `OPUS_*` environment variable. Every field is optional so
+/// that the config file can fill what the command line leaves out.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// Config file (TOML); without it, ./opusd.toml is read when present.
+    #[arg(long, env = "OPUS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the gRPC API (and webhooks, /healthz, /metrics) [default: 127.0.0.1:7070].
+    #[arg(long, env = "OPUS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the site server [default: 127.0.0.1:7080].
+    #[arg(long, env = "OPUS_SITES_LISTEN", value_name = "ADDR")]
+    pub sites_listen: Option<SocketAddr>,
+    /// Domain the site server routes by: <project>.<domain> [default: localhost].
+    #[arg(long, env = "OPUS_DOMAIN")]
+    pub domain: Option<String>,
+    /// Data directory: metadata, git mirrors, workspaces, logs [default: ./opus-data].
+    #[arg(long, env = "OPUS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// API token clients must send as `authorization: Bearer <token>`.
+    #[arg(long, env = "OPUS_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, env = "OPUS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// TLS certificate (PEM) for the API.
+    #[arg(long, env = "OPUS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the API.
+    #[arg(long, env = "OPUS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Builds running at once [default: number of CPUs].
+    #[arg(long, env = "OPUS_MAX_BUILDS", value_name = "N")]
+    pub max_builds: Option<usize>,
+    /// Default artifact store URL: file://, s3://, gs://, az:// [default: file://<data-dir>/artifacts].
+    #[arg(long, env = "OPUS_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Where builds run: local or kubernetes [default: local].
+    #[arg(long, env = "OPUS_EXECUTOR")]
+    pub executor: Option<String>,
+}
+
+/// The `opusd.toml` file: the same settings as the flags, in snake_case.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`ConfigArgs::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`ConfigArgs::sites_listen`].
+    pub sites_listen: Option<SocketAddr>,
+    /// See [`ConfigArgs::domain`].
+    pub domain: Option<String>,
+    /// See [`ConfigArgs::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`ConfigArgs::token_file`] (a token itself does not belong in a file that may be shared).
+    pub token_file: Option<PathBuf>,
+    /// See [`ConfigArgs::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`ConfigArgs::tls_key`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`ConfigArgs::max_builds`].
+    pub max_builds: Option<usize>,
+    /// See [`ConfigArgs::store`].
+    pub store: Option<String>,
+    /// See [`ConfigArgs::executor`].
+    pub executor: Option<String>,
+}
+
+/// Where builds run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Child processes of opusd.
+    Local,
+    /// Kubernetes Jobs.
+    Kubernetes,
+}
+
+/// The resolved configuration of one opusd.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API address.
+    pub listen: SocketAddr,
+    /// Site server address.
+    pub sites_listen: SocketAddr,
+    /// Domain for site routing.
+    pub domain: String,
+    /// Data directory (absolute).
+    pub data_dir: PathBuf,
+    /// API token, when one is required.
+    pub token: Option<String>,
+    /// TLS certificate and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Builds at once.
+    pub max_builds: usize,
+    /// Default artifact store URL.
+    pub store: String,
+    /// Where builds run.
+    pub executor: ExecutorKind,
+}
+
+impl Config {
+    /// Layers flags and environment over the config file over defaults.
+    pub fn resolve(args: ConfigArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new("opusd.toml").is_file() => read_file(Path::new("opusd.toml"))?,
+            None => FileConfig::default(),
+        };
+        let cwd = std::env::current_dir().map_err(|e| ConfigError::Invalid {
+            key: "data_dir",
+            message: format!("cannot read the current directory: {e}"),
+        })?;
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("opus-data"));
+        let data_dir = if data_dir.is_absolute() { data_dir } else { cwd.join(data_dir) };
+
+        let token = match (args.token, args.token_file.or(file.token_file)) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => {
+                let t = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                    key: "token_file",
+                    message: format!("cannot read {}: {e}", path.display()),
+                })?;
+                Some(t.trim().to_owned())
+            }
+            (None, None) => None,
+        };
+        if token.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::Invalid { key: "token", message: "the token is empty".into() });
+        }
+
+        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "tls_cert",
+                    message: "tls_cert and tls_key go together; give both or neither".into(),
+                });
+            }
+        };
+
+        let max_builds = args
+            .max_builds
+            .or(file.max_builds)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        if max_builds == 0 {
+            return Err(ConfigError::Invalid { key: "max_builds", message: "must be at least 1".into() });
+        }
+
+        let executor = match args.executor.or(file.executor).as_deref().unwrap_or("local") {
+            "local" => ExecutorKind::Local,
+            "kubernetes" | "k8s" => ExecutorKind::Kubernetes,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "executor",
+                    message: format!("unknown executor {other:?}; use local or kubernetes"),
+                });
+            }
+        };
+
+        let store = args
+            .store
+            .or(file.store)
+            .unwrap_or_else(|| format!("file://{}", data_dir.join("artifacts").display()));
+
+        Ok(Config {
+            listen: args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 7070).into()),
+            sites_listen: args.sites_listen.or(file.sites_listen).unwrap_or(([127, 0, 0, 1], 7080).into()),
+            domain: args.domain.or(file.domain).unwrap_or_else(|| "localhost".into()),
+            data_dir,
+            token,
+            tls,
+            max_builds,
+            store,
+            executor,
+        })
+    }
+
+    /// Refuses an API reachable from other machines without a token.
+    pub fn check_security(&self, bound: SocketAddr) -> Result<(), ConfigError> {
+        if !bound.ip().is_loopback() && self.token.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "token",
+                message: format!(
+                    "the API would listen on {bound}, which other machines can reach, without a token; \
+                     set --token or --token-file (or OPUS_TOKEN), or listen on 127.0.0.1"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_lists_every_setting() {
+        let text = include_str!("../../opusd.example.toml");
+        let parsed: FileConfig = toml::from_str(text).expect("opusd.example.toml parses");
+        let json = serde_json::to_value(&parsed).expect("serializes");
+        let obj = json.as_object().expect("an object");
+        let missing: Vec<_> = obj.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()).collect();
+        assert!(missing.is_empty(), "opusd.example.toml lacks {missing:?}");
+    }
+
+    #[test]
+    fn a_malformed_file_names_file_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("opusd.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nmax_bulds = 3\n").expect("write");
+        let err = Config::resolve(ConfigArgs { config: Some(path.clone()), ..Default::default() })
+            .expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("opusd.toml") && msg.contains("max_bulds"), "{msg}");
+
+        std::fs::write(&path, "max_builds = \"four\"\n").expect("write");
+        let msg = Config::resolve(ConfigArgs { config: Some(path), ..Default::default() })
+            .expect_err("wrong type")
+            .to_string();
+        assert!(msg.contains("max_builds") && msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("opusd.toml");
+        std::fs::write(&path, "max_builds = 3\ndomain = \"example.org\"\n").expect("write");
+        let cfg = Config::resolve(ConfigArgs {
+            config: Some(path),
+            max_builds: Some(7),
+            ..Default::default()
+        })
+        .expect("resolves");
+        assert_eq!(cfg.max_builds, 7);
+        assert_eq!(cfg.domain, "example.org");
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let cfg = Config::resolve(ConfigArgs::default()).expect("defaults resolve");
+        assert!(cfg.check_security(([127, 0, 0, 1], 1).into()).is_ok());
+        assert!(cfg.check_security(([0, 0, 0, 0], 1).into()).is_err());
+    }
+}

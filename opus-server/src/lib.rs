@@ -1,0 +1,101 @@
+//! opusd, the Opus daemon, as a library so that tests can run it in-process.
+//!
+//! [`serve`] is the seam: `main.rs` parses flags, sets up tracing, binds the listeners and passes a
+//! shutdown future; everything else starts here.
+//!
+//! - [`config`]: the layered [`config::Config`].
+//! - [`api`]: the gRPC services, authentication, and the mapping of errors to status codes.
+
+pub mod api;
+pub mod config;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use opus_core::store::MetaStore;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::Config;
+
+/// Why opusd could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The data directory could not be prepared.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The metadata store could not be opened (another opusd holds it, or it is damaged).
+    #[error("cannot open the metadata store in {path}: {source} (is another opusd using this data directory?)")]
+    Store {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The store's error.
+        source: opus_core::error::StoreError,
+    },
+    /// TLS files could not be read.
+    #[error("cannot read TLS file {path}: {source}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The reflection service could not load the API descriptors (a build defect).
+    #[error("gRPC reflection setup failed: {0}")]
+    Reflection(String),
+    /// The gRPC server failed.
+    #[error("API server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What every service shares: the store, the configuration, and when the daemon started.
+#[derive(Clone)]
+pub struct AppState {
+    /// The metadata store.
+    pub store: MetaStore,
+    /// The resolved configuration.
+    pub config: Arc<Config>,
+    /// When this opusd started (for uptime).
+    pub started_at: SystemTime,
+}
+
+/// Runs opusd on an already-bound API listener until `shutdown` completes, then stops accepting,
+/// lets in-flight calls finish and flushes the store.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let bound = listener.local_addr().map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    config.check_security(bound)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
+    let meta_path = config.data_dir.join("meta");
+    let store = MetaStore::open(&meta_path)
+        .map_err(|source| ServeError::Store { path: meta_path.clone(), source })?;
+
+    let state = AppState { store: store.clone(), config: Arc::new(config), started_at: SystemTime::now() };
+    info!(api = %bound, data_dir = %state.config.data_dir.display(), "opusd started");
+
+    api::run(listener, state.clone(), shutdown).await?;
+
+    info!("shutting down: flushing the metadata store");
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "flushing the metadata store failed");
+    }
+    info!("opusd stopped");
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `opusd`: parses flags, sets up tracing, binds the API listener and runs [`opus_server::serve`]
+//! until SIGINT or SIGTERM. A second signal forces exit.
+
+use anyhow::Context;
+use clap::Parser;
+use opus_server::config::{Config, ConfigArgs};
+use tracing_subscriber::EnvFilter;
+
+/// The Opus daemon: builds frontend projects, stores versions, deploys and serves them.
+#[derive(Debug, Parser)]
+#[command(name = "opusd", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("OPUS_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run().await {
+        eprintln!("opusd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::resolve(cli.config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another opusd running? try --listen)", config.listen))?;
+    opus_server::serve(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("signal received: stopping (send it again to force exit)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("opusd: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

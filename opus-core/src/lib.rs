@@ -9,6 +9,7 @@
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
 
 pub mod error;
+pub mod manifest;
 pub mod model;
 pub mod proto;
 pub mod store;

@@ -1,5 +1,7 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
+mod builds;
 mod config;
 mod projects;
 mod security;
+mod vite;

@@ -99,10 +99,10 @@ pub enum KubeError {
     },
     /// opusd did not become ready in time. Everything was applied; only the wait gave up.
     #[error(
-        "opusd did not become ready within {}s ({detail}); everything is applied, so look at \
+        "opusd did not become ready within {} ({detail}); everything is applied, so look at \
          `kubectl -n {namespace} describe pod opusd-0` and `kubectl -n {namespace} logs opusd-0`, \
          then run `opus install` again to keep waiting",
-        waited.as_secs()
+        seconds(*waited)
     )]
     NotReady {
         /// The namespace.
@@ -118,6 +118,11 @@ pub enum KubeError {
     /// The operating system's random number generator failed while generating the API token.
     #[error("cannot generate the API token: {0}")]
     Random(String),
+}
+
+/// `300s`, or `250ms` below a second.
+fn seconds(d: Duration) -> String {
+    if d.as_secs() >= 1 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 fn forbidden_message(

@@ -1,0 +1,3 @@
+//! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
+
+mod kubernetes;

@@ -79,13 +79,18 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     /// Starts the fake with a StatefulSet that is ready at the first look.
     pub fn start() -> FakeApiServer {
-        FakeApiServer::start_with(Behaviour { ready_after: Some(0), ..Behaviour::default() })
+        FakeApiServer::start_with(Behaviour {
+            ready_after: Some(0),
+            ..Behaviour::default()
+        })
     }
 
     /// Starts the fake with the given behaviour.
     pub fn start_with(behaviour: Behaviour) -> FakeApiServer {
         let listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let inner = Arc::new(Mutex::new(Inner {
             not_ready_left: behaviour.ready_after,
@@ -95,7 +100,10 @@ impl FakeApiServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = inner.clone();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                 let app = Router::new().fallback(handle).with_state(state);
@@ -106,7 +114,12 @@ impl FakeApiServer {
                     .await;
             });
         });
-        FakeApiServer { url, inner, stop: Some(stop), thread: Some(thread) }
+        FakeApiServer {
+            url,
+            inner,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -185,7 +198,11 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
 fn resource_and_name(path: &str) -> (String, String) {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let n = parts.len();
-    if n >= 2 { (parts[n - 2].to_owned(), parts[n - 1].to_owned()) } else { (String::new(), String::new()) }
+    if n >= 2 {
+        (parts[n - 2].to_owned(), parts[n - 1].to_owned())
+    } else {
+        (String::new(), String::new())
+    }
 }
 
 async fn handle(
@@ -206,8 +223,17 @@ async fn handle(
             (k.to_owned(), v.to_owned())
         })
         .collect();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let parsed: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let parsed: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
     let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
     inner.requests.push(Recorded {
         method: method.to_string(),
@@ -219,7 +245,12 @@ async fn handle(
     });
 
     let (resource, name) = resource_and_name(&path);
-    if inner.behaviour.forbid.iter().any(|(m, p)| *m == method.as_str() && *p == path) {
+    if inner
+        .behaviour
+        .forbid
+        .iter()
+        .any(|(m, p)| *m == method.as_str() && *p == path)
+    {
         let verb = match method.as_str() {
             "PATCH" => "patch",
             "DELETE" => "delete",
@@ -242,18 +273,35 @@ async fn handle(
     match method {
         Method::PATCH => {
             if header("content-type").as_deref() != Some("application/apply-patch+yaml") {
-                return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "only server-side apply");
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    "only server-side apply",
+                );
             }
             let Some(mut object) = parsed else {
-                return status(StatusCode::BAD_REQUEST, "BadRequest", "the body is not JSON");
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "the body is not JSON",
+                );
             };
             let previous = inner.objects.get(&path).cloned();
-            let same = previous.as_ref().is_some_and(|p| strip_server_fields(p) == object);
+            let same = previous
+                .as_ref()
+                .is_some_and(|p| strip_server_fields(p) == object);
             let (rv, generation) = match (&previous, same) {
-                (Some(p), true) => (p["metadata"]["resourceVersion"].clone(), p["metadata"]["generation"].clone()),
+                (Some(p), true) => (
+                    p["metadata"]["resourceVersion"].clone(),
+                    p["metadata"]["generation"].clone(),
+                ),
                 (p, _) => {
                     inner.resource_version += 1;
-                    let generation = p.as_ref().and_then(|p| p["metadata"]["generation"].as_i64()).unwrap_or(0) + 1;
+                    let generation = p
+                        .as_ref()
+                        .and_then(|p| p["metadata"]["generation"].as_i64())
+                        .unwrap_or(0)
+                        + 1;
                     (json!(inner.resource_version.to_string()), json!(generation))
                 }
             };
@@ -261,7 +309,11 @@ async fn handle(
             object["metadata"]["generation"] = generation;
             object["metadata"]["uid"] = json!(format!("uid-{resource}-{name}"));
             inner.objects.insert(path, object.clone());
-            let code = if previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+            let code = if previous.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             (code, axum::Json(object)).into_response()
         }
         Method::GET => {
@@ -272,7 +324,11 @@ async fn handle(
                 {
                     return axum::Json(waiting_pod(&name, &reason, &message)).into_response();
                 }
-                return status(StatusCode::NOT_FOUND, "NotFound", &format!("{resource} \"{name}\" not found"));
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("{resource} \"{name}\" not found"),
+                );
             };
             if resource == "statefulsets" {
                 let ready = match inner.not_ready_left {
@@ -294,9 +350,17 @@ async fn handle(
                 "details": { "name": name, "kind": resource },
             }))
             .into_response(),
-            None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{resource} \"{name}\" not found")),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{resource} \"{name}\" not found"),
+            ),
         },
-        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the fake does not do that"),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the fake does not do that",
+        ),
     }
 }
 

@@ -28,7 +28,9 @@ pub enum KubeError {
         detail: String,
     },
     /// The client could not be built from the context (bad certificate data, unsupported auth).
-    #[error("cannot use the Kubernetes context for {server}: {detail} (check it with `kubectl cluster-info`)")]
+    #[error(
+        "cannot use the Kubernetes context for {server}: {detail} (check it with `kubectl cluster-info`)"
+    )]
     Client {
         /// The API server URL of the context.
         server: String,
@@ -122,7 +124,11 @@ pub enum KubeError {
 
 /// `300s`, or `250ms` below a second.
 fn seconds(d: Duration) -> String {
-    if d.as_secs() >= 1 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    if d.as_secs() >= 1 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 fn forbidden_message(
@@ -133,8 +139,14 @@ fn forbidden_message(
     message: &str,
 ) -> String {
     let (place, can_i) = match namespace {
-        Some(ns) => (format!(" in namespace {ns:?}"), format!("kubectl auth can-i {verb} {resource} -n {ns}")),
-        None => (String::new(), format!("kubectl auth can-i {verb} {resource}")),
+        Some(ns) => (
+            format!(" in namespace {ns:?}"),
+            format!("kubectl auth can-i {verb} {resource} -n {ns}"),
+        ),
+        None => (
+            String::new(),
+            format!("kubectl auth can-i {verb} {resource}"),
+        ),
     };
     format!(
         "the Kubernetes API refused to {verb} {resource} {name:?}{place} (403 Forbidden: {message}); \
@@ -163,7 +175,10 @@ impl Op<'_> {
     pub(crate) fn error(&self, e: kube::Error) -> KubeError {
         match e {
             kube::Error::Api(status) => match status.code {
-                401 => KubeError::Unauthorized { server: self.server.to_owned(), message: status.message },
+                401 => KubeError::Unauthorized {
+                    server: self.server.to_owned(),
+                    message: status.message,
+                },
                 403 => KubeError::Forbidden {
                     verb: self.verb,
                     resource: self.resource,
@@ -176,13 +191,23 @@ impl Op<'_> {
                     resource: self.resource,
                     name: self.name.to_owned(),
                     code,
-                    message: if status.message.is_empty() { status.reason } else { status.message },
+                    message: if status.message.is_empty() {
+                        status.reason
+                    } else {
+                        status.message
+                    },
                 },
             },
             kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::RustlsTls(_) => {
-                KubeError::Unreachable { server: self.server.to_owned(), detail: error_chain(&e) }
+                KubeError::Unreachable {
+                    server: self.server.to_owned(),
+                    detail: error_chain(&e),
+                }
             }
-            kube::Error::Auth(_) => KubeError::Unauthorized { server: self.server.to_owned(), message: error_chain(&e) },
+            kube::Error::Auth(_) => KubeError::Unauthorized {
+                server: self.server.to_owned(),
+                message: error_chain(&e),
+            },
             other => KubeError::Protocol {
                 verb: self.verb,
                 resource: self.resource,
@@ -214,8 +239,13 @@ mod tests {
 
     fn status(code: u16, message: &str) -> kube::Error {
         kube::Error::Api(
-            kube::core::Status { code, message: message.into(), reason: "Forbidden".into(), ..Default::default() }
-                .boxed(),
+            kube::core::Status {
+                code,
+                message: message.into(),
+                reason: "Forbidden".into(),
+                ..Default::default()
+            }
+            .boxed(),
         )
     }
 
@@ -229,32 +259,62 @@ mod tests {
 
     #[test]
     fn forbidden_names_the_verb_resource_and_the_check_command() {
-        let e = OP.error(status(403, "user \"dev\" cannot patch resource \"statefulsets\""));
+        let e = OP.error(status(
+            403,
+            "user \"dev\" cannot patch resource \"statefulsets\"",
+        ));
         let text = e.to_string();
         assert!(matches!(e, KubeError::Forbidden { .. }), "{e:?}");
-        assert!(text.contains("refused to patch statefulsets.apps \"opusd\" in namespace \"opus\""), "{text}");
-        assert!(text.contains("kubectl auth can-i patch statefulsets.apps -n opus"), "{text}");
+        assert!(
+            text.contains("refused to patch statefulsets.apps \"opusd\" in namespace \"opus\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubectl auth can-i patch statefulsets.apps -n opus"),
+            "{text}"
+        );
         assert!(text.contains("user \"dev\" cannot patch"), "{text}");
     }
 
     #[test]
     fn forbidden_on_a_cluster_scoped_object_has_no_namespace() {
-        let op = Op { resource: "namespaces", namespace: None, ..OP };
+        let op = Op {
+            resource: "namespaces",
+            namespace: None,
+            ..OP
+        };
         let text = op.error(status(403, "no")).to_string();
-        assert!(text.contains("refused to patch namespaces \"opusd\" (403"), "{text}");
-        assert!(text.contains("`kubectl auth can-i patch namespaces`"), "{text}");
+        assert!(
+            text.contains("refused to patch namespaces \"opusd\" (403"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`kubectl auth can-i patch namespaces`"),
+            "{text}"
+        );
     }
 
     #[test]
     fn unauthorized_and_other_codes_are_told_apart() {
-        assert!(matches!(OP.error(status(401, "expired")), KubeError::Unauthorized { .. }));
+        assert!(matches!(
+            OP.error(status(401, "expired")),
+            KubeError::Unauthorized { .. }
+        ));
         let e = OP.error(status(422, "spec.replicas: Invalid value"));
-        assert_eq!(e.to_string(), "patch statefulsets.apps \"opusd\" failed: spec.replicas: Invalid value (HTTP 422)");
+        assert_eq!(
+            e.to_string(),
+            "patch statefulsets.apps \"opusd\" failed: spec.replicas: Invalid value (HTTP 422)"
+        );
     }
 
     #[test]
     fn no_context_says_what_to_set() {
-        let e = KubeError::NoContext { detail: "failed to read kubeconfig".into() };
-        assert!(e.to_string().starts_with("no Kubernetes context found: set KUBECONFIG or ~/.kube/config"));
+        let e = KubeError::NoContext {
+            detail: "failed to read kubeconfig".into(),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("no Kubernetes context found: set KUBECONFIG or ~/.kube/config")
+        );
     }
 }

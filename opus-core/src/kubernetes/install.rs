@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{Op, error_chain};
-use super::manifests::{DATA_PVC, InstallOptions, Manifests, OPUSD, OPUSD_POD, TOKEN_KEY, TOKEN_SECRET};
+use super::manifests::{
+    DATA_PVC, InstallOptions, Manifests, OPUSD, OPUSD_POD, TOKEN_KEY, TOKEN_SECRET,
+};
 use super::{FIELD_MANAGER, KubeError, job};
 
 /// A connection to the API server of a kube-context.
@@ -28,7 +30,9 @@ pub struct Cluster {
 
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cluster").field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,7 +40,9 @@ impl Cluster {
     /// The current kube-context, found the way kubectl finds it: `KUBECONFIG`, else
     /// `~/.kube/config`, else the pod's service account when running inside a cluster.
     pub async fn connect() -> Result<Cluster, KubeError> {
-        let config = Config::infer().await.map_err(|e| KubeError::NoContext { detail: error_chain(&e) })?;
+        let config = Config::infer().await.map_err(|e| KubeError::NoContext {
+            detail: error_chain(&e),
+        })?;
         Cluster::from_config(config)
     }
 
@@ -53,9 +59,15 @@ impl Cluster {
     }
 
     fn from_config(config: Config) -> Result<Cluster, KubeError> {
-        let server = config.cluster_url.to_string().trim_end_matches('/').to_owned();
-        let client = Client::try_from(config)
-            .map_err(|e| KubeError::Client { server: server.clone(), detail: error_chain(&e) })?;
+        let server = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned();
+        let client = Client::try_from(config).map_err(|e| KubeError::Client {
+            server: server.clone(),
+            detail: error_chain(&e),
+        })?;
         Ok(Cluster { client, server })
     }
 
@@ -71,8 +83,18 @@ impl Cluster {
 
     /// Asks the API server for its version: the cheapest call that proves the context works.
     pub async fn version(&self) -> Result<String, KubeError> {
-        let op = Op { server: &self.server, verb: "get", resource: "version", name: "/version", namespace: None };
-        let info = self.client.apiserver_version().await.map_err(|e| op.error(e))?;
+        let op = Op {
+            server: &self.server,
+            verb: "get",
+            resource: "version",
+            name: "/version",
+            namespace: None,
+        };
+        let info = self
+            .client
+            .apiserver_version()
+            .await
+            .map_err(|e| op.error(e))?;
         Ok(info.git_version)
     }
 
@@ -136,13 +158,21 @@ pub enum Progress {
 impl fmt::Display for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Progress::Connected { server, version } => write!(f, "connected to {server} (Kubernetes {version})"),
+            Progress::Connected { server, version } => {
+                write!(f, "connected to {server} (Kubernetes {version})")
+            }
             Progress::Applied { kind, name } => write!(f, "applied {kind} {name}"),
             Progress::Deleted { kind, name } => write!(f, "deleted {kind} {name}"),
             Progress::Absent { kind, name } => write!(f, "{kind} {name} was not there"),
-            Progress::Kept { kind, name } => write!(f, "kept {kind} {name} (delete it with --purge)"),
+            Progress::Kept { kind, name } => {
+                write!(f, "kept {kind} {name} (delete it with --purge)")
+            }
             Progress::Waiting { detail, elapsed } => {
-                write!(f, "waiting for opusd to be ready: {detail} ({}s)", elapsed.as_secs())
+                write!(
+                    f,
+                    "waiting for opusd to be ready: {detail} ({}s)",
+                    elapsed.as_secs()
+                )
             }
             Progress::Ready => write!(f, "opusd is ready"),
         }
@@ -160,7 +190,10 @@ pub struct Wait {
 
 impl Default for Wait {
     fn default() -> Self {
-        Wait { timeout: Duration::from_secs(300), interval: Duration::from_secs(2) }
+        Wait {
+            timeout: Duration::from_secs(300),
+            interval: Duration::from_secs(2),
+        }
     }
 }
 
@@ -200,7 +233,10 @@ pub async fn install(
 ) -> Result<Installed, KubeError> {
     options.validate()?;
     let version = cluster.version().await?;
-    progress(Progress::Connected { server: cluster.server.clone(), version });
+    progress(Progress::Connected {
+        server: cluster.server.clone(),
+        version,
+    });
     let ns = options.namespace.as_str();
 
     let secrets: Api<Secret> = cluster.api(ns);
@@ -218,11 +254,33 @@ pub async fn install(
 
     let m = Manifests::new(options, Some(&token));
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    apply(cluster, &namespaces, "namespaces", None, &m.namespace, progress).await?;
-    apply(cluster, &cluster.api::<ServiceAccount>(ns), "serviceaccounts", Some(ns), &m.service_account, progress)
-        .await?;
-    apply(cluster, &cluster.api::<Role>(ns), "roles.rbac.authorization.k8s.io", Some(ns), &m.role, progress)
-        .await?;
+    apply(
+        cluster,
+        &namespaces,
+        "namespaces",
+        None,
+        &m.namespace,
+        progress,
+    )
+    .await?;
+    apply(
+        cluster,
+        &cluster.api::<ServiceAccount>(ns),
+        "serviceaccounts",
+        Some(ns),
+        &m.service_account,
+        progress,
+    )
+    .await?;
+    apply(
+        cluster,
+        &cluster.api::<Role>(ns),
+        "roles.rbac.authorization.k8s.io",
+        Some(ns),
+        &m.role,
+        progress,
+    )
+    .await?;
     apply(
         cluster,
         &cluster.api::<RoleBinding>(ns),
@@ -245,8 +303,24 @@ pub async fn install(
     )
     .await?;
     let stateful_sets: Api<StatefulSet> = cluster.api(ns);
-    apply(cluster, &stateful_sets, "statefulsets.apps", Some(ns), &m.stateful_set, progress).await?;
-    apply(cluster, &cluster.api::<Service>(ns), "services", Some(ns), &m.service, progress).await?;
+    apply(
+        cluster,
+        &stateful_sets,
+        "statefulsets.apps",
+        Some(ns),
+        &m.stateful_set,
+        progress,
+    )
+    .await?;
+    apply(
+        cluster,
+        &cluster.api::<Service>(ns),
+        "services",
+        Some(ns),
+        &m.service,
+        progress,
+    )
+    .await?;
 
     let ready = if wait.timeout.is_zero() {
         false
@@ -254,7 +328,12 @@ pub async fn install(
         wait_ready(cluster, ns, wait, progress).await?;
         true
     };
-    Ok(Installed { namespace: ns.to_owned(), token, token_created, ready })
+    Ok(Installed {
+        namespace: ns.to_owned(),
+        token,
+        token_created,
+        ready,
+    })
 }
 
 /// What [`uninstall`] removes.
@@ -268,7 +347,10 @@ pub struct UninstallOptions {
 
 impl Default for UninstallOptions {
     fn default() -> Self {
-        UninstallOptions { namespace: super::manifests::DEFAULT_NAMESPACE.to_owned(), purge: false }
+        UninstallOptions {
+            namespace: super::manifests::DEFAULT_NAMESPACE.to_owned(),
+            purge: false,
+        }
     }
 }
 
@@ -282,24 +364,95 @@ pub async fn uninstall(
 ) -> Result<(), KubeError> {
     super::manifests::validate_namespace(&options.namespace)?;
     let version = cluster.version().await?;
-    progress(Progress::Connected { server: cluster.server.clone(), version });
+    progress(Progress::Connected {
+        server: cluster.server.clone(),
+        version,
+    });
     let namespace = options.namespace.as_str();
     let ns = Some(namespace);
-    delete(cluster, &cluster.api::<Service>(namespace), "services", ns, OPUSD, progress).await?;
-    delete(cluster, &cluster.api::<StatefulSet>(namespace), "statefulsets.apps", ns, OPUSD, progress).await?;
-    delete(cluster, &cluster.api::<Secret>(namespace), "secrets", ns, TOKEN_SECRET, progress).await?;
-    delete(cluster, &cluster.api::<RoleBinding>(namespace), "rolebindings.rbac.authorization.k8s.io", ns, OPUSD, progress)
-        .await?;
-    delete(cluster, &cluster.api::<Role>(namespace), "roles.rbac.authorization.k8s.io", ns, OPUSD, progress).await?;
-    delete(cluster, &cluster.api::<ServiceAccount>(namespace), "serviceaccounts", ns, OPUSD, progress).await?;
+    delete(
+        cluster,
+        &cluster.api::<Service>(namespace),
+        "services",
+        ns,
+        OPUSD,
+        progress,
+    )
+    .await?;
+    delete(
+        cluster,
+        &cluster.api::<StatefulSet>(namespace),
+        "statefulsets.apps",
+        ns,
+        OPUSD,
+        progress,
+    )
+    .await?;
+    delete(
+        cluster,
+        &cluster.api::<Secret>(namespace),
+        "secrets",
+        ns,
+        TOKEN_SECRET,
+        progress,
+    )
+    .await?;
+    delete(
+        cluster,
+        &cluster.api::<RoleBinding>(namespace),
+        "rolebindings.rbac.authorization.k8s.io",
+        ns,
+        OPUSD,
+        progress,
+    )
+    .await?;
+    delete(
+        cluster,
+        &cluster.api::<Role>(namespace),
+        "roles.rbac.authorization.k8s.io",
+        ns,
+        OPUSD,
+        progress,
+    )
+    .await?;
+    delete(
+        cluster,
+        &cluster.api::<ServiceAccount>(namespace),
+        "serviceaccounts",
+        ns,
+        OPUSD,
+        progress,
+    )
+    .await?;
     if options.purge {
-        delete(cluster, &cluster.api::<PersistentVolumeClaim>(namespace), "persistentvolumeclaims", ns, DATA_PVC, progress)
-            .await?;
+        delete(
+            cluster,
+            &cluster.api::<PersistentVolumeClaim>(namespace),
+            "persistentvolumeclaims",
+            ns,
+            DATA_PVC,
+            progress,
+        )
+        .await?;
         let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-        delete(cluster, &namespaces, "namespaces", None, &options.namespace, progress).await?;
+        delete(
+            cluster,
+            &namespaces,
+            "namespaces",
+            None,
+            &options.namespace,
+            progress,
+        )
+        .await?;
     } else {
-        progress(Progress::Kept { kind: "PersistentVolumeClaim", name: DATA_PVC.to_owned() });
-        progress(Progress::Kept { kind: "Namespace", name: options.namespace.clone() });
+        progress(Progress::Kept {
+            kind: "PersistentVolumeClaim",
+            name: DATA_PVC.to_owned(),
+        });
+        progress(Progress::Kept {
+            kind: "Namespace",
+            name: options.namespace.clone(),
+        });
     }
     Ok(())
 }
@@ -316,10 +469,21 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
-    let op = Op { server: &cluster.server, verb: "patch", resource, name: &name, namespace };
+    let op = Op {
+        server: &cluster.server,
+        verb: "patch",
+        resource,
+        name: &name,
+        namespace,
+    };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(object)).await.map_err(|e| op.error(e))?;
-    progress(Progress::Applied { kind: kind_of::<K>(), name });
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(|e| op.error(e))?;
+    progress(Progress::Applied {
+        kind: kind_of::<K>(),
+        name,
+    });
     Ok(())
 }
 
@@ -334,12 +498,22 @@ async fn delete<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + fmt::Debug,
 {
-    let op = Op { server: &cluster.server, verb: "delete", resource, name, namespace };
+    let op = Op {
+        server: &cluster.server,
+        verb: "delete",
+        resource,
+        name,
+        namespace,
+    };
     match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => progress(Progress::Deleted { kind: kind_of::<K>(), name: name.to_owned() }),
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            progress(Progress::Absent { kind: kind_of::<K>(), name: name.to_owned() })
-        }
+        Ok(_) => progress(Progress::Deleted {
+            kind: kind_of::<K>(),
+            name: name.to_owned(),
+        }),
+        Err(kube::Error::Api(status)) if status.code == 404 => progress(Progress::Absent {
+            kind: kind_of::<K>(),
+            name: name.to_owned(),
+        }),
         Err(e) => return Err(op.error(e)),
     }
     Ok(())
@@ -355,7 +529,13 @@ async fn get_opt<K>(
 where
     K: Clone + DeserializeOwned + fmt::Debug,
 {
-    let op = Op { server: &cluster.server, verb: "get", resource, name, namespace };
+    let op = Op {
+        server: &cluster.server,
+        verb: "get",
+        resource,
+        name,
+        namespace,
+    };
     api.get_opt(name).await.map_err(|e| op.error(e))
 }
 
@@ -386,7 +566,14 @@ async fn wait_ready(
     let pods: Api<Pod> = cluster.api(ns);
     let start = Instant::now();
     loop {
-        let sts = get_opt(cluster, &stateful_sets, "statefulsets.apps", OPUSD, Some(ns)).await?;
+        let sts = get_opt(
+            cluster,
+            &stateful_sets,
+            "statefulsets.apps",
+            OPUSD,
+            Some(ns),
+        )
+        .await?;
         let (ready, mut detail) = match &sts {
             Some(sts) => stateful_set_readiness(sts),
             None => (false, "the StatefulSet is not there yet".to_owned()),
@@ -404,7 +591,11 @@ async fn wait_ready(
         }
         let elapsed = start.elapsed();
         if elapsed >= wait.timeout {
-            return Err(KubeError::NotReady { namespace: ns.to_owned(), waited: elapsed, detail });
+            return Err(KubeError::NotReady {
+                namespace: ns.to_owned(),
+                waited: elapsed,
+                detail,
+            });
         }
         progress(Progress::Waiting { detail, elapsed });
         tokio::time::sleep(wait.interval.min(wait.timeout.saturating_sub(elapsed))).await;
@@ -421,13 +612,17 @@ pub fn stateful_set_readiness(sts: &StatefulSet) -> (bool, String) {
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let observed = status.observed_generation.unwrap_or(0) >= generation;
-    let rolled = status.update_revision.is_none() || status.current_revision == status.update_revision;
+    let rolled =
+        status.update_revision.is_none() || status.current_revision == status.update_revision;
     let detail = if observed && ready >= wanted && updated < wanted {
         format!("{ready}/{wanted} ready, {updated}/{wanted} updated")
     } else {
         format!("{ready}/{wanted} ready")
     };
-    (observed && ready >= wanted && updated >= wanted && rolled, detail)
+    (
+        observed && ready >= wanted && updated >= wanted && rolled,
+        detail,
+    )
 }
 
 #[cfg(test)]
@@ -438,15 +633,24 @@ mod tests {
 
     fn sts(generation: i64, status: Option<StatefulSetStatus>) -> StatefulSet {
         StatefulSet {
-            metadata: kube::api::ObjectMeta { generation: Some(generation), ..Default::default() },
-            spec: StatefulSetSpec { replicas: Some(1), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: StatefulSetSpec {
+                replicas: Some(1),
+                ..Default::default()
+            },
             status,
         }
     }
 
     #[test]
     fn readiness_needs_the_observed_generation_ready_and_updated_replicas() {
-        assert_eq!(stateful_set_readiness(&sts(1, None)), (false, "0/1 ready".into()));
+        assert_eq!(
+            stateful_set_readiness(&sts(1, None)),
+            (false, "0/1 ready".into())
+        );
         let ready = StatefulSetStatus {
             observed_generation: Some(2),
             replicas: 1,
@@ -457,11 +661,26 @@ mod tests {
             ..Default::default()
         };
         assert!(stateful_set_readiness(&sts(2, Some(ready.clone()))).0);
-        assert!(!stateful_set_readiness(&sts(3, Some(ready.clone()))).0, "an older generation");
-        let rolling = StatefulSetStatus { current_revision: Some("r1".into()), ..ready.clone() };
-        assert!(!stateful_set_readiness(&sts(2, Some(rolling))).0, "still on the old revision");
-        let starting = StatefulSetStatus { ready_replicas: Some(0), ..ready };
-        assert_eq!(stateful_set_readiness(&sts(2, Some(starting))), (false, "0/1 ready".into()));
+        assert!(
+            !stateful_set_readiness(&sts(3, Some(ready.clone()))).0,
+            "an older generation"
+        );
+        let rolling = StatefulSetStatus {
+            current_revision: Some("r1".into()),
+            ..ready.clone()
+        };
+        assert!(
+            !stateful_set_readiness(&sts(2, Some(rolling))).0,
+            "still on the old revision"
+        );
+        let starting = StatefulSetStatus {
+            ready_replicas: Some(0),
+            ..ready
+        };
+        assert_eq!(
+            stateful_set_readiness(&sts(2, Some(starting))),
+            (false, "0/1 ready".into())
+        );
     }
 
     #[test]
@@ -475,7 +694,15 @@ mod tests {
 
     #[test]
     fn port_forward_line() {
-        let i = Installed { namespace: "ci".into(), token: "t".into(), token_created: true, ready: true };
-        assert_eq!(i.port_forward_command(), "kubectl -n ci port-forward svc/opusd 7070 7080");
+        let i = Installed {
+            namespace: "ci".into(),
+            token: "t".into(),
+            token_created: true,
+            ready: true,
+        };
+        assert_eq!(
+            i.port_forward_command(),
+            "kubectl -n ci port-forward svc/opusd 7070 7080"
+        );
     }
 }

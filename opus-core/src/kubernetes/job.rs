@@ -57,7 +57,10 @@ pub struct BuildJob {
 pub fn job_name(project: &str, build: u64) -> String {
     let suffix = format!("-{build}");
     let room = 63 - "opus-".len() - suffix.len();
-    let project = project.get(..room.min(project.len())).unwrap_or(project).trim_end_matches('-');
+    let project = project
+        .get(..room.min(project.len()))
+        .unwrap_or(project)
+        .trim_end_matches('-');
     format!("opus-{project}{suffix}")
 }
 
@@ -65,7 +68,10 @@ pub fn job_name(project: &str, build: u64) -> String {
 pub fn build_labels(project: &str, build: u64) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/part-of".to_owned(), "opus".to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), super::FIELD_MANAGER.to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            super::FIELD_MANAGER.to_owned(),
+        ),
         ("app.kubernetes.io/component".to_owned(), "build".to_owned()),
         (PROJECT_LABEL.to_owned(), project.to_owned()),
         (BUILD_LABEL.to_owned(), build.to_string()),
@@ -73,7 +79,11 @@ pub fn build_labels(project: &str, build: u64) -> BTreeMap<String, String> {
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() }
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    }
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -91,12 +101,19 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 pub fn build_job(spec: &BuildJob) -> Job {
     let name = job_name(&spec.project, spec.build);
     let labels = build_labels(&spec.project, spec.build);
-    let no_escalation = SecurityContext { allow_privilege_escalation: Some(false), ..SecurityContext::default() };
+    let no_escalation = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        ..SecurityContext::default()
+    };
     let install_runner = Container {
         name: "opus-runner".to_owned(),
         image: Some(spec.runner_image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        command: Some(vec!["cp".to_owned(), OPUSD_IN_IMAGE.to_owned(), format!("{RUNNER_DIR}/opusd")]),
+        command: Some(vec![
+            "cp".to_owned(),
+            OPUSD_IN_IMAGE.to_owned(),
+            format!("{RUNNER_DIR}/opusd"),
+        ]),
         volume_mounts: Some(vec![mount("opus-bin", RUNNER_DIR, false)]),
         security_context: Some(no_escalation.clone()),
         ..Container::default()
@@ -112,14 +129,20 @@ pub fn build_job(spec: &BuildJob) -> Job {
             env("OPUS_RUNNER_TOKEN", &spec.token),
             env("OPUS_RUNNER_WORKSPACE", WORKSPACE_DIR),
         ]),
-        volume_mounts: Some(vec![mount("opus-bin", RUNNER_DIR, true), mount("workspace", WORKSPACE_DIR, false)]),
+        volume_mounts: Some(vec![
+            mount("opus-bin", RUNNER_DIR, true),
+            mount("workspace", WORKSPACE_DIR, false),
+        ]),
         security_context: Some(no_escalation),
         // The runner's last words (why it failed) end up in the pod status.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     };
-    let empty_dir =
-        |name: &str| Volume { name: name.to_owned(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() };
+    let empty_dir = |name: &str| Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
     Job {
         metadata: ObjectMeta {
             name: Some(name),
@@ -129,10 +152,15 @@ pub fn build_job(spec: &BuildJob) -> Job {
         },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: spec.timeout.map(|t| i64::try_from(t.as_secs().max(1)).unwrap_or(i64::MAX)),
+            active_deadline_seconds: spec
+                .timeout
+                .map(|t| i64::try_from(t.as_secs().max(1)).unwrap_or(i64::MAX)),
             ttl_seconds_after_finished: Some(FINISHED_TTL_SECONDS),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
                     automount_service_account_token: Some(false),
@@ -162,8 +190,12 @@ const FATAL_WAITING: &[&str] = &[
 
 fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
     let status = pod.status.as_ref();
-    let init = status.and_then(|s| s.init_container_statuses.as_deref()).unwrap_or_default();
-    let main = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+    let init = status
+        .and_then(|s| s.init_container_statuses.as_deref())
+        .unwrap_or_default();
+    let main = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
     init.iter().chain(main)
 }
 
@@ -185,15 +217,23 @@ pub fn pod_failure_reason(pod: &Pod) -> Option<String> {
             let reason = waiting.reason.as_deref().unwrap_or_default();
             if FATAL_WAITING.contains(&reason) {
                 let what = if reason.contains("Image") {
-                    format!("cannot pull image {:?} for container {}", status.image, status.name)
+                    format!(
+                        "cannot pull image {:?} for container {}",
+                        status.image, status.name
+                    )
                 } else {
                     format!("cannot start container {}", status.name)
                 };
-                return Some(format!("{what} ({})", with_message(reason, waiting.message.as_deref())));
+                return Some(format!(
+                    "{what} ({})",
+                    with_message(reason, waiting.message.as_deref())
+                ));
             }
         }
         if status.name == "opus-runner"
-            && let Some(t) = state.and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0)
+            && let Some(t) = state
+                .and_then(|s| s.terminated.as_ref())
+                .filter(|t| t.exit_code != 0)
         {
             return Some(format!(
                 "cannot copy opusd into the build pod: the opus-runner init container exited with {} ({})",
@@ -206,7 +246,10 @@ pub fn pod_failure_reason(pod: &Pod) -> Option<String> {
     if status.phase.as_deref() == Some("Failed") {
         return Some(format!(
             "the build pod failed ({})",
-            with_message(status.reason.as_deref().unwrap_or("Failed"), status.message.as_deref())
+            with_message(
+                status.reason.as_deref().unwrap_or("Failed"),
+                status.message.as_deref()
+            )
         ));
     }
     None
@@ -229,7 +272,10 @@ pub fn pod_waiting_reason(pod: &Pod) -> Option<String> {
         .flatten()
         .find(|c| c.type_ == "PodScheduled" && c.status == "False");
     if let Some(c) = unscheduled {
-        return Some(with_message(c.reason.as_deref().unwrap_or("Unschedulable"), c.message.as_deref()));
+        return Some(with_message(
+            c.reason.as_deref().unwrap_or("Unschedulable"),
+            c.message.as_deref(),
+        ));
     }
     status.phase.clone()
 }
@@ -252,7 +298,10 @@ pub fn job_failure_reason(job: &Job) -> Option<String> {
                 None => "timed out (build.timeout)".to_owned(),
             })
         }
-        reason => Some(with_message(reason.unwrap_or("Failed"), failed.message.as_deref())),
+        reason => Some(with_message(
+            reason.unwrap_or("Failed"),
+            failed.message.as_deref(),
+        )),
     }
 }
 
@@ -290,12 +339,22 @@ mod tests {
         assert_eq!(pod.automount_service_account_token, Some(false));
         let init = &pod.init_containers.as_ref().expect("init")[0];
         assert_eq!(init.image.as_deref(), Some("ghcr.io/opus-ci/opusd:0.1.0"));
-        assert_eq!(init.command.as_ref().expect("cmd").join(" "), "cp /usr/local/bin/opusd /opus/bin/opusd");
+        assert_eq!(
+            init.command.as_ref().expect("cmd").join(" "),
+            "cp /usr/local/bin/opusd /opus/bin/opusd"
+        );
         let build = &pod.containers[0];
         assert_eq!(build.image.as_deref(), Some("node:20"));
-        assert_eq!(build.command.as_ref().expect("cmd").join(" "), "/opus/bin/opusd runner");
-        let env: BTreeMap<_, _> =
-            build.env.iter().flatten().map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or(""))).collect();
+        assert_eq!(
+            build.command.as_ref().expect("cmd").join(" "),
+            "/opus/bin/opusd runner"
+        );
+        let env: BTreeMap<_, _> = build
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+            .collect();
         assert_eq!(env["OPUS_RUNNER_BUILD"], "42");
         assert_eq!(env["OPUS_RUNNER_TOKEN"], "per-build");
         assert_eq!(env["OPUS_RUNNER_SERVER"], "http://opusd.opus.svc:7070");
@@ -306,7 +365,10 @@ mod tests {
 
     #[test]
     fn no_timeout_means_no_deadline() {
-        let job = build_job(&BuildJob { timeout: None, ..spec() });
+        let job = build_job(&BuildJob {
+            timeout: None,
+            ..spec()
+        });
         assert_eq!(job.spec.and_then(|s| s.active_deadline_seconds), None);
     }
 
@@ -337,7 +399,10 @@ mod tests {
             name: name.into(),
             image: image.into(),
             state: Some(ContainerState {
-                waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: Some(message.into()) }),
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.into()),
+                    message: Some(message.into()),
+                }),
                 ..ContainerState::default()
             }),
             ..ContainerStatus::default()
@@ -346,18 +411,32 @@ mod tests {
 
     #[test]
     fn an_image_that_cannot_be_pulled_fails_the_build_with_the_reason() {
-        let p = pod(vec![waiting("build", "node:99", "ImagePullBackOff", "Back-off pulling image \"node:99\"")], "Pending");
+        let p = pod(
+            vec![waiting(
+                "build",
+                "node:99",
+                "ImagePullBackOff",
+                "Back-off pulling image \"node:99\"",
+            )],
+            "Pending",
+        );
         let reason = pod_failure_reason(&p).expect("fatal");
         assert_eq!(
             reason,
             "cannot pull image \"node:99\" for container build (ImagePullBackOff: Back-off pulling image \"node:99\")"
         );
-        assert_eq!(pod_waiting_reason(&p).as_deref(), Some("ImagePullBackOff: Back-off pulling image \"node:99\""));
+        assert_eq!(
+            pod_waiting_reason(&p).as_deref(),
+            Some("ImagePullBackOff: Back-off pulling image \"node:99\"")
+        );
     }
 
     #[test]
     fn normal_waiting_is_not_a_failure() {
-        let p = pod(vec![waiting("build", "node:20", "ContainerCreating", "")], "Pending");
+        let p = pod(
+            vec![waiting("build", "node:20", "ContainerCreating", "")],
+            "Pending",
+        );
         assert_eq!(pod_failure_reason(&p), None);
         assert_eq!(pod_waiting_reason(&p).as_deref(), Some("ContainerCreating"));
         assert_eq!(pod_failure_reason(&pod(vec![], "Running")), None);
@@ -382,7 +461,10 @@ mod tests {
             }]);
         }
         let reason = pod_failure_reason(&p).expect("fatal");
-        assert!(reason.contains("opus-runner init container exited with 1 (Error: cp: not found)"), "{reason}");
+        assert!(
+            reason.contains("opus-runner init container exited with 1 (Error: cp: not found)"),
+            "{reason}"
+        );
 
         let mut evicted = pod(vec![], "Failed");
         if let Some(s) = evicted.status.as_mut() {
@@ -427,6 +509,9 @@ mod tests {
             }]),
             ..JobStatus::default()
         });
-        assert_eq!(job_failure_reason(&job).as_deref(), Some("timed out after 900s (build.timeout)"));
+        assert_eq!(
+            job_failure_reason(&job).as_deref(),
+            Some("timed out after 900s (build.timeout)")
+        );
     }
 }

@@ -80,7 +80,11 @@ impl InstallOptions {
         if self.image.trim().is_empty() || self.image.chars().any(char::is_whitespace) {
             return Err(KubeError::InvalidOption {
                 option: "--image",
-                message: format!("{:?} is not an image reference (for example {})", self.image, default_image()),
+                message: format!(
+                    "{:?} is not an image reference (for example {})",
+                    self.image,
+                    default_image()
+                ),
             });
         }
         if !is_quantity(&self.storage) {
@@ -93,11 +97,15 @@ impl InstallOptions {
             });
         }
         if let Some(store) = &self.store {
-            let scheme_ok = ["file://", "s3://", "gs://", "az://"].iter().any(|s| store.starts_with(s));
+            let scheme_ok = ["file://", "s3://", "gs://", "az://"]
+                .iter()
+                .any(|s| store.starts_with(s));
             if !scheme_ok {
                 return Err(KubeError::InvalidOption {
                     option: "--store",
-                    message: format!("{store:?} is not a store URL (use s3://, gs://, az:// or file://)"),
+                    message: format!(
+                        "{store:?} is not a store URL (use s3://, gs://, az:// or file://)"
+                    ),
                 });
             }
         }
@@ -121,8 +129,12 @@ pub fn validate_namespace(namespace: &str) -> Result<(), KubeError> {
 
 /// A Kubernetes quantity as a storage size: digits, an optional fraction, an optional unit.
 fn is_quantity(text: &str) -> bool {
-    const UNITS: &[&str] = &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
-    let number_end = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    const UNITS: &[&str] = &[
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+    ];
+    let number_end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(number_end);
     let mut parts = number.split('.');
     let whole = parts.next().unwrap_or_default();
@@ -160,7 +172,10 @@ pub fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), OPUSD.to_owned()),
         ("app.kubernetes.io/part-of".to_owned(), "opus".to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), super::FIELD_MANAGER.to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            super::FIELD_MANAGER.to_owned(),
+        ),
     ])
 }
 
@@ -182,7 +197,11 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), ..EnvVar::default() }
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    }
 }
 
 impl Manifests {
@@ -190,10 +209,17 @@ impl Manifests {
     pub fn new(options: &InstallOptions, token: Option<&str>) -> Manifests {
         let ns = options.namespace.as_str();
         let namespace = Namespace {
-            metadata: ObjectMeta { name: Some(ns.to_owned()), labels: Some(labels()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(ns.to_owned()),
+                labels: Some(labels()),
+                ..ObjectMeta::default()
+            },
             ..Namespace::default()
         };
-        let service_account = ServiceAccount { metadata: meta(OPUSD, ns), ..ServiceAccount::default() };
+        let service_account = ServiceAccount {
+            metadata: meta(OPUSD, ns),
+            ..ServiceAccount::default()
+        };
         let role = Role {
             metadata: meta(OPUSD, ns),
             rules: Some(vec![
@@ -234,7 +260,10 @@ impl Manifests {
         let secret = token.map(|token| Secret {
             metadata: meta(TOKEN_SECRET, ns),
             type_: Some("Opaque".to_owned()),
-            data: Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(token.as_bytes().to_vec()))])),
+            data: Some(BTreeMap::from([(
+                TOKEN_KEY.to_owned(),
+                ByteString(token.as_bytes().to_vec()),
+            )])),
             ..Secret::default()
         });
         let data = PersistentVolumeClaim {
@@ -242,7 +271,10 @@ impl Manifests {
             spec: Some(PersistentVolumeClaimSpec {
                 access_modes: Some(strings(&["ReadWriteOnce"])),
                 resources: Some(VolumeResourceRequirements {
-                    requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(options.storage.clone()))])),
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_owned(),
+                        Quantity(options.storage.clone()),
+                    )])),
                     ..VolumeResourceRequirements::default()
                 }),
                 ..PersistentVolumeClaimSpec::default()
@@ -274,7 +306,16 @@ impl Manifests {
             }),
             ..Service::default()
         };
-        Manifests { namespace, service_account, role, role_binding, secret, data, stateful_set, service }
+        Manifests {
+            namespace,
+            service_account,
+            role,
+            role_binding,
+            secret,
+            data,
+            stateful_set,
+            service,
+        }
     }
 
     /// The objects as one multi-document YAML stream, the way `opus install --dry-run` prints it
@@ -344,7 +385,10 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
         env_vars.push(env("OPUS_STORE", store));
     }
     let grpc_probe = |initial_delay: i32, period: i32| Probe {
-        grpc: Some(GRPCAction { port: API_PORT, ..GRPCAction::default() }),
+        grpc: Some(GRPCAction {
+            port: API_PORT,
+            ..GRPCAction::default()
+        }),
         initial_delay_seconds: Some(initial_delay),
         period_seconds: Some(period),
         timeout_seconds: Some(2),
@@ -357,8 +401,16 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
         image_pull_policy: Some("IfNotPresent".to_owned()),
         env: Some(env_vars),
         ports: Some(vec![
-            ContainerPort { name: Some("api".to_owned()), container_port: API_PORT, ..ContainerPort::default() },
-            ContainerPort { name: Some("sites".to_owned()), container_port: SITES_PORT, ..ContainerPort::default() },
+            ContainerPort {
+                name: Some("api".to_owned()),
+                container_port: API_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("sites".to_owned()),
+                container_port: SITES_PORT,
+                ..ContainerPort::default()
+            },
         ]),
         readiness_probe: Some(grpc_probe(2, 5)),
         liveness_probe: Some(grpc_probe(10, 20)),
@@ -367,24 +419,38 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
                 ("cpu".to_owned(), Quantity("100m".to_owned())),
                 ("memory".to_owned(), Quantity("64Mi".to_owned())),
             ])),
-            limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("1Gi".to_owned()))])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("1Gi".to_owned()),
+            )])),
             ..ResourceRequirements::default()
         }),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(strings(&["ALL"])), ..Capabilities::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(strings(&["ALL"])),
+                ..Capabilities::default()
+            }),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
-            VolumeMount { name: "data".to_owned(), mount_path: DATA_DIR.to_owned(), ..VolumeMount::default() },
+            VolumeMount {
+                name: "data".to_owned(),
+                mount_path: DATA_DIR.to_owned(),
+                ..VolumeMount::default()
+            },
             VolumeMount {
                 name: "token".to_owned(),
                 mount_path: TOKEN_DIR.to_owned(),
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
-            VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
+            VolumeMount {
+                name: "tmp".to_owned(),
+                mount_path: "/tmp".to_owned(),
+                ..VolumeMount::default()
+            },
         ]),
         ..Container::default()
     };
@@ -395,7 +461,10 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
             run_as_user: Some(RUN_AS_USER),
             run_as_group: Some(RUN_AS_USER),
             fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..SeccompProfile::default() }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
@@ -432,9 +501,15 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
         spec: StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(OPUSD.to_owned()),
-            selector: LabelSelector { match_labels: Some(selector_labels()), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels()),
+                ..LabelSelector::default()
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod),
             },
             ..StatefulSetSpec::default()
@@ -453,7 +528,11 @@ mod tests {
         options.validate().expect("defaults are valid");
         assert_eq!(options.namespace, "opus");
         assert_eq!(options.storage, "10Gi");
-        assert!(options.image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))));
+        assert!(
+            options
+                .image
+                .ends_with(&format!(":{}", env!("CARGO_PKG_VERSION")))
+        );
     }
 
     #[test]
@@ -461,7 +540,9 @@ mod tests {
         for ok in ["10Gi", "500Mi", "1Ti", "1.5Gi", "1000000", "2G"] {
             assert!(is_quantity(ok), "{ok}");
         }
-        for bad in ["", "Gi", "10 Gi", "10GB", "-1Gi", "0", "1..5Gi", "1.Gi", "ten"] {
+        for bad in [
+            "", "Gi", "10 Gi", "10GB", "-1Gi", "0", "1..5Gi", "1.Gi", "ten",
+        ] {
             assert!(!is_quantity(bad), "{bad}");
         }
     }
@@ -481,16 +562,35 @@ mod tests {
 
     #[test]
     fn the_pod_runs_non_root_with_grpc_probes_and_env_config() {
-        let m = Manifests::new(&InstallOptions { store: Some("s3://b/p".into()), ..InstallOptions::default() }, None);
+        let m = Manifests::new(
+            &InstallOptions {
+                store: Some("s3://b/p".into()),
+                ..InstallOptions::default()
+            },
+            None,
+        );
         let pod = m.stateful_set.spec.template.spec.expect("pod spec");
-        assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
+        assert_eq!(
+            pod.security_context
+                .as_ref()
+                .and_then(|s| s.run_as_non_root),
+            Some(true)
+        );
         let c = &pod.containers[0];
-        let probe = c.readiness_probe.as_ref().and_then(|p| p.grpc.as_ref()).expect("grpc probe");
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.grpc.as_ref())
+            .expect("grpc probe");
         assert_eq!(probe.port, API_PORT);
         assert!(c.liveness_probe.as_ref().is_some_and(|p| p.grpc.is_some()));
         assert!(c.resources.as_ref().is_some_and(|r| r.requests.is_some()));
-        let env: BTreeMap<_, _> =
-            c.env.iter().flatten().filter_map(|e| Some((e.name.as_str(), e.value.as_deref()?))).collect();
+        let env: BTreeMap<_, _> = c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.as_str(), e.value.as_deref()?)))
+            .collect();
         assert_eq!(env["OPUS_LISTEN"], "0.0.0.0:7070");
         assert_eq!(env["OPUS_SITES_LISTEN"], "0.0.0.0:7080");
         assert_eq!(env["OPUS_DATA_DIR"], DATA_DIR);
@@ -502,23 +602,47 @@ mod tests {
     #[test]
     fn the_role_allows_jobs_pods_and_logs_only() {
         let m = Manifests::new(&InstallOptions::default(), None);
-        let resources: Vec<String> =
-            m.role.rules.iter().flatten().flat_map(|r| r.resources.clone().unwrap_or_default()).collect();
+        let resources: Vec<String> = m
+            .role
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|r| r.resources.clone().unwrap_or_default())
+            .collect();
         assert_eq!(resources, ["jobs", "pods", "pods/log"]);
     }
 
     #[test]
     fn yaml_has_every_object_but_the_secret_and_is_stable() {
         let yaml = render_yaml(&InstallOptions::default()).expect("renders");
-        assert_eq!(yaml, render_yaml(&InstallOptions::default()).expect("renders"));
-        let kinds: Vec<&str> = yaml.lines().filter_map(|l| l.strip_prefix("kind: ")).collect();
+        assert_eq!(
+            yaml,
+            render_yaml(&InstallOptions::default()).expect("renders")
+        );
+        let kinds: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .collect();
         assert_eq!(
             kinds,
-            ["Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "StatefulSet", "Service"]
+            [
+                "Namespace",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "PersistentVolumeClaim",
+                "StatefulSet",
+                "Service"
+            ]
         );
-        assert_eq!(yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---\n")), 7, "{yaml}");
+        assert_eq!(
+            yaml.matches("\n---\n").count() + usize::from(yaml.starts_with("---\n")),
+            7,
+            "{yaml}"
+        );
         for doc in yaml.split("---\n").skip(1) {
-            let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(doc).expect("each document parses");
+            let value: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(doc).expect("each document parses");
             assert!(value.get("apiVersion").is_some(), "{doc}");
         }
     }

@@ -24,12 +24,13 @@ mod manifests;
 
 pub use error::KubeError;
 pub use install::{
-    Cluster, Installed, Progress, UninstallOptions, Wait, install, stateful_set_readiness, uninstall,
+    Cluster, Installed, Progress, UninstallOptions, Wait, install, stateful_set_readiness,
+    uninstall,
 };
 pub use manifests::{
-    API_PORT, DATA_DIR, DATA_PVC, DEFAULT_NAMESPACE, DEFAULT_STORAGE, InstallOptions, Manifests, OPUSD,
-    OPUSD_POD, SITES_PORT, TOKEN_DIR, TOKEN_KEY, TOKEN_SECRET, default_image, labels, render_yaml,
-    validate_namespace,
+    API_PORT, DATA_DIR, DATA_PVC, DEFAULT_NAMESPACE, DEFAULT_STORAGE, InstallOptions, Manifests,
+    OPUSD, OPUSD_POD, SITES_PORT, TOKEN_DIR, TOKEN_KEY, TOKEN_SECRET, default_image, labels,
+    render_yaml, validate_namespace,
 };
 
 /// The field manager of every server-side apply by Opus (`kubectl get -o yaml --show-managed-fields`

@@ -24,16 +24,27 @@ const POD: &str = "/api/v1/namespaces/opus/pods/opusd-0";
 /// The objects in the order `opus install` applies them.
 const APPLIED: [&str; 8] = [NS, SA, ROLE, BINDING, SECRET, PVC, STS, SVC];
 
-const FAST: Wait = Wait { timeout: Duration::from_secs(10), interval: Duration::from_millis(10) };
+const FAST: Wait = Wait {
+    timeout: Duration::from_secs(10),
+    interval: Duration::from_millis(10),
+};
 
 async fn connect(fake: &FakeApiServer, dir: &tempfile::TempDir) -> Cluster {
     let kubeconfig = fake.write_kubeconfig(dir.path());
-    Cluster::from_kubeconfig(&kubeconfig).await.expect("the fake's kubeconfig loads")
+    Cluster::from_kubeconfig(&kubeconfig)
+        .await
+        .expect("the fake's kubeconfig loads")
 }
 
-async fn install(cluster: &Cluster, wait: Wait) -> (Result<kubernetes::Installed, KubeError>, Vec<Progress>) {
+async fn install(
+    cluster: &Cluster,
+    wait: Wait,
+) -> (Result<kubernetes::Installed, KubeError>, Vec<Progress>) {
     let mut seen = Vec::new();
-    let result = kubernetes::install(cluster, &InstallOptions::default(), wait, &mut |p| seen.push(p)).await;
+    let result = kubernetes::install(cluster, &InstallOptions::default(), wait, &mut |p| {
+        seen.push(p)
+    })
+    .await;
     (result, seen)
 }
 
@@ -57,12 +68,32 @@ async fn fake_apiserver_install_applies_every_object_with_field_manager_opus() {
     assert_eq!(lines, expected);
 
     for r in patches(&requests) {
-        assert_eq!(r.query.get("fieldManager").map(String::as_str), Some("opus"), "{}", r.line());
-        assert_eq!(r.query.get("force").map(String::as_str), Some("true"), "{}", r.line());
-        assert_eq!(r.content_type.as_deref(), Some("application/apply-patch+yaml"), "{}", r.line());
+        assert_eq!(
+            r.query.get("fieldManager").map(String::as_str),
+            Some("opus"),
+            "{}",
+            r.line()
+        );
+        assert_eq!(
+            r.query.get("force").map(String::as_str),
+            Some("true"),
+            "{}",
+            r.line()
+        );
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/apply-patch+yaml"),
+            "{}",
+            r.line()
+        );
     }
     for r in &requests {
-        assert_eq!(r.authorization.as_deref(), Some("Bearer fake-token"), "the context's credentials: {}", r.line());
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some("Bearer fake-token"),
+            "the context's credentials: {}",
+            r.line()
+        );
     }
 
     // The applied objects are the typed manifests, with the generated token in the Secret.
@@ -76,19 +107,45 @@ async fn fake_apiserver_install_applies_every_object_with_field_manager_opus() {
     let container = &sts["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], json!(kubernetes::default_image()));
     assert_eq!(container["readinessProbe"]["grpc"]["port"], json!(7070));
-    assert_eq!(sts["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], json!(true));
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        json!(true)
+    );
     let env = container["env"].as_array().expect("env");
-    assert!(env.contains(&json!({"name": "OPUS_EXECUTOR", "value": "kubernetes"})), "{env:?}");
-    assert!(env.contains(&json!({"name": "OPUS_TOKEN_FILE", "value": "/etc/opus/token/token"})), "{env:?}");
+    assert!(
+        env.contains(&json!({"name": "OPUS_EXECUTOR", "value": "kubernetes"})),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&json!({"name": "OPUS_TOKEN_FILE", "value": "/etc/opus/token/token"})),
+        "{env:?}"
+    );
     let pvc = fake.object(PVC).expect("pvc stored");
-    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], json!("10Gi"));
+    assert_eq!(
+        pvc["spec"]["resources"]["requests"]["storage"],
+        json!("10Gi")
+    );
     let svc = fake.object(SVC).expect("service stored");
-    let ports: Vec<i64> =
-        svc["spec"]["ports"].as_array().expect("ports").iter().filter_map(|p| p["port"].as_i64()).collect();
+    let ports: Vec<i64> = svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
     assert_eq!(ports, [7070, 7080]);
 
-    assert!(progress.iter().any(|p| matches!(p, Progress::Connected { version, .. } if version == "v1.31.0-fake")));
-    assert_eq!(progress.iter().filter(|p| matches!(p, Progress::Applied { .. })).count(), 8);
+    assert!(
+        progress
+            .iter()
+            .any(|p| matches!(p, Progress::Connected { version, .. } if version == "v1.31.0-fake"))
+    );
+    assert_eq!(
+        progress
+            .iter()
+            .filter(|p| matches!(p, Progress::Applied { .. }))
+            .count(),
+        8
+    );
     assert_eq!(progress.last(), Some(&Progress::Ready));
 }
 
@@ -99,16 +156,33 @@ async fn fake_apiserver_second_install_sends_the_same_objects_and_keeps_the_toke
     let cluster = connect(&fake, &dir).await;
     let first = install(&cluster, FAST).await.0.expect("first install");
     let first_requests = fake.requests();
-    let versions: Vec<_> = APPLIED.iter().map(|p| fake.object(p).map(|o| o["metadata"]["resourceVersion"].clone())).collect();
+    let versions: Vec<_> = APPLIED
+        .iter()
+        .map(|p| {
+            fake.object(p)
+                .map(|o| o["metadata"]["resourceVersion"].clone())
+        })
+        .collect();
     fake.clear_requests();
 
     let second = install(&cluster, FAST).await.0.expect("second install");
     let second_requests = fake.requests();
-    assert_eq!(second.token, first.token, "the token of the first install is kept");
+    assert_eq!(
+        second.token, first.token,
+        "the token of the first install is kept"
+    );
     assert!(!second.token_created);
-    assert_eq!(second_requests, first_requests, "the same requests, with the same bodies");
-    let versions_after: Vec<_> =
-        APPLIED.iter().map(|p| fake.object(p).map(|o| o["metadata"]["resourceVersion"].clone())).collect();
+    assert_eq!(
+        second_requests, first_requests,
+        "the same requests, with the same bodies"
+    );
+    let versions_after: Vec<_> = APPLIED
+        .iter()
+        .map(|p| {
+            fake.object(p)
+                .map(|o| o["metadata"]["resourceVersion"].clone())
+        })
+        .collect();
     assert_eq!(versions_after, versions, "nothing changed");
 }
 
@@ -144,28 +218,57 @@ async fn fake_apiserver_install_waits_for_readiness_and_reports_the_pod_state() 
             _ => None,
         })
         .collect();
-    assert_eq!(waits, ["0/1 ready; opusd-0: ContainerCreating", "0/1 ready; opusd-0: ContainerCreating"]);
-    let looks = fake.requests().iter().filter(|r| r.line() == format!("GET {STS}")).count();
+    assert_eq!(
+        waits,
+        [
+            "0/1 ready; opusd-0: ContainerCreating",
+            "0/1 ready; opusd-0: ContainerCreating"
+        ]
+    );
+    let looks = fake
+        .requests()
+        .iter()
+        .filter(|r| r.line() == format!("GET {STS}"))
+        .count();
     assert_eq!(looks, 3);
-    assert!(fake.requests().iter().any(|r| r.line() == format!("GET {POD}")));
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.line() == format!("GET {POD}"))
+    );
 }
 
 #[tokio::test]
 async fn fake_apiserver_install_gives_up_waiting_with_the_reason_and_what_to_look_at() {
     let fake = FakeApiServer::start_with(Behaviour {
         ready_after: None,
-        pod_waiting: Some(("ImagePullBackOff".into(), "Back-off pulling image \"ghcr.io/opus-ci/opusd:0.1.0\"".into())),
+        pod_waiting: Some((
+            "ImagePullBackOff".into(),
+            "Back-off pulling image \"ghcr.io/opus-ci/opusd:0.1.0\"".into(),
+        )),
         ..Behaviour::default()
     });
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = connect(&fake, &dir).await;
-    let wait = Wait { timeout: Duration::from_millis(300), interval: Duration::from_millis(20) };
+    let wait = Wait {
+        timeout: Duration::from_millis(300),
+        interval: Duration::from_millis(20),
+    };
     let err = install(&cluster, wait).await.0.expect_err("never ready");
     assert!(matches!(err, KubeError::NotReady { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.starts_with("opusd did not become ready within "), "{text}");
-    assert!(text.contains("ms (0/1 ready; opusd-0: ImagePullBackOff: Back-off pulling image"), "{text}");
-    assert!(text.contains("kubectl -n opus describe pod opusd-0"), "{text}");
+    assert!(
+        text.starts_with("opusd did not become ready within "),
+        "{text}"
+    );
+    assert!(
+        text.contains("ms (0/1 ready; opusd-0: ImagePullBackOff: Back-off pulling image"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubectl -n opus describe pod opusd-0"),
+        "{text}"
+    );
     assert!(text.contains("run `opus install` again"), "{text}");
     // Everything was applied before the wait.
     assert_eq!(patches(&fake.requests()).len(), 8);
@@ -182,9 +285,22 @@ async fn fake_apiserver_forbidden_apply_names_the_resource_and_the_verb() {
     let cluster = connect(&fake, &dir).await;
     let err = install(&cluster, FAST).await.0.expect_err("refused");
     let text = err.to_string();
-    assert!(matches!(err, KubeError::Forbidden { verb: "patch", resource: "statefulsets.apps", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            KubeError::Forbidden {
+                verb: "patch",
+                resource: "statefulsets.apps",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(text.starts_with("the Kubernetes API refused to patch statefulsets.apps \"opusd\" in namespace \"opus\" (403 Forbidden: statefulsets \"opusd\" is forbidden: User \"dev\" cannot patch"), "{text}");
-    assert!(text.contains("kubectl auth can-i patch statefulsets.apps -n opus"), "{text}");
+    assert!(
+        text.contains("kubectl auth can-i patch statefulsets.apps -n opus"),
+        "{text}"
+    );
     // It stopped there: the Service was not applied.
     assert!(fake.object(SVC).is_none());
 }
@@ -198,8 +314,15 @@ async fn fake_apiserver_forbidden_secret_read_is_reported_before_anything_is_app
     });
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = connect(&fake, &dir).await;
-    let text = install(&cluster, FAST).await.0.expect_err("refused").to_string();
-    assert!(text.contains("refused to get secrets \"opusd-token\" in namespace \"opus\""), "{text}");
+    let text = install(&cluster, FAST)
+        .await
+        .0
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        text.contains("refused to get secrets \"opusd-token\" in namespace \"opus\""),
+        "{text}"
+    );
     assert!(patches(&fake.requests()).is_empty());
 }
 
@@ -212,35 +335,73 @@ async fn fake_apiserver_uninstall_keeps_the_volume_unless_purge() {
     fake.clear_requests();
 
     let mut progress = Vec::new();
-    kubernetes::uninstall(&cluster, &UninstallOptions::default(), &mut |p| progress.push(p))
-        .await
-        .expect("uninstall");
-    let deletes: Vec<String> = fake.requests().iter().filter(|r| r.method == "DELETE").map(|r| r.path.clone()).collect();
+    kubernetes::uninstall(&cluster, &UninstallOptions::default(), &mut |p| {
+        progress.push(p)
+    })
+    .await
+    .expect("uninstall");
+    let deletes: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path.clone())
+        .collect();
     assert_eq!(deletes, [SVC, STS, SECRET, BINDING, ROLE, SA]);
-    assert_eq!(fake.paths(), [NS.to_owned(), PVC.to_owned()], "the namespace and the volume stay");
-    assert!(progress.contains(&Progress::Kept { kind: "PersistentVolumeClaim", name: "opusd-data".into() }));
+    assert_eq!(
+        fake.paths(),
+        [NS.to_owned(), PVC.to_owned()],
+        "the namespace and the volume stay"
+    );
+    assert!(progress.contains(&Progress::Kept {
+        kind: "PersistentVolumeClaim",
+        name: "opusd-data".into()
+    }));
 
     // Installing again finds the volume where it was.
     install(&cluster, FAST).await.0.expect("install again");
     fake.clear_requests();
-    let purge = UninstallOptions { purge: true, ..UninstallOptions::default() };
-    kubernetes::uninstall(&cluster, &purge, &mut |_| {}).await.expect("purge");
-    let deletes: Vec<String> = fake.requests().iter().filter(|r| r.method == "DELETE").map(|r| r.path.clone()).collect();
+    let purge = UninstallOptions {
+        purge: true,
+        ..UninstallOptions::default()
+    };
+    kubernetes::uninstall(&cluster, &purge, &mut |_| {})
+        .await
+        .expect("purge");
+    let deletes: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path.clone())
+        .collect();
     assert_eq!(deletes, [SVC, STS, SECRET, BINDING, ROLE, SA, PVC, NS]);
     assert!(fake.paths().is_empty());
 
     // A second uninstall finds nothing and is fine with that.
     let mut progress = Vec::new();
-    kubernetes::uninstall(&cluster, &purge, &mut |p| progress.push(p)).await.expect("nothing left to delete");
-    assert_eq!(progress.iter().filter(|p| matches!(p, Progress::Absent { .. })).count(), 8);
+    kubernetes::uninstall(&cluster, &purge, &mut |p| progress.push(p))
+        .await
+        .expect("nothing left to delete");
+    assert_eq!(
+        progress
+            .iter()
+            .filter(|p| matches!(p, Progress::Absent { .. }))
+            .count(),
+        8
+    );
 }
 
 #[tokio::test]
 async fn fake_apiserver_missing_kubeconfig_says_how_to_set_a_context() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let err = Cluster::from_kubeconfig(&dir.path().join("missing")).await.expect_err("no kubeconfig");
+    let err = Cluster::from_kubeconfig(&dir.path().join("missing"))
+        .await
+        .expect_err("no kubeconfig");
     assert!(matches!(err, KubeError::NoContext { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("no Kubernetes context found: set KUBECONFIG or ~/.kube/config"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("no Kubernetes context found: set KUBECONFIG or ~/.kube/config"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -250,11 +411,16 @@ async fn fake_apiserver_that_is_gone_is_unreachable() {
     let kubeconfig = fake.write_kubeconfig(dir.path());
     let url = fake.url.clone();
     drop(fake);
-    let cluster = Cluster::from_kubeconfig(&kubeconfig).await.expect("kubeconfig loads");
+    let cluster = Cluster::from_kubeconfig(&kubeconfig)
+        .await
+        .expect("kubeconfig loads");
     let err = install(&cluster, FAST).await.0.expect_err("nobody listens");
     assert!(matches!(err, KubeError::Unreachable { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.starts_with(&format!("cannot reach the Kubernetes API at {url}")), "{text}");
+    assert!(
+        text.starts_with(&format!("cannot reach the Kubernetes API at {url}")),
+        "{text}"
+    );
     assert!(text.contains("kubectl cluster-info"), "{text}");
 }
 
@@ -265,7 +431,10 @@ fn decode_base64(text: &str) -> Vec<u8> {
     let mut n = 0;
     let mut out = Vec::new();
     for c in text.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET.iter().position(|a| *a == c).expect("base64 character") as u32;
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c)
+            .expect("base64 character") as u32;
         bits = (bits << 6) | v;
         n += 6;
         if n >= 8 {

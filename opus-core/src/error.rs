@@ -43,7 +43,9 @@ pub enum ModelError {
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// A project with that name exists already.
-    #[error("project {0:?} already exists (remove it first with `opus remove {0}`, or pick another name)")]
+    #[error(
+        "project {0:?} already exists (remove it first with `opus remove {0}`, or pick another name)"
+    )]
     ProjectExists(String),
     /// No project with that name.
     #[error("no project named {0:?} (see `opus list`)")]

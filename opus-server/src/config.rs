@@ -58,7 +58,12 @@ pub struct ConfigArgs {
     #[arg(long, env = "OPUS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// API token clients must send as `authorization: Bearer <token>`.
-    #[arg(long, env = "OPUS_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "OPUS_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
     /// File holding the API token.
     #[arg(long, env = "OPUS_TOKEN_FILE", value_name = "FILE")]
@@ -150,8 +155,15 @@ impl Config {
             key: "data_dir",
             message: format!("cannot read the current directory: {e}"),
         })?;
-        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("opus-data"));
-        let data_dir = if data_dir.is_absolute() { data_dir } else { cwd.join(data_dir) };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("opus-data"));
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            cwd.join(data_dir)
+        };
 
         let token = match (args.token, args.token_file.or(file.token_file)) {
             (Some(t), _) => Some(t),
@@ -165,10 +177,16 @@ impl Config {
             (None, None) => None,
         };
         if token.as_deref().is_some_and(str::is_empty) {
-            return Err(ConfigError::Invalid { key: "token", message: "the token is empty".into() });
+            return Err(ConfigError::Invalid {
+                key: "token",
+                message: "the token is empty".into(),
+            });
         }
 
-        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => {
@@ -179,15 +197,24 @@ impl Config {
             }
         };
 
-        let max_builds = args
-            .max_builds
-            .or(file.max_builds)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let max_builds = args.max_builds.or(file.max_builds).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
         if max_builds == 0 {
-            return Err(ConfigError::Invalid { key: "max_builds", message: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                key: "max_builds",
+                message: "must be at least 1".into(),
+            });
         }
 
-        let executor = match args.executor.or(file.executor).as_deref().unwrap_or("local") {
+        let executor = match args
+            .executor
+            .or(file.executor)
+            .as_deref()
+            .unwrap_or("local")
+        {
             "local" => ExecutorKind::Local,
             "kubernetes" | "k8s" => ExecutorKind::Kubernetes,
             other => {
@@ -204,9 +231,18 @@ impl Config {
             .unwrap_or_else(|| format!("file://{}", data_dir.join("artifacts").display()));
 
         Ok(Config {
-            listen: args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 7070).into()),
-            sites_listen: args.sites_listen.or(file.sites_listen).unwrap_or(([127, 0, 0, 1], 7080).into()),
-            domain: args.domain.or(file.domain).unwrap_or_else(|| "localhost".into()),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(([127, 0, 0, 1], 7070).into()),
+            sites_listen: args
+                .sites_listen
+                .or(file.sites_listen)
+                .unwrap_or(([127, 0, 0, 1], 7080).into()),
+            domain: args
+                .domain
+                .or(file.domain)
+                .unwrap_or_else(|| "localhost".into()),
             data_dir,
             token,
             tls,
@@ -232,8 +268,10 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
@@ -250,7 +288,11 @@ mod tests {
         let parsed: FileConfig = toml::from_str(text).expect("opusd.example.toml parses");
         let json = serde_json::to_value(&parsed).expect("serializes");
         let obj = json.as_object().expect("an object");
-        let missing: Vec<_> = obj.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()).collect();
+        let missing: Vec<_> = obj
+            .iter()
+            .filter(|(_, v)| v.is_null())
+            .map(|(k, _)| k.clone())
+            .collect();
         assert!(missing.is_empty(), "opusd.example.toml lacks {missing:?}");
     }
 
@@ -259,16 +301,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("opusd.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\nmax_bulds = 3\n").expect("write");
-        let err = Config::resolve(ConfigArgs { config: Some(path.clone()), ..Default::default() })
-            .expect_err("unknown key");
+        let err = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect_err("unknown key");
         let msg = err.to_string();
-        assert!(msg.contains("opusd.toml") && msg.contains("max_bulds"), "{msg}");
+        assert!(
+            msg.contains("opusd.toml") && msg.contains("max_bulds"),
+            "{msg}"
+        );
 
         std::fs::write(&path, "max_builds = \"four\"\n").expect("write");
-        let msg = Config::resolve(ConfigArgs { config: Some(path), ..Default::default() })
-            .expect_err("wrong type")
-            .to_string();
-        assert!(msg.contains("max_builds") && msg.contains("line 1"), "{msg}");
+        let msg = Config::resolve(ConfigArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("wrong type")
+        .to_string();
+        assert!(
+            msg.contains("max_builds") && msg.contains("line 1"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The metadata store could not be opened (another opusd holds it, or it is damaged).
-    #[error("cannot open the metadata store in {path}: {source} (is another opusd using this data directory?)")]
+    #[error(
+        "cannot open the metadata store in {path}: {source} (is another opusd using this data directory?)"
+    )]
     Store {
         /// The directory.
         path: std::path::PathBuf,
@@ -69,6 +71,18 @@ pub struct AppState {
     pub started_at: SystemTime,
 }
 
+/// Writes `<data-dir>/opusd.json` with the bound API address and the process id, so scripts and
+/// tests that start opusd on port 0 learn where it listens. Failing to write it is only logged.
+fn write_address_file(data_dir: &std::path::Path, api: std::net::SocketAddr) {
+    let info = serde_json::json!({ "api": api.to_string(), "pid": std::process::id() });
+    let path = data_dir.join("opusd.json");
+    let tmp = data_dir.join("opusd.json.tmp");
+    let result = std::fs::write(&tmp, info.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the address file");
+    }
+}
+
 /// Runs opusd on an already-bound API listener until `shutdown` completes, then stops accepting,
 /// lets in-flight calls finish and flushes the store.
 pub async fn serve(
@@ -76,18 +90,30 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let bound = listener.local_addr().map_err(|source| ServeError::DataDir {
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    config.check_security(bound)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
-    config.check_security(bound)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
     let meta_path = config.data_dir.join("meta");
-    let store = MetaStore::open(&meta_path)
-        .map_err(|source| ServeError::Store { path: meta_path.clone(), source })?;
+    let store = MetaStore::open(&meta_path).map_err(|source| ServeError::Store {
+        path: meta_path.clone(),
+        source,
+    })?;
 
-    let state = AppState { store: store.clone(), config: Arc::new(config), started_at: SystemTime::now() };
+    write_address_file(&config.data_dir, bound);
+
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        started_at: SystemTime::now(),
+    };
     info!(api = %bound, data_dir = %state.config.data_dir.display(), "opusd started");
 
     api::run(listener, state.clone(), shutdown).await?;

@@ -1,6 +1,8 @@
 //! `opusd`: parses flags, sets up tracing, binds the API listener and runs [`opus_server::serve`]
 //! until SIGINT or SIGTERM. A second signal forces exit.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use opus_server::config::{Config, ConfigArgs};
@@ -17,8 +19,11 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("OPUS_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("OPUS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run().await {
         eprintln!("opusd: {e:#}");
@@ -31,7 +36,12 @@ async fn run() -> anyhow::Result<()> {
     let config = Config::resolve(cli.config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is another opusd running? try --listen)", config.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another opusd running? try --listen)",
+                config.listen
+            )
+        })?;
     opus_server::serve(listener, config, shutdown_signal()).await?;
     Ok(())
 }

@@ -40,8 +40,14 @@ impl Cluster {
     /// The current kube-context, found the way kubectl finds it: `KUBECONFIG`, else
     /// `~/.kube/config`, else the pod's service account when running inside a cluster.
     pub async fn connect() -> Result<Cluster, KubeError> {
-        let config = Config::infer().await.map_err(|e| KubeError::NoContext {
-            detail: error_chain(&e),
+        let config = Config::infer().await.map_err(|e| {
+            // The kubeconfig failure is the one a user can fix; the in-cluster one only says
+            // "not in a pod".
+            let detail = match std::error::Error::source(&e) {
+                Some(kubeconfig) => error_chain(kubeconfig),
+                None => error_chain(&e),
+            };
+            KubeError::NoContext { detail }
         })?;
         Cluster::from_config(config)
     }

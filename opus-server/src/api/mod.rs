@@ -45,18 +45,24 @@ pub(crate) async fn run(
     let mut routes = Routes::new(health_service);
     routes = routes
         .add_service(reflection)
-        .add_service(proto::project_service_server::ProjectServiceServer::with_interceptor(
-            projects::ProjectsApi::new(state.clone()),
-            auth.interceptor(),
-        ))
-        .add_service(proto::system_service_server::SystemServiceServer::with_interceptor(
-            system::SystemApi::new(state.clone()),
-            auth.interceptor(),
-        ))
-        .add_service(proto::event_service_server::EventServiceServer::with_interceptor(
-            events::EventsApi::new(state.clone()),
-            auth.interceptor(),
-        ));
+        .add_service(
+            proto::project_service_server::ProjectServiceServer::with_interceptor(
+                projects::ProjectsApi::new(state.clone()),
+                auth.interceptor(),
+            ),
+        )
+        .add_service(
+            proto::system_service_server::SystemServiceServer::with_interceptor(
+                system::SystemApi::new(state.clone()),
+                auth.interceptor(),
+            ),
+        )
+        .add_service(
+            proto::event_service_server::EventServiceServer::with_interceptor(
+                events::EventsApi::new(state.clone()),
+                auth.interceptor(),
+            ),
+        );
 
     let router = routes
         .into_axum_router()
@@ -66,7 +72,10 @@ pub(crate) async fn run(
     let mut server = Server::builder().accept_http1(true);
     if let Some((cert, key)) = &state.config.tls {
         let read = |p: &std::path::PathBuf| {
-            std::fs::read(p).map_err(|source| ServeError::Tls { path: p.clone(), source })
+            std::fs::read(p).map_err(|source| ServeError::Tls {
+                path: p.clone(),
+                source,
+            })
         };
         let identity = Identity::from_pem(read(cert)?, read(key)?);
         server = server.tls_config(ServerTlsConfig::new().identity(identity))?;

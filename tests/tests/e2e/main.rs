@@ -1,3 +1,7 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
+mod config;
 mod kubernetes;
+mod kubernetes_cli;
+mod projects;
+mod security;

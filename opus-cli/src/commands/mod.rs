@@ -1,0 +1,31 @@
+//! One module per command group; each turns its arguments into gRPC calls and prints the result.
+
+mod install;
+mod projects;
+mod secret;
+mod status;
+
+use crate::cli::{Cli, Command};
+use crate::connection::Connection;
+use crate::error::CliError;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let global = cli.global;
+    // These talk to Kubernetes, not to opusd (which may not exist yet).
+    let command = match cli.command {
+        Command::Install(args) => return install::install(&global, args).await,
+        Command::Uninstall(args) => return install::uninstall(&global, args).await,
+        other => other,
+    };
+    let conn = Connection::open(&global).await?;
+    match command {
+        Command::Add(args) => projects::add(&conn, &global, args).await,
+        Command::Remove(args) => projects::remove(&conn, &global, args).await,
+        Command::List(args) => projects::list(&conn, &global, args).await,
+        Command::Status => status::show(&conn, &global).await,
+        Command::Secret(cmd) => secret::run(&conn, &global, cmd).await,
+        Command::Install(args) => install::install(&global, args).await,
+        Command::Uninstall(args) => install::uninstall(&global, args).await,
+    }
+}

@@ -445,3 +445,25 @@ fn decode_base64(text: &str) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test]
+async fn fake_apiserver_install_without_waiting_does_not_look_at_the_statefulset() {
+    let fake = FakeApiServer::start_with(Behaviour {
+        ready_after: None,
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = connect(&fake, &dir).await;
+    let no_wait = Wait {
+        timeout: Duration::ZERO,
+        ..Wait::default()
+    };
+    let installed = install(&cluster, no_wait).await.0.expect("install");
+    assert!(!installed.ready);
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.line() == format!("GET {STS}"))
+    );
+}

@@ -223,3 +223,151 @@ fn fake_apiserver_opus_uninstall_keeps_the_volume_unless_purge() {
     );
     assert!(fake.paths().is_empty());
 }
+
+/// Kills the child process when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The StatefulSet's container environment, applied to the real `opusd` (ports made 0 and the
+/// volume and Secret mounts made temporary directories): opusd must start with it, bound to all
+/// interfaces with the token from the file, and answer the gRPC health check its probes make
+/// (`grpc.health.v1`, empty service name, no token) on the port the probes use. This runs the
+/// binary, not the image: the image itself has not been built here.
+#[test]
+fn statefulset_environment_starts_a_real_opusd_that_passes_its_grpc_probe() {
+    use opus_core::kubernetes::{InstallOptions, Manifests, TOKEN_DIR};
+
+    let manifests = Manifests::new(&InstallOptions::default(), None);
+    let pod = manifests.stateful_set.spec.template.spec.expect("pod spec");
+    let container = &pod.containers[0];
+    let probe_port = container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.grpc.as_ref())
+        .map(|g| g.port)
+        .expect("a gRPC readiness probe");
+    assert_eq!(
+        container
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| p.grpc.as_ref())
+            .map(|g| g.port),
+        Some(probe_port)
+    );
+
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let token_dir = root.path().join("token");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::create_dir_all(&token_dir).expect("token dir");
+    std::fs::write(token_dir.join("token"), "secret-token\n").expect("token file");
+
+    let mut cmd = Command::new(bin("opusd"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(root.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for var in container.env.iter().flatten() {
+        let value = match (var.name.as_str(), var.value.as_deref()) {
+            ("OPUS_LISTEN", Some(v)) => {
+                assert_eq!(
+                    v,
+                    format!("0.0.0.0:{probe_port}"),
+                    "the probes ask the API port"
+                );
+                "0.0.0.0:0".to_owned()
+            }
+            ("OPUS_SITES_LISTEN", Some(_)) => "0.0.0.0:0".to_owned(),
+            ("OPUS_DATA_DIR" | "HOME", Some(_)) => data.display().to_string(),
+            ("OPUS_TOKEN_FILE", Some(v)) => {
+                let file = v
+                    .strip_prefix(TOKEN_DIR)
+                    .expect("the token file is in the Secret's mount");
+                format!("{}{file}", token_dir.display())
+            }
+            (_, Some(v)) => v.to_owned(),
+            // valueFrom: the downward API's namespace.
+            (_, None) => "opus".to_owned(),
+        };
+        cmd.env(&var.name, value);
+    }
+    let mut child = KillOnDrop(cmd.spawn().expect("opusd starts"));
+
+    let addr_file = data.join("opusd.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let api = loop {
+        if let Ok(text) = std::fs::read_to_string(&addr_file)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(api) = v["api"].as_str()
+        {
+            break api.to_owned();
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            panic!("opusd with the StatefulSet's environment exited ({status}):\n{stderr}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "opusd did not start within 20s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        api.starts_with("0.0.0.0:"),
+        "bound to all interfaces, as in a pod: {api}"
+    );
+    let port = api.rsplit(':').next().unwrap_or_default();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects");
+        // What the kubelet's gRPC probe sends: an empty service name, no token.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let resp = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("the health check answers");
+        assert_eq!(
+            resp.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        // The token comes from the Secret's file, and the executor from the environment.
+        let mut system = opus_core::proto::system_service_client::SystemServiceClient::new(channel);
+        let anonymous = system
+            .get_server_info(opus_core::proto::GetServerInfoRequest {})
+            .await
+            .expect_err("a token is required");
+        assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+        let mut request = tonic::Request::new(opus_core::proto::GetServerInfoRequest {});
+        request.metadata_mut().insert(
+            "authorization",
+            "Bearer secret-token".parse().expect("header value"),
+        );
+        let info = system
+            .get_server_info(request)
+            .await
+            .expect("the token from the file works");
+        assert_eq!(info.into_inner().executor, "kubernetes");
+    });
+    drop(child);
+}

@@ -114,6 +114,20 @@ pub enum KubeError {
         /// The last state seen (`0/1 ready; opusd-0: ImagePullBackOff ...`).
         detail: String,
     },
+    /// opusd's pod cannot start (an image that cannot be pulled, a crash loop): waiting longer
+    /// would not help. Everything was applied; Kubernetes keeps retrying.
+    #[error(
+        "opusd cannot start: {reason}; everything is applied and Kubernetes keeps retrying, so fix \
+         the cause (for example `opus install --image <an image the cluster can pull>`), see \
+         `kubectl -n {namespace} describe pod opusd-0` and `kubectl -n {namespace} logs opusd-0`, \
+         then run `opus install` again"
+    )]
+    PodFailing {
+        /// The namespace.
+        namespace: String,
+        /// What the pod's status says ([`super::job::pod_failure_reason`]).
+        reason: String,
+    },
     /// The manifests could not be rendered as YAML.
     #[error("cannot render the manifests as YAML: {0}")]
     Render(String),

@@ -560,8 +560,9 @@ fn generate_token() -> Result<String, KubeError> {
     Ok(hex::encode(bytes))
 }
 
-/// Polls the StatefulSet until its pod runs the applied revision and is ready, reporting the pod's
-/// waiting reason (`ImagePullBackOff: ...`) while it is not.
+/// Polls the StatefulSet until its pod runs the applied revision and is ready, reporting what the
+/// pod waits for (`ContainerCreating`) while it is not, and giving up at once when the pod cannot
+/// start (`ImagePullBackOff`, `CrashLoopBackOff`: see [`job::pod_failure_reason`]).
 async fn wait_ready(
     cluster: &Cluster,
     ns: &str,
@@ -590,10 +591,16 @@ async fn wait_ready(
         }
         // The pod's own state says why (image pull, crash loop); reading it is optional: a user
         // allowed to install but not to read pods still gets the count.
-        if let Ok(Some(pod)) = pods.get_opt(OPUSD_POD).await
-            && let Some(reason) = job::pod_waiting_reason(&pod)
-        {
-            detail = format!("{detail}; {OPUSD_POD}: {reason}");
+        if let Ok(Some(pod)) = pods.get_opt(OPUSD_POD).await {
+            if let Some(reason) = job::pod_failure_reason(&pod) {
+                return Err(KubeError::PodFailing {
+                    namespace: ns.to_owned(),
+                    reason,
+                });
+            }
+            if let Some(reason) = job::pod_waiting_reason(&pod) {
+                detail = format!("{detail}; {OPUSD_POD}: {reason}");
+            }
         }
         let elapsed = start.elapsed();
         if elapsed >= wait.timeout {

@@ -242,10 +242,7 @@ async fn fake_apiserver_install_waits_for_readiness_and_reports_the_pod_state() 
 async fn fake_apiserver_install_gives_up_waiting_with_the_reason_and_what_to_look_at() {
     let fake = FakeApiServer::start_with(Behaviour {
         ready_after: None,
-        pod_waiting: Some((
-            "ImagePullBackOff".into(),
-            "Back-off pulling image \"ghcr.io/opus-ci/opusd:0.1.0\"".into(),
-        )),
+        pod_waiting: Some(("ContainerCreating".into(), String::new())),
         ..Behaviour::default()
     });
     let dir = tempfile::tempdir().expect("temp dir");
@@ -262,7 +259,7 @@ async fn fake_apiserver_install_gives_up_waiting_with_the_reason_and_what_to_loo
         "{text}"
     );
     assert!(
-        text.contains("ms (0/1 ready; opusd-0: ImagePullBackOff: Back-off pulling image"),
+        text.contains("ms (0/1 ready; opusd-0: ContainerCreating); everything is applied"),
         "{text}"
     );
     assert!(
@@ -466,4 +463,42 @@ async fn fake_apiserver_install_without_waiting_does_not_look_at_the_statefulset
             .iter()
             .any(|r| r.line() == format!("GET {STS}"))
     );
+}
+
+#[tokio::test]
+async fn fake_apiserver_install_stops_waiting_at_once_when_opusd_cannot_start() {
+    let fake = FakeApiServer::start_with(Behaviour {
+        ready_after: None,
+        pod_waiting: Some((
+            "ImagePullBackOff".into(),
+            "Back-off pulling image \"ghcr.io/opus-ci/opusd:0.1.0\"".into(),
+        )),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = connect(&fake, &dir).await;
+    let started = std::time::Instant::now();
+    let err = install(&cluster, Wait::default())
+        .await
+        .0
+        .expect_err("cannot start");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no waiting for the 5 minute timeout"
+    );
+    assert!(matches!(err, KubeError::PodFailing { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "opusd cannot start: cannot pull image \"opusd\" for container opusd (ImagePullBackOff: \
+             Back-off pulling image \"ghcr.io/opus-ci/opusd:0.1.0\")"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("opus install --image"), "{text}");
+    assert!(
+        text.contains("kubectl -n opus describe pod opusd-0"),
+        "{text}"
+    );
+    assert_eq!(patches(&fake.requests()).len(), 8, "everything was applied");
 }

@@ -150,6 +150,13 @@ pub enum Progress {
         /// Its name.
         name: String,
     },
+    /// A namespace that exists but was not created by Opus (no `app.kubernetes.io/managed-by: opus`
+    /// label), or that the context may not read: install leaves it as it is, and `--purge` does
+    /// not delete it.
+    ForeignNamespace {
+        /// Its name.
+        name: String,
+    },
     /// Still waiting for opusd to be ready.
     Waiting {
         /// The state seen (`0/1 ready; opusd-0: ContainerCreating`).
@@ -173,6 +180,10 @@ impl fmt::Display for Progress {
             Progress::Kept { kind, name } => {
                 write!(f, "kept {kind} {name} (delete it with --purge)")
             }
+            Progress::ForeignNamespace { name } => write!(
+                f,
+                "namespace {name} was not created by opus (or cannot be read): left as it is"
+            ),
             Progress::Waiting { detail, elapsed } => {
                 write!(
                     f,
@@ -230,7 +241,9 @@ impl Installed {
 
 /// Server-side applies (field manager `opus`, taking over conflicting fields) every object of an
 /// installation, keeping the API token of an earlier install, then waits until opusd is ready.
-/// Running it twice sends the same objects, so the second run changes nothing.
+/// Running it twice sends the same objects, so the second run changes nothing. A namespace that
+/// exists and was not created by Opus is used as it is, not labelled
+/// ([`Progress::ForeignNamespace`]).
 pub async fn install(
     cluster: &Cluster,
     options: &InstallOptions,
@@ -259,16 +272,22 @@ pub async fn install(
     };
 
     let m = Manifests::new(options, Some(&token));
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    apply(
-        cluster,
-        &namespaces,
-        "namespaces",
-        None,
-        &m.namespace,
-        progress,
-    )
-    .await?;
+    if namespace_is_ours(cluster, ns).await? {
+        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+        apply(
+            cluster,
+            &namespaces,
+            "namespaces",
+            None,
+            &m.namespace,
+            progress,
+        )
+        .await?;
+    } else {
+        progress(Progress::ForeignNamespace {
+            name: ns.to_owned(),
+        });
+    }
     apply(
         cluster,
         &cluster.api::<ServiceAccount>(ns),
@@ -361,7 +380,8 @@ impl Default for UninstallOptions {
 }
 
 /// Deletes what [`install`] applied, newest first. The data volume and the namespace stay unless
-/// `purge`, so that installing again finds the projects, builds and versions where they were.
+/// `purge`, so that installing again finds the projects, builds and versions where they were;
+/// even with `purge`, a namespace Opus did not create is not deleted.
 /// Objects already gone are reported as [`Progress::Absent`], so uninstalling twice is fine.
 pub async fn uninstall(
     cluster: &Cluster,
@@ -440,16 +460,22 @@ pub async fn uninstall(
             progress,
         )
         .await?;
-        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-        delete(
-            cluster,
-            &namespaces,
-            "namespaces",
-            None,
-            &options.namespace,
-            progress,
-        )
-        .await?;
+        if namespace_is_ours(cluster, namespace).await? {
+            let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+            delete(
+                cluster,
+                &namespaces,
+                "namespaces",
+                None,
+                namespace,
+                progress,
+            )
+            .await?;
+        } else {
+            progress(Progress::ForeignNamespace {
+                name: namespace.to_owned(),
+            });
+        }
     } else {
         progress(Progress::Kept {
             kind: "PersistentVolumeClaim",
@@ -543,6 +569,32 @@ where
         namespace,
     };
     api.get_opt(name).await.map_err(|e| op.error(e))
+}
+
+/// Whether the namespace is Opus's to create, label and delete: it does not exist yet, or it
+/// carries the `app.kubernetes.io/managed-by: opus` label of an earlier install. A namespace that
+/// someone else made (`default`, a team's namespace), or that the context may not read (a user
+/// with rights in that namespace only), is left alone.
+async fn namespace_is_ours(cluster: &Cluster, namespace: &str) -> Result<bool, KubeError> {
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let op = Op {
+        server: &cluster.server,
+        verb: "get",
+        resource: "namespaces",
+        name: namespace,
+        namespace: None,
+    };
+    match namespaces.get_opt(namespace).await {
+        Ok(None) => Ok(true),
+        Ok(Some(existing)) => Ok(existing
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+            .is_some_and(|v| v == FIELD_MANAGER)),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(false),
+        Err(e) => Err(op.error(e)),
+    }
 }
 
 fn kind_of<K: kube::Resource<DynamicType = ()>>() -> &'static str {

@@ -62,7 +62,11 @@ async fn fake_apiserver_install_applies_every_object_with_field_manager_opus() {
 
     let requests = fake.requests();
     let lines: Vec<String> = requests.iter().map(Recorded::line).collect();
-    let mut expected = vec!["GET /version".to_owned(), format!("GET {SECRET}")];
+    let mut expected = vec![
+        "GET /version".to_owned(),
+        format!("GET {SECRET}"),
+        format!("GET {NS}"),
+    ];
     expected.extend(APPLIED.iter().map(|p| format!("PATCH {p}")));
     expected.push(format!("GET {STS}"));
     assert_eq!(lines, expected);
@@ -501,4 +505,63 @@ async fn fake_apiserver_install_stops_waiting_at_once_when_opusd_cannot_start() 
         "{text}"
     );
     assert_eq!(patches(&fake.requests()).len(), 8, "everything was applied");
+}
+
+#[tokio::test]
+async fn fake_apiserver_a_namespace_opus_did_not_create_is_neither_labelled_nor_purged() {
+    let fake = FakeApiServer::start();
+    fake.put(
+        NS,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "opus", "labels": {"team": "web"}}}),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = connect(&fake, &dir).await;
+    let (result, progress) = install(&cluster, FAST).await;
+    result.expect("install into the existing namespace");
+    assert!(progress.contains(&Progress::ForeignNamespace {
+        name: "opus".into()
+    }));
+    let patched: Vec<String> = patches(&fake.requests())
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(patched, APPLIED[1..], "everything but the namespace");
+    assert_eq!(
+        fake.object(NS).expect("namespace")["metadata"]["labels"],
+        json!({"team": "web"})
+    );
+
+    let purge = UninstallOptions {
+        purge: true,
+        ..UninstallOptions::default()
+    };
+    let mut progress = Vec::new();
+    kubernetes::uninstall(&cluster, &purge, &mut |p| progress.push(p))
+        .await
+        .expect("purge");
+    assert!(progress.contains(&Progress::ForeignNamespace {
+        name: "opus".into()
+    }));
+    assert_eq!(
+        fake.paths(),
+        [NS.to_owned()],
+        "the volume is gone, the namespace stays"
+    );
+}
+
+#[tokio::test]
+async fn fake_apiserver_a_namespace_the_context_may_not_read_is_used_as_it_is() {
+    let fake = FakeApiServer::start_with(Behaviour {
+        forbid: vec![("GET".into(), NS.into()), ("PATCH".into(), NS.into())],
+        ready_after: Some(0),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = connect(&fake, &dir).await;
+    let (result, progress) = install(&cluster, FAST).await;
+    result.expect("a user with rights in the namespace only can install");
+    assert!(progress.contains(&Progress::ForeignNamespace {
+        name: "opus".into()
+    }));
+    assert_eq!(patches(&fake.requests()).len(), 7);
 }

@@ -758,6 +758,38 @@ mod tests {
     }
 
     #[test]
+    fn progress_lines() {
+        let line = |p: Progress| p.to_string();
+        assert_eq!(
+            line(Progress::Applied {
+                kind: "StatefulSet",
+                name: "opusd".into()
+            }),
+            "applied StatefulSet opusd"
+        );
+        assert_eq!(
+            line(Progress::Kept {
+                kind: "PersistentVolumeClaim",
+                name: "opusd-data".into()
+            }),
+            "kept PersistentVolumeClaim opusd-data (delete it with --purge)"
+        );
+        assert_eq!(
+            line(Progress::Waiting {
+                detail: "0/1 ready".into(),
+                elapsed: Duration::from_millis(12_500)
+            }),
+            "waiting for opusd to be ready: 0/1 ready (12s)"
+        );
+        assert_eq!(
+            line(Progress::ForeignNamespace {
+                name: "team".into()
+            }),
+            "namespace team was not created by opus (or cannot be read): left as it is"
+        );
+    }
+
+    #[test]
     fn port_forward_line() {
         let i = Installed {
             namespace: "ci".into(),

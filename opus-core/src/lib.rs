@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod kubernetes;
+pub mod manifest;
 pub mod model;
 pub mod proto;
 pub mod store;

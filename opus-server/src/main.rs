@@ -34,6 +34,7 @@ async fn main() {
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::resolve(cli.config)?;
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -42,32 +43,29 @@ async fn run() -> anyhow::Result<()> {
                 config.listen
             )
         })?;
-    opus_server::serve(listener, config, shutdown_signal()).await?;
+    opus_server::serve(listener, config, shutdown).await?;
     Ok(())
 }
 
-/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    tracing::info!("signal received: stopping (send it again to force exit)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        eprintln!("opusd: second signal, exiting now");
-        std::process::exit(130);
-    });
-}
-
-async fn wait_for_signal() {
+/// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives during start-up is not
+/// fatal) and returns a future that completes on the first one; a second one exits at once.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+        tracing::info!("signal received: stopping (send it again to force exit)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("opusd: second signal, exiting now");
+            std::process::exit(130);
+        });
+    })
 }

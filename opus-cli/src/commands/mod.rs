@@ -1,5 +1,6 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
+mod builds;
 mod install;
 mod projects;
 mod secret;
@@ -25,6 +26,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::List(args) => projects::list(&conn, &global, args).await,
         Command::Status => status::show(&conn, &global).await,
         Command::Secret(cmd) => secret::run(&conn, &global, cmd).await,
+        Command::Trigger(args) => builds::trigger(&conn, &global, args).await,
+        Command::Builds(args) => builds::list(&conn, &global, args).await,
+        Command::Logs(args) => builds::logs(&conn, &global, args).await,
+        Command::Cancel(args) => builds::cancel(&conn, &global, args).await,
         Command::Install(args) => install::install(&global, args).await,
         Command::Uninstall(args) => install::uninstall(&global, args).await,
     }

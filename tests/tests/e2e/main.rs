@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
+mod builds;
 mod config;
 mod kubernetes;
 mod kubernetes_cli;
 mod projects;
 mod security;
+mod vite;

@@ -68,6 +68,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Cancel a queued or running build.
     Cancel(CancelArgs),
+    /// Install opusd into the current kube-context (or print its manifests with --dry-run).
+    Install(InstallArgs),
+    /// Remove opusd from the current kube-context; its data volume stays unless --purge.
+    Uninstall(UninstallArgs),
 }
 
 /// `opus trigger`.
@@ -121,6 +125,40 @@ pub struct LogsArgs {
 pub struct CancelArgs {
     /// The build: `12` or `web#12`.
     pub build: String,
+}
+
+/// `opus install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Namespace for opusd and its build Jobs (created if missing).
+    #[arg(long, short = 'n', default_value = opus_core::kubernetes::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// The opusd image [default: ghcr.io/opus-ci/opusd:<this version>].
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Size of opusd's data volume (a Kubernetes quantity).
+    #[arg(long, default_value = opus_core::kubernetes::DEFAULT_STORAGE)]
+    pub storage: String,
+    /// Artifact store URL (s3://, gs://, az://) [default: the data volume].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Print the manifests as YAML instead of applying them; needs no cluster.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for opusd to be ready; 0s applies without waiting.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `opus uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Namespace opusd was installed into.
+    #[arg(long, short = 'n', default_value = opus_core::kubernetes::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Also delete the data volume (projects, builds, versions) and the namespace.
+    #[arg(long)]
+    pub purge: bool,
 }
 
 /// `opus add`.

@@ -6,9 +6,12 @@
 //! - [`wire`]: the one place that converts between domain types and prost messages.
 //! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
 //!   event describing it are one transaction.
+//! - [`kubernetes`]: what `opus install` applies to a cluster ([`kubernetes::Manifests`],
+//!   [`kubernetes::install`]) and the Job manifest of a build ([`kubernetes::job::build_job`]).
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
 
 pub mod error;
+pub mod kubernetes;
 pub mod manifest;
 pub mod model;
 pub mod proto;

@@ -112,10 +112,10 @@ pub async fn run(
             }
             o => o,
         };
-        if let Err(e) = tokio::fs::remove_dir_all(&workspace).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                log.opus("cleanup", &format!("cannot remove the workspace: {e}"));
-            }
+        if let Err(e) = tokio::fs::remove_dir_all(&workspace).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            log.opus("cleanup", &format!("cannot remove the workspace: {e}"));
         }
         let line = match outcome.state {
             BuildState::Succeeded => "build succeeded".to_owned(),

@@ -189,15 +189,14 @@ impl Scheduler {
             queue.iter().copied().collect()
         };
         for id in superseded {
-            if let Ok(old) = store.get_build(id) {
-                if old.project == build.project
-                    && old.git_ref == build.git_ref
-                    && !old.version_pinned
-                {
-                    let reason = format!("superseded by {}#{}", build.project, build.id);
-                    if self.cancel_queued(id, &reason)? {
-                        info!(build = id, by = build.id, "queued build superseded");
-                    }
+            if let Ok(old) = store.get_build(id)
+                && old.project == build.project
+                && old.git_ref == build.git_ref
+                && !old.version_pinned
+            {
+                let reason = format!("superseded by {}#{}", build.project, build.id);
+                if self.cancel_queued(id, &reason)? {
+                    info!(build = id, by = build.id, "queued build superseded");
                 }
             }
         }

@@ -206,22 +206,20 @@ async fn resolve(
         .strip_prefix("refs/heads/")
         .or_else(|| git_ref.strip_prefix("refs/tags/"))
         .unwrap_or(git_ref);
-    if !git_ref.starts_with("refs/heads/") {
-        if let Some(c) = rev_parse(format!("refs/tags/{plain}^{{commit}}")).await {
-            return Ok((c, None, true));
-        }
+    if !git_ref.starts_with("refs/heads/")
+        && let Some(c) = rev_parse(format!("refs/tags/{plain}^{{commit}}")).await
+    {
+        return Ok((c, None, true));
     }
-    if !git_ref.starts_with("refs/tags/") {
-        if let Some(c) = rev_parse(format!("refs/heads/{plain}^{{commit}}")).await {
-            return Ok((c, Some(plain.to_owned()), false));
-        }
+    if !git_ref.starts_with("refs/tags/")
+        && let Some(c) = rev_parse(format!("refs/heads/{plain}^{{commit}}")).await
+    {
+        return Ok((c, Some(plain.to_owned()), false));
     }
     let looks_like_sha =
         plain.len() >= 4 && plain.len() <= 64 && plain.chars().all(|c| c.is_ascii_hexdigit());
-    if looks_like_sha {
-        if let Some(c) = rev_parse(format!("{plain}^{{commit}}")).await {
-            return Ok((c, None, false));
-        }
+    if looks_like_sha && let Some(c) = rev_parse(format!("{plain}^{{commit}}")).await {
+        return Ok((c, None, false));
     }
     Err(SourceError::UnknownRef {
         git_ref: git_ref.to_owned(),

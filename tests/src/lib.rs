@@ -4,6 +4,8 @@
 //! The binaries are the ones `cargo test --workspace` builds next to the test executable; run the
 //! tests through that command so they are fresh.
 
+pub mod fake_apiserver;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -157,13 +159,12 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(text) = std::fs::read_to_string(&addr_file) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                    if let Some(api) = v["api"].as_str() {
-                        self.server = format!("http://{api}");
-                        break;
-                    }
-                }
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(api) = v["api"].as_str()
+            {
+                self.server = format!("http://{api}");
+                break;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("opusd exited during start-up ({status}):\n{}", self.log());

@@ -69,13 +69,13 @@ async fn get_build(conn: &Connection, text: &str) -> Result<proto::Build, CliErr
         .get_build(proto::GetBuildRequest { id })
         .await?
         .into_inner();
-    if let Some(p) = project {
-        if p != build.project {
-            return Err(CliError::Usage(format!(
-                "build #{id} belongs to {}, not {p}",
-                build.project
-            )));
-        }
+    if let Some(p) = project
+        && p != build.project
+    {
+        return Err(CliError::Usage(format!(
+            "build #{id} belongs to {}, not {p}",
+            build.project
+        )));
     }
     Ok(build)
 }

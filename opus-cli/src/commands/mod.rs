@@ -1,6 +1,7 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
 mod builds;
+mod install;
 mod projects;
 mod secret;
 mod status;
@@ -12,8 +13,14 @@ use crate::error::CliError;
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let global = cli.global;
+    // These talk to Kubernetes, not to opusd (which may not exist yet).
+    let command = match cli.command {
+        Command::Install(args) => return install::install(&global, args).await,
+        Command::Uninstall(args) => return install::uninstall(&global, args).await,
+        other => other,
+    };
     let conn = Connection::open(&global).await?;
-    match cli.command {
+    match command {
         Command::Add(args) => projects::add(&conn, &global, args).await,
         Command::Remove(args) => projects::remove(&conn, &global, args).await,
         Command::List(args) => projects::list(&conn, &global, args).await,
@@ -23,5 +30,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Builds(args) => builds::list(&conn, &global, args).await,
         Command::Logs(args) => builds::logs(&conn, &global, args).await,
         Command::Cancel(args) => builds::cancel(&conn, &global, args).await,
+        Command::Install(args) => install::install(&global, args).await,
+        Command::Uninstall(args) => install::uninstall(&global, args).await,
     }
 }

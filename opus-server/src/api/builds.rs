@@ -29,11 +29,11 @@ impl BuildsApi {
 /// A build as the API shows it, with where it stands in the queue while it waits.
 pub(crate) fn describe(scheduler: &Scheduler, build: &opus_core::model::Build) -> proto::Build {
     let mut out = proto::Build::from(build);
-    if build.state == BuildState::Queued {
-        if let Some(info) = scheduler.queue_info(build.id) {
-            out.queue_position = u32::try_from(info.position).unwrap_or(u32::MAX);
-            out.reason = info.reason();
-        }
+    if build.state == BuildState::Queued
+        && let Some(info) = scheduler.queue_info(build.id)
+    {
+        out.queue_position = u32::try_from(info.position).unwrap_or(u32::MAX);
+        out.reason = info.reason();
     }
     out
 }

@@ -2,6 +2,8 @@
 
 mod builds;
 mod config;
+mod kubernetes;
+mod kubernetes_cli;
 mod projects;
 mod security;
 mod vite;

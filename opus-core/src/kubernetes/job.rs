@@ -1,0 +1,517 @@
+//! Builds as Kubernetes Jobs, the pure part: the Job manifest of one build ([`build_job`]) and
+//! what a pod's or a Job's status says about why a build cannot go on ([`pod_failure_reason`],
+//! [`job_failure_reason`]). The executor in opusd creates, watches and deletes the Jobs.
+//!
+//! The build pod runs `opusd runner` inside any `build.image`, the way Tekton injects its
+//! entrypoint: an init container from the opusd image copies the `opusd` binary into an `emptyDir`
+//! that the build container mounts and runs. The runner gets everything else (source, steps,
+//! environment, secrets) from opusd over gRPC (`RunnerService`) with the build's own token, so the
+//! Job carries no secret of the project.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerStatus, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, PodTemplateSpec,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Label holding the project of a build Job.
+pub const PROJECT_LABEL: &str = "opus/project";
+/// Label holding the build number of a build Job.
+pub const BUILD_LABEL: &str = "opus/build";
+/// Where the init container puts the `opusd` binary inside the build pod.
+pub const RUNNER_DIR: &str = "/opus/bin";
+/// Where the runner checks out the source and runs the steps.
+pub const WORKSPACE_DIR: &str = "/workspace";
+/// Where `opusd` lives in the opusd image (see deploy/Dockerfile).
+pub const OPUSD_IN_IMAGE: &str = "/usr/local/bin/opusd";
+/// How long a finished Job (and its pod, with its log) stays for `kubectl logs`.
+pub const FINISHED_TTL_SECONDS: i32 = 3600;
+
+/// What the Job of one build needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildJob {
+    /// The namespace opusd runs in (`OPUS_KUBERNETES_NAMESPACE`).
+    pub namespace: String,
+    /// The project (a DNS label).
+    pub project: String,
+    /// The build number.
+    pub build: u64,
+    /// `build.image` of opus.yml: what the steps run in.
+    pub build_image: String,
+    /// The opusd image, which provides the `opusd` binary (`OPUS_RUNNER_IMAGE`).
+    pub runner_image: String,
+    /// How the runner reaches opusd's API from inside the cluster (`http://opusd.opus.svc:7070`).
+    pub server: String,
+    /// The build's own short-lived token for `RunnerService`, valid for this build only.
+    pub token: String,
+    /// `build.timeout`: becomes `activeDeadlineSeconds`, so Kubernetes stops the pod itself.
+    pub timeout: Option<Duration>,
+}
+
+/// The name of a build's Job: `opus-<project>-<build>`, the project shortened so that the name
+/// stays a DNS label of at most 63 characters (Kubernetes copies it into a label).
+pub fn job_name(project: &str, build: u64) -> String {
+    let suffix = format!("-{build}");
+    let room = 63 - "opus-".len() - suffix.len();
+    let project = project
+        .get(..room.min(project.len()))
+        .unwrap_or(project)
+        .trim_end_matches('-');
+    format!("opus-{project}{suffix}")
+}
+
+/// The labels of a build's Job and pod, for finding them by project and build.
+pub fn build_labels(project: &str, build: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/part-of".to_owned(), "opus".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            super::FIELD_MANAGER.to_owned(),
+        ),
+        ("app.kubernetes.io/component".to_owned(), "build".to_owned()),
+        (PROJECT_LABEL.to_owned(), project.to_owned()),
+        (BUILD_LABEL.to_owned(), build.to_string()),
+    ])
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The Job that runs one build: no retries (a failed build is a result, not a glitch), the
+/// timeout as `activeDeadlineSeconds`, no service account token in the pod (the runner talks to
+/// opusd, not to Kubernetes), and removal an hour after it finishes.
+pub fn build_job(spec: &BuildJob) -> Job {
+    let name = job_name(&spec.project, spec.build);
+    let labels = build_labels(&spec.project, spec.build);
+    let no_escalation = SecurityContext {
+        allow_privilege_escalation: Some(false),
+        ..SecurityContext::default()
+    };
+    let install_runner = Container {
+        name: "opus-runner".to_owned(),
+        image: Some(spec.runner_image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        command: Some(vec![
+            "cp".to_owned(),
+            OPUSD_IN_IMAGE.to_owned(),
+            format!("{RUNNER_DIR}/opusd"),
+        ]),
+        volume_mounts: Some(vec![mount("opus-bin", RUNNER_DIR, false)]),
+        security_context: Some(no_escalation.clone()),
+        ..Container::default()
+    };
+    let build = Container {
+        name: "build".to_owned(),
+        image: Some(spec.build_image.clone()),
+        command: Some(vec![format!("{RUNNER_DIR}/opusd"), "runner".to_owned()]),
+        working_dir: Some(WORKSPACE_DIR.to_owned()),
+        env: Some(vec![
+            env("OPUS_RUNNER_SERVER", &spec.server),
+            env("OPUS_RUNNER_BUILD", &spec.build.to_string()),
+            env("OPUS_RUNNER_TOKEN", &spec.token),
+            env("OPUS_RUNNER_WORKSPACE", WORKSPACE_DIR),
+        ]),
+        volume_mounts: Some(vec![
+            mount("opus-bin", RUNNER_DIR, true),
+            mount("workspace", WORKSPACE_DIR, false),
+        ]),
+        security_context: Some(no_escalation),
+        // The runner's last words (why it failed) end up in the pod status.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+    let empty_dir = |name: &str| Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(spec.namespace.clone()),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: spec
+                .timeout
+                .map(|t| i64::try_from(t.as_secs().max(1)).unwrap_or(i64::MAX)),
+            ttl_seconds_after_finished: Some(FINISHED_TTL_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    init_containers: Some(vec![install_runner]),
+                    containers: vec![build],
+                    volumes: Some(vec![empty_dir("opus-bin"), empty_dir("workspace")]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// Waiting reasons after which a container will not start without a change: the build fails.
+const FATAL_WAITING: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+];
+
+fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    let status = pod.status.as_ref();
+    let init = status
+        .and_then(|s| s.init_container_statuses.as_deref())
+        .unwrap_or_default();
+    let main = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    init.iter().chain(main)
+}
+
+fn with_message(reason: &str, message: Option<&str>) -> String {
+    match message.map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => format!("{reason}: {m}"),
+        None => reason.to_owned(),
+    }
+}
+
+/// Why a build pod cannot go on, when it cannot: an image that cannot be pulled, a container that
+/// cannot be created, the runner binary that could not be copied, or a pod the node gave up on.
+/// `None` while the pod is pending normally, running, or succeeded. A failing build step is not
+/// reported here: the runner reports that itself through `FinishBuild`.
+pub fn pod_failure_reason(pod: &Pod) -> Option<String> {
+    for status in statuses(pod) {
+        let state = status.state.as_ref();
+        if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
+            let reason = waiting.reason.as_deref().unwrap_or_default();
+            if FATAL_WAITING.contains(&reason) {
+                let what = if reason.contains("Image") {
+                    format!(
+                        "cannot pull image {:?} for container {}",
+                        status.image, status.name
+                    )
+                } else {
+                    format!("cannot start container {}", status.name)
+                };
+                return Some(format!(
+                    "{what} ({})",
+                    with_message(reason, waiting.message.as_deref())
+                ));
+            }
+        }
+        if status.name == "opus-runner"
+            && let Some(t) = state
+                .and_then(|s| s.terminated.as_ref())
+                .filter(|t| t.exit_code != 0)
+        {
+            return Some(format!(
+                "cannot copy opusd into the build pod: the opus-runner init container exited with {} ({})",
+                t.exit_code,
+                with_message(t.reason.as_deref().unwrap_or("Error"), t.message.as_deref())
+            ));
+        }
+    }
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(format!(
+            "the build pod failed ({})",
+            with_message(
+                status.reason.as_deref().unwrap_or("Failed"),
+                status.message.as_deref()
+            )
+        ));
+    }
+    None
+}
+
+/// What a pod is waiting for, for progress lines: a container's waiting reason
+/// (`ContainerCreating`, `ImagePullBackOff: ...`) or why it is not scheduled yet.
+pub fn pod_waiting_reason(pod: &Pod) -> Option<String> {
+    for status in statuses(pod) {
+        if let Some(waiting) = status.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = waiting.reason.as_deref()
+        {
+            return Some(with_message(reason, waiting.message.as_deref()));
+        }
+    }
+    let status = pod.status.as_ref()?;
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unscheduled {
+        return Some(with_message(
+            c.reason.as_deref().unwrap_or("Unschedulable"),
+            c.message.as_deref(),
+        ));
+    }
+    status.phase.clone()
+}
+
+/// Why a Job failed, from its `Failed` condition: the deadline (the build's timeout) or anything
+/// else Kubernetes reports. `None` while it has not failed.
+pub fn job_failure_reason(job: &Job) -> Option<String> {
+    let failed = job
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?;
+    match failed.reason.as_deref() {
+        Some("DeadlineExceeded") => {
+            let limit = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+            Some(match limit {
+                Some(secs) => format!("timed out after {secs}s (build.timeout)"),
+                None => "timed out (build.timeout)".to_owned(),
+            })
+        }
+        reason => Some(with_message(
+            reason.unwrap_or("Failed"),
+            failed.message.as_deref(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, PodCondition, PodStatus,
+    };
+
+    use super::*;
+
+    fn spec() -> BuildJob {
+        BuildJob {
+            namespace: "opus".into(),
+            project: "web".into(),
+            build: 42,
+            build_image: "node:20".into(),
+            runner_image: "ghcr.io/opus-ci/opusd:0.1.0".into(),
+            server: "http://opusd.opus.svc:7070".into(),
+            token: "per-build".into(),
+            timeout: Some(Duration::from_secs(900)),
+        }
+    }
+
+    #[test]
+    fn the_job_injects_opusd_and_runs_the_runner_in_the_build_image() {
+        let job = build_job(&spec());
+        assert_eq!(job.metadata.name.as_deref(), Some("opus-web-42"));
+        let js = job.spec.expect("job spec");
+        assert_eq!(js.backoff_limit, Some(0));
+        assert_eq!(js.active_deadline_seconds, Some(900));
+        let pod = js.template.spec.expect("pod spec");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let init = &pod.init_containers.as_ref().expect("init")[0];
+        assert_eq!(init.image.as_deref(), Some("ghcr.io/opus-ci/opusd:0.1.0"));
+        assert_eq!(
+            init.command.as_ref().expect("cmd").join(" "),
+            "cp /usr/local/bin/opusd /opus/bin/opusd"
+        );
+        let build = &pod.containers[0];
+        assert_eq!(build.image.as_deref(), Some("node:20"));
+        assert_eq!(
+            build.command.as_ref().expect("cmd").join(" "),
+            "/opus/bin/opusd runner"
+        );
+        let env: BTreeMap<_, _> = build
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(env["OPUS_RUNNER_BUILD"], "42");
+        assert_eq!(env["OPUS_RUNNER_TOKEN"], "per-build");
+        assert_eq!(env["OPUS_RUNNER_SERVER"], "http://opusd.opus.svc:7070");
+        let labels = job.metadata.labels.expect("labels");
+        assert_eq!(labels[PROJECT_LABEL], "web");
+        assert_eq!(labels[BUILD_LABEL], "42");
+    }
+
+    #[test]
+    fn no_timeout_means_no_deadline() {
+        let job = build_job(&BuildJob {
+            timeout: None,
+            ..spec()
+        });
+        assert_eq!(job.spec.and_then(|s| s.active_deadline_seconds), None);
+    }
+
+    #[test]
+    fn job_names_stay_dns_labels() {
+        let long = "a".repeat(63);
+        let name = job_name(&long, u64::MAX);
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.starts_with("opus-a") && name.ends_with(&format!("-{}", u64::MAX)));
+        let dashy = format!("{}-b", "a".repeat(37));
+        let name = job_name(&dashy, u64::MAX);
+        assert!(!name.contains("--"), "{name}");
+    }
+
+    fn pod(statuses: Vec<ContainerStatus>, phase: &str) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: Some(statuses),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    fn waiting(name: &str, image: &str, reason: &str, message: &str) -> ContainerStatus {
+        ContainerStatus {
+            name: name.into(),
+            image: image.into(),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.into()),
+                    message: Some(message.into()),
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        }
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_fails_the_build_with_the_reason() {
+        let p = pod(
+            vec![waiting(
+                "build",
+                "node:99",
+                "ImagePullBackOff",
+                "Back-off pulling image \"node:99\"",
+            )],
+            "Pending",
+        );
+        let reason = pod_failure_reason(&p).expect("fatal");
+        assert_eq!(
+            reason,
+            "cannot pull image \"node:99\" for container build (ImagePullBackOff: Back-off pulling image \"node:99\")"
+        );
+        assert_eq!(
+            pod_waiting_reason(&p).as_deref(),
+            Some("ImagePullBackOff: Back-off pulling image \"node:99\"")
+        );
+    }
+
+    #[test]
+    fn normal_waiting_is_not_a_failure() {
+        let p = pod(
+            vec![waiting("build", "node:20", "ContainerCreating", "")],
+            "Pending",
+        );
+        assert_eq!(pod_failure_reason(&p), None);
+        assert_eq!(pod_waiting_reason(&p).as_deref(), Some("ContainerCreating"));
+        assert_eq!(pod_failure_reason(&pod(vec![], "Running")), None);
+        assert_eq!(pod_failure_reason(&pod(vec![], "Succeeded")), None);
+    }
+
+    #[test]
+    fn a_failed_copy_of_opusd_and_an_evicted_pod_are_failures() {
+        let mut p = pod(vec![], "Pending");
+        if let Some(s) = p.status.as_mut() {
+            s.init_container_statuses = Some(vec![ContainerStatus {
+                name: "opus-runner".into(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 1,
+                        message: Some("cp: not found".into()),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]);
+        }
+        let reason = pod_failure_reason(&p).expect("fatal");
+        assert!(
+            reason.contains("opus-runner init container exited with 1 (Error: cp: not found)"),
+            "{reason}"
+        );
+
+        let mut evicted = pod(vec![], "Failed");
+        if let Some(s) = evicted.status.as_mut() {
+            s.reason = Some("Evicted".into());
+            s.message = Some("The node was low on resource: memory.".into());
+        }
+        assert_eq!(
+            pod_failure_reason(&evicted).as_deref(),
+            Some("the build pod failed (Evicted: The node was low on resource: memory.)")
+        );
+    }
+
+    #[test]
+    fn unschedulable_pods_say_why() {
+        let mut p = pod(vec![], "Pending");
+        if let Some(s) = p.status.as_mut() {
+            s.conditions = Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some("0/3 nodes are available: 3 Insufficient cpu.".into()),
+                ..PodCondition::default()
+            }]);
+        }
+        assert_eq!(pod_failure_reason(&p), None, "a node may still come");
+        assert_eq!(
+            pod_waiting_reason(&p).as_deref(),
+            Some("Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.")
+        );
+    }
+
+    #[test]
+    fn the_deadline_is_reported_as_the_build_timeout() {
+        let mut job = build_job(&spec());
+        assert_eq!(job_failure_reason(&job), None);
+        job.status = Some(JobStatus {
+            conditions: Some(vec![JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: Some("DeadlineExceeded".into()),
+                ..JobCondition::default()
+            }]),
+            ..JobStatus::default()
+        });
+        assert_eq!(
+            job_failure_reason(&job).as_deref(),
+            Some("timed out after 900s (build.timeout)")
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! Opus in Kubernetes: what `opus install` applies and how, and the Jobs that run builds.
+//!
+//! The CLI runs `opus install` with no daemon, so the manifests and the apply live here rather
+//! than in opus-server. Main types and functions:
+//!
+//! - [`InstallOptions`] and [`Manifests`]: the typed objects of an installation (Namespace,
+//!   ServiceAccount, Role and RoleBinding, the token Secret, the data PersistentVolumeClaim, the
+//!   opusd StatefulSet and its Service); [`render_yaml`] is what `opus install --dry-run` prints
+//!   and `deploy/kubernetes/opus.yaml` holds.
+//! - [`Cluster`]: a connection to the current kube-context ([`Cluster::connect`]).
+//! - [`install`] and [`uninstall`]: server-side apply with field manager [`FIELD_MANAGER`], the wait
+//!   for readiness, and the removal that keeps the data volume unless asked to purge.
+//! - [`job`]: the Job manifest of one build and the reading of pod and Job status into a reason
+//!   a build failed, for the kubernetes executor of opusd.
+//! - [`KubeError`]: every failure, with a message that says what to do.
+//!
+//! Architecture Invariant: nothing here prints; progress goes to a callback ([`Progress`]) so the
+//! CLI decides what the user sees. Unit tests never touch a cluster.
+
+mod error;
+mod install;
+pub mod job;
+mod manifests;
+
+pub use error::KubeError;
+pub use install::{
+    Cluster, Installed, Progress, UninstallOptions, Wait, install, stateful_set_readiness,
+    uninstall,
+};
+pub use manifests::{
+    API_PORT, DATA_DIR, DATA_PVC, DEFAULT_NAMESPACE, DEFAULT_STORAGE, InstallOptions, Manifests,
+    OPUSD, OPUSD_POD, SITES_PORT, TOKEN_DIR, TOKEN_KEY, TOKEN_SECRET, default_image, labels,
+    render_yaml, validate_namespace,
+};
+
+/// The field manager of every server-side apply by Opus (`kubectl get -o yaml --show-managed-fields`
+/// shows it as the owner of the fields Opus sets).
+pub const FIELD_MANAGER: &str = "opus";

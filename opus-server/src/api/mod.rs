@@ -4,6 +4,7 @@
 //! Every `opus.v1` service is wrapped in the [`auth::Auth`] interceptor; health stays open so that
 //! load balancers and Kubernetes probes can ask without a token.
 
+mod artifacts;
 mod auth;
 mod events;
 mod projects;
@@ -22,6 +23,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::{AppState, ServeError};
 
+pub use artifacts::{apply_retention, protected_versions};
 pub use status::status;
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -55,6 +57,10 @@ pub(crate) async fn run(
         ))
         .add_service(proto::event_service_server::EventServiceServer::with_interceptor(
             events::EventsApi::new(state.clone()),
+            auth.interceptor(),
+        ))
+        .add_service(proto::artifact_service_server::ArtifactServiceServer::with_interceptor(
+            artifacts::ArtifactsApi::new(state.clone()),
             auth.interceptor(),
         ));
 

@@ -7,6 +7,11 @@
 //! (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, `GOOGLE_SERVICE_ACCOUNT`,
 //! `AZURE_STORAGE_ACCOUNT_NAME`, ...).
 //!
+//! Query parameters of a URL are settings of that store's builder, over the environment's, so that
+//! two stores can use different endpoints: `s3://bucket/opus?endpoint=http://127.0.0.1:9000&allow_http=true&region=us-east-1`
+//! (keys as object_store names them: `endpoint`, `region`, `allow_http`, `virtual_hosted_style_request`...).
+//! Credentials belong in the environment, not in a URL that `opus` commands may show.
+//!
 //! Layout inside a store (after the URL's own path prefix), so a bucket or CDN can serve a version
 //! as it is:
 //!
@@ -176,28 +181,44 @@ impl Backend {
             });
         }
         let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        // Query parameters are builder settings for this store alone (`?endpoint=...&region=...`),
+        // applied over the environment's.
+        let options: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut base = parsed.clone();
+        base.set_query(None);
         let (scheme, path) =
-            object_store::ObjectStoreScheme::parse(&parsed).map_err(|e| invalid(e.to_string()))?;
+            object_store::ObjectStoreScheme::parse(&base).map_err(|e| invalid(e.to_string()))?;
         use object_store::ObjectStoreScheme as S;
+        let bad_option = |k: &str, e: object_store::Error| {
+            invalid(format!("unknown setting {k:?} in the query: {e}"))
+        };
         let store: Arc<dyn ObjectStore> = match scheme {
-            S::AmazonS3 => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .build()
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
-            S::GoogleCloudStorage => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(url)
-                    .build()
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
-            S::MicrosoftAzure => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(url)
-                    .build()
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
+            S::AmazonS3 => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(base.as_str());
+                for (k, v) in &options {
+                    b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
+                }
+                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
+            }
+            S::GoogleCloudStorage => {
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(base.as_str());
+                for (k, v) in &options {
+                    b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
+                }
+                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
+            }
+            S::MicrosoftAzure => {
+                let mut b =
+                    object_store::azure::MicrosoftAzureBuilder::from_env().with_url(base.as_str());
+                for (k, v) in &options {
+                    b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
+                }
+                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
+            }
             S::Memory => Arc::new(object_store::memory::InMemory::new()),
             _ => {
                 return Err(invalid(

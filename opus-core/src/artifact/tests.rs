@@ -701,3 +701,22 @@ fn store_urls_are_checked() {
         Err(ArtifactError::UnknownStore { .. })
     ));
 }
+
+#[tokio::test]
+async fn one_version_is_stored_once_when_two_writers_race() {
+    let f = fixture();
+    let src = f.dir.path().join("dist");
+    site(&src, 1);
+    let (web, one, o1, o2) = (name("web"), ver("1"), origin(1), origin(2));
+    let (a, b) = tokio::join!(
+        f.store.store_dir(&web, &one, &src, &o1),
+        f.store.store_dir(&web, &one, &src, &o2),
+    );
+    let (ok, err) = match (a, b) {
+        (Ok(s), Err(e)) | (Err(e), Ok(s)) => (s, e),
+        other => panic!("exactly one writer should win: {other:?}"),
+    };
+    assert!(matches!(err, ArtifactError::VersionBusy { .. } | ArtifactError::VersionExists { .. }), "{err}");
+    assert_eq!(f.store.verify("web", Some("1")).await.expect("verify").problems, []);
+    assert_eq!(f.store.version("web", "1").expect("record").build_id, ok.record.build_id);
+}

@@ -12,6 +12,9 @@ use tracing::instrument;
 use super::status;
 use crate::AppState;
 
+/// Largest message of the artifact API (a manifest of about 400,000 files).
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
 /// Bytes per `DataChunk` of a download.
 const CHUNK: usize = 1 << 20;
 

@@ -59,8 +59,11 @@ pub(crate) async fn run(
             events::EventsApi::new(state.clone()),
             auth.interceptor(),
         ))
-        .add_service(proto::artifact_service_server::ArtifactServiceServer::with_interceptor(
-            artifacts::ArtifactsApi::new(state.clone()),
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            // A publish manifest of a large site exceeds gRPC's default 4 MiB message limit.
+            proto::artifact_service_server::ArtifactServiceServer::new(artifacts::ArtifactsApi::new(state.clone()))
+                .max_decoding_message_size(artifacts::MAX_MESSAGE)
+                .max_encoding_message_size(artifacts::MAX_MESSAGE),
             auth.interceptor(),
         ));
 

@@ -148,6 +148,9 @@ impl ArtifactStore {
             project: project.to_string(),
             version: version.to_string(),
         };
+        // Reserve first, then check: a writer that committed before the reservation is seen, and
+        // none can start after it, so no two writers ever write the same keys.
+        let _guard = self.reserve(project.as_str(), version.as_str())?;
         if self
             .meta()
             .get_version(project.as_str(), version.as_str())?
@@ -155,7 +158,6 @@ impl ArtifactStore {
         {
             return Err(exists());
         }
-        let _guard = self.reserve(project.as_str(), version.as_str())?;
         let _shared = self.inner.delete_lock.read().await;
         let started = std::time::Instant::now();
         let result = self

@@ -43,7 +43,9 @@ pub enum ModelError {
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// A project with that name exists already.
-    #[error("project {0:?} already exists (remove it first with `opus remove {0}`, or pick another name)")]
+    #[error(
+        "project {0:?} already exists (remove it first with `opus remove {0}`, or pick another name)"
+    )]
     ProjectExists(String),
     /// No project with that name.
     #[error("no project named {0:?} (see `opus list`)")]
@@ -84,7 +86,9 @@ pub enum ArchiveError {
         why: &'static str,
     },
     /// A symbolic link whose target lies outside the folder it belongs to.
-    #[error("symlink {path:?} points to {target:?}, outside the folder; only links inside it are allowed")]
+    #[error(
+        "symlink {path:?} points to {target:?}, outside the folder; only links inside it are allowed"
+    )]
     LinkEscapes {
         /// The link, relative to the folder.
         path: String,
@@ -92,7 +96,9 @@ pub enum ArchiveError {
         target: String,
     },
     /// An archive entry of a kind Opus does not extract (hard links, devices, fifos).
-    #[error("archive entry {path:?} is a {kind}, which Opus does not extract (only files, folders and symlinks inside the folder)")]
+    #[error(
+        "archive entry {path:?} is a {kind}, which Opus does not extract (only files, folders and symlinks inside the folder)"
+    )]
     UnsupportedEntry {
         /// The entry's path.
         path: String,
@@ -117,7 +123,9 @@ pub enum ArchiveError {
 #[derive(Debug, Error)]
 pub enum ArtifactError {
     /// The folder to store as a version does not exist.
-    #[error("the output folder {0} does not exist (did the build write its output there? check `build.output` in opus.yml)")]
+    #[error(
+        "the output folder {0} does not exist (did the build write its output there? check `build.output` in opus.yml)"
+    )]
     OutputMissing(std::path::PathBuf),
     /// The folder to store is a file.
     #[error("the output {0} is not a folder")]
@@ -145,7 +153,9 @@ pub enum ArtifactError {
         why: String,
     },
     /// A store name opusd was not started with.
-    #[error("no artifact store named {name:?} (this opusd has: {known}; add one with `opusd --extra-store {name}=URL`)")]
+    #[error(
+        "no artifact store named {name:?} (this opusd has: {known}; add one with `opusd --extra-store {name}=URL`)"
+    )]
     UnknownStore {
         /// The name asked for.
         name: String,
@@ -153,7 +163,9 @@ pub enum ArtifactError {
         known: String,
     },
     /// The version exists already (versions are immutable).
-    #[error("version {version:?} of {project} already exists; versions are immutable, publish under a new version name")]
+    #[error(
+        "version {version:?} of {project} already exists; versions are immutable, publish under a new version name"
+    )]
     VersionExists {
         /// The project.
         project: String,
@@ -161,7 +173,9 @@ pub enum ArtifactError {
         version: String,
     },
     /// The version is being stored right now by another build or publish.
-    #[error("version {version:?} of {project} is being stored right now by another build or publish")]
+    #[error(
+        "version {version:?} of {project} is being stored right now by another build or publish"
+    )]
     VersionBusy {
         /// The project.
         project: String,
@@ -204,7 +218,9 @@ pub enum ArtifactError {
     #[error("uploaded content does not match: {0}")]
     ContentMismatch(String),
     /// Content the commit needs that was neither uploaded nor found in the store.
-    #[error("content of {count} file(s) is missing (first: {first}); upload every digest BeginPublish asked for, or publish again")]
+    #[error(
+        "content of {count} file(s) is missing (first: {first}); upload every digest BeginPublish asked for, or publish again"
+    )]
     ContentMissing {
         /// How many digests are missing.
         count: usize,

@@ -15,15 +15,25 @@ use crate::error::ModelError;
 /// Checks the DNS-label rule `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$` and says what breaks it.
 fn check_dns_label(kind: &'static str, name: &str) -> Result<(), ModelError> {
     let fail = |why: &str| {
-        Err(ModelError::InvalidName { kind, name: name.to_owned(), why: why.to_owned() })
+        Err(ModelError::InvalidName {
+            kind,
+            name: name.to_owned(),
+            why: why.to_owned(),
+        })
     };
     if name.is_empty() {
         return fail("it is empty");
     }
     if name.len() > 63 {
-        return fail(&format!("it is {} characters long, the limit is 63", name.len()));
+        return fail(&format!(
+            "it is {} characters long, the limit is 63",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return fail(&format!("{c:?} is not allowed"));
     }
     if name.starts_with('-') || name.ends_with('-') {
@@ -101,18 +111,31 @@ impl VersionName {
     /// Validates a version name.
     pub fn new(name: impl Into<String>) -> Result<Self, ModelError> {
         let name = name.into();
-        let fail = |why: String| Err(ModelError::InvalidVersion { name: name.clone(), why });
+        let fail = |why: String| {
+            Err(ModelError::InvalidVersion {
+                name: name.clone(),
+                why,
+            })
+        };
         if name.is_empty() {
             return fail("it is empty".into());
         }
         if name.len() > 128 {
-            return fail(format!("it is {} characters long, the limit is 128", name.len()));
+            return fail(format!(
+                "it is {} characters long, the limit is 128",
+                name.len()
+            ));
         }
         if !name.as_bytes()[0].is_ascii_alphanumeric() {
             return fail("it must start with a letter or digit".into());
         }
-        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))) {
-            return fail(format!("{c:?} is not allowed (letters, digits, '.', '_', '+', '-')"));
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))
+        {
+            return fail(format!(
+                "{c:?} is not allowed (letters, digits, '.', '_', '+', '-')"
+            ));
         }
         if name == "archive" || name == "manifest" {
             return fail("it is reserved for the storage layout".into());
@@ -162,7 +185,11 @@ pub fn branch_slug(branch: &str) -> String {
     while slug.ends_with('-') {
         slug.pop();
     }
-    if slug.is_empty() { "branch".to_owned() } else { slug }
+    if slug.is_empty() {
+        "branch".to_owned()
+    } else {
+        slug
+    }
 }
 
 /// Where a project's source comes from.
@@ -180,7 +207,10 @@ impl Source {
     /// `user@host:path`), or else an existing directory, stored as its absolute path.
     pub fn parse(text: &str) -> Result<Source, ModelError> {
         let fail = |why: &str| {
-            Err(ModelError::InvalidSource { source_text: text.to_owned(), why: why.to_owned() })
+            Err(ModelError::InvalidSource {
+                source_text: text.to_owned(),
+                why: why.to_owned(),
+            })
         };
         let text_trim = text.trim();
         if text_trim.is_empty() {
@@ -199,13 +229,16 @@ impl Source {
             return Ok(Source::Git(text_trim.to_owned()));
         }
         let path = Path::new(text_trim);
+        const NEITHER: &str = "it is neither a git URL (https, ssh, git, file, user@host:path) nor an existing directory";
         if !path.is_absolute() {
-            return fail("a local source must be an absolute path to a directory");
+            return fail(&format!(
+                "{NEITHER} (local directories are given as absolute paths)"
+            ));
         }
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return fail("it is a file, not a directory"),
-            Err(_) => return fail("it is not a git URL (https, ssh, git, file, user@host:path) and no such directory exists"),
+            Err(_) => return fail(NEITHER),
         }
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Source::Local(abs))
@@ -222,9 +255,17 @@ impl Source {
 
 /// `user@host:path`, the scp-like syntax git accepts for ssh.
 fn is_scp_like(s: &str) -> bool {
-    let Some((user_host, path)) = s.split_once(':') else { return false };
-    let Some((user, host)) = user_host.split_once('@') else { return false };
-    let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let Some((user_host, path)) = s.split_once(':') else {
+        return false;
+    };
+    let Some((user, host)) = user_host.split_once('@') else {
+        return false;
+    };
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
     ok(user) && ok(host) && !path.is_empty()
 }
 
@@ -254,9 +295,13 @@ pub fn validate_branch(branch: &str) -> Result<(), ModelError> {
         || branch.contains("..")
         || branch.contains("//")
         || branch.contains("@{")
-        || branch.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+        || branch
+            .chars()
+            .any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
     if bad {
-        return Err(ModelError::Invalid(format!("invalid branch name {branch:?}")));
+        return Err(ModelError::Invalid(format!(
+            "invalid branch name {branch:?}"
+        )));
     }
     Ok(())
 }
@@ -264,7 +309,9 @@ pub fn validate_branch(branch: &str) -> Result<(), ModelError> {
 /// Checks a secret name: like an environment variable, `^[A-Za-z_][A-Za-z0-9_]*$`.
 pub fn validate_secret_name(name: &str) -> Result<(), ModelError> {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || name.len() > 256 {
         return Err(ModelError::Invalid(format!(
             "invalid secret name {name:?}: secrets are environment variables, use letters, digits and '_', not starting with a digit"
@@ -292,7 +339,10 @@ pub enum BuildState {
 impl BuildState {
     /// Whether the build has ended.
     pub fn is_finished(self) -> bool {
-        matches!(self, BuildState::Succeeded | BuildState::Failed | BuildState::Cancelled)
+        matches!(
+            self,
+            BuildState::Succeeded | BuildState::Failed | BuildState::Cancelled
+        )
     }
 
     /// The lowercase name used in output and event types.
@@ -416,7 +466,17 @@ mod tests {
         for ok in ["web", "a", "web-2", "0x", &"a".repeat(63)] {
             assert!(ProjectName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["Web", "-web", "web-", "a/b", "../x", "", "a_b", "a.b", &"a".repeat(64)] {
+        for bad in [
+            "Web",
+            "-web",
+            "web-",
+            "a/b",
+            "../x",
+            "",
+            "a_b",
+            "a.b",
+            &"a".repeat(64),
+        ] {
             assert!(ProjectName::new(bad).is_err(), "{bad}");
         }
     }
@@ -426,7 +486,16 @@ mod tests {
         for ok in ["1.0.3", "main-12-abc1234", "v1+build.5", "A_b"] {
             assert!(VersionName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".hidden", "-x", "a/b", "archive", "manifest", "a b", &"a".repeat(129)] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "archive",
+            "manifest",
+            "a b",
+            &"a".repeat(129),
+        ] {
             assert!(VersionName::new(bad).is_err(), "{bad}");
         }
     }
@@ -453,7 +522,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dir_text = dir.path().to_str().expect("utf-8 temp path");
         assert!(matches!(Source::parse(dir_text), Ok(Source::Local(_))));
-        for bad in ["", "ftp://x/y", "relative/dir", "/no/such/dir/anywhere", "https://"] {
+        for bad in [
+            "",
+            "ftp://x/y",
+            "relative/dir",
+            "/no/such/dir/anywhere",
+            "https://",
+        ] {
             assert!(Source::parse(bad).is_err(), "{bad}");
         }
     }

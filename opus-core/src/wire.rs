@@ -10,7 +10,10 @@ use crate::proto;
 /// A `SystemTime` as a protobuf timestamp.
 pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }
 
 /// A protobuf timestamp as a `SystemTime` (times before 1970 become the epoch).
@@ -130,13 +133,23 @@ impl From<&VersionRecord> for proto::Version {
 
 impl From<&ManifestFile> for proto::ManifestEntry {
     fn from(f: &ManifestFile) -> Self {
-        proto::ManifestEntry { path: f.path.clone(), size: f.size, sha256: f.sha256.clone(), mode: f.mode }
+        proto::ManifestEntry {
+            path: f.path.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            mode: f.mode,
+        }
     }
 }
 
 impl From<proto::ManifestEntry> for ManifestFile {
     fn from(e: proto::ManifestEntry) -> Self {
-        ManifestFile { path: e.path, size: e.size, sha256: e.sha256, mode: e.mode }
+        ManifestFile {
+            path: e.path,
+            size: e.size,
+            sha256: e.sha256,
+            mode: e.mode,
+        }
     }
 }
 

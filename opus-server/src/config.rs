@@ -58,7 +58,12 @@ pub struct ConfigArgs {
     #[arg(long, env = "OPUS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// API token clients must send as `authorization: Bearer <token>`.
-    #[arg(long, env = "OPUS_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "OPUS_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
     /// File holding the API token.
     #[arg(long, env = "OPUS_TOKEN_FILE", value_name = "FILE")]
@@ -76,7 +81,12 @@ pub struct ConfigArgs {
     #[arg(long, env = "OPUS_STORE", value_name = "URL")]
     pub store: Option<String>,
     /// Another artifact store builds may name (`opus trigger ... FILE-STORE`), as NAME=URL; repeatable.
-    #[arg(long = "extra-store", env = "OPUS_EXTRA_STORE", value_name = "NAME=URL", value_delimiter = ',')]
+    #[arg(
+        long = "extra-store",
+        env = "OPUS_EXTRA_STORE",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
     pub extra_store: Vec<String>,
     /// Where builds run: local or kubernetes [default: local].
     #[arg(long, env = "OPUS_EXECUTOR")]
@@ -157,8 +167,15 @@ impl Config {
             key: "data_dir",
             message: format!("cannot read the current directory: {e}"),
         })?;
-        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("opus-data"));
-        let data_dir = if data_dir.is_absolute() { data_dir } else { cwd.join(data_dir) };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("opus-data"));
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            cwd.join(data_dir)
+        };
 
         let token = match (args.token, args.token_file.or(file.token_file)) {
             (Some(t), _) => Some(t),
@@ -172,10 +189,16 @@ impl Config {
             (None, None) => None,
         };
         if token.as_deref().is_some_and(str::is_empty) {
-            return Err(ConfigError::Invalid { key: "token", message: "the token is empty".into() });
+            return Err(ConfigError::Invalid {
+                key: "token",
+                message: "the token is empty".into(),
+            });
         }
 
-        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => {
@@ -186,15 +209,24 @@ impl Config {
             }
         };
 
-        let max_builds = args
-            .max_builds
-            .or(file.max_builds)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        let max_builds = args.max_builds.or(file.max_builds).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
         if max_builds == 0 {
-            return Err(ConfigError::Invalid { key: "max_builds", message: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                key: "max_builds",
+                message: "must be at least 1".into(),
+            });
         }
 
-        let executor = match args.executor.or(file.executor).as_deref().unwrap_or("local") {
+        let executor = match args
+            .executor
+            .or(file.executor)
+            .as_deref()
+            .unwrap_or("local")
+        {
             "local" => ExecutorKind::Local,
             "kubernetes" | "k8s" => ExecutorKind::Kubernetes,
             other => {
@@ -218,7 +250,9 @@ impl Config {
                 let Some((name, url)) = item.split_once('=') else {
                     return Err(ConfigError::Invalid {
                         key: "extra_store",
-                        message: format!("{item:?} is not NAME=URL (for example backup=s3://bucket/opus)"),
+                        message: format!(
+                            "{item:?} is not NAME=URL (for example backup=s3://bucket/opus)"
+                        ),
                     });
                 };
                 out.push((name.trim().to_owned(), url.trim().to_owned()));
@@ -235,14 +269,26 @@ impl Config {
                 });
             }
             if url.is_empty() {
-                return Err(ConfigError::Invalid { key: "extra_store", message: format!("store {name:?} has no URL") });
+                return Err(ConfigError::Invalid {
+                    key: "extra_store",
+                    message: format!("store {name:?} has no URL"),
+                });
             }
         }
 
         Ok(Config {
-            listen: args.listen.or(file.listen).unwrap_or(([127, 0, 0, 1], 7070).into()),
-            sites_listen: args.sites_listen.or(file.sites_listen).unwrap_or(([127, 0, 0, 1], 7080).into()),
-            domain: args.domain.or(file.domain).unwrap_or_else(|| "localhost".into()),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(([127, 0, 0, 1], 7070).into()),
+            sites_listen: args
+                .sites_listen
+                .or(file.sites_listen)
+                .unwrap_or(([127, 0, 0, 1], 7080).into()),
+            domain: args
+                .domain
+                .or(file.domain)
+                .unwrap_or_else(|| "localhost".into()),
             data_dir,
             token,
             tls,
@@ -269,8 +315,10 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
@@ -287,7 +335,11 @@ mod tests {
         let parsed: FileConfig = toml::from_str(text).expect("opusd.example.toml parses");
         let json = serde_json::to_value(&parsed).expect("serializes");
         let obj = json.as_object().expect("an object");
-        let missing: Vec<_> = obj.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()).collect();
+        let missing: Vec<_> = obj
+            .iter()
+            .filter(|(_, v)| v.is_null())
+            .map(|(k, _)| k.clone())
+            .collect();
         assert!(missing.is_empty(), "opusd.example.toml lacks {missing:?}");
     }
 
@@ -296,16 +348,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("opusd.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\nmax_bulds = 3\n").expect("write");
-        let err = Config::resolve(ConfigArgs { config: Some(path.clone()), ..Default::default() })
-            .expect_err("unknown key");
+        let err = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect_err("unknown key");
         let msg = err.to_string();
-        assert!(msg.contains("opusd.toml") && msg.contains("max_bulds"), "{msg}");
+        assert!(
+            msg.contains("opusd.toml") && msg.contains("max_bulds"),
+            "{msg}"
+        );
 
         std::fs::write(&path, "max_builds = \"four\"\n").expect("write");
-        let msg = Config::resolve(ConfigArgs { config: Some(path), ..Default::default() })
-            .expect_err("wrong type")
-            .to_string();
-        assert!(msg.contains("max_builds") && msg.contains("line 1"), "{msg}");
+        let msg = Config::resolve(ConfigArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("wrong type")
+        .to_string();
+        assert!(
+            msg.contains("max_builds") && msg.contains("line 1"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -328,8 +392,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("opusd.toml");
         std::fs::write(&path, "[extra_stores]\nbackup = \"s3://bucket/opus\"\n").expect("write");
-        let cfg = Config::resolve(ConfigArgs { config: Some(path.clone()), ..Default::default() }).expect("file");
-        assert_eq!(cfg.extra_stores, [("backup".to_owned(), "s3://bucket/opus".to_owned())]);
+        let cfg = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect("file");
+        assert_eq!(
+            cfg.extra_stores,
+            [("backup".to_owned(), "s3://bucket/opus".to_owned())]
+        );
         let cfg = Config::resolve(ConfigArgs {
             config: Some(path.clone()),
             extra_store: vec!["cdn=gs://b".into()],

@@ -36,7 +36,9 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The metadata store could not be opened (another opusd holds it, or it is damaged).
-    #[error("cannot open the metadata store in {path}: {source} (is another opusd using this data directory?)")]
+    #[error(
+        "cannot open the metadata store in {path}: {source} (is another opusd using this data directory?)"
+    )]
     Store {
         /// The directory.
         path: std::path::PathBuf,
@@ -75,6 +77,18 @@ pub struct AppState {
     pub started_at: SystemTime,
 }
 
+/// Writes `<data-dir>/opusd.json` with the bound API address and the process id, so scripts and
+/// tests that start opusd on port 0 learn where it listens. Failing to write it is only logged.
+fn write_address_file(data_dir: &std::path::Path, api: std::net::SocketAddr) {
+    let info = serde_json::json!({ "api": api.to_string(), "pid": std::process::id() });
+    let path = data_dir.join("opusd.json");
+    let tmp = data_dir.join("opusd.json.tmp");
+    let result = std::fs::write(&tmp, info.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the address file");
+    }
+}
+
 /// Runs opusd on an already-bound API listener until `shutdown` completes, then stops accepting,
 /// lets in-flight calls finish and flushes the store.
 pub async fn serve(
@@ -82,32 +96,49 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let bound = listener.local_addr().map_err(|source| ServeError::DataDir {
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    config.check_security(bound)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
-    config.check_security(bound)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
     let meta_path = config.data_dir.join("meta");
-    let store = MetaStore::open(&meta_path)
-        .map_err(|source| ServeError::Store { path: meta_path.clone(), source })?;
+    let store = MetaStore::open(&meta_path).map_err(|source| ServeError::Store {
+        path: meta_path.clone(),
+        source,
+    })?;
 
-    let artifacts =
-        ArtifactStore::open(store.clone(), &config.store, &config.extra_stores, &config.data_dir.join("uploads"))
-            .map_err(ServeError::Artifacts)?;
+    let artifacts = ArtifactStore::open(
+        store.clone(),
+        &config.store,
+        &config.extra_stores,
+        &config.data_dir.join("uploads"),
+    )
+    .map_err(ServeError::Artifacts)?;
     // Versions that never committed (opusd was stopped while storing them) are removed in the
     // background; storing waits for the sweep, serving does not.
     let sweeper = artifacts.clone();
     tokio::spawn(async move {
         match sweeper.remove_orphans().await {
             Ok(report) if !report.versions.is_empty() => {
-                info!(count = report.versions.len(), "removed objects of versions that never committed")
+                info!(
+                    count = report.versions.len(),
+                    "removed objects of versions that never committed"
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not sweep the artifact stores for orphans"),
         }
     });
+
+    // Written once everything is open, just before serving: a test or script that waits for this
+    // file may signal opusd right after.
+    write_address_file(&config.data_dir, bound);
 
     let state = AppState {
         store: store.clone(),

@@ -1,6 +1,8 @@
 //! `opusd`: parses flags, sets up tracing, binds the API listener and runs [`opus_server::serve`]
 //! until SIGINT or SIGTERM. A second signal forces exit.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use opus_server::config::{Config, ConfigArgs};
@@ -17,8 +19,11 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("OPUS_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("OPUS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run().await {
         eprintln!("opusd: {e:#}");
@@ -31,33 +36,38 @@ async fn run() -> anyhow::Result<()> {
     let config = Config::resolve(cli.config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is another opusd running? try --listen)", config.listen))?;
-    opus_server::serve(listener, config, shutdown_signal()).await?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another opusd running? try --listen)",
+                config.listen
+            )
+        })?;
+    // Signal handlers are installed before anything starts, so a SIGTERM that arrives while opusd
+    // is still opening its stores stops it cleanly instead of killing it.
+    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+    opus_server::serve(listener, config, shutdown).await?;
     Ok(())
 }
 
-/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    tracing::info!("signal received: stopping (send it again to force exit)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        eprintln!("opusd: second signal, exiting now");
-        std::process::exit(130);
-    });
-}
-
-async fn wait_for_signal() {
+/// Installs SIGINT and SIGTERM handlers now; the returned future completes on the first signal,
+/// and a second one exits at once.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+        tracing::info!("signal received: stopping (send it again to force exit)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("opusd: second signal, exiting now");
+            std::process::exit(130);
+        });
+    })
 }

@@ -1,1 +1,263 @@
-//! Test harness.
+//! The end-to-end test harness: starts the real `opusd` on port 0 with a temporary data directory,
+//! drives it with the real `opus` binary (and gRPC where a test needs more), and stops it cleanly.
+//!
+//! The binaries are the ones `cargo test --workspace` builds next to the test executable; run the
+//! tests through that command so they are fresh.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where cargo put the binaries: the test executable lives in `<target>/<profile>/deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary is inside <target>/<profile>/deps");
+    dir.to_path_buf()
+}
+
+/// The path of one of the workspace's binaries, checked to exist.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: run the tests with `cargo test --workspace`, which builds opusd and opus",
+        path.display()
+    );
+    path
+}
+
+/// What a command printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit code 0 and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts a failure with `code` and returns stderr.
+    #[track_caller]
+    pub fn fails(&self, code: i32) -> &str {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        &self.stderr
+    }
+
+    /// Parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// A running `opusd` with its own data directory.
+pub struct Daemon {
+    child: Option<Child>,
+    /// The temporary directory holding the data dir (and anything else the test puts there).
+    pub root: tempfile::TempDir,
+    /// `http://127.0.0.1:<port>` of the API.
+    pub server: String,
+    /// Extra arguments it was started with (kept for restarts).
+    args: Vec<String>,
+    /// The token the CLI passes, if the daemon has one.
+    pub token: Option<String>,
+    /// Where opusd's stderr goes.
+    log_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts opusd with defaults and a fresh data directory.
+    pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts opusd with extra arguments.
+    pub fn start_with(args: &[&str]) -> Daemon {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut d = Daemon {
+            child: None,
+            server: String::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            token: None,
+            log_path: root.path().join("opusd.log"),
+            root,
+        };
+        d.spawn();
+        d
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// opusd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let data = self.data_dir();
+        let addr_file = data.join("opusd.json");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let mut cmd = Command::new(bin("opusd"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--sites-listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(&self.args)
+            .current_dir(self.root.path())
+            .env(
+                "OPUS_LOG",
+                std::env::var("OPUS_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("OPUS_TOKEN")
+            .env_remove("OPUS_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        let child = cmd.spawn().expect("opusd starts");
+        // Held by `self` from here on, so a failed start still kills it on drop.
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    if let Some(api) = v["api"].as_str() {
+                        self.server = format!("http://{api}");
+                        break;
+                    }
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("opusd exited during start-up ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "opusd did not start within 20s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `opus <args>` against this daemon.
+    pub fn opus(&self, args: &[&str]) -> Run {
+        self.opus_with_stdin(args, "")
+    }
+
+    /// Runs `opus <args>` with `stdin` as standard input.
+    pub fn opus_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut cmd = opus_command(&self.server, self.token.as_deref());
+        cmd.args(args);
+        run_with_stdin(cmd, stdin)
+    }
+
+    /// Stops opusd with SIGTERM and waits for it to exit; returns its exit code.
+    pub fn stop(&mut self) -> i32 {
+        let Some(mut child) = self.child.take() else {
+            return 0;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("opusd did not stop within 30s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills opusd with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts opusd again on the same data directory (after `stop` or `kill`).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    /// The process id of the running opusd.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An `opus` command aimed at `server`, isolated from the caller's environment.
+pub fn opus_command(server: &str, token: Option<&str>) -> Command {
+    let mut cmd = Command::new(bin("opus"));
+    cmd.env_remove("OPUS_TOKEN").env("OPUS_SERVER", server);
+    if let Some(t) = token {
+        cmd.env("OPUS_TOKEN", t);
+    }
+    cmd
+}
+
+/// Runs a command with `stdin` fed to it and collects its output.
+pub fn run_with_stdin(mut cmd: Command, stdin: &str) -> Run {
+    use std::io::Write;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("command starts");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    Run::from_output(child.wait_with_output().expect("command runs"))
+}

@@ -716,7 +716,23 @@ async fn one_version_is_stored_once_when_two_writers_race() {
         (Ok(s), Err(e)) | (Err(e), Ok(s)) => (s, e),
         other => panic!("exactly one writer should win: {other:?}"),
     };
-    assert!(matches!(err, ArtifactError::VersionBusy { .. } | ArtifactError::VersionExists { .. }), "{err}");
-    assert_eq!(f.store.verify("web", Some("1")).await.expect("verify").problems, []);
-    assert_eq!(f.store.version("web", "1").expect("record").build_id, ok.record.build_id);
+    assert!(
+        matches!(
+            err,
+            ArtifactError::VersionBusy { .. } | ArtifactError::VersionExists { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        f.store
+            .verify("web", Some("1"))
+            .await
+            .expect("verify")
+            .problems,
+        []
+    );
+    assert_eq!(
+        f.store.version("web", "1").expect("record").build_id,
+        ok.record.build_id
+    );
 }

@@ -58,7 +58,8 @@ impl MetaStore {
             let id = tx.next_counter("build_id")?;
             let mut build = template.clone();
             build.id = id;
-            tx.tree(T::ProjectBuilds).insert(pair_key(build.project.as_str(), &id.to_be_bytes()), &[])?;
+            tx.tree(T::ProjectBuilds)
+                .insert(pair_key(build.project.as_str(), &id.to_be_bytes()), &[])?;
             tx.put_build(&build, "build.queued")?;
             Ok(build)
         })
@@ -81,7 +82,8 @@ impl MetaStore {
 
     /// One build.
     pub fn get_build(&self, id: u64) -> Result<Build, StoreError> {
-        self.get_json(T::Builds, &id.to_be_bytes())?.ok_or(StoreError::BuildNotFound(id))
+        self.get_json(T::Builds, &id.to_be_bytes())?
+            .ok_or(StoreError::BuildNotFound(id))
     }
 
     /// Builds, newest first.
@@ -91,7 +93,12 @@ impl MetaStore {
         let keep = |b: &Build| filter.state.is_none_or(|s| s == b.state);
         match &filter.project {
             Some(project) => {
-                for key in self.tree(T::ProjectBuilds).scan_prefix(prefix(project)).keys().rev() {
+                for key in self
+                    .tree(T::ProjectBuilds)
+                    .scan_prefix(prefix(project))
+                    .keys()
+                    .rev()
+                {
                     let key = key?;
                     let id = super::be_u64(&key[key.len() - 8..]);
                     let build = self.get_build(id)?;
@@ -121,7 +128,12 @@ impl MetaStore {
 
     /// The newest build of a project.
     pub fn last_build(&self, project: &str) -> Result<Option<Build>, StoreError> {
-        match self.tree(T::ProjectBuilds).scan_prefix(prefix(project)).keys().next_back() {
+        match self
+            .tree(T::ProjectBuilds)
+            .scan_prefix(prefix(project))
+            .keys()
+            .next_back()
+        {
             Some(key) => {
                 let key = key?;
                 Ok(Some(self.get_build(super::be_u64(&key[key.len() - 8..]))?))

@@ -18,9 +18,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 use tokio::sync::watch;
 
@@ -34,8 +32,16 @@ pub use builds::BuildFilter;
 /// - `versions`: `<project>\0<version>` -> [`crate::model::VersionRecord`] JSON.
 /// - `blob_refs`: `<store>\0<sha256 hex>\0<object key>` -> empty: which stored objects hold a
 ///   content, for dedup; an entry exists only while its version does.
-const TREE_NAMES: [&str; 8] =
-    ["projects", "secrets", "builds", "project_builds", "events", "counters", "versions", "blob_refs"];
+const TREE_NAMES: [&str; 8] = [
+    "projects",
+    "secrets",
+    "builds",
+    "project_builds",
+    "events",
+    "counters",
+    "versions",
+    "blob_refs",
+];
 
 /// The sled metadata store shared by every part of opusd.
 ///
@@ -81,7 +87,9 @@ impl Tx<'_> {
     /// Reads and decodes a JSON record.
     fn get_json<V: DeserializeOwned>(&self, t: T, key: &[u8]) -> TxResult<Option<V>> {
         match self.tree(t).get(key)? {
-            Some(bytes) => decode(key, &bytes).map(Some).map_err(ConflictableTransactionError::Abort),
+            Some(bytes) => decode(key, &bytes)
+                .map(Some)
+                .map_err(ConflictableTransactionError::Abort),
             None => Ok(None),
         }
     }
@@ -96,7 +104,10 @@ impl Tx<'_> {
     /// Increments a named counter and returns its new value (the first is 1).
     fn next_counter(&self, name: &str) -> TxResult<u64> {
         let counters = self.tree(T::Counters);
-        let current = counters.get(name.as_bytes())?.map(|v| be_u64(&v)).unwrap_or(0);
+        let current = counters
+            .get(name.as_bytes())?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0);
         let next = current + 1;
         counters.insert(name.as_bytes(), &next.to_be_bytes())?;
         Ok(next)
@@ -166,12 +177,22 @@ fn prefix(a: &str) -> Vec<u8> {
 impl MetaStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<MetaStore, StoreError> {
-        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
-        let trees = TREE_NAMES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let trees = TREE_NAMES
+            .iter()
+            .map(|n| db.open_tree(n))
+            .collect::<Result<Vec<_>, _>>()?;
         let counters = &trees[T::Counters as usize];
         let last = counters.get("event_seq")?.map(|v| be_u64(&v)).unwrap_or(0);
         let (last_event, _) = watch::channel(last);
-        Ok(MetaStore { db, trees, last_event })
+        Ok(MetaStore {
+            db,
+            trees,
+            last_event,
+        })
     }
 
     fn tree(&self, t: T) -> &Tree {
@@ -187,10 +208,16 @@ impl MetaStore {
 
     /// Runs `body` as one transaction over every tree, retrying on conflict, and announces the
     /// events it appended once it has committed.
-    pub(crate) fn transact<R>(&self, body: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<R, StoreError> {
+    pub(crate) fn transact<R>(
+        &self,
+        body: impl Fn(&Tx<'_>) -> TxResult<R>,
+    ) -> Result<R, StoreError> {
         let appended = Cell::new(None);
         let result = self.trees.as_slice().transaction(|trees| {
-            let tx = Tx { trees, appended: Cell::new(None) };
+            let tx = Tx {
+                trees,
+                appended: Cell::new(None),
+            };
             let r = body(&tx)?;
             appended.set(tx.appended.get());
             Ok(r)

@@ -142,7 +142,8 @@ impl MetaStore {
     pub fn set_secret(&self, project: &str, name: &str, value: &str) -> Result<(), StoreError> {
         self.transact(|tx| {
             tx.project(project)?;
-            tx.tree(T::Secrets).insert(pair_key(project, name.as_bytes()), value.as_bytes())?;
+            tx.tree(T::Secrets)
+                .insert(pair_key(project, name.as_bytes()), value.as_bytes())?;
             tx.append_event("secret.set", project, json!({ "name": name }))?;
             Ok(())
         })
@@ -152,7 +153,11 @@ impl MetaStore {
     pub fn unset_secret(&self, project: &str, name: &str) -> Result<(), StoreError> {
         self.transact(|tx| {
             tx.project(project)?;
-            if tx.tree(T::Secrets).remove(pair_key(project, name.as_bytes()))?.is_none() {
+            if tx
+                .tree(T::Secrets)
+                .remove(pair_key(project, name.as_bytes()))?
+                .is_none()
+            {
                 return abort(StoreError::SecretNotFound {
                     project: project.to_owned(),
                     name: name.to_owned(),

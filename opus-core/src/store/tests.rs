@@ -39,12 +39,20 @@ fn projects_round_trip_and_survive_reopen() {
     {
         let store = MetaStore::open(dir.path()).expect("open");
         store.create_project(&project("web")).expect("create");
-        assert!(matches!(store.create_project(&project("web")), Err(StoreError::ProjectExists(_))));
+        assert!(matches!(
+            store.create_project(&project("web")),
+            Err(StoreError::ProjectExists(_))
+        ));
         store.create_project(&project("api")).expect("create");
         store.set_secret("web", "TOKEN", "s3cret").expect("secret");
     }
     let store = MetaStore::open(dir.path()).expect("reopen");
-    let names: Vec<_> = store.list_projects("").expect("list").into_iter().map(|p| p.name.to_string()).collect();
+    let names: Vec<_> = store
+        .list_projects("")
+        .expect("list")
+        .into_iter()
+        .map(|p| p.name.to_string())
+        .collect();
     assert_eq!(names, ["api", "web"]);
     assert_eq!(store.secret_names("web").expect("names"), ["TOKEN"]);
     assert_eq!(store.list_projects("we").expect("list").len(), 1);
@@ -71,8 +79,13 @@ fn delete_removes_secrets_and_index() {
     store.create_project(&project("web")).expect("create");
     store.set_secret("web", "A", "1").expect("secret");
     let b = store.create_build(&build("web")).expect("build");
-    store.delete_project(&ProjectName::new("web").expect("name")).expect("delete");
-    assert!(matches!(store.get_project("web"), Err(StoreError::ProjectNotFound(_))));
+    store
+        .delete_project(&ProjectName::new("web").expect("name"))
+        .expect("delete");
+    assert!(matches!(
+        store.get_project("web"),
+        Err(StoreError::ProjectNotFound(_))
+    ));
     store.create_project(&project("web")).expect("re-create");
     assert!(store.secret_names("web").expect("names").is_empty());
     assert!(store.last_build("web").expect("last").is_none());
@@ -87,15 +100,33 @@ fn builds_get_increasing_ids_and_events() {
     let a = store.create_build(&build("web")).expect("a");
     let b = store.create_build(&build("web")).expect("b");
     assert_eq!((a.id, b.id), (1, 2));
-    store.update_build(a.id, |b| b.state = BuildState::Running).expect("update");
-    let listed = store.list_builds(&BuildFilter { project: Some("web".into()), ..Default::default() }).expect("list");
+    store
+        .update_build(a.id, |b| b.state = BuildState::Running)
+        .expect("update");
+    let listed = store
+        .list_builds(&BuildFilter {
+            project: Some("web".into()),
+            ..Default::default()
+        })
+        .expect("list");
     assert_eq!(listed.iter().map(|b| b.id).collect::<Vec<_>>(), [2, 1]);
     let running = store
-        .list_builds(&BuildFilter { state: Some(BuildState::Running), ..Default::default() })
+        .list_builds(&BuildFilter {
+            state: Some(BuildState::Running),
+            ..Default::default()
+        })
         .expect("list");
     assert_eq!(running.len(), 1);
-    assert_eq!(store.last_build("web").expect("last").map(|b| b.id), Some(2));
-    let kinds: Vec<_> = store.events_from(2, 10).expect("events").into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        store.last_build("web").expect("last").map(|b| b.id),
+        Some(2)
+    );
+    let kinds: Vec<_> = store
+        .events_from(2, 10)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, ["build.queued", "build.queued", "build.running"]);
     assert!(store.create_build(&build("nope")).is_err());
 }

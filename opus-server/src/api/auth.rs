@@ -13,14 +13,20 @@ pub(crate) struct Auth {
 
 impl Auth {
     pub(crate) fn new(token: Option<String>) -> Auth {
-        Auth { token: token.map(Arc::from) }
+        Auth {
+            token: token.map(Arc::from),
+        }
     }
 
     /// A tonic interceptor that admits a call only with `authorization: Bearer <token>`.
-    pub(crate) fn interceptor(&self) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
+    pub(crate) fn interceptor(
+        &self,
+    ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
         let token = self.token.clone();
         move |req: Request<()>| {
-            let Some(expected) = token.as_deref() else { return Ok(req) };
+            let Some(expected) = token.as_deref() else {
+                return Ok(req);
+            };
             let given = req
                 .metadata()
                 .get("authorization")

@@ -47,23 +47,31 @@ pub(crate) async fn run(
     let mut routes = Routes::new(health_service);
     routes = routes
         .add_service(reflection)
-        .add_service(proto::project_service_server::ProjectServiceServer::with_interceptor(
-            projects::ProjectsApi::new(state.clone()),
-            auth.interceptor(),
-        ))
-        .add_service(proto::system_service_server::SystemServiceServer::with_interceptor(
-            system::SystemApi::new(state.clone()),
-            auth.interceptor(),
-        ))
-        .add_service(proto::event_service_server::EventServiceServer::with_interceptor(
-            events::EventsApi::new(state.clone()),
-            auth.interceptor(),
-        ))
+        .add_service(
+            proto::project_service_server::ProjectServiceServer::with_interceptor(
+                projects::ProjectsApi::new(state.clone()),
+                auth.interceptor(),
+            ),
+        )
+        .add_service(
+            proto::system_service_server::SystemServiceServer::with_interceptor(
+                system::SystemApi::new(state.clone()),
+                auth.interceptor(),
+            ),
+        )
+        .add_service(
+            proto::event_service_server::EventServiceServer::with_interceptor(
+                events::EventsApi::new(state.clone()),
+                auth.interceptor(),
+            ),
+        )
         .add_service(tonic::service::interceptor::InterceptedService::new(
             // A publish manifest of a large site exceeds gRPC's default 4 MiB message limit.
-            proto::artifact_service_server::ArtifactServiceServer::new(artifacts::ArtifactsApi::new(state.clone()))
-                .max_decoding_message_size(artifacts::MAX_MESSAGE)
-                .max_encoding_message_size(artifacts::MAX_MESSAGE),
+            proto::artifact_service_server::ArtifactServiceServer::new(
+                artifacts::ArtifactsApi::new(state.clone()),
+            )
+            .max_decoding_message_size(artifacts::MAX_MESSAGE)
+            .max_encoding_message_size(artifacts::MAX_MESSAGE),
             auth.interceptor(),
         ));
 
@@ -75,7 +83,10 @@ pub(crate) async fn run(
     let mut server = Server::builder().accept_http1(true);
     if let Some((cert, key)) = &state.config.tls {
         let read = |p: &std::path::PathBuf| {
-            std::fs::read(p).map_err(|source| ServeError::Tls { path: p.clone(), source })
+            std::fs::read(p).map_err(|source| ServeError::Tls {
+                path: p.clone(),
+                source,
+            })
         };
         let identity = Identity::from_pem(read(cert)?, read(key)?);
         server = server.tls_config(ServerTlsConfig::new().identity(identity))?;

@@ -24,7 +24,11 @@ impl ProjectsApi {
     fn describe(&self, project: &Project) -> Result<proto::Project, Status> {
         let mut out = proto::Project::from(project);
         let store = &self.state.store;
-        out.last_build = store.last_build(project.name.as_str()).map_err(status)?.as_ref().map(Into::into);
+        out.last_build = store
+            .last_build(project.name.as_str())
+            .map_err(status)?
+            .as_ref()
+            .map(Into::into);
         out.secret_names = store.secret_names(project.name.as_str()).map_err(status)?;
         Ok(out)
     }
@@ -44,9 +48,19 @@ impl ProjectService for ProjectsApi {
         let req = req.into_inner();
         let name = ProjectName::new(req.name).map_err(status)?;
         let source = Source::parse(&req.source).map_err(status)?;
-        let branch = if req.branch.is_empty() { "main".to_owned() } else { req.branch };
+        let branch = if req.branch.is_empty() {
+            "main".to_owned()
+        } else {
+            req.branch
+        };
         validate_branch(&branch).map_err(status)?;
-        let project = Project { name, source, branch, created_at: SystemTime::now(), keep_versions: 0 };
+        let project = Project {
+            name,
+            source,
+            branch,
+            created_at: SystemTime::now(),
+            keep_versions: 0,
+        };
         self.state.store.create_project(&project).map_err(status)?;
         tracing::info!(source = %project.source.display(), "project added");
         Ok(Response::new(self.describe(&project)?))
@@ -57,7 +71,11 @@ impl ProjectService for ProjectsApi {
         &self,
         req: Request<proto::GetProjectRequest>,
     ) -> Result<Response<proto::Project>, Status> {
-        let project = self.state.store.get_project(&req.get_ref().name).map_err(status)?;
+        let project = self
+            .state
+            .store
+            .get_project(&req.get_ref().name)
+            .map_err(status)?;
         Ok(Response::new(self.describe(&project)?))
     }
 
@@ -71,7 +89,11 @@ impl ProjectService for ProjectsApi {
         let mut out = Vec::with_capacity(projects.len());
         for p in &projects {
             let mut wire = proto::Project::from(p);
-            wire.last_build = store.last_build(p.name.as_str()).map_err(status)?.as_ref().map(Into::into);
+            wire.last_build = store
+                .last_build(p.name.as_str())
+                .map_err(status)?
+                .as_ref()
+                .map(Into::into);
             out.push(wire);
         }
         Ok(Response::new(proto::ListProjectsResponse { projects: out }))
@@ -119,7 +141,10 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::SetSecretResponse>, Status> {
         let req = req.into_inner();
         validate_secret_name(&req.name).map_err(status)?;
-        self.state.store.set_secret(&req.project, &req.name, &req.value).map_err(status)?;
+        self.state
+            .store
+            .set_secret(&req.project, &req.name, &req.value)
+            .map_err(status)?;
         Ok(Response::new(proto::SetSecretResponse {}))
     }
 
@@ -129,7 +154,10 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::UnsetSecretRequest>,
     ) -> Result<Response<proto::UnsetSecretResponse>, Status> {
         let req = req.into_inner();
-        self.state.store.unset_secret(&req.project, &req.name).map_err(status)?;
+        self.state
+            .store
+            .unset_secret(&req.project, &req.name)
+            .map_err(status)?;
         Ok(Response::new(proto::UnsetSecretResponse {}))
     }
 
@@ -138,7 +166,11 @@ impl ProjectService for ProjectsApi {
         &self,
         req: Request<proto::ListSecretsRequest>,
     ) -> Result<Response<proto::ListSecretsResponse>, Status> {
-        let names = self.state.store.secret_names(&req.get_ref().project).map_err(status)?;
+        let names = self
+            .state
+            .store
+            .secret_names(&req.get_ref().project)
+            .map_err(status)?;
         Ok(Response::new(proto::ListSecretsResponse { names }))
     }
 
@@ -156,7 +188,10 @@ impl ProjectService for ProjectsApi {
         Err(unimplemented_yet("trigger tokens"))
     }
 
-    async fn add_hook(&self, _req: Request<proto::AddHookRequest>) -> Result<Response<proto::Hook>, Status> {
+    async fn add_hook(
+        &self,
+        _req: Request<proto::AddHookRequest>,
+    ) -> Result<Response<proto::Hook>, Status> {
         Err(unimplemented_yet("outgoing hooks"))
     }
 
@@ -174,7 +209,10 @@ impl ProjectService for ProjectsApi {
         Err(unimplemented_yet("outgoing hooks"))
     }
 
-    async fn test_hook(&self, _req: Request<proto::TestHookRequest>) -> Result<Response<proto::Delivery>, Status> {
+    async fn test_hook(
+        &self,
+        _req: Request<proto::TestHookRequest>,
+    ) -> Result<Response<proto::Delivery>, Status> {
         Err(unimplemented_yet("outgoing hooks"))
     }
 

@@ -34,9 +34,10 @@ pub fn status(e: impl Into<CoreError>) -> Status {
 fn artifact_status(e: ArtifactError, msg: String) -> Status {
     use ArtifactError as A;
     match e {
-        A::OutputMissing(_) | A::OutputNotFolder(_) | A::VersionProtected { .. } | A::ContentMissing { .. } => {
-            Status::failed_precondition(msg)
-        }
+        A::OutputMissing(_)
+        | A::OutputNotFolder(_)
+        | A::VersionProtected { .. }
+        | A::ContentMissing { .. } => Status::failed_precondition(msg),
         A::Archive(ArchiveError::DestinationNotEmpty(_)) => Status::failed_precondition(msg),
         A::Archive(ArchiveError::Io { .. }) | A::Io { .. } | A::Task(_) => {
             tracing::error!(error = %msg, "artifact store failure");
@@ -52,7 +53,10 @@ fn artifact_status(e: ArtifactError, msg: String) -> Status {
         A::VersionExists { .. } | A::VersionBusy { .. } => Status::already_exists(msg),
         A::VersionNotFound { .. } | A::UploadNotFound(_) => Status::not_found(msg),
         A::ManifestCorrupt { .. } => Status::data_loss(msg),
-        A::ObjectStore { source: object_store_error, .. } => {
+        A::ObjectStore {
+            source: object_store_error,
+            ..
+        } => {
             if object_store_error.to_string().contains("not found") {
                 Status::not_found(msg)
             } else {

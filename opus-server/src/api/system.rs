@@ -25,7 +25,12 @@ impl SystemService for SystemApi {
         _req: Request<proto::GetServerInfoRequest>,
     ) -> Result<Response<proto::ServerInfo>, Status> {
         let cfg = &self.state.config;
-        let uptime = self.state.started_at.elapsed().unwrap_or_default().as_secs();
+        let uptime = self
+            .state
+            .started_at
+            .elapsed()
+            .unwrap_or_default()
+            .as_secs();
         Ok(Response::new(proto::ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             data_dir: cfg.data_dir.display().to_string(),
@@ -41,7 +46,11 @@ impl SystemService for SystemApi {
             queued_builds: 0,
             sites_url: format!("http://{}", cfg.sites_listen),
             projects: u32::try_from(self.state.store.project_count()).unwrap_or(u32::MAX),
-            extra_stores: cfg.extra_stores.iter().map(|(name, _)| name.clone()).collect(),
+            extra_stores: cfg
+                .extra_stores
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
         }))
     }
 }

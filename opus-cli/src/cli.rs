@@ -1,0 +1,209 @@
+//! The command-line definition: global connection flags and one subcommand per noun or verb.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Opus: build, store, deploy and roll back frontend sites on your own servers.
+#[derive(Debug, Parser)]
+#[command(name = "opus", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Connection and output flags, valid on every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// opusd's API address.
+    #[arg(
+        long,
+        global = true,
+        env = "OPUS_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub server: String,
+    /// API token (required when opusd was started with one).
+    #[arg(long, global = true, env = "OPUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format: tables for people, JSON for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// JSON on stdout.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register a project: a name and a source (a git URL or a local directory).
+    Add(AddArgs),
+    /// Remove a project with its builds, secrets and hooks.
+    #[command(visible_alias = "delete")]
+    Remove(RemoveArgs),
+    /// List projects, optionally filtered (substring or glob).
+    List(ListArgs),
+    /// Show the server: version, data directory, store, uptime.
+    Status,
+    /// Manage a project's secrets (exposed to builds as environment variables, masked in logs).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+/// `opus add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Project name: lowercase letters, digits and '-' (a DNS label).
+    pub name: String,
+    /// A git URL (https, ssh, git, file, user@host:path) or a local directory.
+    pub source: String,
+    /// The default branch (what `latest` builds).
+    #[arg(long, short = 'b', default_value = "main")]
+    pub branch: String,
+}
+
+/// `opus remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The project to remove.
+    pub name: String,
+}
+
+/// `opus list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Show only projects whose name contains this text, or matches this glob (`web-*`).
+    pub filter: Option<String>,
+}
+
+/// `opus secret ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret; the value comes from --value or standard input.
+    Set {
+        /// The project.
+        project: String,
+        /// The secret's name (an environment variable name).
+        name: String,
+        /// The value; without it, standard input is read (one trailing newline is dropped).
+        #[arg(long)]
+        value: Option<String>,
+    },
+    /// Remove a secret.
+    Unset {
+        /// The project.
+        project: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// List the names of a project's secrets (values never come back).
+    List {
+        /// The project.
+        project: String,
+    },
+}
+
+/// The original single-dash forms and the commands they mean.
+const LEGACY: &[(&str, &str)] = &[
+    ("-add", "add"),
+    ("-delete", "remove"),
+    ("-remove", "remove"),
+    ("-list", "list"),
+    ("-trigger", "trigger"),
+    ("-deploy", "deploy"),
+    ("-rollback", "rollback"),
+    ("-install", "install"),
+    ("-status", "status"),
+];
+
+/// Global flags that take a value, so the value is not mistaken for the command.
+const VALUE_FLAGS: &[&str] = &["--server", "--token", "--output", "-o"];
+
+/// Rewrites `opus -add web .` to `opus add web .` (and the other original forms): the first word
+/// that is not a global flag or its value is the command.
+pub fn translate_legacy_args(mut args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let Some(arg) = args[i].to_str() else { break };
+        if VALUE_FLAGS.contains(&arg) {
+            i += 2;
+            continue;
+        }
+        if arg.starts_with("--") && arg.contains('=') {
+            i += 1;
+            continue;
+        }
+        if let Some((_, cmd)) = LEGACY.iter().find(|(old, _)| *old == arg) {
+            args[i] = OsString::from(cmd);
+        }
+        break;
+    }
+    args
+}
+
+/// Where `opus add` should point a local source: a relative path is made absolute here, because
+/// opusd resolves paths from its own working directory, not the caller's.
+pub fn absolute_source(source: &str) -> String {
+    let looks_like_url = source.contains("://") || (source.contains('@') && source.contains(':'));
+    if looks_like_url || source.is_empty() {
+        return source.to_owned();
+    }
+    let path = PathBuf::from(source);
+    if let Ok(abs) = std::fs::canonicalize(&path) {
+        return abs.display().to_string();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path).display().to_string(),
+        _ => source.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    fn t(args: &[&str]) -> Vec<String> {
+        translate_legacy_args(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn legacy_forms_translate() {
+        assert_eq!(
+            t(&["opus", "-add", "web", "."]),
+            ["opus", "add", "web", "."]
+        );
+        assert_eq!(
+            t(&["opus", "--server", "http://x", "-list"]),
+            ["opus", "--server", "http://x", "list"]
+        );
+        assert_eq!(
+            t(&["opus", "-o", "json", "-delete", "web"]),
+            ["opus", "-o", "json", "remove", "web"]
+        );
+        assert_eq!(
+            t(&["opus", "add", "-list", "."]),
+            ["opus", "add", "-list", "."]
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! `opus add`, `opus remove`, `opus list`.
+
+use opus_core::proto;
+use serde::Serialize;
+
+use crate::cli::{AddArgs, GlobalArgs, ListArgs, OutputFormat, RemoveArgs, absolute_source};
+use crate::connection::Connection;
+use crate::error::CliError;
+use crate::output;
+
+/// A project as `--output json` prints it.
+#[derive(Serialize)]
+struct ProjectJson {
+    name: String,
+    source: String,
+    branch: String,
+    created_at: String,
+    keep_versions: u32,
+    last_build: Option<LastBuildJson>,
+}
+
+/// The last build of a project, in JSON.
+#[derive(Serialize)]
+struct LastBuildJson {
+    id: u64,
+    state: &'static str,
+    version: String,
+}
+
+fn project_json(p: &proto::Project) -> ProjectJson {
+    ProjectJson {
+        name: p.name.clone(),
+        source: p
+            .source
+            .as_ref()
+            .map(opus_core::wire::source_text)
+            .unwrap_or_default(),
+        branch: p.branch.clone(),
+        created_at: output::time(p.created_at.as_ref()),
+        keep_versions: p.keep_versions,
+        last_build: p.last_build.as_ref().map(|b| LastBuildJson {
+            id: b.id,
+            state: output::build_state(b.state),
+            version: b.version.clone(),
+        }),
+    }
+}
+
+pub async fn add(conn: &Connection, global: &GlobalArgs, args: AddArgs) -> Result<(), CliError> {
+    let project = conn
+        .projects()
+        .create_project(proto::CreateProjectRequest {
+            name: args.name,
+            source: absolute_source(&args.source),
+            branch: args.branch,
+        })
+        .await?
+        .into_inner();
+    match global.output {
+        OutputFormat::Json => output::print_json(&project_json(&project)),
+        OutputFormat::Table => {
+            let p = project_json(&project);
+            output::print_line(&format!(
+                "added {} ({}, branch {})",
+                p.name, p.source, p.branch
+            ))?;
+            eprintln!("next: opus trigger {}", p.name);
+            Ok(())
+        }
+    }
+}
+
+pub async fn remove(
+    conn: &Connection,
+    global: &GlobalArgs,
+    args: RemoveArgs,
+) -> Result<(), CliError> {
+    conn.projects()
+        .delete_project(proto::DeleteProjectRequest {
+            name: args.name.clone(),
+        })
+        .await?;
+    match global.output {
+        OutputFormat::Json => output::print_json(&serde_json::json!({ "removed": args.name })),
+        OutputFormat::Table => output::print_line(&format!("removed {}", args.name)),
+    }
+}
+
+pub async fn list(conn: &Connection, global: &GlobalArgs, args: ListArgs) -> Result<(), CliError> {
+    let projects = conn
+        .projects()
+        .list_projects(proto::ListProjectsRequest {
+            filter: args.filter.unwrap_or_default(),
+        })
+        .await?
+        .into_inner()
+        .projects;
+    let rows: Vec<ProjectJson> = projects.iter().map(project_json).collect();
+    match global.output {
+        OutputFormat::Json => output::print_json(&rows),
+        OutputFormat::Table => {
+            if rows.is_empty() {
+                eprintln!("no projects; add one with `opus add <name> <git-url|dir>`");
+                return Ok(());
+            }
+            let mut t = output::table(&["name", "source", "branch", "last build", "state"]);
+            for (p, wire) in rows.iter().zip(&projects) {
+                let (last, state) = match &wire.last_build {
+                    Some(b) => (
+                        format!("{}#{} {}", p.name, b.id, output::ago(b.queued_at.as_ref())),
+                        output::build_state(b.state).to_owned(),
+                    ),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
+                t.add_row(vec![
+                    p.name.clone(),
+                    p.source.clone(),
+                    p.branch.clone(),
+                    last,
+                    state,
+                ]);
+            }
+            output::print_table(&t)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `opus status`: what the server is and how it runs.
+
+use opus_core::proto;
+use serde::Serialize;
+
+use crate::cli::{GlobalArgs, OutputFormat};
+use crate::connection::Connection;
+use crate::error::CliError;
+use crate::output;
+
+#[derive(Serialize)]
+struct StatusJson {
+    server: String,
+    version: String,
+    data_dir: String,
+    store: String,
+    executor: String,
+    uptime_seconds: u64,
+    max_builds: u32,
+    running_builds: u32,
+    queued_builds: u32,
+    projects: u32,
+    sites_url: String,
+}
+
+pub async fn show(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError> {
+    let info = conn
+        .system()
+        .get_server_info(proto::GetServerInfoRequest {})
+        .await?
+        .into_inner();
+    let s = StatusJson {
+        server: conn.server.clone(),
+        version: info.version,
+        data_dir: info.data_dir,
+        store: info.store,
+        executor: info.executor,
+        uptime_seconds: info.uptime_seconds,
+        max_builds: info.max_builds,
+        running_builds: info.running_builds,
+        queued_builds: info.queued_builds,
+        projects: info.projects,
+        sites_url: info.sites_url,
+    };
+    match global.output {
+        OutputFormat::Json => output::print_json(&s),
+        OutputFormat::Table => {
+            let lines = [
+                ("server", s.server.clone()),
+                ("version", s.version.clone()),
+                ("data dir", s.data_dir.clone()),
+                ("store", s.store.clone()),
+                ("executor", s.executor.clone()),
+                (
+                    "builds",
+                    format!(
+                        "{} running, {} queued, limit {}",
+                        s.running_builds, s.queued_builds, s.max_builds
+                    ),
+                ),
+                ("projects", s.projects.to_string()),
+                ("sites", s.sites_url.clone()),
+                ("uptime", output::duration(s.uptime_seconds)),
+            ];
+            for (k, v) in lines {
+                output::print_line(&format!("{k:<10}{v}"))?;
+            }
+            Ok(())
+        }
+    }
+}

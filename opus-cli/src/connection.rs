@@ -1,0 +1,104 @@
+//! The connection to opusd: one channel, the bearer token on every call, typed clients.
+
+use std::time::Duration;
+
+use opus_core::proto::event_service_client::EventServiceClient;
+use opus_core::proto::project_service_client::ProjectServiceClient;
+use opus_core::proto::system_service_client::SystemServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::cli::GlobalArgs;
+use crate::error::CliError;
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The transport every client uses.
+pub type Transport = InterceptedService<Channel, BearerToken>;
+
+/// A connected client of every opusd service.
+pub struct Connection {
+    channel: Channel,
+    token: BearerToken,
+    /// The address, for messages.
+    pub server: String,
+}
+
+impl Connection {
+    /// Connects to `--server`, failing with a message that says which address was tried and how
+    /// to start opusd.
+    pub async fn open(global: &GlobalArgs) -> Result<Connection, CliError> {
+        let server = global.server.trim_end_matches('/').to_owned();
+        let mut endpoint = Endpoint::from_shared(server.clone())
+            .map_err(|e| CliError::Usage(format!("invalid --server {server:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if server.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_enabled_roots())
+                .map_err(|e| CliError::Usage(format!("TLS setup for {server} failed: {e}")))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| CliError::Unreachable {
+                server: server.clone(),
+                detail: error_chain(&e),
+            })?;
+        let token = match &global.token {
+            Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                CliError::Usage("the token contains characters a header cannot carry".into())
+            })?),
+            None => None,
+        };
+        Ok(Connection {
+            channel,
+            token: BearerToken(token),
+            server,
+        })
+    }
+
+    fn transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.token.clone())
+    }
+
+    /// The project registry.
+    pub fn projects(&self) -> ProjectServiceClient<Transport> {
+        ProjectServiceClient::new(self.transport())
+    }
+
+    /// Server information.
+    pub fn system(&self) -> SystemServiceClient<Transport> {
+        SystemServiceClient::new(self.transport())
+    }
+
+    /// The event stream.
+    #[allow(dead_code)]
+    pub fn events(&self) -> EventServiceClient<Transport> {
+        EventServiceClient::new(self.transport())
+    }
+}
+
+/// The innermost cause of a transport error (what the OS said), which is what a person needs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = s.to_string();
+        src = s.source();
+    }
+    msg
+}

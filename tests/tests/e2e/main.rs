@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
+
+mod config;
+mod projects;
+mod security;

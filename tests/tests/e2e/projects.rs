@@ -1,0 +1,177 @@
+//! Projects through the CLI: add, list, remove, secrets, validation, persistence.
+
+use opus_tests::Daemon;
+
+#[test]
+fn add_list_remove_with_original_forms_and_json() {
+    let mut d = Daemon::start();
+    let site = d.root.path().join("site");
+    std::fs::create_dir(&site).expect("mkdir");
+    let site_s = site.to_str().expect("utf-8");
+
+    let out = d.opus(&["-add", "web", site_s]);
+    assert!(out.ok().contains("added web"), "{}", out.stdout);
+    d.opus(&[
+        "add",
+        "api",
+        "https://example.com/api.git",
+        "--branch",
+        "develop",
+    ])
+    .ok();
+
+    let table = d.opus(&["-list"]);
+    let text = table.ok();
+    assert!(
+        text.lines().next().is_some_and(|h| h.starts_with("NAME")),
+        "{text}"
+    );
+    assert!(text.contains("web") && text.contains(site_s), "{text}");
+
+    let json = d.opus(&["list", "--output", "json"]).json();
+    let items = json.as_array().expect("an array");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["name"], "api");
+    assert_eq!(items[0]["source"], "https://example.com/api.git");
+    assert_eq!(items[0]["branch"], "develop");
+    assert_eq!(items[1]["name"], "web");
+    assert_eq!(items[1]["branch"], "main");
+
+    // Filters: substring and glob.
+    let only_web = d.opus(&["list", "we", "-o", "json"]).json();
+    assert_eq!(only_web.as_array().map(Vec::len), Some(1));
+    let glob = d.opus(&["-list", "a*", "-o", "json"]).json();
+    assert_eq!(glob[0]["name"], "api");
+
+    // Data survives a restart.
+    assert_eq!(d.stop(), 0, "clean exit on SIGTERM");
+    d.restart();
+    let json = d.opus(&["list", "-o", "json"]).json();
+    assert_eq!(json.as_array().map(Vec::len), Some(2));
+
+    d.opus(&["-delete", "api"]).ok();
+    d.opus(&["remove", "web"]).ok();
+    assert_eq!(
+        d.opus(&["list", "-o", "json"]).json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn relative_directories_are_resolved_by_the_client() {
+    let d = Daemon::start();
+    std::fs::create_dir(d.root.path().join("app")).expect("mkdir");
+    let mut cmd = opus_tests::opus_command(&d.server, None);
+    cmd.current_dir(d.root.path())
+        .args(["add", "app", "app", "-o", "json"]);
+    let out = opus_tests::run_with_stdin(cmd, "");
+    let json = out.json();
+    let expected = std::fs::canonicalize(d.root.path().join("app")).expect("canonical");
+    assert_eq!(json["source"], expected.display().to_string());
+}
+
+#[test]
+fn invalid_names_are_refused_with_the_rule() {
+    let d = Daemon::start();
+    let dir = d.root.path().to_str().expect("utf-8").to_owned();
+    let long = "a".repeat(64);
+    for bad in ["Web", "-web", "a/b", "../x", long.as_str(), ""] {
+        // `--` so that `-web` reaches the server as a name rather than clap as a flag.
+        let out = d.opus(&["add", "--", bad, &dir]);
+        let err = out.fails(1);
+        assert!(err.contains("invalid project name"), "{bad}: {err}");
+        assert!(err.contains("lowercase letters"), "says what to do: {err}");
+    }
+    assert_eq!(
+        d.opus(&["list", "-o", "json"]).json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn duplicates_unknown_projects_and_bad_sources() {
+    let d = Daemon::start();
+    let dir = d.root.path().to_str().expect("utf-8").to_owned();
+    d.opus(&["add", "web", &dir]).ok();
+
+    let err = d.opus(&["add", "web", &dir]).fails(1).to_owned();
+    assert!(err.contains("already exists"), "{err}");
+
+    let err = d.opus(&["remove", "nope"]).fails(1).to_owned();
+    assert!(err.contains("no project named \"nope\""), "{err}");
+
+    let err = d.opus(&["secret", "list", "nope"]).fails(1).to_owned();
+    assert!(err.contains("no project named"), "{err}");
+
+    for bad in ["/no/such/directory", "ftp://example.com/x", "not a url"] {
+        let err = d.opus(&["add", "other", bad]).fails(1).to_owned();
+        assert!(err.contains("invalid source"), "{bad}: {err}");
+    }
+    let file = d.root.path().join("file.txt");
+    std::fs::write(&file, "x").expect("write");
+    let err = d
+        .opus(&["add", "other", file.to_str().expect("utf-8")])
+        .fails(1)
+        .to_owned();
+    assert!(err.contains("not a directory"), "{err}");
+
+    for url in [
+        "git@github.com:org/repo.git",
+        "ssh://git@host/r.git",
+        "git://host/r",
+        "file:///srv/r.git",
+    ] {
+        let name = format!("p{}", url.len());
+        d.opus(&["add", &name, url]).ok();
+    }
+}
+
+#[test]
+fn secrets_are_write_only() {
+    let d = Daemon::start();
+    let dir = d.root.path().to_str().expect("utf-8").to_owned();
+    d.opus(&["add", "web", &dir]).ok();
+    d.opus(&["secret", "set", "web", "NPM_TOKEN", "--value", "hunter2"])
+        .ok();
+    d.opus_with_stdin(&["secret", "set", "web", "API_KEY"], "from-stdin\n")
+        .ok();
+    let names = d.opus(&["secret", "list", "web", "-o", "json"]).json();
+    assert_eq!(names, serde_json::json!(["API_KEY", "NPM_TOKEN"]));
+    let shown = d.opus(&["list", "-o", "json"]);
+    assert!(!shown.stdout.contains("hunter2") && !shown.stdout.contains("from-stdin"));
+
+    let err = d
+        .opus(&["secret", "set", "web", "BAD-NAME", "--value", "x"])
+        .fails(1)
+        .to_owned();
+    assert!(err.contains("invalid secret name"), "{err}");
+    let err = d
+        .opus(&["secret", "unset", "web", "MISSING"])
+        .fails(1)
+        .to_owned();
+    assert!(err.contains("no secret named"), "{err}");
+    d.opus(&["secret", "unset", "web", "API_KEY"]).ok();
+    assert_eq!(
+        d.opus(&["secret", "list", "web", "-o", "json"]).json(),
+        serde_json::json!(["NPM_TOKEN"])
+    );
+}
+
+#[test]
+fn status_shows_the_server() {
+    let d = Daemon::start();
+    let out = d.opus(&["status"]);
+    let text = out.ok();
+    assert!(
+        text.contains("version") && text.contains(env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
+    let json = d.opus(&["status", "-o", "json"]).json();
+    assert_eq!(json["data_dir"], d.data_dir().display().to_string());
+    assert!(
+        json["store"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("file://")),
+        "{json}"
+    );
+}

@@ -1,0 +1,115 @@
+//! Tokens, the refusal to listen publicly without one, and an unreachable server.
+
+use std::process::Command;
+
+use opus_tests::{Daemon, bin, opus_command, run_with_stdin};
+
+#[test]
+fn a_token_is_required_when_configured() {
+    let mut d = Daemon::start_with(&["--token", "s3cret-token"]);
+    let err = d.opus(&["list"]).fails(1).to_owned();
+    assert!(err.contains("requires an API token"), "{err}");
+
+    d.token = Some("wrong".into());
+    let err = d.opus(&["list"]).fails(1).to_owned();
+    assert!(err.contains("token is wrong"), "{err}");
+
+    d.token = Some("s3cret-token".into());
+    d.opus(&["list"]).ok();
+
+    // --token on the command line works as well as OPUS_TOKEN.
+    d.token = None;
+    d.opus(&["--token", "s3cret-token", "status"]).ok();
+}
+
+#[test]
+fn a_token_file_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-file\n").expect("write");
+    let mut d = Daemon::start_with(&["--token-file", file.to_str().expect("utf-8")]);
+    d.token = Some("from-file".into());
+    d.opus(&["list"]).ok();
+}
+
+#[test]
+fn public_listen_without_token_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin("opusd"))
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("OPUS_TOKEN")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without a token") && err.contains("--token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_server_running_says_where_and_how() {
+    // Port 9 on loopback: nothing listens there.
+    let out = run_with_stdin(opus_command("http://127.0.0.1:9", None), "");
+    assert_eq!(out.code, 2, "no command is a usage error: {}", out.stderr);
+    let mut cmd = opus_command("http://127.0.0.1:9", None);
+    cmd.arg("list");
+    let out = run_with_stdin(cmd, "");
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("cannot reach opusd at http://127.0.0.1:9"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("start it with `opusd`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn health_and_unimplemented_answer() {
+    let d = Daemon::start_with(&["--token", "t"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(d.server.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects");
+        // Health needs no token (probes cannot send one).
+        let mut health = tonic_health_client(channel.clone());
+        let resp = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        assert!(resp.is_ok(), "{resp:?}");
+        // A service not served yet answers Unimplemented with a message.
+        let mut deploys =
+            opus_core::proto::deploy_service_client::DeployServiceClient::new(channel);
+        let err = deploys
+            .deploy(opus_core::proto::DeployRequest::default())
+            .await
+            .expect_err("not served yet");
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+        assert!(
+            err.message().contains("not implemented"),
+            "{}",
+            err.message()
+        );
+    });
+}
+
+fn tonic_health_client(
+    channel: tonic::transport::Channel,
+) -> tonic_health::pb::health_client::HealthClient<tonic::transport::Channel> {
+    tonic_health::pb::health_client::HealthClient::new(channel)
+}

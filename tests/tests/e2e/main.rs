@@ -3,4 +3,5 @@
 mod artifacts;
 mod config;
 mod projects;
+mod s3;
 mod security;

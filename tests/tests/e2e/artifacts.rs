@@ -322,3 +322,48 @@ fn a_crash_leaves_no_half_version_and_the_next_start_removes_orphans() {
     }
     d.opus(&["verify", "web", "1"]).ok();
 }
+
+#[test]
+fn retention_keeps_the_newest_versions_and_their_content() {
+    let d = daemon();
+    // `keep N` is a project setting (UpdateProject); there is no CLI flag for it yet.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut projects = opus_core::proto::project_service_client::ProjectServiceClient::connect(
+            d.server.clone(),
+        )
+        .await
+        .expect("connects");
+        projects
+            .update_project(opus_core::proto::UpdateProjectRequest {
+                name: "web".into(),
+                branch: None,
+                keep_versions: Some(2),
+            })
+            .await
+            .expect("keep 2");
+    });
+    for generation in 1..=4u32 {
+        let dist = d.root.path().join(format!("dist{generation}"));
+        site(&dist, generation);
+        d.opus(&["publish", "web", &format!("{generation}.0"), s(&dist)])
+            .ok();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listed = d.opus(&["artifacts", "web", "-o", "json"]).json();
+    let versions: Vec<_> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["version"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(versions, ["4.0", "3.0"]);
+    let artifacts = d.data_dir().join("artifacts/web");
+    assert!(!artifacts.join("1.0").exists() && !artifacts.join("2.0").exists());
+    assert!(!artifacts.join("archive/1.0.tar.gz").exists());
+    // Content shared with deleted versions is still there for the kept ones.
+    d.opus(&["verify", "web"]).ok();
+}

@@ -255,6 +255,20 @@ pub enum ArtifactError {
     Task(String),
 }
 
+impl ArtifactError {
+    /// Whether the object store said an object does not exist (a damaged or tampered store when a
+    /// version's record names it).
+    pub fn is_object_not_found(&self) -> bool {
+        matches!(
+            self,
+            ArtifactError::ObjectStore {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+}
+
 /// Every error of the core, for the one mapping to gRPC status codes at the API edge.
 #[derive(Debug, Error)]
 pub enum CoreError {

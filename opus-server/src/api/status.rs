@@ -53,16 +53,10 @@ fn artifact_status(e: ArtifactError, msg: String) -> Status {
         A::VersionExists { .. } | A::VersionBusy { .. } => Status::already_exists(msg),
         A::VersionNotFound { .. } | A::UploadNotFound(_) => Status::not_found(msg),
         A::ManifestCorrupt { .. } => Status::data_loss(msg),
-        A::ObjectStore {
-            source: object_store_error,
-            ..
-        } => {
-            if object_store_error.to_string().contains("not found") {
-                Status::not_found(msg)
-            } else {
-                tracing::error!(error = %msg, "object store failure");
-                Status::unavailable(msg)
-            }
+        A::ObjectStore { .. } if e.is_object_not_found() => Status::not_found(msg),
+        A::ObjectStore { .. } => {
+            tracing::error!(error = %msg, "object store failure");
+            Status::internal(msg)
         }
         A::Meta(_) => Status::internal(msg),
     }

@@ -220,7 +220,9 @@ pub async fn download(
     partial.push(".part");
     let partial = PathBuf::from(partial);
     let result = async {
-        let mut file = tokio::fs::File::create(&partial).await?;
+        let mut file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(|e| CliError::Other(format!("cannot write {}: {e}", partial.display())))?;
         let mut bar: Option<ProgressBar> = None;
         let mut written = 0u64;
         while let Some(chunk) = stream.next().await {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use opus_core::proto::artifact_service_client::ArtifactServiceClient;
+use opus_core::proto::build_service_client::BuildServiceClient;
 use opus_core::proto::event_service_client::EventServiceClient;
 use opus_core::proto::project_service_client::ProjectServiceClient;
 use opus_core::proto::system_service_client::SystemServiceClient;
@@ -87,6 +88,11 @@ impl Connection {
         ArtifactServiceClient::new(self.transport())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)
+    }
+
+    /// Builds.
+    pub fn builds(&self) -> BuildServiceClient<Transport> {
+        BuildServiceClient::new(self.transport())
     }
 
     /// Server information.

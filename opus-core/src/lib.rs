@@ -14,6 +14,7 @@
 pub mod archive;
 pub mod artifact;
 pub mod error;
+pub mod manifest;
 pub mod model;
 pub mod proto;
 pub mod store;

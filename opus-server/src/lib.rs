@@ -5,9 +5,17 @@
 //!
 //! - [`config`]: the layered [`config::Config`].
 //! - [`api`]: the gRPC services, authentication, and the mapping of errors to status codes.
+//! - [`scheduler`]: the build queue and its slots; [`build`]: one build from source to outcome;
+//!   [`source`]: git mirrors and local copies; [`executor`]: steps as process groups;
+//!   [`logs`]: build log files and live tails.
 
 pub mod api;
+pub mod build;
 pub mod config;
+pub mod executor;
+pub mod logs;
+pub mod scheduler;
+pub mod source;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,6 +83,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// When this opusd started (for uptime).
     pub started_at: SystemTime,
+    /// The build queue.
+    pub scheduler: scheduler::Scheduler,
+    /// Build logs.
+    pub logs: logs::LogHub,
 }
 
 /// Writes `<data-dir>/opusd.json` with the bound API address and the process id, so scripts and
@@ -140,15 +152,46 @@ pub async fn serve(
     // file may signal opusd right after.
     write_address_file(&config.data_dir, bound);
 
+    let data_dir = config.data_dir.clone();
+    let io = |path: std::path::PathBuf| move |source| ServeError::DataDir { path, source };
+    let logs = logs::LogHub::new(data_dir.join("logs"), config.log_limit)
+        .map_err(io(data_dir.join("logs")))?;
+    let context = build::BuildContext {
+        work_dir: data_dir.join("work"),
+        cache_dir: data_dir.join("cache"),
+        logs: logs.clone(),
+        sources: source::SourceFetcher::new(data_dir.join("git")),
+        store_names: artifacts
+            .stores()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
+        artifacts: artifacts.clone(),
+    };
+    // Workspaces of builds that were running when a previous opusd stopped.
+    let _ = std::fs::remove_dir_all(&context.work_dir);
+    std::fs::create_dir_all(&context.work_dir).map_err(io(context.work_dir.clone()))?;
+    let scheduler = scheduler::Scheduler::start(store.clone(), context, config.max_builds)
+        .map_err(|source| ServeError::Store {
+            path: meta_path.clone(),
+            source,
+        })?;
+    let grace = config.shutdown_grace;
+
     let state = AppState {
         store: store.clone(),
         artifacts,
         config: Arc::new(config),
         started_at: SystemTime::now(),
+        scheduler: scheduler.clone(),
+        logs,
     };
     info!(api = %bound, data_dir = %state.config.data_dir.display(), "opusd started");
 
     api::run(listener, state.clone(), shutdown).await?;
+
+    info!("shutting down: no new builds start");
+    scheduler.shutdown(grace).await;
 
     info!("shutting down: flushing the metadata store");
     if let Err(e) = store.flush().await {

@@ -34,6 +34,7 @@ async fn main() {
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::resolve(cli.config)?;
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -42,19 +43,16 @@ async fn run() -> anyhow::Result<()> {
                 config.listen
             )
         })?;
-    // Signal handlers are installed before anything starts, so a SIGTERM that arrives while opusd
-    // is still opening its stores stops it cleanly instead of killing it.
-    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     opus_server::serve(listener, config, shutdown).await?;
     Ok(())
 }
 
-/// Installs SIGINT and SIGTERM handlers now; the returned future completes on the first signal,
-/// and a second one exits at once.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+/// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives during start-up is not
+/// fatal) and returns a future that completes on the first one; a second one exits at once.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     Ok(async move {
         tokio::select! {
             _ = term.recv() => {}

@@ -1,6 +1,7 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
 mod artifacts;
+mod builds;
 mod projects;
 mod secret;
 mod status;
@@ -23,5 +24,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Download(args) => artifacts::download(&conn, &global, args).await,
         Command::Publish(args) => artifacts::publish(&conn, &global, args).await,
         Command::Verify(args) => artifacts::verify(&conn, &global, args).await,
+        Command::Trigger(args) => builds::trigger(&conn, &global, args).await,
+        Command::Builds(args) => builds::list(&conn, &global, args).await,
+        Command::Logs(args) => builds::logs(&conn, &global, args).await,
+        Command::Cancel(args) => builds::cancel(&conn, &global, args).await,
     }
 }

@@ -42,8 +42,8 @@ impl SystemService for SystemApi {
                 ExecutorKind::Kubernetes => "kubernetes".into(),
             },
             max_builds: u32::try_from(cfg.max_builds).unwrap_or(u32::MAX),
-            running_builds: 0,
-            queued_builds: 0,
+            running_builds: u32::try_from(self.state.scheduler.running_count()).unwrap_or(u32::MAX),
+            queued_builds: u32::try_from(self.state.scheduler.queued_count()).unwrap_or(u32::MAX),
             sites_url: format!("http://{}", cfg.sites_listen),
             projects: u32::try_from(self.state.store.project_count()).unwrap_or(u32::MAX),
             extra_stores: cfg

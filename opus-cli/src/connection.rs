@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use opus_core::proto::artifact_service_client::ArtifactServiceClient;
 use opus_core::proto::build_service_client::BuildServiceClient;
 use opus_core::proto::event_service_client::EventServiceClient;
 use opus_core::proto::project_service_client::ProjectServiceClient;
@@ -79,6 +80,14 @@ impl Connection {
     /// The project registry.
     pub fn projects(&self) -> ProjectServiceClient<Transport> {
         ProjectServiceClient::new(self.transport())
+    }
+
+    /// Stored versions: listing, manifests, archives, publishing, verify. Messages may be large
+    /// (the manifest of a site with many files).
+    pub fn artifacts(&self) -> ArtifactServiceClient<Transport> {
+        ArtifactServiceClient::new(self.transport())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
     }
 
     /// Builds.

@@ -8,8 +8,13 @@
 //!   event describing it are one transaction.
 //! - [`kubernetes`]: what `opus install` applies to a cluster ([`kubernetes::Manifests`],
 //!   [`kubernetes::install`]) and the Job manifest of a build ([`kubernetes::job::build_job`]).
+//! - [`artifact`]: versions in an object store ([`artifact::ArtifactStore`]): files, tar.gz
+//!   archive and manifest per version, dedup by sha256, publish, verify, retention.
+//! - [`archive`]: tar.gz writing and reading, and the path rules that keep files inside a folder.
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
 
+pub mod archive;
+pub mod artifact;
 pub mod error;
 pub mod kubernetes;
 pub mod manifest;

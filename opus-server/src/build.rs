@@ -31,6 +31,8 @@ pub struct BuildContext {
     pub sources: SourceFetcher,
     /// Names of the artifact stores a trigger may name.
     pub store_names: Vec<String>,
+    /// Where a succeeded build's output is stored as a version.
+    pub artifacts: opus_core::artifact::ArtifactStore,
 }
 
 impl BuildContext {
@@ -276,10 +278,74 @@ async fn execute(
         "output",
         &format!("{output}: {files} file(s), {bytes} bytes"),
     );
+    if let Err(reason) = store_version(
+        ctx,
+        &build,
+        &project,
+        &version,
+        &checkout.commit,
+        &output_dir,
+        log,
+    )
+    .await
+    {
+        return Outcome::failed(reason);
+    }
     Outcome {
         state: BuildState::Succeeded,
         reason: String::new(),
     }
+}
+
+/// Stores the output folder as the build's version (files, archive, manifest, then the metadata
+/// commit), then applies the project's retention. The error is the build's failure reason.
+async fn store_version(
+    ctx: &BuildContext,
+    build: &Build,
+    project: &opus_core::model::Project,
+    version: &str,
+    commit: &str,
+    output_dir: &Path,
+    log: &BuildLog,
+) -> Result<(), String> {
+    let version = VersionName::new(version).map_err(|e| e.to_string())?;
+    let origin = opus_core::artifact::Origin {
+        build_id: build.id,
+        commit: commit.to_owned(),
+        store: build.store.clone(),
+    };
+    match ctx.artifacts.store_dir(&build.project, &version, output_dir, &origin).await {
+        Ok(stored) => log.opus(
+            "store",
+            &format!(
+                "stored version {version} in {}: {} file(s) written ({} bytes), {} unchanged file(s) copied",
+                stored.record.store, stored.files_written, stored.bytes_written, stored.files_copied
+            ),
+        ),
+        Err(e) => {
+            let msg = format!("storing version {version} failed: {e}");
+            log.opus("store", &msg);
+            return Err(msg);
+        }
+    }
+    // Environments do not exist yet, so no version is protected from retention.
+    let keep = project.keep_versions as usize;
+    match ctx
+        .artifacts
+        .apply_retention(build.project.as_str(), keep, &Default::default())
+        .await
+    {
+        Ok(deleted) if !deleted.is_empty() => {
+            let names: Vec<_> = deleted.iter().map(|v| v.to_string()).collect();
+            log.opus(
+                "store",
+                &format!("retention (keep {keep}) deleted {}", names.join(", ")),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => log.opus("store", &format!("retention failed: {e}")),
+    }
+    Ok(())
 }
 
 /// The version a build produces: named by the trigger; a tag's name; or

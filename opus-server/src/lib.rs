@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use opus_core::artifact::ArtifactStore;
 use opus_core::store::MetaStore;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -52,6 +53,9 @@ pub enum ServeError {
         /// The store's error.
         source: opus_core::error::StoreError,
     },
+    /// An artifact store could not be set up (a bad URL, an unwritable folder).
+    #[error("cannot open the artifact store: {0}")]
+    Artifacts(#[source] opus_core::error::ArtifactError),
     /// TLS files could not be read.
     #[error("cannot read TLS file {path}: {source}")]
     Tls {
@@ -73,6 +77,8 @@ pub enum ServeError {
 pub struct AppState {
     /// The metadata store.
     pub store: MetaStore,
+    /// The artifact stores (versions: files, archives, manifests).
+    pub artifacts: ArtifactStore,
     /// The resolved configuration.
     pub config: Arc<Config>,
     /// When this opusd started (for uptime).
@@ -119,6 +125,31 @@ pub async fn serve(
         source,
     })?;
 
+    let artifacts = ArtifactStore::open(
+        store.clone(),
+        &config.store,
+        &config.extra_stores,
+        &config.data_dir.join("uploads"),
+    )
+    .map_err(ServeError::Artifacts)?;
+    // Versions that never committed (opusd was stopped while storing them) are removed in the
+    // background; storing waits for the sweep, serving does not.
+    let sweeper = artifacts.clone();
+    tokio::spawn(async move {
+        match sweeper.remove_orphans().await {
+            Ok(report) if !report.versions.is_empty() => {
+                info!(
+                    count = report.versions.len(),
+                    "removed objects of versions that never committed"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sweep the artifact stores for orphans"),
+        }
+    });
+
+    // Written once everything is open, just before serving: a test or script that waits for this
+    // file may signal opusd right after.
     write_address_file(&config.data_dir, bound);
 
     let data_dir = config.data_dir.clone();
@@ -130,7 +161,12 @@ pub async fn serve(
         cache_dir: data_dir.join("cache"),
         logs: logs.clone(),
         sources: source::SourceFetcher::new(data_dir.join("git")),
-        store_names: vec!["default".to_owned()],
+        store_names: artifacts
+            .stores()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
+        artifacts: artifacts.clone(),
     };
     // Workspaces of builds that were running when a previous opusd stopped.
     let _ = std::fs::remove_dir_all(&context.work_dir);
@@ -144,6 +180,7 @@ pub async fn serve(
 
     let state = AppState {
         store: store.clone(),
+        artifacts,
         config: Arc::new(config),
         started_at: SystemTime::now(),
         scheduler: scheduler.clone(),

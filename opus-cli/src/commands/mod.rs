@@ -1,5 +1,6 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
+mod artifacts;
 mod builds;
 mod install;
 mod projects;
@@ -26,6 +27,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::List(args) => projects::list(&conn, &global, args).await,
         Command::Status => status::show(&conn, &global).await,
         Command::Secret(cmd) => secret::run(&conn, &global, cmd).await,
+        Command::Artifacts(args) => artifacts::list(&conn, &global, args).await,
+        Command::Download(args) => artifacts::download(&conn, &global, args).await,
+        Command::Publish(args) => artifacts::publish(&conn, &global, args).await,
+        Command::Verify(args) => artifacts::verify(&conn, &global, args).await,
         Command::Trigger(args) => builds::trigger(&conn, &global, args).await,
         Command::Builds(args) => builds::list(&conn, &global, args).await,
         Command::Logs(args) => builds::logs(&conn, &global, args).await,

@@ -74,6 +74,187 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
 }
 
+/// Failures reading or writing a tar.gz archive, and paths that would escape a folder.
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    /// A path that is absolute, contains `..`, or is otherwise unusable inside a version.
+    #[error("unsafe path {path:?}: {why}")]
+    UnsafePath {
+        /// The path as found.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A symbolic link whose target lies outside the folder it belongs to.
+    #[error(
+        "symlink {path:?} points to {target:?}, outside the folder; only links inside it are allowed"
+    )]
+    LinkEscapes {
+        /// The link, relative to the folder.
+        path: String,
+        /// Where it points.
+        target: String,
+    },
+    /// An archive entry of a kind Opus does not extract (hard links, devices, fifos).
+    #[error(
+        "archive entry {path:?} is a {kind}, which Opus does not extract (only files, folders and symlinks inside the folder)"
+    )]
+    UnsupportedEntry {
+        /// The entry's path.
+        path: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// The folder to extract into already has content.
+    #[error("{0} is not empty; extract into a new or empty folder")]
+    DestinationNotEmpty(std::path::PathBuf),
+    /// Reading, writing or decoding failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Failures of the artifact store: versions in an object store, their manifests and archives.
+#[derive(Debug, Error)]
+pub enum ArtifactError {
+    /// The folder to store as a version does not exist.
+    #[error(
+        "the output folder {0} does not exist (did the build write its output there? check `build.output` in opus.yml)"
+    )]
+    OutputMissing(std::path::PathBuf),
+    /// The folder to store is a file.
+    #[error("the output {0} is not a folder")]
+    OutputNotFolder(std::path::PathBuf),
+    /// A file name that cannot be stored (not UTF-8, or unsafe).
+    #[error("cannot store {path}: {why}")]
+    BadFileName {
+        /// The path on disk.
+        path: std::path::PathBuf,
+        /// Why not.
+        why: String,
+    },
+    /// Unsafe paths or links in a folder, manifest or archive.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// An invalid project or version name.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A store URL that cannot be used.
+    #[error("invalid store URL {url:?}: {why}")]
+    InvalidStoreUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A store name opusd was not started with.
+    #[error(
+        "no artifact store named {name:?} (this opusd has: {known}; add one with `opusd --extra-store {name}=URL`)"
+    )]
+    UnknownStore {
+        /// The name asked for.
+        name: String,
+        /// The names configured.
+        known: String,
+    },
+    /// The version exists already (versions are immutable).
+    #[error(
+        "version {version:?} of {project} already exists; versions are immutable, publish under a new version name"
+    )]
+    VersionExists {
+        /// The project.
+        project: String,
+        /// The version.
+        version: String,
+    },
+    /// The version is being stored right now by another build or publish.
+    #[error(
+        "version {version:?} of {project} is being stored right now by another build or publish"
+    )]
+    VersionBusy {
+        /// The project.
+        project: String,
+        /// The version.
+        version: String,
+    },
+    /// No such version.
+    #[error("project {project} has no version {version:?} (see `opus artifacts {project}`)")]
+    VersionNotFound {
+        /// The project.
+        project: String,
+        /// The version.
+        version: String,
+    },
+    /// The version may not be deleted (an environment points at it).
+    #[error("version {version:?} of {project} cannot be deleted: {why}")]
+    VersionProtected {
+        /// The project.
+        project: String,
+        /// The version.
+        version: String,
+        /// Why not.
+        why: String,
+    },
+    /// A stored manifest that does not decode.
+    #[error("manifest {key} is damaged: {detail} (run `opus verify`)")]
+    ManifestCorrupt {
+        /// Its object key.
+        key: String,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// A manifest sent for publishing that is not usable.
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(String),
+    /// No publish with that id (it was committed, or it expired).
+    #[error("no publish in progress with id {0:?} (it was committed or expired; publish again)")]
+    UploadNotFound(String),
+    /// Uploaded content whose digest or size does not match what was announced.
+    #[error("uploaded content does not match: {0}")]
+    ContentMismatch(String),
+    /// Content the commit needs that was neither uploaded nor found in the store.
+    #[error(
+        "content of {count} file(s) is missing (first: {first}); upload every digest BeginPublish asked for, or publish again"
+    )]
+    ContentMissing {
+        /// How many digests are missing.
+        count: usize,
+        /// The first missing path.
+        first: String,
+    },
+    /// The object store failed.
+    #[error("object store {store}: {action}: {source}")]
+    ObjectStore {
+        /// The store's name.
+        store: String,
+        /// What was being done, naming the object.
+        action: String,
+        /// The object store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Local I/O failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metadata store failed or a project does not exist.
+    #[error(transparent)]
+    Meta(#[from] StoreError),
+    /// A background task died (a panic in hashing or compression).
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
 /// Every error of the core, for the one mapping to gRPC status codes at the API edge.
 #[derive(Debug, Error)]
 pub enum CoreError {
@@ -83,4 +264,7 @@ pub enum CoreError {
     /// Metadata store failures.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Artifact store failures.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
 }

@@ -6,8 +6,13 @@
 //! - [`wire`]: the one place that converts between domain types and prost messages.
 //! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
 //!   event describing it are one transaction.
+//! - [`artifact`]: versions in an object store ([`artifact::ArtifactStore`]): files, tar.gz
+//!   archive and manifest per version, dedup by sha256, publish, verify, retention.
+//! - [`archive`]: tar.gz writing and reading, and the path rules that keep files inside a folder.
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
 
+pub mod archive;
+pub mod artifact;
 pub mod error;
 pub mod model;
 pub mod proto;

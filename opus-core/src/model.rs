@@ -415,6 +415,33 @@ pub struct Build {
     pub finished_at: Option<SystemTime>,
 }
 
+/// A stored version of a project: what the metadata store knows about it. The files, archive and
+/// manifest live in the artifact store named by `store`; this record is written last, so a version
+/// exists exactly when its record does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The project.
+    pub project: ProjectName,
+    /// The version.
+    pub version: VersionName,
+    /// The name of the artifact store holding it (`default` or an `--extra-store` name).
+    pub store: String,
+    /// The build that produced it (0 for a published folder).
+    pub build_id: u64,
+    /// The commit built (empty when unknown).
+    pub commit: String,
+    /// When it was stored.
+    pub created_at: SystemTime,
+    /// Number of files.
+    pub file_count: u32,
+    /// Total size of the files, in bytes.
+    pub size: u64,
+    /// Size of its tar.gz archive, in bytes.
+    pub archive_size: u64,
+    /// sha256 (hex) of its tar.gz archive.
+    pub archive_sha256: String,
+}
+
 /// One state change, as stored and streamed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::model::{Build, BuildState, Event, Project, Source};
+use crate::artifact::{Manifest, ManifestFile, VerifyReport};
+use crate::model::{Build, BuildState, Event, Project, Source, VersionRecord};
 use crate::proto;
 
 /// A `SystemTime` as a protobuf timestamp.
@@ -109,6 +110,77 @@ impl From<&Event> for proto::Event {
             r#type: e.kind.clone(),
             project: e.project.clone(),
             payload_json: e.payload.to_string(),
+        }
+    }
+}
+
+impl From<&VersionRecord> for proto::Version {
+    fn from(v: &VersionRecord) -> Self {
+        proto::Version {
+            project: v.project.to_string(),
+            version: v.version.to_string(),
+            file_count: v.file_count,
+            size: v.size,
+            created_at: Some(timestamp(v.created_at)),
+            build_id: v.build_id,
+            commit: v.commit.clone(),
+            store: v.store.clone(),
+            deployed_to: Vec::new(),
+            archive_size: v.archive_size,
+        }
+    }
+}
+
+impl From<&ManifestFile> for proto::ManifestEntry {
+    fn from(f: &ManifestFile) -> Self {
+        proto::ManifestEntry {
+            path: f.path.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            mode: f.mode,
+        }
+    }
+}
+
+impl From<proto::ManifestEntry> for ManifestFile {
+    fn from(e: proto::ManifestEntry) -> Self {
+        ManifestFile {
+            path: e.path,
+            size: e.size,
+            sha256: e.sha256,
+            mode: e.mode,
+        }
+    }
+}
+
+impl From<&Manifest> for proto::Manifest {
+    fn from(m: &Manifest) -> Self {
+        proto::Manifest {
+            project: m.project.to_string(),
+            version: m.version.to_string(),
+            build_id: m.build_id,
+            commit: m.commit.clone(),
+            created_at: Some(timestamp(m.created_at)),
+            files: m.files.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<&VerifyReport> for proto::VerifyVersionResponse {
+    fn from(r: &VerifyReport) -> Self {
+        proto::VerifyVersionResponse {
+            versions_checked: r.versions_checked,
+            files_checked: r.files_checked,
+            problems: r
+                .problems
+                .iter()
+                .map(|p| proto::VerifyProblem {
+                    version: p.version.clone(),
+                    path: p.path.clone(),
+                    kind: p.kind.clone(),
+                    detail: p.detail.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -80,6 +80,9 @@ pub struct ConfigArgs {
     /// Default artifact store URL: file://, s3://, gs://, az:// [default: file://<data-dir>/artifacts].
     #[arg(long, env = "OPUS_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// Another artifact store builds may name (`opus trigger ... FILE-STORE`), as NAME=URL; repeatable.
+    #[arg(long = "extra-store", env = "OPUS_EXTRA_STORE", value_name = "NAME=URL", value_delimiter = ',')]
+    pub extra_store: Vec<String>,
     /// Where builds run: local or kubernetes [default: local].
     #[arg(long, env = "OPUS_EXECUTOR")]
     pub executor: Option<String>,
@@ -107,6 +110,8 @@ pub struct FileConfig {
     pub max_builds: Option<usize>,
     /// See [`ConfigArgs::store`].
     pub store: Option<String>,
+    /// See [`ConfigArgs::extra_store`]: a table of NAME = "URL".
+    pub extra_stores: Option<std::collections::BTreeMap<String, String>>,
     /// See [`ConfigArgs::executor`].
     pub executor: Option<String>,
 }
@@ -139,6 +144,8 @@ pub struct Config {
     pub max_builds: usize,
     /// Default artifact store URL.
     pub store: String,
+    /// Extra artifact stores, `(name, url)`.
+    pub extra_stores: Vec<(String, String)>,
     /// Where builds run.
     pub executor: ExecutorKind,
 }
@@ -230,6 +237,35 @@ impl Config {
             .or(file.store)
             .unwrap_or_else(|| format!("file://{}", data_dir.join("artifacts").display()));
 
+        let extra_stores = if args.extra_store.is_empty() {
+            file.extra_stores.unwrap_or_default().into_iter().collect()
+        } else {
+            let mut out = Vec::new();
+            for item in &args.extra_store {
+                let Some((name, url)) = item.split_once('=') else {
+                    return Err(ConfigError::Invalid {
+                        key: "extra_store",
+                        message: format!("{item:?} is not NAME=URL (for example backup=s3://bucket/opus)"),
+                    });
+                };
+                out.push((name.trim().to_owned(), url.trim().to_owned()));
+            }
+            out
+        };
+        for (name, url) in &extra_stores {
+            if opus_core::model::EnvName::new(name.as_str()).is_err() || name == "default" {
+                return Err(ConfigError::Invalid {
+                    key: "extra_store",
+                    message: format!(
+                        "store name {name:?} must be lowercase letters, digits and '-', and not \"default\""
+                    ),
+                });
+            }
+            if url.is_empty() {
+                return Err(ConfigError::Invalid { key: "extra_store", message: format!("store {name:?} has no URL") });
+            }
+        }
+
         Ok(Config {
             listen: args
                 .listen
@@ -248,6 +284,7 @@ impl Config {
             tls,
             max_builds,
             store,
+            extra_stores,
             executor,
         })
     }
@@ -338,6 +375,31 @@ mod tests {
         .expect("resolves");
         assert_eq!(cfg.max_builds, 7);
         assert_eq!(cfg.domain, "example.org");
+    }
+
+    #[test]
+    fn extra_stores_come_from_flags_or_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("opusd.toml");
+        std::fs::write(&path, "[extra_stores]\nbackup = \"s3://bucket/opus\"\n").expect("write");
+        let cfg = Config::resolve(ConfigArgs { config: Some(path.clone()), ..Default::default() }).expect("file");
+        assert_eq!(cfg.extra_stores, [("backup".to_owned(), "s3://bucket/opus".to_owned())]);
+        let cfg = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            extra_store: vec!["cdn=gs://b".into()],
+            ..Default::default()
+        })
+        .expect("flags");
+        assert_eq!(cfg.extra_stores, [("cdn".to_owned(), "gs://b".to_owned())]);
+        for bad in ["nourl", "default=file:///x", "Bad=s3://b", "x="] {
+            let err = Config::resolve(ConfigArgs {
+                config: Some(path.clone()),
+                extra_store: vec![bad.into()],
+                ..Default::default()
+            })
+            .expect_err("invalid");
+            assert!(err.to_string().contains("extra_store"), "{bad}: {err}");
+        }
     }
 
     #[test]

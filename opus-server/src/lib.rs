@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use opus_core::artifact::ArtifactStore;
 use opus_core::store::MetaStore;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -44,6 +45,9 @@ pub enum ServeError {
         /// The store's error.
         source: opus_core::error::StoreError,
     },
+    /// An artifact store could not be set up (a bad URL, an unwritable folder).
+    #[error("cannot open the artifact store: {0}")]
+    Artifacts(#[source] opus_core::error::ArtifactError),
     /// TLS files could not be read.
     #[error("cannot read TLS file {path}: {source}")]
     Tls {
@@ -65,6 +69,8 @@ pub enum ServeError {
 pub struct AppState {
     /// The metadata store.
     pub store: MetaStore,
+    /// The artifact stores (versions: files, archives, manifests).
+    pub artifacts: ArtifactStore,
     /// The resolved configuration.
     pub config: Arc<Config>,
     /// When this opusd started (for uptime).
@@ -109,8 +115,32 @@ pub async fn serve(
 
     write_address_file(&config.data_dir, bound);
 
+    let artifacts = ArtifactStore::open(
+        store.clone(),
+        &config.store,
+        &config.extra_stores,
+        &config.data_dir.join("uploads"),
+    )
+    .map_err(ServeError::Artifacts)?;
+    // Versions that never committed (opusd was stopped while storing them) are removed in the
+    // background; storing waits for the sweep, serving does not.
+    let sweeper = artifacts.clone();
+    tokio::spawn(async move {
+        match sweeper.remove_orphans().await {
+            Ok(report) if !report.versions.is_empty() => {
+                info!(
+                    count = report.versions.len(),
+                    "removed objects of versions that never committed"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sweep the artifact stores for orphans"),
+        }
+    });
+
     let state = AppState {
         store: store.clone(),
+        artifacts,
         config: Arc::new(config),
         started_at: SystemTime::now(),
     };

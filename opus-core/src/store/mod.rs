@@ -11,6 +11,7 @@
 mod builds;
 mod events;
 mod projects;
+mod versions;
 
 use std::cell::Cell;
 use std::path::Path;
@@ -27,13 +28,19 @@ use crate::model::Event;
 pub use builds::BuildFilter;
 
 /// The trees of the store, in the order [`Tx`] sees them.
-const TREE_NAMES: [&str; 6] = [
+///
+/// - `versions`: `<project>\0<version>` -> [`crate::model::VersionRecord`] JSON.
+/// - `blob_refs`: `<store>\0<sha256 hex>\0<object key>` -> empty: which stored objects hold a
+///   content, for dedup; an entry exists only while its version does.
+const TREE_NAMES: [&str; 8] = [
     "projects",
     "secrets",
     "builds",
     "project_builds",
     "events",
     "counters",
+    "versions",
+    "blob_refs",
 ];
 
 /// The sled metadata store shared by every part of opusd.
@@ -58,6 +65,8 @@ enum T {
     ProjectBuilds = 3,
     Events = 4,
     Counters = 5,
+    Versions = 6,
+    BlobRefs = 7,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -4,6 +4,7 @@
 //! Every `opus.v1` service is wrapped in the [`auth::Auth`] interceptor; health stays open so that
 //! load balancers and Kubernetes probes can ask without a token.
 
+mod artifacts;
 mod auth;
 mod events;
 mod projects;
@@ -22,6 +23,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::{AppState, ServeError};
 
+pub use artifacts::{apply_retention, protected_versions};
 pub use status::status;
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -62,7 +64,16 @@ pub(crate) async fn run(
                 events::EventsApi::new(state.clone()),
                 auth.interceptor(),
             ),
-        );
+        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            // A publish manifest of a large site exceeds gRPC's default 4 MiB message limit.
+            proto::artifact_service_server::ArtifactServiceServer::new(
+                artifacts::ArtifactsApi::new(state.clone()),
+            )
+            .max_decoding_message_size(artifacts::MAX_MESSAGE)
+            .max_encoding_message_size(artifacts::MAX_MESSAGE),
+            auth.interceptor(),
+        ));
 
     let router = routes
         .into_axum_router()

@@ -46,7 +46,11 @@ impl SystemService for SystemApi {
             queued_builds: 0,
             sites_url: format!("http://{}", cfg.sites_listen),
             projects: u32::try_from(self.state.store.project_count()).unwrap_or(u32::MAX),
-            extra_stores: Vec::new(),
+            extra_stores: cfg
+                .extra_stores
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
         }))
     }
 }

@@ -1,4 +1,5 @@
-//! Tests of the `opusd` binary as a program (flags and help). They also make `cargo test
+//! Tests of the `opusd` binary as a program (flags and help), and in-process tests of its gRPC
+//! API (`artifacts`). They also make `cargo test
 //! --workspace` build `opusd`, which the end-to-end tests in `tests/` run.
 
 use std::process::Command;
@@ -43,3 +44,5 @@ fn an_unknown_flag_is_a_usage_error() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
+
+mod artifacts;

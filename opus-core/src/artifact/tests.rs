@@ -1,0 +1,738 @@
+use std::collections::HashSet;
+use std::path::Path as FsPath;
+
+use object_store::ObjectStoreExt;
+
+use super::*;
+use crate::error::{ArchiveError, StoreError};
+use crate::model::{Project, Source};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    meta: MetaStore,
+    store: ArtifactStore,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = MetaStore::open(&dir.path().join("meta")).expect("meta");
+    meta.create_project(&Project {
+        name: ProjectName::new("web").expect("name"),
+        source: Source::Git("https://example.com/web.git".into()),
+        branch: "main".into(),
+        created_at: SystemTime::now(),
+        keep_versions: 0,
+    })
+    .expect("project");
+    let url = format!("file://{}", dir.path().join("artifacts").display());
+    let extra = [("mem".to_owned(), "memory:///".to_owned())];
+    let store =
+        ArtifactStore::open(meta.clone(), &url, &extra, &dir.path().join("staging")).expect("open");
+    Fixture { dir, meta, store }
+}
+
+fn write(root: &FsPath, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, data).expect("write");
+}
+
+/// A small site: text that compresses, noise that does not, nested folders.
+fn site(root: &FsPath, generation: u8) {
+    write(
+        root,
+        "index.html",
+        format!("<html>generation {generation}</html>").as_bytes(),
+    );
+    write(
+        root,
+        "static/js/app.js",
+        "console.log('hello');\n".repeat(5000).as_bytes(),
+    );
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    write(root, "static/media/logo.png", &noise);
+    write(root, "robots.txt", b"User-agent: *\n");
+}
+
+fn name(p: &str) -> ProjectName {
+    ProjectName::new(p).expect("project name")
+}
+
+fn ver(v: &str) -> VersionName {
+    VersionName::new(v).expect("version name")
+}
+
+fn origin(build: u64) -> Origin {
+    Origin {
+        build_id: build,
+        commit: "abc123".into(),
+        store: String::new(),
+    }
+}
+
+async fn store_site(f: &Fixture, version: &str, generation: u8, store: &str) -> StoredVersion {
+    let src = f.dir.path().join(format!("src-{version}-{store}"));
+    site(&src, generation);
+    let o = Origin {
+        store: store.to_owned(),
+        ..origin(7)
+    };
+    f.store
+        .store_dir(&name("web"), &ver(version), &src, &o)
+        .await
+        .expect("store")
+}
+
+#[tokio::test]
+async fn a_stored_folder_reads_back_in_the_layout() {
+    let f = fixture();
+    let src = f.dir.path().join("dist");
+    site(&src, 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        write(&src, "bin/run.sh", b"#!/bin/sh\n");
+        std::fs::set_permissions(
+            src.join("bin/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+    }
+    let stored = f
+        .store
+        .store_dir(&name("web"), &ver("1.0.0"), &src, &origin(3))
+        .await
+        .expect("store");
+    let record = &stored.record;
+    assert_eq!(
+        (
+            record.build_id,
+            record.commit.as_str(),
+            record.store.as_str()
+        ),
+        (3, "abc123", "default")
+    );
+    assert_eq!(stored.files_written, record.file_count);
+
+    let root = f.dir.path().join("artifacts/web");
+    assert!(root.join("1.0.0/index.html").is_file());
+    assert!(root.join("1.0.0/static/media/logo.png").is_file());
+    assert!(root.join("archive/1.0.0.tar.gz").is_file());
+    assert!(root.join("manifest/1.0.0.json").is_file());
+
+    let manifest = f.store.manifest("web", "1.0.0").await.expect("manifest");
+    let paths: Vec<_> = manifest.files.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.windows(2).all(|w| w[0] < w[1]), "sorted: {paths:?}");
+    let index = manifest.file("index.html").expect("index.html listed");
+    assert_eq!(index.sha256, sha256_hex(b"<html>generation 1</html>"));
+    assert_eq!(manifest.archive.size, record.archive_size);
+    #[cfg(unix)]
+    assert_eq!(manifest.file("bin/run.sh").map(|e| e.mode), Some(0o755));
+
+    let body = f
+        .store
+        .read_file("web", "1.0.0", "index.html")
+        .await
+        .expect("read");
+    assert_eq!(&body[..], b"<html>generation 1</html>");
+    let part = f
+        .store
+        .read_range("web", "1.0.0", "index.html", 1..5)
+        .await
+        .expect("range");
+    assert_eq!(&part[..], b"html");
+    let local = f
+        .store
+        .local_path("web", "1.0.0", "static/js/app.js")
+        .expect("path")
+        .expect("local store");
+    assert!(local.is_file());
+    assert!(matches!(
+        f.store.local_path("web", "1.0.0", "../x"),
+        Err(ArtifactError::Archive(_))
+    ));
+
+    // The archive holds exactly the files, and extracts to the same bytes.
+    let (size, mut stream) = f.store.archive("web", "1.0.0").await.expect("archive");
+    let mut gz = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        gz.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(gz.len() as u64, size);
+    assert_eq!(sha256_hex(&gz), record.archive_sha256);
+    let out = f.dir.path().join("extracted");
+    crate::archive::extract(&gz[..], &out).expect("extract");
+    for e in &manifest.files {
+        let data = std::fs::read(out.join(&e.path)).expect("extracted file");
+        assert_eq!(sha256_hex(&data), e.sha256, "{}", e.path);
+    }
+
+    let events = f.meta.events_from(0, 100).expect("events");
+    assert_eq!(
+        events.last().map(|e| e.kind.as_str()),
+        Some("version.stored")
+    );
+    let listed = f.store.list_versions("web").expect("list");
+    assert_eq!(listed.len(), 1);
+    let report = f.store.verify("web", None).await.expect("verify");
+    assert_eq!(
+        (report.versions_checked, report.problems.len()),
+        (1, 0),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn unchanged_files_are_hard_links_of_the_previous_version() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture();
+    let first = store_site(&f, "1", 1, "").await;
+    assert_eq!(first.files_copied, 0);
+    let second = store_site(&f, "2", 2, "").await;
+    // Only index.html changed.
+    assert_eq!(second.files_written, 1, "{second:?}");
+    assert_eq!(second.files_copied, first.record.file_count - 1);
+    let root = f.dir.path().join("artifacts/web");
+    let ino = |v: &str, p: &str| std::fs::metadata(root.join(v).join(p)).expect("stat").ino();
+    assert_eq!(
+        ino("1", "static/media/logo.png"),
+        ino("2", "static/media/logo.png")
+    );
+    assert_ne!(ino("1", "index.html"), ino("2", "index.html"));
+}
+
+#[tokio::test]
+async fn output_errors_name_the_folder_and_leave_nothing() {
+    let f = fixture();
+    let missing = f.dir.path().join("no-such-dist");
+    let err = f
+        .store
+        .store_dir(&name("web"), &ver("1"), &missing, &origin(1))
+        .await
+        .expect_err("missing");
+    assert!(matches!(err, ArtifactError::OutputMissing(_)));
+    assert!(err.to_string().contains("no-such-dist"), "{err}");
+
+    #[cfg(unix)]
+    {
+        let src = f.dir.path().join("dist");
+        site(&src, 1);
+        std::fs::write(f.dir.path().join("secret.txt"), "s").expect("write");
+        std::os::unix::fs::symlink("../secret.txt", src.join("leak.txt")).expect("symlink");
+        let err = f
+            .store
+            .store_dir(&name("web"), &ver("1"), &src, &origin(1))
+            .await
+            .expect_err("escape");
+        assert!(
+            matches!(
+                err,
+                ArtifactError::Archive(ArchiveError::LinkEscapes { .. })
+            ),
+            "{err}"
+        );
+        assert!(f.meta.get_version("web", "1").expect("get").is_none());
+        assert!(!f.dir.path().join("artifacts/web/1").exists());
+    }
+
+    let src = f.dir.path().join("ok");
+    site(&src, 1);
+    let err = f
+        .store
+        .store_dir(&name("nope"), &ver("1"), &src, &origin(1))
+        .await
+        .expect_err("no project");
+    assert!(
+        matches!(err, ArtifactError::Meta(StoreError::ProjectNotFound(_))),
+        "{err}"
+    );
+    let err = f
+        .store
+        .store_dir(
+            &name("web"),
+            &ver("1"),
+            &src,
+            &Origin {
+                store: "elsewhere".into(),
+                ..origin(1)
+            },
+        )
+        .await
+        .expect_err("unknown store");
+    assert!(matches!(err, ArtifactError::UnknownStore { .. }), "{err}");
+    f.store
+        .store_dir(&name("web"), &ver("1"), &src, &origin(1))
+        .await
+        .expect("store");
+    let err = f
+        .store
+        .store_dir(&name("web"), &ver("1"), &src, &origin(2))
+        .await
+        .expect_err("exists");
+    assert!(matches!(err, ArtifactError::VersionExists { .. }), "{err}");
+    // The failed attempt did not touch the stored version.
+    assert_eq!(
+        f.store
+            .verify("web", Some("1"))
+            .await
+            .expect("verify")
+            .problems,
+        []
+    );
+}
+
+/// Every index entry names an object that exists.
+async fn index_is_sound(f: &Fixture, store_name: &str) {
+    let backend = f.store.backend(store_name).expect("backend");
+    for record in f.meta.list_versions("web").expect("list") {
+        let manifest = f
+            .store
+            .manifest("web", record.version.as_str())
+            .await
+            .expect("manifest");
+        for file in &manifest.files {
+            for holder in f
+                .meta
+                .blob_holders(store_name, &file.sha256)
+                .expect("holders")
+            {
+                assert!(
+                    read::read_object(backend.store.as_ref(), &holder)
+                        .await
+                        .is_some(),
+                    "index names {holder}, which is gone"
+                );
+            }
+        }
+    }
+}
+
+async fn retention_keeps_protected_and_index_sound(store_name: &str) {
+    let f = fixture();
+    for (i, v) in ["1", "2", "3", "4"].iter().enumerate() {
+        store_site(&f, v, i as u8 + 1, store_name).await;
+        // Distinct creation times order the versions.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let protected: HashSet<String> = ["1".to_owned()].into();
+    let deleted = f
+        .store
+        .apply_retention("web", 2, &protected)
+        .await
+        .expect("retention");
+    assert_eq!(deleted, [ver("2")]);
+    let left: Vec<_> = f
+        .store
+        .list_versions("web")
+        .expect("list")
+        .into_iter()
+        .map(|r| r.version.to_string())
+        .collect();
+    assert_eq!(left, ["4", "3", "1"]);
+    index_is_sound(
+        &f,
+        if store_name.is_empty() {
+            DEFAULT_STORE
+        } else {
+            store_name
+        },
+    )
+    .await;
+    for v in ["1", "3", "4"] {
+        assert_eq!(
+            f.store
+                .verify("web", Some(v))
+                .await
+                .expect("verify")
+                .problems,
+            [],
+            "version {v}"
+        );
+    }
+    let err = f
+        .store
+        .delete_version("web", "1", &protected, "api")
+        .await
+        .expect_err("protected");
+    assert!(matches!(err, ArtifactError::VersionProtected { .. }));
+    f.store
+        .delete_version("web", "4", &HashSet::new(), "api")
+        .await
+        .expect("delete");
+    let err = f
+        .store
+        .delete_version("web", "4", &HashSet::new(), "api")
+        .await
+        .expect_err("gone");
+    assert!(matches!(err, ArtifactError::VersionNotFound { .. }));
+    index_is_sound(
+        &f,
+        if store_name.is_empty() {
+            DEFAULT_STORE
+        } else {
+            store_name
+        },
+    )
+    .await;
+    // Storing again after deletions still dedups from what is left, and reads back.
+    let again = store_site(&f, "5", 3, store_name).await;
+    assert!(again.files_copied >= 2, "{again:?}");
+    assert_eq!(
+        f.store
+            .verify("web", Some("5"))
+            .await
+            .expect("verify")
+            .problems,
+        []
+    );
+    let kinds: Vec<_> = f
+        .meta
+        .events_from(0, 100)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "version.deleted").count(), 2);
+}
+
+#[tokio::test]
+async fn retention_on_local_disk() {
+    retention_keeps_protected_and_index_sound("").await;
+}
+
+#[tokio::test]
+async fn retention_on_a_remote_style_store() {
+    retention_keeps_protected_and_index_sound("mem").await;
+}
+
+#[tokio::test]
+async fn orphans_of_interrupted_writes_are_removed() {
+    let f = fixture();
+    store_site(&f, "1", 1, "").await;
+    store_site(&f, "1b", 1, "mem").await;
+    let root = f.dir.path().join("artifacts/web");
+    // What a SIGKILL between the files and the commit leaves behind.
+    write(&root, "2/index.html", b"half");
+    write(&root, "2/static/app.js#12", b"staging");
+    write(&root, "archive/2.tar.gz#3", b"partial");
+    write(&root, "manifest/3.json", b"{}");
+    let mem = f.store.backend("mem").expect("mem");
+    let key = object_store::path::Path::parse("web/9/index.html").expect("key");
+    mem.store
+        .put(&key, object_store::PutPayload::from_static(b"x"))
+        .await
+        .expect("put");
+    // Something that is not ours is left alone.
+    write(
+        &f.dir.path().join("artifacts"),
+        "unrelated/stuff/file",
+        b"keep",
+    );
+
+    let report = f.store.remove_orphans().await.expect("sweep");
+    let mut found = report.versions.clone();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("web".to_owned(), "2".to_owned()),
+            ("web".into(), "3".into()),
+            ("web".into(), "9".into())
+        ]
+    );
+    assert!(!root.join("2").exists());
+    assert!(!root.join("archive/2.tar.gz#3").exists());
+    assert!(!root.join("manifest/3.json").exists());
+    assert!(root.join("1/index.html").exists());
+    assert!(f.dir.path().join("artifacts/unrelated/stuff/file").exists());
+    assert!(
+        read::read_object(mem.store.as_ref(), "web/9/index.html")
+            .await
+            .is_none()
+    );
+    assert!(
+        read::read_object(mem.store.as_ref(), "web/1b/index.html")
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        f.store.verify("web", None).await.expect("verify").problems,
+        []
+    );
+}
+
+#[tokio::test]
+async fn verify_reports_damage() {
+    let f = fixture();
+    store_site(&f, "1", 1, "").await;
+    let root = f.dir.path().join("artifacts/web/1");
+    // Replace (not rewrite in place) so only this version's copy changes.
+    std::fs::remove_file(root.join("index.html")).expect("rm");
+    std::fs::write(root.join("index.html"), b"<html>generation X</html>").expect("write");
+    std::fs::remove_file(root.join("robots.txt")).expect("rm");
+    std::fs::remove_file(root.join("static/js/app.js")).expect("rm");
+    std::fs::write(root.join("static/js/app.js"), b"short").expect("write");
+    let report = f.store.verify("web", Some("1")).await.expect("verify");
+    let mut kinds: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.kind.as_str()))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("index.html", "sha256"),
+            ("robots.txt", "missing"),
+            ("static/js/app.js", "size")
+        ]
+    );
+    assert_eq!(report.files_checked, 4);
+    let err = f
+        .store
+        .verify("web", Some("2"))
+        .await
+        .expect_err("no version");
+    assert!(matches!(err, ArtifactError::VersionNotFound { .. }));
+}
+
+fn manifest_of(root: &FsPath) -> Vec<ManifestFile> {
+    crate::archive::collect_files(root)
+        .expect("collect")
+        .into_iter()
+        .map(|f| {
+            let data = std::fs::read(&f.abs).expect("read");
+            ManifestFile {
+                path: f.path,
+                size: data.len() as u64,
+                sha256: sha256_hex(&data),
+                mode: f.mode,
+            }
+        })
+        .collect()
+}
+
+async fn upload(f: &Fixture, id: &str, root: &FsPath, files: &[ManifestFile], missing: &[String]) {
+    for sha in missing {
+        let file = files.iter().find(|e| &e.sha256 == sha).expect("listed");
+        let data = std::fs::read(root.join(&file.path)).expect("read");
+        let mut blob = f.store.begin_blob(id, sha).await.expect("begin blob");
+        for chunk in data.chunks(7000) {
+            blob.write(chunk).await.expect("write");
+        }
+        blob.finish().await.expect("finish");
+    }
+}
+
+#[tokio::test]
+async fn publishing_uploads_only_what_is_missing() {
+    let f = fixture();
+    let src = f.dir.path().join("built");
+    site(&src, 1);
+    let files = manifest_of(&src);
+    let started = f
+        .store
+        .begin_publish("web", "1.0", files.clone(), "")
+        .expect("begin");
+    assert_eq!(started.missing.len(), files.len());
+
+    // Content that does not match its digest is refused.
+    let sha = &started.missing[0];
+    let mut bad = f
+        .store
+        .begin_blob(&started.upload_id, sha)
+        .await
+        .expect("blob");
+    let size = files
+        .iter()
+        .find(|e| &e.sha256 == sha)
+        .map(|e| e.size)
+        .expect("size") as usize;
+    bad.write(&vec![b'x'; size]).await.expect("write");
+    assert!(matches!(
+        bad.finish().await,
+        Err(ArtifactError::ContentMismatch(_))
+    ));
+    let err = f
+        .store
+        .begin_blob(&started.upload_id, &"0".repeat(64))
+        .await
+        .err()
+        .expect("not asked for");
+    assert!(matches!(err, ArtifactError::ContentMismatch(_)));
+
+    // Committing before every digest arrived is refused, and forgets the publish.
+    let early = f
+        .store
+        .begin_publish("web", "0.9", files.clone(), "")
+        .expect("begin");
+    let err = f
+        .store
+        .commit_publish(&early.upload_id)
+        .await
+        .expect_err("missing content");
+    assert!(matches!(err, ArtifactError::ContentMissing { .. }), "{err}");
+    assert!(matches!(
+        f.store.commit_publish(&early.upload_id).await,
+        Err(ArtifactError::UploadNotFound(_))
+    ));
+
+    upload(&f, &started.upload_id, &src, &files, &started.missing).await;
+    let stored = f
+        .store
+        .commit_publish(&started.upload_id)
+        .await
+        .expect("commit");
+    assert_eq!(
+        (stored.record.build_id, stored.record.file_count as usize),
+        (0, files.len())
+    );
+    assert_eq!(
+        f.store
+            .verify("web", Some("1.0"))
+            .await
+            .expect("verify")
+            .problems,
+        []
+    );
+
+    // The same content again: nothing to upload, everything copied.
+    let again = f
+        .store
+        .begin_publish("web", "1.1", files.clone(), "")
+        .expect("begin");
+    assert_eq!(again.missing, Vec::<String>::new());
+    let stored = f
+        .store
+        .commit_publish(&again.upload_id)
+        .await
+        .expect("commit");
+    assert_eq!(stored.files_copied as usize, files.len());
+    assert_eq!(stored.bytes_written, 0);
+    assert_eq!(
+        f.store
+            .verify("web", Some("1.1"))
+            .await
+            .expect("verify")
+            .problems,
+        []
+    );
+
+    // Errors of step 1.
+    let err = f
+        .store
+        .begin_publish("web", "1.0", files.clone(), "")
+        .expect_err("exists");
+    assert!(matches!(err, ArtifactError::VersionExists { .. }));
+    for bad in ["archive", "manifest", "../x", ""] {
+        let err = f
+            .store
+            .begin_publish("web", bad, files.clone(), "")
+            .expect_err("bad version");
+        assert!(matches!(err, ArtifactError::Model(_)), "{bad}: {err}");
+    }
+    for bad in ["../etc/passwd", "/abs", "a/../b"] {
+        let mut evil = files.clone();
+        evil[0].path = bad.to_owned();
+        let err = f
+            .store
+            .begin_publish("web", "2.0", evil, "")
+            .expect_err("unsafe path");
+        assert!(
+            matches!(err, ArtifactError::Archive(ArchiveError::UnsafePath { .. })),
+            "{bad}: {err}"
+        );
+    }
+    let mut dup = files.clone();
+    dup.push(files[0].clone());
+    assert!(matches!(
+        f.store.begin_publish("web", "2.0", dup, ""),
+        Err(ArtifactError::InvalidManifest(_))
+    ));
+    let mut short = files.clone();
+    short[0].sha256 = "abc".into();
+    assert!(matches!(
+        f.store.begin_publish("web", "2.0", short, ""),
+        Err(ArtifactError::InvalidManifest(_))
+    ));
+    assert!(matches!(
+        f.store.begin_publish("web", "2.0", Vec::new(), ""),
+        Err(ArtifactError::InvalidManifest(_))
+    ));
+    assert!(matches!(
+        f.store.begin_publish("nope", "2.0", files.clone(), ""),
+        Err(ArtifactError::Meta(StoreError::ProjectNotFound(_)))
+    ));
+}
+
+#[test]
+fn store_urls_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = MetaStore::open(&dir.path().join("meta")).expect("meta");
+    let staging = dir.path().join("staging");
+    for bad in ["ftp://x/y", "file://", "not a url"] {
+        let err = ArtifactStore::open(meta.clone(), bad, &[], &staging).expect_err("bad url");
+        assert!(
+            matches!(err, ArtifactError::InvalidStoreUrl { .. }),
+            "{bad}: {err}"
+        );
+    }
+    let url = format!("file://{}", dir.path().join("a").display());
+    let twice = [
+        ("x".to_owned(), "memory:///".to_owned()),
+        ("x".to_owned(), "memory:///".to_owned()),
+    ];
+    assert!(ArtifactStore::open(meta.clone(), &url, &twice, &staging).is_err());
+    let store = ArtifactStore::open(meta, &url, &twice[..1], &staging).expect("open");
+    assert_eq!(
+        store
+            .stores()
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["default", "x"]
+    );
+    assert!(matches!(
+        store.store_name("y"),
+        Err(ArtifactError::UnknownStore { .. })
+    ));
+}
+
+#[tokio::test]
+async fn one_version_is_stored_once_when_two_writers_race() {
+    let f = fixture();
+    let src = f.dir.path().join("dist");
+    site(&src, 1);
+    let (web, one, o1, o2) = (name("web"), ver("1"), origin(1), origin(2));
+    let (a, b) = tokio::join!(
+        f.store.store_dir(&web, &one, &src, &o1),
+        f.store.store_dir(&web, &one, &src, &o2),
+    );
+    let (ok, err) = match (a, b) {
+        (Ok(s), Err(e)) | (Err(e), Ok(s)) => (s, e),
+        other => panic!("exactly one writer should win: {other:?}"),
+    };
+    assert!(
+        matches!(
+            err,
+            ArtifactError::VersionBusy { .. } | ArtifactError::VersionExists { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        f.store
+            .verify("web", Some("1"))
+            .await
+            .expect("verify")
+            .problems,
+        []
+    );
+    assert_eq!(
+        f.store.version("web", "1").expect("record").build_id,
+        ok.record.build_id
+    );
+}

@@ -1,0 +1,167 @@
+//! Stored versions and the content index used for dedup.
+//!
+//! A version record is written in the same transaction as the `blob_refs` entries of its files and
+//! the `version.stored` event; removing a version removes all three together. So the index never
+//! names an object of a version that does not exist, and the artifact store deletes a version's
+//! objects only after its record is gone.
+
+use serde_json::json;
+
+use super::{MetaStore, T, decode, pair_key, prefix};
+use crate::error::StoreError;
+use crate::model::VersionRecord;
+
+/// `<store>\0<sha256>\0`: the prefix of every holder of a content in a store.
+fn blob_prefix(store: &str, sha256: &str) -> Vec<u8> {
+    let mut k = pair_key(store, sha256.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `<store>\0<sha256>\0<object key>`.
+fn blob_key(store: &str, sha256: &str, object: &str) -> Vec<u8> {
+    let mut k = blob_prefix(store, sha256);
+    k.extend_from_slice(object.as_bytes());
+    k
+}
+
+impl MetaStore {
+    /// One version's record, if it exists.
+    pub fn get_version(
+        &self,
+        project: &str,
+        version: &str,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        self.get_json(T::Versions, &pair_key(project, version.as_bytes()))
+    }
+
+    /// A project's versions, newest first.
+    pub fn list_versions(&self, project: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        let mut out: Vec<VersionRecord> = Vec::new();
+        for item in self.tree(T::Versions).scan_prefix(prefix(project)) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.version.cmp(&a.version))
+        });
+        Ok(out)
+    }
+
+    /// Every version of every project (for the orphan sweep on start).
+    pub fn all_versions(&self) -> Result<Vec<VersionRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(T::Versions).iter() {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Makes a version exist: its record, the index entries of its files (`(sha256, object key)`)
+    /// and a `version.stored` event, in one transaction. `Ok(false)` when the version exists
+    /// already (nothing is written); `ProjectNotFound` when the project is gone.
+    pub fn commit_version(
+        &self,
+        record: &VersionRecord,
+        blobs: &[(String, String)],
+    ) -> Result<bool, StoreError> {
+        let key = pair_key(record.project.as_str(), record.version.as_str().as_bytes());
+        self.transact(|tx| {
+            tx.project(record.project.as_str())?;
+            if tx.tree(T::Versions).get(&key)?.is_some() {
+                return Ok(false);
+            }
+            tx.put_json(T::Versions, &key, record)?;
+            let refs = tx.tree(T::BlobRefs);
+            for (sha, object) in blobs {
+                refs.insert(blob_key(&record.store, sha, object), &[])?;
+            }
+            tx.append_event(
+                "version.stored",
+                record.project.as_str(),
+                json!({
+                    "project": record.project,
+                    "version": record.version,
+                    "store": record.store,
+                    "build_id": record.build_id,
+                    "commit": record.commit,
+                    "files": record.file_count,
+                    "size": record.size,
+                }),
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Removes a version's record and the index entries of its files, with a `version.deleted`
+    /// event naming `reason`. Returns the removed record (`None` when there was none).
+    ///
+    /// `blobs` are the `(sha256, object key)` pairs of its files; index entries under the version's
+    /// object prefix `objects_prefix` that `blobs` missed (a damaged manifest) are found by a scan
+    /// of the store's index and removed too.
+    pub fn remove_version(
+        &self,
+        project: &str,
+        version: &str,
+        blobs: &[(String, String)],
+        objects_prefix: Option<&str>,
+        reason: &str,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let key = pair_key(project, version.as_bytes());
+        let Some(record) = self.get_version(project, version)? else {
+            return Ok(None);
+        };
+        let mut keys: Vec<Vec<u8>> = blobs
+            .iter()
+            .map(|(sha, obj)| blob_key(&record.store, sha, obj))
+            .collect();
+        if let Some(objects) = objects_prefix {
+            for k in self
+                .tree(T::BlobRefs)
+                .scan_prefix(prefix(&record.store))
+                .keys()
+            {
+                let k = k?;
+                let object = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+                if object.starts_with(objects.as_bytes()) {
+                    keys.push(k.to_vec());
+                }
+            }
+        }
+        self.transact(|tx| {
+            let Some(current) = tx.get_json::<VersionRecord>(T::Versions, &key)? else { return Ok(None) };
+            tx.tree(T::Versions).remove(key.as_slice())?;
+            for k in &keys {
+                tx.tree(T::BlobRefs).remove(k.as_slice())?;
+            }
+            tx.append_event(
+                "version.deleted",
+                project,
+                json!({ "project": project, "version": version, "store": current.store, "reason": reason }),
+            )?;
+            Ok(Some(current))
+        })
+    }
+
+    /// An object in `store` that holds content `sha256`, if any version has one.
+    pub fn blob_holder(&self, store: &str, sha256: &str) -> Result<Option<String>, StoreError> {
+        let p = blob_prefix(store, sha256);
+        match self.tree(T::BlobRefs).scan_prefix(&p).keys().next() {
+            Some(k) => Ok(Some(String::from_utf8_lossy(&k?[p.len()..]).into_owned())),
+            None => Ok(None),
+        }
+    }
+
+    /// Every object in `store` that holds content `sha256`.
+    pub fn blob_holders(&self, store: &str, sha256: &str) -> Result<Vec<String>, StoreError> {
+        let p = blob_prefix(store, sha256);
+        let mut out = Vec::new();
+        for k in self.tree(T::BlobRefs).scan_prefix(&p).keys() {
+            out.push(String::from_utf8_lossy(&k?[p.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of opus-core against real services started by the test.
+
+mod s3;

@@ -1,0 +1,220 @@
+//! `opus.v1.ArtifactService`: stored versions, manifests, archives, publishing, verify, delete.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use opus_core::artifact::ManifestFile;
+use opus_core::proto::{self, artifact_service_server::ArtifactService};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use super::status;
+use crate::AppState;
+
+/// Largest message of the artifact API (a manifest of about 400,000 files).
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
+/// Bytes per `DataChunk` of a download.
+const CHUNK: usize = 1 << 20;
+
+/// Implements the artifact RPCs over the [`opus_core::artifact::ArtifactStore`].
+pub(crate) struct ArtifactsApi {
+    state: AppState,
+}
+
+impl ArtifactsApi {
+    pub(crate) fn new(state: AppState) -> Self {
+        ArtifactsApi { state }
+    }
+}
+
+/// Versions of `project` that may not be deleted: those an environment points at and their
+/// previous releases. Environments do not exist yet, so none are protected.
+pub fn protected_versions(_state: &AppState, _project: &str) -> HashSet<String> {
+    HashSet::new()
+}
+
+/// Applies the project's `keep_versions` after a version was stored; failures are logged, the
+/// store itself succeeded.
+pub async fn apply_retention(state: &AppState, project: &str) {
+    let keep = match state.store.get_project(project) {
+        Ok(p) => p.keep_versions as usize,
+        Err(_) => return,
+    };
+    let protected = protected_versions(state, project);
+    match state
+        .artifacts
+        .apply_retention(project, keep, &protected)
+        .await
+    {
+        Ok(deleted) if !deleted.is_empty() => {
+            tracing::info!(project, count = deleted.len(), "retention deleted versions")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(project, error = %e, "retention failed"),
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<proto::DataChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ArtifactService for ArtifactsApi {
+    #[instrument(skip_all, fields(project = %req.get_ref().project))]
+    async fn list_versions(
+        &self,
+        req: Request<proto::ListVersionsRequest>,
+    ) -> Result<Response<proto::ListVersionsResponse>, Status> {
+        let versions = self
+            .state
+            .artifacts
+            .list_versions(&req.get_ref().project)
+            .map_err(status)?;
+        Ok(Response::new(proto::ListVersionsResponse {
+            versions: versions.iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, version = %req.get_ref().version))]
+    async fn get_manifest(
+        &self,
+        req: Request<proto::GetManifestRequest>,
+    ) -> Result<Response<proto::Manifest>, Status> {
+        let req = req.into_inner();
+        let manifest = self
+            .state
+            .artifacts
+            .manifest(&req.project, &req.version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&manifest).into()))
+    }
+
+    type DownloadArchiveStream = ChunkStream;
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, version = %req.get_ref().version))]
+    async fn download_archive(
+        &self,
+        req: Request<proto::DownloadArchiveRequest>,
+    ) -> Result<Response<Self::DownloadArchiveStream>, Status> {
+        let req = req.into_inner();
+        let (size, mut source) = self
+            .state
+            .artifacts
+            .archive(&req.project, &req.version)
+            .await
+            .map_err(status)?;
+        let stream = async_stream::try_stream! {
+            let mut buf = Vec::with_capacity(CHUNK);
+            let mut first = true;
+            while let Some(bytes) = source.next().await {
+                let bytes = bytes.map_err(status)?;
+                buf.extend_from_slice(&bytes);
+                while buf.len() >= CHUNK {
+                    let rest = buf.split_off(CHUNK);
+                    let data = std::mem::replace(&mut buf, rest);
+                    yield proto::DataChunk { data, total_size: if first { size } else { 0 } };
+                    first = false;
+                }
+            }
+            if !buf.is_empty() || first {
+                yield proto::DataChunk { data: buf, total_size: if first { size } else { 0 } };
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, version = %req.get_ref().version))]
+    async fn begin_publish(
+        &self,
+        req: Request<proto::BeginPublishRequest>,
+    ) -> Result<Response<proto::BeginPublishResponse>, Status> {
+        let req = req.into_inner();
+        let files: Vec<ManifestFile> = req.files.into_iter().map(Into::into).collect();
+        let started = self
+            .state
+            .artifacts
+            .begin_publish(&req.project, &req.version, files, &req.store)
+            .map_err(status)?;
+        Ok(Response::new(proto::BeginPublishResponse {
+            upload_id: started.upload_id,
+            missing: started.missing,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn upload_blob(
+        &self,
+        req: Request<Streaming<proto::UploadBlobRequest>>,
+    ) -> Result<Response<proto::UploadBlobResponse>, Status> {
+        let mut stream = req.into_inner();
+        let Some(first) = stream.message().await? else {
+            return Err(Status::invalid_argument(
+                "UploadBlob received no message; send upload_id and sha256 first",
+            ));
+        };
+        if first.upload_id.is_empty() || first.sha256.is_empty() {
+            return Err(Status::invalid_argument(
+                "the first UploadBlob message must set upload_id and sha256",
+            ));
+        }
+        let mut blob = self
+            .state
+            .artifacts
+            .begin_blob(&first.upload_id, &first.sha256)
+            .await
+            .map_err(status)?;
+        blob.write(&first.data).await.map_err(status)?;
+        while let Some(msg) = stream.message().await? {
+            blob.write(&msg.data).await.map_err(status)?;
+        }
+        blob.finish().await.map_err(status)?;
+        Ok(Response::new(proto::UploadBlobResponse {}))
+    }
+
+    #[instrument(skip_all, fields(upload = %req.get_ref().upload_id))]
+    async fn commit_publish(
+        &self,
+        req: Request<proto::CommitPublishRequest>,
+    ) -> Result<Response<proto::Version>, Status> {
+        let stored = self
+            .state
+            .artifacts
+            .commit_publish(&req.get_ref().upload_id)
+            .await
+            .map_err(status)?;
+        apply_retention(&self.state, stored.record.project.as_str()).await;
+        Ok(Response::new((&stored.record).into()))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, version = %req.get_ref().version))]
+    async fn verify_version(
+        &self,
+        req: Request<proto::VerifyVersionRequest>,
+    ) -> Result<Response<proto::VerifyVersionResponse>, Status> {
+        let req = req.into_inner();
+        let version = (!req.version.is_empty()).then_some(req.version.as_str());
+        let report = self
+            .state
+            .artifacts
+            .verify(&req.project, version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&report).into()))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, version = %req.get_ref().version))]
+    async fn delete_version(
+        &self,
+        req: Request<proto::DeleteVersionRequest>,
+    ) -> Result<Response<proto::DeleteVersionResponse>, Status> {
+        let req = req.into_inner();
+        let protected = protected_versions(&self.state, &req.project);
+        self.state
+            .artifacts
+            .delete_version(&req.project, &req.version, &protected, "api")
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::DeleteVersionResponse {}))
+    }
+}

@@ -80,6 +80,13 @@ impl Connection {
         ProjectServiceClient::new(self.transport())
     }
 
+    /// Deploys, rollbacks, releases and environments.
+    pub fn deploys(
+        &self,
+    ) -> opus_core::proto::deploy_service_client::DeployServiceClient<Transport> {
+        opus_core::proto::deploy_service_client::DeployServiceClient::new(self.transport())
+    }
+
     /// Server information.
     pub fn system(&self) -> SystemServiceClient<Transport> {
         SystemServiceClient::new(self.transport())

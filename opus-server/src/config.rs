@@ -81,7 +81,12 @@ pub struct ConfigArgs {
     #[arg(long, env = "OPUS_STORE", value_name = "URL")]
     pub store: Option<String>,
     /// Another artifact store builds may name (`opus trigger ... FILE-STORE`), as NAME=URL; repeatable.
-    #[arg(long = "extra-store", env = "OPUS_EXTRA_STORE", value_name = "NAME=URL", value_delimiter = ',')]
+    #[arg(
+        long = "extra-store",
+        env = "OPUS_EXTRA_STORE",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
     pub extra_store: Vec<String>,
     /// Where builds run: local or kubernetes [default: local].
     #[arg(long, env = "OPUS_EXECUTOR")]
@@ -245,7 +250,9 @@ impl Config {
                 let Some((name, url)) = item.split_once('=') else {
                     return Err(ConfigError::Invalid {
                         key: "extra_store",
-                        message: format!("{item:?} is not NAME=URL (for example backup=s3://bucket/opus)"),
+                        message: format!(
+                            "{item:?} is not NAME=URL (for example backup=s3://bucket/opus)"
+                        ),
                     });
                 };
                 out.push((name.trim().to_owned(), url.trim().to_owned()));
@@ -262,7 +269,10 @@ impl Config {
                 });
             }
             if url.is_empty() {
-                return Err(ConfigError::Invalid { key: "extra_store", message: format!("store {name:?} has no URL") });
+                return Err(ConfigError::Invalid {
+                    key: "extra_store",
+                    message: format!("store {name:?} has no URL"),
+                });
             }
         }
 
@@ -382,8 +392,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("opusd.toml");
         std::fs::write(&path, "[extra_stores]\nbackup = \"s3://bucket/opus\"\n").expect("write");
-        let cfg = Config::resolve(ConfigArgs { config: Some(path.clone()), ..Default::default() }).expect("file");
-        assert_eq!(cfg.extra_stores, [("backup".to_owned(), "s3://bucket/opus".to_owned())]);
+        let cfg = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect("file");
+        assert_eq!(
+            cfg.extra_stores,
+            [("backup".to_owned(), "s3://bucket/opus".to_owned())]
+        );
         let cfg = Config::resolve(ConfigArgs {
             config: Some(path.clone()),
             extra_store: vec!["cdn=gs://b".into()],

@@ -42,32 +42,43 @@ async fn run() -> anyhow::Result<()> {
                 config.listen
             )
         })?;
-    opus_server::serve(listener, config, shutdown_signal()).await?;
+    // Registered before serving starts, so a signal during start-up stops opusd cleanly instead
+    // of killing it.
+    let signals = Signals::register()?;
+    opus_server::serve(listener, config, shutdown_signal(signals)).await?;
     Ok(())
 }
 
+/// SIGINT and SIGTERM streams, registered up front.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_for_signal().await;
+async fn shutdown_signal(mut signals: Signals) {
+    signals.next().await;
     tracing::info!("signal received: stopping (send it again to force exit)");
-    tokio::spawn(async {
-        wait_for_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         eprintln!("opusd: second signal, exiting now");
         std::process::exit(130);
     });
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

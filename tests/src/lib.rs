@@ -86,6 +86,8 @@ pub struct Daemon {
     pub root: tempfile::TempDir,
     /// `http://127.0.0.1:<port>` of the API.
     pub server: String,
+    /// `http://127.0.0.1:<port>` of the site server.
+    pub sites: String,
     /// Extra arguments it was started with (kept for restarts).
     args: Vec<String>,
     /// The token the CLI passes, if the daemon has one.
@@ -106,6 +108,7 @@ impl Daemon {
         let mut d = Daemon {
             child: None,
             server: String::new(),
+            sites: String::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
             token: None,
             log_path: root.path().join("opusd.log"),
@@ -161,6 +164,7 @@ impl Daemon {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
                     if let Some(api) = v["api"].as_str() {
                         self.server = format!("http://{api}");
+                        self.sites = format!("http://{}", v["sites"].as_str().unwrap_or(""));
                         break;
                     }
                 }
@@ -260,4 +264,149 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &str) -> Run {
         let _ = input.write_all(stdin.as_bytes());
     }
     Run::from_output(child.wait_with_output().expect("command runs"))
+}
+
+/// A site server's answer, read from a raw HTTP/1.1 exchange.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lowercase.
+    pub headers: std::collections::HashMap<String, String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `method path` with `Host: host` to `addr` (`http://127.0.0.1:<port>`) exactly as written
+/// (no client-side path normalisation), with extra header lines, and reads the whole answer.
+pub fn http(addr: &str, method: &str, host: &str, path: &str, extra: &[&str]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let hostport = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(hostport).expect("connect to the site server");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for h in extra {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    s.write_all(text.as_bytes()).expect("send the request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+impl Daemon {
+    /// `GET path` on the site server with `Host: host`.
+    pub fn get(&self, host: &str, path: &str) -> HttpResponse {
+        http(&self.sites, "GET", host, path, &[])
+    }
+
+    /// Publishes folder `dir` as `project`'s `version` through the ArtifactService (begin,
+    /// upload the missing blobs, commit), as `opus publish` does.
+    pub fn publish(&self, project: &str, version: &str, dir: &Path) {
+        use opus_core::proto;
+        use sha2::Digest;
+        let mut files = Vec::new();
+        let mut blobs = std::collections::HashMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).expect("read the folder") {
+                let p = entry.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let data = std::fs::read(&p).expect("read a file");
+                let sha = hex(&sha2::Sha256::digest(&data));
+                let rel = p
+                    .strip_prefix(dir)
+                    .expect("inside")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                files.push(proto::ManifestEntry {
+                    path: rel,
+                    size: data.len() as u64,
+                    sha256: sha.clone(),
+                    mode: 0o644,
+                });
+                blobs.insert(sha, data);
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(self.server.clone())
+                .expect("uri")
+                .connect()
+                .await
+                .expect("connect");
+            let mut client = proto::artifact_service_client::ArtifactServiceClient::new(channel);
+            let begun = client
+                .begin_publish(proto::BeginPublishRequest {
+                    project: project.to_owned(),
+                    version: version.to_owned(),
+                    files,
+                    store: String::new(),
+                })
+                .await
+                .expect("begin publish")
+                .into_inner();
+            for sha in begun.missing {
+                let data = blobs.get(&sha).cloned().unwrap_or_default();
+                let msg = proto::UploadBlobRequest {
+                    upload_id: begun.upload_id.clone(),
+                    sha256: sha,
+                    data,
+                };
+                client
+                    .upload_blob(tokio_stream::iter(vec![msg]))
+                    .await
+                    .expect("upload a blob");
+            }
+            client
+                .commit_publish(proto::CommitPublishRequest {
+                    upload_id: begun.upload_id,
+                })
+                .await
+                .expect("commit publish");
+        });
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

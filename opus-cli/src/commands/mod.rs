@@ -1,5 +1,6 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
+mod deploys;
 mod projects;
 mod secret;
 mod status;
@@ -18,5 +19,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::List(args) => projects::list(&conn, &global, args).await,
         Command::Status => status::show(&conn, &global).await,
         Command::Secret(cmd) => secret::run(&conn, &global, cmd).await,
+        Command::Deploy(args) => deploys::deploy(&conn, &global, args).await,
+        Command::Rollback(args) => deploys::rollback(&conn, &global, args).await,
+        Command::Releases(args) => deploys::releases(&conn, &global, args).await,
+        Command::Env(cmd) => deploys::env(&conn, &global, cmd).await,
     }
 }

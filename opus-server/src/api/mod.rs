@@ -6,6 +6,7 @@
 
 mod artifacts;
 mod auth;
+mod deploys;
 mod events;
 mod projects;
 mod status;
@@ -65,6 +66,12 @@ pub(crate) async fn run(
                 auth.interceptor(),
             ),
         )
+        .add_service(
+            proto::deploy_service_server::DeployServiceServer::with_interceptor(
+                deploys::DeploysApi::new(state.clone()),
+                auth.interceptor(),
+            ),
+        )
         .add_service(tonic::service::interceptor::InterceptedService::new(
             // A publish manifest of a large site exceeds gRPC's default 4 MiB message limit.
             proto::artifact_service_server::ArtifactServiceServer::new(
@@ -75,9 +82,25 @@ pub(crate) async fn run(
             auth.interceptor(),
         ));
 
+    let metrics = state.metrics.clone();
     let router = routes
         .into_axum_router()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
         .fallback(not_implemented);
 
     let mut server = Server::builder().accept_http1(true);

@@ -60,6 +60,14 @@ pub enum Command {
     /// Manage a project's secrets (exposed to builds as environment variables, masked in logs).
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// List a project's stored versions, or the files of one version.
+    Artifacts(ArtifactsArgs),
+    /// Download a version as a .tar.gz archive, or extract it into a folder.
+    Download(DownloadArgs),
+    /// Store a folder built elsewhere as a version (uploads only content the server lacks).
+    Publish(PublishArgs),
+    /// Re-hash stored versions against their manifests and report damage (exit 1 when any).
+    Verify(VerifyArgs),
     /// Deploy a version to an environment (production by default) and print its URL.
     Deploy(DeployArgs),
     /// Point an environment back at its previous release (or --to a version), and pin it.
@@ -133,6 +141,57 @@ pub enum EnvCommand {
         #[arg(default_value = "production")]
         env: String,
     },
+}
+
+/// `opus artifacts`.
+#[derive(Debug, Args)]
+pub struct ArtifactsArgs {
+    /// The project.
+    pub project: String,
+    /// A version: list its files instead of the project's versions.
+    #[arg(id = "version_name", value_name = "VERSION")]
+    pub version: Option<String>,
+}
+
+/// `opus download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The project.
+    pub project: String,
+    /// The version.
+    #[arg(id = "version_name", value_name = "VERSION")]
+    pub version: String,
+    /// Where to write the archive [default: <project>-<version>.tar.gz]. (`-o` is --output.)
+    #[arg(long, value_name = "FILE", conflicts_with = "extract")]
+    pub out: Option<PathBuf>,
+    /// Extract into this folder (new or empty) instead; unsafe entries are refused.
+    #[arg(long, value_name = "DIR")]
+    pub extract: Option<PathBuf>,
+}
+
+/// `opus publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The project.
+    pub project: String,
+    /// The version to create (letters, digits, '.', '_', '+', '-'; immutable once stored).
+    #[arg(id = "version_name", value_name = "VERSION")]
+    pub version: String,
+    /// The folder to publish (a build's output, e.g. dist/).
+    pub dir: PathBuf,
+    /// The store to publish into: a name opusd was started with (--extra-store NAME=URL).
+    #[arg(long)]
+    pub store: Option<String>,
+}
+
+/// `opus verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The project.
+    pub project: String,
+    /// Only this version [default: every version of the project].
+    #[arg(id = "version_name", value_name = "VERSION")]
+    pub version: Option<String>,
 }
 
 /// `opus add`.

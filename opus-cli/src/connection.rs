@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use opus_core::proto::artifact_service_client::ArtifactServiceClient;
 use opus_core::proto::event_service_client::EventServiceClient;
 use opus_core::proto::project_service_client::ProjectServiceClient;
 use opus_core::proto::system_service_client::SystemServiceClient;
@@ -85,6 +86,14 @@ impl Connection {
         &self,
     ) -> opus_core::proto::deploy_service_client::DeployServiceClient<Transport> {
         opus_core::proto::deploy_service_client::DeployServiceClient::new(self.transport())
+    }
+
+    /// Stored versions: listing, manifests, archives, publishing, verify. Messages may be large
+    /// (the manifest of a site with many files).
+    pub fn artifacts(&self) -> ArtifactServiceClient<Transport> {
+        ArtifactServiceClient::new(self.transport())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
     }
 
     /// Server information.

@@ -42,43 +42,32 @@ async fn run() -> anyhow::Result<()> {
                 config.listen
             )
         })?;
-    // Registered before serving starts, so a signal during start-up stops opusd cleanly instead
-    // of killing it.
-    let signals = Signals::register()?;
-    opus_server::serve(listener, config, shutdown_signal(signals)).await?;
+    // Signal handlers are installed before anything starts, so a SIGTERM that arrives while opusd
+    // is still opening its stores stops it cleanly instead of killing it.
+    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+    opus_server::serve(listener, config, shutdown).await?;
     Ok(())
 }
 
-/// SIGINT and SIGTERM streams, registered up front.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn register() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-        })
-    }
-
-    async fn next(&mut self) {
+/// Installs SIGINT and SIGTERM handlers now; the returned future completes on the first signal,
+/// and a second one exits at once.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-}
-
-/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal(mut signals: Signals) {
-    signals.next().await;
-    tracing::info!("signal received: stopping (send it again to force exit)");
-    tokio::spawn(async move {
-        signals.next().await;
-        eprintln!("opusd: second signal, exiting now");
-        std::process::exit(130);
-    });
+        tracing::info!("signal received: stopping (send it again to force exit)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("opusd: second signal, exiting now");
+            std::process::exit(130);
+        });
+    })
 }

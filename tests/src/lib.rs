@@ -333,80 +333,9 @@ impl Daemon {
         http(&self.sites, "GET", host, path, &[])
     }
 
-    /// Publishes folder `dir` as `project`'s `version` through the ArtifactService (begin,
-    /// upload the missing blobs, commit), as `opus publish` does.
+    /// Publishes folder `dir` as `project`'s `version` with `opus publish`.
     pub fn publish(&self, project: &str, version: &str, dir: &Path) {
-        use opus_core::proto;
-        use sha2::Digest;
-        let mut files = Vec::new();
-        let mut blobs = std::collections::HashMap::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).expect("read the folder") {
-                let p = entry.expect("entry").path();
-                if p.is_dir() {
-                    stack.push(p);
-                    continue;
-                }
-                let data = std::fs::read(&p).expect("read a file");
-                let sha = hex(&sha2::Sha256::digest(&data));
-                let rel = p
-                    .strip_prefix(dir)
-                    .expect("inside")
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                files.push(proto::ManifestEntry {
-                    path: rel,
-                    size: data.len() as u64,
-                    sha256: sha.clone(),
-                    mode: 0o644,
-                });
-                blobs.insert(sha, data);
-            }
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(self.server.clone())
-                .expect("uri")
-                .connect()
-                .await
-                .expect("connect");
-            let mut client = proto::artifact_service_client::ArtifactServiceClient::new(channel);
-            let begun = client
-                .begin_publish(proto::BeginPublishRequest {
-                    project: project.to_owned(),
-                    version: version.to_owned(),
-                    files,
-                    store: String::new(),
-                })
-                .await
-                .expect("begin publish")
-                .into_inner();
-            for sha in begun.missing {
-                let data = blobs.get(&sha).cloned().unwrap_or_default();
-                let msg = proto::UploadBlobRequest {
-                    upload_id: begun.upload_id.clone(),
-                    sha256: sha,
-                    data,
-                };
-                client
-                    .upload_blob(tokio_stream::iter(vec![msg]))
-                    .await
-                    .expect("upload a blob");
-            }
-            client
-                .commit_publish(proto::CommitPublishRequest {
-                    upload_id: begun.upload_id,
-                })
-                .await
-                .expect("commit publish");
-        });
+        let dir = dir.to_str().expect("a UTF-8 path");
+        self.opus(&["publish", project, version, dir]).ok();
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

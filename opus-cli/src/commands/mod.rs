@@ -1,5 +1,6 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
+mod artifacts;
 mod deploys;
 mod projects;
 mod secret;
@@ -23,5 +24,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Rollback(args) => deploys::rollback(&conn, &global, args).await,
         Command::Releases(args) => deploys::releases(&conn, &global, args).await,
         Command::Env(cmd) => deploys::env(&conn, &global, cmd).await,
+        Command::Artifacts(args) => artifacts::list(&conn, &global, args).await,
+        Command::Download(args) => artifacts::download(&conn, &global, args).await,
+        Command::Publish(args) => artifacts::publish(&conn, &global, args).await,
+        Command::Verify(args) => artifacts::verify(&conn, &global, args).await,
     }
 }

@@ -69,6 +69,9 @@ impl ArtifactStore {
                 version: version.to_owned(),
             });
         };
+        // The removal is durable before any object goes, so a crash never brings back a record
+        // whose objects are gone.
+        self.meta().flush().await?;
         if let Err(e) = delete_objects(backend, project, version).await {
             warn!(error = %e, "deleting the objects failed; they are removed as orphans on the next start");
         }

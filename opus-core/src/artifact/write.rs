@@ -250,6 +250,9 @@ impl ArtifactStore {
                 version: version.to_string(),
             });
         }
+        // Durable before anyone is told: a version reported stored survives a crash (sled alone
+        // flushes only every half second, and the sweep would take the objects of a lost record).
+        self.meta().flush().await?;
         let mut out = StoredVersion {
             record,
             files_written: 0,

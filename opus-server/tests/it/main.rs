@@ -1,6 +1,8 @@
-//! Tests of the `opusd` binary as a program (flags and help), and in-process tests of its gRPC
-//! API (`artifacts`). They also make `cargo test
+//! Tests of the `opusd` binary as a program (flags and help), and in-process tests of its gRPC API
+//! (`serve` on port 0 in a temp data dir, real tonic clients). They also make `cargo test
 //! --workspace` build `opusd`, which the end-to-end tests in `tests/` run.
+
+mod artifacts;
 
 use std::process::Command;
 
@@ -22,6 +24,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--config", "OPUS_CONFIG"),
         ("--max-builds", "OPUS_MAX_BUILDS"),
         ("--store", "OPUS_STORE"),
+        ("--extra-store", "OPUS_EXTRA_STORE"),
         ("--executor", "OPUS_EXECUTOR"),
         ("--tls-cert", "OPUS_TLS_CERT"),
     ] {
@@ -44,5 +47,3 @@ fn an_unknown_flag_is_a_usage_error() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
-
-mod artifacts;

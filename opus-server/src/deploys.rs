@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use opus_core::CoreError;
 use opus_core::artifact::ArtifactStore;
+use opus_core::model::ProjectName;
 use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
 use tracing::instrument;
 
@@ -163,6 +164,15 @@ impl Deployer {
             .apply(&guard, vec![(SiteKey::new(project, env), None)]);
         drop(guard);
         self.flush().await;
+        Ok(())
+    }
+
+    /// Removes a project from the store (with its environments) and stops serving it.
+    #[instrument(skip(self), err(Display))]
+    pub async fn remove_project(&self, name: &ProjectName) -> Result<(), CoreError> {
+        let guard = self.sites.lock().await;
+        self.store.delete_project(name)?;
+        self.sites.remove_project(&guard, name.as_str());
         Ok(())
     }
 

@@ -14,6 +14,9 @@ pub struct Metrics {
     registry: Registry,
     /// `opus_site_requests_total{status}`: site requests answered, by HTTP status.
     site_requests: IntCounterVec,
+    /// The counters of the common statuses, resolved once (a label lookup per request costs a
+    /// hash and a lock).
+    common: std::sync::Arc<[(u16, IntCounter)]>,
     /// `opus_deploys_total{reason}`: releases made (deploy, rollback, auto).
     pub deploys: IntCounterVec,
     /// `opus_builds{state}`: builds by state, set by the scheduler.
@@ -60,8 +63,18 @@ impl Metrics {
         for state in ["queued", "running", "succeeded", "failed", "cancelled"] {
             builds.with_label_values(&[state]).set(0);
         }
+        let common = [200u16, 206, 304, 404]
+            .into_iter()
+            .map(|code| {
+                (
+                    code,
+                    site_requests.with_label_values(&[code.to_string().as_str()]),
+                )
+            })
+            .collect();
         Metrics {
             registry,
+            common,
             site_requests,
             deploys,
             builds,
@@ -72,6 +85,11 @@ impl Metrics {
 
     /// Counts one site request by its status.
     pub fn site_request(&self, status: StatusCode) {
+        let code = status.as_u16();
+        if let Some((_, c)) = self.common.iter().find(|(s, _)| *s == code) {
+            c.inc();
+            return;
+        }
         self.site_requests
             .with_label_values(&[status.as_str()])
             .inc();

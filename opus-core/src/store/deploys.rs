@@ -385,6 +385,32 @@ impl MetaStore {
         })
     }
 
+    /// The versions of `project` that must stay stored: each environment's current version and
+    /// the one a rollback of it would go back to (the newest earlier release of another version).
+    pub fn protected_versions(
+        &self,
+        project: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for env in self.environments(project)? {
+            let current = env.current.version.clone();
+            for item in self
+                .tree(T::Releases)
+                .scan_prefix(release_prefix(project, &env.name))
+                .rev()
+            {
+                let (k, v) = item?;
+                let r: Release = decode(&k, &v)?;
+                if r.version != current {
+                    out.insert(r.version);
+                    break;
+                }
+            }
+            out.insert(current);
+        }
+        Ok(out)
+    }
+
     /// Records how a version is served (the builder calls it when it stores a version).
     pub fn set_site_options(
         &self,

@@ -1,5 +1,6 @@
 //! The HTTP handler of the site server.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -65,31 +66,49 @@ async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Respon
     let headers = &req.headers;
 
     // The file itself, then a folder's index.html, then `<path>.html`.
-    let candidates: Vec<String> = if rel.is_empty() {
-        vec!["index.html".to_owned()]
+    if rel.is_empty() {
+        if let Some(r) = serve_path(&site, "index.html", StatusCode::OK, headers, head).await {
+            return r;
+        }
     } else if dir {
-        vec![format!("{rel}/index.html")]
+        let index = format!("{rel}/index.html");
+        if let Some(r) = serve_path(&site, &index, StatusCode::OK, headers, head).await {
+            return r;
+        }
     } else {
-        vec![
-            rel.clone(),
-            format!("{rel}/index.html"),
-            format!("{rel}.html"),
-        ]
-    };
-    for c in &candidates {
-        if let Some(found) = site.find(c).await {
-            return send(&site, found, StatusCode::OK, headers, head).await;
+        if let Some(r) = serve_path(&site, &rel, StatusCode::OK, headers, head).await {
+            return r;
+        }
+        for c in [format!("{rel}/index.html"), format!("{rel}.html")] {
+            if let Some(r) = serve_path(&site, &c, StatusCode::OK, headers, head).await {
+                return r;
+            }
         }
     }
     if site.spa && looks_like_page(&rel) {
-        if let Some(found) = site.find("index.html").await {
-            return send(&site, found, StatusCode::OK, headers, head).await;
+        if let Some(r) = serve_path(&site, "index.html", StatusCode::OK, headers, head).await {
+            return r;
         }
     }
-    if let Some(found) = site.find("404.html").await {
-        return send(&site, found, StatusCode::NOT_FOUND, headers, head).await;
+    if let Some(r) = serve_path(&site, "404.html", StatusCode::NOT_FOUND, headers, head).await {
+        return r;
     }
     plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// Serves `rel` from the version with `status` if the version has it: from memory when cached.
+async fn serve_path(
+    site: &SiteVersion,
+    rel: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    head: bool,
+) -> Option<Response> {
+    if let Some(file) = site.cached(rel) {
+        return Some(send_cached(site, &file, status, headers, head));
+    }
+    let found = site.find(rel).await?;
+    Some(send(site, found, status, headers, head).await)
 }
 
 /// A short plain-text answer.
@@ -105,7 +124,22 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 /// and whether it named a folder (trailing `/`). Anything that could name something outside the
 /// version is refused: `..` and `.` segments (encoded or not), encoded slashes and backslashes,
 /// backslashes, NUL and other control characters, invalid UTF-8.
-pub(crate) fn clean_path(raw: &str) -> Result<(String, bool), &'static str> {
+pub(crate) fn clean_path(raw: &str) -> Result<(Cow<'_, str>, bool), &'static str> {
+    // Fast path: nothing encoded, no empty, `.` or `..` segments: the path as it is.
+    let simple = raw.starts_with('/')
+        && raw.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'~' | b'+')
+        })
+        && !raw.contains("//")
+        && !raw.contains("/./")
+        && !raw.contains("/../")
+        && !raw.ends_with("/.")
+        && !raw.ends_with("/..");
+    if simple {
+        let dir = raw.ends_with('/');
+        let rel = raw[1..].strip_suffix('/').unwrap_or(&raw[1..]);
+        return Ok((Cow::Borrowed(rel), dir));
+    }
     let lower = raw.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") {
         return Err("encoded slashes are not allowed in paths\n");
@@ -133,7 +167,7 @@ pub(crate) fn clean_path(raw: &str) -> Result<(String, bool), &'static str> {
             }
         }
     }
-    Ok((out, dir))
+    Ok((Cow::Owned(out), dir))
 }
 
 /// Whether an unknown path is a page (SPA route) rather than a missing asset: no extension, or

@@ -50,6 +50,29 @@ impl SiteKey {
 pub struct SiteTable {
     /// The served version of each environment.
     pub sites: HashMap<SiteKey, Arc<SiteVersion>>,
+    /// The same, by the host name that reaches it (`web.localhost`, `staging--web.localhost`),
+    /// so that routing a request is one lookup with no allocation.
+    by_host: HashMap<String, Arc<SiteVersion>>,
+}
+
+impl SiteTable {
+    /// A snapshot of `sites` under `domain`.
+    fn new(sites: HashMap<SiteKey, Arc<SiteVersion>>, domain: &str) -> SiteTable {
+        let by_host = sites
+            .iter()
+            .map(|(k, v)| (host_of(&k.project, &k.env, domain), v.clone()))
+            .collect();
+        SiteTable { sites, by_host }
+    }
+}
+
+/// The host name that serves `project`'s environment `env`.
+fn host_of(project: &str, env: &str, domain: &str) -> String {
+    if env == PRODUCTION {
+        format!("{project}.{domain}")
+    } else {
+        format!("{env}--{project}.{domain}")
+    }
 }
 
 /// The environment served at `<project>.<domain>`.
@@ -93,11 +116,7 @@ impl SiteServer {
 
     /// The URL that serves `project`'s environment `env`.
     pub fn url(&self, project: &str, env: &str) -> String {
-        let host = if env == PRODUCTION {
-            format!("{project}.{}", self.domain)
-        } else {
-            format!("{env}--{project}.{}", self.domain)
-        };
+        let host = host_of(project, env, &self.domain);
         match self.url_port.get() {
             Some(80) | None => format!("http://{host}/"),
             Some(p) => format!("http://{host}:{p}/"),
@@ -134,7 +153,8 @@ impl SiteServer {
                 }
             }
         }
-        self.table.store(Arc::new(SiteTable { sites }));
+        self.table
+            .store(Arc::new(SiteTable::new(sites, &self.domain)));
     }
 
     /// Removes every environment of `project` from the table (the project was removed).
@@ -146,7 +166,8 @@ impl SiteServer {
             .filter(|(k, _)| k.project != project)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.table.store(Arc::new(SiteTable { sites }));
+        self.table
+            .store(Arc::new(SiteTable::new(sites, &self.domain)));
     }
 
     /// The version serving `key`, if any, in a table snapshot reused by every request.
@@ -157,34 +178,11 @@ impl SiteServer {
     /// Finds the site a Host header names: `<project>.<domain>` is production,
     /// `<env>--<project>.<domain>` any other environment.
     pub(crate) fn route(&self, table: &SiteTable, host: &str) -> Option<Arc<SiteVersion>> {
-        let host = host_without_port(host);
-        let host = host.trim_end_matches('.');
-        if host.len() <= self.domain.len() + 1 {
-            return None;
+        let host = host_without_port(host).trim_end_matches('.');
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return table.by_host.get(&host.to_ascii_lowercase()).cloned();
         }
-        let (label, domain) = host.split_at(host.len() - self.domain.len() - 1);
-        if !domain[1..].eq_ignore_ascii_case(&self.domain) || !domain.starts_with('.') {
-            return None;
-        }
-        if label.contains('.') {
-            return None;
-        }
-        let label = label.to_ascii_lowercase();
-        // Fast path: production, no allocation of a second key.
-        if let Some(v) = table.sites.get(&SiteKey::new(label.as_str(), PRODUCTION)) {
-            return Some(v.clone());
-        }
-        // Names may contain `--` themselves: try every split, left to right.
-        let mut from = 0;
-        while let Some(i) = label[from..].find("--") {
-            let at = from + i;
-            let (env, project) = (&label[..at], &label[at + 2..]);
-            if let Some(v) = table.sites.get(&SiteKey::new(project, env)) {
-                return Some(v.clone());
-            }
-            from = at + 1;
-        }
-        None
+        table.by_host.get(host).cloned()
     }
 
     /// Serves sites on an already-bound listener until `shutdown` completes.

@@ -342,7 +342,12 @@ async fn paths_never_escape_the_version() {
         assert!(r.status == 400 || r.status == 404, "{path}: {}", r.status);
         assert!(!r.text().contains("secret"), "{path}");
     }
-    assert_eq!(clean_path("/a//b/").expect("ok"), ("a/b".to_owned(), true));
+    let (rel, dir) = clean_path("/a//b/").expect("ok");
+    assert_eq!((rel.as_ref(), dir), ("a/b", true));
+    let (rel, dir) = clean_path("/a/b.js").expect("ok");
+    assert_eq!((rel.as_ref(), dir), ("a/b.js", false));
+    let (rel, dir) = clean_path("/about/").expect("ok");
+    assert_eq!((rel.as_ref(), dir), ("about", true));
     assert!(clean_path("/a/%2e/b").is_err());
     assert!(clean_path("/%ff").is_err());
 }

@@ -80,6 +80,79 @@ pub enum Command {
     Publish(PublishArgs),
     /// Re-hash stored versions against their manifests and report damage (exit 1 when any).
     Verify(VerifyArgs),
+    /// Deploy a version to an environment (production by default) and print its URL.
+    Deploy(DeployArgs),
+    /// Point an environment back at its previous release (or --to a version), and pin it.
+    Rollback(RollbackArgs),
+    /// Show an environment's release history, newest first.
+    Releases(ReleasesArgs),
+    /// List, remove or unpin a project's environments.
+    #[command(subcommand)]
+    Env(EnvCommand),
+}
+
+/// `opus deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The project.
+    pub project: String,
+    /// The version to deploy (see `opus artifacts <project>`).
+    #[arg(value_name = "VERSION")]
+    pub version_name: String,
+    /// The environment.
+    #[arg(long, short = 'e', default_value = "production")]
+    pub env: String,
+}
+
+/// `opus rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The project.
+    pub project: String,
+    /// The environment.
+    #[arg(long, short = 'e', default_value = "production")]
+    pub env: String,
+    /// Go back to this version instead of the previous release.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// `opus releases`.
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    /// The project.
+    pub project: String,
+    /// Only this environment (all environments without it).
+    #[arg(long, short = 'e')]
+    pub env: Option<String>,
+    /// Show at most this many (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: u32,
+}
+
+/// `opus env ...`.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// List a project's environments with their current version and URL.
+    List {
+        /// The project.
+        project: String,
+    },
+    /// Remove an environment (a preview) and stop serving it; its history stays.
+    Remove {
+        /// The project.
+        project: String,
+        /// The environment.
+        env: String,
+    },
+    /// Let automatic deploys move an environment pinned by a rollback again.
+    Unpin {
+        /// The project.
+        project: String,
+        /// The environment.
+        #[arg(default_value = "production")]
+        env: String,
+    },
 }
 
 /// `opus artifacts`.

@@ -82,6 +82,13 @@ impl Connection {
         ProjectServiceClient::new(self.transport())
     }
 
+    /// Deploys, rollbacks, releases and environments.
+    pub fn deploys(
+        &self,
+    ) -> opus_core::proto::deploy_service_client::DeployServiceClient<Transport> {
+        opus_core::proto::deploy_service_client::DeployServiceClient::new(self.transport())
+    }
+
     /// Stored versions: listing, manifests, archives, publishing, verify. Messages may be large
     /// (the manifest of a site with many files).
     pub fn artifacts(&self) -> ArtifactServiceClient<Transport> {

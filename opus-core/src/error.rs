@@ -61,6 +61,46 @@ pub enum StoreError {
     /// No build with that id.
     #[error("no build #{0} (see `opus builds`)")]
     BuildNotFound(u64),
+    /// Deploying a version the project does not have.
+    #[error(
+        "project {project:?} has no version {version:?} (see `opus artifacts {project}`, or publish it first)"
+    )]
+    VersionNotFound {
+        /// The project.
+        project: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// No environment with that name in the project.
+    #[error(
+        "project {project:?} has no environment {env:?} (see `opus env list {project}`; deploy to it with `opus deploy {project} <version> --env {env}`)"
+    )]
+    EnvironmentNotFound {
+        /// The project.
+        project: String,
+        /// The environment.
+        env: String,
+    },
+    /// A rollback with nothing earlier to go back to.
+    #[error(
+        "environment {env:?} of project {project:?} has no earlier release to roll back to (deploy another version with `opus deploy`, or name one with `--to`)"
+    )]
+    NoEarlierRelease {
+        /// The project.
+        project: String,
+        /// The environment.
+        env: String,
+    },
+    /// An automatic deploy to an environment pinned by a rollback.
+    #[error(
+        "environment {env:?} of project {project:?} is pinned by a rollback (unpin it with `opus env unpin {project} {env}`)"
+    )]
+    EnvironmentPinned {
+        /// The project.
+        project: String,
+        /// The environment.
+        env: String,
+    },
     /// A stored record that does not decode: the data directory is damaged or from a newer opusd.
     #[error("metadata record {key} does not decode: {detail}")]
     Corrupt {

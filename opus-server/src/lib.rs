@@ -8,6 +8,10 @@
 //! - [`scheduler`]: the build queue and its slots; [`build`]: one build from source to outcome;
 //!   [`source`]: git mirrors and local copies; [`executor`]: steps as process groups;
 //!   [`logs`]: build log files and live tails.
+//! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
+//! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
+//!   table together.
+//! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 
 pub mod api;
 pub mod build;
@@ -16,6 +20,9 @@ pub mod executor;
 pub mod logs;
 pub mod scheduler;
 pub mod source;
+pub mod deploys;
+pub mod metrics;
+pub mod sites;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -67,6 +74,19 @@ pub enum ServeError {
     /// The reflection service could not load the API descriptors (a build defect).
     #[error("gRPC reflection setup failed: {0}")]
     Reflection(String),
+    /// The sites listener could not be bound.
+    #[error(
+        "cannot listen for sites on {addr}: {source} (is another opusd running? try --sites-listen)"
+    )]
+    SitesListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The deployed sites could not be loaded.
+    #[error("cannot load the deployed sites: {0}")]
+    Sites(#[source] opus_core::CoreError),
     /// The gRPC server failed.
     #[error("API server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -79,6 +99,10 @@ pub struct AppState {
     pub store: MetaStore,
     /// The artifact stores (versions: files, archives, manifests).
     pub artifacts: ArtifactStore,
+    /// Deploys and rollbacks: the store and the site table together.
+    pub deployer: deploys::Deployer,
+    /// The Prometheus metrics.
+    pub metrics: metrics::Metrics,
     /// The resolved configuration.
     pub config: Arc<Config>,
     /// When this opusd started (for uptime).
@@ -89,10 +113,19 @@ pub struct AppState {
     pub logs: logs::LogHub,
 }
 
-/// Writes `<data-dir>/opusd.json` with the bound API address and the process id, so scripts and
-/// tests that start opusd on port 0 learn where it listens. Failing to write it is only logged.
-fn write_address_file(data_dir: &std::path::Path, api: std::net::SocketAddr) {
-    let info = serde_json::json!({ "api": api.to_string(), "pid": std::process::id() });
+/// Writes `<data-dir>/opusd.json` with the bound API and sites addresses and the process id, so
+/// scripts and tests that start opusd on port 0 learn where it listens. Failing to write it is
+/// only logged.
+fn write_address_file(
+    data_dir: &std::path::Path,
+    api: std::net::SocketAddr,
+    sites: std::net::SocketAddr,
+) {
+    let info = serde_json::json!({
+        "api": api.to_string(),
+        "sites": sites.to_string(),
+        "pid": std::process::id(),
+    });
     let path = data_dir.join("opusd.json");
     let tmp = data_dir.join("opusd.json.tmp");
     let result = std::fs::write(&tmp, info.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
@@ -101,8 +134,9 @@ fn write_address_file(data_dir: &std::path::Path, api: std::net::SocketAddr) {
     }
 }
 
-/// Runs opusd on an already-bound API listener until `shutdown` completes, then stops accepting,
-/// lets in-flight calls finish and flushes the store.
+/// Runs opusd on an already-bound API listener (and the sites listener it binds from
+/// `config.sites_listen`) until `shutdown` completes, then stops accepting, lets in-flight calls
+/// finish and flushes the store.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
@@ -148,9 +182,28 @@ pub async fn serve(
         }
     });
 
-    // Written once everything is open, just before serving: a test or script that waits for this
-    // file may signal opusd right after.
-    write_address_file(&config.data_dir, bound);
+    let metrics = metrics::Metrics::new();
+    let site_server = Arc::new(sites::SiteServer::new(&config.domain, metrics.clone()));
+    let deployer = deploys::Deployer::new(
+        store.clone(),
+        artifacts.clone(),
+        site_server.clone(),
+        metrics.clone(),
+    );
+    deployer.load_all().await.map_err(ServeError::Sites)?;
+    let sites_listener = TcpListener::bind(config.sites_listen)
+        .await
+        .map_err(|source| ServeError::SitesListen {
+            addr: config.sites_listen,
+            source,
+        })?;
+    let sites_bound = sites_listener
+        .local_addr()
+        .map_err(|source| ServeError::SitesListen {
+            addr: config.sites_listen,
+            source,
+        })?;
+    site_server.set_port(sites_bound.port());
 
     let data_dir = config.data_dir.clone();
     let io = |path: std::path::PathBuf| move |source| ServeError::DataDir { path, source };
@@ -181,14 +234,35 @@ pub async fn serve(
     let state = AppState {
         store: store.clone(),
         artifacts,
+        deployer,
+        metrics,
         config: Arc::new(config),
         started_at: SystemTime::now(),
         scheduler: scheduler.clone(),
         logs,
     };
-    info!(api = %bound, data_dir = %state.config.data_dir.display(), "opusd started");
 
-    api::run(listener, state.clone(), shutdown).await?;
+    // One shutdown signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let sites_task = tokio::spawn(site_server.run(sites_listener, stopped(stop_rx.clone())));
+
+    write_address_file(&state.config.data_dir, bound, sites_bound);
+    info!(api = %bound, sites = %sites_bound, data_dir = %state.config.data_dir.display(), "opusd started");
+
+    let api_result = api::run(listener, state.clone(), stopped(stop_rx)).await;
+    match sites_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the site server failed"),
+        Err(e) => tracing::error!(error = %e, "the site server task failed"),
+    }
+    api_result?;
 
     info!("shutting down: no new builds start");
     scheduler.shutdown(grace).await;

@@ -88,6 +88,8 @@ pub struct Daemon {
     pub root: tempfile::TempDir,
     /// `http://127.0.0.1:<port>` of the API.
     pub server: String,
+    /// `http://127.0.0.1:<port>` of the site server.
+    pub sites: String,
     /// Extra arguments it was started with (kept for restarts).
     args: Vec<String>,
     /// The token the CLI passes, if the daemon has one.
@@ -108,6 +110,7 @@ impl Daemon {
         let mut d = Daemon {
             child: None,
             server: String::new(),
+            sites: String::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
             token: None,
             log_path: root.path().join("opusd.log"),
@@ -164,6 +167,7 @@ impl Daemon {
                 && let Some(api) = v["api"].as_str()
             {
                 self.server = format!("http://{api}");
+                self.sites = format!("http://{}", v["sites"].as_str().unwrap_or(""));
                 break;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -381,5 +385,79 @@ impl GitRepo {
     /// The repository as a `file://` URL.
     pub fn url(&self) -> String {
         format!("file://{}", self.dir.display())
+    }
+}
+
+/// A site server's answer, read from a raw HTTP/1.1 exchange.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lowercase.
+    pub headers: std::collections::HashMap<String, String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `method path` with `Host: host` to `addr` (`http://127.0.0.1:<port>`) exactly as written
+/// (no client-side path normalisation), with extra header lines, and reads the whole answer.
+pub fn http(addr: &str, method: &str, host: &str, path: &str, extra: &[&str]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let hostport = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(hostport).expect("connect to the site server");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for h in extra {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    s.write_all(text.as_bytes()).expect("send the request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+impl Daemon {
+    /// `GET path` on the site server with `Host: host`.
+    pub fn get(&self, host: &str, path: &str) -> HttpResponse {
+        http(&self.sites, "GET", host, path, &[])
+    }
+
+    /// Publishes folder `dir` as `project`'s `version` with `opus publish`.
+    pub fn publish(&self, project: &str, version: &str, dir: &Path) {
+        let dir = dir.to_str().expect("a UTF-8 path");
+        self.opus(&["publish", project, version, dir]).ok();
     }
 }

@@ -3,6 +3,7 @@
 mod artifacts;
 mod builds;
 mod install;
+mod deploys;
 mod projects;
 mod secret;
 mod status;
@@ -27,6 +28,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::List(args) => projects::list(&conn, &global, args).await,
         Command::Status => status::show(&conn, &global).await,
         Command::Secret(cmd) => secret::run(&conn, &global, cmd).await,
+        Command::Deploy(args) => deploys::deploy(&conn, &global, args).await,
+        Command::Rollback(args) => deploys::rollback(&conn, &global, args).await,
+        Command::Releases(args) => deploys::releases(&conn, &global, args).await,
+        Command::Env(cmd) => deploys::env(&conn, &global, cmd).await,
         Command::Artifacts(args) => artifacts::list(&conn, &global, args).await,
         Command::Download(args) => artifacts::download(&conn, &global, args).await,
         Command::Publish(args) => artifacts::publish(&conn, &global, args).await,

@@ -9,6 +9,7 @@
 //! `<project>\0<...>` so a prefix scan finds one project's records.
 
 mod builds;
+mod deploys;
 mod events;
 mod projects;
 mod versions;
@@ -26,13 +27,17 @@ use crate::error::StoreError;
 use crate::model::Event;
 
 pub use builds::BuildFilter;
+pub use deploys::{EnvironmentRecord, Release, ReleaseReason, SiteOptions};
 
 /// The trees of the store, in the order [`Tx`] sees them.
 ///
 /// - `versions`: `<project>\0<version>` -> [`crate::model::VersionRecord`] JSON.
 /// - `blob_refs`: `<store>\0<sha256 hex>\0<object key>` -> empty: which stored objects hold a
 ///   content, for dedup; an entry exists only while its version does.
-const TREE_NAMES: [&str; 8] = [
+/// - `environments`: `<project>\0<env>` -> [`EnvironmentRecord`] JSON (the pointer).
+/// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
+/// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
+const TREE_NAMES: [&str; 11] = [
     "projects",
     "secrets",
     "builds",
@@ -41,6 +46,9 @@ const TREE_NAMES: [&str; 8] = [
     "counters",
     "versions",
     "blob_refs",
+    "environments",
+    "releases",
+    "site_options",
 ];
 
 /// The sled metadata store shared by every part of opusd.
@@ -67,6 +75,9 @@ enum T {
     Counters = 5,
     Versions = 6,
     BlobRefs = 7,
+    Environments = 8,
+    Releases = 9,
+    SiteOptions = 10,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -110,8 +110,9 @@ impl MetaStore {
         })
     }
 
-    /// Removes a project with its secrets and build index; its build records stay readable by id
-    /// until the build history is pruned, so logs of a removed project can still be read.
+    /// Removes a project with its secrets, build index and environments (nothing serves it any
+    /// more); its build records stay readable by id until the build history is pruned, so logs of
+    /// a removed project can still be read, and its release history stays.
     pub fn delete_project(&self, name: &ProjectName) -> Result<(), StoreError> {
         // Collect the keys first: a transaction cannot iterate.
         let secret_keys: Vec<_> = self
@@ -124,9 +125,17 @@ impl MetaStore {
             .scan_prefix(prefix(name.as_str()))
             .keys()
             .collect::<Result<_, _>>()?;
+        let env_keys: Vec<_> = self
+            .tree(T::Environments)
+            .scan_prefix(prefix(name.as_str()))
+            .keys()
+            .collect::<Result<_, _>>()?;
         self.transact(|tx| {
             tx.project(name.as_str())?;
             tx.tree(T::Projects).remove(name.as_str().as_bytes())?;
+            for k in &env_keys {
+                tx.tree(T::Environments).remove(k)?;
+            }
             for k in &secret_keys {
                 tx.tree(T::Secrets).remove(k)?;
             }

@@ -130,3 +130,96 @@ fn builds_get_increasing_ids_and_events() {
     assert_eq!(kinds, ["build.queued", "build.queued", "build.running"]);
     assert!(store.create_build(&build("nope")).is_err());
 }
+
+fn version(project: &str, v: &str) -> crate::model::VersionRecord {
+    crate::model::VersionRecord {
+        project: ProjectName::new(project).expect("valid name"),
+        version: crate::model::VersionName::new(v).expect("valid version"),
+        store: "default".into(),
+        build_id: 0,
+        commit: String::new(),
+        created_at: SystemTime::now(),
+        file_count: 0,
+        size: 0,
+        archive_size: 0,
+        archive_sha256: String::new(),
+    }
+}
+
+#[test]
+fn deploys_rollbacks_pins_and_history() {
+    use crate::error::StoreError as E;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    for v in ["1", "2", "3"] {
+        store
+            .commit_version(&version("web", v), &[])
+            .expect("version");
+    }
+    let deploy = |v: &str, reason| store.deploy("web", "production", v, "test", reason, false);
+    assert!(matches!(
+        deploy("9", ReleaseReason::Deploy),
+        Err(E::VersionNotFound { .. })
+    ));
+    assert!(matches!(
+        store.rollback("web", "production", None, "test"),
+        Err(E::EnvironmentNotFound { .. })
+    ));
+    deploy("1", ReleaseReason::Deploy).expect("deploy 1");
+    assert!(matches!(
+        store.rollback("web", "production", None, "test"),
+        Err(E::NoEarlierRelease { .. })
+    ));
+    deploy("2", ReleaseReason::Deploy).expect("deploy 2");
+    deploy("3", ReleaseReason::Auto).expect("deploy 3");
+    // Rollback twice walks back (3 -> 2 -> 1), and pins.
+    let r = store
+        .rollback("web", "production", None, "test")
+        .expect("rb");
+    assert_eq!((r.current.version.as_str(), r.pinned), ("2", true));
+    let r = store
+        .rollback("web", "production", None, "test")
+        .expect("rb");
+    assert_eq!(r.current.version, "1");
+    // Pinned: automatic deploys are refused and change nothing.
+    assert!(matches!(
+        deploy("3", ReleaseReason::Auto),
+        Err(E::EnvironmentPinned { .. })
+    ));
+    assert_eq!(store.releases("web", None, 0).expect("list").len(), 5);
+    let protected = store.protected_versions("web").expect("protected");
+    assert!(
+        protected.contains("1") && protected.contains("2"),
+        "{protected:?}"
+    );
+    assert!(!protected.contains("3"));
+    store.unpin_environment("web", "production").expect("unpin");
+    deploy("3", ReleaseReason::Auto).expect("auto after unpin");
+    let list = store.releases("web", Some("production"), 2).expect("list");
+    assert_eq!(list.iter().map(|r| r.seq).collect::<Vec<_>>(), [6, 5]);
+    // Events in the same transactions.
+    let n = store
+        .events_from(0, 100)
+        .expect("events")
+        .iter()
+        .filter(|e| e.kind == "deploy" || e.kind == "rollback")
+        .count();
+    assert_eq!(n, 6);
+    // The pointer survives a reopen; removing the environment keeps the history.
+    drop(store);
+    let store = MetaStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store
+            .environment("web", "production")
+            .expect("env")
+            .current
+            .version,
+        "3"
+    );
+    store
+        .remove_environment("web", "production")
+        .expect("remove");
+    assert!(store.environments("web").expect("envs").is_empty());
+    assert_eq!(store.releases("web", None, 0).expect("list").len(), 6);
+}

@@ -29,10 +29,23 @@ impl ArtifactsApi {
     }
 }
 
-/// Versions of `project` that may not be deleted: those an environment points at and their
-/// previous releases. Environments do not exist yet, so none are protected.
-pub fn protected_versions(_state: &AppState, _project: &str) -> HashSet<String> {
-    HashSet::new()
+/// Versions of `project` that may not be deleted: those an environment points at and the ones a
+/// rollback of each environment would go back to. When the store cannot say, every version of
+/// the project is protected (deleting nothing is the safe failure).
+pub fn protected_versions(state: &AppState, project: &str) -> HashSet<String> {
+    match state.store.protected_versions(project) {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(project, error = %e, "cannot read environments: protecting every version");
+            state
+                .store
+                .list_versions(project)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v.version.as_str().to_owned())
+                .collect()
+        }
+    }
 }
 
 /// Applies the project's `keep_versions` after a version was stored; failures are logged, the

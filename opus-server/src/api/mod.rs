@@ -7,6 +7,7 @@
 mod artifacts;
 mod auth;
 mod builds;
+mod deploys;
 mod events;
 mod projects;
 mod status;
@@ -18,6 +19,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use opus_core::proto;
 use opus_core::proto::build_service_server::BuildServiceServer;
+use opus_core::proto::deploy_service_server::DeployServiceServer;
 use opus_core::proto::event_service_server::EventServiceServer;
 use opus_core::proto::project_service_server::ProjectServiceServer;
 use opus_core::proto::system_service_server::SystemServiceServer;
@@ -77,10 +79,30 @@ pub(crate) async fn run(
         .max_encoding_message_size(artifacts::MAX_MESSAGE),
         auth.interceptor(),
     ));
+    routes = routes.add_service(DeployServiceServer::with_interceptor(
+        deploys::DeploysApi::new(state.clone()),
+        auth.interceptor(),
+    ));
 
+    let metrics = state.metrics.clone();
     let router = routes
         .into_axum_router()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
         .fallback(not_implemented);
 
     let mut server = Server::builder().accept_http1(true);

@@ -105,7 +105,11 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::DeleteProjectRequest>,
     ) -> Result<Response<proto::DeleteProjectResponse>, Status> {
         let name = ProjectName::new(req.into_inner().name).map_err(status)?;
-        self.state.store.delete_project(&name).map_err(status)?;
+        self.state
+            .deployer
+            .remove_project(&name)
+            .await
+            .map_err(status)?;
         tracing::info!("project removed");
         Ok(Response::new(proto::DeleteProjectResponse {}))
     }

@@ -22,6 +22,7 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Config::resolve(ConfigArgs {
             data_dir: Some(dir.path().to_path_buf()),
+            sites_listen: Some("127.0.0.1:0".parse().expect("address")),
             ..Default::default()
         })
         .expect("config");

@@ -5,6 +5,7 @@ mod builds;
 mod config;
 mod kubernetes;
 mod kubernetes_cli;
+mod deploys;
 mod projects;
 mod s3;
 mod security;

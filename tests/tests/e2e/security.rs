@@ -93,10 +93,9 @@ fn health_and_unimplemented_answer() {
             .await;
         assert!(resp.is_ok(), "{resp:?}");
         // A service not served yet answers Unimplemented with a message.
-        let mut deploys =
-            opus_core::proto::deploy_service_client::DeployServiceClient::new(channel);
-        let err = deploys
-            .deploy(opus_core::proto::DeployRequest::default())
+        let mut runner = opus_core::proto::runner_service_client::RunnerServiceClient::new(channel);
+        let err = runner
+            .get_assignment(opus_core::proto::GetAssignmentRequest::default())
             .await
             .expect_err("not served yet");
         assert_eq!(err.code(), tonic::Code::Unimplemented);

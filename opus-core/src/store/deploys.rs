@@ -1,0 +1,436 @@
+//! Environments, releases and per-version site options.
+//!
+//! An environment is a pointer at its current release; a release is (sequence number, version,
+//! time, actor, reason). Deploy and rollback append a release, move the pointer and append the
+//! event in one transaction. Releases are never removed (removing an environment removes only
+//! its pointer), so the history is complete.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{MetaStore, T, Tx, TxResult, abort, decode, pair_key, prefix};
+use crate::error::StoreError;
+
+/// Why a release was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseReason {
+    /// `opus deploy`.
+    Deploy,
+    /// `opus rollback`.
+    Rollback,
+    /// A successful build of the environment's branch.
+    Auto,
+}
+
+impl ReleaseReason {
+    /// The lowercase name (`deploy`, `rollback`, `auto`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Deploy => "deploy",
+            ReleaseReason::Rollback => "rollback",
+            ReleaseReason::Auto => "auto",
+        }
+    }
+}
+
+/// One entry of an environment's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// Per-environment sequence number, from 1.
+    pub seq: u64,
+    /// The project.
+    pub project: String,
+    /// The environment.
+    pub env: String,
+    /// The version it points at.
+    pub version: String,
+    /// When it was made.
+    pub time: SystemTime,
+    /// Who made it (`cli`, `build #42`...).
+    pub actor: String,
+    /// Why.
+    pub reason: ReleaseReason,
+    /// For a rollback: the sequence number of the release whose version it restores, so that a
+    /// second rollback goes further back instead of flipping between two versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restores: Option<u64>,
+}
+
+/// An environment: the pointer at its current release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentRecord {
+    /// The project.
+    pub project: String,
+    /// The environment name.
+    pub name: String,
+    /// The current release.
+    pub current: Release,
+    /// Set by a rollback: automatic deploys skip it until the next deploy or unpin.
+    pub pinned: bool,
+    /// Whether it is a per-branch preview.
+    pub preview: bool,
+}
+
+/// How the site server serves one version (from the build's opus.yml).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteOptions {
+    /// Unknown paths serve `index.html`.
+    #[serde(default)]
+    pub spa: bool,
+}
+
+fn env_key(project: &str, env: &str) -> Vec<u8> {
+    pair_key(project, env.as_bytes())
+}
+
+fn release_prefix(project: &str, env: &str) -> Vec<u8> {
+    let mut k = env_key(project, env);
+    k.push(0);
+    k
+}
+
+fn release_key(project: &str, env: &str, seq: u64) -> Vec<u8> {
+    let mut k = release_prefix(project, env);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// What a new release is.
+struct NewRelease<'a> {
+    project: &'a str,
+    env: &'a str,
+    version: &'a str,
+    actor: &'a str,
+    reason: ReleaseReason,
+    restores: Option<u64>,
+    pinned: bool,
+    preview: bool,
+}
+
+impl Tx<'_> {
+    fn version_exists(&self, project: &str, version: &str) -> TxResult<()> {
+        if self
+            .tree(T::Versions)
+            .get(pair_key(project, version.as_bytes()))?
+            .is_none()
+        {
+            return abort(StoreError::VersionNotFound {
+                project: project.to_owned(),
+                version: version.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends a release, moves the pointer, appends the event.
+    fn release(&self, new: &NewRelease<'_>) -> TxResult<EnvironmentRecord> {
+        let counter = format!("release\0{}\0{}", new.project, new.env);
+        let seq = self.next_counter(&counter)?;
+        let release = Release {
+            seq,
+            project: new.project.to_owned(),
+            env: new.env.to_owned(),
+            version: new.version.to_owned(),
+            time: SystemTime::now(),
+            actor: new.actor.to_owned(),
+            reason: new.reason,
+            restores: new.restores,
+        };
+        self.put_json(
+            T::Releases,
+            &release_key(new.project, new.env, seq),
+            &release,
+        )?;
+        let record = EnvironmentRecord {
+            project: new.project.to_owned(),
+            name: new.env.to_owned(),
+            current: release,
+            pinned: new.pinned,
+            preview: new.preview,
+        };
+        self.put_json(T::Environments, &env_key(new.project, new.env), &record)?;
+        let kind = match new.reason {
+            ReleaseReason::Rollback => "rollback",
+            ReleaseReason::Deploy | ReleaseReason::Auto => "deploy",
+        };
+        self.append_event(
+            kind,
+            new.project,
+            json!({
+                "project": new.project,
+                "env": new.env,
+                "version": new.version,
+                "seq": seq,
+                "reason": new.reason.as_str(),
+                "actor": new.actor,
+                "pinned": new.pinned,
+            }),
+        )?;
+        Ok(record)
+    }
+}
+
+impl MetaStore {
+    /// Points `env` at `version` with a new release. A deploy (`Deploy`) unpins the environment;
+    /// an automatic one (`Auto`) to a pinned environment fails with `EnvironmentPinned` and
+    /// changes nothing. `VersionNotFound` when the project has no such version.
+    pub fn deploy(
+        &self,
+        project: &str,
+        env: &str,
+        version: &str,
+        actor: &str,
+        reason: ReleaseReason,
+        preview: bool,
+    ) -> Result<EnvironmentRecord, StoreError> {
+        self.transact(|tx| {
+            tx.project(project)?;
+            tx.version_exists(project, version)?;
+            let current: Option<EnvironmentRecord> =
+                tx.get_json(T::Environments, &env_key(project, env))?;
+            if reason == ReleaseReason::Auto && current.as_ref().is_some_and(|c| c.pinned) {
+                return abort(StoreError::EnvironmentPinned {
+                    project: project.to_owned(),
+                    env: env.to_owned(),
+                });
+            }
+            tx.release(&NewRelease {
+                project,
+                env,
+                version,
+                actor,
+                reason,
+                restores: None,
+                pinned: false,
+                preview: current.map_or(preview, |c| c.preview),
+            })
+        })
+    }
+
+    /// Points `env` back at the release before the current one (skipping releases of the same
+    /// version, and versions since deleted), or at version `to`, and pins it.
+    pub fn rollback(
+        &self,
+        project: &str,
+        env: &str,
+        to: Option<&str>,
+        actor: &str,
+    ) -> Result<EnvironmentRecord, StoreError> {
+        self.transact(|tx| {
+            tx.project(project)?;
+            let Some(current) =
+                tx.get_json::<EnvironmentRecord>(T::Environments, &env_key(project, env))?
+            else {
+                return abort(StoreError::EnvironmentNotFound {
+                    project: project.to_owned(),
+                    env: env.to_owned(),
+                });
+            };
+            let (version, restores) = match to {
+                Some(v) => {
+                    tx.version_exists(project, v)?;
+                    (v.to_owned(), None)
+                }
+                None => {
+                    let base = current.current.restores.unwrap_or(current.current.seq);
+                    let mut found = None;
+                    let mut seq = base;
+                    while seq > 1 {
+                        seq -= 1;
+                        let Some(r) =
+                            tx.get_json::<Release>(T::Releases, &release_key(project, env, seq))?
+                        else {
+                            continue;
+                        };
+                        if r.version == current.current.version {
+                            continue;
+                        }
+                        let exists = tx
+                            .tree(T::Versions)
+                            .get(pair_key(project, r.version.as_bytes()))?
+                            .is_some();
+                        if exists {
+                            found = Some((r.version.clone(), r.restores.unwrap_or(r.seq)));
+                            break;
+                        }
+                    }
+                    match found {
+                        Some((v, s)) => (v, Some(s)),
+                        None => {
+                            return abort(StoreError::NoEarlierRelease {
+                                project: project.to_owned(),
+                                env: env.to_owned(),
+                            });
+                        }
+                    }
+                }
+            };
+            tx.release(&NewRelease {
+                project,
+                env,
+                version: &version,
+                actor,
+                reason: ReleaseReason::Rollback,
+                restores,
+                pinned: true,
+                preview: current.preview,
+            })
+        })
+    }
+
+    /// One environment.
+    pub fn environment(&self, project: &str, env: &str) -> Result<EnvironmentRecord, StoreError> {
+        self.get_json(T::Environments, &env_key(project, env))?
+            .ok_or_else(|| StoreError::EnvironmentNotFound {
+                project: project.to_owned(),
+                env: env.to_owned(),
+            })
+    }
+
+    /// A project's environments, by name.
+    pub fn environments(&self, project: &str) -> Result<Vec<EnvironmentRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(T::Environments).scan_prefix(prefix(project)) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Every environment of every project (for the site table on start).
+    pub fn all_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree(T::Environments).iter() {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Release history, newest first: of one environment, or of all (`env` `None`), at most
+    /// `limit` (0: all).
+    pub fn releases(
+        &self,
+        project: &str,
+        env: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Release>, StoreError> {
+        let scan = match env {
+            Some(e) => release_prefix(project, e),
+            None => prefix(project),
+        };
+        let mut out: Vec<Release> = Vec::new();
+        for item in self.tree(T::Releases).scan_prefix(scan).rev() {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+            if env.is_some() && limit > 0 && out.len() >= limit {
+                break;
+            }
+        }
+        if env.is_none() {
+            out.sort_by(|a, b| b.time.cmp(&a.time).then(b.seq.cmp(&a.seq)));
+            if limit > 0 {
+                out.truncate(limit);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an environment's pointer (its history stays), with an `environment.removed` event.
+    pub fn remove_environment(&self, project: &str, env: &str) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            let key = env_key(project, env);
+            if tx.tree(T::Environments).remove(key)?.is_none() {
+                return abort(StoreError::EnvironmentNotFound {
+                    project: project.to_owned(),
+                    env: env.to_owned(),
+                });
+            }
+            tx.append_event(
+                "environment.removed",
+                project,
+                json!({ "project": project, "env": env }),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Clears an environment's pin, with an `environment.unpinned` event.
+    pub fn unpin_environment(
+        &self,
+        project: &str,
+        env: &str,
+    ) -> Result<EnvironmentRecord, StoreError> {
+        self.transact(|tx| {
+            let key = env_key(project, env);
+            let Some(mut record) = tx.get_json::<EnvironmentRecord>(T::Environments, &key)? else {
+                return abort(StoreError::EnvironmentNotFound {
+                    project: project.to_owned(),
+                    env: env.to_owned(),
+                });
+            };
+            if record.pinned {
+                record.pinned = false;
+                tx.put_json(T::Environments, &key, &record)?;
+                tx.append_event(
+                    "environment.unpinned",
+                    project,
+                    json!({ "project": project, "env": env }),
+                )?;
+            }
+            Ok(record)
+        })
+    }
+
+    /// The versions of `project` that must stay stored: each environment's current version and
+    /// the one a rollback of it would go back to (the newest earlier release of another version).
+    pub fn protected_versions(
+        &self,
+        project: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for env in self.environments(project)? {
+            let current = env.current.version.clone();
+            for item in self
+                .tree(T::Releases)
+                .scan_prefix(release_prefix(project, &env.name))
+                .rev()
+            {
+                let (k, v) = item?;
+                let r: Release = decode(&k, &v)?;
+                if r.version != current {
+                    out.insert(r.version);
+                    break;
+                }
+            }
+            out.insert(current);
+        }
+        Ok(out)
+    }
+
+    /// Records how a version is served (the builder calls it when it stores a version).
+    pub fn set_site_options(
+        &self,
+        project: &str,
+        version: &str,
+        options: &SiteOptions,
+    ) -> Result<(), StoreError> {
+        let key = pair_key(project, version.as_bytes());
+        let bytes = serde_json::to_vec(options).map_err(|e| StoreError::Corrupt {
+            key: format!("{project}/{version}"),
+            detail: e.to_string(),
+        })?;
+        self.tree(T::SiteOptions).insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// How a version is served (defaults when nothing was recorded).
+    pub fn site_options(&self, project: &str, version: &str) -> Result<SiteOptions, StoreError> {
+        Ok(self
+            .get_json(T::SiteOptions, &pair_key(project, version.as_bytes()))?
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,204 @@
+//! `opus.v1.DeployService`: deploy, rollback, release history, environments.
+
+use opus_core::model::{EnvName, ProjectName, VersionName};
+use opus_core::proto::{self, deploy_service_server::DeployService};
+use opus_core::store::{EnvironmentRecord, Release, ReleaseReason};
+use opus_core::wire::timestamp;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::status;
+use crate::AppState;
+use crate::sites::PRODUCTION;
+
+/// Implements `DeployService` over the [`crate::deploys::Deployer`].
+pub(crate) struct DeploysApi {
+    state: AppState,
+}
+
+impl DeploysApi {
+    pub(crate) fn new(state: AppState) -> Self {
+        DeploysApi { state }
+    }
+
+    fn environment(&self, e: &EnvironmentRecord) -> proto::Environment {
+        proto::Environment {
+            project: e.project.clone(),
+            name: e.name.clone(),
+            current: Some(release(&e.current)),
+            pinned: e.pinned,
+            preview: e.preview,
+            url: self.state.deployer.sites().url(&e.project, &e.name),
+        }
+    }
+
+    fn response(&self, e: &EnvironmentRecord) -> proto::DeployResponse {
+        proto::DeployResponse {
+            release: Some(release(&e.current)),
+            url: self.state.deployer.sites().url(&e.project, &e.name),
+            pinned: e.pinned,
+        }
+    }
+}
+
+/// A release on the wire.
+fn release(r: &Release) -> proto::Release {
+    proto::Release {
+        seq: r.seq,
+        project: r.project.clone(),
+        env: r.env.clone(),
+        version: r.version.clone(),
+        time: Some(timestamp(r.time)),
+        actor: r.actor.clone(),
+        reason: match r.reason {
+            ReleaseReason::Deploy => proto::ReleaseReason::Deploy,
+            ReleaseReason::Rollback => proto::ReleaseReason::Rollback,
+            ReleaseReason::Auto => proto::ReleaseReason::Auto,
+        } as i32,
+    }
+}
+
+/// Validates a project name.
+fn project(name: &str) -> Result<String, Status> {
+    Ok(ProjectName::new(name).map_err(status)?.as_str().to_owned())
+}
+
+/// Validates an environment name; empty means production.
+fn env(name: &str) -> Result<String, Status> {
+    if name.is_empty() {
+        return Ok(PRODUCTION.to_owned());
+    }
+    Ok(EnvName::new(name).map_err(status)?.as_str().to_owned())
+}
+
+#[tonic::async_trait]
+impl DeployService for DeploysApi {
+    #[instrument(skip_all, fields(project = %req.get_ref().project, version = %req.get_ref().version, env = %req.get_ref().env))]
+    async fn deploy(
+        &self,
+        req: Request<proto::DeployRequest>,
+    ) -> Result<Response<proto::DeployResponse>, Status> {
+        let r = req.into_inner();
+        let project = project(&r.project)?;
+        let env = env(&r.env)?;
+        let version = VersionName::new(r.version).map_err(status)?;
+        self.state.store.get_project(&project).map_err(status)?;
+        let record = self
+            .state
+            .deployer
+            .deploy(
+                &project,
+                &env,
+                version.as_str(),
+                "api",
+                ReleaseReason::Deploy,
+                false,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.response(&record)))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, env = %req.get_ref().env, to = %req.get_ref().to))]
+    async fn rollback(
+        &self,
+        req: Request<proto::RollbackRequest>,
+    ) -> Result<Response<proto::DeployResponse>, Status> {
+        let r = req.into_inner();
+        let project = project(&r.project)?;
+        let env = env(&r.env)?;
+        let to = if r.to.is_empty() {
+            None
+        } else {
+            Some(VersionName::new(r.to).map_err(status)?)
+        };
+        let record = self
+            .state
+            .deployer
+            .rollback(&project, &env, to.as_ref().map(VersionName::as_str), "api")
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.response(&record)))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, env = %req.get_ref().env))]
+    async fn list_releases(
+        &self,
+        req: Request<proto::ListReleasesRequest>,
+    ) -> Result<Response<proto::ListReleasesResponse>, Status> {
+        let r = req.into_inner();
+        let project = project(&r.project)?;
+        self.state.store.get_project(&project).map_err(status)?;
+        let env = if r.env.is_empty() {
+            None
+        } else {
+            Some(env(&r.env)?)
+        };
+        let releases = self
+            .state
+            .store
+            .releases(&project, env.as_deref(), r.limit as usize)
+            .map_err(status)?;
+        Ok(Response::new(proto::ListReleasesResponse {
+            releases: releases.iter().map(release).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, env = %req.get_ref().env))]
+    async fn get_environment(
+        &self,
+        req: Request<proto::GetEnvironmentRequest>,
+    ) -> Result<Response<proto::Environment>, Status> {
+        let r = req.into_inner();
+        let (project, env) = (project(&r.project)?, env(&r.env)?);
+        let record = self
+            .state
+            .store
+            .environment(&project, &env)
+            .map_err(status)?;
+        Ok(Response::new(self.environment(&record)))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project))]
+    async fn list_environments(
+        &self,
+        req: Request<proto::ListEnvironmentsRequest>,
+    ) -> Result<Response<proto::ListEnvironmentsResponse>, Status> {
+        let project = project(&req.into_inner().project)?;
+        self.state.store.get_project(&project).map_err(status)?;
+        let envs = self.state.store.environments(&project).map_err(status)?;
+        Ok(Response::new(proto::ListEnvironmentsResponse {
+            environments: envs.iter().map(|e| self.environment(e)).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, env = %req.get_ref().env))]
+    async fn remove_environment(
+        &self,
+        req: Request<proto::RemoveEnvironmentRequest>,
+    ) -> Result<Response<proto::RemoveEnvironmentResponse>, Status> {
+        let r = req.into_inner();
+        let (project, env) = (project(&r.project)?, env(&r.env)?);
+        self.state
+            .deployer
+            .remove_environment(&project, &env)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::RemoveEnvironmentResponse {}))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, env = %req.get_ref().env))]
+    async fn unpin_environment(
+        &self,
+        req: Request<proto::UnpinEnvironmentRequest>,
+    ) -> Result<Response<proto::Environment>, Status> {
+        let r = req.into_inner();
+        let (project, env) = (project(&r.project)?, env(&r.env)?);
+        let record = self
+            .state
+            .store
+            .unpin_environment(&project, &env)
+            .map_err(status)?;
+        Ok(Response::new(self.environment(&record)))
+    }
+}

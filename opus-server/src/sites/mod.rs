@@ -1,0 +1,219 @@
+//! The site server: serves deployed versions over HTTP, routed by Host.
+//!
+//! - [`SiteServer`] owns the routing table, an in-memory snapshot ([`SiteTable`]) behind an
+//!   `ArcSwap`. A deploy or rollback builds the new [`SiteVersion`] first, commits in the store,
+//!   then swaps the table ([`SiteServer::set`]): the switch is one pointer store, and a request
+//!   loads the snapshot once, so it is answered wholly from one version.
+//! - [`SiteVersion`] is "a local directory": the version's folder (for `file://` stores, the
+//!   version's folder in the artifacts directory), optionally with its manifest (path -> size,
+//!   sha256), which gives strong ETags without hashing and existence without `stat`.
+//! - `handler`: the HTTP side (Host routing, safe paths, ETag, Range, gzip, SPA fallback, 404.html).
+//!
+//! Architecture Invariant: the site server never reads the metadata store; what it serves is only
+//! what the table says.
+
+mod handler;
+mod version;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+pub use version::{FileInfo, SiteVersion};
+
+use crate::metrics::Metrics;
+
+/// Which site a request asks for: a project's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SiteKey {
+    /// The project.
+    pub project: String,
+    /// The environment (`production`, `staging`, a preview's branch slug).
+    pub env: String,
+}
+
+impl SiteKey {
+    /// The key of `project`'s environment `env`.
+    pub fn new(project: impl Into<String>, env: impl Into<String>) -> SiteKey {
+        SiteKey {
+            project: project.into(),
+            env: env.into(),
+        }
+    }
+}
+
+/// One immutable snapshot of what is deployed where.
+#[derive(Default)]
+pub struct SiteTable {
+    /// The served version of each environment.
+    pub sites: HashMap<SiteKey, Arc<SiteVersion>>,
+    /// The same, by the host name that reaches it (`web.localhost`, `staging--web.localhost`),
+    /// so that routing a request is one lookup with no allocation.
+    by_host: HashMap<String, Arc<SiteVersion>>,
+}
+
+impl SiteTable {
+    /// A snapshot of `sites` under `domain`.
+    fn new(sites: HashMap<SiteKey, Arc<SiteVersion>>, domain: &str) -> SiteTable {
+        let by_host = sites
+            .iter()
+            .map(|(k, v)| (host_of(&k.project, &k.env, domain), v.clone()))
+            .collect();
+        SiteTable { sites, by_host }
+    }
+}
+
+/// The host name that serves `project`'s environment `env`.
+fn host_of(project: &str, env: &str, domain: &str) -> String {
+    if env == PRODUCTION {
+        format!("{project}.{domain}")
+    } else {
+        format!("{env}--{project}.{domain}")
+    }
+}
+
+/// The environment served at `<project>.<domain>`.
+pub const PRODUCTION: &str = "production";
+
+/// The site server's state: the routing table and the domain it answers for.
+pub struct SiteServer {
+    /// The current snapshot; swapped whole on every change.
+    table: ArcSwap<SiteTable>,
+    /// Serialises writers so that table changes apply in commit order.
+    writer: tokio::sync::Mutex<()>,
+    /// The domain sites live under (`localhost` by default), lowercase.
+    domain: String,
+    /// The port sites are reached on when it is not 80, for printed URLs.
+    url_port: std::sync::OnceLock<u16>,
+    /// Request counters.
+    metrics: Metrics,
+}
+
+impl SiteServer {
+    /// An empty site server for `domain`.
+    pub fn new(domain: &str, metrics: Metrics) -> SiteServer {
+        SiteServer {
+            table: ArcSwap::from_pointee(SiteTable::default()),
+            writer: tokio::sync::Mutex::new(()),
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            url_port: std::sync::OnceLock::new(),
+            metrics,
+        }
+    }
+
+    /// The domain sites live under.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Records the port the listener is bound to, so that [`SiteServer::url`] names it.
+    pub fn set_port(&self, port: u16) {
+        let _ = self.url_port.set(port);
+    }
+
+    /// The URL that serves `project`'s environment `env`.
+    pub fn url(&self, project: &str, env: &str) -> String {
+        let host = host_of(project, env, &self.domain);
+        match self.url_port.get() {
+            Some(80) | None => format!("http://{host}/"),
+            Some(p) => format!("http://{host}:{p}/"),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<SiteTable> {
+        self.table.load_full()
+    }
+
+    /// Takes the writer lock: callers hold it across "commit in the store, then [`Self::apply`]" so
+    /// that the table follows the commits in order.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
+    /// Points `key` at `version` (or stops serving it with `None`): a new snapshot, swapped in one
+    /// store. Call it with the guard of [`Self::lock`] held.
+    pub fn apply(
+        &self,
+        _guard: &tokio::sync::MutexGuard<'_, ()>,
+        changes: Vec<(SiteKey, Option<Arc<SiteVersion>>)>,
+    ) {
+        let current = self.table.load();
+        let mut sites = current.sites.clone();
+        for (key, version) in changes {
+            match version {
+                Some(v) => {
+                    sites.insert(key, v);
+                }
+                None => {
+                    sites.remove(&key);
+                }
+            }
+        }
+        self.table
+            .store(Arc::new(SiteTable::new(sites, &self.domain)));
+    }
+
+    /// Removes every environment of `project` from the table (the project was removed).
+    pub fn remove_project(&self, _guard: &tokio::sync::MutexGuard<'_, ()>, project: &str) {
+        let current = self.table.load();
+        let sites = current
+            .sites
+            .iter()
+            .filter(|(k, _)| k.project != project)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.table
+            .store(Arc::new(SiteTable::new(sites, &self.domain)));
+    }
+
+    /// The version serving `key`, if any, in a table snapshot reused by every request.
+    pub fn get(&self, key: &SiteKey) -> Option<Arc<SiteVersion>> {
+        self.table.load().sites.get(key).cloned()
+    }
+
+    /// Finds the site a Host header names: `<project>.<domain>` is production,
+    /// `<env>--<project>.<domain>` any other environment.
+    pub(crate) fn route(&self, table: &SiteTable, host: &str) -> Option<Arc<SiteVersion>> {
+        let host = host_without_port(host).trim_end_matches('.');
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return table.by_host.get(&host.to_ascii_lowercase()).cloned();
+        }
+        table.by_host.get(host).cloned()
+    }
+
+    /// Serves sites on an already-bound listener until `shutdown` completes.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        if let Ok(addr) = listener.local_addr() {
+            self.set_port(addr.port());
+        }
+        let app = axum::Router::new()
+            .fallback(handler::serve)
+            .with_state(self);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// `host` without a `:port` suffix.
+fn host_without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests;

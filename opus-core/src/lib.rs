@@ -4,11 +4,13 @@
 //! - [`model`]: domain types with their validation rules ([`model::ProjectName`], [`model::Source`],
 //!   [`model::Project`], [`model::Build`]...). Prost types never leave [`wire`].
 //! - [`wire`]: the one place that converts between domain types and prost messages.
+//! - [`hook`]: outgoing hooks and their delivery records.
 //! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
 //!   event describing it are one transaction.
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
 
 pub mod error;
+pub mod hook;
 pub mod model;
 pub mod proto;
 pub mod store;

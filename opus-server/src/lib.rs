@@ -5,9 +5,11 @@
 //!
 //! - [`config`]: the layered [`config::Config`].
 //! - [`api`]: the gRPC services, authentication, and the mapping of errors to status codes.
+//! - [`hooks`]: the deliverer of events to outgoing hooks, and HMAC signatures.
 
 pub mod api;
 pub mod config;
+pub mod hooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -55,6 +57,9 @@ pub enum ServeError {
     /// The reflection service could not load the API descriptors (a build defect).
     #[error("gRPC reflection setup failed: {0}")]
     Reflection(String),
+    /// The HTTP client of the hook deliverer could not be built (TLS setup).
+    #[error("cannot set up the hook deliverer's HTTP client: {0}")]
+    HookClient(String),
     /// The gRPC server failed.
     #[error("API server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -69,6 +74,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// When this opusd started (for uptime).
     pub started_at: SystemTime,
+    /// The HTTP client hooks are posted with (`TestHook` uses it directly).
+    pub hook_transport: hooks::HttpTransport,
+    /// How hook messages link to deployed sites.
+    pub site_links: hooks::SiteLinks,
 }
 
 /// Writes `<data-dir>/opusd.json` with the bound API address and the process id, so scripts and
@@ -107,16 +116,27 @@ pub async fn serve(
         source,
     })?;
 
-    write_address_file(&config.data_dir, bound);
-
+    let policy = hooks::RetryPolicy::from_env();
+    let hook_transport = hooks::HttpTransport::new(policy.timeout)
+        .map_err(|e| ServeError::HookClient(e.to_string()))?;
+    let site_links = hooks::SiteLinks {
+        domain: config.domain.clone(),
+        port: config.sites_listen.port(),
+    };
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
         started_at: SystemTime::now(),
+        hook_transport: hook_transport.clone(),
+        site_links: site_links.clone(),
     };
+    let deliverer = hooks::Deliverer::start(store.clone(), hook_transport, policy, site_links);
     info!(api = %bound, data_dir = %state.config.data_dir.display(), "opusd started");
 
-    api::run(listener, state.clone(), shutdown).await?;
+    write_address_file(&state.config.data_dir, bound);
+    let served = api::run(listener, state.clone(), shutdown).await;
+    deliverer.stop();
+    served?;
 
     info!("shutting down: flushing the metadata store");
     if let Err(e) = store.flush().await {

@@ -46,28 +46,59 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    tracing::info!("signal received: stopping (send it again to force exit)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        eprintln!("opusd: second signal, exiting now");
-        std::process::exit(130);
-    });
+/// Completes on the first SIGINT or SIGTERM; a second one exits at once. The handlers are
+/// installed before this returns, so a signal that comes before the future is first polled (while
+/// the store opens) still stops opusd cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let first = Signals::install();
+    async move {
+        first.wait().await;
+        tracing::info!("signal received: stopping (send it again to force exit)");
+        tokio::spawn(async {
+            Signals::install().wait().await;
+            eprintln!("opusd: second signal, exiting now");
+            std::process::exit(130);
+        });
+    }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM streams, registered on creation.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    }
+
+    async fn wait(mut self) {
+        let term = async {
+            match &mut self.term {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let int = async {
+            match &mut self.int {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = int => {}
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
+mod events;
+mod hook;
 mod projects;
 mod secret;
 mod status;
@@ -18,5 +20,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::List(args) => projects::list(&conn, &global, args).await,
         Command::Status => status::show(&conn, &global).await,
         Command::Secret(cmd) => secret::run(&conn, &global, cmd).await,
+        Command::Hook(cmd) => hook::run(&conn, &global, cmd).await,
+        Command::Events(args) => events::run(&conn, &global, args).await,
     }
 }

@@ -10,6 +10,7 @@
 
 mod builds;
 mod events;
+mod hooks;
 mod projects;
 
 use std::cell::Cell;
@@ -25,15 +26,21 @@ use crate::error::StoreError;
 use crate::model::Event;
 
 pub use builds::BuildFilter;
+pub use hooks::KeyKind;
 
 /// The trees of the store, in the order [`Tx`] sees them.
-const TREE_NAMES: [&str; 6] = [
+const TREE_NAMES: [&str; 11] = [
     "projects",
     "secrets",
     "builds",
     "project_builds",
     "events",
     "counters",
+    "hooks",
+    "hook_cursors",
+    "deliveries",
+    "github_deliveries",
+    "project_keys",
 ];
 
 /// The sled metadata store shared by every part of opusd.
@@ -58,6 +65,11 @@ enum T {
     ProjectBuilds = 3,
     Events = 4,
     Counters = 5,
+    Hooks = 6,
+    HookCursors = 7,
+    Deliveries = 8,
+    GithubDeliveries = 9,
+    ProjectKeys = 10,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -16,7 +16,8 @@ pub fn status(e: impl Into<CoreError>) -> Status {
         CoreError::Store(StoreError::ProjectExists(_)) => Status::already_exists(msg),
         CoreError::Store(StoreError::ProjectNotFound(_))
         | CoreError::Store(StoreError::SecretNotFound { .. })
-        | CoreError::Store(StoreError::BuildNotFound(_)) => Status::not_found(msg),
+        | CoreError::Store(StoreError::BuildNotFound(_))
+        | CoreError::Store(StoreError::HookNotFound(_)) => Status::not_found(msg),
         CoreError::Store(StoreError::Corrupt { .. }) => Status::data_loss(msg),
         CoreError::Store(StoreError::Sled(_)) => {
             tracing::error!(error = %msg, "metadata store failure");

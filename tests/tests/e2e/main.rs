@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
 mod config;
+mod hooks;
 mod projects;
 mod security;

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Opus: build, store, deploy and roll back frontend sites on your own servers.
 #[derive(Debug, Parser)]
-#[command(name = "opus", version, about, long_about = None, propagate_version = true)]
+#[command(name = "opus", version, about, long_about = None)]
 pub struct Cli {
     /// Connection and output flags, valid on every command.
     #[command(flatten)]
@@ -60,11 +60,72 @@ pub enum Command {
     /// Manage a project's secrets (exposed to builds as environment variables, masked in logs).
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Queue a build of a branch, tag or commit (default: the project's branch).
+    Trigger(TriggerArgs),
+    /// List builds, newest first.
+    Builds(BuildsArgs),
+    /// Print a build's log; -f follows it until the build ends.
+    Logs(LogsArgs),
+    /// Cancel a queued or running build.
+    Cancel(CancelArgs),
     /// Outgoing hooks (events posted to a URL, JSON or Slack) and the inbound webhook keys.
     #[command(subcommand)]
     Hook(HookCommand),
     /// Print events (builds, deploys, projects...) from the event log; -f follows new ones.
     Events(EventsArgs),
+}
+
+/// `opus trigger`.
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// The project.
+    pub project: String,
+    /// A branch, a tag, a commit, or `latest` (the project's default branch).
+    #[arg(default_value = "latest")]
+    pub git_ref: String,
+    /// The artifact store for the version (the original `FILE-STORE` argument): `default` or a
+    /// name opusd was started with by --extra-store.
+    #[arg(value_name = "FILE-STORE")]
+    pub store_positional: Option<String>,
+    /// The version to produce, instead of the tag or `<branch>-<build>-<sha>`.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The artifact store (same as FILE-STORE).
+    #[arg(long, conflicts_with = "store_positional")]
+    pub store: Option<String>,
+    /// Follow the log; exit 0 when the build succeeds, 1 when it fails or is cancelled.
+    #[arg(long, short = 'w')]
+    pub wait: bool,
+}
+
+/// `opus builds`.
+#[derive(Debug, Args)]
+pub struct BuildsArgs {
+    /// Only this project's builds.
+    pub project: Option<String>,
+    /// Only builds in this state: queued, running, succeeded, failed, cancelled.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+/// `opus logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The build: `12` or `web#12`.
+    pub build: String,
+    /// Keep printing until the build ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// `opus cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The build: `12` or `web#12`.
+    pub build: String,
 }
 
 /// `opus events`.
@@ -76,7 +137,7 @@ pub struct EventsArgs {
     /// Keep printing new events as they happen.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// Start at this sequence number [default: the newest 20 events, or only new ones with -f].
+    /// Start at this sequence number [default: 1, the whole log].
     #[arg(long, value_name = "SEQ")]
     pub from: Option<u64>,
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use opus_core::proto::build_service_client::BuildServiceClient;
 use opus_core::proto::event_service_client::EventServiceClient;
 use opus_core::proto::project_service_client::ProjectServiceClient;
 use opus_core::proto::system_service_client::SystemServiceClient;
@@ -78,6 +79,11 @@ impl Connection {
     /// The project registry.
     pub fn projects(&self) -> ProjectServiceClient<Transport> {
         ProjectServiceClient::new(self.transport())
+    }
+
+    /// Builds.
+    pub fn builds(&self) -> BuildServiceClient<Transport> {
+        BuildServiceClient::new(self.transport())
     }
 
     /// Server information.

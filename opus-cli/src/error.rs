@@ -22,6 +22,9 @@ pub enum CliError {
     Io(std::io::Error),
     /// Any other failure with its own message.
     Other(String),
+    /// A failure already reported on stderr (a build that failed under `--wait`): exit 1, print
+    /// nothing more.
+    Silent,
 }
 
 impl CliError {
@@ -65,6 +68,7 @@ impl fmt::Display for CliError {
             }
             CliError::Usage(msg) | CliError::Other(msg) => write!(f, "{msg}"),
             CliError::Io(e) => write!(f, "{e}"),
+            CliError::Silent => Ok(()),
         }
     }
 }

@@ -21,6 +21,7 @@ async fn main() {
     let code = match commands::run(cli).await {
         Ok(()) => 0,
         Err(e) if e.is_broken_pipe() => 0,
+        Err(error::CliError::Silent) => 1,
         Err(e) => {
             eprintln!("opus: {e}");
             1

@@ -77,6 +77,55 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
 }
 
+/// A build recipe that cannot be used: a malformed `opus.yml` or no recipe at all.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ManifestError {
+    /// The file does not parse or breaks a rule; the message names the field (and line, when known).
+    #[error("{}{message}", file.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Invalid {
+        /// Line (1-based), when known.
+        line: Option<usize>,
+        /// Column (1-based), when known.
+        column: Option<usize>,
+        /// What is wrong, naming the field.
+        message: String,
+        /// The file it came from, once known.
+        #[doc(hidden)]
+        file: Option<String>,
+    },
+    /// The file exists but cannot be read.
+    #[error("cannot read {file}: {detail}")]
+    Unreadable {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        detail: String,
+    },
+    /// Neither opus.yml nor a usable package.json.
+    #[error("{0}")]
+    NoRecipe(String),
+}
+
+impl ManifestError {
+    /// Names the file an `Invalid` error came from.
+    pub fn in_file(self, name: &str) -> ManifestError {
+        match self {
+            ManifestError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            } => ManifestError::Invalid {
+                line,
+                column,
+                message,
+                file: Some(name.to_owned()),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Every error of the core, for the one mapping to gRPC status codes at the API edge.
 #[derive(Debug, Error)]
 pub enum CoreError {

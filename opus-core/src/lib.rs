@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod hook;
+pub mod manifest;
 pub mod model;
 pub mod proto;
 pub mod store;

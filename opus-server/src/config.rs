@@ -83,6 +83,12 @@ pub struct ConfigArgs {
     /// Where builds run: local or kubernetes [default: local].
     #[arg(long, env = "OPUS_EXECUTOR")]
     pub executor: Option<String>,
+    /// Largest build log kept, in bytes; the rest is cut with a marker [default: 16777216].
+    #[arg(long, env = "OPUS_LOG_LIMIT", value_name = "BYTES")]
+    pub log_limit: Option<u64>,
+    /// Seconds running builds get to finish on shutdown before they are stopped [default: 10].
+    #[arg(long, env = "OPUS_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
 }
 
 /// The `opusd.toml` file: the same settings as the flags, in snake_case.
@@ -109,6 +115,10 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// See [`ConfigArgs::executor`].
     pub executor: Option<String>,
+    /// See [`ConfigArgs::log_limit`].
+    pub log_limit: Option<u64>,
+    /// See [`ConfigArgs::shutdown_grace`].
+    pub shutdown_grace: Option<u64>,
 }
 
 /// Where builds run.
@@ -141,6 +151,10 @@ pub struct Config {
     pub store: String,
     /// Where builds run.
     pub executor: ExecutorKind,
+    /// Largest build log, in bytes.
+    pub log_limit: u64,
+    /// Time running builds get on shutdown.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Config {
@@ -249,6 +263,13 @@ impl Config {
             max_builds,
             store,
             executor,
+            log_limit: args
+                .log_limit
+                .or(file.log_limit)
+                .unwrap_or(16 * 1024 * 1024),
+            shutdown_grace: std::time::Duration::from_secs(
+                args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10),
+            ),
         })
     }
 

@@ -6,10 +6,18 @@
 //! - [`config`]: the layered [`config::Config`].
 //! - [`api`]: the gRPC services, authentication, and the mapping of errors to status codes.
 //! - [`hooks`]: the deliverer of events to outgoing hooks, and HMAC signatures.
+//! - [`scheduler`]: the build queue and its slots; [`build`]: one build from source to outcome;
+//!   [`source`]: git mirrors and local copies; [`executor`]: steps as process groups;
+//!   [`logs`]: build log files and live tails.
 
 pub mod api;
+pub mod build;
 pub mod config;
+pub mod executor;
 pub mod hooks;
+pub mod logs;
+pub mod scheduler;
+pub mod source;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -74,6 +82,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// When this opusd started (for uptime).
     pub started_at: SystemTime,
+    /// The build queue.
+    pub scheduler: scheduler::Scheduler,
+    /// Build logs.
+    pub logs: logs::LogHub,
     /// The HTTP client hooks are posted with (`TestHook` uses it directly).
     pub hook_transport: hooks::HttpTransport,
     /// How hook messages link to deployed sites.
@@ -116,6 +128,27 @@ pub async fn serve(
         source,
     })?;
 
+    let data_dir = config.data_dir.clone();
+    let io = |path: std::path::PathBuf| move |source| ServeError::DataDir { path, source };
+    let logs = logs::LogHub::new(data_dir.join("logs"), config.log_limit)
+        .map_err(io(data_dir.join("logs")))?;
+    let context = build::BuildContext {
+        work_dir: data_dir.join("work"),
+        cache_dir: data_dir.join("cache"),
+        logs: logs.clone(),
+        sources: source::SourceFetcher::new(data_dir.join("git")),
+        store_names: vec!["default".to_owned()],
+    };
+    // Workspaces of builds that were running when a previous opusd stopped.
+    let _ = std::fs::remove_dir_all(&context.work_dir);
+    std::fs::create_dir_all(&context.work_dir).map_err(io(context.work_dir.clone()))?;
+    let scheduler = scheduler::Scheduler::start(store.clone(), context, config.max_builds)
+        .map_err(|source| ServeError::Store {
+            path: meta_path.clone(),
+            source,
+        })?;
+    let grace = config.shutdown_grace;
+
     let policy = hooks::RetryPolicy::from_env();
     let hook_transport = hooks::HttpTransport::new(policy.timeout)
         .map_err(|e| ServeError::HookClient(e.to_string()))?;
@@ -127,6 +160,8 @@ pub async fn serve(
         store: store.clone(),
         config: Arc::new(config),
         started_at: SystemTime::now(),
+        scheduler: scheduler.clone(),
+        logs,
         hook_transport: hook_transport.clone(),
         site_links: site_links.clone(),
     };
@@ -137,6 +172,9 @@ pub async fn serve(
     let served = api::run(listener, state.clone(), shutdown).await;
     deliverer.stop();
     served?;
+
+    info!("shutting down: no new builds start");
+    scheduler.shutdown(grace).await;
 
     info!("shutting down: flushing the metadata store");
     if let Err(e) = store.flush().await {

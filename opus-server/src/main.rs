@@ -34,6 +34,7 @@ async fn main() {
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::resolve(cli.config)?;
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -42,63 +43,29 @@ async fn run() -> anyhow::Result<()> {
                 config.listen
             )
         })?;
-    opus_server::serve(listener, config, shutdown_signal()).await?;
+    opus_server::serve(listener, config, shutdown).await?;
     Ok(())
 }
 
-/// Completes on the first SIGINT or SIGTERM; a second one exits at once. The handlers are
-/// installed before this returns, so a signal that comes before the future is first polled (while
-/// the store opens) still stops opusd cleanly.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    let first = Signals::install();
-    async move {
-        first.wait().await;
+/// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives during start-up is not
+/// fatal) and returns a future that completes on the first one; a second one exits at once.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         tracing::info!("signal received: stopping (send it again to force exit)");
-        tokio::spawn(async {
-            Signals::install().wait().await;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
             eprintln!("opusd: second signal, exiting now");
             std::process::exit(130);
         });
-    }
-}
-
-/// SIGINT and SIGTERM streams, registered on creation.
-struct Signals {
-    term: Option<tokio::signal::unix::Signal>,
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn install() -> Signals {
-        use tokio::signal::unix::{SignalKind, signal};
-        Signals {
-            term: signal(SignalKind::terminate()).ok(),
-            int: signal(SignalKind::interrupt()).ok(),
-        }
-    }
-
-    async fn wait(mut self) {
-        let term = async {
-            match &mut self.term {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let int = async {
-            match &mut self.int {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
-        tokio::select! {
-            _ = term => {}
-            _ = int => {}
-        }
-    }
+    })
 }

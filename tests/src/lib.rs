@@ -275,3 +275,124 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &str) -> Run {
     }
     Run::from_output(child.wait_with_output().expect("command runs"))
 }
+
+impl Daemon {
+    /// The builds of a project as `opus builds -o json` shows them, newest first.
+    pub fn builds(&self, project: &str) -> Vec<serde_json::Value> {
+        let json = self
+            .opus(&["builds", project, "-o", "json", "--limit", "500"])
+            .json();
+        json.as_array().cloned().unwrap_or_default()
+    }
+
+    /// One build's JSON (via `opus builds`).
+    pub fn build(&self, project: &str, id: u64) -> serde_json::Value {
+        self.builds(project)
+            .into_iter()
+            .find(|b| b["id"] == id)
+            .unwrap_or_else(|| panic!("no build {project}#{id}"))
+    }
+
+    /// Waits until build `id` of `project` is in `state`; panics after `secs` with the log.
+    pub fn wait_for_state(
+        &self,
+        project: &str,
+        id: u64,
+        state: &str,
+        secs: u64,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let b = self.build(project, id);
+            if b["state"] == state {
+                return b;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{project}#{id} did not reach {state} within {secs}s: {b}\nopusd log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Triggers a build and returns its id (parsed from `opus trigger -o json`).
+    pub fn trigger(&self, args: &[&str]) -> u64 {
+        let mut all = vec!["trigger"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let json = self.opus(&all).json();
+        json["id"].as_u64().expect("a build id")
+    }
+}
+
+/// A directory with an `opus.yml`, ready to be a local project source.
+pub fn site_with_opus_yml(parent: &Path, name: &str, opus_yml: &str) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("opus.yml"), opus_yml).expect("write opus.yml");
+    dir
+}
+
+/// A real git repository made with `git init`, for git sources.
+pub struct GitRepo {
+    /// Its working tree.
+    pub dir: PathBuf,
+}
+
+impl GitRepo {
+    /// `git init` with branch `main`.
+    pub fn init(dir: &Path) -> GitRepo {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let repo = GitRepo {
+            dir: dir.to_path_buf(),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    /// Runs git in the repository, panicking on failure.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.dir)
+            .args([
+                "-c",
+                "user.email=test@opus.invalid",
+                "-c",
+                "user.name=Opus Test",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Writes a file (creating folders).
+    pub fn write(&self, path: &str, text: &str) {
+        let p = self.dir.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write");
+    }
+
+    /// Commits everything; returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// The repository as a `file://` URL.
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+}

@@ -1,5 +1,6 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
+mod builds;
 mod events;
 mod hook;
 mod projects;
@@ -22,5 +23,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Secret(cmd) => secret::run(&conn, &global, cmd).await,
         Command::Hook(cmd) => hook::run(&conn, &global, cmd).await,
         Command::Events(args) => events::run(&conn, &global, args).await,
+        Command::Trigger(args) => builds::trigger(&conn, &global, args).await,
+        Command::Builds(args) => builds::list(&conn, &global, args).await,
+        Command::Logs(args) => builds::logs(&conn, &global, args).await,
+        Command::Cancel(args) => builds::cancel(&conn, &global, args).await,
     }
 }

@@ -1,0 +1,263 @@
+//! `opus trigger`, `opus builds`, `opus logs`, `opus cancel`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use opus_core::proto;
+use serde::Serialize;
+use tokio_stream::StreamExt;
+
+use crate::cli::{BuildsArgs, CancelArgs, GlobalArgs, LogsArgs, OutputFormat, TriggerArgs};
+use crate::connection::Connection;
+use crate::error::CliError;
+use crate::output;
+
+/// A build as `--output json` prints it.
+#[derive(Serialize)]
+struct BuildJson {
+    id: u64,
+    project: String,
+    state: &'static str,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    commit: String,
+    version: String,
+    reason: String,
+    branch: String,
+    trigger: String,
+    store: String,
+    queued_at: String,
+    started_at: String,
+    finished_at: String,
+}
+
+fn build_json(b: &proto::Build) -> BuildJson {
+    BuildJson {
+        id: b.id,
+        project: b.project.clone(),
+        state: output::build_state(b.state),
+        git_ref: b.r#ref.clone(),
+        commit: b.commit.clone(),
+        version: b.version.clone(),
+        reason: b.reason.clone(),
+        branch: b.branch.clone(),
+        trigger: b.trigger.clone(),
+        store: b.store.clone(),
+        queued_at: output::time(b.queued_at.as_ref()),
+        started_at: output::time(b.started_at.as_ref()),
+        finished_at: output::time(b.finished_at.as_ref()),
+    }
+}
+
+/// Parses `12` or `web#12` into the id and the project it should belong to.
+fn parse_build_ref(text: &str) -> Result<(Option<&str>, u64), CliError> {
+    let (project, number) = match text.split_once('#') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, text),
+    };
+    let id = number.parse().map_err(|_| {
+        CliError::Usage(format!("{text:?} is not a build: write it as 12 or web#12"))
+    })?;
+    Ok((project, id))
+}
+
+/// Fetches a build named `12` or `web#12`, checking the project when one is named.
+async fn get_build(conn: &Connection, text: &str) -> Result<proto::Build, CliError> {
+    let (project, id) = parse_build_ref(text)?;
+    let build = conn
+        .builds()
+        .get_build(proto::GetBuildRequest { id })
+        .await?
+        .into_inner();
+    if let Some(p) = project {
+        if p != build.project {
+            return Err(CliError::Usage(format!(
+                "build #{id} belongs to {}, not {p}",
+                build.project
+            )));
+        }
+    }
+    Ok(build)
+}
+
+pub async fn trigger(
+    conn: &Connection,
+    global: &GlobalArgs,
+    args: TriggerArgs,
+) -> Result<(), CliError> {
+    let build = conn
+        .builds()
+        .trigger_build(proto::TriggerBuildRequest {
+            project: args.project,
+            r#ref: args.git_ref,
+            version: args.version.unwrap_or_default(),
+            store: args.store.or(args.store_positional).unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    if !args.wait {
+        return match global.output {
+            OutputFormat::Json => output::print_json(&build_json(&build)),
+            OutputFormat::Table => output::print_line(&format!("{}#{}", build.project, build.id)),
+        };
+    }
+    if global.output == OutputFormat::Table {
+        output::print_line(&format!("{}#{}", build.project, build.id))?;
+    }
+    let finished = follow(conn, &build, global.output == OutputFormat::Table).await?;
+    if global.output == OutputFormat::Json {
+        output::print_json(&build_json(&finished))?;
+    } else {
+        let state = output::build_state(finished.state);
+        let detail = if finished.state == proto::BuildState::Succeeded as i32 {
+            format!("version {}", finished.version)
+        } else {
+            finished.reason.clone()
+        };
+        eprintln!("{}#{} {state}: {detail}", finished.project, finished.id);
+    }
+    if finished.state == proto::BuildState::Succeeded as i32 {
+        Ok(())
+    } else {
+        Err(CliError::Silent)
+    }
+}
+
+/// Shows a queued build's place until it starts, then streams its log to the end; returns the
+/// finished build.
+async fn follow(
+    conn: &Connection,
+    build: &proto::Build,
+    print: bool,
+) -> Result<proto::Build, CliError> {
+    // Only a build that waits for a slot is worth watching in the queue; one that is about to
+    // start goes straight to its log (the server holds the stream until it starts).
+    let mut last_reason = String::new();
+    let mut current = build.clone();
+    while current.state == proto::BuildState::Queued as i32 && current.reason.contains("waiting") {
+        if current.reason != last_reason {
+            eprintln!("{}", current.reason);
+            last_reason = current.reason.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        current = conn
+            .builds()
+            .get_build(proto::GetBuildRequest { id: build.id })
+            .await?
+            .into_inner();
+    }
+    print_log(conn, build.id, true, print).await?;
+    Ok(conn
+        .builds()
+        .get_build(proto::GetBuildRequest { id: build.id })
+        .await?
+        .into_inner())
+}
+
+/// Streams a build's log to stdout.
+async fn print_log(conn: &Connection, id: u64, follow: bool, print: bool) -> Result<(), CliError> {
+    let mut stream = conn
+        .builds()
+        .stream_logs(proto::StreamLogsRequest { id, follow })
+        .await?
+        .into_inner();
+    while let Some(line) = stream.next().await {
+        let line = line?;
+        if line.final_state != 0 || !print {
+            continue;
+        }
+        let mut out = std::io::stdout().lock();
+        if line.stream == "opus" {
+            writeln!(out, "==> {}", line.text)?;
+        } else {
+            writeln!(out, "{}", line.text)?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn list(
+    conn: &Connection,
+    global: &GlobalArgs,
+    args: BuildsArgs,
+) -> Result<(), CliError> {
+    let state = match args.state.as_deref() {
+        None => proto::BuildState::Unspecified,
+        Some(s) => match opus_core::model::BuildState::parse(s) {
+            Ok(state) => proto::BuildState::from(state),
+            Err(e) => return Err(CliError::Usage(e.to_string())),
+        },
+    };
+    let builds = conn
+        .builds()
+        .list_builds(proto::ListBuildsRequest {
+            project: args.project.unwrap_or_default(),
+            state: state as i32,
+            limit: args.limit,
+        })
+        .await?
+        .into_inner()
+        .builds;
+    match global.output {
+        OutputFormat::Json => {
+            output::print_json(&builds.iter().map(build_json).collect::<Vec<_>>())
+        }
+        OutputFormat::Table => {
+            if builds.is_empty() {
+                eprintln!("no builds; start one with `opus trigger <project>`");
+                return Ok(());
+            }
+            let mut t = output::table(&[
+                "build", "state", "ref", "version", "queued", "took", "reason",
+            ]);
+            for b in &builds {
+                let took = match (&b.started_at, &b.finished_at) {
+                    (Some(s), Some(f)) => {
+                        let ms = (f.seconds - s.seconds) * 1000
+                            + i64::from(f.nanos - s.nanos) / 1_000_000;
+                        format!("{:.1}s", ms.max(0) as f64 / 1000.0)
+                    }
+                    _ => String::new(),
+                };
+                t.add_row(vec![
+                    format!("{}#{}", b.project, b.id),
+                    output::build_state(b.state).to_owned(),
+                    b.r#ref.clone(),
+                    b.version.clone(),
+                    output::ago(b.queued_at.as_ref()),
+                    took,
+                    b.reason.clone(),
+                ]);
+            }
+            output::print_table(&t)
+        }
+    }
+}
+
+pub async fn logs(conn: &Connection, _global: &GlobalArgs, args: LogsArgs) -> Result<(), CliError> {
+    let build = get_build(conn, &args.build).await?;
+    if args.follow {
+        follow(conn, &build, true).await.map(drop)
+    } else {
+        print_log(conn, build.id, false, true).await
+    }
+}
+
+pub async fn cancel(
+    conn: &Connection,
+    global: &GlobalArgs,
+    args: CancelArgs,
+) -> Result<(), CliError> {
+    let build = get_build(conn, &args.build).await?;
+    let build = conn
+        .builds()
+        .cancel_build(proto::CancelBuildRequest { id: build.id })
+        .await?
+        .into_inner();
+    match global.output {
+        OutputFormat::Json => output::print_json(&build_json(&build)),
+        OutputFormat::Table => {
+            output::print_line(&format!("cancelling {}#{}", build.project, build.id))
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! `opus.yml`, the build manifest at a repository's root, and the fallback to `package.json`.
+//!
+//! A malformed file is an error that names the line and the field, because that is what a person
+//! needs to fix it. Unknown keys are refused (a typo such as `step:` would otherwise silently do
+//! nothing).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::ManifestError;
+
+/// The whole `opus.yml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpusFile {
+    /// How to build.
+    pub build: BuildSpec,
+    /// Named environments and the branches that deploy to them automatically.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentSpec>,
+    /// Whether every other branch deploys to its own preview environment.
+    #[serde(default)]
+    pub previews: bool,
+    /// Whether unknown paths serve `index.html` (single-page apps).
+    #[serde(default)]
+    pub spa: bool,
+    /// How many versions to keep (0 or absent: all).
+    #[serde(default)]
+    pub retention: Option<u32>,
+}
+
+/// The `build:` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// Container image for the Kubernetes executor; the local executor ignores it.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Shell commands, each run with `sh -c` in the workspace.
+    pub steps: Vec<String>,
+    /// The folder stored as the version.
+    #[serde(default = "default_output")]
+    pub output: String,
+    /// Extra environment of every step.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The whole build's time limit (`15m`, `90s`, `1h 30m`).
+    #[serde(default = "default_timeout", deserialize_with = "human_duration")]
+    pub timeout: Duration,
+    /// Folders kept between builds of the project (`node_modules`).
+    #[serde(default)]
+    pub cache: Vec<String>,
+}
+
+/// One entry of `environments:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSpec {
+    /// The branch whose builds go to this environment.
+    pub branch: String,
+    /// Whether each successful build of the branch deploys at once.
+    #[serde(default)]
+    pub auto_deploy: bool,
+}
+
+fn default_output() -> String {
+    "dist".to_owned()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    /// Reads a number of seconds or a humantime string, reporting errors at the value itself
+    /// (an untagged enum would buffer the value and lose its line).
+    struct DurationVisitor;
+
+    impl serde::de::Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration such as 15m, 90s or 1h 30m, or a number of seconds")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(v))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+            humantime::parse_duration(v).map_err(|e| {
+                E::custom(format!(
+                    "invalid duration {v:?} ({e}); write it like 15m, 90s or 1h 30m"
+                ))
+            })
+        }
+    }
+
+    d.deserialize_any(DurationVisitor)
+}
+
+/// Where a build's recipe came from, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecOrigin {
+    /// `opus.yml` (or `opus.yaml`).
+    OpusYml,
+    /// Detected from `package.json`'s `build` script.
+    PackageJson,
+}
+
+/// Parses `opus.yml` text; errors name the line, column and field.
+pub fn parse(text: &str) -> Result<OpusFile, ManifestError> {
+    let file: OpusFile = serde_yaml_ng::from_str(text).map_err(|e| {
+        let location = e.location().map(|l| (l.line(), l.column()));
+        ManifestError::Invalid {
+            line: location.map(|l| l.0),
+            column: location.map(|l| l.1),
+            message: e.to_string(),
+            file: None,
+        }
+    })?;
+    validate(&file)?;
+    Ok(file)
+}
+
+/// Checks what the types alone cannot: steps present, output a relative path inside the
+/// workspace, cache folders likewise, environment names valid.
+fn validate(file: &OpusFile) -> Result<(), ManifestError> {
+    let invalid = |message: String| ManifestError::Invalid {
+        line: None,
+        column: None,
+        message,
+        file: None,
+    };
+    if file.build.steps.is_empty() {
+        return Err(invalid(
+            "build.steps: at least one step is needed, e.g. `steps: [npm ci, npm run build]`"
+                .into(),
+        ));
+    }
+    check_relative("build.output", &file.build.output).map_err(invalid)?;
+    for c in &file.build.cache {
+        check_relative("build.cache", c).map_err(invalid)?;
+    }
+    if file.build.timeout.is_zero() {
+        return Err(invalid("build.timeout: must be more than zero".into()));
+    }
+    for name in file.environments.keys() {
+        crate::model::EnvName::new(name.clone())
+            .map_err(|e| invalid(format!("environments.{name}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A path that stays inside the workspace: relative, no `..`.
+fn check_relative(field: &str, path: &str) -> Result<(), String> {
+    let p = Path::new(path);
+    let escapes = p.is_absolute()
+        || p.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+    if path.is_empty() || escapes {
+        return Err(format!(
+            "{field}: {path:?} must be a relative path inside the repository (no `..`, not absolute)"
+        ));
+    }
+    Ok(())
+}
+
+/// Finds the recipe of the checkout at `dir`: `opus.yml` if present, else a `package.json` with a
+/// `build` script (`npm ci` with a lockfile, `npm install` without, then `npm run build`, output
+/// `dist` or else `build`), else an error that says what to add.
+pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), ManifestError> {
+    for name in ["opus.yml", "opus.yaml"] {
+        let path = dir.join(name);
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(|e| ManifestError::Unreadable {
+                file: name.to_owned(),
+                detail: e.to_string(),
+            })?;
+            return parse(&text)
+                .map(|f| (f, SpecOrigin::OpusYml))
+                .map_err(|e| e.in_file(name));
+        }
+    }
+    let pkg_path = dir.join("package.json");
+    if pkg_path.is_file() {
+        let text = std::fs::read_to_string(&pkg_path).map_err(|e| ManifestError::Unreadable {
+            file: "package.json".into(),
+            detail: e.to_string(),
+        })?;
+        let pkg: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ManifestError::Invalid {
+                line: Some(e.line()),
+                column: Some(e.column()),
+                message: format!("package.json: {e}"),
+                file: None,
+            })?;
+        if pkg["scripts"]["build"].is_string() {
+            let install = if dir.join("package-lock.json").is_file()
+                || dir.join("npm-shrinkwrap.json").is_file()
+            {
+                "npm ci"
+            } else {
+                "npm install"
+            };
+            // Output is decided after the build: `dist`, else `build` (see `resolve_output`).
+            let build = BuildSpec {
+                image: Some("node:20".into()),
+                steps: vec![install.into(), "npm run build".into()],
+                output: default_output(),
+                env: BTreeMap::new(),
+                timeout: default_timeout(),
+                cache: Vec::new(),
+            };
+            let file = OpusFile {
+                build,
+                environments: BTreeMap::new(),
+                previews: false,
+                spa: false,
+                retention: None,
+            };
+            return Ok((file, SpecOrigin::PackageJson));
+        }
+        return Err(ManifestError::NoRecipe(
+            "package.json has no \"build\" script; add one (\"scripts\": {\"build\": \"vite build\"}) or add an opus.yml".into(),
+        ));
+    }
+    Err(ManifestError::NoRecipe(
+        "no opus.yml and no package.json at the repository root; add an opus.yml such as:\n  build:\n    steps: [npm ci, npm run build]\n    output: dist".into(),
+    ))
+}
+
+/// For a recipe detected from package.json, the output folder is `dist`, or else `build` when only
+/// that exists after the build.
+pub fn resolve_output(dir: &Path, spec: &BuildSpec, origin: SpecOrigin) -> String {
+    if origin == SpecOrigin::PackageJson
+        && !dir.join(&spec.output).is_dir()
+        && dir.join("build").is_dir()
+    {
+        return "build".to_owned();
+    }
+    spec.output.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+build:
+  image: node:20
+  steps: [npm ci, npm run build]
+  output: dist
+  env: { NODE_ENV: production }
+  timeout: 15m
+  cache: [node_modules]
+environments:
+  production: { branch: main, auto_deploy: true }
+  staging:    { branch: develop, auto_deploy: true }
+previews: true
+spa: true
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let f = parse(FULL).expect("parses");
+        assert_eq!(f.build.steps, ["npm ci", "npm run build"]);
+        assert_eq!(f.build.timeout, Duration::from_secs(900));
+        assert_eq!(f.build.env["NODE_ENV"], "production");
+        assert_eq!(f.build.cache, ["node_modules"]);
+        assert!(f.environments["production"].auto_deploy);
+        assert!(f.previews && f.spa);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let f = parse("build:\n  steps: [make]\n").expect("parses");
+        assert_eq!(f.build.output, "dist");
+        assert_eq!(f.build.timeout, Duration::from_secs(900));
+        assert!(!f.spa);
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let err = parse("build:\n  steps: [npm ci\n  output: dist\n")
+            .expect_err("bad yaml")
+            .to_string();
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field_and_line() {
+        let err = parse("build:\n  steps: npm ci\n")
+            .expect_err("wrong type")
+            .to_string();
+        assert!(
+            err.contains("build.steps") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = parse("build:\n  steps: [a]\n  timeout: soon\n")
+            .expect_err("bad duration")
+            .to_string();
+        assert!(err.contains("timeout") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse("build:\n  step: [a]\n")
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("step") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn outputs_must_stay_inside() {
+        for bad in ["/etc", "../x", "a/../../b", ""] {
+            let text = format!("build:\n  steps: [a]\n  output: {bad:?}\n");
+            assert!(parse(&text).is_err(), "{bad}");
+        }
+        assert!(parse("build:\n  steps: []\n").is_err());
+    }
+
+    #[test]
+    fn package_json_detection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = discover(dir.path()).expect_err("nothing there").to_string();
+        assert!(err.contains("add an opus.yml"), "{err}");
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"scripts":{"test":"x"}}"#,
+        )
+        .expect("write");
+        let err = discover(dir.path())
+            .expect_err("no build script")
+            .to_string();
+        assert!(err.contains("no \"build\" script"), "{err}");
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"scripts":{"build":"vite build"}}"#,
+        )
+        .expect("write");
+        let (f, origin) = discover(dir.path()).expect("detected");
+        assert_eq!(origin, SpecOrigin::PackageJson);
+        assert_eq!(f.build.steps, ["npm install", "npm run build"]);
+        std::fs::write(dir.path().join("package-lock.json"), "{}").expect("write");
+        assert_eq!(
+            discover(dir.path()).expect("detected").0.build.steps[0],
+            "npm ci"
+        );
+        std::fs::create_dir(dir.path().join("build")).expect("mkdir");
+        assert_eq!(resolve_output(dir.path(), &f.build, origin), "build");
+    }
+
+    #[test]
+    fn opus_yml_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("opus.yml"), "build:\n  steps: 5\n").expect("write");
+        let err = discover(dir.path()).expect_err("bad").to_string();
+        assert!(err.starts_with("opus.yml"), "{err}");
+    }
+}

@@ -1,0 +1,221 @@
+//! `opus.v1.BuildService`: trigger, inspect, cancel, and stream the logs of builds.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use opus_core::model::BuildState;
+use opus_core::proto::{self, build_service_server::BuildService};
+use opus_core::store::BuildFilter;
+use opus_core::wire;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::status;
+use crate::AppState;
+use crate::logs;
+use crate::scheduler::{CancelError, Scheduler, TriggerRequest};
+
+/// Implements the build RPCs over the scheduler, the store and the log files.
+pub(crate) struct BuildsApi {
+    state: AppState,
+}
+
+impl BuildsApi {
+    pub(crate) fn new(state: AppState) -> Self {
+        BuildsApi { state }
+    }
+}
+
+/// A build as the API shows it, with where it stands in the queue while it waits.
+pub(crate) fn describe(scheduler: &Scheduler, build: &opus_core::model::Build) -> proto::Build {
+    let mut out = proto::Build::from(build);
+    if build.state == BuildState::Queued {
+        if let Some(info) = scheduler.queue_info(build.id) {
+            out.queue_position = u32::try_from(info.position).unwrap_or(u32::MAX);
+            out.reason = info.reason();
+        }
+    }
+    out
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogLine, Status>> + Send>>;
+
+fn log_line(r: logs::LogRecord) -> proto::LogLine {
+    proto::LogLine {
+        time: Some(wire::timestamp(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.t),
+        )),
+        step: r.step,
+        text: r.text,
+        stream: r.stream,
+        final_state: 0,
+    }
+}
+
+#[tonic::async_trait]
+impl BuildService for BuildsApi {
+    type StreamLogsStream = LogStream;
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, git_ref = %req.get_ref().r#ref))]
+    async fn trigger_build(
+        &self,
+        req: Request<proto::TriggerBuildRequest>,
+    ) -> Result<Response<proto::Build>, Status> {
+        let req = req.into_inner();
+        let build = self
+            .state
+            .scheduler
+            .trigger(TriggerRequest {
+                project: req.project,
+                git_ref: req.r#ref,
+                version: Some(req.version),
+                store: req.store,
+                trigger: "cli".into(),
+            })
+            .map_err(status)?;
+        Ok(Response::new(describe(&self.state.scheduler, &build)))
+    }
+
+    async fn get_build(
+        &self,
+        req: Request<proto::GetBuildRequest>,
+    ) -> Result<Response<proto::Build>, Status> {
+        let build = self
+            .state
+            .store
+            .get_build(req.get_ref().id)
+            .map_err(status)?;
+        Ok(Response::new(describe(&self.state.scheduler, &build)))
+    }
+
+    async fn list_builds(
+        &self,
+        req: Request<proto::ListBuildsRequest>,
+    ) -> Result<Response<proto::ListBuildsResponse>, Status> {
+        let req = req.into_inner();
+        let project = (!req.project.is_empty()).then_some(req.project);
+        if let Some(p) = &project {
+            self.state.store.get_project(p).map_err(status)?;
+        }
+        let state = proto::BuildState::try_from(req.state)
+            .ok()
+            .and_then(wire::build_state);
+        let filter = BuildFilter {
+            project,
+            state,
+            limit: req.limit as usize,
+        };
+        let builds = self.state.store.list_builds(&filter).map_err(status)?;
+        Ok(Response::new(proto::ListBuildsResponse {
+            builds: builds
+                .iter()
+                .map(|b| describe(&self.state.scheduler, b))
+                .collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(build = req.get_ref().id))]
+    async fn cancel_build(
+        &self,
+        req: Request<proto::CancelBuildRequest>,
+    ) -> Result<Response<proto::Build>, Status> {
+        match self.state.scheduler.cancel(req.get_ref().id) {
+            Ok(b) => Ok(Response::new(describe(&self.state.scheduler, &b))),
+            Err(CancelError::Finished(b)) => Err(Status::failed_precondition(format!(
+                "{}#{} has already {}; only queued or running builds can be cancelled",
+                b.project, b.id, b.state
+            ))),
+            Err(CancelError::Core(e)) => Err(status(e)),
+        }
+    }
+
+    async fn stream_logs(
+        &self,
+        req: Request<proto::StreamLogsRequest>,
+    ) -> Result<Response<LogStream>, Status> {
+        let req = req.into_inner();
+        let store = self.state.store.clone();
+        store.get_build(req.id).map_err(status)?;
+        let hub = self.state.logs.clone();
+        let path = hub.path(req.id);
+        let id = req.id;
+        let follow = req.follow;
+        let stream = async_stream::try_stream! {
+            let mut offset = 0u64;
+            // Wait for a queued build to start (woken by its events), when following.
+            let mut events = store.subscribe_events();
+            loop {
+                let live = hub.follow(id);
+                let build = store.get_build(id).map_err(status)?;
+                if live.is_none() && build.state == BuildState::Queued && follow {
+                    if events.changed().await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                match live {
+                    Some(mut progress) if follow => {
+                        loop {
+                            let (lines, next) = logs::read_from(&path, offset).await
+                                .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
+                            offset = next;
+                            for line in lines {
+                                yield log_line(line);
+                            }
+                            let p = *progress.borrow_and_update();
+                            if p.finished && offset >= p.len {
+                                break;
+                            }
+                            if p.len > offset {
+                                continue;
+                            }
+                            if progress.changed().await.is_err() {
+                                // The writer is gone: read what is left once more.
+                                let (lines, next) = logs::read_from(&path, offset).await
+                                    .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
+                                offset = next;
+                                for line in lines {
+                                    yield log_line(line);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    _ => {
+                        let (lines, next) = logs::read_from(&path, offset).await
+                            .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
+                        offset = next;
+                        for line in lines {
+                            yield log_line(line);
+                        }
+                    }
+                }
+                if !follow {
+                    break;
+                }
+                // The log is complete; the build's state is recorded just before the log is
+                // marked finished, but a build still marked running is waited for.
+                let build = store.get_build(id).map_err(status)?;
+                if build.state.is_finished() {
+                    let (lines, _) = logs::read_from(&path, offset).await
+                        .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
+                    for line in lines {
+                        yield log_line(line);
+                    }
+                    yield proto::LogLine {
+                        final_state: proto::BuildState::from(build.state) as i32,
+                        text: build.reason.clone(),
+                        stream: "opus".into(),
+                        step: "done".into(),
+                        time: build.finished_at.map(wire::timestamp),
+                    };
+                    break;
+                }
+                if events.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,371 @@
+//! One build from start to end: source, recipe, steps, output, outcome.
+//!
+//! [`run`] is called by the scheduler with a slot held. Every outcome is recorded: the build's
+//! state and reason in the store (with its event), the story in the build log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use opus_core::error::ModelError;
+use opus_core::manifest::{self, SpecOrigin};
+use opus_core::model::{Build, BuildState, VersionName, branch_slug};
+use opus_core::store::MetaStore;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span};
+
+use crate::executor::{self, StepFailure};
+use crate::logs::{BuildLog, LogHub};
+use crate::source::SourceFetcher;
+
+/// What every build needs from the daemon.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// `<data-dir>/work`: one workspace per build.
+    pub work_dir: PathBuf,
+    /// `<data-dir>/cache`: cache folders per project.
+    pub cache_dir: PathBuf,
+    /// Build logs.
+    pub logs: LogHub,
+    /// Source checkouts.
+    pub sources: SourceFetcher,
+    /// Names of the artifact stores a trigger may name.
+    pub store_names: Vec<String>,
+}
+
+impl BuildContext {
+    /// Refuses a store name opusd was not started with.
+    pub fn check_store(&self, name: &str) -> Result<(), ModelError> {
+        if self.store_names.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        Err(ModelError::Invalid(format!(
+            "unknown artifact store {name:?}: this opusd has {}; start opusd with --extra-store {name}=URL to add it",
+            self.store_names.join(", ")
+        )))
+    }
+}
+
+/// How a build ended, before it is recorded.
+struct Outcome {
+    state: BuildState,
+    reason: String,
+}
+
+impl Outcome {
+    fn failed(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            state: BuildState::Failed,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Runs build `id` to its end. `cancel` stops it (user cancel or shutdown); `stopping` tells the
+/// two apart.
+pub async fn run(
+    ctx: &BuildContext,
+    store: &MetaStore,
+    id: u64,
+    cancel: CancellationToken,
+    stopping: &CancellationToken,
+) {
+    let started = store.update_build(id, |b| {
+        if b.state == BuildState::Queued {
+            b.state = BuildState::Running;
+            b.started_at = Some(SystemTime::now());
+        }
+    });
+    let build = match started {
+        Ok(b) if b.state == BuildState::Running => b,
+        Ok(_) => return, // cancelled while it waited for its slot
+        Err(e) => {
+            error!(build = id, error = %e, "cannot start build");
+            return;
+        }
+    };
+    let span = info_span!("build", build = id, project = %build.project);
+    async {
+        let masks = store
+            .secrets(build.project.as_str())
+            .map(|s| s.into_iter().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        let log = match ctx.logs.open(id, masks) {
+            Ok(log) => log,
+            Err(e) => {
+                finish(
+                    store,
+                    id,
+                    Outcome::failed(format!("cannot open the build log: {e}")),
+                );
+                return;
+            }
+        };
+        let workspace = ctx.work_dir.join(id.to_string());
+        let outcome = execute(ctx, store, &build, &workspace, &log, &cancel).await;
+        let outcome = match outcome {
+            Outcome {
+                state: BuildState::Cancelled,
+                ..
+            } if stopping.is_cancelled() => {
+                Outcome::failed("opusd stopped while the build was running")
+            }
+            o => o,
+        };
+        if let Err(e) = tokio::fs::remove_dir_all(&workspace).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log.opus("cleanup", &format!("cannot remove the workspace: {e}"));
+            }
+        }
+        let line = match outcome.state {
+            BuildState::Succeeded => "build succeeded".to_owned(),
+            state => format!("build {state}: {}", outcome.reason),
+        };
+        log.opus("done", &line);
+        info!(state = %outcome.state, reason = %outcome.reason, "build ended");
+        finish(store, id, outcome);
+        log.finish();
+        ctx.logs.close(id);
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Records the outcome (and its event).
+fn finish(store: &MetaStore, id: u64, outcome: Outcome) {
+    let result = store.update_build(id, |b| {
+        b.state = outcome.state;
+        b.reason = outcome.reason.clone();
+        b.finished_at = Some(SystemTime::now());
+    });
+    if let Err(e) = result {
+        error!(build = id, error = %e, "cannot record the build's outcome");
+    }
+}
+
+/// The part of a build that can fail: everything between start and record.
+async fn execute(
+    ctx: &BuildContext,
+    store: &MetaStore,
+    build: &Build,
+    workspace: &Path,
+    log: &BuildLog,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let project = match store.get_project(build.project.as_str()) {
+        Ok(p) => p,
+        Err(e) => return Outcome::failed(e.to_string()),
+    };
+    let _ = tokio::fs::remove_dir_all(workspace).await;
+    if let Err(e) = tokio::fs::create_dir_all(workspace).await {
+        return Outcome::failed(format!(
+            "cannot create the workspace {}: {e}",
+            workspace.display()
+        ));
+    }
+
+    log.opus(
+        "source",
+        &format!("fetching {} at {}", project.source.display(), build.git_ref),
+    );
+    let checkout = tokio::select! {
+        r = ctx.sources.checkout(&project, &build.git_ref, workspace) => r,
+        () = cancel.cancelled() => return Outcome { state: BuildState::Cancelled, reason: "cancelled by a user".into() },
+    };
+    let checkout = match checkout {
+        Ok(c) => c,
+        Err(e) => {
+            log.opus("source", &e.to_string());
+            return Outcome::failed(e.to_string());
+        }
+    };
+    let version = match decide_version(build, &checkout) {
+        Ok(v) => v,
+        Err(e) => {
+            log.opus("source", &e);
+            return Outcome::failed(e);
+        }
+    };
+    let recorded = store.update_build(build.id, |b| {
+        b.commit = checkout.commit.clone();
+        b.branch = checkout.branch.clone();
+        b.is_tag = checkout.is_tag;
+        b.version = version.clone();
+    });
+    let build = match recorded {
+        Ok(b) => b,
+        Err(e) => return Outcome::failed(e.to_string()),
+    };
+    if !checkout.commit.is_empty() {
+        log.opus("source", &format!("checked out {}", checkout.commit));
+    }
+
+    let (spec, origin) = match manifest::discover(workspace) {
+        Ok(found) => found,
+        Err(e) => {
+            log.opus("recipe", &e.to_string());
+            return Outcome::failed(e.to_string());
+        }
+    };
+    log.opus(
+        "recipe",
+        &match origin {
+            SpecOrigin::OpusYml => format!(
+                "opus.yml: {} step(s), output {}",
+                spec.build.steps.len(),
+                spec.build.output
+            ),
+            SpecOrigin::PackageJson => "no opus.yml: package.json has a build script".to_owned(),
+        },
+    );
+
+    let mut env: BTreeMap<String, String> = spec.build.env.clone();
+    env.insert("CI".into(), "true".into());
+    env.insert("OPUS_PROJECT".into(), build.project.to_string());
+    env.insert("OPUS_BUILD".into(), build.id.to_string());
+    env.insert("OPUS_VERSION".into(), build.version.clone());
+    env.insert("OPUS_COMMIT".into(), build.commit.clone());
+    env.insert("OPUS_REF".into(), build.git_ref.clone());
+    match store.secrets(build.project.as_str()) {
+        Ok(secrets) => env.extend(secrets),
+        Err(e) => return Outcome::failed(format!("cannot read the project's secrets: {e}")),
+    }
+
+    let cache_root = ctx.cache_dir.join(build.project.as_str());
+    restore_cache(&cache_root, workspace, &spec.build.cache, log).await;
+    let ran = executor::run_steps(
+        &spec.build.steps,
+        workspace,
+        &env,
+        log,
+        cancel,
+        spec.build.timeout,
+    )
+    .await;
+    save_cache(&cache_root, workspace, &spec.build.cache, log).await;
+    match ran {
+        Ok(()) => {}
+        Err(StepFailure::Cancelled) => {
+            return Outcome {
+                state: BuildState::Cancelled,
+                reason: "cancelled by a user".into(),
+            };
+        }
+        Err(failure) => {
+            if matches!(failure, StepFailure::TimedOut(_)) {
+                log.opus("timeout", &failure.to_string());
+            }
+            return Outcome::failed(failure.to_string());
+        }
+    }
+
+    let output = manifest::resolve_output(workspace, &spec.build, origin);
+    let output_dir = workspace.join(&output);
+    match tokio::fs::metadata(&output_dir).await {
+        Ok(m) if m.is_dir() => {}
+        _ => {
+            let msg = format!(
+                "the output folder {output:?} does not exist after the build (build.output in opus.yml)"
+            );
+            log.opus("output", &msg);
+            return Outcome::failed(msg);
+        }
+    }
+    let (files, bytes) = count_files(&output_dir).await;
+    log.opus(
+        "output",
+        &format!("{output}: {files} file(s), {bytes} bytes"),
+    );
+    Outcome {
+        state: BuildState::Succeeded,
+        reason: String::new(),
+    }
+}
+
+/// The version a build produces: named by the trigger; a tag's name; or
+/// `<branch-slug>-<build>-<short sha>` (`<branch-slug>-<build>` for a local source).
+fn decide_version(build: &Build, checkout: &crate::source::Checkout) -> Result<String, String> {
+    if build.version_pinned {
+        return Ok(build.version.clone());
+    }
+    if checkout.is_tag {
+        let tag = build.git_ref.trim_start_matches("refs/tags/");
+        return VersionName::new(tag)
+            .map(|v| v.to_string())
+            .map_err(|e| format!("tag {tag:?} cannot be a version: {e}; trigger with --version"));
+    }
+    let slug = branch_slug(checkout.branch.as_deref().unwrap_or("commit"));
+    let short: String = checkout.commit.chars().take(7).collect();
+    let version = if short.is_empty() {
+        format!("{slug}-{}", build.id)
+    } else {
+        format!("{slug}-{}-{short}", build.id)
+    };
+    VersionName::new(version)
+        .map(|v| v.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Moves cached folders into the workspace (a rename: no copying).
+async fn restore_cache(cache_root: &Path, workspace: &Path, folders: &[String], log: &BuildLog) {
+    for folder in folders {
+        let cached = cache_root.join(folder);
+        let target = workspace.join(folder);
+        if tokio::fs::metadata(&cached).await.is_err() || tokio::fs::metadata(&target).await.is_ok()
+        {
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        match tokio::fs::rename(&cached, &target).await {
+            Ok(()) => log.opus("cache", &format!("restored {folder}")),
+            Err(e) => log.opus("cache", &format!("cannot restore {folder}: {e}")),
+        }
+    }
+}
+
+/// Moves the workspace's cache folders back for the next build.
+async fn save_cache(cache_root: &Path, workspace: &Path, folders: &[String], log: &BuildLog) {
+    for folder in folders {
+        let source = workspace.join(folder);
+        if tokio::fs::metadata(&source).await.is_err() {
+            continue;
+        }
+        let cached = cache_root.join(folder);
+        let _ = tokio::fs::remove_dir_all(&cached).await;
+        if let Some(parent) = cached.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        if let Err(e) = tokio::fs::rename(&source, &cached).await {
+            log.opus("cache", &format!("cannot keep {folder}: {e}"));
+        }
+    }
+}
+
+/// Files and bytes under a folder.
+async fn count_files(dir: &Path) -> (u64, u64) {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let (mut files, mut bytes) = (0, 0);
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(e.path()),
+                    Ok(_) => {
+                        files += 1;
+                        bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        (files, bytes)
+    })
+    .await
+    .unwrap_or((0, 0))
+}

@@ -1,0 +1,163 @@
+//! The local executor: runs a build's steps as child processes of opusd.
+//!
+//! Each step is `sh -c <step>` in the workspace, in its own process group so that cancel and
+//! timeout kill everything it started (npm, node, their children). Output lines go to the build
+//! log as they come, secrets masked by the log writer.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::BuildLog;
+
+/// Why the steps did not all succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepFailure {
+    /// A step exited non-zero (or was killed by a signal).
+    Exited {
+        /// 1-based step number.
+        step: usize,
+        /// The command.
+        command: String,
+        /// Exit code, or None for a signal.
+        code: Option<i32>,
+    },
+    /// The build ran past its time limit.
+    TimedOut(Duration),
+    /// Cancelled by a user or a newer push.
+    Cancelled,
+    /// The step could not be started at all.
+    Spawn(String),
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepFailure::Exited {
+                step,
+                command,
+                code: Some(code),
+            } => {
+                write!(f, "step {step} `{command}` exited with code {code}")
+            }
+            StepFailure::Exited {
+                step,
+                command,
+                code: None,
+            } => {
+                write!(f, "step {step} `{command}` was killed by a signal")
+            }
+            StepFailure::TimedOut(limit) => {
+                write!(
+                    f,
+                    "timed out after {} (build.timeout in opus.yml)",
+                    humantime::format_duration(*limit)
+                )
+            }
+            StepFailure::Cancelled => write!(f, "cancelled"),
+            StepFailure::Spawn(e) => write!(f, "could not start the step: {e}"),
+        }
+    }
+}
+
+/// Runs `steps` in order in `workspace` with `env`, stopping at the first failure, at
+/// `cancel`, or when `timeout` has passed since the first step started.
+pub async fn run_steps(
+    steps: &[String],
+    workspace: &Path,
+    env: &BTreeMap<String, String>,
+    log: &BuildLog,
+    cancel: &CancellationToken,
+    timeout: Duration,
+) -> Result<(), StepFailure> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (i, command) in steps.iter().enumerate() {
+        let step = format!("step {}", i + 1);
+        log.opus(&step, &format!("$ {command}"));
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(workspace)
+            .env_clear()
+            .envs(inherited_env())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| StepFailure::Spawn(e.to_string()))?;
+        let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+        let out = child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(pump(s, log.clone(), step.clone(), "stdout")));
+        let err = child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(pump(s, log.clone(), step.clone(), "stderr")));
+
+        let outcome = tokio::select! {
+            status = child.wait() => Ok(status),
+            () = cancel.cancelled() => Err(StepFailure::Cancelled),
+            () = tokio::time::sleep_until(deadline) => Err(StepFailure::TimedOut(timeout)),
+        };
+        if outcome.is_err() {
+            if let Some(pgid) = pgid {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+            let _ = child.wait().await;
+        }
+        // Drain the output even when killed: the pipes close once the group is gone.
+        for pump in [out, err].into_iter().flatten() {
+            let _ = pump.await;
+        }
+        let status = outcome?.map_err(|e| StepFailure::Spawn(e.to_string()))?;
+        if !status.success() {
+            // Descendants that outlived the shell must not linger.
+            if let Some(pgid) = pgid {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+            let failure = StepFailure::Exited {
+                step: i + 1,
+                command: command.clone(),
+                code: status.code(),
+            };
+            log.opus(&step, &failure.to_string());
+            return Err(failure);
+        }
+    }
+    Ok(())
+}
+
+/// What steps inherit from opusd's own environment: everything (PATH, HOME, proxies, CA bundles
+/// that npm needs) except opusd's own `OPUS_*` settings, which may hold the API token.
+fn inherited_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| !k.starts_with("OPUS_"))
+        .collect()
+}
+
+/// Copies a child's output into the log, one line at a time (invalid UTF-8 replaced).
+async fn pump(stream: impl AsyncRead + Unpin, log: BuildLog, step: String, name: &'static str) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                log.line(&step, name, line.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+}

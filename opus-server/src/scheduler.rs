@@ -1,0 +1,393 @@
+//! The scheduler: a FIFO queue of builds, at most `--max-builds` running at once.
+//!
+//! - `trigger` stores a queued build (with its `build.queued` event) and wakes the dispatcher. A
+//!   newer trigger for the same project and ref cancels the older build still queued for it.
+//! - The dispatcher takes a slot (a semaphore permit), pops the oldest queued build and runs it
+//!   in its own task ([`crate::build::run`]).
+//! - `cancel` removes a queued build or signals a running one, whose steps are then killed.
+//! - On start, builds left `running` by a previous opusd become failed ("opusd restarted") and
+//!   builds left `queued` are queued again, oldest first.
+//! - `shutdown` stops dispatching, gives running builds a grace period, then cancels them; they
+//!   are recorded as failed ("opusd stopped"), and queued builds stay queued for the next start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use opus_core::model::{Build, BuildState, ProjectName, VersionName};
+use opus_core::store::MetaStore;
+use opus_core::{CoreError, error::ModelError, error::StoreError};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::build::BuildContext;
+
+/// What a trigger asks for.
+#[derive(Debug, Clone)]
+pub struct TriggerRequest {
+    /// The project.
+    pub project: String,
+    /// Branch, tag, commit, or `latest`/empty for the default branch.
+    pub git_ref: String,
+    /// A version name that overrides the computed one.
+    pub version: Option<String>,
+    /// Artifact store name (`default` when empty).
+    pub store: String,
+    /// Who triggers: `cli`, `github`, `webhook`.
+    pub trigger: String,
+}
+
+/// Why a build is waiting, for `GetBuild`/`ListBuilds`.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueInfo {
+    /// 1-based position in the queue.
+    pub position: usize,
+    /// Builds running now.
+    pub running: usize,
+    /// The limit.
+    pub max: usize,
+}
+
+impl QueueInfo {
+    /// "queued: 3rd, waiting for a free slot (4/4 running)".
+    pub fn reason(&self) -> String {
+        let n = self.position;
+        let suffix = match (n % 10, n % 100) {
+            (1, r) if r != 11 => "st",
+            (2, r) if r != 12 => "nd",
+            (3, r) if r != 13 => "rd",
+            _ => "th",
+        };
+        if self.running >= self.max {
+            format!(
+                "queued: {n}{suffix}, waiting for a free slot ({}/{} running)",
+                self.running, self.max
+            )
+        } else {
+            format!(
+                "queued: {n}{suffix}, starting ({}/{} running)",
+                self.running, self.max
+            )
+        }
+    }
+}
+
+struct Inner {
+    store: MetaStore,
+    context: BuildContext,
+    max: usize,
+    /// Build ids waiting, oldest first.
+    queue: Mutex<VecDeque<u64>>,
+    /// Running builds and the token that cancels each.
+    running: Mutex<HashMap<u64, CancellationToken>>,
+    /// Woken when the queue gains a build.
+    queued: Notify,
+    slots: Arc<Semaphore>,
+    /// Cancelled when opusd shuts down.
+    stopping: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The build scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl Scheduler {
+    /// Recovers builds left by a previous run and starts dispatching.
+    pub fn start(
+        store: MetaStore,
+        context: BuildContext,
+        max: usize,
+    ) -> Result<Scheduler, StoreError> {
+        let inner = Arc::new(Inner {
+            store: store.clone(),
+            context,
+            max,
+            queue: Mutex::default(),
+            running: Mutex::default(),
+            queued: Notify::new(),
+            slots: Arc::new(Semaphore::new(max)),
+            stopping: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let left = store.builds_in_states(&[BuildState::Running, BuildState::Queued])?;
+        for build in left {
+            if build.state == BuildState::Running {
+                store.update_build(build.id, |b| {
+                    b.state = BuildState::Failed;
+                    b.reason = "opusd restarted".into();
+                    b.finished_at = Some(SystemTime::now());
+                })?;
+                warn!(build = build.id, project = %build.project, "build was running when opusd stopped: marked failed");
+            } else {
+                inner
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push_back(build.id);
+            }
+        }
+        let scheduler = Scheduler { inner };
+        let dispatcher = scheduler.clone();
+        scheduler
+            .inner
+            .tasks
+            .spawn(async move { dispatcher.dispatch().await });
+        Ok(scheduler)
+    }
+
+    /// Queues a build.
+    pub fn trigger(&self, req: TriggerRequest) -> Result<Build, CoreError> {
+        let store = &self.inner.store;
+        let project = store.get_project(&req.project)?;
+        let git_ref = match req.git_ref.trim() {
+            "" | "latest" => project.branch.clone(),
+            r => r.to_owned(),
+        };
+        if git_ref.starts_with('-') || git_ref.chars().any(|c| c.is_ascii_control() || c == ' ') {
+            return Err(ModelError::Invalid(format!("invalid ref {git_ref:?}")).into());
+        }
+        let version = match req.version.filter(|v| !v.is_empty()) {
+            Some(v) => VersionName::new(v)?.to_string(),
+            None => String::new(),
+        };
+        let store_name = if req.store.is_empty() {
+            "default".to_owned()
+        } else {
+            req.store
+        };
+        self.inner.context.check_store(&store_name)?;
+        let template = Build {
+            id: 0,
+            project: ProjectName::new(project.name.to_string())?,
+            state: BuildState::Queued,
+            git_ref: git_ref.clone(),
+            commit: String::new(),
+            version_pinned: !version.is_empty(),
+            version,
+            reason: String::new(),
+            trigger: req.trigger,
+            store: store_name,
+            branch: None,
+            is_tag: false,
+            queued_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let build = store.create_build(&template)?;
+        // A newer trigger of the same project and ref supersedes older builds still waiting.
+        let superseded: Vec<u64> = {
+            let queue = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queue.iter().copied().collect()
+        };
+        for id in superseded {
+            if let Ok(old) = store.get_build(id) {
+                if old.project == build.project
+                    && old.git_ref == build.git_ref
+                    && !old.version_pinned
+                {
+                    let reason = format!("superseded by {}#{}", build.project, build.id);
+                    if self.cancel_queued(id, &reason)? {
+                        info!(build = id, by = build.id, "queued build superseded");
+                    }
+                }
+            }
+        }
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(build.id);
+        self.inner.queued.notify_one();
+        info!(build = build.id, project = %build.project, git_ref = %build.git_ref, "build queued");
+        Ok(build)
+    }
+
+    /// Cancels a queued or running build; a finished one is returned unchanged with an error.
+    pub fn cancel(&self, id: u64) -> Result<Build, CancelError> {
+        let build = self
+            .inner
+            .store
+            .get_build(id)
+            .map_err(|e| CancelError::Core(e.into()))?;
+        if build.state.is_finished() {
+            return Err(CancelError::Finished(Box::new(build)));
+        }
+        if self
+            .cancel_queued(id, "cancelled by a user")
+            .map_err(|e| CancelError::Core(e.into()))?
+        {
+            return self
+                .inner
+                .store
+                .get_build(id)
+                .map_err(|e| CancelError::Core(e.into()));
+        }
+        let token = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        match token {
+            Some(token) => {
+                token.cancel();
+                Ok(build)
+            }
+            // Between the queue and running: the build task sees the cancelled state.
+            None => self
+                .inner
+                .store
+                .get_build(id)
+                .map_err(|e| CancelError::Core(e.into())),
+        }
+    }
+
+    /// Removes a build from the queue and marks it cancelled; false when it was not queued.
+    fn cancel_queued(&self, id: u64, reason: &str) -> Result<bool, StoreError> {
+        let removed = {
+            let mut queue = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let before = queue.len();
+            queue.retain(|&q| q != id);
+            queue.len() != before
+        };
+        if removed {
+            self.inner.store.update_build(id, |b| {
+                b.state = BuildState::Cancelled;
+                b.reason = reason.to_owned();
+                b.finished_at = Some(SystemTime::now());
+            })?;
+        }
+        Ok(removed)
+    }
+
+    /// Where a queued build stands.
+    pub fn queue_info(&self, id: u64) -> Option<QueueInfo> {
+        let position = {
+            let queue = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queue.iter().position(|&q| q == id)? + 1
+        };
+        Some(QueueInfo {
+            position,
+            running: self.running_count(),
+            max: self.inner.max,
+        })
+    }
+
+    /// Builds running now.
+    pub fn running_count(&self) -> usize {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Builds waiting.
+    pub fn queued_count(&self) -> usize {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The dispatcher loop: one slot, one build, oldest first.
+    async fn dispatch(&self) {
+        loop {
+            let permit = tokio::select! {
+                p = self.inner.slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                () = self.inner.stopping.cancelled() => return,
+            };
+            let next = loop {
+                let popped = self
+                    .inner
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop_front();
+                if let Some(id) = popped {
+                    break id;
+                }
+                tokio::select! {
+                    () = self.inner.queued.notified() => {}
+                    () = self.inner.stopping.cancelled() => return,
+                }
+            };
+            let token = self.inner.stopping.child_token();
+            self.inner
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(next, token.clone());
+            let this = self.clone();
+            self.inner.tasks.spawn(async move {
+                crate::build::run(
+                    &this.inner.context,
+                    &this.inner.store,
+                    next,
+                    token,
+                    &this.inner.stopping,
+                )
+                .await;
+                this.inner
+                    .running
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&next);
+                drop(permit);
+            });
+        }
+    }
+
+    /// Stops dispatching, waits up to `grace` for running builds, then cancels them and waits for
+    /// their tasks to record the outcome.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.tasks.close();
+        // Stop taking new builds; running builds keep their own tokens until the grace ends.
+        let running = self.running_count();
+        if running > 0 {
+            info!(running, grace = ?grace, "waiting for running builds to finish");
+        }
+        let drained = async {
+            while self.running_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        self.inner.slots.close();
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            warn!("grace period over: stopping running builds");
+        }
+        self.inner.stopping.cancel();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// Why a cancel did not happen.
+#[derive(Debug)]
+pub enum CancelError {
+    /// The build had already ended.
+    Finished(Box<Build>),
+    /// Store or lookup failure.
+    Core(CoreError),
+}

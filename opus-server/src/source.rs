@@ -1,0 +1,289 @@
+//! Source fetching: a git URL is mirrored once per project (`<data-dir>/git/<project>.git`) and
+//! fetched before each build, then the build's commit is checked out from the mirror into the
+//! build's workspace; a local directory is copied. Git is the `git` program, so every transport
+//! and credential helper git has works.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+
+use opus_core::model::{Project, Source};
+use thiserror::Error;
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+/// Why the source could not be prepared. Messages name the ref or folder at fault.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// The ref is no branch, tag or commit of the repository.
+    #[error("ref {git_ref:?} is not a branch, tag or commit of {url}")]
+    UnknownRef {
+        /// The ref asked for.
+        git_ref: String,
+        /// The repository.
+        url: String,
+    },
+    /// A ref was asked of a local directory, which has none.
+    #[error(
+        "ref {git_ref:?} cannot be built: the source {dir} is a local directory, which has no branches or tags; trigger `latest`"
+    )]
+    LocalRef {
+        /// The ref asked for.
+        git_ref: String,
+        /// The directory.
+        dir: String,
+    },
+    /// A git command failed.
+    #[error("git {action} failed: {detail}")]
+    Git {
+        /// What was being done.
+        action: String,
+        /// git's stderr.
+        detail: String,
+    },
+    /// Files could not be copied or created.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was being done.
+        action: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What was checked out.
+#[derive(Debug, Clone, Default)]
+pub struct Checkout {
+    /// The full commit id (empty for a local directory).
+    pub commit: String,
+    /// The branch, when the ref is one.
+    pub branch: Option<String>,
+    /// Whether the ref is a tag.
+    pub is_tag: bool,
+}
+
+/// Prepares workspaces from project sources; serializes fetches per project.
+#[derive(Clone)]
+pub struct SourceFetcher {
+    git_dir: PathBuf,
+    locks: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+impl SourceFetcher {
+    /// Mirrors live under `git_dir`.
+    pub fn new(git_dir: PathBuf) -> SourceFetcher {
+        SourceFetcher {
+            git_dir,
+            locks: Arc::default(),
+        }
+    }
+
+    fn lock_for(&self, project: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.entry(project.to_owned()).or_default().clone()
+    }
+
+    /// Fills `workspace` (which must exist and be empty) with the project's source at `git_ref`.
+    pub async fn checkout(
+        &self,
+        project: &Project,
+        git_ref: &str,
+        workspace: &Path,
+    ) -> Result<Checkout, SourceError> {
+        match &project.source {
+            Source::Local(dir) => {
+                if git_ref != project.branch {
+                    return Err(SourceError::LocalRef {
+                        git_ref: git_ref.to_owned(),
+                        dir: dir.display().to_string(),
+                    });
+                }
+                copy_tree(dir.clone(), workspace.to_path_buf()).await?;
+                Ok(Checkout {
+                    commit: String::new(),
+                    branch: Some(project.branch.clone()),
+                    is_tag: false,
+                })
+            }
+            Source::Git(url) => {
+                let mirror = self.git_dir.join(format!("{}.git", project.name));
+                let (commit, branch, is_tag) = {
+                    let lock = self.lock_for(project.name.as_str());
+                    let _guard = lock.lock().await;
+                    self.update_mirror(url, &mirror).await?;
+                    resolve(&mirror, url, git_ref).await?
+                };
+                git(
+                    "clone",
+                    Command::new("git")
+                        .args(["clone", "--quiet", "--shared", "--no-checkout"])
+                        .arg(&mirror)
+                        .arg(workspace),
+                )
+                .await?;
+                git(
+                    "checkout",
+                    Command::new("git")
+                        .arg("-C")
+                        .arg(workspace)
+                        .args(["checkout", "--quiet", "--detach", &commit]),
+                )
+                .await?;
+                Ok(Checkout {
+                    commit,
+                    branch,
+                    is_tag,
+                })
+            }
+        }
+    }
+
+    /// Clones the mirror on first use (into a temporary name, renamed when complete, so a crash
+    /// leaves no half mirror), fetches after that.
+    async fn update_mirror(&self, url: &str, mirror: &Path) -> Result<(), SourceError> {
+        if mirror.join("HEAD").exists() {
+            return git(
+                "fetch",
+                Command::new("git")
+                    .arg("--git-dir")
+                    .arg(mirror)
+                    .args(["fetch", "--quiet", "--prune", "--force", "origin"]),
+            )
+            .await
+            .map(drop);
+        }
+        tokio::fs::create_dir_all(&self.git_dir)
+            .await
+            .map_err(|source| SourceError::Io {
+                action: format!("create {}", self.git_dir.display()),
+                source,
+            })?;
+        let tmp = mirror.with_extension("git.partial");
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+        git(
+            "clone",
+            Command::new("git")
+                .args(["clone", "--quiet", "--mirror", "--", url])
+                .arg(&tmp),
+        )
+        .await?;
+        tokio::fs::rename(&tmp, mirror)
+            .await
+            .map_err(|source| SourceError::Io {
+                action: format!("move mirror into {}", mirror.display()),
+                source,
+            })
+    }
+}
+
+/// Finds what `git_ref` names in the mirror: a tag, a branch, or a commit (in that order).
+async fn resolve(
+    mirror: &Path,
+    url: &str,
+    git_ref: &str,
+) -> Result<(String, Option<String>, bool), SourceError> {
+    let rev_parse = |spec: String| async move {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(mirror)
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &spec,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let plain = git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(git_ref);
+    if !git_ref.starts_with("refs/heads/") {
+        if let Some(c) = rev_parse(format!("refs/tags/{plain}^{{commit}}")).await {
+            return Ok((c, None, true));
+        }
+    }
+    if !git_ref.starts_with("refs/tags/") {
+        if let Some(c) = rev_parse(format!("refs/heads/{plain}^{{commit}}")).await {
+            return Ok((c, Some(plain.to_owned()), false));
+        }
+    }
+    let looks_like_sha =
+        plain.len() >= 4 && plain.len() <= 64 && plain.chars().all(|c| c.is_ascii_hexdigit());
+    if looks_like_sha {
+        if let Some(c) = rev_parse(format!("{plain}^{{commit}}")).await {
+            return Ok((c, None, false));
+        }
+    }
+    Err(SourceError::UnknownRef {
+        git_ref: git_ref.to_owned(),
+        url: url.to_owned(),
+    })
+}
+
+/// Runs a git command, turning failure into its stderr.
+async fn git(action: &str, cmd: &mut Command) -> Result<String, SourceError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .await
+        .map_err(|source| SourceError::Io {
+            action: format!("run git {action} (is git installed?)"),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(SourceError::Git {
+            action: action.to_owned(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Copies a directory tree (files, folders, symlinks as links), leaving out `.git`.
+async fn copy_tree(from: PathBuf, to: PathBuf) -> Result<(), SourceError> {
+    tokio::task::spawn_blocking(move || copy_tree_blocking(&from, &to))
+        .await
+        .map_err(|e| SourceError::Io {
+            action: "copy the source".into(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+fn copy_tree_blocking(from: &Path, to: &Path) -> Result<(), SourceError> {
+    let io = |action: String| move |source| SourceError::Io { action, source };
+    let entries = std::fs::read_dir(from).map_err(io(format!("read {}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io(format!("read {}", from.display())))?;
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let src = entry.path();
+        let dst = to.join(&name);
+        let kind = entry
+            .file_type()
+            .map_err(io(format!("stat {}", src.display())))?;
+        if kind.is_dir() {
+            std::fs::create_dir(&dst).map_err(io(format!("create {}", dst.display())))?;
+            copy_tree_blocking(&src, &dst)?;
+        } else if kind.is_symlink() {
+            let target =
+                std::fs::read_link(&src).map_err(io(format!("read link {}", src.display())))?;
+            std::os::unix::fs::symlink(&target, &dst)
+                .map_err(io(format!("create link {}", dst.display())))?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(io(format!("copy {}", src.display())))?;
+        }
+    }
+    Ok(())
+}

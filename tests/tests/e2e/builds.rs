@@ -1,0 +1,422 @@
+//! Builds through the real binaries: triggers, versions, opus.yml errors, failures, timeouts,
+//! cancel, concurrency, restart safety, caches, secrets.
+
+use std::time::{Duration, Instant};
+
+use opus_tests::{Daemon, GitRepo, site_with_opus_yml};
+
+const WRITE_DIST: &str = "mkdir -p dist && echo '<h1>hello</h1>' > dist/index.html";
+
+fn add_site(d: &Daemon, name: &str, opus_yml: &str) -> std::path::PathBuf {
+    let dir = site_with_opus_yml(d.root.path(), name, opus_yml);
+    d.opus(&["add", name, dir.to_str().expect("utf-8")]).ok();
+    dir
+}
+
+#[test]
+fn a_local_build_runs_its_steps_with_the_environment_and_masks_secrets() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  env: {{ NODE_ENV: production }}\n  steps:\n    - echo \"ci=$CI project=$OPUS_PROJECT build=$OPUS_BUILD version=$OPUS_VERSION ref=$OPUS_REF env=$NODE_ENV\"\n    - echo \"token=$NPM_TOKEN\"\n    - {WRITE_DIST}\n"
+        ),
+    );
+    d.opus(&["secret", "set", "web", "NPM_TOKEN", "--value", "hunter2"])
+        .ok();
+    let out = d.opus(&["trigger", "web", "--wait"]);
+    let text = out.ok();
+    assert!(
+        text.starts_with("web#1\n"),
+        "prints the build id first: {text}"
+    );
+    assert!(
+        text.contains("ci=true project=web build=1 version=main-1 ref=main env=production"),
+        "{text}"
+    );
+    assert!(
+        text.contains("token=***") && !text.contains("hunter2"),
+        "secret masked: {text}"
+    );
+    assert!(
+        out.stderr.contains("web#1 succeeded: version main-1"),
+        "{}",
+        out.stderr
+    );
+
+    let b = d.build("web", 1);
+    assert_eq!(b["state"], "succeeded");
+    assert_eq!(b["version"], "main-1");
+    // The stored log masks too.
+    let log = d.opus(&["logs", "web#1"]);
+    assert!(log.ok().contains("token=***") && !log.stdout.contains("hunter2"));
+    // `opus list` shows the last build.
+    let list = d.opus(&["list"]);
+    assert!(
+        list.ok().contains("web#1") && list.stdout.contains("succeeded"),
+        "{}",
+        list.stdout
+    );
+    let json = d.opus(&["list", "-o", "json"]).json();
+    assert_eq!(json[0]["last_build"]["state"], "succeeded");
+}
+
+#[test]
+fn git_sources_build_tags_branches_and_commits() {
+    let d = Daemon::start();
+    let repo = GitRepo::init(&d.root.path().join("repo"));
+    repo.write(
+        "opus.yml",
+        &format!("build:\n  steps: [\"{WRITE_DIST}\", \"git log -1 --format=%H\"]\n"),
+    );
+    let first = repo.commit("first");
+    repo.git(&["tag", "1.0.3"]);
+    repo.write("README.md", "second\n");
+    let second = repo.commit("second");
+    d.opus(&["add", "web", &repo.url()]).ok();
+
+    let tag = d.trigger(&["web", "1.0.3"]);
+    let b = d.wait_for_state("web", tag, "succeeded", 60);
+    assert_eq!(b["version"], "1.0.3");
+    assert_eq!(b["commit"], first);
+
+    let latest = d.trigger(&["web"]);
+    let b = d.wait_for_state("web", latest, "succeeded", 60);
+    assert_eq!(b["commit"], second);
+    assert_eq!(b["version"], format!("main-{latest}-{}", &second[..7]));
+    assert_eq!(b["branch"], "main");
+
+    let by_commit = d.trigger(&["web", &first[..10], "--version", "hotfix"]);
+    let b = d.wait_for_state("web", by_commit, "succeeded", 60);
+    assert_eq!(b["version"], "hotfix");
+    assert_eq!(b["commit"], first);
+
+    // A new commit is fetched by the next build (the mirror is updated, not re-cloned).
+    repo.write("README.md", "third\n");
+    let third = repo.commit("third");
+    let next = d.trigger(&["web", "main"]);
+    assert_eq!(
+        d.wait_for_state("web", next, "succeeded", 60)["commit"],
+        third
+    );
+    assert!(d.data_dir().join("git").join("web.git").exists());
+    // Workspaces are removed after each build.
+    let left: Vec<_> = std::fs::read_dir(d.data_dir().join("work"))
+        .expect("work dir")
+        .collect();
+    assert!(left.is_empty(), "workspaces left: {left:?}");
+}
+
+#[test]
+fn unknown_projects_and_refs_are_errors_that_say_so() {
+    let d = Daemon::start();
+    let err = d.opus(&["trigger", "nope"]).fails(1).to_owned();
+    assert!(err.contains("no project named \"nope\""), "{err}");
+
+    let repo = GitRepo::init(&d.root.path().join("repo"));
+    repo.write(
+        "opus.yml",
+        &format!("build:\n  steps: [\"{WRITE_DIST}\"]\n"),
+    );
+    repo.commit("first");
+    d.opus(&["add", "web", &repo.url()]).ok();
+    let out = d.opus(&["trigger", "web", "no-such-branch", "--wait"]);
+    let err = out.fails(1);
+    assert!(
+        err.contains("\"no-such-branch\" is not a branch, tag or commit"),
+        "{err}"
+    );
+
+    let err = d
+        .opus(&["trigger", "web", "--version", "archive"])
+        .fails(1)
+        .to_owned();
+    assert!(err.contains("reserved"), "{err}");
+    let err = d
+        .opus(&["-trigger", "web", "latest", "s3-elsewhere"])
+        .fails(1)
+        .to_owned();
+    assert!(
+        err.contains("unknown artifact store \"s3-elsewhere\""),
+        "{err}"
+    );
+    // The original form with the default store works.
+    let out = d.opus(&["-trigger", "web", "latest", "default"]);
+    assert!(out.ok().starts_with("web#"), "{}", out.stdout);
+
+    let site = add_site(
+        &d,
+        "local",
+        &format!("build:\n  steps: [\"{WRITE_DIST}\"]\n"),
+    );
+    let out = d.opus(&["trigger", "local", "v2", "--wait"]);
+    assert!(out.fails(1).contains("local directory"), "{}", out.stderr);
+    drop(site);
+}
+
+#[test]
+fn malformed_opus_yml_names_line_and_field() {
+    let d = Daemon::start();
+    add_site(&d, "syntax", "build:\n  steps: [npm ci\n  output: dist\n");
+    let out = d.opus(&["trigger", "syntax", "--wait"]);
+    let err = out.fails(1).to_owned();
+    assert!(err.contains("opus.yml") && err.contains("line"), "{err}");
+
+    add_site(&d, "types", "build:\n  steps: npm run build\n");
+    let out = d.opus(&["trigger", "types", "--wait"]);
+    let err = out.fails(1).to_owned();
+    assert!(
+        err.contains("build.steps") && err.contains("line 2"),
+        "{err}"
+    );
+
+    let empty = d.root.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    d.opus(&["add", "empty", empty.to_str().expect("utf-8")])
+        .ok();
+    let out = d.opus(&["trigger", "empty", "--wait"]);
+    assert!(out.fails(1).contains("add an opus.yml"), "{}", out.stderr);
+}
+
+#[test]
+fn a_failing_step_stops_the_build_and_the_log_shows_the_exit_code() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        "build:\n  steps: [\"echo one\", \"exit 3\", \"echo never-runs\"]\n",
+    );
+    let out = d.opus(&["trigger", "web", "--wait"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("one") && !out.stdout.contains("never-runs"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("step 2 `exit 3` exited with code 3"),
+        "{}",
+        out.stdout
+    );
+    let b = d.build("web", 1);
+    assert_eq!(b["state"], "failed");
+    assert_eq!(b["reason"], "step 2 `exit 3` exited with code 3");
+
+    add_site(
+        &d,
+        "nodist",
+        "build:\n  steps: [\"true\"]\n  output: public\n",
+    );
+    let out = d.opus(&["trigger", "nodist", "--wait"]);
+    assert!(
+        out.fails(1)
+            .contains("output folder \"public\" does not exist"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_step_past_its_timeout_is_killed_with_its_children() {
+    let d = Daemon::start();
+    let pidfile = d.root.path().join("child.pid");
+    add_site(
+        &d,
+        "slow",
+        &format!(
+            "build:\n  timeout: 1s\n  steps: [\"sleep 300 & echo $! > {}; wait\"]\n",
+            pidfile.display()
+        ),
+    );
+    let started = Instant::now();
+    let out = d.opus(&["trigger", "slow", "--wait"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let b = d.build("slow", 1);
+    assert_eq!(b["state"], "failed");
+    assert!(
+        b["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("timed out after 1s")),
+        "{b}"
+    );
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("pid written")
+        .trim()
+        .to_owned();
+    assert!(
+        !process_alive(&pid),
+        "the step's child {pid} outlived the timeout"
+    );
+}
+
+fn process_alive(pid: &str) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn cancel_a_running_and_a_queued_build() {
+    let d = Daemon::start_with(&["--max-builds", "1"]);
+    let pidfile = d.root.path().join("child.pid");
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  steps: [\"if [ \\\"$OPUS_VERSION\\\" = slow ]; then sleep 300 & echo $! > {}; wait; fi\", \"{WRITE_DIST}\"]\n",
+            pidfile.display()
+        ),
+    );
+    let running = d.trigger(&["web", "--version", "slow"]);
+    d.wait_for_state("web", running, "running", 30);
+    let queued = d.trigger(&["web", "--version", "later"]);
+    let b = d.build("web", queued);
+    assert_eq!(b["state"], "queued");
+    assert!(
+        b["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("1st, waiting for a free slot (1/1 running)")),
+        "{b}"
+    );
+
+    d.opus(&["cancel", &format!("web#{queued}")]).ok();
+    assert_eq!(d.build("web", queued)["state"], "cancelled");
+
+    d.opus(&["cancel", &running.to_string()]).ok();
+    let b = d.wait_for_state("web", running, "cancelled", 30);
+    assert!(
+        b["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cancelled")),
+        "{b}"
+    );
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("pid written")
+        .trim()
+        .to_owned();
+    assert!(
+        !process_alive(&pid),
+        "the cancelled step's child {pid} is still running"
+    );
+
+    let err = d
+        .opus(&["cancel", &running.to_string()])
+        .fails(1)
+        .to_owned();
+    assert!(err.contains("already cancelled"), "{err}");
+    let err = d.opus(&["cancel", "api#1"]).fails(1).to_owned();
+    assert!(err.contains("belongs to web"), "{err}");
+}
+
+#[test]
+fn a_newer_trigger_of_the_same_branch_supersedes_the_queued_one() {
+    let d = Daemon::start_with(&["--max-builds", "1"]);
+    add_site(
+        &d,
+        "web",
+        &format!("build:\n  steps: [\"sleep 1\", \"{WRITE_DIST}\"]\n"),
+    );
+    let first = d.trigger(&["web"]);
+    d.wait_for_state("web", first, "running", 30);
+    let second = d.trigger(&["web"]);
+    let third = d.trigger(&["web"]);
+    let b = d.build("web", second);
+    assert_eq!(b["state"], "cancelled");
+    assert_eq!(b["reason"], format!("superseded by web#{third}"));
+    d.wait_for_state("web", third, "succeeded", 60);
+    assert_eq!(d.build("web", first)["state"], "succeeded");
+}
+
+#[test]
+fn eight_builds_never_run_more_than_two_at_once() {
+    let d = Daemon::start_with(&["--max-builds", "2"]);
+    let shared = d.root.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    let step = format!(
+        "touch {s}/running.$OPUS_BUILD && ls {s} | grep -c '^running' >> {s}/counts.$OPUS_BUILD && sleep 0.3 && rm {s}/running.$OPUS_BUILD",
+        s = shared.display()
+    );
+    add_site(
+        &d,
+        "web",
+        &format!("build:\n  steps: [\"{step}\", \"{WRITE_DIST}\"]\n"),
+    );
+    let ids: Vec<u64> = (0..8)
+        .map(|i| d.trigger(&["web", "--version", &format!("v{i}")]))
+        .collect();
+    for id in &ids {
+        d.wait_for_state("web", *id, "succeeded", 60);
+    }
+    let mut max = 0;
+    for entry in std::fs::read_dir(&shared).expect("read") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        for n in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+            max = max.max(n);
+        }
+    }
+    assert!((1..=2).contains(&max), "saw {max} builds at once");
+}
+
+#[test]
+fn sigkill_during_a_build_then_restart_fails_it_and_runs_the_queued_one() {
+    let mut d = Daemon::start_with(&["--max-builds", "1"]);
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  steps: [\"if [ \\\"$OPUS_VERSION\\\" = slow ]; then sleep 300; fi\", \"{WRITE_DIST}\"]\n"
+        ),
+    );
+    let running = d.trigger(&["web", "--version", "slow"]);
+    d.wait_for_state("web", running, "running", 30);
+    let queued = d.trigger(&["web", "--version", "next"]);
+    // Give sled its periodic flush before the crash.
+    std::thread::sleep(Duration::from_millis(800));
+    d.kill();
+    d.restart();
+    let b = d.wait_for_state("web", running, "failed", 30);
+    assert_eq!(b["reason"], "opusd restarted");
+    d.wait_for_state("web", queued, "succeeded", 60);
+}
+
+#[test]
+fn cache_folders_are_kept_between_builds() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  cache: [node_modules]\n  steps: [\"if [ -f node_modules/marker ]; then echo cache-hit; else echo cache-miss; fi\", \"mkdir -p node_modules && touch node_modules/marker\", \"{WRITE_DIST}\"]\n"
+        ),
+    );
+    let first = d.opus(&["trigger", "web", "--wait"]);
+    assert!(first.ok().contains("cache-miss"), "{}", first.stdout);
+    let second = d.opus(&["trigger", "web", "--wait"]);
+    assert!(second.ok().contains("cache-hit"), "{}", second.stdout);
+}
+
+#[test]
+fn logs_follow_a_running_build_to_its_end() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  steps: [\"echo start\", \"sleep 1\", \"echo finish\", \"{WRITE_DIST}\"]\n"
+        ),
+    );
+    let id = d.trigger(&["web"]);
+    let out = d.opus(&["logs", &format!("web#{id}"), "-f"]);
+    let text = out.ok();
+    assert!(
+        text.contains("start") && text.contains("finish") && text.contains("build succeeded"),
+        "{text}"
+    );
+    let err = d.opus(&["logs", "99"]).fails(1).to_owned();
+    assert!(err.contains("no build #99"), "{err}");
+    let err = d.opus(&["logs", "web#x"]).fails(1).to_owned();
+    assert!(err.contains("write it as 12 or web#12"), "{err}");
+}

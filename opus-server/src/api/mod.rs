@@ -10,6 +10,7 @@ mod events;
 mod projects;
 mod status;
 mod system;
+mod webhooks;
 
 use std::future::Future;
 
@@ -70,6 +71,7 @@ pub(crate) async fn run(
     let router = routes
         .into_axum_router()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .merge(webhooks::router(state.clone()))
         .fallback(not_implemented);
 
     let mut server = Server::builder().accept_http1(true);

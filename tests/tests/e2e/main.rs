@@ -6,3 +6,4 @@ mod hooks;
 mod projects;
 mod security;
 mod vite;
+mod webhooks;

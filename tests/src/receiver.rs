@@ -24,6 +24,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// The status it was answered with.
     pub answered: u16,
+    /// When it arrived.
+    pub at: std::time::SystemTime,
 }
 
 impl Received {
@@ -74,6 +76,7 @@ async fn record(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Sta
             signature: h("x-opus-signature-256"),
             body: body.to_vec(),
             answered: answer,
+            at: std::time::SystemTime::now(),
         });
     }
     StatusCode::from_u16(answer).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)

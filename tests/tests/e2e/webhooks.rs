@@ -160,3 +160,30 @@ fn trigger_webhook_needs_the_token() {
     let (code, _) = post(&url.replace("/web", "/nope"), &auth, Vec::new());
     assert_eq!(code, 404);
 }
+
+#[test]
+fn github_tag_push_builds_head_commit_as_the_tag_version() {
+    let d = Daemon::start();
+    let repo = opus_tests::GitRepo::init(&d.root.path().join("repo"));
+    repo.write("opus.yml", BUILD);
+    let first = repo.commit("first");
+    repo.git(&["tag", "2.0.0"]);
+    repo.write("README.md", "second\n");
+    repo.commit("second");
+    d.opus(&["add", "web", &repo.url()]).ok();
+    let hook = d.opus(&["hook", "github", "web", "-o", "json"]).json();
+    let url = hook["url"].as_str().expect("url").to_owned();
+    let secret = hook["secret"].as_str().expect("secret").to_owned();
+    let push = serde_json::to_vec(&json!({
+        "ref": "refs/tags/2.0.0",
+        "after": first,
+        "head_commit": { "id": first },
+    }))
+    .expect("JSON");
+    let (code, body) = github(&url, &secret, "push", "t1", &push);
+    assert_eq!(code, 202, "{body}");
+    let id = body["build"].as_u64().expect("build id");
+    let b = d.wait_for_state("web", id, "succeeded", 60);
+    assert_eq!(b["version"], "2.0.0");
+    assert_eq!(b["commit"], first.as_str());
+}

@@ -80,6 +80,11 @@ pub enum Command {
     Publish(PublishArgs),
     /// Re-hash stored versions against their manifests and report damage (exit 1 when any).
     Verify(VerifyArgs),
+    /// Outgoing hooks (events posted to a URL, JSON or Slack) and the inbound webhook keys.
+    #[command(subcommand)]
+    Hook(HookCommand),
+    /// Print events (builds, deploys, projects...) from the event log; -f follows new ones.
+    Events(EventsArgs),
     /// Deploy a version to an environment (production by default) and print its URL.
     Deploy(DeployArgs),
     /// Point an environment back at its previous release (or --to a version), and pin it.
@@ -291,6 +296,91 @@ pub struct UninstallArgs {
     /// Also delete the data volume (projects, builds, versions) and the namespace.
     #[arg(long)]
     pub purge: bool,
+}
+
+/// `opus events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only this project's events.
+    #[arg(long, short = 'p')]
+    pub project: Option<String>,
+    /// Keep printing new events as they happen.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Start at this sequence number [default: 1, the whole log].
+    #[arg(long, value_name = "SEQ")]
+    pub from: Option<u64>,
+}
+
+/// The body format of a hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookFormatArg {
+    /// The event as JSON.
+    Json,
+    /// A Slack incoming-webhook message.
+    Slack,
+}
+
+/// `opus hook ...`.
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Add a hook: every event of a project (or of all projects) is posted to URL.
+    Add {
+        /// The project and the URL deliveries are posted to (only the URL with --all).
+        #[arg(required = true, num_args = 1..=2, value_names = ["PROJECT", "URL"])]
+        target: Vec<String>,
+        /// Every project's events.
+        #[arg(long)]
+        all: bool,
+        /// Only these event types (comma-separated; `build.*` matches a prefix).
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        /// Sign each body: X-Opus-Signature-256 = sha256=<hex HMAC-SHA256 of the body>.
+        #[arg(long)]
+        secret: Option<String>,
+        /// Body format.
+        #[arg(long, value_enum, default_value_t = HookFormatArg::Json)]
+        format: HookFormatArg,
+    },
+    /// List hooks (those that get a project's events, with a project).
+    List {
+        /// Only hooks that get this project's events.
+        project: Option<String>,
+    },
+    /// Remove a hook.
+    Remove {
+        /// The hook id (see `opus hook list`).
+        id: String,
+    },
+    /// Send a `ping` to a hook now and show the answer.
+    Test {
+        /// The hook id.
+        id: String,
+    },
+    /// A hook's recent deliveries, newest first.
+    Deliveries {
+        /// The hook id.
+        id: String,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// The payload URL and secret to paste into GitHub's webhook settings (content type JSON).
+    Github {
+        /// The project.
+        project: String,
+        /// Replace the secret with a new one.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// The URL and bearer token of the generic trigger webhook, for other CI systems and scripts.
+    Trigger {
+        /// The project.
+        project: String,
+        /// Replace the token with a new one.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 /// `opus add`.

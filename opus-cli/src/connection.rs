@@ -108,7 +108,6 @@ impl Connection {
     }
 
     /// The event stream.
-    #[allow(dead_code)]
     pub fn events(&self) -> EventServiceClient<Transport> {
         EventServiceClient::new(self.transport())
     }

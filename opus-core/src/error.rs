@@ -101,6 +101,9 @@ pub enum StoreError {
         /// The environment.
         env: String,
     },
+    /// No outgoing hook with that id.
+    #[error("no hook {0} (see `opus hook list`)")]
+    HookNotFound(u64),
     /// A stored record that does not decode: the data directory is damaged or from a newer opusd.
     #[error("metadata record {key} does not decode: {detail}")]
     Corrupt {

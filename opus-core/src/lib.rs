@@ -4,6 +4,7 @@
 //! - [`model`]: domain types with their validation rules ([`model::ProjectName`], [`model::Source`],
 //!   [`model::Project`], [`model::Build`]...). Prost types never leave [`wire`].
 //! - [`wire`]: the one place that converts between domain types and prost messages.
+//! - [`hook`]: outgoing hooks and their delivery records.
 //! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
 //!   event describing it are one transaction.
 //! - [`kubernetes`]: what `opus install` applies to a cluster ([`kubernetes::Manifests`],
@@ -16,6 +17,7 @@
 pub mod archive;
 pub mod artifact;
 pub mod error;
+pub mod hook;
 pub mod kubernetes;
 pub mod manifest;
 pub mod model;

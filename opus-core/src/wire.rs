@@ -131,6 +131,15 @@ impl From<&VersionRecord> for proto::Version {
     }
 }
 
+impl From<crate::hook::HookFormat> for proto::HookFormat {
+    fn from(f: crate::hook::HookFormat) -> Self {
+        match f {
+            crate::hook::HookFormat::Json => proto::HookFormat::Json,
+            crate::hook::HookFormat::Slack => proto::HookFormat::Slack,
+        }
+    }
+}
+
 impl From<&ManifestFile> for proto::ManifestEntry {
     fn from(f: &ManifestFile) -> Self {
         proto::ManifestEntry {
@@ -138,6 +147,29 @@ impl From<&ManifestFile> for proto::ManifestEntry {
             size: f.size,
             sha256: f.sha256.clone(),
             mode: f.mode,
+        }
+    }
+}
+
+/// The domain format of a wire format (`Unspecified` means JSON).
+pub fn hook_format(f: proto::HookFormat) -> crate::hook::HookFormat {
+    match f {
+        proto::HookFormat::Slack => crate::hook::HookFormat::Slack,
+        proto::HookFormat::Json | proto::HookFormat::Unspecified => crate::hook::HookFormat::Json,
+    }
+}
+
+impl From<&crate::hook::Hook> for proto::Hook {
+    fn from(h: &crate::hook::Hook) -> Self {
+        proto::Hook {
+            id: h.id.to_string(),
+            project: h.project.clone(),
+            url: h.url.clone(),
+            events: h.events.clone(),
+            format: proto::HookFormat::from(h.format) as i32,
+            signed: h.secret.is_some(),
+            enabled: h.enabled,
+            created_at: Some(timestamp(h.created_at)),
         }
     }
 }
@@ -181,6 +213,23 @@ impl From<&VerifyReport> for proto::VerifyVersionResponse {
                     detail: p.detail.clone(),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl From<&crate::hook::Delivery> for proto::Delivery {
+    fn from(d: &crate::hook::Delivery) -> Self {
+        proto::Delivery {
+            id: d.id.clone(),
+            hook_id: d.hook_id.to_string(),
+            event_seq: d.event_seq,
+            event_type: d.event_type.clone(),
+            state: d.state.as_str().to_owned(),
+            attempts: d.attempts,
+            last_status: u32::from(d.last_status),
+            last_error: d.last_error.clone(),
+            next_attempt_at: d.next_attempt_at.map(timestamp),
+            updated_at: Some(timestamp(d.updated_at)),
         }
     }
 }

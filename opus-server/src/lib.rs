@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: the layered [`config::Config`].
 //! - [`api`]: the gRPC services, authentication, and the mapping of errors to status codes.
+//! - [`hooks`]: the deliverer of events to outgoing hooks, and HMAC signatures.
 //! - [`scheduler`]: the build queue and its slots; [`build`]: one build from source to outcome;
 //!   [`source`]: git mirrors and local copies; [`executor`]: steps as process groups;
 //!   [`logs`]: build log files and live tails.
@@ -16,13 +17,14 @@
 pub mod api;
 pub mod build;
 pub mod config;
-pub mod executor;
-pub mod logs;
-pub mod scheduler;
-pub mod source;
 pub mod deploys;
+pub mod executor;
+pub mod hooks;
+pub mod logs;
 pub mod metrics;
+pub mod scheduler;
 pub mod sites;
+pub mod source;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,6 +89,9 @@ pub enum ServeError {
     /// The deployed sites could not be loaded.
     #[error("cannot load the deployed sites: {0}")]
     Sites(#[source] opus_core::CoreError),
+    /// The HTTP client of the hook deliverer could not be built (TLS setup).
+    #[error("cannot set up the hook deliverer's HTTP client: {0}")]
+    HookClient(String),
     /// The gRPC server failed.
     #[error("API server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -111,6 +116,10 @@ pub struct AppState {
     pub scheduler: scheduler::Scheduler,
     /// Build logs.
     pub logs: logs::LogHub,
+    /// The HTTP client hooks are posted with (`TestHook` uses it directly).
+    pub hook_transport: hooks::HttpTransport,
+    /// How hook messages link to deployed sites.
+    pub site_links: hooks::SiteLinks,
 }
 
 /// Writes `<data-dir>/opusd.json` with the bound API and sites addresses and the process id, so
@@ -231,6 +240,13 @@ pub async fn serve(
         })?;
     let grace = config.shutdown_grace;
 
+    let policy = hooks::RetryPolicy::from_env();
+    let hook_transport = hooks::HttpTransport::new(policy.timeout)
+        .map_err(|e| ServeError::HookClient(e.to_string()))?;
+    let site_links = hooks::SiteLinks {
+        domain: config.domain.clone(),
+        port: config.sites_listen.port(),
+    };
     let state = AppState {
         store: store.clone(),
         artifacts,
@@ -240,6 +256,8 @@ pub async fn serve(
         started_at: SystemTime::now(),
         scheduler: scheduler.clone(),
         logs,
+        hook_transport: hook_transport.clone(),
+        site_links: site_links.clone(),
     };
 
     // One shutdown signal for both listeners.
@@ -253,6 +271,7 @@ pub async fn serve(
     };
     let sites_task = tokio::spawn(site_server.run(sites_listener, stopped(stop_rx.clone())));
 
+    let deliverer = hooks::Deliverer::start(store.clone(), hook_transport, policy, site_links);
     write_address_file(&state.config.data_dir, bound, sites_bound);
     info!(api = %bound, sites = %sites_bound, data_dir = %state.config.data_dir.display(), "opusd started");
 
@@ -262,6 +281,7 @@ pub async fn serve(
         Ok(Err(e)) => tracing::error!(error = %e, "the site server failed"),
         Err(e) => tracing::error!(error = %e, "the site server task failed"),
     }
+    deliverer.stop();
     api_result?;
 
     info!("shutting down: no new builds start");

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod receiver;
+
 /// Where cargo put the binaries: the test executable lives in `<target>/<profile>/deps/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
@@ -92,6 +94,8 @@ pub struct Daemon {
     pub sites: String,
     /// Extra arguments it was started with (kept for restarts).
     args: Vec<String>,
+    /// Extra environment variables it was started with (kept for restarts).
+    envs: Vec<(String, String)>,
     /// The token the CLI passes, if the daemon has one.
     pub token: Option<String>,
     /// Where opusd's stderr goes.
@@ -106,12 +110,21 @@ impl Daemon {
 
     /// Starts opusd with extra arguments.
     pub fn start_with(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// Starts opusd with extra arguments and environment variables.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Daemon {
         let root = tempfile::tempdir().expect("temp dir");
         let mut d = Daemon {
             child: None,
             server: String::new(),
             sites: String::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             token: None,
             log_path: root.path().join("opusd.log"),
             root,
@@ -154,6 +167,7 @@ impl Daemon {
             )
             .env_remove("OPUS_TOKEN")
             .env_remove("OPUS_SERVER")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));

@@ -2,8 +2,10 @@
 
 mod artifacts;
 mod builds;
-mod install;
 mod deploys;
+mod events;
+mod hook;
+mod install;
 mod projects;
 mod secret;
 mod status;
@@ -36,6 +38,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Download(args) => artifacts::download(&conn, &global, args).await,
         Command::Publish(args) => artifacts::publish(&conn, &global, args).await,
         Command::Verify(args) => artifacts::verify(&conn, &global, args).await,
+        Command::Hook(cmd) => hook::run(&conn, &global, cmd).await,
+        Command::Events(args) => events::run(&conn, &global, args).await,
         Command::Trigger(args) => builds::trigger(&conn, &global, args).await,
         Command::Builds(args) => builds::list(&conn, &global, args).await,
         Command::Logs(args) => builds::logs(&conn, &global, args).await,

@@ -11,6 +11,7 @@
 mod builds;
 mod deploys;
 mod events;
+mod hooks;
 mod projects;
 mod versions;
 
@@ -28,6 +29,7 @@ use crate::model::Event;
 
 pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, SiteOptions};
+pub use hooks::KeyKind;
 
 /// The trees of the store, in the order [`Tx`] sees them.
 ///
@@ -37,7 +39,7 @@ pub use deploys::{EnvironmentRecord, Release, ReleaseReason, SiteOptions};
 /// - `environments`: `<project>\0<env>` -> [`EnvironmentRecord`] JSON (the pointer).
 /// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
-const TREE_NAMES: [&str; 11] = [
+const TREE_NAMES: [&str; 16] = [
     "projects",
     "secrets",
     "builds",
@@ -49,6 +51,11 @@ const TREE_NAMES: [&str; 11] = [
     "environments",
     "releases",
     "site_options",
+    "hooks",
+    "hook_cursors",
+    "deliveries",
+    "github_deliveries",
+    "project_keys",
 ];
 
 /// The sled metadata store shared by every part of opusd.
@@ -78,6 +85,11 @@ enum T {
     Environments = 8,
     Releases = 9,
     SiteOptions = 10,
+    Hooks = 11,
+    HookCursors = 12,
+    Deliveries = 13,
+    GithubDeliveries = 14,
+    ProjectKeys = 15,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -130,8 +130,12 @@ impl MetaStore {
             .scan_prefix(prefix(name.as_str()))
             .keys()
             .collect::<Result<_, _>>()?;
+        let hooks = self.project_hook_ids(name.as_str())?;
+        let delivery_keys = self.delivery_keys(&hooks)?;
+        let (project_keys, github_ids) = self.project_webhook_keys(name.as_str())?;
         self.transact(|tx| {
             tx.project(name.as_str())?;
+            tx.remove_project_webhooks(&hooks, &delivery_keys, &project_keys, &github_ids)?;
             tx.tree(T::Projects).remove(name.as_str().as_bytes())?;
             for k in &env_keys {
                 tx.tree(T::Environments).remove(k)?;

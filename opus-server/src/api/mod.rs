@@ -12,6 +12,7 @@ mod events;
 mod projects;
 mod status;
 mod system;
+mod webhooks;
 
 use std::future::Future;
 
@@ -103,6 +104,7 @@ pub(crate) async fn run(
                 }
             }),
         )
+        .merge(webhooks::router(state.clone()))
         .fallback(not_implemented);
 
     let mut server = Server::builder().accept_http1(true);

@@ -1,14 +1,17 @@
-//! `opus.v1.ProjectService`: the project registry and secrets.
+//! `opus.v1.ProjectService`: the project registry, secrets, webhook keys and outgoing hooks.
 
 use std::time::SystemTime;
 
+use opus_core::hook::{Hook, validate_event_pattern, validate_hook_url};
 use opus_core::model::{Project, ProjectName, Source, validate_branch, validate_secret_name};
 use opus_core::proto::{self, project_service_server::ProjectService};
+use opus_core::store::KeyKind;
+use opus_core::wire;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::status;
-use crate::AppState;
+use crate::{AppState, hooks};
 
 /// Implements the project RPCs over the metadata store.
 pub(crate) struct ProjectsApi {
@@ -32,10 +35,6 @@ impl ProjectsApi {
         out.secret_names = store.secret_names(project.name.as_str()).map_err(status)?;
         Ok(out)
     }
-}
-
-fn unimplemented_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented by this opusd yet"))
 }
 
 #[tonic::async_trait]
@@ -178,52 +177,170 @@ impl ProjectService for ProjectsApi {
         Ok(Response::new(proto::ListSecretsResponse { names }))
     }
 
+    #[instrument(skip_all, fields(project = %req.get_ref().project, rotate = req.get_ref().rotate))]
     async fn get_github_hook(
         &self,
-        _req: Request<proto::GetGithubHookRequest>,
+        req: Request<proto::GetGithubHookRequest>,
     ) -> Result<Response<proto::GithubHook>, Status> {
-        Err(unimplemented_yet("GitHub webhooks"))
+        let req = req.into_inner();
+        let secret = self
+            .state
+            .store
+            .ensure_project_key(
+                &req.project,
+                KeyKind::GithubSecret,
+                req.rotate,
+                &random_key()?,
+            )
+            .map_err(status)?;
+        Ok(Response::new(proto::GithubHook {
+            path: format!("/hooks/github/{}", req.project),
+            secret,
+        }))
     }
 
+    #[instrument(skip_all, fields(project = %req.get_ref().project, rotate = req.get_ref().rotate))]
     async fn get_trigger_token(
         &self,
-        _req: Request<proto::GetTriggerTokenRequest>,
+        req: Request<proto::GetTriggerTokenRequest>,
     ) -> Result<Response<proto::TriggerToken>, Status> {
-        Err(unimplemented_yet("trigger tokens"))
+        let req = req.into_inner();
+        let token = self
+            .state
+            .store
+            .ensure_project_key(
+                &req.project,
+                KeyKind::TriggerToken,
+                req.rotate,
+                &random_key()?,
+            )
+            .map_err(status)?;
+        Ok(Response::new(proto::TriggerToken {
+            path: format!("/hooks/trigger/{}", req.project),
+            token,
+        }))
     }
 
+    #[instrument(skip_all, fields(project = %req.get_ref().project, url = %req.get_ref().url))]
     async fn add_hook(
         &self,
-        _req: Request<proto::AddHookRequest>,
+        req: Request<proto::AddHookRequest>,
     ) -> Result<Response<proto::Hook>, Status> {
-        Err(unimplemented_yet("outgoing hooks"))
+        let req = req.into_inner();
+        if req.all_projects != req.project.is_empty() {
+            return Err(Status::invalid_argument(
+                "name a project, or ask for all projects (`opus hook add --all <URL>`), not both",
+            ));
+        }
+        validate_hook_url(&req.url).map_err(status)?;
+        let mut events = Vec::new();
+        for e in req.events.iter().flat_map(|e| e.split(',')) {
+            let e = e.trim();
+            if !e.is_empty() {
+                validate_event_pattern(e).map_err(status)?;
+                events.push(e.to_owned());
+            }
+        }
+        let format = proto::HookFormat::try_from(req.format)
+            .map_err(|_| Status::invalid_argument(format!("unknown hook format {}", req.format)))?;
+        let hook = Hook {
+            id: 0,
+            project: req.project,
+            url: req.url,
+            events,
+            format: wire::hook_format(format),
+            secret: Some(req.secret).filter(|s| !s.is_empty()),
+            enabled: true,
+            created_at: SystemTime::now(),
+        };
+        let hook = self.state.store.add_hook(&hook).map_err(status)?;
+        tracing::info!(hook = hook.id, "hook added");
+        Ok(Response::new(proto::Hook::from(&hook)))
     }
 
+    #[instrument(skip_all, fields(project = %req.get_ref().project))]
     async fn list_hooks(
         &self,
-        _req: Request<proto::ListHooksRequest>,
+        req: Request<proto::ListHooksRequest>,
     ) -> Result<Response<proto::ListHooksResponse>, Status> {
-        Err(unimplemented_yet("outgoing hooks"))
+        let project = req.into_inner().project;
+        let store = &self.state.store;
+        if !project.is_empty() {
+            store.get_project(&project).map_err(status)?;
+        }
+        let hooks = store
+            .list_hooks(Some(project.as_str()).filter(|p| !p.is_empty()))
+            .map_err(status)?;
+        Ok(Response::new(proto::ListHooksResponse {
+            hooks: hooks.iter().map(Into::into).collect(),
+        }))
     }
 
+    #[instrument(skip_all, fields(hook = %req.get_ref().id))]
     async fn remove_hook(
         &self,
-        _req: Request<proto::RemoveHookRequest>,
+        req: Request<proto::RemoveHookRequest>,
     ) -> Result<Response<proto::RemoveHookResponse>, Status> {
-        Err(unimplemented_yet("outgoing hooks"))
+        let id = hook_id(&req.get_ref().id)?;
+        self.state.store.remove_hook(id).map_err(status)?;
+        tracing::info!("hook removed");
+        Ok(Response::new(proto::RemoveHookResponse {}))
     }
 
+    #[instrument(skip_all, fields(hook = %req.get_ref().id))]
     async fn test_hook(
         &self,
-        _req: Request<proto::TestHookRequest>,
+        req: Request<proto::TestHookRequest>,
     ) -> Result<Response<proto::Delivery>, Status> {
-        Err(unimplemented_yet("outgoing hooks"))
+        let id = hook_id(&req.get_ref().id)?;
+        let store = &self.state.store;
+        let hook = store.get_hook(id).map_err(status)?;
+        let delivery = hooks::test_hook(
+            store,
+            &self.state.hook_transport,
+            &self.state.site_links,
+            &hook,
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(proto::Delivery::from(&delivery)))
     }
 
+    #[instrument(skip_all, fields(hook = %req.get_ref().hook_id))]
     async fn list_deliveries(
         &self,
-        _req: Request<proto::ListDeliveriesRequest>,
+        req: Request<proto::ListDeliveriesRequest>,
     ) -> Result<Response<proto::ListDeliveriesResponse>, Status> {
-        Err(unimplemented_yet("outgoing hooks"))
+        let req = req.into_inner();
+        let id = hook_id(&req.hook_id)?;
+        let deliveries = self
+            .state
+            .store
+            .list_deliveries(id, req.limit as usize)
+            .map_err(status)?;
+        Ok(Response::new(proto::ListDeliveriesResponse {
+            deliveries: deliveries.iter().map(Into::into).collect(),
+        }))
     }
+}
+
+/// A hook id as the API carries it (a decimal number).
+fn hook_id(text: &str) -> Result<u64, Status> {
+    text.trim().trim_start_matches('#').parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "invalid hook id {text:?}: hook ids are numbers (see `opus hook list`)"
+        ))
+    })
+}
+
+/// 32 random bytes as hex: a webhook secret or trigger token.
+fn random_key() -> Result<String, Status> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        tracing::error!(error = %e, "the system random source failed");
+        Status::internal(format!(
+            "cannot generate a secret: the system random source failed ({e})"
+        ))
+    })?;
+    Ok(hex::encode(bytes))
 }

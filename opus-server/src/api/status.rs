@@ -29,6 +29,7 @@ pub fn status(e: impl Into<CoreError>) -> Status {
         | CoreError::Store(StoreError::EnvironmentPinned { .. }) => {
             Status::failed_precondition(msg)
         }
+        CoreError::Store(StoreError::HookNotFound(_)) => Status::not_found(msg),
         CoreError::Store(StoreError::Corrupt { .. }) => Status::data_loss(msg),
         CoreError::Store(StoreError::Sled(_)) => {
             tracing::error!(error = %msg, "metadata store failure");

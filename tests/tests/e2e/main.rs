@@ -3,10 +3,12 @@
 mod artifacts;
 mod builds;
 mod config;
+mod deploys;
+mod hooks;
 mod kubernetes;
 mod kubernetes_cli;
-mod deploys;
 mod projects;
 mod s3;
 mod security;
 mod vite;
+mod webhooks;

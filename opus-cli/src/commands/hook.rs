@@ -1,0 +1,265 @@
+//! `opus hook add|list|remove|test|deliveries|github|trigger`.
+
+use opus_core::proto;
+use serde::Serialize;
+
+use crate::cli::{GlobalArgs, HookCommand, HookFormatArg, OutputFormat};
+use crate::connection::Connection;
+use crate::error::CliError;
+use crate::output;
+
+/// A hook as `--output json` prints it.
+#[derive(Serialize)]
+struct HookJson {
+    id: String,
+    project: String,
+    url: String,
+    events: Vec<String>,
+    format: &'static str,
+    signed: bool,
+    enabled: bool,
+    created_at: String,
+}
+
+fn format_name(f: i32) -> &'static str {
+    match proto::HookFormat::try_from(f) {
+        Ok(proto::HookFormat::Slack) => "slack",
+        _ => "json",
+    }
+}
+
+fn hook_json(h: &proto::Hook) -> HookJson {
+    HookJson {
+        id: h.id.clone(),
+        project: h.project.clone(),
+        url: h.url.clone(),
+        events: h.events.clone(),
+        format: format_name(h.format),
+        signed: h.signed,
+        enabled: h.enabled,
+        created_at: output::time(h.created_at.as_ref()),
+    }
+}
+
+/// A delivery as `--output json` prints it.
+#[derive(Serialize)]
+struct DeliveryJson {
+    id: String,
+    hook: String,
+    event_seq: u64,
+    event: String,
+    state: String,
+    attempts: u32,
+    last_status: u32,
+    last_error: String,
+    next_attempt_at: String,
+    updated_at: String,
+}
+
+fn delivery_json(d: &proto::Delivery) -> DeliveryJson {
+    DeliveryJson {
+        id: d.id.clone(),
+        hook: d.hook_id.clone(),
+        event_seq: d.event_seq,
+        event: d.event_type.clone(),
+        state: d.state.clone(),
+        attempts: d.attempts,
+        last_status: d.last_status,
+        last_error: d.last_error.clone(),
+        next_attempt_at: output::time(d.next_attempt_at.as_ref()),
+        updated_at: output::time(d.updated_at.as_ref()),
+    }
+}
+
+fn print_deliveries(global: &GlobalArgs, ds: &[proto::Delivery]) -> Result<(), CliError> {
+    match global.output {
+        OutputFormat::Json => output::print_json(&ds.iter().map(delivery_json).collect::<Vec<_>>()),
+        OutputFormat::Table => {
+            let mut t = output::table(&[
+                "id", "event", "state", "attempts", "status", "updated", "error",
+            ]);
+            for d in ds {
+                t.add_row(vec![
+                    d.id.clone(),
+                    d.event_type.clone(),
+                    d.state.clone(),
+                    d.attempts.to_string(),
+                    if d.last_status == 0 {
+                        "-".into()
+                    } else {
+                        d.last_status.to_string()
+                    },
+                    output::ago(d.updated_at.as_ref()),
+                    d.last_error.clone(),
+                ]);
+            }
+            output::print_table(&t)
+        }
+    }
+}
+
+pub async fn run(conn: &Connection, global: &GlobalArgs, cmd: HookCommand) -> Result<(), CliError> {
+    let mut client = conn.projects();
+    match cmd {
+        HookCommand::Add {
+            target,
+            all,
+            events,
+            secret,
+            format,
+        } => {
+            let (project, url) = match (all, target.as_slice()) {
+                (true, [url]) => (String::new(), url.clone()),
+                (false, [project, url]) => (project.clone(), url.clone()),
+                (true, _) => {
+                    return Err(CliError::Usage(
+                        "with --all, give only the URL: `opus hook add --all <URL>`".into(),
+                    ));
+                }
+                (false, _) => {
+                    return Err(CliError::Usage(
+                        "give a project and a URL (`opus hook add <PROJECT> <URL>`), or --all and a URL".into(),
+                    ));
+                }
+            };
+            let hook = client
+                .add_hook(proto::AddHookRequest {
+                    project,
+                    all_projects: all,
+                    url,
+                    events,
+                    secret: secret.unwrap_or_default(),
+                    format: match format {
+                        HookFormatArg::Json => proto::HookFormat::Json,
+                        HookFormatArg::Slack => proto::HookFormat::Slack,
+                    } as i32,
+                })
+                .await?
+                .into_inner();
+            match global.output {
+                OutputFormat::Json => output::print_json(&hook_json(&hook)),
+                OutputFormat::Table => {
+                    let scope = if hook.project.is_empty() {
+                        "all projects".to_owned()
+                    } else {
+                        hook.project.clone()
+                    };
+                    output::print_line(&format!("added hook {} ({scope} -> {})", hook.id, hook.url))
+                }
+            }
+        }
+        HookCommand::List { project } => {
+            let hooks = client
+                .list_hooks(proto::ListHooksRequest {
+                    project: project.unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .hooks;
+            match global.output {
+                OutputFormat::Json => {
+                    output::print_json(&hooks.iter().map(hook_json).collect::<Vec<_>>())
+                }
+                OutputFormat::Table => {
+                    let mut t = output::table(&[
+                        "id", "project", "url", "events", "format", "signed", "enabled",
+                    ]);
+                    for h in &hooks {
+                        t.add_row(vec![
+                            h.id.clone(),
+                            if h.project.is_empty() {
+                                "*".into()
+                            } else {
+                                h.project.clone()
+                            },
+                            h.url.clone(),
+                            if h.events.is_empty() {
+                                "*".into()
+                            } else {
+                                h.events.join(",")
+                            },
+                            format_name(h.format).into(),
+                            if h.signed { "yes" } else { "no" }.into(),
+                            if h.enabled { "yes" } else { "no (410 Gone)" }.into(),
+                        ]);
+                    }
+                    output::print_table(&t)
+                }
+            }
+        }
+        HookCommand::Remove { id } => {
+            client
+                .remove_hook(proto::RemoveHookRequest { id: id.clone() })
+                .await?;
+            match global.output {
+                OutputFormat::Json => output::print_json(&serde_json::json!({ "removed": id })),
+                OutputFormat::Table => output::print_line(&format!("removed hook {id}")),
+            }
+        }
+        HookCommand::Test { id } => {
+            let d = client
+                .test_hook(proto::TestHookRequest { id })
+                .await?
+                .into_inner();
+            print_deliveries(global, std::slice::from_ref(&d))?;
+            if d.state == "delivered" {
+                Ok(())
+            } else {
+                Err(CliError::Other(format!(
+                    "the hook did not accept the ping ({})",
+                    if d.last_error.is_empty() {
+                        d.state.clone()
+                    } else {
+                        d.last_error.clone()
+                    }
+                )))
+            }
+        }
+        HookCommand::Deliveries { id, limit } => {
+            let ds = client
+                .list_deliveries(proto::ListDeliveriesRequest { hook_id: id, limit })
+                .await?
+                .into_inner()
+                .deliveries;
+            print_deliveries(global, &ds)
+        }
+        HookCommand::Github { project, rotate } => {
+            let h = client
+                .get_github_hook(proto::GetGithubHookRequest { project, rotate })
+                .await?
+                .into_inner();
+            let url = format!("{}{}", conn.server, h.path);
+            match global.output {
+                OutputFormat::Json => {
+                    output::print_json(&serde_json::json!({ "url": url, "secret": h.secret }))
+                }
+                OutputFormat::Table => {
+                    output::print_line(&format!("Payload URL:  {url}"))?;
+                    output::print_line("Content type: application/json")?;
+                    output::print_line(&format!("Secret:       {}", h.secret))?;
+                    output::print_line("Events:       just the push event")
+                }
+            }
+        }
+        HookCommand::Trigger { project, rotate } => {
+            let t = client
+                .get_trigger_token(proto::GetTriggerTokenRequest { project, rotate })
+                .await?
+                .into_inner();
+            let url = format!("{}{}", conn.server, t.path);
+            match global.output {
+                OutputFormat::Json => {
+                    output::print_json(&serde_json::json!({ "url": url, "token": t.token }))
+                }
+                OutputFormat::Table => {
+                    output::print_line(&format!("URL:   {url}"))?;
+                    output::print_line(&format!("Token: {}", t.token))?;
+                    output::print_line(&format!(
+                        "curl -X POST -H 'authorization: Bearer {}' -d '{{\"ref\":\"main\"}}' {url}",
+                        t.token
+                    ))
+                }
+            }
+        }
+    }
+}

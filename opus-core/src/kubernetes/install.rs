@@ -40,6 +40,7 @@ impl Cluster {
     /// The current kube-context, found the way kubectl finds it: `KUBECONFIG`, else
     /// `~/.kube/config`, else the pod's service account when running inside a cluster.
     pub async fn connect() -> Result<Cluster, KubeError> {
+        install_crypto_provider();
         let config = Config::infer().await.map_err(|e| {
             // The kubeconfig failure is the one a user can fix; the in-cluster one only says
             // "not in a pod".
@@ -54,6 +55,7 @@ impl Cluster {
 
     /// The current context of one kubeconfig file.
     pub async fn from_kubeconfig(path: &Path) -> Result<Cluster, KubeError> {
+        install_crypto_provider();
         let no_context = |e: &dyn std::error::Error| KubeError::NoContext {
             detail: format!("{}: {}", path.display(), error_chain(e)),
         };
@@ -802,4 +804,11 @@ mod tests {
             "kubectl -n ci port-forward svc/opusd 7070 7080"
         );
     }
+}
+
+/// Selects rustls' ring provider for the process. Both ring (tonic, kube) and aws-lc-rs (the
+/// object store's S3 client) are compiled in, so rustls cannot pick one by itself; a provider
+/// installed earlier by someone else is kept.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

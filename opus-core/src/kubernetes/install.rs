@@ -692,6 +692,13 @@ pub fn stateful_set_readiness(sts: &StatefulSet) -> (bool, String) {
     )
 }
 
+/// Selects rustls' ring provider for the process. Both ring (tonic, kube) and aws-lc-rs (the
+/// object store's S3 client) are compiled in, so rustls cannot pick one by itself; a provider
+/// installed earlier by someone else is kept.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
@@ -804,11 +811,4 @@ mod tests {
             "kubectl -n ci port-forward svc/opusd 7070 7080"
         );
     }
-}
-
-/// Selects rustls' ring provider for the process. Both ring (tonic, kube) and aws-lc-rs (the
-/// object store's S3 client) are compiled in, so rustls cannot pick one by itself; a provider
-/// installed earlier by someone else is kept.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -11,7 +11,9 @@
 //!   [`logs`]: build log files and live tails.
 //! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
 //! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
-//!   table together.
+//!   table together, and deletes versions (on request and by retention) under the same lock.
+//! - [`promotion`]: what follows a build's stored version: site options, automatic deploys and
+//!   previews from opus.yml, retention.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 
 pub mod api;
@@ -22,6 +24,7 @@ pub mod executor;
 pub mod hooks;
 pub mod logs;
 pub mod metrics;
+pub mod promotion;
 pub mod scheduler;
 pub mod sites;
 pub mod source;
@@ -229,6 +232,7 @@ pub async fn serve(
             .map(|(name, _)| name)
             .collect(),
         artifacts: artifacts.clone(),
+        deployer: deployer.clone(),
     };
     // Workspaces of builds that were running when a previous opusd stopped.
     let _ = std::fs::remove_dir_all(&context.work_dir);

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
 mod artifacts;
+mod auto_deploys;
 mod builds;
 mod config;
 mod deploys;

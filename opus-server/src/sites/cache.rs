@@ -41,6 +41,9 @@ pub type Fetch = Arc<dyn Fn() -> BoxFuture<'static, Result<ByteStream, FetchErro
 
 /// The name of the folder of partial downloads inside the cache folder.
 const TMP: &str = "tmp";
+/// Files fetched at once by background warming, over all versions (a start with many deployed
+/// environments must not open hundreds of connections to the store).
+const WARMING_AT_ONCE: usize = 4;
 
 /// Why the cache could not hand out a file.
 #[derive(Debug, Clone, Error)]
@@ -191,6 +194,8 @@ struct Inner {
     inflight: Mutex<HashMap<String, Fill>>,
     /// Makes temporary file names unique.
     next_tmp: AtomicU64,
+    /// Bounds background warming, over all versions.
+    warming: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
 }
 
@@ -265,6 +270,7 @@ impl SiteCache {
                 index: Mutex::new(index),
                 inflight: Mutex::new(HashMap::new()),
                 next_tmp: AtomicU64::new(0),
+                warming: Arc::new(tokio::sync::Semaphore::new(WARMING_AT_ONCE)),
                 metrics,
             }),
         })
@@ -273,6 +279,11 @@ impl SiteCache {
     /// The bound, in bytes.
     pub fn limit(&self) -> u64 {
         self.inner.limit
+    }
+
+    /// A slot for warming one file in the background; requests never wait for one.
+    pub async fn warming_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.warming.clone().acquire_owned().await.ok()
     }
 
     /// Bytes cached now.

@@ -22,8 +22,6 @@ const SMALL_FILE: u64 = 512 * 1024;
 const CACHE_BUDGET: u64 = 64 * 1024 * 1024;
 /// Compressible files smaller than this are not worth gzipping.
 const MIN_GZIP: usize = 256;
-/// Files of one version fetched at once when warming the disk cache.
-const WARM_AT_ONCE: usize = 4;
 
 /// Where a version's files come from.
 pub enum Content {
@@ -233,7 +231,7 @@ impl SiteVersion {
     }
 
     /// For a remote version, fetches its files into the disk cache in the background (a few at
-    /// once, `index.html` and `404.html` first), so that the first requests after a deploy or
+    /// once over all versions, `index.html` and `404.html` first), so that the first requests after a deploy or
     /// rollback are answered from disk. A version larger than half the cache is not warmed (it
     /// would only push out other versions' files); its files are fetched as they are asked for.
     pub fn warm(self: &Arc<Self>) {
@@ -248,12 +246,14 @@ impl SiteVersion {
         let mut paths: Vec<String> = files.keys().cloned().collect();
         paths.sort_by_key(|p| (p != "index.html", p != "404.html", p.clone()));
         let site = self.clone();
+        let cache = cache.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let failed = futures::stream::iter(paths)
                 .map(|rel| {
-                    let site = site.clone();
+                    let (site, cache) = (site.clone(), cache.clone());
                     async move {
+                        let _slot = cache.warming_slot().await;
                         match site.open(&rel).await {
                             Ok(_) => 0,
                             Err(e) => {
@@ -263,7 +263,7 @@ impl SiteVersion {
                         }
                     }
                 })
-                .buffer_unordered(WARM_AT_ONCE)
+                .buffer_unordered(2)
                 .fold(0usize, |n, f| async move { n + f })
                 .await;
             tracing::info!(project = %site.project, version = %site.version, failed, elapsed = ?started.elapsed(), "site cache warmed");

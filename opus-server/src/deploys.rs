@@ -15,7 +15,7 @@ use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
 use tracing::instrument;
 
 use crate::metrics::Metrics;
-use crate::sites::{FileInfo, SiteKey, SiteServer, SiteVersion};
+use crate::sites::{Content, FileInfo, SiteKey, SiteServer, SiteVersion};
 
 /// How many loaded versions are kept for reuse (a rollback to one of them is served from its
 /// warm cache at once).
@@ -54,8 +54,9 @@ impl Deployer {
         &self.sites
     }
 
-    /// A version ready to serve: its local folder, its manifest's files and its site options.
-    /// `VersionNotFound` when the project has no such version.
+    /// A version ready to serve: its local folder (or, for a remote store, the site cache), its
+    /// manifest's files and its site options. `VersionNotFound` when the project has no such
+    /// version. A remote version starts warming the site cache in the background.
     pub async fn load_version(
         &self,
         project: &str,
@@ -66,14 +67,23 @@ impl Deployer {
                 .iter()
                 .find(|v| v.project == project && v.version == version)
             {
+                // Its files may have been evicted since; warming a cached file only marks it used.
+                v.warm();
                 return Ok(v.clone());
             }
         }
         let manifest = self.artifacts.manifest(project, version).await?;
-        let root = self
+        let content = match self
             .artifacts
             .local_path(project, version, "index.html")?
-            .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        {
+            Some(root) => Content::Local(root),
+            None => Content::Remote {
+                artifacts: self.artifacts.clone(),
+                cache: self.sites.cache().clone(),
+            },
+        };
         let spa = self.store.site_options(project, version)?.spa;
         let files: HashMap<String, FileInfo> = manifest
             .files
@@ -88,7 +98,14 @@ impl Deployer {
                 )
             })
             .collect();
-        let loaded = Arc::new(SiteVersion::new(project, version, root, spa, Some(files)));
+        let loaded = Arc::new(SiteVersion::new(
+            project,
+            version,
+            content,
+            spa,
+            Some(files),
+        ));
+        loaded.warm();
         if let Ok(mut recent) = self.recent.lock() {
             recent.push_back(loaded.clone());
             while recent.len() > RECENT_VERSIONS {

@@ -8,6 +8,7 @@ mod deploys;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;
+mod metrics;
 mod projects;
 mod s3;
 mod security;

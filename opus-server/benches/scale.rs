@@ -115,7 +115,10 @@ fn seed(data: &Path, projects: u64, builds: u64) {
             })
             .expect("create build");
         if i > 0 && i % 200_000 == 0 {
-            eprintln!("  seeded {i} builds ({:.0} s)", began.elapsed().as_secs_f64());
+            eprintln!(
+                "  seeded {i} builds ({:.0} s)",
+                began.elapsed().as_secs_f64()
+            );
         }
     }
     flush_store(&store);
@@ -221,8 +224,5 @@ fn main() {
         ),
     }
     std::thread::sleep(Duration::from_secs(2));
-    println!(
-        "loaded opusd idle RSS: {:.1} MiB",
-        rss_mib(daemon.0.id())
-    );
+    println!("loaded opusd idle RSS: {:.1} MiB", rss_mib(daemon.0.id()));
 }

@@ -27,6 +27,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--extra-store", "OPUS_EXTRA_STORE"),
         ("--executor", "OPUS_EXECUTOR"),
         ("--tls-cert", "OPUS_TLS_CERT"),
+        ("--site-cache-size", "OPUS_SITE_CACHE_SIZE"),
     ] {
         assert!(
             text.contains(flag),

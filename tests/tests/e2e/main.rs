@@ -1,14 +1,17 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
 mod artifacts;
+mod auto_deploys;
 mod builds;
 mod config;
 mod deploys;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;
+mod metrics;
 mod projects;
 mod s3;
 mod security;
+mod store_s3;
 mod vite;
 mod webhooks;

@@ -4,109 +4,18 @@
 //! Without a Python that has moto the test prints why it did not run; `OPUS_REQUIRE_S3=1` makes
 //! that a failure.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use opus_tests::Daemon;
-
-fn moto_python() -> Result<PathBuf, String> {
-    let can = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import moto.server, flask, flask_cors"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if let Ok(p) = std::env::var("OPUS_MOTO_PYTHON") {
-        let p = PathBuf::from(p);
-        return if can(&p) {
-            Ok(p)
-        } else {
-            Err(format!(
-                "OPUS_MOTO_PYTHON={} cannot import moto.server",
-                p.display()
-            ))
-        };
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/s3-venv/bin/python");
-    if can(&venv) {
-        return Ok(venv);
-    }
-    if can(Path::new("python3")) {
-        return Ok(PathBuf::from("python3"));
-    }
-    Err("no Python with moto[server] found; run .ci/setup-s3.sh".into())
-}
-
-/// moto's server, stopped (by its own pid) when dropped.
-struct Moto(Child, u16);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_moto(python: &Path, bucket: &str) -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new(python)
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto starts");
-    let moto = Moto(child, port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not listen within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        conn,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).expect("answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "bucket: {answer}");
-    moto
-}
+use opus_tests::moto::Moto;
 
 #[test]
 fn publish_download_and_verify_through_an_s3_store() {
-    let python = match moto_python() {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("OPUS_REQUIRE_S3").is_some() => {
-            panic!("OPUS_REQUIRE_S3 is set but {why}")
-        }
-        Err(why) => {
-            println!("SKIPPED publish_download_and_verify_through_an_s3_store: {why}");
-            eprintln!("SKIPPED publish_download_and_verify_through_an_s3_store: {why}");
-            return;
-        }
+    let Some(moto) = Moto::start_or_skip(
+        "publish_download_and_verify_through_an_s3_store",
+        "opus-e2e",
+    ) else {
+        return;
     };
-    let moto = start_moto(&python, "opus-e2e");
-    let store = format!(
-        "s3=s3://opus-e2e/sites?endpoint=http://127.0.0.1:{}&allow_http=true&region=us-east-1\
-         &access_key_id=test&secret_access_key=test",
-        moto.1
-    );
+    let store = format!("s3={}", moto.store_url("opus-e2e", "sites"));
     let d = Daemon::start_with(&["--extra-store", &store]);
     let src = d.root.path().join("src");
     std::fs::create_dir_all(src.join("static")).expect("mkdir");
@@ -141,4 +50,150 @@ fn publish_download_and_verify_through_an_s3_store() {
         std::fs::read(src.join("static/app.js")).expect("source")
     );
     d.opus(&["verify", "web"]).ok();
+}
+
+/// The value of one sample (`name{labels}`) in a Prometheus text answer, 0 when absent.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn metrics(d: &Daemon) -> String {
+    let host = d.server.trim_start_matches("http://").to_owned();
+    opus_tests::http(&d.server, "GET", &host, "/metrics", &[]).text()
+}
+
+/// Bytes that do not compress, larger than the memory cache's per-file limit (512 KiB), so they
+/// are streamed from the disk cache.
+fn noise(len: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn sites_in_an_s3_store_are_served_through_the_local_cache() {
+    let Some(mut moto) = Moto::start_or_skip(
+        "sites_in_an_s3_store_are_served_through_the_local_cache",
+        "opus-sites",
+    ) else {
+        return;
+    };
+    let store = moto.store_url("opus-sites", "opus");
+    // A bound that holds the small files but not big.bin: big.bin is fetched for each request
+    // (and the version, larger than half the bound, is not warmed at deploy).
+    let mut d = Daemon::start_with(&["--store", &store, "--site-cache-size", "600000"]);
+    let src = opus_tests::site_with_opus_yml(
+        d.root.path(),
+        "web",
+        "build:\n  steps: [\"mkdir -p dist && cp -r public/. dist/\"]\n",
+    );
+    std::fs::create_dir_all(src.join("public/assets")).expect("mkdir");
+    std::fs::write(src.join("public/index.html"), "<h1>from s3</h1>").expect("write");
+    let app = "console.log('s3');\n".repeat(3000);
+    std::fs::write(src.join("public/assets/app.3f9a1c2b.js"), &app).expect("write");
+    let big = noise(700_000);
+    std::fs::write(src.join("public/big.bin"), &big).expect("write");
+    d.opus(&["add", "web", src.to_str().expect("utf-8")]).ok();
+    d.opus(&["trigger", "web", "--version", "1.0", "--wait"])
+        .ok();
+    let listed = d.opus(&["artifacts", "web", "-o", "json"]).json();
+    assert_eq!(listed[0]["store"], "default", "{listed}");
+    assert!(
+        !d.data_dir().join("artifacts").exists(),
+        "the version went to S3, not to local disk"
+    );
+    d.opus(&["deploy", "web", "1.0"]).ok();
+
+    let check_site = |d: &Daemon| {
+        let home = d.get("web.localhost", "/");
+        assert_eq!(
+            (home.status, home.text().as_str()),
+            (200, "<h1>from s3</h1>")
+        );
+        assert_eq!(home.header("x-opus-version"), "1.0");
+        let js = d.get("web.localhost", "/assets/app.3f9a1c2b.js");
+        assert_eq!((js.status, js.text()), (200, app.clone()));
+        assert_eq!(
+            js.header("cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        let etag = js.header("etag").to_owned();
+        let again = opus_tests::http(
+            &d.sites,
+            "GET",
+            "web.localhost",
+            "/assets/app.3f9a1c2b.js",
+            &[&format!("If-None-Match: {etag}")],
+        );
+        assert_eq!(again.status, 304);
+        let gz = opus_tests::http(
+            &d.sites,
+            "GET",
+            "web.localhost",
+            "/assets/app.3f9a1c2b.js",
+            &["Accept-Encoding: gzip"],
+        );
+        assert_eq!(gz.header("content-encoding"), "gzip");
+        let part = opus_tests::http(
+            &d.sites,
+            "GET",
+            "web.localhost",
+            "/big.bin",
+            &["Range: bytes=600000-600999"],
+        );
+        assert_eq!(part.status, 206);
+        assert_eq!(part.header("content-range"), "bytes 600000-600999/700000");
+        assert_eq!(part.body, big[600_000..601_000]);
+        let whole = d.get("web.localhost", "/big.bin");
+        assert_eq!((whole.status, whole.body.len()), (200, big.len()));
+        assert!(whole.body == big, "big.bin's bytes");
+        assert_eq!(d.get("web.localhost", "/nope.js").status, 404);
+    };
+    check_site(&d);
+    let m = metrics(&d);
+    // index.html and app.js once each, big.bin once per request of it (two).
+    assert_eq!(sample(&m, "opus_site_cache_fetches_total"), 4.0, "{m}");
+    let cached = d.data_dir().join("site-cache");
+    let names: Vec<String> = std::fs::read_dir(&cached)
+        .expect("the site cache folder")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "tmp")
+        .collect();
+    assert_eq!(names.len(), 2, "the two small files, by sha256: {names:?}");
+    assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
+    assert_eq!(
+        sample(&m, "opus_site_cache_bytes"),
+        (16 + app.len()) as f64,
+        "{m}"
+    );
+
+    // A second opusd serves it again; the small files come from the disk cache.
+    d.restart();
+    check_site(&d);
+    let m = metrics(&d);
+    assert_eq!(
+        sample(&m, "opus_site_cache_fetches_total"),
+        2.0,
+        "only big.bin, twice: {m}"
+    );
+
+    // The store goes away: cached files are still served, the rest is a 502 naming nothing.
+    moto.stop();
+    assert_eq!(d.get("web.localhost", "/").status, 200);
+    let r = d.get("web.localhost", "/big.bin");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let text = r.text();
+    for internal in ["s3", "opus-sites", "127.0.0.1", "sha", "1.0", "web/"] {
+        assert!(!text.contains(internal), "{internal:?} in {text:?}");
+    }
+    assert!(
+        d.log()
+            .contains("cannot fetch a deployed file from the artifact store"),
+        "logged:\n{}",
+        d.log()
+    );
 }

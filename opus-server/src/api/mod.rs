@@ -170,7 +170,11 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let mut accepted = incoming(listener);
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let stream = accepted.next().await.expect("a connection").expect("accepted");
+        let stream = accepted
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
         assert!(stream.nodelay().expect("nodelay"));
     }
 }

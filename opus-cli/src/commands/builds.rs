@@ -125,28 +125,41 @@ pub async fn trigger(
 
 /// Shows a queued build's place until it starts, then streams its log to the end; returns the
 /// finished build.
+///
+/// The log stream is opened at once: the server holds it until the build starts, so the first
+/// line arrives the moment it does. Meanwhile a build that waits for a slot shows its place,
+/// asked for every half second.
 async fn follow(
     conn: &Connection,
     build: &proto::Build,
     print: bool,
 ) -> Result<proto::Build, CliError> {
-    // Only a build that waits for a slot is worth watching in the queue; one that is about to
-    // start goes straight to its log (the server holds the stream until it starts).
+    let mut stream = open_log(conn, build.id, true).await?;
+    let waiting = |b: &proto::Build| {
+        b.state == proto::BuildState::Queued as i32 && b.reason.contains("waiting")
+    };
+    let mut first = None;
     let mut last_reason = String::new();
     let mut current = build.clone();
-    while current.state == proto::BuildState::Queued as i32 && current.reason.contains("waiting") {
+    while waiting(&current) {
         if current.reason != last_reason {
             eprintln!("{}", current.reason);
             last_reason = current.reason.clone();
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            line = stream.next() => {
+                first = Some(line);
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
         current = conn
             .builds()
             .get_build(proto::GetBuildRequest { id: build.id })
             .await?
             .into_inner();
     }
-    print_log(conn, build.id, true, print).await?;
+    print_lines(first, stream, print).await?;
     Ok(conn
         .builds()
         .get_build(proto::GetBuildRequest { id: build.id })
@@ -154,14 +167,41 @@ async fn follow(
         .into_inner())
 }
 
-/// Streams a build's log to stdout.
-async fn print_log(conn: &Connection, id: u64, follow: bool, print: bool) -> Result<(), CliError> {
-    let mut stream = conn
+/// Opens a build's log stream (`follow`: until the build ends).
+async fn open_log(
+    conn: &Connection,
+    id: u64,
+    follow: bool,
+) -> Result<tonic::Streaming<proto::LogLine>, CliError> {
+    Ok(conn
         .builds()
         .stream_logs(proto::StreamLogsRequest { id, follow })
         .await?
-        .into_inner();
-    while let Some(line) = stream.next().await {
+        .into_inner())
+}
+
+/// Streams a build's log to stdout.
+async fn print_log(conn: &Connection, id: u64, follow: bool, print: bool) -> Result<(), CliError> {
+    let stream = open_log(conn, id, follow).await?;
+    print_lines(None, stream, print).await
+}
+
+/// Prints the lines of a log stream (after `first`, one already taken from it: `Some(None)` when
+/// the stream had ended) to stdout, when `print`; reads it to its end either way.
+async fn print_lines(
+    first: Option<Option<Result<proto::LogLine, tonic::Status>>>,
+    mut stream: tonic::Streaming<proto::LogLine>,
+    print: bool,
+) -> Result<(), CliError> {
+    let mut next = first;
+    loop {
+        let line = match next.take() {
+            Some(taken) => taken,
+            None => stream.next().await,
+        };
+        let Some(line) = line else {
+            return Ok(());
+        };
         let line = line?;
         if line.final_state != 0 || !print {
             continue;
@@ -173,7 +213,6 @@ async fn print_log(conn: &Connection, id: u64, follow: bool, print: bool) -> Res
             writeln!(out, "{}", line.text)?;
         }
     }
-    Ok(())
 }
 
 pub async fn list(

@@ -312,6 +312,65 @@ fn cancel_a_running_and_a_queued_build() {
 }
 
 #[test]
+fn trigger_wait_on_a_queued_build_shows_its_place_then_its_log() {
+    let d = Daemon::start_with(&["--max-builds", "1"]);
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  steps: [\"case $OPUS_VERSION in slow*) sleep 2;; esac\", \"echo built $OPUS_VERSION\", \"{WRITE_DIST}\"]\n"
+        ),
+    );
+    let slow = d.trigger(&["web", "--version", "slow1"]);
+    d.wait_for_state("web", slow, "running", 30);
+    let out = d.opus(&["trigger", "web", "--version", "fast", "--wait"]);
+    let text = out.ok();
+    assert!(
+        out.stderr
+            .contains("queued: 1st, waiting for a free slot (1/1 running)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        text.contains("built fast") && text.contains("==> build succeeded"),
+        "{text}"
+    );
+    assert!(
+        out.stderr.contains("succeeded: version fast"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(d.build("web", slow)["state"], "succeeded");
+
+    // Cancelled while it waits: --wait ends with the build, and fails.
+    let slow = d.trigger(&["web", "--version", "slow2"]);
+    d.wait_for_state("web", slow, "running", 30);
+    let waiter = opus_tests::opus_command(&d.server, d.token.as_deref())
+        .args(["trigger", "web", "--version", "later", "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("opus starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let queued = loop {
+        let later = d
+            .builds("web")
+            .into_iter()
+            .find(|b| b["version"] == "later");
+        if let Some(b) = later {
+            break b["id"].as_u64().expect("id");
+        }
+        assert!(Instant::now() < deadline, "the build was not queued");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    d.opus(&["cancel", &format!("web#{queued}")]).ok();
+    let out = waiter.wait_with_output().expect("opus ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled by a user"), "{stderr}");
+}
+
+#[test]
 fn a_newer_trigger_of_the_same_branch_supersedes_the_queued_one() {
     let d = Daemon::start_with(&["--max-builds", "1"]);
     add_site(

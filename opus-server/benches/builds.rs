@@ -4,7 +4,7 @@
 //!    source: median (and p90) over 50 builds, one at a time;
 //! 2. 200 such builds at `--max-builds 4`: builds per second.
 //!
-//! Run: `cargo bench -p opus-server --bench builds` (or `tests/bench/builds.sh`).
+//! Run: `cargo bench -p opus-server --bench builds` (or `bench/builds.sh`).
 //! `OPUS_BENCH_LOG=info` passes opusd's log through (timestamps for profiling);
 //! `OPUS_BENCH_OPUSD=/path/to/opusd` measures another opusd binary with the same client.
 
@@ -32,8 +32,8 @@ impl Drop for Daemon {
 
 fn start(data: &std::path::Path, max_builds: u32) -> (Daemon, String) {
     // OPUS_BENCH_OPUSD runs another opusd build against the same client (A/B comparisons).
-    let opusd = std::env::var_os("OPUS_BENCH_OPUSD")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_opusd").into());
+    let opusd =
+        std::env::var_os("OPUS_BENCH_OPUSD").unwrap_or_else(|| env!("CARGO_BIN_EXE_opusd").into());
     let child = Command::new(opusd)
         .args([
             "--listen",

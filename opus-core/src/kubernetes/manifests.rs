@@ -368,6 +368,11 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
         env("OPUS_TOKEN_FILE", &format!("{TOKEN_DIR}/{TOKEN_KEY}")),
         env("OPUS_EXECUTOR", "kubernetes"),
         env("OPUS_RUNNER_IMAGE", &options.image),
+        // Build pods reach opusd through the Service below.
+        env(
+            "OPUS_RUNNER_SERVER_URL",
+            &format!("http://{OPUSD}.{ns}.svc:{API_PORT}"),
+        ),
         EnvVar {
             name: "OPUS_KUBERNETES_NAMESPACE".to_owned(),
             value_from: Some(EnvVarSource {
@@ -596,6 +601,7 @@ mod tests {
         assert_eq!(env["OPUS_DATA_DIR"], DATA_DIR);
         assert_eq!(env["OPUS_TOKEN_FILE"], "/etc/opus/token/token");
         assert_eq!(env["OPUS_EXECUTOR"], "kubernetes");
+        assert_eq!(env["OPUS_RUNNER_SERVER_URL"], "http://opusd.opus.svc:7070");
         assert_eq!(env["OPUS_STORE"], "s3://b/p");
     }
 

@@ -27,6 +27,10 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--extra-store", "OPUS_EXTRA_STORE"),
         ("--executor", "OPUS_EXECUTOR"),
         ("--tls-cert", "OPUS_TLS_CERT"),
+        ("--kubernetes-namespace", "OPUS_KUBERNETES_NAMESPACE"),
+        ("--runner-image", "OPUS_RUNNER_IMAGE"),
+        ("--runner-server-url", "OPUS_RUNNER_SERVER_URL"),
+        ("--build-image", "OPUS_BUILD_IMAGE"),
     ] {
         assert!(
             text.contains(flag),

@@ -7,6 +7,7 @@ mod deploys;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;
+mod kubernetes_exec;
 mod projects;
 mod s3;
 mod security;

@@ -80,6 +80,8 @@ pub enum Command {
     Publish(PublishArgs),
     /// Re-hash stored versions against their manifests and report damage (exit 1 when any).
     Verify(VerifyArgs),
+    /// Keep only a project's newest N versions (0: all); without N, show the setting.
+    Keep(KeepArgs),
     /// Outgoing hooks (events posted to a URL, JSON or Slack) and the inbound webhook keys.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -400,6 +402,17 @@ pub struct AddArgs {
 pub struct RemoveArgs {
     /// The project to remove.
     pub name: String,
+}
+
+/// `opus keep`.
+#[derive(Debug, Args)]
+pub struct KeepArgs {
+    /// The project.
+    pub project: String,
+    /// How many versions to keep, newest first; 0 keeps all. Deployed versions and the versions a
+    /// rollback would go back to are never deleted.
+    #[arg(value_name = "N")]
+    pub count: Option<u32>,
 }
 
 /// `opus list`.

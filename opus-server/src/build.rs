@@ -33,6 +33,8 @@ pub struct BuildContext {
     pub store_names: Vec<String>,
     /// Where a succeeded build's output is stored as a version.
     pub artifacts: opus_core::artifact::ArtifactStore,
+    /// Automatic deploys and retention after a version is stored.
+    pub deployer: crate::deploys::Deployer,
     /// The kubernetes executor, when builds run as Jobs (`--executor kubernetes`); else builds
     /// run here.
     pub kubernetes: Option<crate::kubernetes::KubeExecutor>,
@@ -301,19 +303,13 @@ async fn execute(
         "output",
         &format!("{output}: {files} file(s), {bytes} bytes"),
     );
-    if let Err(reason) = store_version(
-        ctx,
-        &build,
-        &project,
-        &version,
-        &checkout.commit,
-        &output_dir,
-        log,
-    )
-    .await
+    if let Err(reason) =
+        store_version(ctx, &build, &version, &checkout.commit, &output_dir, log).await
     {
         return Outcome::failed(reason);
     }
+    crate::promotion::after_stored(store, &ctx.deployer, &build, &project, &spec, &version, log)
+        .await;
     Outcome {
         state: BuildState::Succeeded,
         reason: String::new(),
@@ -321,11 +317,10 @@ async fn execute(
 }
 
 /// Stores the output folder as the build's version (files, archive, manifest, then the metadata
-/// commit), then applies the project's retention. The error is the build's failure reason.
+/// commit). The error is the build's failure reason.
 async fn store_version(
     ctx: &BuildContext,
     build: &Build,
-    project: &opus_core::model::Project,
     version: &str,
     commit: &str,
     output_dir: &Path,
@@ -337,38 +332,27 @@ async fn store_version(
         commit: commit.to_owned(),
         store: build.store.clone(),
     };
-    match ctx.artifacts.store_dir(&build.project, &version, output_dir, &origin).await {
-        Ok(stored) => log.opus(
-            "store",
-            &format!(
-                "stored version {version} in {}: {} file(s) written ({} bytes), {} unchanged file(s) copied",
-                stored.record.store, stored.files_written, stored.bytes_written, stored.files_copied
-            ),
-        ),
+    match ctx
+        .artifacts
+        .store_dir(&build.project, &version, output_dir, &origin)
+        .await
+    {
+        Ok(stored) => {
+            log.opus(
+                "store",
+                &format!(
+                    "stored version {version} in {}: {} file(s) written ({} bytes), {} unchanged file(s) copied",
+                    stored.record.store, stored.files_written, stored.bytes_written, stored.files_copied
+                ),
+            );
+            Ok(())
+        }
         Err(e) => {
             let msg = format!("storing version {version} failed: {e}");
             log.opus("store", &msg);
-            return Err(msg);
+            Err(msg)
         }
     }
-    // Environments do not exist yet, so no version is protected from retention.
-    let keep = project.keep_versions as usize;
-    match ctx
-        .artifacts
-        .apply_retention(build.project.as_str(), keep, &Default::default())
-        .await
-    {
-        Ok(deleted) if !deleted.is_empty() => {
-            let names: Vec<_> = deleted.iter().map(|v| v.to_string()).collect();
-            log.opus(
-                "store",
-                &format!("retention (keep {keep}) deleted {}", names.join(", ")),
-            );
-        }
-        Ok(_) => {}
-        Err(e) => log.opus("store", &format!("retention failed: {e}")),
-    }
-    Ok(())
 }
 
 /// The version a build produces: named by the trigger; a tag's name; or

@@ -38,6 +38,9 @@ pub enum ConfigError {
     },
 }
 
+/// The default bound of the site cache: 1 GiB.
+pub const DEFAULT_SITE_CACHE_SIZE: u64 = 1 << 30;
+
 /// Flags, each also readable from its `OPUS_*` environment variable. Every field is optional so
 /// that the config file can fill what the command line leaves out.
 #[derive(Debug, Clone, Default, Args)]
@@ -113,6 +116,10 @@ pub struct ConfigArgs {
     /// Seconds running builds get to finish on shutdown before they are stopped [default: 10].
     #[arg(long, env = "OPUS_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// Bound of the disk cache (<data-dir>/site-cache) that sites in remote stores (s3, gs, az)
+    /// are served through, in bytes; 0 keeps nothing [default: 1073741824, 1 GiB].
+    #[arg(long, env = "OPUS_SITE_CACHE_SIZE", value_name = "BYTES")]
+    pub site_cache_size: Option<u64>,
 }
 
 /// The `opusd.toml` file: the same settings as the flags, in snake_case.
@@ -153,6 +160,8 @@ pub struct FileConfig {
     pub log_limit: Option<u64>,
     /// See [`ConfigArgs::shutdown_grace`].
     pub shutdown_grace: Option<u64>,
+    /// See [`ConfigArgs::site_cache_size`].
+    pub site_cache_size: Option<u64>,
 }
 
 /// Where builds run.
@@ -228,6 +237,8 @@ pub struct Config {
     pub log_limit: u64,
     /// Time running builds get on shutdown.
     pub shutdown_grace: std::time::Duration,
+    /// Bound of the site server's disk cache of remote versions, in bytes.
+    pub site_cache_size: u64,
 }
 
 impl Config {
@@ -386,6 +397,10 @@ impl Config {
             shutdown_grace: std::time::Duration::from_secs(
                 args.shutdown_grace.or(file.shutdown_grace).unwrap_or(10),
             ),
+            site_cache_size: args
+                .site_cache_size
+                .or(file.site_cache_size)
+                .unwrap_or(DEFAULT_SITE_CACHE_SIZE),
         })
     }
 
@@ -538,6 +553,41 @@ mod tests {
         .expect("resolves");
         assert_eq!(cfg.max_builds, 7);
         assert_eq!(cfg.domain, "example.org");
+    }
+
+    #[test]
+    fn the_site_cache_size_comes_from_flags_the_file_or_the_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("opusd.toml");
+        std::fs::write(&path, "domain = \"example.org\"\n").expect("write");
+        let cfg = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect("resolves");
+        assert_eq!(cfg.site_cache_size, 1 << 30, "1 GiB by default");
+        std::fs::write(&path, "site_cache_size = 5000\n").expect("write");
+        let file = ConfigArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(file.clone()).expect("file").site_cache_size,
+            5000
+        );
+        let flag = ConfigArgs {
+            site_cache_size: Some(7),
+            ..file
+        };
+        assert_eq!(Config::resolve(flag).expect("flag").site_cache_size, 7);
+        std::fs::write(&path, "site_cache_size = \"1GiB\"\n").expect("write");
+        let msg = Config::resolve(ConfigArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("a size is a number of bytes")
+        .to_string();
+        assert!(msg.contains("site_cache_size"), "{msg}");
     }
 
     #[test]

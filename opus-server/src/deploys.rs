@@ -5,17 +5,17 @@
 //! the store, then swap the table", so the table follows the commits in order; the RPC returns
 //! only after the swap, so once it has returned every new request gets the new version.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use opus_core::CoreError;
 use opus_core::artifact::ArtifactStore;
-use opus_core::model::ProjectName;
+use opus_core::model::{ProjectName, VersionName, VersionRecord};
 use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
 use tracing::instrument;
 
 use crate::metrics::Metrics;
-use crate::sites::{FileInfo, SiteKey, SiteServer, SiteVersion};
+use crate::sites::{Content, FileInfo, SiteKey, SiteServer, SiteVersion};
 
 /// How many loaded versions are kept for reuse (a rollback to one of them is served from its
 /// warm cache at once).
@@ -54,8 +54,9 @@ impl Deployer {
         &self.sites
     }
 
-    /// A version ready to serve: its local folder, its manifest's files and its site options.
-    /// `VersionNotFound` when the project has no such version.
+    /// A version ready to serve: its local folder (or, for a remote store, the site cache), its
+    /// manifest's files and its site options. `VersionNotFound` when the project has no such
+    /// version. A remote version starts warming the site cache in the background.
     pub async fn load_version(
         &self,
         project: &str,
@@ -66,14 +67,23 @@ impl Deployer {
                 .iter()
                 .find(|v| v.project == project && v.version == version)
             {
+                // Its files may have been evicted since; warming a cached file only marks it used.
+                v.warm();
                 return Ok(v.clone());
             }
         }
         let manifest = self.artifacts.manifest(project, version).await?;
-        let root = self
+        let content = match self
             .artifacts
             .local_path(project, version, "index.html")?
-            .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        {
+            Some(root) => Content::Local(root),
+            None => Content::Remote {
+                artifacts: self.artifacts.clone(),
+                cache: self.sites.cache().clone(),
+            },
+        };
         let spa = self.store.site_options(project, version)?.spa;
         let files: HashMap<String, FileInfo> = manifest
             .files
@@ -88,7 +98,14 @@ impl Deployer {
                 )
             })
             .collect();
-        let loaded = Arc::new(SiteVersion::new(project, version, root, spa, Some(files)));
+        let loaded = Arc::new(SiteVersion::new(
+            project,
+            version,
+            content,
+            spa,
+            Some(files),
+        ));
+        loaded.warm();
         if let Ok(mut recent) = self.recent.lock() {
             recent.push_back(loaded.clone());
             while recent.len() > RECENT_VERSIONS {
@@ -174,6 +191,71 @@ impl Deployer {
         self.store.delete_project(name)?;
         self.sites.remove_project(&guard, name.as_str());
         Ok(())
+    }
+
+    /// Deletes a version on request. Refused (`VersionProtected`) for a version an environment
+    /// points at or would roll back to; the check and the deletion hold the deploy lock, so a
+    /// deploy cannot point at a version between the check and its removal.
+    #[instrument(skip(self), err(Display))]
+    pub async fn delete_version(
+        &self,
+        project: &str,
+        version: &str,
+        reason: &str,
+    ) -> Result<VersionRecord, CoreError> {
+        let _guard = self.sites.lock().await;
+        let protected = self.protected_versions(project);
+        Ok(self
+            .artifacts
+            .delete_version(project, version, &protected, reason)
+            .await?)
+    }
+
+    /// Keeps the newest `keep` versions of `project` (0 keeps all) and deletes the older ones,
+    /// never one an environment points at or would roll back to. Holds the deploy lock like
+    /// [`Deployer::delete_version`]. Returns the versions deleted.
+    #[instrument(skip(self), err(Display))]
+    pub async fn apply_retention(
+        &self,
+        project: &str,
+        keep: usize,
+    ) -> Result<Vec<VersionName>, CoreError> {
+        if keep == 0 {
+            return Ok(Vec::new());
+        }
+        let _guard = self.sites.lock().await;
+        let protected = self.protected_versions(project);
+        let deleted = self
+            .artifacts
+            .apply_retention(project, keep, &protected)
+            .await?;
+        if !deleted.is_empty() {
+            tracing::info!(
+                project,
+                count = deleted.len(),
+                keep,
+                "retention deleted versions"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// Versions of `project` that may not be deleted: those an environment points at and the ones
+    /// a rollback of each environment would go back to. When the store cannot say, every version
+    /// of the project is protected (deleting nothing is the safe failure).
+    fn protected_versions(&self, project: &str) -> HashSet<String> {
+        match self.store.protected_versions(project) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::warn!(project, error = %e, "cannot read environments: protecting every version");
+                self.store
+                    .list_versions(project)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| v.version.as_str().to_owned())
+                    .collect()
+            }
+        }
     }
 
     /// Makes a committed change durable before the RPC answers (the store otherwise syncs on a

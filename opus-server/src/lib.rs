@@ -13,7 +13,9 @@
 //!   elsewhere and their tokens; [`runner`]: `opusd runner`, what a build Job's pod runs.
 //! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
 //! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
-//!   table together.
+//!   table together, and deletes versions (on request and by retention) under the same lock.
+//! - [`promotion`]: what follows a build's stored version: site options, automatic deploys and
+//!   previews from opus.yml, retention.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 
 pub mod api;
@@ -25,6 +27,7 @@ pub mod hooks;
 pub mod kubernetes;
 pub mod logs;
 pub mod metrics;
+pub mod promotion;
 pub mod runner;
 pub mod runners;
 pub mod scheduler;
@@ -202,7 +205,17 @@ pub async fn serve(
     });
 
     let metrics = metrics::Metrics::new();
-    let site_server = Arc::new(sites::SiteServer::new(&config.domain, metrics.clone()));
+    let cache_dir = config.data_dir.join("site-cache");
+    let site_cache = sites::SiteCache::load(&cache_dir, config.site_cache_size, metrics.clone())
+        .map_err(|source| ServeError::DataDir {
+            path: cache_dir,
+            source,
+        })?;
+    let site_server = Arc::new(sites::SiteServer::new(
+        &config.domain,
+        metrics.clone(),
+        site_cache,
+    ));
     let deployer = deploys::Deployer::new(
         store.clone(),
         artifacts.clone(),
@@ -278,16 +291,18 @@ pub async fn serve(
             .map(|(name, _)| name)
             .collect(),
         artifacts: artifacts.clone(),
+        deployer: deployer.clone(),
         kubernetes,
     };
     // Workspaces of builds that were running when a previous opusd stopped.
     let _ = std::fs::remove_dir_all(&context.work_dir);
     std::fs::create_dir_all(&context.work_dir).map_err(io(context.work_dir.clone()))?;
-    let scheduler = scheduler::Scheduler::start(store.clone(), context, config.max_builds)
-        .map_err(|source| ServeError::Store {
-            path: meta_path.clone(),
-            source,
-        })?;
+    let scheduler =
+        scheduler::Scheduler::start(store.clone(), context, config.max_builds, metrics.clone())
+            .map_err(|source| ServeError::Store {
+                path: meta_path.clone(),
+                source,
+            })?;
     let grace = config.shutdown_grace;
 
     let policy = hooks::RetryPolicy::from_env();

@@ -5,7 +5,18 @@
 //! not mix their counts.
 
 use axum::http::StatusCode;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Bounds of the build duration histogram, in seconds: from a one-file build (tens of
+/// milliseconds) to the longest timeout people set (an hour).
+const BUILD_SECONDS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 /// The counters and gauges opusd exports.
 #[derive(Clone)]
@@ -19,12 +30,22 @@ pub struct Metrics {
     common: std::sync::Arc<[(u16, IntCounter)]>,
     /// `opus_deploys_total{reason}`: releases made (deploy, rollback, auto).
     pub deploys: IntCounterVec,
-    /// `opus_builds{state}`: builds by state, set by the scheduler.
+    /// `opus_builds{state}`: builds queued and running now, set by the scheduler.
     pub builds: IntGaugeVec,
     /// `opus_build_queue_depth`: builds waiting for a slot, set by the scheduler.
     pub queue_depth: IntGauge,
-    /// `opus_builds_finished_total`: builds that ended, set by the scheduler.
-    pub builds_finished: IntCounter,
+    /// `opus_builds_finished_total{state}`: builds that ended since opusd started, by final
+    /// state (succeeded, failed, cancelled), counted by the scheduler.
+    pub builds_finished: IntCounterVec,
+    /// `opus_build_duration_seconds{state}`: from start to end of each build that ran, by final
+    /// state.
+    pub build_duration: HistogramVec,
+    /// `opus_site_cache_bytes`: bytes in the site server's disk cache of remote versions.
+    pub site_cache_bytes: IntGauge,
+    /// `opus_site_cache_fetches_total`: files fetched from remote stores into the site cache.
+    pub site_cache_fetches: IntCounter,
+    /// `opus_site_cache_evictions_total`: files evicted from the site cache to keep its bound.
+    pub site_cache_evictions: IntCounter,
 }
 
 impl Metrics {
@@ -44,24 +65,64 @@ impl Metrics {
             &["reason"],
         )
         .expect("a valid metric definition");
-        let builds = IntGaugeVec::new(Opts::new("opus_builds", "Builds by state."), &["state"])
-            .expect("a valid metric definition");
+        let builds = IntGaugeVec::new(
+            Opts::new("opus_builds", "Builds queued and running now, by state."),
+            &["state"],
+        )
+        .expect("a valid metric definition");
         let queue_depth = IntGauge::new("opus_build_queue_depth", "Builds waiting for a slot.")
             .expect("a valid metric definition");
-        let builds_finished = IntCounter::new("opus_builds_finished_total", "Builds that ended.")
-            .expect("a valid metric definition");
+        let builds_finished = IntCounterVec::new(
+            Opts::new(
+                "opus_builds_finished_total",
+                "Builds that ended since opusd started, by final state.",
+            ),
+            &["state"],
+        )
+        .expect("a valid metric definition");
+        let build_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "opus_build_duration_seconds",
+                "Time from a build's start to its end, by final state.",
+            )
+            .buckets(BUILD_SECONDS.to_vec()),
+            &["state"],
+        )
+        .expect("a valid metric definition");
+        let site_cache_bytes = IntGauge::new(
+            "opus_site_cache_bytes",
+            "Bytes in the site server's disk cache of remote versions.",
+        )
+        .expect("a valid metric definition");
+        let site_cache_fetches = IntCounter::new(
+            "opus_site_cache_fetches_total",
+            "Files fetched from remote artifact stores into the site cache.",
+        )
+        .expect("a valid metric definition");
+        let site_cache_evictions = IntCounter::new(
+            "opus_site_cache_evictions_total",
+            "Files evicted from the site cache to keep it within its bound.",
+        )
+        .expect("a valid metric definition");
         for c in [
             Box::new(site_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(deploys.clone()),
             Box::new(builds.clone()),
             Box::new(queue_depth.clone()),
             Box::new(builds_finished.clone()),
+            Box::new(build_duration.clone()),
+            Box::new(site_cache_bytes.clone()),
+            Box::new(site_cache_fetches.clone()),
+            Box::new(site_cache_evictions.clone()),
         ] {
             // Registering distinct names in a fresh registry cannot fail.
             let _ = registry.register(c);
         }
-        for state in ["queued", "running", "succeeded", "failed", "cancelled"] {
+        for state in ["queued", "running"] {
             builds.with_label_values(&[state]).set(0);
+        }
+        for state in ["succeeded", "failed", "cancelled"] {
+            builds_finished.with_label_values(&[state]).reset();
         }
         let common = [200u16, 206, 304, 404]
             .into_iter()
@@ -80,6 +141,28 @@ impl Metrics {
             builds,
             queue_depth,
             builds_finished,
+            build_duration,
+            site_cache_bytes,
+            site_cache_fetches,
+            site_cache_evictions,
+        }
+    }
+
+    /// Sets the build gauges: builds waiting for a slot and builds running.
+    pub fn set_builds(&self, queued: usize, running: usize) {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.builds.with_label_values(&["queued"]).set(n(queued));
+        self.builds.with_label_values(&["running"]).set(n(running));
+        self.queue_depth.set(n(queued));
+    }
+
+    /// Counts a build that ended in `state`, and its duration when it ran.
+    pub fn build_finished(&self, state: &str, ran_for: Option<Duration>) {
+        self.builds_finished.with_label_values(&[state]).inc();
+        if let Some(d) = ran_for {
+            self.build_duration
+                .with_label_values(&[state])
+                .observe(d.as_secs_f64());
         }
     }
 

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::build::BuildContext;
+use crate::metrics::Metrics;
 
 /// What a trigger asks for.
 #[derive(Debug, Clone)]
@@ -88,6 +89,8 @@ struct Inner {
     /// Cancelled when opusd shuts down.
     stopping: CancellationToken,
     tasks: TaskTracker,
+    /// Build gauges (queued, running), finished counts and durations.
+    metrics: Metrics,
 }
 
 /// The build scheduler; cheap to clone.
@@ -102,6 +105,7 @@ impl Scheduler {
         store: MetaStore,
         context: BuildContext,
         max: usize,
+        metrics: Metrics,
     ) -> Result<Scheduler, StoreError> {
         let inner = Arc::new(Inner {
             store: store.clone(),
@@ -113,6 +117,7 @@ impl Scheduler {
             slots: Arc::new(Semaphore::new(max)),
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics,
         });
         let left = store.builds_in_states(&[BuildState::Running, BuildState::Queued])?;
         for build in left {
@@ -122,6 +127,9 @@ impl Scheduler {
                     b.reason = "opusd restarted".into();
                     b.finished_at = Some(SystemTime::now());
                 })?;
+                inner
+                    .metrics
+                    .build_finished(BuildState::Failed.as_str(), None);
                 warn!(build = build.id, project = %build.project, "build was running when opusd stopped: marked failed");
             } else {
                 inner
@@ -132,6 +140,7 @@ impl Scheduler {
             }
         }
         let scheduler = Scheduler { inner };
+        scheduler.publish_gauges();
         let dispatcher = scheduler.clone();
         scheduler
             .inner
@@ -205,6 +214,7 @@ impl Scheduler {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push_back(build.id);
+        self.publish_gauges();
         self.inner.queued.notify_one();
         info!(build = build.id, project = %build.project, git_ref = %build.git_ref, "build queued");
         Ok(build)
@@ -269,6 +279,10 @@ impl Scheduler {
                 b.reason = reason.to_owned();
                 b.finished_at = Some(SystemTime::now());
             })?;
+            self.inner
+                .metrics
+                .build_finished(BuildState::Cancelled.as_str(), None);
+            self.publish_gauges();
         }
         Ok(removed)
     }
@@ -308,6 +322,30 @@ impl Scheduler {
             .len()
     }
 
+    /// Sets the queued and running gauges from the queue and the running set.
+    fn publish_gauges(&self) {
+        self.inner
+            .metrics
+            .set_builds(self.queued_count(), self.running_count());
+    }
+
+    /// Counts a build whose task ended (by its recorded final state, with its duration when it
+    /// ran) and updates the gauges.
+    fn count_finished(&self, id: u64) {
+        match self.inner.store.get_build(id) {
+            Ok(b) if b.state.is_finished() => {
+                let ran_for = b
+                    .started_at
+                    .zip(b.finished_at)
+                    .and_then(|(start, end)| end.duration_since(start).ok());
+                self.inner.metrics.build_finished(b.state.as_str(), ran_for);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(build = id, error = %e, "cannot read a finished build for the metrics"),
+        }
+        self.publish_gauges();
+    }
+
     /// The dispatcher loop: one slot, one build, oldest first.
     async fn dispatch(&self) {
         loop {
@@ -339,6 +377,7 @@ impl Scheduler {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(next, token.clone());
+            self.publish_gauges();
             let this = self.clone();
             self.inner.tasks.spawn(async move {
                 crate::build::run(
@@ -354,6 +393,7 @@ impl Scheduler {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&next);
+                this.count_finished(next);
                 drop(permit);
             });
         }

@@ -27,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match command {
         Command::Add(args) => projects::add(&conn, &global, args).await,
         Command::Remove(args) => projects::remove(&conn, &global, args).await,
+        Command::Keep(args) => projects::keep(&conn, &global, args).await,
         Command::List(args) => projects::list(&conn, &global, args).await,
         Command::Status => status::show(&conn, &global).await,
         Command::Secret(cmd) => secret::run(&conn, &global, cmd).await,

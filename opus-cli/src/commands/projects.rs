@@ -3,7 +3,9 @@
 use opus_core::proto;
 use serde::Serialize;
 
-use crate::cli::{AddArgs, GlobalArgs, ListArgs, OutputFormat, RemoveArgs, absolute_source};
+use crate::cli::{
+    AddArgs, GlobalArgs, KeepArgs, ListArgs, OutputFormat, RemoveArgs, absolute_source,
+};
 use crate::connection::Connection;
 use crate::error::CliError;
 use crate::output;
@@ -83,6 +85,47 @@ pub async fn remove(
     match global.output {
         OutputFormat::Json => output::print_json(&serde_json::json!({ "removed": args.name })),
         OutputFormat::Table => output::print_line(&format!("removed {}", args.name)),
+    }
+}
+
+pub async fn keep(conn: &Connection, global: &GlobalArgs, args: KeepArgs) -> Result<(), CliError> {
+    let project = match args.count {
+        Some(n) => conn
+            .projects()
+            .update_project(proto::UpdateProjectRequest {
+                name: args.project.clone(),
+                branch: None,
+                keep_versions: Some(n),
+            })
+            .await?
+            .into_inner(),
+        None => conn
+            .projects()
+            .get_project(proto::GetProjectRequest {
+                name: args.project.clone(),
+            })
+            .await?
+            .into_inner(),
+    };
+    let keep = project.keep_versions;
+    match global.output {
+        OutputFormat::Json => output::print_json(&serde_json::json!({
+            "project": project.name,
+            "keep_versions": keep,
+        })),
+        OutputFormat::Table => {
+            let line = match keep {
+                0 => format!(
+                    "{} keeps every version (unless its opus.yml sets retention: N)",
+                    project.name
+                ),
+                n => format!(
+                    "{} keeps the newest {n} version(s); older ones are deleted, except deployed versions and rollback targets",
+                    project.name
+                ),
+            };
+            output::print_line(&line)
+        }
     }
 }
 

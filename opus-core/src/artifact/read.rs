@@ -71,6 +71,34 @@ impl ArtifactStore {
             .map_err(backend.err(format!("reading {key}")))
     }
 
+    /// A file of a version as a stream of its bytes, so that a caller can copy it elsewhere (the
+    /// site server's disk cache) without holding it in memory.
+    pub async fn file_stream(
+        &self,
+        project: &str,
+        version: &str,
+        path: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, ArtifactError>>, ArtifactError> {
+        let (backend, key) = self.file_location(project, version, path)?;
+        let result = backend
+            .store
+            .get(&key)
+            .await
+            .map_err(not_found_as(project, version, backend, &key))?;
+        let store = backend.name.clone();
+        let action = format!("reading {key}");
+        Ok(result
+            .into_stream()
+            .map(move |r| {
+                r.map_err(|source| ArtifactError::ObjectStore {
+                    store: store.clone(),
+                    action: action.clone(),
+                    source,
+                })
+            })
+            .boxed())
+    }
+
     /// Bytes `range` of a file of a version (the range must lie within the file).
     pub async fn read_range(
         &self,

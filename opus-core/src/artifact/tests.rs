@@ -143,6 +143,23 @@ async fn a_stored_folder_reads_back_in_the_layout() {
         .await
         .expect("range");
     assert_eq!(&part[..], b"html");
+    let mut streamed = Vec::new();
+    let mut chunks = f
+        .store
+        .file_stream("web", "1.0.0", "static/js/app.js")
+        .await
+        .expect("stream");
+    while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+        streamed.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(streamed, "console.log('hello');\n".repeat(5000).as_bytes());
+    assert!(
+        f.store
+            .file_stream("web", "1.0.0", "nope.txt")
+            .await
+            .is_err(),
+        "a missing file is an error"
+    );
     let local = f
         .store
         .local_path("web", "1.0.0", "static/js/app.js")

@@ -1,6 +1,5 @@
 //! `opus.v1.ArtifactService`: stored versions, manifests, archives, publishing, verify, delete.
 
-use std::collections::HashSet;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
@@ -29,43 +28,15 @@ impl ArtifactsApi {
     }
 }
 
-/// Versions of `project` that may not be deleted: those an environment points at and the ones a
-/// rollback of each environment would go back to. When the store cannot say, every version of
-/// the project is protected (deleting nothing is the safe failure).
-pub fn protected_versions(state: &AppState, project: &str) -> HashSet<String> {
-    match state.store.protected_versions(project) {
-        Ok(set) => set,
-        Err(e) => {
-            tracing::warn!(project, error = %e, "cannot read environments: protecting every version");
-            state
-                .store
-                .list_versions(project)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|v| v.version.as_str().to_owned())
-                .collect()
-        }
-    }
-}
-
-/// Applies the project's `keep_versions` after a version was stored; failures are logged, the
-/// store itself succeeded.
-pub async fn apply_retention(state: &AppState, project: &str) {
+/// Applies the project's retention after a version was published (`keep N`, see
+/// [`crate::promotion::keep_count`]); failures are logged, the publish itself succeeded.
+async fn apply_retention(state: &AppState, project: &str) {
     let keep = match state.store.get_project(project) {
-        Ok(p) => p.keep_versions as usize,
+        Ok(p) => crate::promotion::keep_count(&p, None),
         Err(_) => return,
     };
-    let protected = protected_versions(state, project);
-    match state
-        .artifacts
-        .apply_retention(project, keep, &protected)
-        .await
-    {
-        Ok(deleted) if !deleted.is_empty() => {
-            tracing::info!(project, count = deleted.len(), "retention deleted versions")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(project, error = %e, "retention failed"),
+    if let Err(e) = state.deployer.apply_retention(project, keep).await {
+        tracing::warn!(project, error = %e, "retention failed");
     }
 }
 
@@ -222,10 +193,9 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::DeleteVersionRequest>,
     ) -> Result<Response<proto::DeleteVersionResponse>, Status> {
         let req = req.into_inner();
-        let protected = protected_versions(&self.state, &req.project);
         self.state
-            .artifacts
-            .delete_version(&req.project, &req.version, &protected, "api")
+            .deployer
+            .delete_version(&req.project, &req.version, "api")
             .await
             .map_err(status)?;
         Ok(Response::new(proto::DeleteVersionResponse {}))

@@ -32,7 +32,6 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::{AppState, ServeError};
 
-pub use artifacts::{apply_retention, protected_versions};
 pub use status::status;
 
 /// Serves the API on `listener` until `shutdown` completes.

@@ -134,6 +134,15 @@ impl ProjectService for ProjectsApi {
                 }
             })
             .map_err(status)?;
+        if req.keep_versions.is_some() {
+            // A new limit applies at once, not only after the next version.
+            let keep = crate::promotion::keep_count(&project, None);
+            self.state
+                .deployer
+                .apply_retention(project.name.as_str(), keep)
+                .await
+                .map_err(status)?;
+        }
         Ok(Response::new(self.describe(&project)?))
     }
 

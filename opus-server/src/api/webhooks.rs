@@ -13,6 +13,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use opus_core::error::StoreError;
+use opus_core::model::branch_slug;
 use opus_core::store::KeyKind;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -153,10 +155,7 @@ async fn github(
         }
     }
     if payload["deleted"].as_bool() == Some(true) {
-        // Previews are torn down by the deploys module once it exists; until then the deletion is
-        // recorded in the log only.
-        tracing::info!(git_ref, "branch deleted");
-        return answer(StatusCode::OK, json!({ "deleted": git_ref }));
+        return branch_deleted(&state, &project, git_ref).await;
     }
     let (build_ref, version) = match git_ref.strip_prefix("refs/tags/") {
         Some(tag) => {
@@ -189,6 +188,44 @@ async fn github(
         let _ = state.store.forget_github_delivery(&project, &delivery);
     }
     response
+}
+
+/// A deleted branch: its preview environment (named by the branch slug) stops being served and
+/// is removed. Environments that are not previews are never touched; a deleted tag changes
+/// nothing.
+async fn branch_deleted(state: &AppState, project: &str, git_ref: &str) -> Response {
+    let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
+        tracing::info!(git_ref, "ref deleted: nothing to remove");
+        return answer(StatusCode::OK, json!({ "deleted": git_ref }));
+    };
+    let env = branch_slug(branch);
+    let preview = match state.store.environment(project, &env) {
+        Ok(record) => record.preview,
+        Err(StoreError::EnvironmentNotFound { .. }) => false,
+        Err(e) => {
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+            );
+        }
+    };
+    if !preview {
+        tracing::info!(branch, "branch deleted: it has no preview");
+        return answer(StatusCode::OK, json!({ "deleted": git_ref }));
+    }
+    match state.deployer.remove_environment(project, &env).await {
+        Ok(()) => {
+            tracing::info!(branch, env, "branch deleted: preview removed");
+            answer(
+                StatusCode::OK,
+                json!({ "deleted": git_ref, "removed_preview": env }),
+            )
+        }
+        Err(e) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+    }
 }
 
 #[instrument(skip_all, fields(project = %project))]

@@ -192,8 +192,10 @@ impl KubeExecutor {
         let watch = Watch {
             executor: self,
             ctx,
+            store,
             build: &build,
             project: &project,
+            spec: &spec,
             reservation: &reservation,
             log,
         };
@@ -221,8 +223,10 @@ async fn discard(reservation: &Reservation, log: &BuildLog) {
 struct Watch<'a> {
     executor: &'a KubeExecutor,
     ctx: &'a BuildContext,
+    store: &'a MetaStore,
     build: &'a Build,
     project: &'a opus_core::model::Project,
+    spec: &'a opus_core::manifest::OpusFile,
     reservation: &'a Reservation,
     log: &'a BuildLog,
 }
@@ -355,7 +359,17 @@ impl Watch<'_> {
                         stored.record.store, stored.record.file_count, stored.record.size
                     ),
                 );
-                self.after_store().await;
+                // The same step as local builds: site options, automatic deploys, retention.
+                crate::promotion::after_stored(
+                    self.store,
+                    &self.ctx.deployer,
+                    self.build,
+                    self.project,
+                    self.spec,
+                    version.as_str(),
+                    self.log,
+                )
+                .await;
                 Outcome::succeeded()
             }
             Err(e) => {
@@ -364,27 +378,6 @@ impl Watch<'_> {
                 let _ = reply.send(Err(msg.clone()));
                 Outcome::failed(msg)
             }
-        }
-    }
-
-    /// What follows a stored version, as for local builds: retention.
-    async fn after_store(&self) {
-        let keep = self.project.keep_versions as usize;
-        match self
-            .ctx
-            .artifacts
-            .apply_retention(self.build.project.as_str(), keep, &Default::default())
-            .await
-        {
-            Ok(deleted) if !deleted.is_empty() => {
-                let names: Vec<_> = deleted.iter().map(|v| v.to_string()).collect();
-                self.log.opus(
-                    "store",
-                    &format!("retention (keep {keep}) deleted {}", names.join(", ")),
-                );
-            }
-            Ok(_) => {}
-            Err(e) => self.log.opus("store", &format!("retention failed: {e}")),
         }
     }
 

@@ -10,7 +10,7 @@ use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::SiteServer;
-use super::version::{CachedFile, FileMeta, Found, SiteVersion};
+use super::version::{CachedFile, FileMeta, Found, OpenError, SiteVersion};
 
 const HTML_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
@@ -51,12 +51,6 @@ async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Respon
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
-    }
-    if site.root.is_none() {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this version is not available on this server yet\n",
-        );
     }
     let (rel, dir) = match clean_path(req.uri.path()) {
         Ok(p) => p,
@@ -334,16 +328,30 @@ async fn send(
         Some(c) => Some(c),
         None => match site.load_small(&found, file_meta(&found.rel)).await {
             Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(project = %site.project, version = %site.version, path = %found.rel, error = %e, "cannot read a deployed file");
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n");
-            }
+            Err(e) => return cannot_open(site, &found.rel, &e),
         },
     };
     match cached {
         Some(file) => send_cached(site, &file, status, headers, head),
         None => send_streamed(site, &found, status, headers, head).await,
     }
+}
+
+/// The answer when a found file cannot be opened: logged with what failed; the client learns only
+/// whether to retry. The remote store failing is 502 (with `Retry-After`), this machine 500.
+fn cannot_open(site: &SiteVersion, rel: &str, e: &OpenError) -> Response {
+    if e.is_store() {
+        tracing::error!(project = %site.project, version = %site.version, path = %rel, error = %e, "cannot fetch a deployed file from the artifact store");
+        let mut r = plain(
+            StatusCode::BAD_GATEWAY,
+            "this file cannot be fetched right now; try again shortly\n",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    }
+    tracing::error!(project = %site.project, version = %site.version, path = %rel, error = %e, "cannot read a deployed file");
+    plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")
 }
 
 fn base_headers(
@@ -484,19 +492,13 @@ async fn send_streamed(
     let body = if head || len == 0 {
         Body::empty()
     } else {
-        let Some(path) = site.path_of(&found.rel) else {
-            return plain(StatusCode::NOT_FOUND, "not found\n");
-        };
-        let mut f = match tokio::fs::File::open(&path).await {
+        let mut f = match site.open(&found.rel).await {
             Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot open a deployed file");
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n");
-            }
+            Err(e) => return cannot_open(site, &found.rel, &e),
         };
         if start > 0 {
             if let Err(e) = f.seek(std::io::SeekFrom::Start(start)).await {
-                tracing::warn!(path = %path.display(), error = %e, "cannot seek a deployed file");
+                tracing::warn!(project = %site.project, version = %site.version, path = %found.rel, error = %e, "cannot seek a deployed file");
                 return plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n");
             }
         }

@@ -4,14 +4,16 @@
 //!   `ArcSwap`. A deploy or rollback builds the new [`SiteVersion`] first, commits in the store,
 //!   then swaps the table ([`SiteServer::set`]): the switch is one pointer store, and a request
 //!   loads the snapshot once, so it is answered wholly from one version.
-//! - [`SiteVersion`] is "a local directory": the version's folder (for `file://` stores, the
-//!   version's folder in the artifacts directory), optionally with its manifest (path -> size,
-//!   sha256), which gives strong ETags without hashing and existence without `stat`.
+//! - [`SiteVersion`] is a version's files ([`Content`]: the version's folder of a `file://`
+//!   store, or a remote store read through the [`SiteCache`]), optionally with its manifest
+//!   (path -> size, sha256), which gives strong ETags without hashing and existence without `stat`.
+//! - [`SiteCache`]: the bounded disk cache of remote versions' files, by sha256 (`cache`).
 //! - `handler`: the HTTP side (Host routing, safe paths, ETag, Range, gzip, SPA fallback, 404.html).
 //!
 //! Architecture Invariant: the site server never reads the metadata store; what it serves is only
 //! what the table says.
 
+mod cache;
 mod handler;
 mod version;
 
@@ -22,7 +24,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
-pub use version::{FileInfo, SiteVersion};
+pub use cache::{CacheError, SiteCache};
+pub use version::{Content, FileInfo, SiteVersion};
 
 use crate::metrics::Metrics;
 
@@ -90,18 +93,26 @@ pub struct SiteServer {
     url_port: std::sync::OnceLock<u16>,
     /// Request counters.
     metrics: Metrics,
+    /// The disk cache that remote versions are served through.
+    cache: SiteCache,
 }
 
 impl SiteServer {
-    /// An empty site server for `domain`.
-    pub fn new(domain: &str, metrics: Metrics) -> SiteServer {
+    /// An empty site server for `domain`, serving remote versions through `cache`.
+    pub fn new(domain: &str, metrics: Metrics, cache: SiteCache) -> SiteServer {
         SiteServer {
             table: ArcSwap::from_pointee(SiteTable::default()),
             writer: tokio::sync::Mutex::new(()),
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
             url_port: std::sync::OnceLock::new(),
             metrics,
+            cache,
         }
+    }
+
+    /// The disk cache remote versions are served through.
+    pub fn cache(&self) -> &SiteCache {
+        &self.cache
     }
 
     /// The domain sites live under.
@@ -217,3 +228,6 @@ fn host_without_port(host: &str) -> &str {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod remote_tests;

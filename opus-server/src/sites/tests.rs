@@ -100,7 +100,10 @@ async fn start() -> (SocketAddr, Arc<SiteServer>, tempfile::TempDir) {
             },
         );
     }
-    let server = Arc::new(SiteServer::new("localhost", Metrics::new()));
+    let metrics = Metrics::new();
+    let cache =
+        SiteCache::load(&dir.path().join("site-cache"), 1 << 20, metrics.clone()).expect("cache");
+    let server = Arc::new(SiteServer::new("localhost", metrics, cache));
     {
         let g = server.lock().await;
         server.apply(
@@ -111,7 +114,7 @@ async fn start() -> (SocketAddr, Arc<SiteServer>, tempfile::TempDir) {
                     Some(Arc::new(SiteVersion::new(
                         "web",
                         "1.0",
-                        Some(web),
+                        Content::Local(web),
                         false,
                         None,
                     ))),
@@ -121,7 +124,7 @@ async fn start() -> (SocketAddr, Arc<SiteServer>, tempfile::TempDir) {
                     Some(Arc::new(SiteVersion::new(
                         "app",
                         "2.0",
-                        Some(app),
+                        Content::Local(app),
                         true,
                         Some(files),
                     ))),
@@ -375,7 +378,7 @@ async fn a_swap_is_atomic_for_new_requests() {
                 Some(Arc::new(SiteVersion::new(
                     "web",
                     "2.0",
-                    Some(v2),
+                    Content::Local(v2),
                     false,
                     None,
                 ))),

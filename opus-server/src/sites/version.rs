@@ -1,14 +1,20 @@
-//! A served version: a local directory, its manifest when known, and a cache of small files.
+//! A served version: where its files come from (a local directory, or a remote store through
+//! the disk cache), its manifest when known, and a memory cache of small files.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::UNIX_EPOCH;
 
 use axum::http::HeaderValue;
 use bytes::Bytes;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use opus_core::artifact::ArtifactStore;
+use tokio::io::AsyncReadExt;
+
+use super::cache::{CacheError, Fetch, FetchError, SiteCache};
 
 /// Files up to this size are kept in memory once read.
 const SMALL_FILE: u64 = 512 * 1024;
@@ -16,6 +22,45 @@ const SMALL_FILE: u64 = 512 * 1024;
 const CACHE_BUDGET: u64 = 64 * 1024 * 1024;
 /// Compressible files smaller than this are not worth gzipping.
 const MIN_GZIP: usize = 256;
+
+/// Where a version's files come from.
+pub enum Content {
+    /// A folder on local disk (the version's folder in a `file://` store, or a test folder).
+    Local(PathBuf),
+    /// A remote object store (s3, gs, az), read through the site server's disk cache. Needs the
+    /// manifest, whose sha256 names each file's cached copy.
+    Remote {
+        /// The artifact stores, to fetch from.
+        artifacts: ArtifactStore,
+        /// The disk cache.
+        cache: SiteCache,
+    },
+}
+
+/// Why a file of a version could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// Reading the version's folder failed.
+    Local(std::io::Error),
+    /// The disk cache failed: the remote store (see [`OpenError::is_store`]) or the cache's disk.
+    Cache(CacheError),
+}
+
+impl OpenError {
+    /// Whether the remote store is to blame (answered 502) rather than this machine (500).
+    pub(crate) fn is_store(&self) -> bool {
+        matches!(self, OpenError::Cache(e) if e.is_store())
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Local(e) => e.fmt(f),
+            OpenError::Cache(e) => e.fmt(f),
+        }
+    }
+}
 
 /// What the manifest says about one file.
 #[derive(Debug, Clone)]
@@ -34,9 +79,8 @@ pub struct SiteVersion {
     pub version: String,
     /// The `x-opus-version` header value, built once.
     pub(crate) version_header: HeaderValue,
-    /// The folder holding the version's files; `None` when the version is not available locally
-    /// (a remote store without a local cache yet): requests then get 503.
-    pub root: Option<PathBuf>,
+    /// Where the version's files come from.
+    pub content: Content,
     /// Unknown paths serve `index.html` (opus.yml `spa: true`).
     pub spa: bool,
     /// The manifest (path -> size, sha256), when known; without it files are looked up on disk.
@@ -83,11 +127,12 @@ pub(crate) struct Found {
 }
 
 impl SiteVersion {
-    /// A version served from `root`, with its manifest's files when known.
+    /// A version served from `content`, with its manifest's files when known (a remote version
+    /// needs them: without a manifest entry a file is not found).
     pub fn new(
         project: &str,
         version: &str,
-        root: Option<PathBuf>,
+        content: Content,
         spa: bool,
         files: Option<HashMap<String, FileInfo>>,
     ) -> SiteVersion {
@@ -96,7 +141,7 @@ impl SiteVersion {
             version: version.to_owned(),
             version_header: HeaderValue::from_str(version)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            root,
+            content,
             spa,
             files,
             cache: RwLock::new(HashMap::new()),
@@ -123,7 +168,11 @@ impl SiteVersion {
                 etag: etag_of_sha(&info.sha256, ""),
             });
         }
-        let path = self.path_of(rel)?;
+        let Content::Local(root) = &self.content else {
+            return None;
+        };
+        let mut path = root.clone();
+        path.extend(rel.split('/'));
         // `symlink_metadata`: a symlink is never followed out of the version.
         let meta = tokio::fs::symlink_metadata(&path).await.ok()?;
         if !meta.is_file() {
@@ -144,11 +193,81 @@ impl SiteVersion {
         })
     }
 
-    /// The local path of `rel`.
-    pub(crate) fn path_of(&self, rel: &str) -> Option<PathBuf> {
-        let mut p = self.root.clone()?;
-        p.extend(rel.split('/'));
-        Some(p)
+    /// Opens file `rel` (found before) for reading: from the version's folder, or from the disk
+    /// cache (fetched from the remote store first when it is not there).
+    pub(crate) async fn open(&self, rel: &str) -> Result<tokio::fs::File, OpenError> {
+        match &self.content {
+            Content::Local(root) => {
+                let mut path = root.clone();
+                path.extend(rel.split('/'));
+                tokio::fs::File::open(&path).await.map_err(OpenError::Local)
+            }
+            Content::Remote { artifacts, cache } => {
+                let Some(info) = self.files.as_ref().and_then(|f| f.get(rel)) else {
+                    return Err(OpenError::Local(std::io::ErrorKind::NotFound.into()));
+                };
+                let fetch = self.fetch(artifacts, rel);
+                cache
+                    .open(&info.sha256, info.size, &fetch)
+                    .await
+                    .map_err(OpenError::Cache)
+            }
+        }
+    }
+
+    /// How the disk cache fetches `rel` of this version from its store.
+    fn fetch(&self, artifacts: &ArtifactStore, rel: &str) -> Fetch {
+        let artifacts = artifacts.clone();
+        let (project, version, rel) = (self.project.clone(), self.version.clone(), rel.to_owned());
+        Arc::new(move || {
+            let artifacts = artifacts.clone();
+            let (project, version, rel) = (project.clone(), version.clone(), rel.clone());
+            async move {
+                let stream = artifacts.file_stream(&project, &version, &rel).await?;
+                Ok(stream.map_err(FetchError::from).boxed())
+            }
+            .boxed()
+        })
+    }
+
+    /// For a remote version, fetches its files into the disk cache in the background (a few at
+    /// once over all versions, `index.html` and `404.html` first), so that the first requests after a deploy or
+    /// rollback are answered from disk. A version larger than half the cache is not warmed (it
+    /// would only push out other versions' files); its files are fetched as they are asked for.
+    pub fn warm(self: &Arc<Self>) {
+        let (Content::Remote { cache, .. }, Some(files)) = (&self.content, &self.files) else {
+            return;
+        };
+        let total: u64 = files.values().map(|f| f.size).sum();
+        if total > cache.limit() / 2 {
+            tracing::info!(project = %self.project, version = %self.version, bytes = total, limit = cache.limit(), "version too large to warm the site cache; files are fetched on request");
+            return;
+        }
+        let mut paths: Vec<String> = files.keys().cloned().collect();
+        paths.sort_by_key(|p| (p != "index.html", p != "404.html", p.clone()));
+        let site = self.clone();
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let failed = futures::stream::iter(paths)
+                .map(|rel| {
+                    let (site, cache) = (site.clone(), cache.clone());
+                    async move {
+                        let _slot = cache.warming_slot().await;
+                        match site.open(&rel).await {
+                            Ok(_) => 0,
+                            Err(e) => {
+                                tracing::warn!(project = %site.project, version = %site.version, path = %rel, error = %e, "cannot warm the site cache");
+                                1
+                            }
+                        }
+                    }
+                })
+                .buffer_unordered(2)
+                .fold(0usize, |n, f| async move { n + f })
+                .await;
+            tracing::info!(project = %site.project, version = %site.version, failed, elapsed = ?started.elapsed(), "site cache warmed");
+        });
     }
 
     /// Reads `found` into memory when it is small and the budget allows, keeping it for the next
@@ -157,16 +276,18 @@ impl SiteVersion {
         &self,
         found: &Found,
         meta: FileMeta,
-    ) -> std::io::Result<Option<std::sync::Arc<CachedFile>>> {
+    ) -> Result<Option<std::sync::Arc<CachedFile>>, OpenError> {
         if found.size > SMALL_FILE
             || self.cached_bytes.load(Ordering::Relaxed) + found.size > CACHE_BUDGET
         {
             return Ok(None);
         }
-        let Some(path) = self.path_of(&found.rel) else {
-            return Ok(None);
-        };
-        let body = Bytes::from(tokio::fs::read(&path).await?);
+        let mut file = self.open(&found.rel).await?;
+        let mut body = Vec::with_capacity(usize::try_from(found.size).unwrap_or(0));
+        file.read_to_end(&mut body)
+            .await
+            .map_err(OpenError::Local)?;
+        let body = Bytes::from(body);
         let compressible = meta.compressible;
         let (body, gzip) = tokio::task::spawn_blocking(move || {
             let gz = if compressible && body.len() >= MIN_GZIP {
@@ -177,7 +298,7 @@ impl SiteVersion {
             (body, gz)
         })
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(|e| OpenError::Local(std::io::Error::other(e)))?;
         let etag = found.etag.clone();
         let etag_gzip = gzip_etag(&etag);
         let size = body.len() as u64 + gzip.as_ref().map_or(0, |g| g.len() as u64);

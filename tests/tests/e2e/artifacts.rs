@@ -326,26 +326,8 @@ fn a_crash_leaves_no_half_version_and_the_next_start_removes_orphans() {
 #[test]
 fn retention_keeps_the_newest_versions_and_their_content() {
     let d = daemon();
-    // `keep N` is a project setting (UpdateProject); there is no CLI flag for it yet.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut projects = opus_core::proto::project_service_client::ProjectServiceClient::connect(
-            d.server.clone(),
-        )
-        .await
-        .expect("connects");
-        projects
-            .update_project(opus_core::proto::UpdateProjectRequest {
-                name: "web".into(),
-                branch: None,
-                keep_versions: Some(2),
-            })
-            .await
-            .expect("keep 2");
-    });
+    let out = d.opus(&["keep", "web", "2"]);
+    assert!(out.ok().contains("keeps the newest 2"), "{}", out.stdout);
     for generation in 1..=4u32 {
         let dist = d.root.path().join(format!("dist{generation}"));
         site(&dist, generation);

@@ -64,7 +64,7 @@ fn git_project(d: &Daemon, project: &str, opus_yml: &str) -> GitRepo {
     repo
 }
 
-const SITE: &str = "build:\n  image: node:20-test\n  timeout: 5m\n  env: { GREETING: hello }\n  steps:\n    - mkdir -p dist && echo \"<h1>$OPUS_VERSION</h1>\" > dist/index.html\n    - echo \"$GREETING from $OPUS_PROJECT#$OPUS_BUILD ci=$CI key=$API_KEY\"\n    - echo to-stderr >&2\n";
+const SITE: &str = "build:\n  image: node:20-test\n  timeout: 5m\n  env: { GREETING: hello }\n  steps:\n    - mkdir -p dist && echo \"<h1>$OPUS_VERSION</h1>\" > dist/index.html\n    - echo \"$GREETING from $OPUS_PROJECT#$OPUS_BUILD ci=$CI key=$API_KEY\"\n    - echo to-stderr >&2\nenvironments:\n  production: { branch: main, auto_deploy: true }\n";
 
 /// The environment of a Job's build container, by name.
 fn job_env(job: &Value) -> BTreeMap<String, String> {
@@ -254,6 +254,12 @@ fn fake_apiserver_runner_local_process_builds_uploads_and_reports_a_git_repo() {
     assert!(listed.ok().contains(&version), "{}", listed.stdout);
     let files = d.opus(&["artifacts", "web", &version]);
     assert!(files.ok().contains("index.html"), "{}", files.stdout);
+
+    // Stored like a local build's version, it went through the same step: deployed to production
+    // by opus.yml and served.
+    let served = d.get("web.localhost", "/");
+    assert_eq!(served.status, 200);
+    assert_eq!(served.text(), format!("<h1>{version}</h1>\n"));
 
     // The log has the steps' output (secret masked), stderr, and the story.
     let log = d.opus(&["logs", &format!("web#{id}")]);

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
 mod artifacts;
+mod auto_deploys;
 mod builds;
 mod config;
 mod deploys;
@@ -8,6 +9,7 @@ mod hooks;
 mod kubernetes;
 mod kubernetes_cli;
 mod kubernetes_exec;
+mod metrics;
 mod projects;
 mod s3;
 mod security;

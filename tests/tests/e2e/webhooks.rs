@@ -187,3 +187,71 @@ fn github_tag_push_builds_head_commit_as_the_tag_version() {
     assert_eq!(b["version"], "2.0.0");
     assert_eq!(b["commit"], first.as_str());
 }
+
+#[test]
+fn github_push_builds_a_preview_and_branch_deletion_removes_it() {
+    let d = Daemon::start();
+    let repo = opus_tests::GitRepo::init(&d.root.path().join("repo"));
+    repo.write(
+        "opus.yml",
+        "build:\n  steps: [\"mkdir -p dist && echo \\\"from $OPUS_REF\\\" > dist/index.html\"]\nenvironments:\n  production: { branch: main, auto_deploy: true }\npreviews: true\n",
+    );
+    repo.commit("first");
+    repo.git(&["checkout", "-q", "-b", "feature-x"]);
+    repo.write("feature.txt", "x");
+    let commit = repo.commit("feature");
+    d.opus(&["add", "web", &repo.url()]).ok();
+    let hook = d.opus(&["hook", "github", "web", "-o", "json"]).json();
+    let url = hook["url"].as_str().expect("url").to_owned();
+    let secret = hook["secret"].as_str().expect("secret").to_owned();
+
+    let push = serde_json::to_vec(&json!({
+        "ref": "refs/heads/feature-x",
+        "after": commit,
+        "head_commit": { "id": commit },
+    }))
+    .expect("JSON");
+    let (code, body) = github(&url, &secret, "push", "p-1", &push);
+    assert_eq!(code, 202, "{body}");
+    let id = body["build"].as_u64().expect("a build id");
+    d.wait_for_state("web", id, "succeeded", 60);
+    let served = d.get("feature-x--web.localhost", "/");
+    assert_eq!(
+        (served.status, served.text().trim()),
+        (200, "from feature-x")
+    );
+
+    // A production environment deployed by hand is never removed by a branch deletion.
+    let version = d.build("web", id)["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    d.opus(&["deploy", "web", &version, "--env", "main"]).ok();
+
+    let deleted = |delivery: &str, git_ref: &str| {
+        let body = serde_json::to_vec(&json!({
+            "ref": git_ref,
+            "deleted": true,
+            "after": "0000000000000000000000000000000000000000",
+        }))
+        .expect("JSON");
+        github(&url, &secret, "push", delivery, &body)
+    };
+    let (code, body) = deleted("del-1", "refs/heads/feature-x");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["removed_preview"], "feature-x");
+    assert_eq!(d.get("feature-x--web.localhost", "/").status, 404);
+    let (code, body) = deleted("del-2", "refs/heads/main");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.get("removed_preview").is_none(), "{body}");
+    assert_eq!(d.get("main--web.localhost", "/").status, 200);
+    let envs = d.opus(&["env", "list", "web", "-o", "json"]).json();
+    let names: Vec<_> = envs
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names, ["main"]);
+    assert_eq!(build_count(&d), 1);
+}

@@ -1,0 +1,251 @@
+//! What follows a stored version of a build: how it is served (its site options), where it goes
+//! (automatic deploys and previews, from the build's own opus.yml) and which older versions go
+//! (retention).
+//!
+//! [`after_stored`] is called once a build's version is committed, whichever executor ran it, and
+//! before the build is recorded as succeeded, so `opus trigger --wait` returns with the site
+//! already live. Nothing here fails the build: the version is stored; a deploy that cannot happen
+//! is said in the build log (and a pinned environment is skipped on purpose).
+
+use opus_core::CoreError;
+use opus_core::error::StoreError;
+use opus_core::manifest::OpusFile;
+use opus_core::model::{Build, EnvName, Project, branch_slug};
+use opus_core::store::{MetaStore, ReleaseReason, SiteOptions};
+
+use crate::deploys::Deployer;
+use crate::logs::BuildLog;
+
+/// The environment production builds go to when nothing else is named.
+const PRODUCTION: &str = "production";
+
+/// One automatic deploy a build asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployTarget {
+    /// The environment.
+    pub env: String,
+    /// Whether it is a branch preview (removed with its branch).
+    pub preview: bool,
+}
+
+/// Where a successful build of `branch` deploys by `spec`: every environment whose `branch` it is
+/// with `auto_deploy: true`; or, when no environment names the branch and `previews: true`, the
+/// preview environment named by the branch slug. Tags and detached commits deploy nowhere.
+pub fn deploy_targets(spec: &OpusFile, branch: Option<&str>, is_tag: bool) -> Vec<DeployTarget> {
+    let Some(branch) = branch.filter(|_| !is_tag) else {
+        return Vec::new();
+    };
+    let named: Vec<_> = spec
+        .environments
+        .iter()
+        .filter(|(_, e)| e.branch == branch)
+        .collect();
+    if !named.is_empty() {
+        return named
+            .into_iter()
+            .filter(|(_, e)| e.auto_deploy)
+            .map(|(name, _)| DeployTarget {
+                env: name.clone(),
+                preview: false,
+            })
+            .collect();
+    }
+    if spec.previews {
+        return vec![DeployTarget {
+            env: branch_slug(branch),
+            preview: true,
+        }];
+    }
+    Vec::new()
+}
+
+/// How many versions a project keeps: the project's own setting (`opus keep`) when set, else the
+/// build's `retention:` from opus.yml; 0 keeps all.
+pub fn keep_count(project: &Project, from_opus_yml: Option<u32>) -> usize {
+    match project.keep_versions {
+        0 => from_opus_yml.unwrap_or(0) as usize,
+        n => n as usize,
+    }
+}
+
+/// Records the version's site options, deploys it where opus.yml says, then applies retention.
+/// Every outcome goes to the build log.
+pub async fn after_stored(
+    store: &MetaStore,
+    deployer: &Deployer,
+    build: &Build,
+    project: &Project,
+    spec: &OpusFile,
+    version: &str,
+    log: &BuildLog,
+) {
+    let name = build.project.as_str();
+    if let Err(e) = store.set_site_options(name, version, &SiteOptions { spa: spec.spa }) {
+        log.opus(
+            "deploy",
+            &format!("cannot record the version's site options (spa): {e}"),
+        );
+    }
+    for target in deploy_targets(spec, build.branch.as_deref(), build.is_tag) {
+        deploy_one(store, deployer, build, spec, version, &target, log).await;
+    }
+    let keep = keep_count(project, spec.retention);
+    match deployer.apply_retention(name, keep).await {
+        Ok(deleted) if !deleted.is_empty() => {
+            let names: Vec<_> = deleted.iter().map(|v| v.to_string()).collect();
+            log.opus(
+                "store",
+                &format!("retention (keep {keep}) deleted {}", names.join(", ")),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => log.opus("store", &format!("retention failed: {e}")),
+    }
+}
+
+/// One automatic deploy, its outcome said in the log.
+async fn deploy_one(
+    store: &MetaStore,
+    deployer: &Deployer,
+    build: &Build,
+    spec: &OpusFile,
+    version: &str,
+    target: &DeployTarget,
+    log: &BuildLog,
+) {
+    let project = build.project.as_str();
+    if let Err(e) = EnvName::new(target.env.clone()) {
+        log.opus(
+            "deploy",
+            &format!(
+                "no preview: {:?} is not an environment name: {e}",
+                target.env
+            ),
+        );
+        return;
+    }
+    if target.preview {
+        // A preview never takes over an environment that is not a preview (a branch called
+        // `production`, or `staging` deployed by hand).
+        let taken = target.env == PRODUCTION || spec.environments.contains_key(&target.env);
+        let existing = match store.environment(project, &target.env) {
+            Ok(env) => Some(env),
+            Err(StoreError::EnvironmentNotFound { .. }) => None,
+            Err(e) => {
+                log.opus("deploy", &format!("no preview: {e}"));
+                return;
+            }
+        };
+        if taken || existing.is_some_and(|e| !e.preview) {
+            log.opus(
+                "deploy",
+                &format!(
+                    "no preview: environment {:?} exists and is not a preview (rename the branch or remove the environment)",
+                    target.env
+                ),
+            );
+            return;
+        }
+    }
+    let actor = format!("build #{}", build.id);
+    match deployer
+        .deploy(
+            project,
+            &target.env,
+            version,
+            &actor,
+            ReleaseReason::Auto,
+            target.preview,
+        )
+        .await
+    {
+        Ok(record) => {
+            let what = if target.preview { "preview" } else { "deployed" };
+            log.opus(
+                "deploy",
+                &format!(
+                    "{what}: {version} is live in {} ({}), release #{}",
+                    target.env,
+                    deployer.sites().url(project, &target.env),
+                    record.current.seq
+                ),
+            );
+        }
+        Err(CoreError::Store(StoreError::EnvironmentPinned { .. })) => log.opus(
+            "deploy",
+            &format!(
+                "not deployed to {env}: the environment is pinned by a rollback (`opus env unpin {project} {env}` or the next `opus deploy` to it resumes automatic deploys)",
+                env = target.env
+            ),
+        ),
+        Err(e) => log.opus(
+            "deploy",
+            &format!("automatic deploy to {} failed: {e}", target.env),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> OpusFile {
+        opus_core::manifest::parse(yaml).expect("a valid opus.yml")
+    }
+
+    const YML: &str = "build:\n  steps: [\"true\"]\nenvironments:\n  production: { branch: main, auto_deploy: true }\n  staging: { branch: develop }\npreviews: true\n";
+
+    #[test]
+    fn an_auto_deploy_branch_goes_to_its_environment() {
+        assert_eq!(
+            deploy_targets(&spec(YML), Some("main"), false),
+            vec![DeployTarget {
+                env: "production".into(),
+                preview: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_named_branch_without_auto_deploy_goes_nowhere_not_even_to_a_preview() {
+        assert!(deploy_targets(&spec(YML), Some("develop"), false).is_empty());
+    }
+
+    #[test]
+    fn other_branches_get_previews_by_slug() {
+        assert_eq!(
+            deploy_targets(&spec(YML), Some("feature/Login_page"), false),
+            vec![DeployTarget {
+                env: "feature-login-page".into(),
+                preview: true
+            }]
+        );
+    }
+
+    #[test]
+    fn tags_and_detached_commits_deploy_nowhere() {
+        assert!(deploy_targets(&spec(YML), Some("main"), true).is_empty());
+        assert!(deploy_targets(&spec(YML), None, false).is_empty());
+    }
+
+    #[test]
+    fn without_previews_other_branches_deploy_nowhere() {
+        let s = spec("build:\n  steps: [\"true\"]\n");
+        assert!(deploy_targets(&s, Some("feature"), false).is_empty());
+    }
+
+    #[test]
+    fn the_project_setting_wins_over_opus_yml() {
+        let mut p = Project {
+            name: opus_core::model::ProjectName::new("web").expect("valid"),
+            source: opus_core::model::Source::Git("https://example.com/web.git".into()),
+            branch: "main".into(),
+            keep_versions: 0,
+            created_at: std::time::SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(keep_count(&p, None), 0);
+        assert_eq!(keep_count(&p, Some(3)), 3);
+        p.keep_versions = 5;
+        assert_eq!(keep_count(&p, Some(3)), 5);
+    }
+}

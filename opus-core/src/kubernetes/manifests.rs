@@ -226,7 +226,8 @@ impl Manifests {
                 PolicyRule {
                     api_groups: Some(strings(&["batch"])),
                     resources: Some(strings(&["jobs"])),
-                    verbs: strings(&["create", "get", "list", "watch", "delete"]),
+                    // `patch`: build Jobs are created by server-side apply.
+                    verbs: strings(&["create", "patch", "get", "list", "watch", "delete"]),
                     ..PolicyRule::default()
                 },
                 PolicyRule {
@@ -616,6 +617,12 @@ mod tests {
             .flat_map(|r| r.resources.clone().unwrap_or_default())
             .collect();
         assert_eq!(resources, ["jobs", "pods", "pods/log"]);
+        // The kubernetes executor applies Jobs (server-side apply is a patch), reads their pods
+        // and deletes them.
+        let jobs = &m.role.rules.as_ref().expect("rules")[0];
+        for verb in ["patch", "get", "list", "delete"] {
+            assert!(jobs.verbs.iter().any(|v| v == verb), "{verb}");
+        }
     }
 
     #[test]

@@ -413,3 +413,63 @@ fn copy_tree_blocking(from: &Path, to: &Path) -> Result<(), SourceError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs git in `dir` with a fixed identity, panicking on failure; returns stdout.
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.email=t@opus.invalid", "-c", "user.name=t"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn fetch_commit_checks_out_one_commit_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git_in(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("a.txt"), "first").expect("write");
+        git_in(&repo, &["add", "-A"]);
+        git_in(&repo, &["commit", "-q", "-m", "first"]);
+        let first = git_in(&repo, &["rev-parse", "HEAD"]);
+        std::fs::write(repo.join("a.txt"), "second").expect("write");
+        git_in(&repo, &["commit", "-q", "-am", "second"]);
+        let url = format!("file://{}", repo.display());
+
+        // An older commit than the branch's head.
+        let ws = dir.path().join("ws");
+        fetch_commit(&url, &first, &ws).await.expect("fetch");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("a.txt")).expect("read"),
+            "first"
+        );
+
+        let missing = "0123456789abcdef0123456789abcdef01234567";
+        let err = fetch_commit(&url, missing, &dir.path().join("ws2"))
+            .await
+            .expect_err("no such commit");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "git checkout failed: commit {missing} is not in {url}"
+            )),
+            "{err}"
+        );
+        let err = fetch_commit(&url, "main; rm -rf /", &dir.path().join("ws3"))
+            .await
+            .expect_err("not a commit id");
+        assert!(err.to_string().contains("is not a commit id"), "{err}");
+    }
+}

@@ -154,6 +154,11 @@ impl FakeApiServer {
         self.lock().objects.insert(path.to_owned(), object);
     }
 
+    /// Removes an object as if someone had deleted it (`kubectl delete`); `false` when absent.
+    pub fn remove(&self, path: &str) -> bool {
+        self.lock().objects.remove(path).is_some()
+    }
+
     /// Sets the `status` of a stored object (a Job's conditions, a pod's container states), as
     /// the cluster's controllers would; `false` when there is no such object.
     pub fn set_status(&self, path: &str, status: Value) -> bool {

@@ -14,7 +14,7 @@ use opus_core::proto;
 use opus_core::store::MetaStore;
 use tokio_util::sync::CancellationToken;
 
-use super::{DEADLINE_SLACK, KubeExecutor};
+use super::{KubeExecutor, deadline_of};
 use crate::build::{BuildContext, Outcome, decide_version};
 use crate::logs::BuildLog;
 use crate::runners::{Finish, Registration};
@@ -200,7 +200,7 @@ impl KubeExecutor {
             log,
         };
         let outcome = watch
-            .until_end(registration, cancel, spec.build.timeout + DEADLINE_SLACK)
+            .until_end(registration, cancel, deadline_of(spec.build.timeout))
             .await;
         if outcome.state != BuildState::Succeeded {
             discard(&reservation, log).await;
@@ -263,7 +263,7 @@ impl Watch<'_> {
                 () = &mut deadline => {
                     self.delete_job("past its time limit").await;
                     let msg = format!(
-                        "timed out: the Job {name} did not end within {} (build.timeout and a minute)",
+                        "timed out: the Job {name} did not end within {} (build.timeout, and as long again up to a minute)",
                         humantime::format_duration(limit)
                     );
                     self.log.opus("timeout", &msg);

@@ -25,9 +25,15 @@ use crate::runners::Runners;
 /// otherwise.
 const DEFAULT_POLL: Duration = Duration::from_secs(2);
 
-/// How long past `build.timeout` opusd waits for a Job that Kubernetes did not stop (its
-/// `activeDeadlineSeconds` normally does) before it deletes it and fails the build.
-const DEADLINE_SLACK: Duration = Duration::from_secs(60);
+/// How long past `build.timeout` opusd waits at most for a Job that Kubernetes did not stop (its
+/// `activeDeadlineSeconds` normally does) before it deletes it and fails the build: the timeout
+/// again, up to this.
+const MAX_DEADLINE_SLACK: Duration = Duration::from_secs(60);
+
+/// opusd's own deadline for a build's Job: `build.timeout`, plus as much again up to a minute.
+fn deadline_of(timeout: Duration) -> Duration {
+    timeout + timeout.min(MAX_DEADLINE_SLACK)
+}
 
 struct Inner {
     jobs: BuildJobs,
@@ -103,5 +109,19 @@ impl KubeExecutor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opusd_waits_past_the_jobs_deadline_by_at_most_a_minute() {
+        assert_eq!(deadline_of(Duration::from_secs(1)), Duration::from_secs(2));
+        assert_eq!(
+            deadline_of(Duration::from_secs(900)),
+            Duration::from_secs(960)
+        );
     }
 }

@@ -582,6 +582,18 @@ fn fake_apiserver_runner_tokens_open_their_own_build_only() {
         let err = client.push_logs(push).await.expect_err("other build");
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
+        // A log stream must name its build.
+        let line = proto::LogLine {
+            text: "unnamed".into(),
+            ..Default::default()
+        };
+        let err = client
+            .push_logs(with_token(tokio_stream::iter(vec![line]), Some(&token_a)))
+            .await
+            .expect_err("no build id");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("opus-build-id"), "{}", err.message());
+
         // A build token opens no other service.
         let channel = tonic::transport::Endpoint::from_shared(d.server.clone())
             .expect("endpoint")
@@ -646,6 +658,180 @@ fn fake_apiserver_a_runner_that_claims_success_without_uploading_is_refused() {
             .json()
             .as_array()
             .is_some_and(|a| a.is_empty())
+    );
+}
+
+#[test]
+fn fake_apiserver_a_runner_failure_without_a_reason_still_fails_the_build_with_one() {
+    let c = cluster();
+    let d = &c.d;
+    git_project(d, "web", SITE);
+    let id = d.trigger(&["web"]);
+    let token = job_env(&wait_for_job(&c, "web", id))["OPUS_RUNNER_TOKEN"].clone();
+    runtime().block_on(async {
+        let mut client = runner_client(&d.server).await;
+        client
+            .finish_build(with_token(
+                proto::FinishBuildRequest {
+                    build_id: id,
+                    succeeded: false,
+                    reason: " ".into(),
+                    manifest_json: String::new(),
+                },
+                Some(&token),
+            ))
+            .await
+            .expect("a failure report is accepted");
+    });
+    let b = d.wait_for_state("web", id, "failed", 20);
+    assert_eq!(
+        b["reason"],
+        "the runner reported a failure without a reason"
+    );
+}
+
+#[test]
+fn fake_apiserver_errors_before_the_job_fail_the_build_without_one() {
+    let c = cluster();
+    let d = &c.d;
+    let repo = git_project(d, "web", SITE);
+
+    // An unknown ref.
+    let id = d.trigger(&["web", "no-such-branch"]);
+    let b = d.wait_for_state("web", id, "failed", 20);
+    assert!(
+        b["reason"]
+            .as_str()
+            .is_some_and(|r| r
+                .starts_with("ref \"no-such-branch\" is not a branch, tag or commit of file://")),
+        "{b}"
+    );
+
+    // A version that is already stored.
+    let site = tempfile::tempdir().expect("dir");
+    std::fs::write(site.path().join("index.html"), "published").expect("write");
+    d.publish("web", "1.0.0", site.path());
+    let id = d.trigger(&["web", "--version", "1.0.0"]);
+    let b = d.wait_for_state("web", id, "failed", 20);
+    assert!(
+        b["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("1.0.0") && r.contains("exists")),
+        "{b}"
+    );
+
+    // A malformed opus.yml, read from opusd's mirror: the line and the field.
+    repo.write("opus.yml", "build:\n  steps: [make]\n  timeout: soon\n");
+    repo.commit("broken");
+    let id = d.trigger(&["web"]);
+    let b = d.wait_for_state("web", id, "failed", 20);
+    let reason = b["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("opus.yml") && reason.contains("line 3"),
+        "{reason}"
+    );
+
+    assert!(
+        !c.fake.requests().iter().any(|r| r.path.starts_with(JOBS)),
+        "no Job was made for builds that could not start"
+    );
+}
+
+#[test]
+fn fake_apiserver_runner_local_process_reports_a_missing_output_folder() {
+    let c = cluster();
+    let d = &c.d;
+    git_project(
+        d,
+        "web",
+        "build:\n  steps: [\"echo no output\"]\n  output: public\n",
+    );
+    let id = d.trigger(&["web"]);
+    let job = wait_for_job(&c, "web", id);
+    let workspace = tempfile::tempdir().expect("workspace");
+    let ran = run_job_locally(&c, &job, workspace.path());
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    let b = d.wait_for_state("web", id, "failed", 20);
+    assert_eq!(
+        b["reason"],
+        "the output folder \"public\" does not exist after the build (build.output in opus.yml)"
+    );
+}
+
+#[test]
+fn fake_apiserver_api_errors_while_watching_are_logged_and_the_build_goes_on() {
+    let c = cluster();
+    let d = &c.d;
+    c.fake.set_behaviour(opus_tests::fake_apiserver::Behaviour {
+        forbid: vec![
+            ("GET".into(), job_path("web", 1)),
+            ("DELETE".into(), job_path("web", 1)),
+        ],
+        ready_after: Some(0),
+        ..Default::default()
+    });
+    git_project(d, "web", SITE);
+    let id = d.trigger(&["web"]);
+    wait_for_job(&c, "web", id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = d.opus(&["logs", &format!("web#{id}")]);
+        if log.ok().contains(&format!(
+            "cannot read the state of Job opus-web-{id}: the Kubernetes API refused to get jobs.batch"
+        )) {
+            // Said once, not at every look.
+            assert_eq!(log.stdout.matches("cannot read the state").count(), 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", log.stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.build("web", id)["state"], "running");
+    d.opus(&["cancel", &format!("web#{id}")]).ok();
+    d.wait_for_state("web", id, "cancelled", 20);
+    let log = d.opus(&["logs", &format!("web#{id}")]);
+    assert!(
+        log.ok().contains(&format!(
+            "cannot delete Job opus-web-{id} (cancelled): the Kubernetes API refused to delete jobs.batch"
+        )) && log.stdout.contains("delete it with kubectl"),
+        "{}",
+        log.stdout
+    );
+}
+
+#[test]
+fn fake_apiserver_a_job_deleted_outside_opus_fails_the_build() {
+    let c = cluster();
+    let d = &c.d;
+    git_project(d, "web", SITE);
+    let id = d.trigger(&["web"]);
+    wait_for_job(&c, "web", id);
+    assert!(c.fake.remove(&job_path("web", id)));
+    let b = d.wait_for_state("web", id, "failed", 20);
+    assert_eq!(
+        b["reason"],
+        format!("the Job opus-web-{id} was deleted outside Opus")
+    );
+}
+
+#[test]
+fn fake_apiserver_a_job_kubernetes_never_ends_is_deleted_past_opusds_own_deadline() {
+    let c = cluster();
+    let d = &c.d;
+    git_project(d, "web", &SITE.replace("timeout: 5m", "timeout: 1s"));
+    let id = d.trigger(&["web"]);
+    let job = wait_for_job(&c, "web", id);
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], json!(1));
+    let b = d.wait_for_state("web", id, "failed", 20);
+    assert_eq!(
+        b["reason"],
+        format!(
+            "timed out: the Job opus-web-{id} did not end within 2s (build.timeout, and as long again up to a minute)"
+        )
+    );
+    assert_eq!(
+        requests_to(&c.fake, "DELETE", &job_path("web", id)).len(),
+        1
     );
 }
 

@@ -5,6 +5,7 @@
 //! tests through that command so they are fresh.
 
 pub mod fake_apiserver;
+pub mod moto;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -13,5 +13,6 @@ mod metrics;
 mod projects;
 mod s3;
 mod security;
+mod store_s3;
 mod vite;
 mod webhooks;

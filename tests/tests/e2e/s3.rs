@@ -4,109 +4,18 @@
 //! Without a Python that has moto the test prints why it did not run; `OPUS_REQUIRE_S3=1` makes
 //! that a failure.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use opus_tests::Daemon;
-
-fn moto_python() -> Result<PathBuf, String> {
-    let can = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import moto.server, flask, flask_cors"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if let Ok(p) = std::env::var("OPUS_MOTO_PYTHON") {
-        let p = PathBuf::from(p);
-        return if can(&p) {
-            Ok(p)
-        } else {
-            Err(format!(
-                "OPUS_MOTO_PYTHON={} cannot import moto.server",
-                p.display()
-            ))
-        };
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/s3-venv/bin/python");
-    if can(&venv) {
-        return Ok(venv);
-    }
-    if can(Path::new("python3")) {
-        return Ok(PathBuf::from("python3"));
-    }
-    Err("no Python with moto[server] found; run .ci/setup-s3.sh".into())
-}
-
-/// moto's server, stopped (by its own pid) when dropped.
-struct Moto(Child, u16);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_moto(python: &Path, bucket: &str) -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new(python)
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto starts");
-    let moto = Moto(child, port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not listen within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        conn,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).expect("answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "bucket: {answer}");
-    moto
-}
+use opus_tests::moto::Moto;
 
 #[test]
 fn publish_download_and_verify_through_an_s3_store() {
-    let python = match moto_python() {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("OPUS_REQUIRE_S3").is_some() => {
-            panic!("OPUS_REQUIRE_S3 is set but {why}")
-        }
-        Err(why) => {
-            println!("SKIPPED publish_download_and_verify_through_an_s3_store: {why}");
-            eprintln!("SKIPPED publish_download_and_verify_through_an_s3_store: {why}");
-            return;
-        }
+    let Some(moto) = Moto::start_or_skip(
+        "publish_download_and_verify_through_an_s3_store",
+        "opus-e2e",
+    ) else {
+        return;
     };
-    let moto = start_moto(&python, "opus-e2e");
-    let store = format!(
-        "s3=s3://opus-e2e/sites?endpoint=http://127.0.0.1:{}&allow_http=true&region=us-east-1\
-         &access_key_id=test&secret_access_key=test",
-        moto.1
-    );
+    let store = format!("s3={}", moto.store_url("opus-e2e", "sites"));
     let d = Daemon::start_with(&["--extra-store", &store]);
     let src = d.root.path().join("src");
     std::fs::create_dir_all(src.join("static")).expect("mkdir");
@@ -166,23 +75,13 @@ fn noise(len: u32) -> Vec<u8> {
 
 #[test]
 fn sites_in_an_s3_store_are_served_through_the_local_cache() {
-    let python = match moto_python() {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("OPUS_REQUIRE_S3").is_some() => {
-            panic!("OPUS_REQUIRE_S3 is set but {why}")
-        }
-        Err(why) => {
-            println!("SKIPPED sites_in_an_s3_store_are_served_through_the_local_cache: {why}");
-            eprintln!("SKIPPED sites_in_an_s3_store_are_served_through_the_local_cache: {why}");
-            return;
-        }
+    let Some(mut moto) = Moto::start_or_skip(
+        "sites_in_an_s3_store_are_served_through_the_local_cache",
+        "opus-sites",
+    ) else {
+        return;
     };
-    let mut moto = start_moto(&python, "opus-sites");
-    let store = format!(
-        "s3://opus-sites/opus?endpoint=http://127.0.0.1:{}&allow_http=true&region=us-east-1\
-         &access_key_id=test&secret_access_key=test",
-        moto.1
-    );
+    let store = moto.store_url("opus-sites", "opus");
     // A bound that holds the small files but not big.bin: big.bin is fetched for each request
     // (and the version, larger than half the bound, is not warmed at deploy).
     let mut d = Daemon::start_with(&["--store", &store, "--site-cache-size", "600000"]);
@@ -283,8 +182,7 @@ fn sites_in_an_s3_store_are_served_through_the_local_cache() {
     );
 
     // The store goes away: cached files are still served, the rest is a 502 naming nothing.
-    let _ = moto.0.kill();
-    let _ = moto.0.wait();
+    moto.stop();
     assert_eq!(d.get("web.localhost", "/").status, 200);
     let r = d.get("web.localhost", "/big.bin");
     assert_eq!(r.status, 502, "{}", r.text());

@@ -1,116 +1,18 @@
-//! The artifact store on S3: a real S3-protocol server (moto's, from PyPI, installed by
-//! `.ci/setup-s3.sh`) on 127.0.0.1, started on a free port by the test. Not a mock of
-//! object_store: every request goes over HTTP through object_store's S3 client.
-//!
-//! When no Python with moto is found the test prints why it did not run; with `OPUS_REQUIRE_S3=1`
-//! (as `.ci/run` sets once setup succeeded) a missing moto fails it instead.
+//! opus-core's artifact store on S3, called directly (no daemon): a real S3-protocol server
+//! (moto, see [`opus_tests::moto`]) on 127.0.0.1. Not a mock of object_store: every request goes
+//! over HTTP through object_store's S3 client.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::time::SystemTime;
 
 use object_store::ObjectStoreExt;
 use opus_core::artifact::{ArtifactStore, ManifestFile, Origin, sha256_hex};
 use opus_core::model::{Project, ProjectName, Source, VersionName};
 use opus_core::store::MetaStore;
+use opus_tests::moto::Moto;
 
 const BUCKET: &str = "opus-test";
-
-/// A Python that can run moto's server, or why there is none.
-fn moto_python() -> Result<PathBuf, String> {
-    let can = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import moto.server, flask, flask_cors"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if let Ok(p) = std::env::var("OPUS_MOTO_PYTHON") {
-        let p = PathBuf::from(p);
-        return if can(&p) {
-            Ok(p)
-        } else {
-            Err(format!(
-                "OPUS_MOTO_PYTHON={} cannot import moto.server",
-                p.display()
-            ))
-        };
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/s3-venv/bin/python");
-    if can(&venv) {
-        return Ok(venv);
-    }
-    let system = PathBuf::from("python3");
-    if can(&system) {
-        return Ok(system);
-    }
-    Err("no Python with moto[server] found; run .ci/setup-s3.sh (it installs moto[server] from PyPI into target/s3-venv)".into())
-}
-
-/// The moto server; killed (by its own pid) when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto(python: &Path) -> Moto {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let log = std::env::var_os("TEST_LOG").is_some();
-    let child = Command::new(python)
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(if log { Stdio::inherit() } else { Stdio::null() })
-        .stderr(if log { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .expect("start moto");
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "moto did not listen on port {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // moto does not check signatures: a plain PUT creates the bucket.
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(conn, "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .expect("send");
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).expect("answer");
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "creating the bucket failed: {answer}"
-    );
-    moto
-}
-
-fn s3_url(port: u16) -> String {
-    format!(
-        "s3://{BUCKET}/opus?endpoint=http://127.0.0.1:{port}&allow_http=true&region=us-east-1\
-         &access_key_id=test&secret_access_key=test"
-    )
-}
 
 fn write(root: &Path, rel: &str, data: &[u8]) {
     let p = root.join(rel);
@@ -137,18 +39,9 @@ fn site(root: &Path, generation: u32) {
 
 #[tokio::test]
 async fn versions_on_a_real_s3_server() {
-    let python = match moto_python() {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("OPUS_REQUIRE_S3").is_some() => {
-            panic!("OPUS_REQUIRE_S3 is set but {why}")
-        }
-        Err(why) => {
-            println!("SKIPPED versions_on_a_real_s3_server: {why}");
-            eprintln!("SKIPPED versions_on_a_real_s3_server: {why}");
-            return;
-        }
+    let Some(moto) = Moto::start_or_skip("versions_on_a_real_s3_server", BUCKET) else {
+        return;
     };
-    let moto = start_moto(&python);
     let dir = tempfile::tempdir().expect("tempdir");
     let meta = MetaStore::open(&dir.path().join("meta")).expect("meta");
     meta.create_project(&Project {
@@ -160,7 +53,7 @@ async fn versions_on_a_real_s3_server() {
     })
     .expect("project");
     let default = format!("file://{}", dir.path().join("artifacts").display());
-    let extra = [("s3".to_owned(), s3_url(moto.port))];
+    let extra = [("s3".to_owned(), moto.store_url(BUCKET, "opus"))];
     let store = ArtifactStore::open(meta.clone(), &default, &extra, &dir.path().join("staging"))
         .expect("open");
     let origin = Origin {
@@ -182,7 +75,7 @@ async fn versions_on_a_real_s3_server() {
     // The layout, as a bucket sees it (under the URL's prefix).
     let s3 = object_store::aws::AmazonS3Builder::new()
         .with_url(format!("s3://{BUCKET}"))
-        .with_endpoint(format!("http://127.0.0.1:{}", moto.port))
+        .with_endpoint(moto.endpoint())
         .with_allow_http(true)
         .with_region("us-east-1")
         .with_access_key_id("test")

@@ -1,3 +1,0 @@
-//! Integration tests of opus-core against real services started by the test.
-
-mod s3;

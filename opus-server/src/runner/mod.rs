@@ -132,6 +132,7 @@ type Client = RunnerServiceClient<InterceptedService<Channel, BuildToken>>;
 
 /// Runs the build: see the module documentation. `cancel` stops the steps (SIGTERM: the pod is
 /// being deleted, opusd has cancelled the build).
+#[tracing::instrument(name = "runner", skip_all, fields(build = args.build, server = %args.server))]
 pub async fn run(
     args: &RunnerArgs,
     token: Option<String>,

@@ -268,9 +268,14 @@ fn statefulset_environment_starts_a_real_opusd_that_passes_its_grpc_probe() {
     std::fs::create_dir_all(&token_dir).expect("token dir");
     std::fs::write(token_dir.join("token"), "secret-token\n").expect("token file");
 
+    // In the pod, the kubernetes executor finds the cluster through the service account; here,
+    // through a kubeconfig pointing at a fake API server.
+    let fake = FakeApiServer::start();
+    let kubeconfig = fake.write_kubeconfig(root.path());
     let mut cmd = Command::new(bin("opusd"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &kubeconfig)
         .current_dir(root.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

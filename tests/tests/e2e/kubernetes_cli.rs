@@ -57,6 +57,15 @@ fn opus_install_dry_run_prints_deploy_kubernetes_opus_yaml_without_a_cluster() {
         yaml.contains("  namespace: ci\n") && yaml.contains("storage: 50Gi"),
         "{yaml}"
     );
+    // Builds as Jobs need a store the build pods reach: said when there is none, not otherwise.
+    assert!(custom.stderr.contains("--store s3://"), "{}", custom.stderr);
+    let remote = opus(
+        None,
+        home.path(),
+        &["install", "--dry-run", "--store", "s3://bucket/opus"],
+    );
+    assert!(remote.ok().contains("s3://bucket/opus"));
+    assert!(!remote.stderr.contains("note:"), "{}", remote.stderr);
 }
 
 #[test]

@@ -40,7 +40,11 @@ fn start(data: &std::path::Path, max_builds: u32) -> (Daemon, String) {
         .arg(max_builds.to_string())
         .arg("--data-dir")
         .arg(data)
-        .env("OPUS_LOG", "warn")
+        // OPUS_BENCH_LOG=info shows opusd's timestamped log (for profiling); quiet by default.
+        .env(
+            "OPUS_LOG",
+            std::env::var("OPUS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -183,8 +183,7 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return Outcome::failed(e.to_string()),
     };
-    let _ = tokio::fs::remove_dir_all(workspace).await;
-    if let Err(e) = tokio::fs::create_dir_all(workspace).await {
+    if let Err(e) = fresh_dir(workspace).await {
         return Outcome::failed(format!(
             "cannot create the workspace {}: {e}",
             workspace.display()
@@ -298,13 +297,16 @@ async fn execute(
             return Outcome::failed(msg);
         }
     }
-    let (files, bytes) = count_files(&output_dir).await;
-    log.opus(
-        "output",
-        &format!("{output}: {files} file(s), {bytes} bytes"),
-    );
-    if let Err(reason) =
-        store_version(ctx, &build, &version, &checkout.commit, &output_dir, log).await
+    if let Err(reason) = store_version(
+        ctx,
+        &build,
+        &version,
+        &checkout.commit,
+        &output_dir,
+        &output,
+        log,
+    )
+    .await
     {
         return Outcome::failed(reason);
     }
@@ -316,14 +318,15 @@ async fn execute(
     }
 }
 
-/// Stores the output folder as the build's version (files, archive, manifest, then the metadata
-/// commit). The error is the build's failure reason.
+/// Stores the output folder (`output` in opus.yml's words) as the build's version (files,
+/// archive, manifest, then the metadata commit). The error is the build's failure reason.
 async fn store_version(
     ctx: &BuildContext,
     build: &Build,
     version: &str,
     commit: &str,
     output_dir: &Path,
+    output: &str,
     log: &BuildLog,
 ) -> Result<(), String> {
     let version = VersionName::new(version).map_err(|e| e.to_string())?;
@@ -338,6 +341,14 @@ async fn store_version(
         .await
     {
         Ok(stored) => {
+            // The counts of the walk that stored it: the output is not walked twice.
+            log.opus(
+                "output",
+                &format!(
+                    "{output}: {} file(s), {} bytes",
+                    stored.record.file_count, stored.record.size
+                ),
+            );
             log.opus(
                 "store",
                 &format!(
@@ -419,29 +430,31 @@ async fn save_cache(cache_root: &Path, workspace: &Path, folders: &[String], log
     }
 }
 
-/// Files and bytes under a folder.
-async fn count_files(dir: &Path) -> (u64, u64) {
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let (mut files, mut bytes) = (0, 0);
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => stack.push(e.path()),
-                    Ok(_) => {
-                        files += 1;
-                        bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                    }
-                    Err(_) => {}
-                }
-            }
+/// Creates `dir` empty: a new folder, or an emptied one when a folder of that name is left over.
+async fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    match tokio::fs::create_dir(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            tokio::fs::remove_dir_all(dir).await?;
+            tokio::fs::create_dir_all(dir).await
         }
-        (files, bytes)
-    })
-    .await
-    .unwrap_or((0, 0))
+        Err(_) => tokio::fs::create_dir_all(dir).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_workspace_starts_empty_even_over_a_leftover() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The work folder itself may be gone: it is created.
+        let workspace = dir.path().join("work").join("7");
+        fresh_dir(&workspace).await.expect("created");
+        std::fs::create_dir(workspace.join("dist")).expect("mkdir");
+        std::fs::write(workspace.join("dist").join("old.html"), "old").expect("write");
+        fresh_dir(&workspace).await.expect("emptied");
+        assert_eq!(std::fs::read_dir(&workspace).expect("read").count(), 0);
+    }
 }

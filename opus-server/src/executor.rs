@@ -5,9 +5,14 @@
 //! timeout kill everything it started (npm, node, their children). Output lines go to a
 //! [`LogSink`] as they come: the build log in opusd (which masks secrets), or the stream back to
 //! opusd in a runner.
+//!
+//! `sh` is looked up in the step's own `PATH` here, and started by its path: so the standard
+//! library starts it with `posix_spawn` (a vfork-style clone) rather than `fork`, which copies
+//! opusd's page tables and then makes opusd pay copy-on-write faults while the child starts.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -99,15 +104,21 @@ pub async fn run_steps<L: LogSink>(
     timeout: Duration,
 ) -> Result<(), StepFailure> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let inherited = inherited_env();
+    let path = env
+        .get("PATH")
+        .or_else(|| inherited.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v));
+    let sh = shell(path.map(String::as_str), workspace);
     for (i, command) in steps.iter().enumerate() {
         let step = format!("step {}", i + 1);
         log.opus(&step, &format!("$ {command}"));
-        let mut child = Command::new("sh")
+        let mut child = Command::new(&sh)
+            .arg0("sh")
             .arg("-c")
             .arg(command)
             .current_dir(workspace)
             .env_clear()
-            .envs(inherited_env())
+            .envs(inherited.iter().cloned())
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -159,6 +170,22 @@ pub async fn run_steps<L: LogSink>(
     Ok(())
 }
 
+/// Where `sh` is for a step whose `PATH` is `path` (`execvp`'s default `/bin:/usr/bin` when it
+/// has none): the first executable `sh` in it, relative entries (and the empty one) taken from
+/// the workspace as the step would. Plain `sh` when there is none, so that starting the step
+/// fails the way it always did.
+fn shell(path: Option<&str>, workspace: &Path) -> PathBuf {
+    for dir in path.unwrap_or("/bin:/usr/bin").split(':') {
+        let candidate = workspace.join(dir).join("sh");
+        let executable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if executable {
+            return candidate;
+        }
+    }
+    PathBuf::from("sh")
+}
+
 /// What steps inherit from opusd's own environment: everything (PATH, HOME, proxies, CA bundles
 /// that npm needs) except opusd's own `OPUS_*` settings, which may hold the API token.
 fn inherited_env() -> Vec<(String, String)> {
@@ -185,5 +212,110 @@ async fn pump<L: LogSink>(
                 log.line(&step, name, line.trim_end_matches(['\n', '\r']));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executable(path: &Path) {
+        std::fs::write(path, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    #[test]
+    fn sh_is_found_in_the_steps_path_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        for d in [&a, &b, &c] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        // Not executable: skipped, as execvp would.
+        std::fs::write(a.join("sh"), "").expect("write");
+        executable(&b.join("sh"));
+        executable(&c.join("sh"));
+        let path = format!(
+            "{}:/nonexistent:{}:{}",
+            a.display(),
+            b.display(),
+            c.display()
+        );
+        assert_eq!(shell(Some(&path), Path::new("/")), b.join("sh"));
+    }
+
+    #[test]
+    fn relative_path_entries_are_taken_from_the_workspace() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(workspace.path().join("bin")).expect("mkdir");
+        executable(&workspace.path().join("bin").join("sh"));
+        assert_eq!(
+            shell(Some("/nonexistent:bin"), workspace.path()),
+            workspace.path().join("bin").join("sh")
+        );
+        executable(&workspace.path().join("sh"));
+        assert_eq!(
+            shell(Some(":/nonexistent"), workspace.path()),
+            workspace.path().join("sh")
+        );
+    }
+
+    #[test]
+    fn without_a_shell_in_path_the_step_fails_to_start() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            shell(Some("/nonexistent"), workspace.path()),
+            PathBuf::from("sh")
+        );
+        // No PATH at all: execvp's default.
+        assert!(shell(None, workspace.path()).is_absolute());
+    }
+
+    #[tokio::test]
+    async fn a_step_whose_path_has_no_shell_is_a_spawn_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = crate::logs::LogHub::new(dir.path().join("logs"), 1 << 20).expect("hub");
+        let log = hub.open(1, Vec::new()).expect("log");
+        let env = BTreeMap::from([("PATH".to_owned(), "/nonexistent".to_owned())]);
+        let failure = run_steps(
+            &["true".to_owned()],
+            dir.path(),
+            &env,
+            &log,
+            &CancellationToken::new(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect_err("no shell");
+        assert!(matches!(failure, StepFailure::Spawn(_)), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn steps_run_with_sh_in_their_workspace_and_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = crate::logs::LogHub::new(dir.path().join("logs"), 1 << 20).expect("hub");
+        let log = hub.open(1, Vec::new()).expect("log");
+        let env = BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]);
+        let steps = [
+            // $0 is `sh`, as with `sh -c`; the step leads its own process group.
+            r#"echo "$0 $GREETING" > out && read -r _ _ _ _ g _ < /proc/$$/stat && [ "$g" = "$$" ] && echo ok >> out"#
+                .to_owned(),
+        ];
+        run_steps(
+            &steps,
+            dir.path(),
+            &env,
+            &log,
+            &CancellationToken::new(),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("step succeeds");
+        let out = std::fs::read_to_string(dir.path().join("out")).expect("out");
+        assert_eq!(out, "sh hi\nok\n");
     }
 }

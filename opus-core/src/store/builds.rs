@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{MetaStore, T, Tx, TxResult, abort, decode, pair_key, prefix};
+use super::{MetaStore, T, Tx, TxResult, abort, decode, encode, pair_key, prefix};
 use crate::error::StoreError;
 use crate::model::{Build, BuildState};
 
@@ -65,8 +65,34 @@ impl MetaStore {
         })
     }
 
-    /// Changes a build with `change`; when its state changes, appends `build.<state>`.
+    /// Changes a build with `change`; when its state changes, appends `build.<state>` in the
+    /// same transaction.
+    ///
+    /// A change that leaves the state alone (a running build's commit and version) has no event
+    /// and touches one key, so it is a compare-and-swap of that key, retried when the build
+    /// changed meanwhile: a sled transaction also writes out sled's log buffer (twice), which
+    /// adds up over the few changes of every build.
     pub fn update_build(&self, id: u64, change: impl Fn(&mut Build)) -> Result<Build, StoreError> {
+        let key = id.to_be_bytes();
+        let builds = self.tree(T::Builds);
+        loop {
+            let Some(current) = builds.get(key)? else {
+                return Err(StoreError::BuildNotFound(id));
+            };
+            let mut build: Build = decode(&key, &current)?;
+            let before = build.state;
+            change(&mut build);
+            if build.state != before {
+                break;
+            }
+            let bytes = encode(&key, &build)?;
+            if builds
+                .compare_and_swap(key, Some(current), Some(bytes))?
+                .is_ok()
+            {
+                return Ok(build);
+            }
+        }
         self.transact(|tx| {
             let mut build = tx.build(id)?;
             let before = build.state;

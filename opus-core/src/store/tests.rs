@@ -93,6 +93,62 @@ fn delete_removes_secrets_and_index() {
 }
 
 #[test]
+fn a_change_that_keeps_the_state_is_stored_without_an_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    let a = store.create_build(&build("web")).expect("a");
+    let seq = store.last_event_seq();
+    let changed = store
+        .update_build(a.id, |b| b.version = "main-1".into())
+        .expect("update");
+    assert_eq!(changed.version, "main-1");
+    assert_eq!(store.get_build(a.id).expect("get").version, "main-1");
+    assert_eq!(store.last_event_seq(), seq);
+    // A state change in the same call still comes with its event, and keeps the earlier change.
+    let running = store
+        .update_build(a.id, |b| {
+            b.state = BuildState::Running;
+            b.commit = "abc".into();
+        })
+        .expect("update");
+    assert_eq!(
+        (running.version.as_str(), running.commit.as_str()),
+        ("main-1", "abc")
+    );
+    let events = store.events_from(seq + 1, 10).expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "build.running");
+    assert_eq!(events[0].payload["version"], "main-1");
+    assert!(matches!(
+        store.update_build(99, |b| b.version = "x".into()),
+        Err(StoreError::BuildNotFound(99))
+    ));
+}
+
+#[test]
+fn concurrent_changes_of_one_build_are_all_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    let a = store.create_build(&build("web")).expect("a");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..50 {
+                    store
+                        .update_build(a.id, |b| b.reason.push_str(&format!("{t}.{i} ")))
+                        .expect("update");
+                }
+            });
+        }
+    });
+    let reason = store.get_build(a.id).expect("get").reason;
+    assert_eq!(reason.split_whitespace().count(), 200, "{reason}");
+}
+
+#[test]
 fn builds_get_increasing_ids_and_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = MetaStore::open(dir.path()).expect("open");

@@ -26,8 +26,8 @@ use opus_core::proto::event_service_server::EventServiceServer;
 use opus_core::proto::project_service_server::ProjectServiceServer;
 use opus_core::proto::system_service_server::SystemServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::{AppState, ServeError};
@@ -124,9 +124,16 @@ pub(crate) async fn run(
     }
     server
         .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// The accepted connections of the API listener, with `TCP_NODELAY` set: without it a streamed
+/// message (a `WatchEvents` event, a log line) can wait for the client's delayed ACK (Nagle's
+/// algorithm), which costs tens of milliseconds per message on an otherwise idle connection.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Answers calls to services this opusd does not serve yet (gRPC `Unimplemented`, with a message)
@@ -153,4 +160,26 @@ async fn not_implemented(req: axum::extract::Request) -> axum::response::Respons
         headers.insert("grpc-message", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    /// Streamed answers must not wait for the client's delayed ACK.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let stream = accepted
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        assert!(stream.nodelay().expect("nodelay"));
+    }
 }

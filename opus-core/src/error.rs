@@ -257,6 +257,10 @@ pub enum ArtifactError {
     /// No publish with that id (it was committed, or it expired).
     #[error("no publish in progress with id {0:?} (it was committed or expired; publish again)")]
     UploadNotFound(String),
+    /// A version a runner uploaded does not check out against its assignment or the store; it is
+    /// not committed.
+    #[error("the uploaded version is refused: {0}")]
+    UploadInvalid(String),
     /// Uploaded content whose digest or size does not match what was announced.
     #[error("uploaded content does not match: {0}")]
     ContentMismatch(String),

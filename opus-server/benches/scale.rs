@@ -174,10 +174,13 @@ fn main() {
     let (daemon, server, took) = start(&data);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let rpc = rt.block_on(async {
-        let mut client = ProjectServiceClient::connect(server.clone())
+        let channel = tonic::transport::Endpoint::from_shared(server.clone())
+            .expect("url")
+            .tcp_nodelay(true)
+            .connect()
             .await
-            .expect("connect")
-            .max_decoding_message_size(256 << 20);
+            .expect("connect");
+        let mut client = ProjectServiceClient::new(channel).max_decoding_message_size(256 << 20);
         let mut times = Vec::new();
         for _ in 0..21 {
             let began = Instant::now();

@@ -35,6 +35,9 @@ pub struct BuildContext {
     pub artifacts: opus_core::artifact::ArtifactStore,
     /// Automatic deploys and retention after a version is stored.
     pub deployer: crate::deploys::Deployer,
+    /// The kubernetes executor, when builds run as Jobs (`--executor kubernetes`); else builds
+    /// run here.
+    pub kubernetes: Option<crate::kubernetes::KubeExecutor>,
 }
 
 impl BuildContext {
@@ -51,16 +54,30 @@ impl BuildContext {
 }
 
 /// How a build ended, before it is recorded.
-struct Outcome {
-    state: BuildState,
-    reason: String,
+pub(crate) struct Outcome {
+    pub(crate) state: BuildState,
+    pub(crate) reason: String,
 }
 
 impl Outcome {
-    fn failed(reason: impl Into<String>) -> Outcome {
+    pub(crate) fn failed(reason: impl Into<String>) -> Outcome {
         Outcome {
             state: BuildState::Failed,
             reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn cancelled() -> Outcome {
+        Outcome {
+            state: BuildState::Cancelled,
+            reason: "cancelled by a user".into(),
+        }
+    }
+
+    pub(crate) fn succeeded() -> Outcome {
+        Outcome {
+            state: BuildState::Succeeded,
+            reason: String::new(),
         }
     }
 }
@@ -106,7 +123,13 @@ pub async fn run(
             }
         };
         let workspace = ctx.work_dir.join(id.to_string());
-        let outcome = execute(ctx, store, &build, &workspace, &log, &cancel).await;
+        let outcome = match &ctx.kubernetes {
+            Some(k) => {
+                k.execute(ctx, store, &build, &workspace, &log, &cancel)
+                    .await
+            }
+            None => execute(ctx, store, &build, &workspace, &log, &cancel).await,
+        };
         let outcome = match outcome {
             Outcome {
                 state: BuildState::Cancelled,
@@ -345,7 +368,10 @@ async fn store_version(
 
 /// The version a build produces: named by the trigger; a tag's name; or
 /// `<branch-slug>-<build>-<short sha>` (`<branch-slug>-<build>` for a local source).
-fn decide_version(build: &Build, checkout: &crate::source::Checkout) -> Result<String, String> {
+pub(crate) fn decide_version(
+    build: &Build,
+    checkout: &crate::source::Checkout,
+) -> Result<String, String> {
     if build.version_pinned {
         return Ok(build.version.clone());
     }

@@ -91,9 +91,25 @@ pub struct ConfigArgs {
         value_delimiter = ','
     )]
     pub extra_store: Vec<String>,
-    /// Where builds run: local or kubernetes [default: local].
+    /// Where builds run: local (child processes) or kubernetes (a Job per build, in the current
+    /// kube-context) [default: local].
     #[arg(long, env = "OPUS_EXECUTOR")]
     pub executor: Option<String>,
+    /// Namespace of build Jobs (kubernetes executor) [default: the pod's namespace when opusd runs
+    /// in a cluster, else opus].
+    #[arg(long, env = "OPUS_KUBERNETES_NAMESPACE", value_name = "NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
+    /// Image whose /usr/local/bin/opusd is copied into build pods (kubernetes executor)
+    /// [default: ghcr.io/opus-ci/opusd:<version>, the image `opus install` uses].
+    #[arg(long, env = "OPUS_RUNNER_IMAGE", value_name = "IMAGE")]
+    pub runner_image: Option<String>,
+    /// URL at which build pods reach this opusd's API (kubernetes executor)
+    /// [default: http://opusd.<namespace>.svc:<API port>, the Service `opus install` creates].
+    #[arg(long, env = "OPUS_RUNNER_SERVER_URL", value_name = "URL")]
+    pub runner_server_url: Option<String>,
+    /// Image builds run in when opus.yml has no build.image (kubernetes executor) [default: node:20].
+    #[arg(long, env = "OPUS_BUILD_IMAGE", value_name = "IMAGE")]
+    pub build_image: Option<String>,
     /// Largest build log kept, in bytes; the rest is cut with a marker [default: 16777216].
     #[arg(long, env = "OPUS_LOG_LIMIT", value_name = "BYTES")]
     pub log_limit: Option<u64>,
@@ -132,6 +148,14 @@ pub struct FileConfig {
     pub extra_stores: Option<std::collections::BTreeMap<String, String>>,
     /// See [`ConfigArgs::executor`].
     pub executor: Option<String>,
+    /// See [`ConfigArgs::kubernetes_namespace`].
+    pub kubernetes_namespace: Option<String>,
+    /// See [`ConfigArgs::runner_image`].
+    pub runner_image: Option<String>,
+    /// See [`ConfigArgs::runner_server_url`].
+    pub runner_server_url: Option<String>,
+    /// See [`ConfigArgs::build_image`].
+    pub build_image: Option<String>,
     /// See [`ConfigArgs::log_limit`].
     pub log_limit: Option<u64>,
     /// See [`ConfigArgs::shutdown_grace`].
@@ -147,6 +171,41 @@ pub enum ExecutorKind {
     Local,
     /// Kubernetes Jobs.
     Kubernetes,
+}
+
+/// The service account namespace file of a pod: where opusd runs when it runs in a cluster.
+const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The build image when opus.yml names none (kubernetes executor).
+pub const DEFAULT_BUILD_IMAGE: &str = "node:20";
+
+/// How builds run as Kubernetes Jobs (used by the kubernetes executor only; always resolved, so
+/// that `--help` defaults and validation do not depend on the executor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    /// The namespace of build Jobs.
+    pub namespace: String,
+    /// The image providing the `opusd` binary to build pods.
+    pub runner_image: String,
+    /// The URL build pods reach opusd at; `None`: `http://opusd.<namespace>.svc:<bound API port>`,
+    /// decided once the API listener is bound.
+    pub runner_server_url: Option<String>,
+    /// The build image when opus.yml has no `build.image`.
+    pub build_image: String,
+}
+
+impl KubernetesConfig {
+    /// The URL build pods use, given the port the API listens on.
+    pub fn server_url(&self, api_port: u16) -> String {
+        match &self.runner_server_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "http://{}.{}.svc:{api_port}",
+                opus_core::kubernetes::OPUSD,
+                self.namespace
+            ),
+        }
+    }
 }
 
 /// The resolved configuration of one opusd.
@@ -172,6 +231,8 @@ pub struct Config {
     pub extra_stores: Vec<(String, String)>,
     /// Where builds run.
     pub executor: ExecutorKind,
+    /// Settings of the kubernetes executor.
+    pub kubernetes: KubernetesConfig,
     /// Largest build log, in bytes.
     pub log_limit: u64,
     /// Time running builds get on shutdown.
@@ -262,6 +323,13 @@ impl Config {
             }
         };
 
+        let kubernetes = resolve_kubernetes(
+            args.kubernetes_namespace.or(file.kubernetes_namespace),
+            args.runner_image.or(file.runner_image),
+            args.runner_server_url.or(file.runner_server_url),
+            args.build_image.or(file.build_image),
+        )?;
+
         let store = args
             .store
             .or(file.store)
@@ -321,6 +389,7 @@ impl Config {
             store,
             extra_stores,
             executor,
+            kubernetes,
             log_limit: args
                 .log_limit
                 .or(file.log_limit)
@@ -348,6 +417,69 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The kubernetes executor's settings: the namespace from the setting, else the pod's own
+/// namespace, else `opus`; images and URL checked for what Kubernetes would refuse later.
+fn resolve_kubernetes(
+    namespace: Option<String>,
+    runner_image: Option<String>,
+    runner_server_url: Option<String>,
+    build_image: Option<String>,
+) -> Result<KubernetesConfig, ConfigError> {
+    let namespace = match namespace {
+        Some(ns) => ns.trim().to_owned(),
+        None => std::fs::read_to_string(POD_NAMESPACE_FILE)
+            .ok()
+            .map(|ns| ns.trim().to_owned())
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| opus_core::kubernetes::DEFAULT_NAMESPACE.to_owned()),
+    };
+    opus_core::kubernetes::validate_namespace(&namespace).map_err(|e| ConfigError::Invalid {
+        key: "kubernetes_namespace",
+        message: e.to_string(),
+    })?;
+    let image = |key: &'static str, value: Option<String>, default: String| {
+        let value = value.map(|v| v.trim().to_owned()).unwrap_or(default);
+        if value.is_empty() || value.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                key,
+                message: format!("{value:?} is not an image reference (for example node:20)"),
+            });
+        }
+        Ok(value)
+    };
+    let runner_image = image(
+        "runner_image",
+        runner_image,
+        opus_core::kubernetes::default_image(),
+    )?;
+    let build_image = image("build_image", build_image, DEFAULT_BUILD_IMAGE.to_owned())?;
+    let runner_server_url = match runner_server_url
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+    {
+        Some(url) => {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return Err(ConfigError::Invalid {
+                    key: "runner_server_url",
+                    message: format!(
+                        "{url:?} is not an http:// or https:// URL (for example http://opusd.opus.svc:7070)"
+                    ),
+                });
+            }
+            Some(url)
+        }
+        None => None,
+    };
+    Ok(KubernetesConfig {
+        namespace,
+        runner_image,
+        runner_server_url,
+        build_image,
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -487,6 +619,61 @@ mod tests {
             })
             .expect_err("invalid");
             assert!(err.to_string().contains("extra_store"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_settings_have_defaults_and_are_checked() {
+        let cfg = Config::resolve(ConfigArgs::default()).expect("defaults resolve");
+        let k = &cfg.kubernetes;
+        if !Path::new(POD_NAMESPACE_FILE).exists() {
+            assert_eq!(k.namespace, "opus");
+            assert_eq!(k.server_url(7070), "http://opusd.opus.svc:7070");
+        }
+        assert_eq!(k.runner_image, opus_core::kubernetes::default_image());
+        assert_eq!(k.build_image, "node:20");
+
+        let cfg = Config::resolve(ConfigArgs {
+            executor: Some("kubernetes".into()),
+            kubernetes_namespace: Some("ci".into()),
+            runner_server_url: Some("https://opus.example.org/".into()),
+            build_image: Some("node:22-bookworm".into()),
+            ..Default::default()
+        })
+        .expect("resolves");
+        assert_eq!(cfg.executor, ExecutorKind::Kubernetes);
+        assert_eq!(cfg.kubernetes.namespace, "ci");
+        assert_eq!(cfg.kubernetes.server_url(1), "https://opus.example.org");
+        assert_eq!(cfg.kubernetes.build_image, "node:22-bookworm");
+
+        for (args, key) in [
+            (
+                ConfigArgs {
+                    kubernetes_namespace: Some("Not_A_Label".into()),
+                    ..Default::default()
+                },
+                "kubernetes_namespace",
+            ),
+            (
+                ConfigArgs {
+                    runner_server_url: Some("opusd:7070".into()),
+                    ..Default::default()
+                },
+                "runner_server_url",
+            ),
+            (
+                ConfigArgs {
+                    runner_image: Some("two words".into()),
+                    ..Default::default()
+                },
+                "runner_image",
+            ),
+        ] {
+            let err = Config::resolve(args).expect_err("invalid");
+            assert!(
+                err.to_string().starts_with(&format!("invalid {key}: ")),
+                "{err}"
+            );
         }
     }
 

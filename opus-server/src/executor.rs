@@ -1,8 +1,10 @@
-//! The local executor: runs a build's steps as child processes of opusd.
+//! Running a build's steps as child processes: what the local executor does in opusd, and what
+//! `opusd runner` does inside a build pod.
 //!
 //! Each step is `sh -c <step>` in the workspace, in its own process group so that cancel and
-//! timeout kill everything it started (npm, node, their children). Output lines go to the build
-//! log as they come, secrets masked by the log writer.
+//! timeout kill everything it started (npm, node, their children). Output lines go to a
+//! [`LogSink`] as they come: the build log in opusd (which masks secrets), or the stream back to
+//! opusd in a runner.
 //!
 //! `sh` is looked up in the step's own `PATH` here, and started by its path: so the standard
 //! library starts it with `posix_spawn` (a vfork-style clone) rather than `fork`, which copies
@@ -21,6 +23,25 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::BuildLog;
+
+/// Where the lines of a build go: the seam between running steps and keeping their output. opusd
+/// writes them to the build's log file ([`BuildLog`]); `opusd runner` sends them to opusd
+/// (`RunnerService.PushLogs`), which writes them to the same log.
+pub trait LogSink: Clone + Send + Sync + 'static {
+    /// One line of output (`stream` is `stdout` or `stderr`) or of Opus itself (`opus`).
+    fn line(&self, step: &str, stream: &str, text: &str);
+
+    /// A line from Opus itself.
+    fn opus(&self, step: &str, text: &str) {
+        self.line(step, "opus", text);
+    }
+}
+
+impl LogSink for BuildLog {
+    fn line(&self, step: &str, stream: &str, text: &str) {
+        BuildLog::line(self, step, stream, text);
+    }
+}
 
 /// Why the steps did not all succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,11 +95,11 @@ impl std::fmt::Display for StepFailure {
 
 /// Runs `steps` in order in `workspace` with `env`, stopping at the first failure, at
 /// `cancel`, or when `timeout` has passed since the first step started.
-pub async fn run_steps(
+pub async fn run_steps<L: LogSink>(
     steps: &[String],
     workspace: &Path,
     env: &BTreeMap<String, String>,
-    log: &BuildLog,
+    log: &L,
     cancel: &CancellationToken,
     timeout: Duration,
 ) -> Result<(), StepFailure> {
@@ -174,7 +195,12 @@ fn inherited_env() -> Vec<(String, String)> {
 }
 
 /// Copies a child's output into the log, one line at a time (invalid UTF-8 replaced).
-async fn pump(stream: impl AsyncRead + Unpin, log: BuildLog, step: String, name: &'static str) {
+async fn pump<L: LogSink>(
+    stream: impl AsyncRead + Unpin,
+    log: L,
+    step: String,
+    name: &'static str,
+) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {

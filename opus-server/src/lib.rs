@@ -9,6 +9,8 @@
 //! - [`scheduler`]: the build queue and its slots; [`build`]: one build from source to outcome;
 //!   [`source`]: git mirrors and local copies; [`executor`]: steps as process groups;
 //!   [`logs`]: build log files and live tails.
+//! - [`kubernetes`]: the kubernetes executor (a Job per build); [`runners`]: the builds running
+//!   elsewhere and their tokens; [`runner`]: `opusd runner`, what a build Job's pod runs.
 //! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
 //! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
 //!   table together, and deletes versions (on request and by retention) under the same lock.
@@ -22,9 +24,12 @@ pub mod config;
 pub mod deploys;
 pub mod executor;
 pub mod hooks;
+pub mod kubernetes;
 pub mod logs;
 pub mod metrics;
 pub mod promotion;
+pub mod runner;
+pub mod runners;
 pub mod scheduler;
 pub mod sites;
 pub mod source;
@@ -92,6 +97,9 @@ pub enum ServeError {
     /// The deployed sites could not be loaded.
     #[error("cannot load the deployed sites: {0}")]
     Sites(#[source] opus_core::CoreError),
+    /// The kubernetes executor has no Kubernetes context to create Jobs in.
+    #[error("--executor kubernetes: {0}")]
+    Kubernetes(#[source] opus_core::kubernetes::KubeError),
     /// The HTTP client of the hook deliverer could not be built (TLS setup).
     #[error("cannot set up the hook deliverer's HTTP client: {0}")]
     HookClient(String),
@@ -123,6 +131,8 @@ pub struct AppState {
     pub hook_transport: hooks::HttpTransport,
     /// How hook messages link to deployed sites.
     pub site_links: hooks::SiteLinks,
+    /// Builds running elsewhere (Kubernetes Jobs) and their tokens, for `RunnerService`.
+    pub runners: runners::Runners,
 }
 
 /// Writes `<data-dir>/opusd.json` with the bound API and sites addresses and the process id, so
@@ -227,6 +237,45 @@ pub async fn serve(
         })?;
     site_server.set_port(sites_bound.port());
 
+    let runners = runners::Runners::default();
+    let kubernetes = match config.executor {
+        config::ExecutorKind::Local => None,
+        config::ExecutorKind::Kubernetes => {
+            let k = kubernetes::KubeExecutor::connect(
+                &config.kubernetes,
+                bound.port(),
+                runners.clone(),
+            )
+            .await
+            .map_err(ServeError::Kubernetes)?;
+            if config.store.starts_with("file://") {
+                tracing::warn!(
+                    store = %config.store,
+                    "build pods upload versions to the artifact store themselves and cannot reach a \
+                     file:// store on opusd's disk: use --store s3://, gs:// or az:// \
+                     (opus install --store) unless the pods mount the same folder"
+                );
+            }
+            // Builds that were running when opusd stopped are failed below ("opusd restarted");
+            // their Jobs must not go on.
+            let left: Vec<(String, u64)> = store
+                .builds_in_states(&[opus_core::model::BuildState::Running])
+                .map_err(|source| ServeError::Store {
+                    path: meta_path.clone(),
+                    source,
+                })?
+                .into_iter()
+                .map(|b| (b.project.to_string(), b.id))
+                .collect();
+            if !left.is_empty() {
+                let cleaner = k.clone();
+                tokio::spawn(async move { cleaner.delete_jobs_of(&left).await });
+            }
+            info!(namespace = %config.kubernetes.namespace, runner_server = %k.server_url(), "builds run as Kubernetes Jobs");
+            Some(k)
+        }
+    };
+
     let data_dir = config.data_dir.clone();
     let io = |path: std::path::PathBuf| move |source| ServeError::DataDir { path, source };
     let logs = logs::LogHub::new(data_dir.join("logs"), config.log_limit)
@@ -243,6 +292,7 @@ pub async fn serve(
             .collect(),
         artifacts: artifacts.clone(),
         deployer: deployer.clone(),
+        kubernetes,
     };
     // Workspaces of builds that were running when a previous opusd stopped.
     let _ = std::fs::remove_dir_all(&context.work_dir);
@@ -273,6 +323,7 @@ pub async fn serve(
         logs,
         hook_transport: hook_transport.clone(),
         site_links: site_links.clone(),
+        runners,
     };
 
     // One shutdown signal for both listeners.

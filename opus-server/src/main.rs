@@ -1,19 +1,32 @@
 //! `opusd`: parses flags, sets up tracing, binds the API listener and runs [`opus_server::serve`]
-//! until SIGINT or SIGTERM. A second signal forces exit.
+//! until SIGINT or SIGTERM. A second signal forces exit. `opusd runner` runs one build that an
+//! opusd assigned ([`opus_server::runner`]).
 
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use opus_server::config::{Config, ConfigArgs};
+use opus_server::runner::{self, RunnerArgs};
 use tracing_subscriber::EnvFilter;
 
 /// The Opus daemon: builds frontend projects, stores versions, deploys and serves them.
 #[derive(Debug, Parser)]
-#[command(name = "opusd", version, about, long_about = None)]
+#[command(name = "opusd", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: ConfigArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one build that an opusd assigned (what a build Job's pod runs): fetch the source, run
+    /// the steps, upload the version, report back. The build's token is read from
+    /// OPUS_RUNNER_TOKEN. Exits 0 when the build succeeded, 1 when it failed, 2 when it could not
+    /// run or report.
+    Runner(RunnerArgs),
 }
 
 #[tokio::main]
@@ -33,6 +46,9 @@ async fn main() {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Runner(args)) = cli.command {
+        run_runner(args).await;
+    }
     let config = Config::resolve(cli.config)?;
     let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -45,6 +61,43 @@ async fn run() -> anyhow::Result<()> {
         })?;
     opus_server::serve(listener, config, shutdown).await?;
     Ok(())
+}
+
+/// `opusd runner`: runs the build and exits with its outcome (0 succeeded, 1 failed, 2 could not
+/// run or report). SIGTERM or SIGINT (the pod is being deleted) stops the steps.
+async fn run_runner(args: RunnerArgs) -> ! {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("signal received: stopping the build");
+        stop.cancel();
+    });
+    let token = std::env::var(runner::TOKEN_ENV).ok();
+    match runner::run(&args, token, cancel).await {
+        Ok(runner::Outcome::Succeeded) => {
+            tracing::info!(build = args.build, "build succeeded");
+            std::process::exit(0)
+        }
+        Ok(runner::Outcome::Failed(reason)) => {
+            eprintln!("opusd runner: build {} failed: {reason}", args.build);
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("opusd runner: {e}");
+            std::process::exit(2)
+        }
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives during start-up is not

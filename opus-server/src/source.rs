@@ -139,6 +139,77 @@ impl SourceFetcher {
         }
     }
 
+    /// Updates the mirror of a git source and finds what `git_ref` names, checking nothing out:
+    /// what the kubernetes executor needs before it creates a build's Job.
+    pub async fn resolve_git(
+        &self,
+        project: &Project,
+        url: &str,
+        git_ref: &str,
+    ) -> Result<Checkout, SourceError> {
+        let mirror = self.mirror(project);
+        let lock = self.lock_for(project.name.as_str());
+        let _guard = lock.lock().await;
+        self.update_mirror(url, &mirror).await?;
+        let (commit, branch, is_tag) = resolve(&mirror, url, git_ref).await?;
+        Ok(Checkout {
+            commit,
+            branch,
+            is_tag,
+        })
+    }
+
+    /// Copies the files that decide a build's recipe (`opus.yml`, `opus.yaml`, `package.json` and
+    /// the npm lockfiles) from the root of `commit` in the project's mirror into `dest`, so that
+    /// [`opus_core::manifest::discover`] can read them without a checkout.
+    pub async fn read_recipe(
+        &self,
+        project: &Project,
+        commit: &str,
+        dest: &Path,
+    ) -> Result<(), SourceError> {
+        const RECIPE_FILES: [&str; 5] = [
+            "opus.yml",
+            "opus.yaml",
+            "package.json",
+            "package-lock.json",
+            "npm-shrinkwrap.json",
+        ];
+        let mirror = self.mirror(project);
+        let listing = git(
+            "ls-tree",
+            Command::new("git")
+                .arg("--git-dir")
+                .arg(&mirror)
+                .args(["ls-tree", "--name-only", commit, "--"])
+                .args(RECIPE_FILES),
+        )
+        .await?;
+        for name in listing.lines().filter(|n| RECIPE_FILES.contains(n)) {
+            let text = git(
+                "cat-file",
+                Command::new("git").arg("--git-dir").arg(&mirror).args([
+                    "cat-file",
+                    "blob",
+                    &format!("{commit}:{name}"),
+                ]),
+            )
+            .await?;
+            let path = dest.join(name);
+            tokio::fs::write(&path, text)
+                .await
+                .map_err(|source| SourceError::Io {
+                    action: format!("write {}", path.display()),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn mirror(&self, project: &Project) -> PathBuf {
+        self.git_dir.join(format!("{}.git", project.name))
+    }
+
     /// Clones the mirror on first use (into a temporary name, renamed when complete, so a crash
     /// leaves no half mirror), fetches after that.
     async fn update_mirror(&self, url: &str, mirror: &Path) -> Result<(), SourceError> {
@@ -175,6 +246,63 @@ impl SourceFetcher {
                 source,
             })
     }
+}
+
+/// Fetches one commit of the repository at `url` into `workspace` (created when missing) and
+/// checks it out: what `opusd runner` does, with no mirror. Tries a shallow fetch of just that
+/// commit first (one round trip, no history), then, for servers that refuse to serve a commit by
+/// its id, a fetch of every branch and tag.
+pub async fn fetch_commit(url: &str, commit: &str, workspace: &Path) -> Result<(), SourceError> {
+    if commit.len() < 7 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(SourceError::Git {
+            action: "fetch".into(),
+            detail: format!("{commit:?} is not a commit id"),
+        });
+    }
+    tokio::fs::create_dir_all(workspace)
+        .await
+        .map_err(|source| SourceError::Io {
+            action: format!("create {}", workspace.display()),
+            source,
+        })?;
+    let in_workspace = || {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C").arg(workspace);
+        cmd
+    };
+    git("init", in_workspace().args(["init", "--quiet"])).await?;
+    let shallow = git(
+        "fetch",
+        in_workspace().args(["fetch", "--quiet", "--depth", "1", "--", url, commit]),
+    )
+    .await;
+    if shallow.is_err() {
+        git(
+            "fetch",
+            in_workspace().args([
+                "fetch",
+                "--quiet",
+                "--tags",
+                "--",
+                url,
+                "+refs/heads/*:refs/remotes/origin/*",
+            ]),
+        )
+        .await?;
+    }
+    git(
+        "checkout",
+        in_workspace().args(["checkout", "--quiet", "--detach", commit]),
+    )
+    .await
+    .map_err(|e| match e {
+        SourceError::Git { detail, .. } => SourceError::Git {
+            action: "checkout".into(),
+            detail: format!("commit {commit} is not in {url}: {detail}"),
+        },
+        other => other,
+    })
+    .map(drop)
 }
 
 /// Finds what `git_ref` names in the mirror: a tag, a branch, or a commit (in that order).
@@ -284,4 +412,64 @@ fn copy_tree_blocking(from: &Path, to: &Path) -> Result<(), SourceError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs git in `dir` with a fixed identity, panicking on failure; returns stdout.
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.email=t@opus.invalid", "-c", "user.name=t"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn fetch_commit_checks_out_one_commit_and_names_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git_in(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("a.txt"), "first").expect("write");
+        git_in(&repo, &["add", "-A"]);
+        git_in(&repo, &["commit", "-q", "-m", "first"]);
+        let first = git_in(&repo, &["rev-parse", "HEAD"]);
+        std::fs::write(repo.join("a.txt"), "second").expect("write");
+        git_in(&repo, &["commit", "-q", "-am", "second"]);
+        let url = format!("file://{}", repo.display());
+
+        // An older commit than the branch's head.
+        let ws = dir.path().join("ws");
+        fetch_commit(&url, &first, &ws).await.expect("fetch");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("a.txt")).expect("read"),
+            "first"
+        );
+
+        let missing = "0123456789abcdef0123456789abcdef01234567";
+        let err = fetch_commit(&url, missing, &dir.path().join("ws2"))
+            .await
+            .expect_err("no such commit");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "git checkout failed: commit {missing} is not in {url}"
+            )),
+            "{err}"
+        );
+        let err = fetch_commit(&url, "main; rm -rf /", &dir.path().join("ws3"))
+            .await
+            .expect_err("not a commit id");
+        assert!(err.to_string().contains("is not a commit id"), "{err}");
+    }
 }

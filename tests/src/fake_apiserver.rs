@@ -1,10 +1,13 @@
 //! An HTTP fake of the Kubernetes API server, for testing `opus install` and `opus uninstall`
 //! without a cluster (none can run on the test machines).
 //!
-//! It answers what those commands ask for, and only that: `GET /version`, server-side apply
-//! (`PATCH` with `application/apply-patch+yaml`), `GET` and `DELETE` of single objects by path,
-//! with a StatefulSet status that turns ready after a chosen number of looks. It records every
-//! request so that tests can assert the calls made, and it can refuse chosen calls with 403.
+//! It answers what those commands and opusd's kubernetes executor ask for, and only that:
+//! `GET /version`, server-side apply (`PATCH` with `application/apply-patch+yaml`), `GET` and
+//! `DELETE` of single objects by path, `GET` of the `jobs` and `pods` collections of a namespace
+//! with an equality `labelSelector`, with a StatefulSet status that turns ready after a chosen
+//! number of looks. Tests set the status of Jobs and put pods ([`FakeApiServer::set_status`],
+//! [`FakeApiServer::put`]) the way a cluster would. It records every request so that tests can
+//! assert the calls made, and it can refuse chosen calls with 403.
 //! It is not a validating API server: it stores what it is sent, so what it proves is which calls
 //! are made with which bodies, not that a real cluster accepts those bodies.
 
@@ -149,6 +152,37 @@ impl FakeApiServer {
     /// Stores an object as if someone had created it before the test.
     pub fn put(&self, path: &str, object: Value) {
         self.lock().objects.insert(path.to_owned(), object);
+    }
+
+    /// Removes an object as if someone had deleted it (`kubectl delete`); `false` when absent.
+    pub fn remove(&self, path: &str) -> bool {
+        self.lock().objects.remove(path).is_some()
+    }
+
+    /// Sets the `status` of a stored object (a Job's conditions, a pod's container states), as
+    /// the cluster's controllers would; `false` when there is no such object.
+    pub fn set_status(&self, path: &str, status: Value) -> bool {
+        match self.lock().objects.get_mut(path) {
+            Some(object) => {
+                object["status"] = status;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits up to `secs` seconds for an object to be stored at `path` and returns it.
+    pub fn wait_for_object(&self, path: &str, secs: u64) -> Option<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(object) = self.object(path) {
+                return Some(object);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Changes the behaviour (for the next requests).
@@ -316,6 +350,33 @@ async fn handle(
             };
             (code, axum::Json(object)).into_response()
         }
+        Method::GET if name == "jobs" || name == "pods" => {
+            let selector = decode(query.get("labelSelector").map(String::as_str).unwrap_or(""));
+            let wanted: Vec<(&str, &str)> = selector
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            let prefix = format!("{path}/");
+            let items: Vec<Value> = inner
+                .objects
+                .iter()
+                .filter(|(p, _)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
+                .map(|(_, o)| o.clone())
+                .filter(|o| {
+                    wanted
+                        .iter()
+                        .all(|(k, v)| o["metadata"]["labels"][*k].as_str() == Some(*v))
+                })
+                .collect();
+            let kind = if name == "jobs" { "JobList" } else { "PodList" };
+            let api_version = if name == "jobs" { "batch/v1" } else { "v1" };
+            axum::Json(json!({
+                "kind": kind, "apiVersion": api_version,
+                "metadata": { "resourceVersion": inner.resource_version.to_string() },
+                "items": items,
+            }))
+            .into_response()
+        }
         Method::GET => {
             let Some(mut object) = inner.objects.get(&path).cloned() else {
                 if resource == "pods"
@@ -362,6 +423,34 @@ async fn handle(
             "the fake does not do that",
         ),
     }
+}
+
+/// Percent-decodes a query value (`opus%2Fbuild%3D1` -> `opus/build=1`).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The object as a client sent it: without the fields the fake adds.

@@ -57,7 +57,21 @@ pub async fn install(global: &GlobalArgs, args: InstallArgs) -> Result<(), CliEr
         storage: args.storage,
         store: args.store,
     };
+    let local_store = options
+        .store
+        .as_deref()
+        .is_none_or(|s| s.starts_with("file://"));
+    let store_note = || {
+        if local_store {
+            eprintln!(
+                "note: builds run as Kubernetes Jobs whose pods upload each version to the artifact store \
+                 themselves, so the store must be one both opusd and build pods reach; with versions on \
+                 opusd's volume, builds fail at the upload. Pass --store s3://bucket/prefix (or gs://, az://)."
+            );
+        }
+    };
     if args.dry_run {
+        store_note();
         let yaml = kubernetes::render_yaml(&options).map_err(kube_error)?;
         let mut out = std::io::stdout().lock();
         std::io::Write::write_all(&mut out, yaml.as_bytes())?;
@@ -73,6 +87,7 @@ pub async fn install(global: &GlobalArgs, args: InstallArgs) -> Result<(), CliEr
     let installed = kubernetes::install(&cluster, &options, wait, &mut |p| reporter.report(p))
         .await
         .map_err(kube_error)?;
+    store_note();
     let api = format!("http://127.0.0.1:{}", kubernetes::API_PORT);
     match global.output {
         OutputFormat::Json => output::print_json(&InstalledJson {

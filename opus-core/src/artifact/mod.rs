@@ -37,6 +37,7 @@
 
 mod publish;
 mod read;
+mod remote;
 mod remove;
 mod write;
 
@@ -55,6 +56,7 @@ use crate::store::MetaStore;
 
 pub use publish::{BlobUpload, PublishStarted};
 pub use read::{VerifyProblem, VerifyReport};
+pub use remote::{Reservation, Uploaded, Uploader, store_settings_from_env};
 pub use remove::OrphanReport;
 pub use write::StoredVersion;
 
@@ -156,6 +158,18 @@ pub(crate) struct Backend {
 impl Backend {
     /// Builds the object store named `name` from `url`.
     fn from_url(name: &str, url: &str) -> Result<Backend, ArtifactError> {
+        Backend::from_url_with(name, url, &[])
+    }
+
+    /// Builds the object store named `name` from `url`, with `settings` (environment-style names:
+    /// `AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_ACCOUNT_KEY`...) over the process environment and under
+    /// the URL's query. Names that are no setting of the store's builder are ignored, as the
+    /// builders ignore such environment variables.
+    fn from_url_with(
+        name: &str,
+        url: &str,
+        settings: &[(String, String)],
+    ) -> Result<Backend, ArtifactError> {
         let invalid = |why: String| ArtifactError::InvalidStoreUrl {
             url: url.to_owned(),
             why,
@@ -198,6 +212,11 @@ impl Backend {
         let store: Arc<dyn ObjectStore> = match scheme {
             S::AmazonS3 => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(base.as_str());
+                for (k, v) in settings_with(settings, "AWS_") {
+                    if let Ok(key) = k.parse() {
+                        b = b.with_config(key, v);
+                    }
+                }
                 for (k, v) in &options {
                     b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
                 }
@@ -206,6 +225,11 @@ impl Backend {
             S::GoogleCloudStorage => {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(base.as_str());
+                for (k, v) in settings_with(settings, "GOOGLE_") {
+                    if let Ok(key) = k.parse() {
+                        b = b.with_config(key, v);
+                    }
+                }
                 for (k, v) in &options {
                     b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
                 }
@@ -214,6 +238,11 @@ impl Backend {
             S::MicrosoftAzure => {
                 let mut b =
                     object_store::azure::MicrosoftAzureBuilder::from_env().with_url(base.as_str());
+                for (k, v) in settings_with(settings, "AZURE_") {
+                    if let Ok(key) = k.parse() {
+                        b = b.with_config(key, v);
+                    }
+                }
                 for (k, v) in &options {
                     b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
                 }
@@ -292,6 +321,18 @@ impl Backend {
             source,
         }
     }
+}
+
+/// The settings whose names start with `prefix`, lowercased as the builders' `from_env` parses
+/// them (`AWS_ACCESS_KEY_ID` -> `aws_access_key_id`).
+fn settings_with<'a>(
+    settings: &'a [(String, String)],
+    prefix: &'a str,
+) -> impl Iterator<Item = (String, &'a str)> + 'a {
+    settings
+        .iter()
+        .filter(move |(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
 }
 
 /// State shared by every clone of an [`ArtifactStore`].

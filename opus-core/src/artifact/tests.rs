@@ -753,3 +753,186 @@ async fn one_version_is_stored_once_when_two_writers_race() {
         ok.record.build_id
     );
 }
+
+/// The URL of the fixture's default store, as a runner would be told.
+fn default_url(f: &Fixture) -> String {
+    f.store.store_url("").expect("default store")
+}
+
+#[tokio::test]
+async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out() {
+    let f = fixture();
+    let reservation = f
+        .store
+        .reserve_version(&name("web"), &ver("main-5-abc"), "")
+        .expect("reserve");
+    // While reserved, nothing else stores that version.
+    let err = f
+        .store
+        .reserve_version(&name("web"), &ver("main-5-abc"), "")
+        .expect_err("busy");
+    assert!(matches!(err, ArtifactError::VersionBusy { .. }), "{err}");
+
+    let src = f.dir.path().join("out");
+    site(&src, 1);
+    let uploader = Uploader::open(&default_url(&f), &[]).expect("uploader");
+    let uploaded = uploader
+        .upload_dir(&name("web"), &ver("main-5-abc"), &src, &origin(5))
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.files, 4);
+    // Uploaded is not stored: the version exists once opusd commits.
+    assert!(
+        f.meta
+            .get_version("web", "main-5-abc")
+            .expect("get")
+            .is_none()
+    );
+
+    let stored = reservation
+        .commit_uploaded(&origin(5))
+        .await
+        .expect("commit");
+    assert_eq!(stored.record.file_count, 4);
+    assert_eq!(stored.record.build_id, 5);
+    let manifest = f
+        .store
+        .manifest("web", "main-5-abc")
+        .await
+        .expect("manifest");
+    assert_eq!(
+        (&manifest.files, &manifest.archive),
+        (&uploaded.manifest.files, &uploaded.manifest.archive)
+    );
+    assert!(
+        f.store
+            .verify("web", Some("main-5-abc"))
+            .await
+            .expect("verify")
+            .problems
+            .is_empty()
+    );
+    // A runner's digests are not trusted for dedup.
+    let sha = &manifest.files[0].sha256;
+    assert!(f.meta.blob_holder("default", sha).expect("index").is_none());
+    // Committed versions are not discarded.
+    reservation.discard().await.expect("discard is a no-op");
+    assert!(f.store.manifest("web", "main-5-abc").await.is_ok());
+    drop(reservation);
+
+    // A stored version is never overwritten by a runner.
+    let err = uploader
+        .upload_dir(&name("web"), &ver("main-5-abc"), &src, &origin(6))
+        .await
+        .expect_err("exists");
+    assert!(matches!(err, ArtifactError::VersionExists { .. }), "{err}");
+    let err = f
+        .store
+        .reserve_version(&name("web"), &ver("main-5-abc"), "")
+        .expect_err("exists");
+    assert!(matches!(err, ArtifactError::VersionExists { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_runner_upload_that_does_not_match_its_assignment_is_refused() {
+    let f = fixture();
+    let src = f.dir.path().join("out");
+    site(&src, 1);
+    let uploader = Uploader::open(&default_url(&f), &[]).expect("uploader");
+    let reservation = f
+        .store
+        .reserve_version(&name("web"), &ver("v1"), "")
+        .expect("reserve");
+    uploader
+        .upload_dir(&name("web"), &ver("v1"), &src, &origin(5))
+        .await
+        .expect("upload");
+
+    // Another build's or commit's upload.
+    let err = reservation
+        .commit_uploaded(&origin(6))
+        .await
+        .expect_err("wrong build");
+    assert!(
+        err.to_string()
+            .contains("the manifest names build 5 at commit \"abc123\", not build 6"),
+        "{err}"
+    );
+
+    // An object the manifest lists is missing.
+    let root = f.dir.path().join("artifacts");
+    std::fs::remove_file(root.join("web/v1/robots.txt")).expect("remove");
+    let err = reservation
+        .commit_uploaded(&origin(5))
+        .await
+        .expect_err("missing");
+    assert!(matches!(err, ArtifactError::UploadInvalid(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("web/v1/robots.txt, listed in the manifest, is not in the store"),
+        "{err}"
+    );
+
+    // A size that does not match.
+    std::fs::write(root.join("web/v1/robots.txt"), "changed").expect("write");
+    let err = reservation
+        .commit_uploaded(&origin(5))
+        .await
+        .expect_err("size");
+    assert!(err.to_string().contains("the manifest says 14"), "{err}");
+
+    // A path that escapes the version.
+    let key = root.join("web/manifest/v1.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&key).expect("read")).expect("json");
+    manifest["files"][0]["path"] = serde_json::json!("../../etc/passwd");
+    std::fs::write(&key, serde_json::to_vec(&manifest).expect("json")).expect("write");
+    let err = reservation
+        .commit_uploaded(&origin(5))
+        .await
+        .expect_err("path");
+    assert!(matches!(err, ArtifactError::Archive(_)), "{err}");
+    assert!(f.meta.get_version("web", "v1").expect("get").is_none());
+
+    // The failed build's objects are removed.
+    reservation.discard().await.expect("discard");
+    assert!(!root.join("web/v1").exists());
+    assert!(!key.exists());
+    assert!(!root.join("web/archive/v1.tar.gz").exists());
+}
+
+#[tokio::test]
+async fn a_runner_that_wrote_elsewhere_is_told_where_the_store_is() {
+    let f = fixture();
+    let reservation = f
+        .store
+        .reserve_version(&name("web"), &ver("v1"), "")
+        .expect("reserve");
+    let err = reservation
+        .commit_uploaded(&origin(5))
+        .await
+        .expect_err("nothing uploaded");
+    let text = err.to_string();
+    assert!(
+        text.contains("has no manifest at web/manifest/v1.json"),
+        "{text}"
+    );
+    assert!(text.contains("use s3://, gs:// or az://"), "{text}");
+}
+
+#[test]
+fn store_settings_reach_the_builder_over_the_environment() {
+    // An unknown setting is ignored (as object_store ignores unknown environment variables); a
+    // known one is used: a region makes an S3 store without the environment's.
+    let settings = vec![
+        ("AWS_REGION".to_owned(), "eu-west-3".to_owned()),
+        ("AWS_NOT_A_SETTING".to_owned(), "x".to_owned()),
+    ];
+    let uploader = Uploader::open("s3://bucket/prefix", &settings).expect("s3 uploader");
+    assert!(format!("{uploader:?}").contains("s3://bucket/prefix"));
+    let err = Uploader::open("ftp://x", &settings).expect_err("bad scheme");
+    assert!(
+        matches!(err, ArtifactError::InvalidStoreUrl { .. }),
+        "{err}"
+    );
+}

@@ -27,6 +27,7 @@ use super::{ArchiveInfo, ArtifactStore, Backend, Manifest, ManifestFile, Origin,
 use crate::archive::{self, ArchiveFile, TAR_END};
 use crate::error::{ArchiveError, ArtifactError};
 use crate::model::{ProjectName, VersionName, VersionRecord};
+use crate::store::MetaStore;
 
 /// Files read and hashed at once.
 const LOADS_AT_ONCE: usize = 8;
@@ -198,6 +199,90 @@ impl ArtifactStore {
         files: Vec<PendingFile>,
         origin: &Origin,
     ) -> Result<StoredVersion, ArtifactError> {
+        let written = backend
+            .write_objects(Some(self.meta()), project, version, files, origin)
+            .await?;
+        let record = record_of(&written.manifest, &backend.name);
+        if !self.meta().commit_version(&record, &written.blobs)? {
+            return Err(ArtifactError::VersionExists {
+                project: project.to_string(),
+                version: version.to_string(),
+            });
+        }
+        // Durable before anyone is told: a version reported stored survives a crash (sled alone
+        // flushes only every half second, and the sweep would take the objects of a lost record).
+        self.meta().flush().await?;
+        Ok(written.stored(record))
+    }
+}
+
+/// The objects of a version, written: its manifest, the content index entries to commit, and how
+/// each file was placed.
+pub(crate) struct Written {
+    /// The manifest as stored.
+    pub(crate) manifest: Manifest,
+    /// `(sha256, object key)` of every file, for the content index.
+    pub(crate) blobs: Vec<(String, String)>,
+    /// How each file was stored.
+    placed: Vec<Placed>,
+}
+
+impl Written {
+    /// What storing cost, with the committed record.
+    pub(crate) fn stored(self, record: VersionRecord) -> StoredVersion {
+        let mut out = StoredVersion {
+            record,
+            files_written: 0,
+            bytes_written: 0,
+            files_copied: 0,
+            bytes_copied: 0,
+        };
+        for p in self.placed {
+            match p {
+                Placed::Written(n) => {
+                    out.files_written += 1;
+                    out.bytes_written += n;
+                }
+                Placed::Copied(n) => {
+                    out.files_copied += 1;
+                    out.bytes_copied += n;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The version record of a manifest stored in `store`.
+pub(crate) fn record_of(manifest: &Manifest, store: &str) -> VersionRecord {
+    VersionRecord {
+        project: manifest.project.clone(),
+        version: manifest.version.clone(),
+        store: store.to_owned(),
+        build_id: manifest.build_id,
+        commit: manifest.commit.clone(),
+        created_at: manifest.created_at,
+        file_count: u32::try_from(manifest.files.len()).unwrap_or(u32::MAX),
+        size: manifest.files.iter().map(|f| f.size).sum(),
+        archive_size: manifest.archive.size,
+        archive_sha256: manifest.archive.sha256.clone(),
+    }
+}
+
+impl Backend {
+    /// Writes the objects of a version (files, archive, manifest, in that order) and nothing
+    /// else: the caller commits the metadata. With `index`, content already stored is copied
+    /// instead of written again; without it (a runner, which has no metadata store) every file
+    /// is written.
+    pub(crate) async fn write_objects(
+        &self,
+        index: Option<&MetaStore>,
+        project: &ProjectName,
+        version: &VersionName,
+        files: Vec<PendingFile>,
+        origin: &Origin,
+    ) -> Result<Written, ArtifactError> {
+        let backend = self;
         let created_at = SystemTime::now();
         let mtime = created_at
             .duration_since(UNIX_EPOCH)
@@ -206,7 +291,7 @@ impl ArtifactStore {
         let archive_key = backend.archive_key(project.as_str(), version.as_str())?;
         let (to_archive, archive_rx) = mpsc::channel::<Loaded>(LOADS_AT_ONCE * 2);
 
-        let files_fut = self.write_files(backend, project, version, files, to_archive);
+        let files_fut = self.write_files(index, project, version, files, to_archive);
         let archive_fut = write_archive(backend, archive_key, archive_rx, mtime);
         let ((manifest_files, blobs, placed), archive) =
             futures::try_join!(files_fut, archive_fut)?;
@@ -217,7 +302,7 @@ impl ArtifactStore {
             build_id: origin.build_id,
             commit: origin.commit.clone(),
             created_at,
-            archive: archive.clone(),
+            archive,
             files: manifest_files,
         };
         let json =
@@ -231,62 +316,26 @@ impl ArtifactStore {
             .put(&manifest_key, PutPayload::from(json))
             .await
             .map_err(backend.err(format!("writing {manifest_key}")))?;
-
-        let record = VersionRecord {
-            project: project.clone(),
-            version: version.clone(),
-            store: backend.name.clone(),
-            build_id: origin.build_id,
-            commit: origin.commit.clone(),
-            created_at,
-            file_count: u32::try_from(manifest.files.len()).unwrap_or(u32::MAX),
-            size: manifest.files.iter().map(|f| f.size).sum(),
-            archive_size: archive.size,
-            archive_sha256: archive.sha256,
-        };
-        if !self.meta().commit_version(&record, &blobs)? {
-            return Err(ArtifactError::VersionExists {
-                project: project.to_string(),
-                version: version.to_string(),
-            });
-        }
-        // Durable before anyone is told: a version reported stored survives a crash (sled alone
-        // flushes only every half second, and the sweep would take the objects of a lost record).
-        self.meta().flush().await?;
-        let mut out = StoredVersion {
-            record,
-            files_written: 0,
-            bytes_written: 0,
-            files_copied: 0,
-            bytes_copied: 0,
-        };
-        for p in placed {
-            match p {
-                Placed::Written(n) => {
-                    out.files_written += 1;
-                    out.bytes_written += n;
-                }
-                Placed::Copied(n) => {
-                    out.files_copied += 1;
-                    out.bytes_copied += n;
-                }
-            }
-        }
-        Ok(out)
+        Ok(Written {
+            manifest,
+            blobs,
+            placed,
+        })
     }
 
     /// Reads, hashes and stores every file, feeding each to the archive writer in order. Returns
     /// the manifest entries, the `(sha256, key)` index pairs and how each file was placed.
     async fn write_files(
         &self,
-        backend: &Backend,
+        index: Option<&MetaStore>,
         project: &ProjectName,
         version: &VersionName,
         files: Vec<PendingFile>,
         to_archive: mpsc::Sender<Loaded>,
     ) -> Result<(Vec<ManifestFile>, Vec<(String, String)>, Vec<Placed>), ArtifactError> {
+        let backend = self;
         let count = files.len();
-        let mut loads = futures::stream::iter(files.into_iter().map(|f| self.load(backend, f)))
+        let mut loads = futures::stream::iter(files.into_iter().map(|f| self.load(index, f)))
             .buffered(LOADS_AT_ONCE);
         let uploads_at_once = Arc::new(Semaphore::new(UPLOADS_AT_ONCE));
         let mut uploads: tokio::task::JoinSet<Result<Placed, ArtifactError>> =
@@ -299,10 +348,11 @@ impl ArtifactStore {
             let loaded = loaded?;
             let dest = backend.file_key(project.as_str(), version.as_str(), &loaded.path)?;
             // A content seen earlier in this version is not committed yet: write it again.
-            let holder = if seen.insert(loaded.sha256.clone()) {
-                self.meta().blob_holder(&backend.name, &loaded.sha256)?
-            } else {
-                None
+            let holder = match index {
+                Some(index) if seen.insert(loaded.sha256.clone()) => {
+                    index.blob_holder(&backend.name, &loaded.sha256)?
+                }
+                _ => None,
             };
             entries.push(ManifestFile {
                 path: loaded.path.clone(),
@@ -339,7 +389,12 @@ impl ArtifactStore {
     }
 
     /// Reads a file's bytes and hashes them on the blocking pool.
-    async fn load(&self, backend: &Backend, file: PendingFile) -> Result<Loaded, ArtifactError> {
+    async fn load(
+        &self,
+        index: Option<&MetaStore>,
+        file: PendingFile,
+    ) -> Result<Loaded, ArtifactError> {
+        let backend = self;
         let PendingFile {
             path,
             mode,
@@ -364,7 +419,11 @@ impl ArtifactStore {
             .await
             .map_err(|e| ArtifactError::Task(e.to_string()))?,
             Content::Stored { sha256 } => {
-                for holder in self.meta().blob_holders(&backend.name, &sha256)? {
+                let holders = match index {
+                    Some(index) => index.blob_holders(&backend.name, &sha256)?,
+                    None => Vec::new(),
+                };
+                for holder in holders {
                     let Ok(key) = Path::parse(&holder) else {
                         continue;
                     };

@@ -226,7 +226,8 @@ impl Manifests {
                 PolicyRule {
                     api_groups: Some(strings(&["batch"])),
                     resources: Some(strings(&["jobs"])),
-                    verbs: strings(&["create", "get", "list", "watch", "delete"]),
+                    // `patch`: build Jobs are created by server-side apply.
+                    verbs: strings(&["create", "patch", "get", "list", "watch", "delete"]),
                     ..PolicyRule::default()
                 },
                 PolicyRule {
@@ -368,6 +369,11 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
         env("OPUS_TOKEN_FILE", &format!("{TOKEN_DIR}/{TOKEN_KEY}")),
         env("OPUS_EXECUTOR", "kubernetes"),
         env("OPUS_RUNNER_IMAGE", &options.image),
+        // Build pods reach opusd through the Service below.
+        env(
+            "OPUS_RUNNER_SERVER_URL",
+            &format!("http://{OPUSD}.{ns}.svc:{API_PORT}"),
+        ),
         EnvVar {
             name: "OPUS_KUBERNETES_NAMESPACE".to_owned(),
             value_from: Some(EnvVarSource {
@@ -596,6 +602,7 @@ mod tests {
         assert_eq!(env["OPUS_DATA_DIR"], DATA_DIR);
         assert_eq!(env["OPUS_TOKEN_FILE"], "/etc/opus/token/token");
         assert_eq!(env["OPUS_EXECUTOR"], "kubernetes");
+        assert_eq!(env["OPUS_RUNNER_SERVER_URL"], "http://opusd.opus.svc:7070");
         assert_eq!(env["OPUS_STORE"], "s3://b/p");
     }
 
@@ -610,6 +617,12 @@ mod tests {
             .flat_map(|r| r.resources.clone().unwrap_or_default())
             .collect();
         assert_eq!(resources, ["jobs", "pods", "pods/log"]);
+        // The kubernetes executor applies Jobs (server-side apply is a patch), reads their pods
+        // and deletes them.
+        let jobs = &m.role.rules.as_ref().expect("rules")[0];
+        for verb in ["patch", "get", "list", "delete"] {
+            assert!(jobs.verbs.iter().any(|v| v == verb), "{verb}");
+        }
     }
 
     #[test]

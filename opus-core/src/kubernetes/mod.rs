@@ -11,7 +11,8 @@
 //! - [`install`] and [`uninstall`]: server-side apply with field manager [`FIELD_MANAGER`], the wait
 //!   for readiness, and the removal that keeps the data volume unless asked to purge.
 //! - [`job`]: the Job manifest of one build and the reading of pod and Job status into a reason
-//!   a build failed, for the kubernetes executor of opusd.
+//!   a build failed, for the kubernetes executor of opusd; [`BuildJobs`]: the calls that executor
+//!   makes (apply, read the state, delete).
 //! - [`KubeError`]: every failure, with a message that says what to do.
 //!
 //! Architecture Invariant: nothing here prints; progress goes to a callback ([`Progress`]) so the
@@ -20,6 +21,7 @@
 mod error;
 mod install;
 pub mod job;
+mod jobs;
 mod manifests;
 
 pub use error::KubeError;
@@ -27,6 +29,7 @@ pub use install::{
     Cluster, Installed, Progress, UninstallOptions, Wait, install, stateful_set_readiness,
     uninstall,
 };
+pub use jobs::{BuildJobs, JobState};
 pub use manifests::{
     API_PORT, DATA_DIR, DATA_PVC, DEFAULT_NAMESPACE, DEFAULT_STORAGE, InstallOptions, Manifests,
     OPUSD, OPUSD_POD, SITES_PORT, TOKEN_DIR, TOKEN_KEY, TOKEN_SECRET, default_image, labels,

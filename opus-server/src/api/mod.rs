@@ -10,6 +10,7 @@ mod builds;
 mod deploys;
 mod events;
 mod projects;
+mod runner;
 mod status;
 mod system;
 mod webhooks;
@@ -82,6 +83,10 @@ pub(crate) async fn run(
     routes = routes.add_service(DeployServiceServer::with_interceptor(
         deploys::DeploysApi::new(state.clone()),
         auth.interceptor(),
+    ));
+    // Not behind the API token: runners authenticate with their build's own token.
+    routes = routes.add_service(proto::runner_service_server::RunnerServiceServer::new(
+        runner::RunnerApi::new(state.clone()),
     ));
 
     let metrics = state.metrics.clone();

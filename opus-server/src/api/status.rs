@@ -56,7 +56,8 @@ fn artifact_status(e: ArtifactError, msg: String) -> Status {
         | A::InvalidStoreUrl { .. }
         | A::UnknownStore { .. }
         | A::InvalidManifest(_)
-        | A::ContentMismatch(_) => Status::invalid_argument(msg),
+        | A::ContentMismatch(_)
+        | A::UploadInvalid(_) => Status::invalid_argument(msg),
         A::VersionExists { .. } | A::VersionBusy { .. } => Status::already_exists(msg),
         A::VersionNotFound { .. } | A::UploadNotFound(_) => Status::not_found(msg),
         A::ManifestCorrupt { .. } => Status::data_loss(msg),

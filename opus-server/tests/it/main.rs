@@ -27,6 +27,10 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--extra-store", "OPUS_EXTRA_STORE"),
         ("--executor", "OPUS_EXECUTOR"),
         ("--tls-cert", "OPUS_TLS_CERT"),
+        ("--kubernetes-namespace", "OPUS_KUBERNETES_NAMESPACE"),
+        ("--runner-image", "OPUS_RUNNER_IMAGE"),
+        ("--runner-server-url", "OPUS_RUNNER_SERVER_URL"),
+        ("--build-image", "OPUS_BUILD_IMAGE"),
         ("--site-cache-size", "OPUS_SITE_CACHE_SIZE"),
     ] {
         assert!(
@@ -47,4 +51,58 @@ fn an_unknown_flag_is_a_usage_error() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `opusd runner` with what it needs missing or wrong: exit 2 and one line saying what to fix.
+#[test]
+fn runner_refuses_to_start_without_a_token_a_usable_url_or_a_reachable_opusd() {
+    let runner = |server: &str, token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_opusd"));
+        cmd.args([
+            "runner",
+            "--server",
+            server,
+            "--build",
+            "7",
+            "--connect-timeout",
+            "1",
+        ])
+        .env_remove("OPUS_RUNNER_TOKEN");
+        if let Some(t) = token {
+            cmd.env("OPUS_RUNNER_TOKEN", t);
+        }
+        let out = cmd.output().expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = runner("http://127.0.0.1:1", None);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("opusd runner: no build token: set OPUS_RUNNER_TOKEN"),
+        "{err}"
+    );
+
+    let (code, err) = runner("opusd:7070", Some("t"));
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("invalid --server \"opusd:7070\": use an http:// or https:// URL"),
+        "{err}"
+    );
+
+    // Nothing listens on port 1.
+    let (code, err) = runner("http://127.0.0.1:1", Some("t"));
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("opusd runner: cannot reach opusd at http://127.0.0.1:1 within 1s"),
+        "{err}"
+    );
+
+    let (code, err) = runner("http://127.0.0.1:1", Some("bad\ntoken"));
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("holds characters a header cannot carry"),
+        "{err}"
+    );
 }

@@ -57,6 +57,15 @@ fn opus_install_dry_run_prints_deploy_kubernetes_opus_yaml_without_a_cluster() {
         yaml.contains("  namespace: ci\n") && yaml.contains("storage: 50Gi"),
         "{yaml}"
     );
+    // Builds as Jobs need a store the build pods reach: said when there is none, not otherwise.
+    assert!(custom.stderr.contains("--store s3://"), "{}", custom.stderr);
+    let remote = opus(
+        None,
+        home.path(),
+        &["install", "--dry-run", "--store", "s3://bucket/opus"],
+    );
+    assert!(remote.ok().contains("s3://bucket/opus"));
+    assert!(!remote.stderr.contains("note:"), "{}", remote.stderr);
 }
 
 #[test]
@@ -268,9 +277,14 @@ fn statefulset_environment_starts_a_real_opusd_that_passes_its_grpc_probe() {
     std::fs::create_dir_all(&token_dir).expect("token dir");
     std::fs::write(token_dir.join("token"), "secret-token\n").expect("token file");
 
+    // In the pod, the kubernetes executor finds the cluster through the service account; here,
+    // through a kubeconfig pointing at a fake API server.
+    let fake = FakeApiServer::start();
+    let kubeconfig = fake.write_kubeconfig(root.path());
     let mut cmd = Command::new(bin("opusd"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &kubeconfig)
         .current_dir(root.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

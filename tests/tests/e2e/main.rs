@@ -8,6 +8,7 @@ mod deploys;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;
+mod kubernetes_exec;
 mod metrics;
 mod projects;
 mod s3;

@@ -92,12 +92,27 @@ fn health_and_unimplemented_answer() {
             })
             .await;
         assert!(resp.is_ok(), "{resp:?}");
-        // A service not served yet answers Unimplemented with a message.
-        let mut runner = opus_core::proto::runner_service_client::RunnerServiceClient::new(channel);
+        // The runner service is served without the API token, and refuses a call without its
+        // build's token.
+        let mut runner =
+            opus_core::proto::runner_service_client::RunnerServiceClient::new(channel.clone());
         let err = runner
             .get_assignment(opus_core::proto::GetAssignmentRequest::default())
             .await
-            .expect_err("not served yet");
+            .expect_err("no build token");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(err.message().contains("build's token"), "{}", err.message());
+        // A service this opusd does not serve answers Unimplemented with a message.
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let err = grpc
+            .unary::<_, opus_core::proto::PushLogsResponse, _>(
+                tonic::Request::new(opus_core::proto::GetAssignmentRequest::default()),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/opus.v1.NoSuchService/Call"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("not served");
         assert_eq!(err.code(), tonic::Code::Unimplemented);
         assert!(
             err.message().contains("not implemented"),

@@ -1,0 +1,112 @@
+//! `opus.v1.RunnerService`: what `opusd runner` calls while it runs a build elsewhere (a Kubernetes
+//! Job). Not behind the API token: every call carries the build's own token and names its build
+//! (the request's `build_id`, or the `opus-build-id` metadata of `PushLogs`), and
+//! [`crate::runners::Runners::authorize`] admits it only for that build, while it runs.
+
+use opus_core::proto::{self, runner_service_server::RunnerService};
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{instrument, warn};
+
+use crate::AppState;
+use crate::runners::{BUILD_ID_METADATA, Finish, RunnerAuthError, Slot};
+
+/// Implements the runner RPCs over the registry of builds running elsewhere.
+pub(crate) struct RunnerApi {
+    state: AppState,
+}
+
+impl RunnerApi {
+    pub(crate) fn new(state: AppState) -> Self {
+        RunnerApi { state }
+    }
+
+    fn authorize(&self, build: u64, meta: &MetadataMap) -> Result<std::sync::Arc<Slot>, Status> {
+        let token = meta
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        self.state
+            .runners
+            .authorize(build, token)
+            .map_err(|e: RunnerAuthError| {
+                warn!(build, error = %e, "runner call refused");
+                Status::unauthenticated(e.to_string())
+            })
+    }
+}
+
+/// The build a `PushLogs` stream names in its metadata.
+fn build_of_stream(meta: &MetadataMap) -> Result<u64, Status> {
+    meta.get(BUILD_ID_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "PushLogs needs the build id in the `{BUILD_ID_METADATA}` metadata"
+            ))
+        })
+}
+
+#[tonic::async_trait]
+impl RunnerService for RunnerApi {
+    #[instrument(skip_all, fields(build = req.get_ref().build_id))]
+    async fn get_assignment(
+        &self,
+        req: Request<proto::GetAssignmentRequest>,
+    ) -> Result<Response<proto::Assignment>, Status> {
+        let slot = self.authorize(req.get_ref().build_id, req.metadata())?;
+        Ok(Response::new(slot.assignment.clone()))
+    }
+
+    #[instrument(skip_all, fields(build))]
+    async fn push_logs(
+        &self,
+        req: Request<Streaming<proto::LogLine>>,
+    ) -> Result<Response<proto::PushLogsResponse>, Status> {
+        let build = build_of_stream(req.metadata())?;
+        tracing::Span::current().record("build", build);
+        let slot = self.authorize(build, req.metadata())?;
+        let mut lines = req.into_inner();
+        loop {
+            let next = tokio::select! {
+                next = lines.next() => next,
+                () = slot.ended.cancelled() => {
+                    return Err(Status::unauthenticated(RunnerAuthError::Invalid(build).to_string()));
+                }
+            };
+            let Some(line) = next else { break };
+            let line = line?;
+            let stream = match line.stream.as_str() {
+                s @ ("stdout" | "stderr" | "opus") => s,
+                _ => "stdout",
+            };
+            slot.log.line(&line.step, stream, &line.text);
+        }
+        Ok(Response::new(proto::PushLogsResponse {}))
+    }
+
+    #[instrument(skip_all, fields(build = req.get_ref().build_id, succeeded = req.get_ref().succeeded))]
+    async fn finish_build(
+        &self,
+        req: Request<proto::FinishBuildRequest>,
+    ) -> Result<Response<proto::FinishBuildResponse>, Status> {
+        let build = req.get_ref().build_id;
+        let slot = self.authorize(build, req.metadata())?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let finish = Finish {
+            request: req.into_inner(),
+            reply,
+        };
+        let ended = || Status::unauthenticated(RunnerAuthError::Invalid(build).to_string());
+        if slot.finish.send(finish).await.is_err() {
+            return Err(ended());
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(Response::new(proto::FinishBuildResponse {})),
+            Ok(Err(reason)) => Err(Status::failed_precondition(reason)),
+            Err(_) => Err(ended()),
+        }
+    }
+}

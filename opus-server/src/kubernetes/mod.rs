@@ -1,0 +1,127 @@
+//! The kubernetes executor: each build runs as a Job in the configured namespace, whose pod runs
+//! `opusd runner` (see [`crate::runner`]). opusd keeps the parts that need its data: it resolves
+//! the ref in its git mirror, decides the version, reads the recipe (for `build.image` and
+//! `build.timeout`), reserves the version, gives the build a token ([`crate::runners`]), creates
+//! the Job, watches the Job and its pod, and commits the version when the runner reports success.
+//!
+//! - [`KubeExecutor::connect`]: the current kube-context (in a cluster: the pod's service account),
+//!   found once at start; opusd refuses to start without one.
+//! - `build`: one build as a Job (`KubeExecutor::execute`, called by [`crate::build::run`]).
+//!
+//! The scheduler's slots and queue apply as for local builds: a Job is created only when a slot
+//! is free, and the slot is held until the build ends.
+
+mod build;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opus_core::kubernetes::{BuildJobs, Cluster, KubeError};
+
+use crate::config::KubernetesConfig;
+use crate::runners::Runners;
+
+/// How often a running build's Job and pod are looked at, unless `OPUS_KUBERNETES_POLL_MS` says
+/// otherwise.
+const DEFAULT_POLL: Duration = Duration::from_secs(2);
+
+/// How long past `build.timeout` opusd waits at most for a Job that Kubernetes did not stop (its
+/// `activeDeadlineSeconds` normally does) before it deletes it and fails the build: the timeout
+/// again, up to this.
+const MAX_DEADLINE_SLACK: Duration = Duration::from_secs(60);
+
+/// opusd's own deadline for a build's Job: `build.timeout`, plus as much again up to a minute.
+fn deadline_of(timeout: Duration) -> Duration {
+    timeout + timeout.min(MAX_DEADLINE_SLACK)
+}
+
+struct Inner {
+    jobs: BuildJobs,
+    config: KubernetesConfig,
+    /// The URL build pods reach opusd at.
+    server_url: String,
+    poll: Duration,
+    runners: Runners,
+    /// Object store settings from opusd's environment, handed to runners.
+    store_settings: Vec<(String, String)>,
+}
+
+/// Runs builds as Kubernetes Jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct KubeExecutor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KubeExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeExecutor")
+            .field("namespace", &self.inner.config.namespace)
+            .field("server_url", &self.inner.server_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeExecutor {
+    /// Finds the current kube-context (`KUBECONFIG`, `~/.kube/config`, or the pod's service
+    /// account); builds will reach opusd at `config.server_url(api_port)`. Talks to no API server
+    /// yet.
+    pub async fn connect(
+        config: &KubernetesConfig,
+        api_port: u16,
+        runners: Runners,
+    ) -> Result<KubeExecutor, KubeError> {
+        let cluster = Cluster::connect().await?;
+        let poll = std::env::var("OPUS_KUBERNETES_POLL_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_POLL);
+        Ok(KubeExecutor {
+            inner: Arc::new(Inner {
+                jobs: BuildJobs::new(cluster, &config.namespace),
+                server_url: config.server_url(api_port),
+                config: config.clone(),
+                poll,
+                runners,
+                store_settings: opus_core::artifact::store_settings_from_env(),
+            }),
+        })
+    }
+
+    /// The URL build pods reach opusd at.
+    pub fn server_url(&self) -> &str {
+        &self.inner.server_url
+    }
+
+    /// Deletes the Jobs of builds that were running when opusd stopped (they are failed, "opusd
+    /// restarted", and their tokens are gone). Failures are logged: the Jobs then end by
+    /// themselves when their runner is refused.
+    pub async fn delete_jobs_of(&self, builds: &[(String, u64)]) {
+        for (project, id) in builds {
+            match self.inner.jobs.delete(project, *id).await {
+                Ok(true) => {
+                    tracing::info!(build = id, project = %project, "deleted the Job of a build that was running when opusd stopped")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(build = id, project = %project, error = %e, "cannot delete the Job of a build that was running when opusd stopped")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opusd_waits_past_the_jobs_deadline_by_at_most_a_minute() {
+        assert_eq!(deadline_of(Duration::from_secs(1)), Duration::from_secs(2));
+        assert_eq!(
+            deadline_of(Duration::from_secs(900)),
+            Duration::from_secs(960)
+        );
+    }
+}

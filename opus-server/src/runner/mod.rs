@@ -1,0 +1,356 @@
+//! `opusd runner`: runs one build that an opusd assigned, wherever this process runs (a Kubernetes
+//! Job's pod, or any machine that reaches opusd), with the build's own token.
+//!
+//! 1. `GetAssignment`: the project's git URL, the commit, the version, the steps' environment
+//!    (with the project's secrets) and the artifact store to upload to.
+//! 2. Fetches that commit ([`crate::source::fetch_commit`]), reads `opus.yml`
+//!    ([`opus_core::manifest::discover`]) and runs the steps with the same code as local builds
+//!    ([`crate::executor::run_steps`]), sending every line to opusd over `PushLogs`.
+//! 3. Checks the output folder and uploads the version to the object store itself
+//!    ([`opus_core::artifact::Uploader`]: files, archive, manifest).
+//! 4. `FinishBuild`: opusd checks the upload and commits the version, or records the failure.
+//!
+//! The token comes from the environment only (`OPUS_RUNNER_TOKEN`), so it never shows in `ps`;
+//! steps do not inherit it (they get no `OPUS_*` variable of the runner's own).
+
+mod remote_log;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use opus_core::artifact::{Origin, Uploaded, Uploader};
+use opus_core::manifest::{self, SpecOrigin};
+use opus_core::model::{ProjectName, VersionName};
+use opus_core::proto::{self, runner_service_client::RunnerServiceClient};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::executor::{self, LogSink, StepFailure};
+use remote_log::RemoteLog;
+
+/// The environment variable holding the build's token (never a flag: flags show in `ps`).
+pub const TOKEN_ENV: &str = "OPUS_RUNNER_TOKEN";
+
+/// The flags of `opusd runner`, each also read from its environment variable (which is how a
+/// build Job passes them).
+#[derive(Debug, Clone, Args)]
+pub struct RunnerArgs {
+    /// URL of the opusd that assigned the build (http:// or https://).
+    #[arg(long, env = "OPUS_RUNNER_SERVER", value_name = "URL")]
+    pub server: String,
+    /// The build to run (its number).
+    #[arg(long, env = "OPUS_RUNNER_BUILD", value_name = "ID")]
+    pub build: u64,
+    /// Folder to fetch the source into and build in (created when missing; should be empty).
+    #[arg(
+        long,
+        env = "OPUS_RUNNER_WORKSPACE",
+        value_name = "DIR",
+        default_value = "."
+    )]
+    pub workspace: PathBuf,
+    /// Seconds to keep trying to reach opusd before giving up.
+    #[arg(
+        long,
+        env = "OPUS_RUNNER_CONNECT_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
+    pub connect_timeout: u64,
+}
+
+/// Why the runner could not run the build or report it. The build's own failures are not errors
+/// here: they are reported to opusd ([`Outcome::Failed`]).
+#[derive(Debug, Error)]
+pub enum RunnerError {
+    /// No token in the environment.
+    #[error("no build token: set {TOKEN_ENV} (a build Job sets it; opusd makes one per build)")]
+    NoToken,
+    /// The token cannot be sent as a header.
+    #[error("{TOKEN_ENV} holds characters a header cannot carry")]
+    BadToken,
+    /// The server URL is unusable.
+    #[error("invalid --server {server:?}: {detail}")]
+    BadServer {
+        /// The URL.
+        server: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// opusd did not answer in time.
+    #[error(
+        "cannot reach opusd at {server} within {seconds}s: {detail} (is --server / OPUS_RUNNER_SERVER right, and does opusd run?)"
+    )]
+    Unreachable {
+        /// The URL.
+        server: String,
+        /// How long it tried.
+        seconds: u64,
+        /// The last transport error.
+        detail: String,
+    },
+    /// opusd refused a call: a wrong or expired token, a build that has ended.
+    #[error("opusd refused {call} for build {build}: {message}")]
+    Refused {
+        /// The RPC.
+        call: &'static str,
+        /// The build.
+        build: u64,
+        /// opusd's message.
+        message: String,
+    },
+}
+
+/// How a build the runner reported ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The version is stored (opusd committed it).
+    Succeeded,
+    /// The build failed, for this reason (opusd recorded it).
+    Failed(String),
+}
+
+/// Adds `authorization: Bearer <build token>` to every call.
+#[derive(Clone)]
+struct BuildToken(MetadataValue<Ascii>);
+
+impl Interceptor for BuildToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// The runner's client of opusd.
+type Client = RunnerServiceClient<InterceptedService<Channel, BuildToken>>;
+
+/// Runs the build: see the module documentation. `cancel` stops the steps (SIGTERM: the pod is
+/// being deleted, opusd has cancelled the build).
+#[tracing::instrument(name = "runner", skip_all, fields(build = args.build, server = %args.server))]
+pub async fn run(
+    args: &RunnerArgs,
+    token: Option<String>,
+    cancel: CancellationToken,
+) -> Result<Outcome, RunnerError> {
+    let token = token
+        .filter(|t| !t.is_empty())
+        .ok_or(RunnerError::NoToken)?;
+    let token: MetadataValue<Ascii> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| RunnerError::BadToken)?;
+    let build = args.build;
+    let mut client = connect(args, BuildToken(token)).await?;
+    let refused = |call: &'static str| {
+        move |s: tonic::Status| RunnerError::Refused {
+            call,
+            build,
+            message: s.message().to_owned(),
+        }
+    };
+    let assignment = client
+        .get_assignment(proto::GetAssignmentRequest { build_id: build })
+        .await
+        .map_err(refused("GetAssignment"))?
+        .into_inner();
+
+    let (log, pushed) = remote_log::start(client.clone(), build);
+    let result = build_and_upload(&assignment, &args.workspace, &log, &cancel).await;
+    drop(log);
+    match pushed.await {
+        Ok(Ok(())) => {}
+        Ok(Err(status)) => return Err(refused("PushLogs")(status)),
+        Err(e) => tracing::warn!(error = %e, "the log stream task failed"),
+    }
+
+    let request = match &result {
+        Ok(uploaded) => proto::FinishBuildRequest {
+            build_id: build,
+            succeeded: true,
+            reason: String::new(),
+            manifest_json: serde_json::to_string(&uploaded.manifest).unwrap_or_default(),
+        },
+        Err(reason) => proto::FinishBuildRequest {
+            build_id: build,
+            succeeded: false,
+            reason: reason.clone(),
+            manifest_json: String::new(),
+        },
+    };
+    match client.finish_build(request).await {
+        Ok(_) => Ok(match result {
+            Ok(_) => Outcome::Succeeded,
+            Err(reason) => Outcome::Failed(reason),
+        }),
+        // opusd refused the upload: the build has failed with that reason.
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            Ok(Outcome::Failed(s.message().to_owned()))
+        }
+        Err(s) => Err(refused("FinishBuild")(s)),
+    }
+}
+
+/// Connects to opusd, retrying until `--connect-timeout` (a pod may start before DNS or opusd
+/// is ready).
+async fn connect(args: &RunnerArgs, token: BuildToken) -> Result<Client, RunnerError> {
+    let server = args.server.trim_end_matches('/').to_owned();
+    let bad = |detail: String| RunnerError::BadServer {
+        server: server.clone(),
+        detail,
+    };
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        return Err(bad("use an http:// or https:// URL".into()));
+    }
+    let mut endpoint = Endpoint::from_shared(server.clone())
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    if server.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().with_enabled_roots())
+            .map_err(|e| bad(format!("TLS setup failed: {e}")))?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.connect_timeout);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => {
+                return Ok(RunnerServiceClient::with_interceptor(channel, token)
+                    .max_decoding_message_size(64 << 20));
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(RunnerError::Unreachable {
+                    server,
+                    seconds: args.connect_timeout,
+                    detail: innermost(&e),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(server = %server, error = %innermost(&e), "opusd not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The innermost cause of an error (what the OS said).
+fn innermost(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = s.to_string();
+        src = s.source();
+    }
+    msg
+}
+
+/// Everything between the assignment and the report. `Err` is the build's failure reason, already
+/// in the log.
+async fn build_and_upload(
+    assignment: &proto::Assignment,
+    workspace: &Path,
+    log: &RemoteLog,
+    cancel: &CancellationToken,
+) -> Result<Uploaded, String> {
+    let fail = |step: &str, msg: String| {
+        log.opus(step, &msg);
+        msg
+    };
+    let Some(build) = &assignment.build else {
+        return Err(fail(
+            "source",
+            "opusd sent no build in the assignment".into(),
+        ));
+    };
+    let project =
+        ProjectName::new(build.project.as_str()).map_err(|e| fail("source", e.to_string()))?;
+    let version =
+        VersionName::new(build.version.as_str()).map_err(|e| fail("source", e.to_string()))?;
+
+    log.opus(
+        "source",
+        &format!("fetching {} at {}", assignment.source, build.commit),
+    );
+    let fetched = tokio::select! {
+        r = crate::source::fetch_commit(&assignment.source, &build.commit, workspace) => r,
+        () = cancel.cancelled() => return Err(fail("source", "cancelled".into())),
+    };
+    fetched.map_err(|e| fail("source", e.to_string()))?;
+    log.opus("source", &format!("checked out {}", build.commit));
+
+    let (spec, origin) =
+        manifest::discover(workspace).map_err(|e| fail("recipe", e.to_string()))?;
+    log.opus(
+        "recipe",
+        &match origin {
+            SpecOrigin::OpusYml => format!(
+                "opus.yml: {} step(s), output {}",
+                spec.build.steps.len(),
+                spec.build.output
+            ),
+            SpecOrigin::PackageJson => "no opus.yml: package.json has a build script".to_owned(),
+        },
+    );
+    let mut env: BTreeMap<String, String> = spec.build.env.clone();
+    env.extend(assignment.env.clone());
+    match executor::run_steps(
+        &spec.build.steps,
+        workspace,
+        &env,
+        log,
+        cancel,
+        spec.build.timeout,
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(failure) => {
+            if matches!(failure, StepFailure::TimedOut(_) | StepFailure::Cancelled) {
+                log.opus("steps", &failure.to_string());
+            }
+            return Err(failure.to_string());
+        }
+    }
+
+    let output = manifest::resolve_output(workspace, &spec.build, origin);
+    let output_dir = workspace.join(&output);
+    if !tokio::fs::metadata(&output_dir)
+        .await
+        .is_ok_and(|m| m.is_dir())
+    {
+        return Err(fail(
+            "output",
+            format!(
+                "the output folder {output:?} does not exist after the build (build.output in opus.yml)"
+            ),
+        ));
+    }
+    let settings: Vec<(String, String)> = assignment
+        .store_settings
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let uploader = Uploader::open(&assignment.store_url, &settings)
+        .map_err(|e| fail("store", format!("cannot open the artifact store: {e}")))?;
+    let origin = Origin {
+        build_id: build.id,
+        commit: build.commit.clone(),
+        store: String::new(),
+    };
+    let uploaded = uploader
+        .upload_dir(&project, &version, &output_dir, &origin)
+        .await
+        .map_err(|e| fail("store", format!("uploading version {version} failed: {e}")))?;
+    log.opus(
+        "output",
+        &format!(
+            "{output}: {} file(s), {} bytes uploaded as version {version}",
+            uploaded.files, uploaded.bytes
+        ),
+    );
+    Ok(uploaded)
+}

@@ -111,6 +111,21 @@ pub enum SpecOrigin {
     PackageJson,
 }
 
+impl SpecOrigin {
+    /// The build log's line about the recipe `spec` found here: "opus.yml: 2 step(s), output dist",
+    /// or that package.json's build script is used. Every executor logs the same line.
+    pub fn describe(self, spec: &OpusFile) -> String {
+        match self {
+            SpecOrigin::OpusYml => format!(
+                "opus.yml: {} step(s), output {}",
+                spec.build.steps.len(),
+                spec.build.output
+            ),
+            SpecOrigin::PackageJson => "no opus.yml: package.json has a build script".to_owned(),
+        }
+    }
+}
+
 /// Parses `opus.yml` text; errors name the line, column and field.
 pub fn parse(text: &str) -> Result<OpusFile, ManifestError> {
     let file: OpusFile = serde_yaml_ng::from_str(text).map_err(|e| {

@@ -8,7 +8,6 @@
 //! `OPUS_BENCH_LOG=info` passes opusd's log through (timestamps for profiling);
 //! `OPUS_BENCH_OPUSD=/path/to/opusd` measures another opusd binary with the same client.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opus_core::proto::project_service_client::ProjectServiceClient;
@@ -18,57 +17,7 @@ use opus_core::proto::{
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(data: &std::path::Path, max_builds: u32) -> (Daemon, String) {
-    // OPUS_BENCH_OPUSD runs another opusd build against the same client (A/B comparisons).
-    let opusd =
-        std::env::var_os("OPUS_BENCH_OPUSD").unwrap_or_else(|| env!("CARGO_BIN_EXE_opusd").into());
-    let child = Command::new(opusd)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--sites-listen",
-            "127.0.0.1:0",
-            "--max-builds",
-        ])
-        .arg(max_builds.to_string())
-        .arg("--data-dir")
-        .arg(data)
-        // OPUS_BENCH_LOG=info shows opusd's timestamped log (for profiling); quiet by default.
-        .env(
-            "OPUS_LOG",
-            std::env::var("OPUS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("opusd starts");
-    let daemon = Daemon(child);
-    let addr_file = data.join("opusd.json");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&addr_file) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                if let Some(api) = v["api"].as_str() {
-                    return (daemon, format!("http://{api}"));
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "opusd did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+mod daemon;
 
 /// Waits for `count` build end events after `from`; returns when the last one arrived.
 async fn wait_for_ends(
@@ -134,7 +83,11 @@ async fn main() {
         "build:\n  steps: [\"mkdir -p dist && echo '<h1>hi</h1>' > dist/index.html\"]\n",
     )
     .expect("write");
-    let (_daemon, server) = start(&tmp.path().join("data"), 4);
+    let (_daemon, server, _) = daemon::start(
+        &tmp.path().join("data"),
+        &["--max-builds", "4"],
+        Duration::from_secs(20),
+    );
     let channel = Channel::from_shared(server)
         .expect("url")
         .connect()

@@ -11,51 +11,14 @@
 //! change the sizes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use opus_core::model::{Build, BuildState, Project, ProjectName, Source};
 use opus_core::proto::{self, project_service_client::ProjectServiceClient};
 use opus_core::store::MetaStore;
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the release opusd on `data`; returns it, its API URL and how long it took to listen.
-fn start(data: &Path) -> (Daemon, String, Duration) {
-    let _ = std::fs::remove_file(data.join("opusd.json"));
-    let began = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_opusd"))
-        .args(["--listen", "127.0.0.1:0", "--sites-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data)
-        .env("OPUS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("opusd starts");
-    let daemon = Daemon(child);
-    let deadline = began + Duration::from_secs(300);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(data.join("opusd.json"))
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            && let Some(api) = v["api"].as_str()
-        {
-            return (daemon, format!("http://{api}"), began.elapsed());
-        }
-        assert!(Instant::now() < deadline, "opusd did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+mod daemon;
 
 /// Resident memory of a process, from /proc.
 fn rss_mib(pid: u32) -> f64 {
@@ -159,7 +122,7 @@ fn main() {
 
     // 1. Idle memory of an empty opusd.
     let empty = tmp.path().join("empty");
-    let (daemon, _, took) = start(&empty);
+    let (daemon, _, took) = daemon::start(&empty, &[], Duration::from_secs(300));
     std::thread::sleep(Duration::from_secs(2));
     let idle_empty = rss_mib(daemon.0.id());
     drop(daemon);
@@ -171,7 +134,7 @@ fn main() {
     // 2. A loaded store.
     let data = tmp.path().join("loaded");
     seed(&data, projects, builds);
-    let (daemon, server, took) = start(&data);
+    let (daemon, server, took) = daemon::start(&data, &[], Duration::from_secs(300));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let rpc = rt.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(server.clone())

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use opus_core::error::ModelError;
-use opus_core::manifest::{self, SpecOrigin};
+use opus_core::manifest;
 use opus_core::model::{Build, BuildState, VersionName, branch_slug};
 use opus_core::store::MetaStore;
 use tokio_util::sync::CancellationToken;
@@ -205,22 +205,9 @@ async fn execute(
             return Outcome::failed(e.to_string());
         }
     };
-    let version = match decide_version(build, &checkout) {
-        Ok(v) => v,
-        Err(e) => {
-            log.opus("source", &e);
-            return Outcome::failed(e);
-        }
-    };
-    let recorded = store.update_build(build.id, |b| {
-        b.commit = checkout.commit.clone();
-        b.branch = checkout.branch.clone();
-        b.is_tag = checkout.is_tag;
-        b.version = version.clone();
-    });
-    let build = match recorded {
+    let build = match record_checkout(store, build, &checkout, log) {
         Ok(b) => b,
-        Err(e) => return Outcome::failed(e.to_string()),
+        Err(outcome) => return outcome,
     };
     if !checkout.commit.is_empty() {
         log.opus("source", &format!("checked out {}", checkout.commit));
@@ -233,28 +220,12 @@ async fn execute(
             return Outcome::failed(e.to_string());
         }
     };
-    log.opus(
-        "recipe",
-        &match origin {
-            SpecOrigin::OpusYml => format!(
-                "opus.yml: {} step(s), output {}",
-                spec.build.steps.len(),
-                spec.build.output
-            ),
-            SpecOrigin::PackageJson => "no opus.yml: package.json has a build script".to_owned(),
-        },
-    );
+    log.opus("recipe", &origin.describe(&spec));
 
     let mut env: BTreeMap<String, String> = spec.build.env.clone();
-    env.insert("CI".into(), "true".into());
-    env.insert("OPUS_PROJECT".into(), build.project.to_string());
-    env.insert("OPUS_BUILD".into(), build.id.to_string());
-    env.insert("OPUS_VERSION".into(), build.version.clone());
-    env.insert("OPUS_COMMIT".into(), build.commit.clone());
-    env.insert("OPUS_REF".into(), build.git_ref.clone());
-    match store.secrets(build.project.as_str()) {
-        Ok(secrets) => env.extend(secrets),
-        Err(e) => return Outcome::failed(format!("cannot read the project's secrets: {e}")),
+    match build_env(store, &build) {
+        Ok(vars) => env.extend(vars),
+        Err(outcome) => return outcome,
     }
 
     let cache_root = ctx.cache_dir.join(build.project.as_str());
@@ -300,7 +271,7 @@ async fn execute(
     if let Err(reason) = store_version(
         ctx,
         &build,
-        &version,
+        &build.version,
         &checkout.commit,
         &output_dir,
         &output,
@@ -310,8 +281,16 @@ async fn execute(
     {
         return Outcome::failed(reason);
     }
-    crate::promotion::after_stored(store, &ctx.deployer, &build, &project, &spec, &version, log)
-        .await;
+    crate::promotion::after_stored(
+        store,
+        &ctx.deployer,
+        &build,
+        &project,
+        &spec,
+        &build.version,
+        log,
+    )
+    .await;
     Outcome {
         state: BuildState::Succeeded,
         reason: String::new(),
@@ -364,6 +343,50 @@ async fn store_version(
             Err(msg)
         }
     }
+}
+
+/// Records on the build what its checkout found: commit, branch, whether it is a tag, and the
+/// version it will produce ([`decide_version`]). A version that cannot be made is logged under
+/// "source" and fails the build.
+pub(crate) fn record_checkout(
+    store: &MetaStore,
+    build: &Build,
+    checkout: &crate::source::Checkout,
+    log: &BuildLog,
+) -> Result<Build, Outcome> {
+    let version = decide_version(build, checkout).map_err(|e| {
+        log.opus("source", &e);
+        Outcome::failed(e)
+    })?;
+    store
+        .update_build(build.id, |b| {
+            b.commit = checkout.commit.clone();
+            b.branch = checkout.branch.clone();
+            b.is_tag = checkout.is_tag;
+            b.version = version.clone();
+        })
+        .map_err(|e| Outcome::failed(e.to_string()))
+}
+
+/// The variables opusd gives every build step, whichever executor runs it: `CI`, the `OPUS_*`
+/// variables of the build (after its checkout is recorded), and the project's secrets, which win
+/// over the rest. opus.yml's own `env` goes under these.
+pub(crate) fn build_env(
+    store: &MetaStore,
+    build: &Build,
+) -> Result<BTreeMap<String, String>, Outcome> {
+    let mut env = BTreeMap::new();
+    env.insert("CI".to_owned(), "true".to_owned());
+    env.insert("OPUS_PROJECT".to_owned(), build.project.to_string());
+    env.insert("OPUS_BUILD".to_owned(), build.id.to_string());
+    env.insert("OPUS_VERSION".to_owned(), build.version.clone());
+    env.insert("OPUS_COMMIT".to_owned(), build.commit.clone());
+    env.insert("OPUS_REF".to_owned(), build.git_ref.clone());
+    let secrets = store
+        .secrets(build.project.as_str())
+        .map_err(|e| Outcome::failed(format!("cannot read the project's secrets: {e}")))?;
+    env.extend(secrets);
+    Ok(env)
 }
 
 /// The version a build produces: named by the trigger; a tag's name; or

@@ -22,12 +22,12 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use tracing::{info, instrument, warn};
 
-use super::write::{Content, PendingFile, delete_objects, record_of};
+use super::write::{self, delete_objects, record_of};
 use super::{
     ArtifactStore, Backend, DEFAULT_STORE, InflightGuard, Manifest, Origin, StoredVersion,
     is_sha256_hex,
 };
-use crate::archive::{self, check_relative_path};
+use crate::archive::check_relative_path;
 use crate::error::ArtifactError;
 use crate::model::{ProjectName, VersionName};
 
@@ -95,31 +95,7 @@ impl Uploader {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(backend.err(format!("reading {manifest_key}"))(e)),
         }
-        match tokio::fs::metadata(dir).await {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(ArtifactError::OutputNotFolder(dir.to_path_buf())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ArtifactError::OutputMissing(dir.to_path_buf()));
-            }
-            Err(source) => {
-                return Err(ArtifactError::Io {
-                    context: format!("cannot open {}", dir.display()),
-                    source,
-                });
-            }
-        }
-        let root = dir.to_path_buf();
-        let files = tokio::task::spawn_blocking(move || archive::collect_files(&root))
-            .await
-            .map_err(|e| ArtifactError::Task(e.to_string()))??;
-        let pending = files
-            .into_iter()
-            .map(|f| PendingFile {
-                path: f.path,
-                mode: f.mode,
-                content: Content::Disk(f.abs),
-            })
-            .collect();
+        let pending = write::pending_files(dir).await?;
         match backend
             .write_objects(None, project, version, pending, origin)
             .await

@@ -107,31 +107,7 @@ impl ArtifactStore {
         dir: &FsPath,
         origin: &Origin,
     ) -> Result<StoredVersion, ArtifactError> {
-        match tokio::fs::metadata(dir).await {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(ArtifactError::OutputNotFolder(dir.to_path_buf())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ArtifactError::OutputMissing(dir.to_path_buf()));
-            }
-            Err(source) => {
-                return Err(ArtifactError::Io {
-                    context: format!("cannot open {}", dir.display()),
-                    source,
-                });
-            }
-        }
-        let root = dir.to_path_buf();
-        let files = tokio::task::spawn_blocking(move || archive::collect_files(&root))
-            .await
-            .map_err(|e| ArtifactError::Task(e.to_string()))??;
-        let pending = files
-            .into_iter()
-            .map(|f| PendingFile {
-                path: f.path,
-                mode: f.mode,
-                content: Content::Disk(f.abs),
-            })
-            .collect();
+        let pending = pending_files(dir).await?;
         self.store_files(project, version, pending, origin).await
     }
 
@@ -251,6 +227,39 @@ impl Written {
         }
         out
     }
+}
+
+/// The files of the folder `dir` (a build's output, a folder to upload), in path order, ready to
+/// store; symlinks that stay inside it are followed.
+///
+/// Errors: `OutputMissing` when `dir` does not exist, `OutputNotFolder` when it is a file,
+/// `LinkEscapes` when a symlink in it points outside it.
+pub(crate) async fn pending_files(dir: &FsPath) -> Result<Vec<PendingFile>, ArtifactError> {
+    match tokio::fs::metadata(dir).await {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(ArtifactError::OutputNotFolder(dir.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ArtifactError::OutputMissing(dir.to_path_buf()));
+        }
+        Err(source) => {
+            return Err(ArtifactError::Io {
+                context: format!("cannot open {}", dir.display()),
+                source,
+            });
+        }
+    }
+    let root = dir.to_path_buf();
+    let files = tokio::task::spawn_blocking(move || archive::collect_files(&root))
+        .await
+        .map_err(|e| ArtifactError::Task(e.to_string()))??;
+    Ok(files
+        .into_iter()
+        .map(|f| PendingFile {
+            path: f.path,
+            mode: f.mode,
+            content: Content::Disk(f.abs),
+        })
+        .collect())
 }
 
 /// The version record of a manifest stored in `store`.

@@ -2,20 +2,19 @@
 //! Job, then wait for whichever comes first: the runner's `FinishBuild`, a pod that cannot start,
 //! a failed Job (its deadline is the build's timeout), a cancel.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use opus_core::artifact::{Origin, Reservation};
 use opus_core::kubernetes::JobState;
 use opus_core::kubernetes::job::{BuildJob, build_job, job_name};
-use opus_core::manifest::{self, SpecOrigin};
+use opus_core::manifest;
 use opus_core::model::{Build, BuildState, Source, VersionName};
 use opus_core::proto;
 use opus_core::store::MetaStore;
 use tokio_util::sync::CancellationToken;
 
 use super::{KubeExecutor, deadline_of};
-use crate::build::{BuildContext, Outcome, decide_version};
+use crate::build::{BuildContext, Outcome, build_env, record_checkout};
 use crate::logs::BuildLog;
 use crate::runners::{Finish, Registration};
 
@@ -65,19 +64,9 @@ impl KubeExecutor {
             Ok(c) => c,
             Err(e) => return fail("source", e.to_string()),
         };
-        let version = match decide_version(build, &checkout) {
-            Ok(v) => v,
-            Err(e) => return fail("source", e),
-        };
-        let recorded = store.update_build(build.id, |b| {
-            b.commit = checkout.commit.clone();
-            b.branch = checkout.branch.clone();
-            b.is_tag = checkout.is_tag;
-            b.version = version.clone();
-        });
-        let build = match recorded {
+        let build = match record_checkout(store, build, &checkout, log) {
             Ok(b) => b,
-            Err(e) => return Outcome::failed(e.to_string()),
+            Err(outcome) => return outcome,
         };
         log.opus(
             "source",
@@ -108,19 +97,10 @@ impl KubeExecutor {
             .unwrap_or_else(|| self.inner.config.build_image.clone());
         log.opus(
             "recipe",
-            &match origin {
-                SpecOrigin::OpusYml => format!(
-                    "opus.yml: {} step(s), output {}, image {image}",
-                    spec.build.steps.len(),
-                    spec.build.output
-                ),
-                SpecOrigin::PackageJson => {
-                    format!("no opus.yml: package.json has a build script; image {image}")
-                }
-            },
+            &format!("{}; image {image}", origin.describe(&spec)),
         );
 
-        let reservation = match VersionName::new(version.as_str())
+        let reservation = match VersionName::new(build.version.as_str())
             .map_err(|e| e.to_string())
             .and_then(|v| {
                 ctx.artifacts
@@ -134,17 +114,10 @@ impl KubeExecutor {
             Ok(u) => u,
             Err(e) => return fail("store", e.to_string()),
         };
-        let mut env = BTreeMap::new();
-        env.insert("CI".to_owned(), "true".to_owned());
-        env.insert("OPUS_PROJECT".to_owned(), build.project.to_string());
-        env.insert("OPUS_BUILD".to_owned(), build.id.to_string());
-        env.insert("OPUS_VERSION".to_owned(), build.version.clone());
-        env.insert("OPUS_COMMIT".to_owned(), build.commit.clone());
-        env.insert("OPUS_REF".to_owned(), build.git_ref.clone());
-        match store.secrets(build.project.as_str()) {
-            Ok(secrets) => env.extend(secrets),
-            Err(e) => return Outcome::failed(format!("cannot read the project's secrets: {e}")),
-        }
+        let env = match build_env(store, &build) {
+            Ok(vars) => vars,
+            Err(outcome) => return outcome,
+        };
         let assignment = proto::Assignment {
             build: Some(proto::Build::from(&build)),
             source: url,

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::Args;
 use opus_core::artifact::{Origin, Uploaded, Uploader};
-use opus_core::manifest::{self, SpecOrigin};
+use opus_core::manifest;
 use opus_core::model::{ProjectName, VersionName};
 use opus_core::proto::{self, runner_service_client::RunnerServiceClient};
 use thiserror::Error;
@@ -284,17 +284,7 @@ async fn build_and_upload(
 
     let (spec, origin) =
         manifest::discover(workspace).map_err(|e| fail("recipe", e.to_string()))?;
-    log.opus(
-        "recipe",
-        &match origin {
-            SpecOrigin::OpusYml => format!(
-                "opus.yml: {} step(s), output {}",
-                spec.build.steps.len(),
-                spec.build.output
-            ),
-            SpecOrigin::PackageJson => "no opus.yml: package.json has a build script".to_owned(),
-        },
-    );
+    log.opus("recipe", &origin.describe(&spec));
     let mut env: BTreeMap<String, String> = spec.build.env.clone();
     env.extend(assignment.env.clone());
     match executor::run_steps(

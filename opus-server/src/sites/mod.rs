@@ -22,6 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use cache::{CacheError, SiteCache};
@@ -208,6 +209,13 @@ impl SiteServer {
         let app = axum::Router::new()
             .fallback(handler::serve)
             .with_state(self);
+        // As nginx's `tcp_nodelay on`: a response's last segment is not held back by Nagle's
+        // algorithm waiting for the client's delayed ACK on a kept-alive connection.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

@@ -278,21 +278,22 @@ async fn a_remote_version_answers_exactly_like_a_local_one() {
 #[tokio::test]
 async fn a_deploy_warms_the_cache_and_a_redeploy_fetches_nothing() {
     let f = fixture("mem", false, 64 << 20).await;
+    let bytes = (1_000_000
+        + "console.log('hello');\n".len() * 2000
+        + "<html><body>remote home</body></html>".len()
+        + "<html>custom not found</html>".len()) as i64;
+    // A fill renames its file into place before it indexes it and sets the gauge: wait for both.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cached_files(&f).len() < 4 {
+    while cached_files(&f).len() < 4 || f.metrics.site_cache_bytes.get() != bytes {
         assert!(
             std::time::Instant::now() < deadline,
-            "warming did not finish: {:?}",
-            cached_files(&f)
+            "warming did not finish: {:?}, {} bytes indexed of {bytes}",
+            cached_files(&f),
+            f.metrics.site_cache_bytes.get()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(f.metrics.site_cache_fetches.get(), 4);
-    let bytes = 1_000_000
-        + "console.log('hello');\n".len() * 2000
-        + "<html><body>remote home</body></html>".len()
-        + "<html>custom not found</html>".len();
-    assert_eq!(f.metrics.site_cache_bytes.get(), bytes as i64);
     f.deployer
         .deploy(
             "web",

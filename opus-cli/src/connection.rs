@@ -31,6 +31,9 @@ impl Interceptor for BearerToken {
 /// The transport every client uses.
 pub type Transport = InterceptedService<Channel, BearerToken>;
 
+/// How much of an answer opusd may send before the CLI acknowledges it.
+const RECEIVE_WINDOW: u32 = 16 << 20;
+
 /// A connected client of every opusd service.
 pub struct Connection {
     channel: Channel,
@@ -47,7 +50,11 @@ impl Connection {
         let mut endpoint = Endpoint::from_shared(server.clone())
             .map_err(|e| CliError::Usage(format!("invalid --server {server:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // HTTP/2's default 64 KiB receive window makes a large answer (the list of 10,000
+            // projects is about 3 MB) wait for a window update every 64 KiB.
+            .initial_stream_window_size(Some(RECEIVE_WINDOW))
+            .initial_connection_window_size(Some(RECEIVE_WINDOW));
         if server.starts_with("https://") {
             endpoint = endpoint
                 .tls_config(ClientTlsConfig::new().with_enabled_roots())

@@ -8,7 +8,7 @@
 //!
 //! Run: `bash bench/scale.sh` (builds the release `opus` the bench times, then runs
 //! `cargo bench -p opus-server --bench scale`). `OPUS_BENCH_PROJECTS` and `OPUS_BENCH_BUILDS`
-//! change the sizes.
+//! change the sizes; `OPUS_BENCH_DATA=<dir>` keeps the seeded store there for the next run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -132,14 +132,25 @@ fn main() {
     );
 
     // 2. A loaded store.
-    let data = tmp.path().join("loaded");
-    seed(&data, projects, builds);
+    // OPUS_BENCH_DATA keeps the seeded store in that folder and uses it again on the next run
+    // (seeding a million builds takes minutes); its sizes are then what it was seeded with.
+    let data = match std::env::var_os("OPUS_BENCH_DATA") {
+        Some(dir) => PathBuf::from(dir),
+        None => tmp.path().join("loaded"),
+    };
+    if data.join("meta").exists() {
+        eprintln!("using the store seeded earlier in {}", data.display());
+    } else {
+        seed(&data, projects, builds);
+    }
     let (daemon, server, took) = daemon::start(&data, &[], Duration::from_secs(300));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let rpc = rt.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(server.clone())
             .expect("url")
             .tcp_nodelay(true)
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(16 << 20))
             .connect()
             .await
             .expect("connect");

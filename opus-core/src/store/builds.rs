@@ -26,9 +26,15 @@ impl Tx<'_> {
         }
     }
 
-    /// Writes a build and appends the event of its state.
+    /// Writes a build, keeps the index of unfinished builds, and appends the event of its state.
     pub(crate) fn put_build(&self, build: &Build, kind: &str) -> TxResult<()> {
-        self.put_json(T::Builds, &build.id.to_be_bytes(), build)?;
+        let key = build.id.to_be_bytes();
+        self.put_json(T::Builds, &key, build)?;
+        if build.state.is_finished() {
+            self.tree(T::UnfinishedBuilds).remove(&key)?;
+        } else {
+            self.tree(T::UnfinishedBuilds).insert(&key, &[])?;
+        }
         self.append_event(kind, build.project.as_str(), build_payload(build))?;
         Ok(())
     }
@@ -60,6 +66,8 @@ impl MetaStore {
             build.id = id;
             tx.tree(T::ProjectBuilds)
                 .insert(pair_key(build.project.as_str(), &id.to_be_bytes()), &[])?;
+            tx.tree(T::LastBuilds)
+                .insert(build.project.as_str().as_bytes(), &id.to_be_bytes())?;
             tx.put_build(&build, "build.queued")?;
             Ok(build)
         })
@@ -90,6 +98,7 @@ impl MetaStore {
                 .compare_and_swap(key, Some(current), Some(bytes))?
                 .is_ok()
             {
+                self.changed();
                 return Ok(build);
             }
         }
@@ -152,25 +161,28 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// The newest build of a project.
+    /// The newest build of a project: one read of the `last_builds` index and one of the build.
     pub fn last_build(&self, project: &str) -> Result<Option<Build>, StoreError> {
-        match self
-            .tree(T::ProjectBuilds)
-            .scan_prefix(prefix(project))
-            .keys()
-            .next_back()
-        {
-            Some(key) => {
-                let key = key?;
-                Ok(Some(self.get_build(super::be_u64(&key[key.len() - 8..]))?))
-            }
+        match self.tree(T::LastBuilds).get(project.as_bytes())? {
+            Some(id) => Ok(Some(self.get_build(super::be_u64(&id))?)),
             None => Ok(None),
         }
     }
 
-    /// Every build in one of `states` (for recovery on start), oldest first.
+    /// Every build in one of `states` (for recovery on start), oldest first. Queued and running
+    /// builds come from the index of unfinished builds, so this costs what is unfinished, not the
+    /// whole history; asking for a finished state scans every build.
     pub fn builds_in_states(&self, states: &[BuildState]) -> Result<Vec<Build>, StoreError> {
         let mut out = Vec::new();
+        if states.iter().all(|s| !s.is_finished()) {
+            for key in self.tree(T::UnfinishedBuilds).iter().keys() {
+                let build = self.get_build(super::be_u64(&key?))?;
+                if states.contains(&build.state) {
+                    out.push(build);
+                }
+            }
+            return Ok(out);
+        }
         for item in self.tree(T::Builds).iter() {
             let (k, v) = item?;
             let build: Build = decode(&k, &v)?;
@@ -179,5 +191,41 @@ impl MetaStore {
             }
         }
         Ok(out)
+    }
+
+    /// Builds the derived indexes of a store written before them (or by a version that was
+    /// stopped while building them): one pass over the builds and the per-project index, once.
+    /// The version counter is written last, so a crash part-way only means doing it again.
+    pub(crate) fn build_indexes(&self) -> Result<(), StoreError> {
+        let counters = self.tree(T::Counters);
+        let have = counters
+            .get("index_version")?
+            .map(|v| super::be_u64(&v))
+            .unwrap_or(0);
+        if have >= super::INDEX_VERSION {
+            return Ok(());
+        }
+        let unfinished = self.tree(T::UnfinishedBuilds);
+        unfinished.clear()?;
+        for item in self.tree(T::Builds).iter() {
+            let (k, v) = item?;
+            let build: Build = decode(&k, &v)?;
+            if !build.state.is_finished() {
+                unfinished.insert(k, &[])?;
+            }
+        }
+        let last = self.tree(T::LastBuilds);
+        last.clear()?;
+        // Keys are `<project>\0<id, big-endian>` in order: the last key of a project is its
+        // newest build.
+        for key in self.tree(T::ProjectBuilds).iter().keys() {
+            let key = key?;
+            if let Some(sep) = key.iter().position(|&b| b == 0) {
+                last.insert(&key[..sep], &key[key.len() - 8..])?;
+            }
+        }
+        counters.insert("index_version", &super::INDEX_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 }

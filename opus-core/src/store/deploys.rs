@@ -424,6 +424,7 @@ impl MetaStore {
             detail: e.to_string(),
         })?;
         self.tree(T::SiteOptions).insert(key, bytes)?;
+        self.changed();
         Ok(())
     }
 

@@ -257,6 +257,7 @@ impl MetaStore {
             None as Option<&[u8]>,
             Some(&now.to_be_bytes()[..]),
         )?;
+        self.changed();
         Ok(previous.is_ok())
     }
 
@@ -265,6 +266,7 @@ impl MetaStore {
     pub fn forget_github_delivery(&self, project: &str, id: &str) -> Result<(), StoreError> {
         self.tree(T::GithubDeliveries)
             .remove(pair_key(project, id.as_bytes()))?;
+        self.changed();
         Ok(())
     }
 

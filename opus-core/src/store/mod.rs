@@ -17,6 +17,8 @@ mod versions;
 
 use std::cell::Cell;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +32,7 @@ use crate::model::Event;
 pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, SiteOptions};
 pub use hooks::KeyKind;
+pub use projects::NameFilter;
 
 /// The trees of the store, in the order [`Tx`] sees them.
 ///
@@ -39,7 +42,7 @@ pub use hooks::KeyKind;
 /// - `environments`: `<project>\0<env>` -> [`EnvironmentRecord`] JSON (the pointer).
 /// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
-const TREE_NAMES: [&str; 16] = [
+const TREE_NAMES: [&str; 18] = [
     "projects",
     "secrets",
     "builds",
@@ -56,7 +59,16 @@ const TREE_NAMES: [&str; 16] = [
     "deliveries",
     "github_deliveries",
     "project_keys",
+    "unfinished_builds",
+    "last_builds",
 ];
+
+/// sled's page cache, in bytes.
+const CACHE_BYTES: u64 = 32 << 20;
+
+/// The version of the derived indexes (`unfinished_builds`, `last_builds`) a store holds, in
+/// `counters`; a store from before them gets them built once when it is opened.
+const INDEX_VERSION: u64 = 1;
 
 /// The sled metadata store shared by every part of opusd.
 ///
@@ -69,6 +81,8 @@ pub struct MetaStore {
     trees: Vec<Tree>,
     /// The sequence number of the newest committed event, so that watchers wake without polling.
     last_event: watch::Sender<u64>,
+    /// Committed changes since the store was opened (see [`MetaStore::change_count`]).
+    changes: Arc<AtomicU64>,
 }
 
 /// Indexes into [`TREE_NAMES`].
@@ -90,6 +104,10 @@ enum T {
     Deliveries = 13,
     GithubDeliveries = 14,
     ProjectKeys = 15,
+    /// Build id -> nothing, for every queued or running build (recovery on start).
+    UnfinishedBuilds = 16,
+    /// Project -> the id of its newest build (`opus list`).
+    LastBuilds = 17,
 }
 
 /// Why a transaction body stopped: a store error to return as is.
@@ -203,6 +221,9 @@ impl MetaStore {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            // sled's default page cache is 1 GiB, which a store of a million builds fills after
+            // one pass over it; opusd reads by key and bounded scans, and the OS caches the file.
+            .cache_capacity(CACHE_BYTES)
             .open()?;
         let trees = TREE_NAMES
             .iter()
@@ -211,11 +232,14 @@ impl MetaStore {
         let counters = &trees[T::Counters as usize];
         let last = counters.get("event_seq")?.map(|v| be_u64(&v)).unwrap_or(0);
         let (last_event, _) = watch::channel(last);
-        Ok(MetaStore {
+        let store = MetaStore {
             db,
             trees,
             last_event,
-        })
+            changes: Arc::new(AtomicU64::new(0)),
+        };
+        store.build_indexes()?;
+        Ok(store)
     }
 
     fn tree(&self, t: T) -> &Tree {
@@ -250,6 +274,7 @@ impl MetaStore {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
         };
+        self.changed();
         if let Some(seq) = appended.get() {
             self.last_event.send_if_modified(|last| {
                 let newer = seq > *last;
@@ -260,6 +285,18 @@ impl MetaStore {
             });
         }
         Ok(r)
+    }
+
+    /// How many changes this store has committed since it was opened: a view derived from the
+    /// store (the project list) can be kept as long as this number has not moved. Read it before
+    /// reading what the view is made of, so a change in between only makes the view look older.
+    pub fn change_count(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Counts a committed change; every write path calls it after its commit.
+    pub(crate) fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Writes everything to disk; called on shutdown and after critical commits.

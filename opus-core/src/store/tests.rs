@@ -187,6 +187,79 @@ fn builds_get_increasing_ids_and_events() {
     assert!(store.create_build(&build("nope")).is_err());
 }
 
+/// The ids of unfinished and of running builds (`builds_in_states`), and the last build of
+/// web, api and docs.
+fn indexes(store: &MetaStore) -> (Vec<u64>, Vec<u64>, Vec<Option<u64>>) {
+    let ids = |states: &[BuildState]| -> Vec<u64> {
+        store
+            .builds_in_states(states)
+            .expect("states")
+            .iter()
+            .map(|b| b.id)
+            .collect()
+    };
+    let last = ["web", "api", "docs"]
+        .iter()
+        .map(|p| store.last_build(p).expect("last").map(|b| b.id))
+        .collect();
+    (
+        ids(&[BuildState::Queued, BuildState::Running]),
+        ids(&[BuildState::Running]),
+        last,
+    )
+}
+
+#[test]
+fn unfinished_and_last_build_indexes_follow_every_change_and_are_rebuilt_for_an_old_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expected = (vec![2, 4], vec![4], vec![Some(3), Some(4), None]);
+    {
+        let store = MetaStore::open(dir.path()).expect("open");
+        store.create_project(&project("web")).expect("web");
+        store.create_project(&project("api")).expect("api");
+        store.create_project(&project("docs")).expect("docs");
+        for p in ["web", "web", "web", "api"] {
+            store.create_build(&build(p)).expect("build");
+        }
+        store
+            .update_build(1, |b| b.state = BuildState::Succeeded)
+            .expect("1 done");
+        store
+            .update_build(3, |b| b.state = BuildState::Failed)
+            .expect("3 failed");
+        store
+            .update_build(4, |b| b.state = BuildState::Running)
+            .expect("4 runs");
+        assert_eq!(indexes(&store), expected);
+        let finished: Vec<u64> = store
+            .builds_in_states(&[BuildState::Succeeded, BuildState::Failed])
+            .expect("finished")
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(finished, [1, 3], "a finished state is found by scanning");
+
+        // A removed project has no last build, and a new project of that name starts afresh.
+        store
+            .delete_project(&ProjectName::new("docs").expect("name"))
+            .expect("delete docs");
+        store.create_project(&project("docs")).expect("docs again");
+        assert_eq!(indexes(&store), expected);
+
+        // As a store written before the indexes existed: they are empty and unversioned.
+        store.tree(T::UnfinishedBuilds).clear().expect("clear");
+        store.tree(T::LastBuilds).clear().expect("clear");
+        store
+            .tree(T::Counters)
+            .remove("index_version")
+            .expect("unversion");
+        assert_eq!(indexes(&store).2, vec![None, None, None]);
+        store.db.flush().expect("flush");
+    }
+    let store = MetaStore::open(dir.path()).expect("reopen");
+    assert_eq!(indexes(&store), expected);
+}
+
 fn version(project: &str, v: &str) -> crate::model::VersionRecord {
     crate::model::VersionRecord {
         project: ProjectName::new(project).expect("valid name"),
@@ -278,4 +351,36 @@ fn deploys_rollbacks_pins_and_history() {
         .expect("remove");
     assert!(store.environments("web").expect("envs").is_empty());
     assert_eq!(store.releases("web", None, 0).expect("list").len(), 6);
+}
+
+#[test]
+fn every_committed_change_moves_the_change_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    let mut last = store.change_count();
+    let mut moved = |what: &str| {
+        let now = store.change_count();
+        assert!(now > last, "{what} did not move the change count");
+        last = now;
+    };
+    store.create_project(&project("web")).expect("create");
+    moved("create_project");
+    let b = store.create_build(&build("web")).expect("build");
+    moved("create_build");
+    // No state change: the compare-and-swap path, outside any transaction.
+    store
+        .update_build(b.id, |b| b.version = "main-1".into())
+        .expect("version");
+    moved("update_build without a state change");
+    store
+        .update_build(b.id, |b| b.state = BuildState::Running)
+        .expect("running");
+    moved("update_build with a state change");
+    let before = store.change_count();
+    assert!(store.create_project(&project("web")).is_err());
+    assert_eq!(
+        store.change_count(),
+        before,
+        "a refused change is not counted"
+    );
 }

@@ -1,11 +1,12 @@
 //! `opus.v1.ProjectService`: the project registry, secrets, webhook keys and outgoing hooks.
 
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use opus_core::hook::{Hook, validate_event_pattern, validate_hook_url};
 use opus_core::model::{Project, ProjectName, Source, validate_branch, validate_secret_name};
 use opus_core::proto::{self, project_service_server::ProjectService};
-use opus_core::store::KeyKind;
+use opus_core::store::{KeyKind, NameFilter};
 use opus_core::wire;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -16,11 +17,47 @@ use crate::{AppState, hooks};
 /// Implements the project RPCs over the metadata store.
 pub(crate) struct ProjectsApi {
     state: AppState,
+    /// The whole project list as `ListProjects` last read it, with the store's change count at
+    /// that read: while nothing changed, `opus list` costs a copy, not 20,000 records.
+    list_cache: Mutex<Option<(u64, Arc<Vec<proto::Project>>)>>,
 }
 
 impl ProjectsApi {
     pub(crate) fn new(state: AppState) -> Self {
-        ProjectsApi { state }
+        ProjectsApi {
+            state,
+            list_cache: Mutex::new(None),
+        }
+    }
+
+    /// Every project with its last build, from the cache when the store has not changed since.
+    async fn all_projects(&self) -> Result<Arc<Vec<proto::Project>>, Status> {
+        let store = self.state.store.clone();
+        let changes = store.change_count();
+        if let Some((at, list)) = self.cached_list()
+            && at == changes
+        {
+            return Ok(list);
+        }
+        let list = tokio::task::spawn_blocking(move || {
+            store.map_projects_with_last_build(|project, last| {
+                let mut wire = proto::Project::from(&project);
+                wire.last_build = last.as_ref().map(Into::into);
+                wire
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("listing projects: {e}")))?
+        .map_err(status)?;
+        let list = Arc::new(list);
+        if let Ok(mut cache) = self.list_cache.lock() {
+            *cache = Some((changes, list.clone()));
+        }
+        Ok(list)
+    }
+
+    fn cached_list(&self) -> Option<(u64, Arc<Vec<proto::Project>>)> {
+        self.list_cache.lock().ok().and_then(|c| c.clone())
     }
 
     /// A project as the API shows it: with its last build and secret names.
@@ -83,18 +120,14 @@ impl ProjectService for ProjectsApi {
         &self,
         req: Request<proto::ListProjectsRequest>,
     ) -> Result<Response<proto::ListProjectsResponse>, Status> {
-        let store = &self.state.store;
-        let projects = store.list_projects(&req.get_ref().filter).map_err(status)?;
-        let mut out = Vec::with_capacity(projects.len());
-        for p in &projects {
-            let mut wire = proto::Project::from(p);
-            wire.last_build = store
-                .last_build(p.name.as_str())
-                .map_err(status)?
-                .as_ref()
-                .map(Into::into);
-            out.push(wire);
-        }
+        let filter = NameFilter::parse(&req.get_ref().filter)
+            .map_err(|e| status(opus_core::CoreError::from(e)))?;
+        let all = self.all_projects().await?;
+        let out: Vec<proto::Project> = all
+            .iter()
+            .filter(|p| filter.matches(&p.name))
+            .cloned()
+            .collect();
         Ok(Response::new(proto::ListProjectsResponse { projects: out }))
     }
 

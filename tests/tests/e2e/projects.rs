@@ -175,3 +175,47 @@ fn status_shows_the_server() {
         "{json}"
     );
 }
+
+/// `opus list` is answered from a copy while the store is unchanged; every kind of change shows
+/// in the next list (each list here follows one, with the copy warm before it).
+#[test]
+fn the_project_list_follows_every_change() {
+    let d = Daemon::start();
+    let site = opus_tests::site_with_opus_yml(
+        d.root.path(),
+        "site",
+        "build:\n  steps: [\"mkdir -p dist && echo hi > dist/index.html\"]\n",
+    );
+    let list = || d.opus(&["list", "-o", "json"]).json();
+    assert_eq!(list(), serde_json::json!([]));
+    d.opus(&["add", "web", site.to_str().expect("utf-8")]).ok();
+    let listed = list();
+    assert_eq!(listed[0]["name"], "web");
+    assert!(listed[0]["last_build"].is_null(), "{listed}");
+
+    d.opus(&["trigger", "web", "--wait"]).ok();
+    let listed = list();
+    assert_eq!(listed[0]["last_build"]["id"], 1, "{listed}");
+    assert_eq!(listed[0]["last_build"]["state"], "succeeded");
+    assert_eq!(listed[0]["last_build"]["version"], "main-1");
+
+    d.opus(&["trigger", "web", "--version", "2.0", "--wait"])
+        .ok();
+    let listed = list();
+    assert_eq!(listed[0]["last_build"]["id"], 2, "{listed}");
+    assert_eq!(listed[0]["last_build"]["version"], "2.0");
+
+    d.opus(&["keep", "web", "3"]).ok();
+    assert_eq!(list()[0]["keep_versions"], 3);
+
+    d.opus(&["add", "api", "https://example.com/api.git"]).ok();
+    let listed = list();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert_eq!(
+        d.opus(&["list", "ap*", "-o", "json"]).json()[0]["name"],
+        "api",
+        "a filter applies to the copy too"
+    );
+    d.opus(&["remove", "api"]).ok();
+    assert_eq!(list().as_array().map(Vec::len), Some(1));
+}

@@ -8,7 +8,8 @@
 //!
 //! Run: `bash bench/scale.sh` (builds the release `opus` the bench times, then runs
 //! `cargo bench -p opus-server --bench scale`). `OPUS_BENCH_PROJECTS` and `OPUS_BENCH_BUILDS`
-//! change the sizes; `OPUS_BENCH_DATA=<dir>` keeps the seeded store there for the next run.
+//! change the sizes; `OPUS_BENCH_DATA=<dir>` keeps the seeded store there for the next run
+//! (run it again with the same sizes).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -167,13 +168,38 @@ fn main() {
             assert_eq!(listed.projects.len() as u64, projects);
             assert!(listed.projects.iter().all(|p| p.last_build.is_some()));
         }
-        median(times)
+        let warm = median(times);
+        // After a change (here a project's `keep`), the list is read from the store again.
+        let mut times = Vec::new();
+        for i in 0..11 {
+            client
+                .update_project(proto::UpdateProjectRequest {
+                    name: "site-00000".into(),
+                    keep_versions: Some(i),
+                    ..Default::default()
+                })
+                .await
+                .expect("update");
+            let began = Instant::now();
+            let listed = client
+                .list_projects(proto::ListProjectsRequest::default())
+                .await
+                .expect("list")
+                .into_inner();
+            times.push(began.elapsed());
+            assert_eq!(listed.projects[0].keep_versions, i);
+        }
+        (warm, median(times))
     });
     println!(
         "loaded opusd ({projects} projects, {builds} builds): started in {}",
         ms(took)
     );
-    println!("ListProjects RPC: median {}", ms(rpc));
+    println!(
+        "ListProjects RPC: median {} unchanged store, {} right after a change",
+        ms(rpc.0),
+        ms(rpc.1)
+    );
     match opus_binary() {
         Some(opus) => {
             for format in ["table", "json"] {

@@ -134,6 +134,7 @@ pub async fn list(conn: &Connection, global: &GlobalArgs, args: ListArgs) -> Res
         .projects()
         .list_projects(proto::ListProjectsRequest {
             filter: args.filter.unwrap_or_default(),
+            brief: true,
         })
         .await?
         .into_inner()

@@ -122,11 +122,12 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::ListProjectsResponse>, Status> {
         let filter = NameFilter::parse(&req.get_ref().filter)
             .map_err(|e| status(opus_core::CoreError::from(e)))?;
+        let brief = req.get_ref().brief;
         let all = self.all_projects().await?;
         let out: Vec<proto::Project> = all
             .iter()
             .filter(|p| filter.matches(&p.name))
-            .cloned()
+            .map(|p| if brief { brief_project(p) } else { p.clone() })
             .collect();
         Ok(Response::new(proto::ListProjectsResponse { projects: out }))
     }
@@ -385,4 +386,24 @@ fn random_key() -> Result<String, Status> {
         ))
     })?;
     Ok(hex::encode(bytes))
+}
+
+/// A listed project whose last build carries only what `opus list` shows (`brief`).
+fn brief_project(p: &proto::Project) -> proto::Project {
+    proto::Project {
+        name: p.name.clone(),
+        source: p.source.clone(),
+        branch: p.branch.clone(),
+        created_at: p.created_at,
+        keep_versions: p.keep_versions,
+        last_build: p.last_build.as_ref().map(|b| proto::Build {
+            id: b.id,
+            project: b.project.clone(),
+            state: b.state,
+            version: b.version.clone(),
+            queued_at: b.queued_at,
+            ..Default::default()
+        }),
+        secret_names: Vec::new(),
+    }
 }

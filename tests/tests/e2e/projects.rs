@@ -205,6 +205,56 @@ fn the_project_list_follows_every_change() {
     assert_eq!(listed[0]["last_build"]["id"], 2, "{listed}");
     assert_eq!(listed[0]["last_build"]["version"], "2.0");
 
+    // Over gRPC: the whole last build, or with `brief` only what `opus list` shows.
+    let (full, brief) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(d.server.clone())
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connects");
+            let mut projects =
+                opus_core::proto::project_service_client::ProjectServiceClient::new(channel);
+            let mut both = Vec::new();
+            for brief in [false, true] {
+                let req = opus_core::proto::ListProjectsRequest {
+                    brief,
+                    ..Default::default()
+                };
+                both.push(
+                    projects
+                        .list_projects(req)
+                        .await
+                        .expect("list")
+                        .into_inner()
+                        .projects,
+                );
+            }
+            let brief = both.pop().expect("brief");
+            let full = both.pop().expect("full");
+            (full, brief)
+        });
+    let (full, brief) = (
+        full[0].last_build.clone().expect("a last build"),
+        brief[0].last_build.clone().expect("a last build"),
+    );
+    assert_eq!((full.id, brief.id), (2, 2));
+    assert_eq!(
+        (full.version.as_str(), brief.version.as_str()),
+        ("2.0", "2.0")
+    );
+    assert_eq!(full.state, brief.state);
+    assert!(full.queued_at.is_some() && brief.queued_at == full.queued_at);
+    assert_eq!(
+        (full.r#ref.as_str(), full.trigger.as_str()),
+        ("main", "cli")
+    );
+    assert!(full.finished_at.is_some());
+    assert!(brief.r#ref.is_empty() && brief.trigger.is_empty() && brief.finished_at.is_none());
+
     d.opus(&["keep", "web", "3"]).ok();
     assert_eq!(list()[0]["keep_versions"], 3);
 

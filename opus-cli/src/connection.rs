@@ -65,7 +65,7 @@ impl Connection {
             .await
             .map_err(|e| CliError::Unreachable {
                 server: server.clone(),
-                detail: error_chain(&e),
+                detail: opus_core::error::innermost_cause(&e),
             })?;
         let token = match &global.token {
             Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
@@ -118,15 +118,4 @@ impl Connection {
     pub fn events(&self) -> EventServiceClient<Transport> {
         EventServiceClient::new(self.transport())
     }
-}
-
-/// The innermost cause of a transport error (what the OS said), which is what a person needs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg = s.to_string();
-        src = s.source();
-    }
-    msg
 }

@@ -378,3 +378,15 @@ pub enum CoreError {
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
 }
+
+/// The innermost cause of an error: for a failed connection, what the OS said ("Connection
+/// refused"), which is what a person needs rather than the transport's wrapping.
+pub fn innermost_cause(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = s.to_string();
+        src = s.source();
+    }
+    msg
+}

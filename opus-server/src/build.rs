@@ -391,10 +391,7 @@ pub(crate) fn build_env(
 
 /// The version a build produces: named by the trigger; a tag's name; or
 /// `<branch-slug>-<build>-<short sha>` (`<branch-slug>-<build>` for a local source).
-pub(crate) fn decide_version(
-    build: &Build,
-    checkout: &crate::source::Checkout,
-) -> Result<String, String> {
+fn decide_version(build: &Build, checkout: &crate::source::Checkout) -> Result<String, String> {
     if build.version_pinned {
         return Ok(build.version.clone());
     }

@@ -78,19 +78,6 @@ impl MetaStore {
             .ok_or_else(|| StoreError::ProjectNotFound(name.to_owned()))
     }
 
-    /// Projects whose name matches `filter` (see `NameFilter`), ordered by name.
-    pub fn list_projects(&self, filter: &str) -> Result<Vec<Project>, crate::CoreError> {
-        let filter = NameFilter::parse(filter)?;
-        let mut out = Vec::new();
-        for item in self.tree(T::Projects).iter() {
-            let (k, v) = item.map_err(StoreError::from)?;
-            if filter.matches(&String::from_utf8_lossy(&k)) {
-                out.push(decode(&k, &v)?);
-            }
-        }
-        Ok(out)
-    }
-
     /// Every project with its newest build, in name order, each passed through `view`: the
     /// records are read and decoded on every core at once (a list of 10,000 projects is 20,000
     /// records), so call it off the async runtime.

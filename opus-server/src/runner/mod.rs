@@ -226,26 +226,15 @@ async fn connect(args: &RunnerArgs, token: BuildToken) -> Result<Client, RunnerE
                 return Err(RunnerError::Unreachable {
                     server,
                     seconds: args.connect_timeout,
-                    detail: innermost(&e),
+                    detail: opus_core::error::innermost_cause(&e),
                 });
             }
             Err(e) => {
-                tracing::warn!(server = %server, error = %innermost(&e), "opusd not reachable yet; retrying");
+                tracing::warn!(server = %server, error = %opus_core::error::innermost_cause(&e), "opusd not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
-}
-
-/// The innermost cause of an error (what the OS said).
-fn innermost(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg = s.to_string();
-        src = s.source();
-    }
-    msg
 }
 
 /// Everything between the assignment and the report. `Err` is the build's failure reason, already

@@ -269,3 +269,11 @@ fn the_project_list_follows_every_change() {
     d.opus(&["remove", "api"]).ok();
     assert_eq!(list().as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn an_invalid_list_filter_is_refused_with_the_reason() {
+    let d = Daemon::start();
+    d.opus(&["add", "web", "https://example.com/web.git"]).ok();
+    let err = d.opus(&["list", "web-[", "-o", "json"]).fails(1).to_owned();
+    assert!(err.contains("invalid filter \"web-[\""), "{err}");
+}

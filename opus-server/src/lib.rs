@@ -7,7 +7,7 @@
 //! - [`api`]: the gRPC services, authentication, and the mapping of errors to status codes.
 //! - [`hooks`]: the deliverer of events to outgoing hooks, and HMAC signatures.
 //! - [`scheduler`]: the build queue and its slots; [`build`]: one build from source to outcome;
-//!   [`source`]: git mirrors and local copies; [`executor`]: steps as process groups;
+//!   [`source`]: git mirrors and local copies; [`build::steps`]: steps as process groups;
 //!   [`logs`]: build log files and live tails.
 //! - [`kubernetes`]: the kubernetes executor (a Job per build); [`runners`]: the builds running
 //!   elsewhere and their tokens; [`runner`]: `opusd runner`, what a build Job's pod runs.
@@ -22,7 +22,6 @@ pub mod api;
 pub mod build;
 pub mod config;
 pub mod deploys;
-pub mod executor;
 pub mod hooks;
 pub mod kubernetes;
 pub mod logs;

@@ -5,7 +5,7 @@
 //!    (with the project's secrets) and the artifact store to upload to.
 //! 2. Fetches that commit ([`crate::source::fetch_commit`]), reads `opus.yml`
 //!    ([`opus_core::manifest::discover`]) and runs the steps with the same code as local builds
-//!    ([`crate::executor::run_steps`]), sending every line to opusd over `PushLogs`.
+//!    ([`crate::build::steps::run_steps`]), sending every line to opusd over `PushLogs`.
 //! 3. Checks the output folder and uploads the version to the object store itself
 //!    ([`opus_core::artifact::Uploader`]: files, archive, manifest).
 //! 4. `FinishBuild`: opusd checks the upload and commits the version, or records the failure.
@@ -31,7 +31,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::executor::{self, LogSink, StepFailure};
+use crate::build::steps::{self, LogSink, StepFailure};
 use remote_log::RemoteLog;
 
 /// The environment variable holding the build's token (never a flag: flags show in `ps`).
@@ -276,7 +276,7 @@ async fn build_and_upload(
     log.opus("recipe", &origin.describe(&spec));
     let mut env: BTreeMap<String, String> = spec.build.env.clone();
     env.extend(assignment.env.clone());
-    match executor::run_steps(
+    match steps::run_steps(
         &spec.build.steps,
         workspace,
         &env,

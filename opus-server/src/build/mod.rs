@@ -3,6 +3,8 @@
 //! [`run`] is called by the scheduler with a slot held. Every outcome is recorded: the build's
 //! state and reason in the store (with its event), the story in the build log.
 
+pub mod steps;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -14,7 +16,7 @@ use opus_core::store::MetaStore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
-use crate::executor::{self, StepFailure};
+use self::steps::StepFailure;
 use crate::logs::{BuildLog, LogHub};
 use crate::source::SourceFetcher;
 
@@ -230,7 +232,7 @@ async fn execute(
 
     let cache_root = ctx.cache_dir.join(build.project.as_str());
     restore_cache(&cache_root, workspace, &spec.build.cache, log).await;
-    let ran = executor::run_steps(
+    let ran = steps::run_steps(
         &spec.build.steps,
         workspace,
         &env,

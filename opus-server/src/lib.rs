@@ -14,7 +14,7 @@
 //! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
 //! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
 //!   table together, and deletes versions (on request and by retention) under the same lock.
-//! - [`promotion`]: what follows a build's stored version: site options, automatic deploys and
+//! - [`promotion`]: what follows a build's stored version: automatic deploys and
 //!   previews from opus.yml, retention.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 
@@ -291,7 +291,7 @@ pub async fn serve(
             .collect(),
         artifacts: artifacts.clone(),
         deployer: deployer.clone(),
-        kubernetes,
+        executor: kubernetes.map_or(build::Executor::Local, build::Executor::Kubernetes),
     };
     // Workspaces of builds that were running when a previous opusd stopped.
     let _ = std::fs::remove_dir_all(&context.work_dir);

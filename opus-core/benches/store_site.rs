@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opus_core::artifact::{ArtifactStore, ManifestFile, Origin, StoredVersion, sha256_hex};
 use opus_core::model::{Project, ProjectName, Source, VersionName};
-use opus_core::store::MetaStore;
+use opus_core::store::{MetaStore, SiteOptions};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -65,6 +65,7 @@ async fn store(env: &Env, version: &str, dir: &Path) -> Result<(Duration, Stored
             &VersionName::new(version)?,
             dir,
             &origin,
+            &SiteOptions::default(),
         )
         .await?;
     Ok((started.elapsed(), stored))

@@ -145,7 +145,8 @@ impl Deployer {
     }
 
     /// Rolls `env` back (to the release before the current one, or to `to`), pins it, and serves
-    /// the version.
+    /// the version. As with [`Deployer::deploy`], the version is loaded first: one that cannot be
+    /// served is refused before anything is committed.
     #[instrument(skip(self), err(Display))]
     pub async fn rollback(
         &self,
@@ -154,18 +155,14 @@ impl Deployer {
         to: Option<&str>,
         actor: &str,
     ) -> Result<EnvironmentRecord, CoreError> {
+        // The lock first: the target stays the target until the commit.
         let guard = self.sites.lock().await;
-        let record = self.store.rollback(project, env, to, actor)?;
+        let target = self.store.rollback_target(project, env, to)?;
         // Usually a recent version, already loaded and warm.
-        let site = match self.load_version(project, &record.current.version).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(project, env, version = %record.current.version, error = %e, "rolled back in the store but cannot load the version to serve it");
-                return Err(e);
-            }
-        };
+        let site = self.load_version(project, &target.version).await?;
+        let record = self.store.rollback(project, env, &target, actor)?;
         self.sites
-            .apply(&guard, vec![(SiteKey::new(project, env), site)]);
+            .apply(&guard, vec![(SiteKey::new(project, env), Some(site))]);
         drop(guard);
         self.flush().await;
         self.metrics.deploys.with_label_values(&["rollback"]).inc();
@@ -283,5 +280,105 @@ impl Deployer {
         let guard = self.sites.lock().await;
         self.sites.apply(&guard, changes);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use opus_core::artifact::Origin;
+    use opus_core::model::{Project, Source};
+    use opus_core::store::SiteOptions;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::sites::{PRODUCTION, SiteCache};
+
+    /// `GET /` of project `web`'s production site.
+    async fn home(addr: std::net::SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.expect("read");
+        raw
+    }
+
+    #[tokio::test]
+    async fn a_rollback_to_a_version_that_cannot_load_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = MetaStore::open(&dir.path().join("meta")).expect("meta");
+        let web = ProjectName::new("web").expect("name");
+        meta.create_project(&Project {
+            name: web.clone(),
+            source: Source::Git("https://example.com/web.git".into()),
+            branch: "main".into(),
+            created_at: SystemTime::now(),
+            keep_versions: 0,
+        })
+        .expect("project");
+        let files = dir.path().join("artifacts");
+        let url = format!("file://{}", files.display());
+        let artifacts = ArtifactStore::open(meta.clone(), &url, &[], &dir.path().join("staging"))
+            .expect("artifact store");
+        for v in ["1", "2"] {
+            let src = dir.path().join("src").join(v);
+            std::fs::create_dir_all(&src).expect("mkdir");
+            std::fs::write(src.join("index.html"), format!("version {v}")).expect("write");
+            let origin = Origin {
+                build_id: 1,
+                commit: String::new(),
+                store: String::new(),
+            };
+            artifacts
+                .store_dir(
+                    &web,
+                    &VersionName::new(v).expect("version"),
+                    &src,
+                    &origin,
+                    &SiteOptions::default(),
+                )
+                .await
+                .expect("stored");
+        }
+        let metrics = Metrics::new();
+        let cache = SiteCache::load(&dir.path().join("site-cache"), 1 << 20, metrics.clone())
+            .expect("cache");
+        let sites = Arc::new(SiteServer::new("localhost", metrics.clone(), cache));
+        let deploys = Deployer::new(
+            meta.clone(),
+            artifacts.clone(),
+            sites.clone(),
+            metrics.clone(),
+        );
+        for v in ["1", "2"] {
+            deploys
+                .deploy("web", PRODUCTION, v, "test", ReleaseReason::Deploy, false)
+                .await
+                .expect("deploy");
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(sites.clone().run(listener, std::future::pending()));
+        assert!(home(addr).await.ends_with("version 2"));
+
+        // Version 1's files are gone from the store, and no deployer has it loaded.
+        std::fs::remove_dir_all(files.join("web").join("1")).expect("remove files");
+        std::fs::remove_file(files.join("web").join("manifest").join("1.json"))
+            .expect("remove manifest");
+        let fresh = Deployer::new(meta.clone(), artifacts, sites, metrics);
+        fresh
+            .rollback("web", PRODUCTION, None, "test")
+            .await
+            .expect_err("version 1 cannot be loaded");
+
+        let env = meta.environment("web", PRODUCTION).expect("env");
+        assert_eq!((env.current.version.as_str(), env.pinned), ("2", false));
+        assert_eq!(meta.releases("web", None, 0).expect("releases").len(), 2);
+        assert!(home(addr).await.ends_with("version 2"));
     }
 }

@@ -7,14 +7,14 @@
 //! - [`api`]: the gRPC services, authentication, and the mapping of errors to status codes.
 //! - [`hooks`]: the deliverer of events to outgoing hooks, and HMAC signatures.
 //! - [`scheduler`]: the build queue and its slots; [`build`]: one build from source to outcome;
-//!   [`source`]: git mirrors and local copies; [`executor`]: steps as process groups;
+//!   [`source`]: git mirrors and local copies; [`build::steps`]: steps as process groups;
 //!   [`logs`]: build log files and live tails.
 //! - [`kubernetes`]: the kubernetes executor (a Job per build); [`runners`]: the builds running
 //!   elsewhere and their tokens; [`runner`]: `opusd runner`, what a build Job's pod runs.
 //! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
 //! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
 //!   table together, and deletes versions (on request and by retention) under the same lock.
-//! - [`promotion`]: what follows a build's stored version: site options, automatic deploys and
+//! - [`promotion`]: what follows a build's stored version: automatic deploys and
 //!   previews from opus.yml, retention.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 
@@ -22,7 +22,6 @@ pub mod api;
 pub mod build;
 pub mod config;
 pub mod deploys;
-pub mod executor;
 pub mod hooks;
 pub mod kubernetes;
 pub mod logs;
@@ -292,7 +291,7 @@ pub async fn serve(
             .collect(),
         artifacts: artifacts.clone(),
         deployer: deployer.clone(),
-        kubernetes,
+        executor: kubernetes.map_or(build::Executor::Local, build::Executor::Kubernetes),
     };
     // Workspaces of builds that were running when a previous opusd stopped.
     let _ = std::fs::remove_dir_all(&context.work_dir);

@@ -1,8 +1,9 @@
-//! What follows a stored version of a build: how it is served (its site options), where it goes
-//! (automatic deploys and previews, from the build's own opus.yml) and which older versions go
-//! (retention).
+//! What follows a stored version of a build: where it goes (automatic deploys and previews, from
+//! the build's own opus.yml) and which older versions go (retention). How it is served (its site
+//! options) is committed with the version itself.
 //!
-//! [`after_stored`] is called once a build's version is committed, whichever executor ran it, and
+//! [`after_stored`] is called by [`crate::build::run`] once a build's version is committed,
+//! whichever executor ran it, and
 //! before the build is recorded as succeeded, so `opus trigger --wait` returns with the site
 //! already live. Nothing here fails the build: the version is stored; a deploy that cannot happen
 //! is said in the build log (and a pinned environment is skipped on purpose).
@@ -11,7 +12,7 @@ use opus_core::CoreError;
 use opus_core::error::StoreError;
 use opus_core::manifest::OpusFile;
 use opus_core::model::{Build, EnvName, Project, branch_slug};
-use opus_core::store::{MetaStore, ReleaseReason, SiteOptions};
+use opus_core::store::{MetaStore, ReleaseReason};
 
 use crate::deploys::Deployer;
 use crate::logs::BuildLog;
@@ -68,8 +69,8 @@ pub fn keep_count(project: &Project, from_opus_yml: Option<u32>) -> usize {
     }
 }
 
-/// Records the version's site options, deploys it where opus.yml says, then applies retention.
-/// Every outcome goes to the build log.
+/// Deploys the stored version where opus.yml says, then applies retention. Every outcome goes to
+/// the build log.
 pub async fn after_stored(
     store: &MetaStore,
     deployer: &Deployer,
@@ -80,12 +81,6 @@ pub async fn after_stored(
     log: &BuildLog,
 ) {
     let name = build.project.as_str();
-    if let Err(e) = store.set_site_options(name, version, &SiteOptions { spa: spec.spa }) {
-        log.opus(
-            "deploy",
-            &format!("cannot record the version's site options (spa): {e}"),
-        );
-    }
     for target in deploy_targets(spec, build.branch.as_deref(), build.is_tag) {
         deploy_one(store, deployer, build, spec, version, &target, log).await;
     }

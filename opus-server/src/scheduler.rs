@@ -5,8 +5,11 @@
 //! - The dispatcher takes a slot (a semaphore permit), pops the oldest queued build and runs it
 //!   in its own task ([`crate::build::run`]).
 //! - `cancel` removes a queued build or signals a running one, whose steps are then killed.
-//! - On start, builds left `running` by a previous opusd become failed ("opusd restarted") and
-//!   builds left `queued` are queued again, oldest first.
+//! - On start, builds left `running` by a previous opusd become failed ("opusd restarted"), or
+//!   succeeded when their version was committed before it stopped; builds left `queued` are
+//!   queued again, oldest first.
+//! - `cancel_project` cancels a project's builds and waits for the running ones to end (before
+//!   the project is removed).
 //! - `shutdown` stops dispatching, gives running builds a grace period, then cancels them; they
 //!   are recorded as failed ("opusd stopped"), and queued builds stay queued for the next start.
 
@@ -85,6 +88,8 @@ struct Inner {
     running: Mutex<HashMap<u64, CancellationToken>>,
     /// Woken when the queue gains a build.
     queued: Notify,
+    /// Woken when a running build's task has ended.
+    ended: Notify,
     slots: Arc<Semaphore>,
     /// Cancelled when opusd shuts down.
     stopping: CancellationToken,
@@ -114,6 +119,7 @@ impl Scheduler {
             queue: Mutex::default(),
             running: Mutex::default(),
             queued: Notify::new(),
+            ended: Notify::new(),
             slots: Arc::new(Semaphore::new(max)),
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -122,15 +128,8 @@ impl Scheduler {
         let left = store.builds_in_states(&[BuildState::Running, BuildState::Queued])?;
         for build in left {
             if build.state == BuildState::Running {
-                store.update_build(build.id, |b| {
-                    b.state = BuildState::Failed;
-                    b.reason = "opusd restarted".into();
-                    b.finished_at = Some(SystemTime::now());
-                })?;
-                inner
-                    .metrics
-                    .build_finished(BuildState::Failed.as_str(), None);
-                warn!(build = build.id, project = %build.project, "build was running when opusd stopped: marked failed");
+                let state = recover_running(&store, &build)?;
+                inner.metrics.build_finished(state.as_str(), None);
             } else {
                 inner
                     .queue
@@ -259,6 +258,77 @@ impl Scheduler {
                 .get_build(id)
                 .map_err(|e| CancelError::Core(e.into())),
         }
+    }
+
+    /// Cancels every queued and running build of `project`, and waits up to `limit` for the
+    /// running ones to end (their outcome recorded). Returns the builds still running after it.
+    pub async fn cancel_project(
+        &self,
+        project: &ProjectName,
+        limit: Duration,
+    ) -> Result<Vec<u64>, StoreError> {
+        let store = &self.inner.store;
+        let mine = |id: u64| {
+            store
+                .get_build(id)
+                .is_ok_and(|b| b.project == *project && !b.state.is_finished())
+        };
+        let queued: Vec<u64> = {
+            let queue = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queue.iter().copied().collect()
+        };
+        for id in queued.into_iter().filter(|id| mine(*id)) {
+            self.cancel_queued(id, "cancelled: the project is being removed")?;
+        }
+        let running: Vec<(u64, CancellationToken)> = {
+            let running = self
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            running
+                .iter()
+                .map(|(id, token)| (*id, token.clone()))
+                .collect()
+        };
+        let running: Vec<u64> = running
+            .into_iter()
+            .filter(|(id, _)| mine(*id))
+            .map(|(id, token)| {
+                token.cancel();
+                info!(build = id, project = %project, "running build cancelled: its project is being removed");
+                id
+            })
+            .collect();
+        let still_running = || {
+            let now = self
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            running
+                .iter()
+                .copied()
+                .filter(|id| now.contains_key(id))
+                .collect::<Vec<u64>>()
+        };
+        let ended = async {
+            loop {
+                let notified = self.inner.ended.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if still_running().is_empty() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, ended).await;
+        Ok(still_running())
     }
 
     /// Removes a build from the queue and marks it cancelled; false when it was not queued.
@@ -393,6 +463,7 @@ impl Scheduler {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&next);
+                this.inner.ended.notify_waiters();
                 this.count_finished(next);
                 drop(permit);
             });
@@ -420,6 +491,31 @@ impl Scheduler {
         self.inner.stopping.cancel();
         self.inner.tasks.wait().await;
     }
+}
+
+/// Records a build a previous opusd left running: succeeded when its version was committed (opusd
+/// stopped between the version's commit and the build's outcome), else failed ("opusd
+/// restarted"). Returns the state recorded.
+fn recover_running(store: &MetaStore, build: &Build) -> Result<BuildState, StoreError> {
+    let stored = !build.version.is_empty()
+        && store
+            .get_version(build.project.as_str(), &build.version)?
+            .is_some_and(|v| v.build_id == build.id);
+    let (state, reason) = if stored {
+        (
+            BuildState::Succeeded,
+            "opusd restarted after storing the version (automatic deploys did not run)",
+        )
+    } else {
+        (BuildState::Failed, "opusd restarted")
+    };
+    store.update_build(build.id, |b| {
+        b.state = state;
+        b.reason = reason.into();
+        b.finished_at = Some(SystemTime::now());
+    })?;
+    warn!(build = build.id, project = %build.project, state = %state, "build was running when opusd stopped");
+    Ok(state)
 }
 
 /// Why a cancel did not happen.

@@ -25,6 +25,7 @@ use super::{ArtifactStore, ManifestFile, Origin, StoredVersion, is_sha256_hex, s
 use crate::archive::{check_relative_path, normalize_mode};
 use crate::error::ArtifactError;
 use crate::model::{ProjectName, VersionName};
+use crate::store::SiteOptions;
 
 /// Idle time after which a publish is forgotten.
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
@@ -276,8 +277,15 @@ impl ArtifactStore {
             commit: String::new(),
             store: session.store.clone(),
         };
-        self.store_files(&session.project, &session.version, files, &origin)
-            .await
+        // A publish carries no opus.yml: the version is served with the default options.
+        self.store_files(
+            &session.project,
+            &session.version,
+            files,
+            &origin,
+            &SiteOptions::default(),
+        )
+        .await
     }
 }
 

@@ -30,6 +30,7 @@ use super::{
 use crate::archive::check_relative_path;
 use crate::error::ArtifactError;
 use crate::model::{ProjectName, VersionName};
+use crate::store::SiteOptions;
 
 /// Objects checked at once when a runner's upload is committed.
 const CHECKS_AT_ONCE: usize = 16;
@@ -201,9 +202,13 @@ impl Reservation {
 
     /// Commits a version a runner uploaded: reads its manifest from the store, checks it against
     /// what was assigned (`origin`) and the objects against it, then commits the record (and the
-    /// `version.stored` event) and flushes. Errors name what is wrong; nothing is committed then.
+    /// `version.stored` event, and the version's site options `options`) and flushes. Errors name what is wrong; nothing is committed then.
     #[instrument(skip_all, fields(project = %self.project, version = %self.version, build = origin.build_id))]
-    pub async fn commit_uploaded(&self, origin: &Origin) -> Result<StoredVersion, ArtifactError> {
+    pub async fn commit_uploaded(
+        &self,
+        origin: &Origin,
+        options: &SiteOptions,
+    ) -> Result<StoredVersion, ArtifactError> {
         let artifacts = &self.artifacts;
         let backend = artifacts.backend(&self.store)?;
         let (project, version) = (self.project.as_str(), self.version.as_str());
@@ -258,7 +263,7 @@ impl Reservation {
 
         let record = record_of(&manifest, &backend.name);
         // No content index entries: see the module documentation.
-        if !artifacts.meta().commit_version(&record, &[])? {
+        if !artifacts.meta().commit_version(&record, &[], options)? {
             return Err(ArtifactError::VersionExists {
                 project: project.to_owned(),
                 version: version.to_owned(),

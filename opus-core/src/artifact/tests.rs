@@ -6,6 +6,7 @@ use object_store::ObjectStoreExt;
 use super::*;
 use crate::error::{ArchiveError, StoreError};
 use crate::model::{Project, Source};
+use crate::store::SiteOptions;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -80,7 +81,13 @@ async fn store_site(f: &Fixture, version: &str, generation: u8, store: &str) -> 
         ..origin(7)
     };
     f.store
-        .store_dir(&name("web"), &ver(version), &src, &o)
+        .store_dir(
+            &name("web"),
+            &ver(version),
+            &src,
+            &o,
+            &SiteOptions::default(),
+        )
         .await
         .expect("store")
 }
@@ -102,7 +109,13 @@ async fn a_stored_folder_reads_back_in_the_layout() {
     }
     let stored = f
         .store
-        .store_dir(&name("web"), &ver("1.0.0"), &src, &origin(3))
+        .store_dir(
+            &name("web"),
+            &ver("1.0.0"),
+            &src,
+            &origin(3),
+            &SiteOptions::default(),
+        )
         .await
         .expect("store");
     let record = &stored.record;
@@ -228,7 +241,13 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
     let missing = f.dir.path().join("no-such-dist");
     let err = f
         .store
-        .store_dir(&name("web"), &ver("1"), &missing, &origin(1))
+        .store_dir(
+            &name("web"),
+            &ver("1"),
+            &missing,
+            &origin(1),
+            &SiteOptions::default(),
+        )
         .await
         .expect_err("missing");
     assert!(matches!(err, ArtifactError::OutputMissing(_)));
@@ -242,7 +261,13 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
         std::os::unix::fs::symlink("../secret.txt", src.join("leak.txt")).expect("symlink");
         let err = f
             .store
-            .store_dir(&name("web"), &ver("1"), &src, &origin(1))
+            .store_dir(
+                &name("web"),
+                &ver("1"),
+                &src,
+                &origin(1),
+                &SiteOptions::default(),
+            )
             .await
             .expect_err("escape");
         assert!(
@@ -260,7 +285,13 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
     site(&src, 1);
     let err = f
         .store
-        .store_dir(&name("nope"), &ver("1"), &src, &origin(1))
+        .store_dir(
+            &name("nope"),
+            &ver("1"),
+            &src,
+            &origin(1),
+            &SiteOptions::default(),
+        )
         .await
         .expect_err("no project");
     assert!(
@@ -277,17 +308,30 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
                 store: "elsewhere".into(),
                 ..origin(1)
             },
+            &SiteOptions::default(),
         )
         .await
         .expect_err("unknown store");
     assert!(matches!(err, ArtifactError::UnknownStore { .. }), "{err}");
     f.store
-        .store_dir(&name("web"), &ver("1"), &src, &origin(1))
+        .store_dir(
+            &name("web"),
+            &ver("1"),
+            &src,
+            &origin(1),
+            &SiteOptions::default(),
+        )
         .await
         .expect("store");
     let err = f
         .store
-        .store_dir(&name("web"), &ver("1"), &src, &origin(2))
+        .store_dir(
+            &name("web"),
+            &ver("1"),
+            &src,
+            &origin(2),
+            &SiteOptions::default(),
+        )
         .await
         .expect_err("exists");
     assert!(matches!(err, ArtifactError::VersionExists { .. }), "{err}");
@@ -725,9 +769,10 @@ async fn one_version_is_stored_once_when_two_writers_race() {
     let src = f.dir.path().join("dist");
     site(&src, 1);
     let (web, one, o1, o2) = (name("web"), ver("1"), origin(1), origin(2));
+    let options = SiteOptions::default();
     let (a, b) = tokio::join!(
-        f.store.store_dir(&web, &one, &src, &o1),
-        f.store.store_dir(&web, &one, &src, &o2),
+        f.store.store_dir(&web, &one, &src, &o1, &options),
+        f.store.store_dir(&web, &one, &src, &o2, &options),
     );
     let (ok, err) = match (a, b) {
         (Ok(s), Err(e)) | (Err(e), Ok(s)) => (s, e),
@@ -790,7 +835,7 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     );
 
     let stored = reservation
-        .commit_uploaded(&origin(5))
+        .commit_uploaded(&origin(5), &SiteOptions::default())
         .await
         .expect("commit");
     assert_eq!(stored.record.file_count, 4);
@@ -850,7 +895,7 @@ async fn a_runner_upload_that_does_not_match_its_assignment_is_refused() {
 
     // Another build's or commit's upload.
     let err = reservation
-        .commit_uploaded(&origin(6))
+        .commit_uploaded(&origin(6), &SiteOptions::default())
         .await
         .expect_err("wrong build");
     assert!(
@@ -863,7 +908,7 @@ async fn a_runner_upload_that_does_not_match_its_assignment_is_refused() {
     let root = f.dir.path().join("artifacts");
     std::fs::remove_file(root.join("web/v1/robots.txt")).expect("remove");
     let err = reservation
-        .commit_uploaded(&origin(5))
+        .commit_uploaded(&origin(5), &SiteOptions::default())
         .await
         .expect_err("missing");
     assert!(matches!(err, ArtifactError::UploadInvalid(_)), "{err}");
@@ -876,7 +921,7 @@ async fn a_runner_upload_that_does_not_match_its_assignment_is_refused() {
     // A size that does not match.
     std::fs::write(root.join("web/v1/robots.txt"), "changed").expect("write");
     let err = reservation
-        .commit_uploaded(&origin(5))
+        .commit_uploaded(&origin(5), &SiteOptions::default())
         .await
         .expect_err("size");
     assert!(err.to_string().contains("the manifest says 14"), "{err}");
@@ -888,7 +933,7 @@ async fn a_runner_upload_that_does_not_match_its_assignment_is_refused() {
     manifest["files"][0]["path"] = serde_json::json!("../../etc/passwd");
     std::fs::write(&key, serde_json::to_vec(&manifest).expect("json")).expect("write");
     let err = reservation
-        .commit_uploaded(&origin(5))
+        .commit_uploaded(&origin(5), &SiteOptions::default())
         .await
         .expect_err("path");
     assert!(matches!(err, ArtifactError::Archive(_)), "{err}");
@@ -909,7 +954,7 @@ async fn a_runner_that_wrote_elsewhere_is_told_where_the_store_is() {
         .reserve_version(&name("web"), &ver("v1"), "")
         .expect("reserve");
     let err = reservation
-        .commit_uploaded(&origin(5))
+        .commit_uploaded(&origin(5), &SiteOptions::default())
         .await
         .expect_err("nothing uploaded");
     let text = err.to_string();

@@ -27,7 +27,7 @@ use super::{ArchiveInfo, ArtifactStore, Backend, Manifest, ManifestFile, Origin,
 use crate::archive::{self, ArchiveFile, TAR_END};
 use crate::error::{ArchiveError, ArtifactError};
 use crate::model::{ProjectName, VersionName, VersionRecord};
-use crate::store::MetaStore;
+use crate::store::{MetaStore, SiteOptions};
 
 /// Files read and hashed at once.
 const LOADS_AT_ONCE: usize = 8;
@@ -94,7 +94,8 @@ enum Placed {
 
 impl ArtifactStore {
     /// Stores the folder `dir` as `version` of `project`: files, archive, manifest, then the
-    /// metadata commit that makes the version exist (with a `version.stored` event).
+    /// metadata commit that makes the version exist (with a `version.stored` event and how the
+    /// version is served, `options`).
     ///
     /// Errors: `OutputMissing` naming `dir` when it does not exist; `LinkEscapes` when a symlink in
     /// it points outside it; `VersionExists` when the version exists; `ProjectNotFound`;
@@ -106,9 +107,11 @@ impl ArtifactStore {
         version: &VersionName,
         dir: &FsPath,
         origin: &Origin,
+        options: &SiteOptions,
     ) -> Result<StoredVersion, ArtifactError> {
         let pending = pending_files(dir).await?;
-        self.store_files(project, version, pending, origin).await
+        self.store_files(project, version, pending, origin, options)
+            .await
     }
 
     /// Stores `files` (sorted by path, paths checked) as a version. See [`ArtifactStore::store_dir`].
@@ -118,6 +121,7 @@ impl ArtifactStore {
         version: &VersionName,
         files: Vec<PendingFile>,
         origin: &Origin,
+        options: &SiteOptions,
     ) -> Result<StoredVersion, ArtifactError> {
         let backend = self.backend(&origin.store)?;
         self.meta().get_project(project.as_str())?;
@@ -138,7 +142,7 @@ impl ArtifactStore {
         let _shared = self.inner.delete_lock.read().await;
         let started = std::time::Instant::now();
         let result = self
-            .write_version(backend, project, version, files, origin)
+            .write_version(backend, project, version, files, origin, options)
             .await;
         match result {
             Ok(stored) => {
@@ -174,12 +178,16 @@ impl ArtifactStore {
         version: &VersionName,
         files: Vec<PendingFile>,
         origin: &Origin,
+        options: &SiteOptions,
     ) -> Result<StoredVersion, ArtifactError> {
         let written = backend
             .write_objects(Some(self.meta()), project, version, files, origin)
             .await?;
         let record = record_of(&written.manifest, &backend.name);
-        if !self.meta().commit_version(&record, &written.blobs)? {
+        if !self
+            .meta()
+            .commit_version(&record, &written.blobs, options)?
+        {
             return Err(ArtifactError::VersionExists {
                 project: project.to_string(),
                 version: version.to_string(),

@@ -74,6 +74,18 @@ pub struct EnvironmentRecord {
     pub preview: bool,
 }
 
+/// Where a rollback goes ([`MetaStore::rollback_target`]), to commit with
+/// [`MetaStore::rollback`] once the version is known to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackTarget {
+    /// The version the environment goes back to.
+    pub version: String,
+    /// The release it restores (none for a rollback to a named version).
+    restores: Option<u64>,
+    /// Whether the environment is a preview.
+    preview: bool,
+}
+
 /// How the site server serves one version (from the build's opus.yml).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteOptions {
@@ -123,6 +135,60 @@ impl Tx<'_> {
             });
         }
         Ok(())
+    }
+
+    /// See [`MetaStore::rollback_target`].
+    fn rollback_target(
+        &self,
+        project: &str,
+        env: &str,
+        to: Option<&str>,
+    ) -> TxResult<RollbackTarget> {
+        self.project(project)?;
+        let Some(current) =
+            self.get_json::<EnvironmentRecord>(T::Environments, &env_key(project, env))?
+        else {
+            return abort(StoreError::EnvironmentNotFound {
+                project: project.to_owned(),
+                env: env.to_owned(),
+            });
+        };
+        let preview = current.preview;
+        if let Some(v) = to {
+            self.version_exists(project, v)?;
+            return Ok(RollbackTarget {
+                version: v.to_owned(),
+                restores: None,
+                preview,
+            });
+        }
+        let base = current.current.restores.unwrap_or(current.current.seq);
+        let mut seq = base;
+        while seq > 1 {
+            seq -= 1;
+            let Some(r) = self.get_json::<Release>(T::Releases, &release_key(project, env, seq))?
+            else {
+                continue;
+            };
+            if r.version == current.current.version {
+                continue;
+            }
+            let exists = self
+                .tree(T::Versions)
+                .get(pair_key(project, r.version.as_bytes()))?
+                .is_some();
+            if exists {
+                return Ok(RollbackTarget {
+                    restores: Some(r.restores.unwrap_or(r.seq)),
+                    version: r.version,
+                    preview,
+                });
+            }
+        }
+        abort(StoreError::NoEarlierRelease {
+            project: project.to_owned(),
+            env: env.to_owned(),
+        })
     }
 
     /// Appends a release, moves the pointer, appends the event.
@@ -210,73 +276,39 @@ impl MetaStore {
         })
     }
 
-    /// Points `env` back at the release before the current one (skipping releases of the same
-    /// version, and versions since deleted), or at version `to`, and pins it.
-    pub fn rollback(
+    /// Where a rollback of `env` goes, without changing anything: the release before the current
+    /// one (skipping releases of the same version, and versions since deleted), or version `to`.
+    /// The deployer loads that version before [`MetaStore::rollback`] commits it.
+    pub fn rollback_target(
         &self,
         project: &str,
         env: &str,
         to: Option<&str>,
+    ) -> Result<RollbackTarget, StoreError> {
+        self.transact(|tx| tx.rollback_target(project, env, to))
+    }
+
+    /// Points `env` at `target` (from [`MetaStore::rollback_target`]) and pins it. The caller
+    /// keeps the environment from changing in between (the deployer holds the site writer lock).
+    pub fn rollback(
+        &self,
+        project: &str,
+        env: &str,
+        target: &RollbackTarget,
         actor: &str,
     ) -> Result<EnvironmentRecord, StoreError> {
         self.transact(|tx| {
             tx.project(project)?;
-            let Some(current) =
-                tx.get_json::<EnvironmentRecord>(T::Environments, &env_key(project, env))?
-            else {
-                return abort(StoreError::EnvironmentNotFound {
-                    project: project.to_owned(),
-                    env: env.to_owned(),
-                });
-            };
-            let (version, restores) = match to {
-                Some(v) => {
-                    tx.version_exists(project, v)?;
-                    (v.to_owned(), None)
-                }
-                None => {
-                    let base = current.current.restores.unwrap_or(current.current.seq);
-                    let mut found = None;
-                    let mut seq = base;
-                    while seq > 1 {
-                        seq -= 1;
-                        let Some(r) =
-                            tx.get_json::<Release>(T::Releases, &release_key(project, env, seq))?
-                        else {
-                            continue;
-                        };
-                        if r.version == current.current.version {
-                            continue;
-                        }
-                        let exists = tx
-                            .tree(T::Versions)
-                            .get(pair_key(project, r.version.as_bytes()))?
-                            .is_some();
-                        if exists {
-                            found = Some((r.version.clone(), r.restores.unwrap_or(r.seq)));
-                            break;
-                        }
-                    }
-                    match found {
-                        Some((v, s)) => (v, Some(s)),
-                        None => {
-                            return abort(StoreError::NoEarlierRelease {
-                                project: project.to_owned(),
-                                env: env.to_owned(),
-                            });
-                        }
-                    }
-                }
-            };
+            tx.version_exists(project, &target.version)?;
             tx.release(&NewRelease {
                 project,
                 env,
-                version: &version,
+                version: &target.version,
                 actor,
                 reason: ReleaseReason::Rollback,
-                restores,
+                restores: target.restores,
                 pinned: true,
-                preview: current.preview,
+                preview: target.preview,
             })
         })
     }
@@ -409,23 +441,6 @@ impl MetaStore {
             out.insert(current);
         }
         Ok(out)
-    }
-
-    /// Records how a version is served (the builder calls it when it stores a version).
-    pub fn set_site_options(
-        &self,
-        project: &str,
-        version: &str,
-        options: &SiteOptions,
-    ) -> Result<(), StoreError> {
-        let key = pair_key(project, version.as_bytes());
-        let bytes = serde_json::to_vec(options).map_err(|e| StoreError::Corrupt {
-            key: format!("{project}/{version}"),
-            detail: e.to_string(),
-        })?;
-        self.tree(T::SiteOptions).insert(key, bytes)?;
-        self.changed();
-        Ok(())
     }
 
     /// How a version is served (defaults when nothing was recorded).

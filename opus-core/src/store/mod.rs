@@ -30,7 +30,7 @@ use crate::error::StoreError;
 use crate::model::Event;
 
 pub use builds::BuildFilter;
-pub use deploys::{EnvironmentRecord, Release, ReleaseReason, SiteOptions};
+pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use hooks::KeyKind;
 pub use projects::NameFilter;
 

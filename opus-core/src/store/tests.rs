@@ -289,33 +289,30 @@ fn deploys_rollbacks_pins_and_history() {
     store.create_project(&project("web")).expect("create");
     for v in ["1", "2", "3"] {
         store
-            .commit_version(&version("web", v), &[])
+            .commit_version(&version("web", v), &[], &SiteOptions::default())
             .expect("version");
     }
     let deploy = |v: &str, reason| store.deploy("web", "production", v, "test", reason, false);
+    let rollback = |store: &MetaStore| {
+        let target = store.rollback_target("web", "production", None)?;
+        store.rollback("web", "production", &target, "test")
+    };
     assert!(matches!(
         deploy("9", ReleaseReason::Deploy),
         Err(E::VersionNotFound { .. })
     ));
     assert!(matches!(
-        store.rollback("web", "production", None, "test"),
+        rollback(&store),
         Err(E::EnvironmentNotFound { .. })
     ));
     deploy("1", ReleaseReason::Deploy).expect("deploy 1");
-    assert!(matches!(
-        store.rollback("web", "production", None, "test"),
-        Err(E::NoEarlierRelease { .. })
-    ));
+    assert!(matches!(rollback(&store), Err(E::NoEarlierRelease { .. })));
     deploy("2", ReleaseReason::Deploy).expect("deploy 2");
     deploy("3", ReleaseReason::Auto).expect("deploy 3");
     // Rollback twice walks back (3 -> 2 -> 1), and pins.
-    let r = store
-        .rollback("web", "production", None, "test")
-        .expect("rb");
+    let r = rollback(&store).expect("rb");
     assert_eq!((r.current.version.as_str(), r.pinned), ("2", true));
-    let r = store
-        .rollback("web", "production", None, "test")
-        .expect("rb");
+    let r = rollback(&store).expect("rb");
     assert_eq!(r.current.version, "1");
     // Pinned: automatic deploys are refused and change nothing.
     assert!(matches!(
@@ -388,5 +385,36 @@ fn every_committed_change_moves_the_change_count() {
         store.change_count(),
         before,
         "a refused change is not counted"
+    );
+}
+
+#[test]
+fn a_versions_site_options_are_committed_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    let spa = SiteOptions { spa: true };
+    assert!(
+        store
+            .commit_version(&version("web", "1"), &[], &spa)
+            .expect("commit")
+    );
+    assert_eq!(store.site_options("web", "1").expect("options"), spa);
+    // A version that exists keeps the options it was committed with.
+    assert!(
+        !store
+            .commit_version(&version("web", "1"), &[], &SiteOptions::default())
+            .expect("commit")
+    );
+    assert_eq!(store.site_options("web", "1").expect("options"), spa);
+    // A version never committed has none.
+    assert!(
+        store
+            .commit_version(&version("nope", "1"), &[], &spa)
+            .is_err()
+    );
+    assert_eq!(
+        store.site_options("nope", "1").expect("options"),
+        SiteOptions::default()
     );
 }

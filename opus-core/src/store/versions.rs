@@ -7,7 +7,7 @@
 
 use serde_json::json;
 
-use super::{MetaStore, T, decode, pair_key, prefix};
+use super::{MetaStore, SiteOptions, T, decode, pair_key, prefix};
 use crate::error::StoreError;
 use crate::model::VersionRecord;
 
@@ -60,13 +60,15 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// Makes a version exist: its record, the index entries of its files (`(sha256, object key)`)
-    /// and a `version.stored` event, in one transaction. `Ok(false)` when the version exists
-    /// already (nothing is written); `ProjectNotFound` when the project is gone.
+    /// Makes a version exist: its record, the index entries of its files (`(sha256, object key)`),
+    /// how it is served (`options`) and a `version.stored` event, in one transaction. `Ok(false)`
+    /// when the version exists already (nothing is written); `ProjectNotFound` when the project
+    /// is gone.
     pub fn commit_version(
         &self,
         record: &VersionRecord,
         blobs: &[(String, String)],
+        options: &SiteOptions,
     ) -> Result<bool, StoreError> {
         let key = pair_key(record.project.as_str(), record.version.as_str().as_bytes());
         self.transact(|tx| {
@@ -75,6 +77,7 @@ impl MetaStore {
                 return Ok(false);
             }
             tx.put_json(T::Versions, &key, record)?;
+            tx.put_json(T::SiteOptions, &key, options)?;
             let refs = tx.tree(T::BlobRefs);
             for (sha, object) in blobs {
                 refs.insert(blob_key(&record.store, sha, object), &[])?;

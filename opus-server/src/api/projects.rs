@@ -14,6 +14,10 @@ use tracing::instrument;
 use super::status;
 use crate::{AppState, hooks};
 
+/// How long `opus remove` waits for the project's cancelled builds to end before it removes the
+/// project anyway (a cancelled step is killed at once; a Job is deleted in a poll or two).
+const REMOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Implements the project RPCs over the metadata store.
 pub(crate) struct ProjectsApi {
     state: AppState,
@@ -138,6 +142,16 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::DeleteProjectRequest>,
     ) -> Result<Response<proto::DeleteProjectResponse>, Status> {
         let name = ProjectName::new(req.into_inner().name).map_err(status)?;
+        // Its builds first: a build must not store a version of a project that is gone.
+        let left = self
+            .state
+            .scheduler
+            .cancel_project(&name, REMOVE_WAIT)
+            .await
+            .map_err(status)?;
+        if !left.is_empty() {
+            tracing::warn!(builds = ?left, "removing the project while cancelled builds are still ending");
+        }
         self.state
             .deployer
             .remove_project(&name)

@@ -1,140 +1,180 @@
-//! One build as a Kubernetes Job: prepare (ref, version, recipe, reservation, token), create the
-//! Job, then wait for whichever comes first: the runner's `FinishBuild`, a pod that cannot start,
-//! a failed Job (its deadline is the build's timeout), a cancel.
+//! One build's job as a Kubernetes Job: [`KubeExecutor::source`] resolves the ref in opusd's
+//! mirror and reads the recipe files; [`KubeExecutor::execute`] reserves the version, gives the
+//! build a token, creates the Job, then waits for whichever comes first: the runner's
+//! `FinishBuild`, a pod that cannot start, a failed Job (its deadline is the build's timeout), a
+//! cancel. A runner's success is handed back as an [`Uploaded`] version, which
+//! [`crate::build::run`] commits.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use opus_core::artifact::{Origin, Reservation};
+use opus_core::artifact::{Origin, Reservation, StoredVersion};
+use opus_core::error::ArtifactError;
 use opus_core::kubernetes::JobState;
 use opus_core::kubernetes::job::{BuildJob, build_job, job_name};
-use opus_core::manifest;
-use opus_core::model::{Build, BuildState, Source, VersionName};
+use opus_core::manifest::OpusFile;
+use opus_core::model::{Build, Project, Source, VersionName};
 use opus_core::proto;
-use opus_core::store::MetaStore;
+use opus_core::store::SiteOptions;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{KubeExecutor, deadline_of};
-use crate::build::{BuildContext, Outcome, build_env, record_checkout};
+use crate::build::{BuildContext, BuildFailure, FailureKind, Job, Produced, Stage};
 use crate::logs::BuildLog;
 use crate::runners::{Finish, Registration};
+use crate::source::Checkout;
+
+/// A version a runner uploaded and reported, not committed yet. The runner waits for the
+/// answer: [`Uploaded::commit`] gives it, and dropping this uncommitted removes the upload.
+pub struct Uploaded {
+    reservation: Reservation,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+impl Uploaded {
+    /// Checks the upload and commits it with `options` (see
+    /// [`Reservation::commit_uploaded`]), then answers the runner; on failure the runner is told
+    /// why and the uploaded objects are removed.
+    pub(crate) async fn commit(
+        self,
+        origin: &Origin,
+        options: &SiteOptions,
+        log: &BuildLog,
+    ) -> Result<StoredVersion, ArtifactError> {
+        match self.reservation.commit_uploaded(origin, options).await {
+            Ok(stored) => {
+                let _ = self.reply.send(Ok(()));
+                Ok(stored)
+            }
+            Err(e) => {
+                let version = self.reservation.version();
+                let _ = self
+                    .reply
+                    .send(Err(format!("storing version {version} failed: {e}")));
+                discard(&self.reservation, log).await;
+                Err(e)
+            }
+        }
+    }
+}
 
 impl KubeExecutor {
-    /// Runs `build` as a Job; `workspace` is a scratch folder of opusd's (the recipe files are
-    /// read into it). Every failure is in the log and the returned outcome.
-    pub(crate) async fn execute(
+    /// The image a build's steps run in: `build.image`, else the configured build image.
+    pub(crate) fn image_of(&self, spec: &OpusFile) -> String {
+        spec.build
+            .image
+            .clone()
+            .unwrap_or_else(|| self.inner.config.build_image.clone())
+    }
+
+    /// Resolves the build's ref in opusd's git mirror and reads the recipe files of that commit
+    /// into `workspace` (the build pod fetches the whole tree itself).
+    pub(crate) async fn source(
         &self,
         ctx: &BuildContext,
-        store: &MetaStore,
+        project: &Project,
         build: &Build,
         workspace: &Path,
         log: &BuildLog,
         cancel: &CancellationToken,
-    ) -> Outcome {
-        let fail = |step: &str, msg: String| {
-            log.opus(step, &msg);
-            Outcome::failed(msg)
-        };
-        let project = match store.get_project(build.project.as_str()) {
-            Ok(p) => p,
-            Err(e) => return Outcome::failed(e.to_string()),
-        };
-        let url = match &project.source {
-            Source::Git(url) => url.clone(),
-            Source::Local(dir) => {
-                return fail(
-                    "source",
-                    format!(
-                        "the source of {} is a local directory ({}), which a build pod cannot read: \
-                         the kubernetes executor builds git sources (opus add {} <git URL>); \
-                         run opusd with --executor local to build local directories",
-                        project.name,
-                        dir.display(),
-                        project.name
-                    ),
-                );
-            }
-        };
-
+    ) -> Result<Checkout, BuildFailure> {
+        let fail = |kind| BuildFailure::new(Stage::Source, kind);
+        let url = git_url(project)?;
         log.opus("source", &format!("resolving {} in {url}", build.git_ref));
         let resolved = tokio::select! {
-            r = ctx.sources.resolve_git(&project, &url, &build.git_ref) => r,
-            () = cancel.cancelled() => return Outcome::cancelled(),
+            r = ctx.sources.resolve_git(project, url, &build.git_ref) => r,
+            () = cancel.cancelled() => return Err(fail(FailureKind::Cancelled)),
         };
-        let checkout = match resolved {
-            Ok(c) => c,
-            Err(e) => return fail("source", e.to_string()),
-        };
-        let build = match record_checkout(store, build, &checkout, log) {
-            Ok(b) => b,
-            Err(outcome) => return outcome,
-        };
+        let checkout = resolved.map_err(|e| fail(e.into()))?;
         log.opus(
             "source",
             &format!("{} is commit {}", build.git_ref, checkout.commit),
         );
-
-        if let Err(e) = tokio::fs::create_dir_all(workspace).await {
-            return Outcome::failed(format!(
-                "cannot create the workspace {}: {e}",
-                workspace.display()
-            ));
-        }
-        if let Err(e) = ctx
-            .sources
-            .read_recipe(&project, &checkout.commit, workspace)
+        ctx.sources
+            .read_recipe(project, &checkout.commit, workspace)
             .await
-        {
-            return fail("recipe", e.to_string());
-        }
-        let (spec, origin) = match manifest::discover(workspace) {
-            Ok(found) => found,
-            Err(e) => return fail("recipe", e.to_string()),
+            .map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
+        Ok(checkout)
+    }
+
+    /// Runs `job` as a Job: reserves the version, registers the build (its token and
+    /// assignment), creates the Job and watches it to its end. The runner's upload comes back as
+    /// [`Produced::Uploaded`]; on any failure the reservation's objects are removed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn execute(
+        &self,
+        ctx: &BuildContext,
+        project: &Project,
+        build: &Build,
+        job: &Job,
+        env: BTreeMap<String, String>,
+        log: &BuildLog,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Produced>, BuildFailure> {
+        let store_failure = |source| {
+            BuildFailure::new(
+                Stage::Store,
+                FailureKind::Store {
+                    version: build.version.clone(),
+                    source,
+                },
+            )
         };
-        let image = spec
-            .build
+        let version = VersionName::new(build.version.as_str())
+            .map_err(|e| BuildFailure::new(Stage::Store, e))?;
+        let reservation = ctx
+            .artifacts
+            .reserve_version(&build.project, &version, &build.store)
+            .map_err(store_failure)?;
+        let store_url = ctx
+            .artifacts
+            .store_url(&build.store)
+            .map_err(store_failure)?;
+        let result = self
+            .run_job(project, build, job, env, store_url, log, cancel)
+            .await;
+        match result {
+            Ok(reply) => Ok(Some(Produced::Uploaded(Uploaded { reservation, reply }))),
+            Err(failure) => {
+                discard(&reservation, log).await;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Creates the build's Job and waits for its runner's report of success (the answer to send
+    /// it once the version is committed).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_job(
+        &self,
+        project: &Project,
+        build: &Build,
+        job: &Job,
+        env: BTreeMap<String, String>,
+        store_url: String,
+        log: &BuildLog,
+        cancel: &CancellationToken,
+    ) -> Result<oneshot::Sender<Result<(), String>>, BuildFailure> {
+        let fail = |kind| BuildFailure::new(Stage::Kubernetes, kind);
+        let image = job
             .image
             .clone()
             .unwrap_or_else(|| self.inner.config.build_image.clone());
-        log.opus(
-            "recipe",
-            &format!("{}; image {image}", origin.describe(&spec)),
-        );
-
-        let reservation = match VersionName::new(build.version.as_str())
-            .map_err(|e| e.to_string())
-            .and_then(|v| {
-                ctx.artifacts
-                    .reserve_version(&build.project, &v, &build.store)
-                    .map_err(|e| e.to_string())
-            }) {
-            Ok(r) => r,
-            Err(e) => return fail("store", e),
-        };
-        let store_url = match ctx.artifacts.store_url(&build.store) {
-            Ok(u) => u,
-            Err(e) => return fail("store", e.to_string()),
-        };
-        let env = match build_env(store, &build) {
-            Ok(vars) => vars,
-            Err(outcome) => return outcome,
-        };
+        let source = git_url(project)?.to_owned();
         let assignment = proto::Assignment {
-            build: Some(proto::Build::from(&build)),
-            source: url,
+            build: Some(proto::Build::from(build)),
+            source,
             env: env.into_iter().collect(),
             store_url,
             store_settings: self.inner.store_settings.iter().cloned().collect(),
         };
-        let registration = match self
+        let registration = self
             .inner
             .runners
             .register(build.id, assignment, log.clone())
-        {
-            Ok(r) => r,
-            Err(e) => return Outcome::failed(e.to_string()),
-        };
-
-        let job = build_job(&BuildJob {
+            .map_err(|e| fail(e.into()))?;
+        let spec = build_job(&BuildJob {
             namespace: self.inner.config.namespace.clone(),
             project: build.project.to_string(),
             build: build.id,
@@ -142,43 +182,44 @@ impl KubeExecutor {
             runner_image: self.inner.config.runner_image.clone(),
             server: self.inner.server_url.clone(),
             token: registration.token.clone(),
-            timeout: Some(spec.build.timeout),
+            timeout: Some(job.timeout),
         });
-        let name = match self.inner.jobs.apply(&job).await {
-            Ok(name) => name,
-            Err(e) => {
-                drop(registration);
-                let outcome = fail("kubernetes", format!("cannot create the build's Job: {e}"));
-                discard(&reservation, log).await;
-                return outcome;
-            }
-        };
+        let name = self
+            .inner
+            .jobs
+            .apply(&spec)
+            .await
+            .map_err(|e| fail(FailureKind::CreateJob(e)))?;
         log.opus(
             "kubernetes",
             &format!(
                 "created Job {name} in namespace {}: image {image}, time limit {}",
                 self.inner.jobs.namespace(),
-                humantime::format_duration(spec.build.timeout)
+                humantime::format_duration(job.timeout)
             ),
         );
-
         let watch = Watch {
             executor: self,
-            ctx,
-            store,
-            build: &build,
-            project: &project,
-            spec: &spec,
-            reservation: &reservation,
+            build,
             log,
         };
-        let outcome = watch
-            .until_end(registration, cancel, deadline_of(spec.build.timeout))
-            .await;
-        if outcome.state != BuildState::Succeeded {
-            discard(&reservation, log).await;
-        }
-        outcome
+        watch
+            .until_end(registration, cancel, deadline_of(job.timeout))
+            .await
+    }
+}
+
+/// The git URL a build pod fetches; a local directory cannot be built in a pod.
+fn git_url(project: &Project) -> Result<&str, BuildFailure> {
+    match &project.source {
+        Source::Git(url) => Ok(url),
+        Source::Local(dir) => Err(BuildFailure::new(
+            Stage::Source,
+            FailureKind::LocalSourceInPod {
+                project: project.name.to_string(),
+                dir: dir.display().to_string(),
+            },
+        )),
     }
 }
 
@@ -195,12 +236,7 @@ async fn discard(reservation: &Reservation, log: &BuildLog) {
 /// A build whose Job exists, being watched.
 struct Watch<'a> {
     executor: &'a KubeExecutor,
-    ctx: &'a BuildContext,
-    store: &'a MetaStore,
     build: &'a Build,
-    project: &'a opus_core::model::Project,
-    spec: &'a opus_core::manifest::OpusFile,
-    reservation: &'a Reservation,
     log: &'a BuildLog,
 }
 
@@ -213,7 +249,8 @@ impl Watch<'_> {
         mut registration: Registration,
         cancel: &CancellationToken,
         limit: std::time::Duration,
-    ) -> Outcome {
+    ) -> Result<oneshot::Sender<Result<(), String>>, BuildFailure> {
+        let fail = |kind| BuildFailure::new(Stage::Kubernetes, kind);
         let inner = &self.executor.inner;
         let name = job_name(self.build.project.as_str(), self.build.id);
         let mut ticker = tokio::time::interval(inner.poll);
@@ -226,21 +263,16 @@ impl Watch<'_> {
             tokio::select! {
                 finish = registration.finished.recv() => {
                     if let Some(finish) = finish {
-                        return self.finished(finish).await;
+                        return self.finished(finish);
                     }
                 }
                 () = cancel.cancelled() => {
                     self.delete_job("cancelled").await;
-                    return Outcome::cancelled();
+                    return Err(BuildFailure::cancelled());
                 }
                 () = &mut deadline => {
                     self.delete_job("past its time limit").await;
-                    let msg = format!(
-                        "timed out: the Job {name} did not end within {} (build.timeout, and as long again up to a minute)",
-                        humantime::format_duration(limit)
-                    );
-                    self.log.opus("timeout", &msg);
-                    return Outcome::failed(msg);
+                    return Err(fail(FailureKind::JobTimedOut { job: name, limit }));
                 }
                 _ = ticker.tick() => {}
             }
@@ -262,32 +294,25 @@ impl Watch<'_> {
             last_error = None;
             // A report that arrived while the state was read wins over the state.
             if let Ok(finish) = registration.finished.try_recv() {
-                return self.finished(finish).await;
+                return self.finished(finish);
             }
             match &state {
                 JobState::PodFailed(reason) => {
-                    self.log.opus("kubernetes", reason);
                     self.delete_job("cannot start").await;
-                    return Outcome::failed(reason.clone());
+                    return Err(fail(FailureKind::Pod(reason.clone())));
                 }
                 JobState::Failed(reason) => {
                     self.log
                         .opus("kubernetes", &format!("Job {name} failed: {reason}"));
-                    return Outcome::failed(reason.clone());
+                    return Err(fail(FailureKind::Pod(reason.clone())));
                 }
                 JobState::Succeeded => {
-                    let msg = format!(
-                        "the build pod exited without reporting to opusd; see `kubectl -n {} logs job/{name}`",
-                        inner.jobs.namespace()
-                    );
-                    self.log.opus("kubernetes", &msg);
-                    return Outcome::failed(msg);
+                    return Err(fail(FailureKind::PodSilent {
+                        namespace: inner.jobs.namespace().to_owned(),
+                        job: name,
+                    }));
                 }
-                JobState::Missing => {
-                    let msg = format!("the Job {name} was deleted outside Opus");
-                    self.log.opus("kubernetes", &msg);
-                    return Outcome::failed(msg);
-                }
+                JobState::Missing => return Err(fail(FailureKind::JobMissing(name))),
                 JobState::Pending(_) | JobState::Running => {
                     if last_state.as_ref() != Some(&state) {
                         let line = match &state {
@@ -303,55 +328,23 @@ impl Watch<'_> {
         }
     }
 
-    /// Handles the runner's report: commits the uploaded version (after checking it) or records
-    /// the failure, and answers the runner.
-    async fn finished(&self, finish: Finish) -> Outcome {
+    /// The runner's report: a failure (answered at once) or an upload to commit, whose answer
+    /// waits for the commit.
+    fn finished(
+        &self,
+        finish: Finish,
+    ) -> Result<oneshot::Sender<Result<(), String>>, BuildFailure> {
         let Finish { request, reply } = finish;
-        if !request.succeeded {
-            let _ = reply.send(Ok(()));
-            let reason = if request.reason.trim().is_empty() {
-                "the runner reported a failure without a reason".to_owned()
-            } else {
-                request.reason
-            };
-            return Outcome::failed(reason);
+        if request.succeeded {
+            return Ok(reply);
         }
-        let origin = Origin {
-            build_id: self.build.id,
-            commit: self.build.commit.clone(),
-            store: self.build.store.clone(),
+        let _ = reply.send(Ok(()));
+        let reason = if request.reason.trim().is_empty() {
+            "the runner reported a failure without a reason".to_owned()
+        } else {
+            request.reason
         };
-        let version = self.reservation.version().clone();
-        match self.reservation.commit_uploaded(&origin).await {
-            Ok(stored) => {
-                let _ = reply.send(Ok(()));
-                self.log.opus(
-                    "store",
-                    &format!(
-                        "stored version {version} in {}: {} file(s), {} bytes, uploaded by the runner",
-                        stored.record.store, stored.record.file_count, stored.record.size
-                    ),
-                );
-                // The same step as local builds: site options, automatic deploys, retention.
-                crate::promotion::after_stored(
-                    self.store,
-                    &self.ctx.deployer,
-                    self.build,
-                    self.project,
-                    self.spec,
-                    version.as_str(),
-                    self.log,
-                )
-                .await;
-                Outcome::succeeded()
-            }
-            Err(e) => {
-                let msg = format!("storing version {version} failed: {e}");
-                self.log.opus("store", &msg);
-                let _ = reply.send(Err(msg.clone()));
-                Outcome::failed(msg)
-            }
-        }
+        Err(BuildFailure::new(Stage::Steps, FailureKind::Runner(reason)))
     }
 
     /// Deletes the build's Job (background propagation: its pod goes too), saying so in the log.

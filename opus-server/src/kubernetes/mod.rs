@@ -6,12 +6,15 @@
 //!
 //! - [`KubeExecutor::connect`]: the current kube-context (in a cluster: the pod's service account),
 //!   found once at start; opusd refuses to start without one.
-//! - `build`: one build as a Job (`KubeExecutor::execute`, called by [`crate::build::run`]).
+//! - `build`: one build's job as a Job (`KubeExecutor::source` and `KubeExecutor::execute`,
+//!   called by [`crate::build::run`] through [`crate::build::Executor`]).
 //!
 //! The scheduler's slots and queue apply as for local builds: a Job is created only when a slot
 //! is free, and the slot is held until the build ends.
 
 mod build;
+
+pub use build::Uploaded;
 
 use std::sync::Arc;
 use std::time::Duration;

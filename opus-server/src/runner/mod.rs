@@ -4,9 +4,10 @@
 //! 1. `GetAssignment`: the project's git URL, the commit, the version, the steps' environment
 //!    (with the project's secrets) and the artifact store to upload to.
 //! 2. Fetches that commit ([`crate::source::fetch_commit`]), reads `opus.yml`
-//!    ([`opus_core::manifest::discover`]) and runs the steps with the same code as local builds
-//!    ([`crate::executor::run_steps`]), sending every line to opusd over `PushLogs`.
-//! 3. Checks the output folder and uploads the version to the object store itself
+//!    ([`opus_core::manifest::discover`]) and runs its job with the same code as local builds
+//!    ([`crate::build::run_job`]: the steps, then the output folder's checks), sending every line
+//!    to opusd over `PushLogs`.
+//! 3. Uploads the version to the object store itself
 //!    ([`opus_core::artifact::Uploader`]: files, archive, manifest).
 //! 4. `FinishBuild`: opusd checks the upload and commits the version, or records the failure.
 //!
@@ -31,7 +32,8 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::executor::{self, LogSink, StepFailure};
+use crate::build::steps::LogSink;
+use crate::build::{BuildFailure, FailureKind, Job, Stage, run_job};
 use remote_log::RemoteLog;
 
 /// The environment variable holding the build's token (never a flag: flags show in `ps`).
@@ -175,17 +177,17 @@ pub async fn run(
             reason: String::new(),
             manifest_json: serde_json::to_string(&uploaded.manifest).unwrap_or_default(),
         },
-        Err(reason) => proto::FinishBuildRequest {
+        Err(failure) => proto::FinishBuildRequest {
             build_id: build,
             succeeded: false,
-            reason: reason.clone(),
+            reason: failure.to_string(),
             manifest_json: String::new(),
         },
     };
     match client.finish_build(request).await {
         Ok(_) => Ok(match result {
             Ok(_) => Outcome::Succeeded,
-            Err(reason) => Outcome::Failed(reason),
+            Err(failure) => Outcome::Failed(failure.to_string()),
         }),
         // opusd refused the upload: the build has failed with that reason.
         Err(s) if s.code() == tonic::Code::FailedPrecondition => {
@@ -237,28 +239,37 @@ async fn connect(args: &RunnerArgs, token: BuildToken) -> Result<Client, RunnerE
     }
 }
 
-/// Everything between the assignment and the report. `Err` is the build's failure reason, already
-/// in the log.
+/// Everything between the assignment and the report: fetch the commit, read the recipe, run its
+/// job with the same code as local builds ([`crate::build::run_job`]), upload the output. The
+/// failure is said in the log (so opusd's copy of it has it) before it is returned.
 async fn build_and_upload(
     assignment: &proto::Assignment,
     workspace: &Path,
     log: &RemoteLog,
     cancel: &CancellationToken,
-) -> Result<Uploaded, String> {
-    let fail = |step: &str, msg: String| {
-        log.opus(step, &msg);
-        msg
-    };
+) -> Result<Uploaded, BuildFailure> {
+    let result = fetch_build_upload(assignment, workspace, log, cancel).await;
+    if let Err(failure) = &result {
+        failure.report(log);
+    }
+    result
+}
+
+/// See [`build_and_upload`].
+async fn fetch_build_upload(
+    assignment: &proto::Assignment,
+    workspace: &Path,
+    log: &RemoteLog,
+    cancel: &CancellationToken,
+) -> Result<Uploaded, BuildFailure> {
+    let source = |kind| BuildFailure::new(Stage::Source, kind);
     let Some(build) = &assignment.build else {
-        return Err(fail(
-            "source",
+        return Err(source(FailureKind::Assignment(
             "opusd sent no build in the assignment".into(),
-        ));
+        )));
     };
-    let project =
-        ProjectName::new(build.project.as_str()).map_err(|e| fail("source", e.to_string()))?;
-    let version =
-        VersionName::new(build.version.as_str()).map_err(|e| fail("source", e.to_string()))?;
+    let project = ProjectName::new(build.project.as_str()).map_err(|e| source(e.into()))?;
+    let version = VersionName::new(build.version.as_str()).map_err(|e| source(e.into()))?;
 
     log.opus(
         "source",
@@ -266,69 +277,51 @@ async fn build_and_upload(
     );
     let fetched = tokio::select! {
         r = crate::source::fetch_commit(&assignment.source, &build.commit, workspace) => r,
-        () = cancel.cancelled() => return Err(fail("source", "cancelled".into())),
+        () = cancel.cancelled() => return Err(source(FailureKind::Cancelled)),
     };
-    fetched.map_err(|e| fail("source", e.to_string()))?;
+    fetched.map_err(|e| source(e.into()))?;
     log.opus("source", &format!("checked out {}", build.commit));
 
     let (spec, origin) =
-        manifest::discover(workspace).map_err(|e| fail("recipe", e.to_string()))?;
+        manifest::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
     log.opus("recipe", &origin.describe(&spec));
     let mut env: BTreeMap<String, String> = spec.build.env.clone();
     env.extend(assignment.env.clone());
-    match executor::run_steps(
-        &spec.build.steps,
-        workspace,
-        &env,
-        log,
-        cancel,
-        spec.build.timeout,
-    )
-    .await
-    {
-        Ok(()) => {}
-        Err(failure) => {
-            if matches!(failure, StepFailure::TimedOut(_) | StepFailure::Cancelled) {
-                log.opus("steps", &failure.to_string());
-            }
-            return Err(failure.to_string());
-        }
-    }
-
-    let output = manifest::resolve_output(workspace, &spec.build, origin);
-    let output_dir = workspace.join(&output);
-    if !tokio::fs::metadata(&output_dir)
-        .await
-        .is_ok_and(|m| m.is_dir())
-    {
-        return Err(fail(
-            "output",
-            format!(
-                "the output folder {output:?} does not exist after the build (build.output in opus.yml)"
-            ),
+    let job = Job::from_recipe(&spec, origin, workspace);
+    let Some(output) = run_job(&job, workspace, &env, log, cancel).await? else {
+        return Err(BuildFailure::new(
+            Stage::Output,
+            FailureKind::Assignment("the build's recipe names no output folder".into()),
         ));
-    }
+    };
+
+    let store = |kind| BuildFailure::new(Stage::Store, kind);
     let settings: Vec<(String, String)> = assignment
         .store_settings
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let uploader = Uploader::open(&assignment.store_url, &settings)
-        .map_err(|e| fail("store", format!("cannot open the artifact store: {e}")))?;
+        .map_err(|e| store(FailureKind::OpenStore(e)))?;
     let origin = Origin {
         build_id: build.id,
         commit: build.commit.clone(),
         store: String::new(),
     };
     let uploaded = uploader
-        .upload_dir(&project, &version, &output_dir, &origin)
+        .upload_dir(&project, &version, &output.dir, &origin)
         .await
-        .map_err(|e| fail("store", format!("uploading version {version} failed: {e}")))?;
+        .map_err(|e| {
+            store(FailureKind::Upload {
+                version: version.to_string(),
+                source: e,
+            })
+        })?;
     log.opus(
         "output",
         &format!(
-            "{output}: {} file(s), {} bytes uploaded as version {version}",
-            uploaded.files, uploaded.bytes
+            "{}: {} file(s), {} bytes uploaded as version {version}",
+            output.name, uploaded.files, uploaded.bytes
         ),
     );
     Ok(uploaded)

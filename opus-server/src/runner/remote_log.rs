@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::Client;
-use crate::executor::LogSink;
+use crate::build::steps::LogSink;
 use crate::runners::BUILD_ID_METADATA;
 
 /// Bytes of lines waiting to be sent past which new lines are dropped (a build that prints faster

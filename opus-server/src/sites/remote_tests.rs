@@ -127,11 +127,10 @@ async fn fixture(store: &str, spa: bool, cache_limit: u64) -> Fixture {
                 commit: String::new(),
                 store: store.to_owned(),
             },
+            &SiteOptions { spa },
         )
         .await
         .expect("store the version");
-    meta.set_site_options("web", "1.0", &SiteOptions { spa })
-        .expect("site options");
     let metrics = Metrics::new();
     let cache = SiteCache::load(&dir.path().join("site-cache"), cache_limit, metrics.clone())
         .expect("cache");

@@ -479,3 +479,93 @@ fn logs_follow_a_running_build_to_its_end() {
     let err = d.opus(&["logs", "web#x"]).fails(1).to_owned();
     assert!(err.contains("write it as 12 or web#12"), "{err}");
 }
+
+#[test]
+fn an_output_folder_that_is_a_link_out_of_the_workspace_is_refused() {
+    let d = Daemon::start();
+    let outside = d.root.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("index.html"), "<h1>not the build's</h1>").expect("write");
+    add_site(
+        &d,
+        "web",
+        &format!("build:\n  steps: [\"ln -s {} dist\"]\n", outside.display()),
+    );
+    let id = d.trigger(&["web"]);
+    let b = d.wait_for_state("web", id, "failed", 60);
+    let reason = b["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the output folder \"dist\" leads outside the workspace"),
+        "{b}"
+    );
+    let log = d.opus(&["logs", &format!("web#{id}")]);
+    assert!(
+        log.ok().contains("leads outside the workspace"),
+        "{}",
+        log.stdout
+    );
+    let versions = d.opus(&["artifacts", "web", "-o", "json"]).json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(0), "{versions}");
+}
+
+#[test]
+fn a_build_whose_version_was_committed_before_opusd_died_is_succeeded_on_restart() {
+    let mut d = Daemon::start();
+    add_site(&d, "web", &format!("build:\n  steps: [\"{WRITE_DIST}\"]\n"));
+    let id = d.trigger(&["web"]);
+    d.wait_for_state("web", id, "succeeded", 60);
+    assert_eq!(d.stop(), 0);
+    // The state a kill between the version's commit and the build's outcome leaves.
+    {
+        let store =
+            opus_core::store::MetaStore::open(&d.data_dir().join("meta")).expect("open the store");
+        store
+            .update_build(id, |b| {
+                b.state = opus_core::model::BuildState::Running;
+                b.reason.clear();
+                b.finished_at = None;
+            })
+            .expect("back to running");
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(store.flush())
+            .expect("flush");
+    }
+    d.restart();
+    let b = d.wait_for_state("web", id, "succeeded", 30);
+    assert_eq!(
+        b["reason"],
+        "opusd restarted after storing the version (automatic deploys did not run)"
+    );
+    let versions = d.opus(&["artifacts", "web", "-o", "json"]).json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+}
+
+#[test]
+fn removing_a_project_cancels_its_running_build_first() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!("build:\n  steps: [\"sleep 300\", \"{WRITE_DIST}\"]\n"),
+    );
+    let id = d.trigger(&["web"]);
+    d.wait_for_state("web", id, "running", 30);
+    let started = Instant::now();
+    d.opus(&["remove", "web"]).ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "remove waited for the build"
+    );
+    // Ended before the project went: recorded, not left running.
+    let all = d.opus(&["builds", "-o", "json", "--limit", "500"]).json();
+    let build = all
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["id"] == id).cloned())
+        .unwrap_or_default();
+    assert_eq!(build["state"], "cancelled", "{all}");
+    assert_eq!(
+        d.opus(&["status", "-o", "json"]).json()["running_builds"],
+        0
+    );
+}

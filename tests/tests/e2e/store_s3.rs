@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use object_store::ObjectStoreExt;
 use opus_core::artifact::{ArtifactStore, ManifestFile, Origin, sha256_hex};
 use opus_core::model::{Project, ProjectName, Source, VersionName};
-use opus_core::store::MetaStore;
+use opus_core::store::{MetaStore, SiteOptions};
 use opus_tests::moto::Moto;
 
 const BUCKET: &str = "opus-test";
@@ -66,7 +66,13 @@ async fn versions_on_a_real_s3_server() {
     let v1 = dir.path().join("v1");
     site(&v1, 1);
     let first = store
-        .store_dir(&web, &VersionName::new("1").expect("v"), &v1, &origin)
+        .store_dir(
+            &web,
+            &VersionName::new("1").expect("v"),
+            &v1,
+            &origin,
+            &SiteOptions::default(),
+        )
         .await
         .expect("store v1");
     assert_eq!(first.record.store, "s3");
@@ -97,7 +103,13 @@ async fn versions_on_a_real_s3_server() {
     let v2 = dir.path().join("v2");
     site(&v2, 2);
     let second = store
-        .store_dir(&web, &VersionName::new("2").expect("v"), &v2, &origin)
+        .store_dir(
+            &web,
+            &VersionName::new("2").expect("v"),
+            &v2,
+            &origin,
+            &SiteOptions::default(),
+        )
         .await
         .expect("store v2");
     assert_eq!(

@@ -1,0 +1,311 @@
+//! How a build ends: [`BuildFailure`] (the stage that failed and why) and [`Outcome`] (what is
+//! recorded on the build).
+//!
+//! Every stage of a build returns `Result<_, BuildFailure>`, whichever executor runs it and also
+//! inside `opusd runner`; [`crate::build::run`] turns the first failure into the build's
+//! [`Outcome`] and its reason (the failure's `Display`).
+
+use std::path::PathBuf;
+
+use opus_core::error::{ArtifactError, ManifestError, ModelError, StoreError};
+use opus_core::model::BuildState;
+use thiserror::Error;
+
+use super::steps::{LogSink, StepFailure};
+use crate::source::SourceError;
+
+/// The stage of a build, which names its lines in the build log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Starting: the build log, the project, the workspace.
+    Start,
+    /// Fetching the source and deciding the version.
+    Source,
+    /// Reading opus.yml (or package.json) and the steps' environment.
+    Recipe,
+    /// Running the steps.
+    Steps,
+    /// Checking the output folder.
+    Output,
+    /// Storing the output as a version.
+    Store,
+    /// The build's Job (the kubernetes executor).
+    Kubernetes,
+}
+
+impl Stage {
+    /// The step name of this stage's lines in the build log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Start => "start",
+            Stage::Source => "source",
+            Stage::Recipe => "recipe",
+            Stage::Steps => "steps",
+            Stage::Output => "output",
+            Stage::Store => "store",
+            Stage::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// Why a build stage failed. The `Display` is the build's recorded reason.
+#[derive(Debug, Error)]
+pub enum FailureKind {
+    /// Cancelled (by a user, a newer push, or the build pod being deleted).
+    #[error("cancelled")]
+    Cancelled,
+    /// opusd stopped while the build was running.
+    #[error("opusd stopped while the build was running")]
+    Stopped,
+    /// The build log could not be opened.
+    #[error("cannot open the build log: {0}")]
+    Log(#[source] std::io::Error),
+    /// The workspace could not be made.
+    #[error("cannot create the workspace {}: {source}", path.display())]
+    Workspace {
+        /// The workspace.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metadata store failed (the project is gone, a write failed).
+    #[error(transparent)]
+    Metadata(#[from] StoreError),
+    /// The project's secrets could not be read.
+    #[error("cannot read the project's secrets: {0}")]
+    Secrets(#[source] StoreError),
+    /// The source could not be fetched.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The kubernetes executor cannot build a local directory.
+    #[error(
+        "the source of {project} is a local directory ({dir}), which a build pod cannot read: \
+         the kubernetes executor builds git sources (opus add {project} <git URL>); \
+         run opusd with --executor local to build local directories"
+    )]
+    LocalSourceInPod {
+        /// The project.
+        project: String,
+        /// Its directory.
+        dir: String,
+    },
+    /// The assignment a runner got is not usable.
+    #[error("{0}")]
+    Assignment(String),
+    /// A tag whose name cannot be a version.
+    #[error("tag {tag:?} cannot be a version: {source}; trigger with --version")]
+    TagNotVersion {
+        /// The tag.
+        tag: String,
+        /// Why.
+        #[source]
+        source: ModelError,
+    },
+    /// The version name is invalid.
+    #[error(transparent)]
+    Version(#[from] ModelError),
+    /// opus.yml (or package.json) cannot be read.
+    #[error(transparent)]
+    Recipe(#[from] ManifestError),
+    /// A step failed or the steps ran out of time.
+    #[error("{0}")]
+    Steps(StepFailure),
+    /// The output folder is not there.
+    #[error(
+        "the output folder {output:?} does not exist after the build (build.output in opus.yml)"
+    )]
+    OutputMissing {
+        /// build.output, as resolved.
+        output: String,
+    },
+    /// The output folder is a link to somewhere outside the workspace.
+    #[error(
+        "the output folder {output:?} leads outside the workspace (to {}): a build's output must be \
+         a folder of the workspace, as links inside it must stay inside it (build.output in opus.yml)",
+        target.display()
+    )]
+    OutputEscapes {
+        /// build.output, as resolved.
+        output: String,
+        /// Where it leads.
+        target: PathBuf,
+    },
+    /// Storing the version failed.
+    #[error("storing version {version} failed: {source}")]
+    Store {
+        /// The version.
+        version: String,
+        /// Why.
+        #[source]
+        source: ArtifactError,
+    },
+    /// A runner could not open the artifact store.
+    #[error("cannot open the artifact store: {0}")]
+    OpenStore(#[source] ArtifactError),
+    /// A runner could not upload the version.
+    #[error("uploading version {version} failed: {source}")]
+    Upload {
+        /// The version.
+        version: String,
+        /// Why.
+        #[source]
+        source: ArtifactError,
+    },
+    /// The build could not be given a token.
+    #[error("{0}")]
+    Token(#[from] crate::runners::TokenError),
+    /// The build's Job could not be created.
+    #[error("cannot create the build's Job: {0}")]
+    CreateJob(#[source] opus_core::kubernetes::KubeError),
+    /// The Job ran past opusd's deadline.
+    #[error(
+        "timed out: the Job {job} did not end within {} (build.timeout, and as long again up to a minute)",
+        humantime::format_duration(*limit)
+    )]
+    JobTimedOut {
+        /// The Job.
+        job: String,
+        /// opusd's deadline.
+        limit: std::time::Duration,
+    },
+    /// The build pod could not start, or its Job failed (Kubernetes' reason).
+    #[error("{0}")]
+    Pod(String),
+    /// The build pod ended without reporting.
+    #[error(
+        "the build pod exited without reporting to opusd; see `kubectl -n {namespace} logs job/{job}`"
+    )]
+    PodSilent {
+        /// The namespace.
+        namespace: String,
+        /// The Job.
+        job: String,
+    },
+    /// The Job was deleted by someone else.
+    #[error("the Job {0} was deleted outside Opus")]
+    JobMissing(String),
+    /// The runner reported a failure (its reason; the runner logged it).
+    #[error("{0}")]
+    Runner(String),
+}
+
+/// A build that did not succeed: the stage and why. Its `Display` is the reason recorded on the
+/// build.
+#[derive(Debug, Error)]
+#[error("{kind}")]
+pub struct BuildFailure {
+    /// Where it failed.
+    pub stage: Stage,
+    /// Why.
+    pub kind: FailureKind,
+}
+
+impl BuildFailure {
+    /// A failure at `stage`.
+    pub fn new(stage: Stage, kind: impl Into<FailureKind>) -> BuildFailure {
+        BuildFailure {
+            stage,
+            kind: kind.into(),
+        }
+    }
+
+    /// A cancelled build.
+    pub fn cancelled() -> BuildFailure {
+        BuildFailure::new(Stage::Steps, FailureKind::Cancelled)
+    }
+
+    /// The steps' failure; a cancel is [`FailureKind::Cancelled`].
+    pub fn steps(failure: StepFailure) -> BuildFailure {
+        match failure {
+            StepFailure::Cancelled => BuildFailure::cancelled(),
+            failure => BuildFailure::new(Stage::Steps, FailureKind::Steps(failure)),
+        }
+    }
+
+    /// Whether the build was cancelled.
+    pub fn is_cancel(&self) -> bool {
+        matches!(self.kind, FailureKind::Cancelled)
+    }
+
+    /// Writes the failure to the build log under its stage, unless it is there already (a step's
+    /// exit, which the step runner logs; a runner's report, which the runner logged; a cancel,
+    /// which the build's last line says).
+    pub fn report<L: LogSink>(&self, log: &L) {
+        let step = match &self.kind {
+            FailureKind::Cancelled | FailureKind::Stopped | FailureKind::Runner(_) => return,
+            FailureKind::Steps(StepFailure::Exited { .. }) => return,
+            FailureKind::Steps(StepFailure::TimedOut(_)) | FailureKind::JobTimedOut { .. } => {
+                "timeout"
+            }
+            _ => self.stage.as_str(),
+        };
+        log.opus(step, &self.to_string());
+    }
+}
+
+/// How a build ended, as it is recorded. Made only from a [`BuildFailure`] or
+/// [`Outcome::succeeded`].
+#[derive(Debug)]
+pub struct Outcome {
+    state: BuildState,
+    reason: String,
+}
+
+impl Outcome {
+    /// The build succeeded.
+    pub fn succeeded() -> Outcome {
+        Outcome {
+            state: BuildState::Succeeded,
+            reason: String::new(),
+        }
+    }
+
+    /// The final state.
+    pub fn state(&self) -> BuildState {
+        self.state
+    }
+
+    /// The reason (empty for a success).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl From<BuildFailure> for Outcome {
+    fn from(failure: BuildFailure) -> Outcome {
+        match failure.kind {
+            FailureKind::Cancelled => Outcome {
+                state: BuildState::Cancelled,
+                reason: "cancelled by a user".into(),
+            },
+            _ => Outcome {
+                state: BuildState::Failed,
+                reason: failure.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_is_recorded_cancelled_and_any_other_failure_failed() {
+        let cancelled = Outcome::from(BuildFailure::steps(StepFailure::Cancelled));
+        assert_eq!(cancelled.state(), BuildState::Cancelled);
+        assert_eq!(cancelled.reason(), "cancelled by a user");
+        let missing = Outcome::from(BuildFailure::new(
+            Stage::Output,
+            FailureKind::OutputMissing {
+                output: "dist".into(),
+            },
+        ));
+        assert_eq!(missing.state(), BuildState::Failed);
+        assert_eq!(
+            missing.reason(),
+            "the output folder \"dist\" does not exist after the build (build.output in opus.yml)"
+        );
+    }
+}

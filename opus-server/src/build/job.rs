@@ -1,0 +1,158 @@
+//! A job: steps run in a workspace, and the folder they leave as output (when the job has one).
+//!
+//! A build is one job today, made from its recipe ([`Job::from_recipe`]). The local executor and
+//! `opusd runner` (inside a build pod) both run a job with [`run_job`], so the steps, the time
+//! limit and the output checks are the same wherever a build runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use opus_core::manifest::{self, OpusFile, SpecOrigin};
+use tokio_util::sync::CancellationToken;
+
+use super::failure::{BuildFailure, FailureKind, Stage};
+use super::steps::{self, LogSink};
+
+/// What runs in one workspace: steps, under one time limit, and the folder they produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Shell commands, run in order.
+    pub steps: Vec<String>,
+    /// Time limit of all the steps together.
+    pub timeout: Duration,
+    /// The container image the steps run in (the kubernetes executor; `None`: its default).
+    pub image: Option<String>,
+    /// Folders (relative to the workspace) kept between builds of the project.
+    pub cache: Vec<String>,
+    /// The folder (relative to the workspace) the job leaves as output; `None` for a job that
+    /// produces none.
+    pub output: Option<String>,
+}
+
+impl Job {
+    /// The job of a build's recipe, read from `workspace`: its steps, timeout, image, and its
+    /// output folder (`build.output`, or what package.json's tooling writes).
+    pub fn from_recipe(spec: &OpusFile, origin: SpecOrigin, workspace: &Path) -> Job {
+        Job {
+            steps: spec.build.steps.clone(),
+            timeout: spec.build.timeout,
+            image: spec.build.image.clone(),
+            cache: spec.build.cache.clone(),
+            output: Some(manifest::resolve_output(workspace, &spec.build, origin)),
+        }
+    }
+}
+
+/// A job's output, checked: the folder as configured and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// build.output, as resolved (for messages).
+    pub name: String,
+    /// The folder.
+    pub dir: PathBuf,
+}
+
+/// Runs `job` in `workspace` with `env` (stopping at the first failure, at `cancel`, or at the
+/// job's time limit), then checks its output folder ([`check_output`]).
+pub async fn run_job<L: LogSink>(
+    job: &Job,
+    workspace: &Path,
+    env: &BTreeMap<String, String>,
+    log: &L,
+    cancel: &CancellationToken,
+) -> Result<Option<Output>, BuildFailure> {
+    steps::run_steps(&job.steps, workspace, env, log, cancel, job.timeout)
+        .await
+        .map_err(BuildFailure::steps)?;
+    match &job.output {
+        Some(output) => check_output(workspace, output).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The output folder `output` of `workspace`, once the steps ran: it must be a folder, and it must
+/// be inside the workspace (an output that is a link, or under a link, to a folder elsewhere is
+/// refused, as links inside the output that lead out of it are when it is stored).
+pub async fn check_output(workspace: &Path, output: &str) -> Result<Output, BuildFailure> {
+    let fail = |kind| BuildFailure::new(Stage::Output, kind);
+    let dir = workspace.join(output);
+    let missing = || {
+        fail(FailureKind::OutputMissing {
+            output: output.to_owned(),
+        })
+    };
+    match tokio::fs::metadata(&dir).await {
+        Ok(m) if m.is_dir() => {}
+        _ => return Err(missing()),
+    }
+    let (root, real) = match (
+        tokio::fs::canonicalize(workspace).await,
+        tokio::fs::canonicalize(&dir).await,
+    ) {
+        (Ok(root), Ok(real)) => (root, real),
+        _ => return Err(missing()),
+    };
+    if !real.starts_with(&root) {
+        return Err(fail(FailureKind::OutputEscapes {
+            output: output.to_owned(),
+            target: real,
+        }));
+    }
+    Ok(Output {
+        name: output.to_owned(),
+        dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_output_folder_inside_the_workspace_is_accepted() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(workspace.path().join("site/dist")).expect("mkdir");
+        // A link to a folder of the workspace stays inside it.
+        std::os::unix::fs::symlink("site/dist", workspace.path().join("out")).expect("symlink");
+        for output in ["site/dist", "out"] {
+            let found = check_output(workspace.path(), output).await.expect(output);
+            assert_eq!(found.dir, workspace.path().join(output));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_output_folder_that_leads_outside_the_workspace_is_refused() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(elsewhere.path(), workspace.path().join("dist"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(elsewhere.path(), workspace.path().join("up")).expect("symlink");
+        std::fs::create_dir(elsewhere.path().join("www")).expect("mkdir");
+        for output in ["dist", "up/www"] {
+            let failure = check_output(workspace.path(), output)
+                .await
+                .expect_err(output);
+            assert_eq!(failure.stage, Stage::Output);
+            assert!(
+                matches!(failure.kind, FailureKind::OutputEscapes { .. }),
+                "{failure:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_output_or_a_file_is_missing_output() {
+        let workspace = tempfile::tempdir().expect("tempdir");
+        std::fs::write(workspace.path().join("dist"), "a file").expect("write");
+        for output in ["dist", "build"] {
+            let failure = check_output(workspace.path(), output)
+                .await
+                .expect_err(output);
+            assert!(
+                matches!(failure.kind, FailureKind::OutputMissing { .. }),
+                "{failure:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! One build from start to end, whichever executor runs it.
+//!
+//! [`run`] is called by the scheduler with a slot held, and owns the whole sequence:
+//!
+//! 1. prepare: start the build, open its log, make its workspace, fetch the source
+//!    ([`Executor::source`]), decide the version ([`prepare::record_checkout`]), read the recipe,
+//!    make the steps' environment ([`prepare::build_env`]);
+//! 2. execute the recipe's [`Job`] on the [`Executor`]: the local one runs the steps here
+//!    ([`job::run_job`]), the kubernetes one in a build pod whose runner uploads the output;
+//! 3. store the output as a version, with its site options in the same commit ([`store`]);
+//! 4. promote it ([`crate::promotion::after_stored`]: automatic deploys, retention);
+//! 5. finish: record the outcome (with its event), remove the workspace, close the log.
+//!
+//! Every stage fails with a [`BuildFailure`]; the first one becomes the build's [`Outcome`].
+//!
+//! Modules: `failure` (the failure and outcome types), `prepare` (version and environment),
+//! `job` (a job: steps and output checks, shared with `opusd runner`), [`steps`] (running steps
+//! as processes), `local` (the local executor), `store` (a version from the executor's output).
+
+mod executor;
+mod failure;
+mod job;
+mod local;
+mod prepare;
+pub mod steps;
+mod store;
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use opus_core::error::ModelError;
+use opus_core::manifest;
+use opus_core::model::{Build, BuildState};
+use opus_core::store::{MetaStore, SiteOptions};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span};
+
+pub use executor::Executor;
+pub(crate) use executor::Produced;
+pub use failure::{BuildFailure, FailureKind, Outcome, Stage};
+pub use job::{Job, Output, check_output, run_job};
+
+use crate::logs::{BuildLog, LogHub};
+use crate::source::SourceFetcher;
+
+/// What every build needs from the daemon.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// `<data-dir>/work`: one workspace per build.
+    pub work_dir: PathBuf,
+    /// `<data-dir>/cache`: cache folders per project.
+    pub cache_dir: PathBuf,
+    /// Build logs.
+    pub logs: LogHub,
+    /// Source checkouts.
+    pub sources: SourceFetcher,
+    /// Names of the artifact stores a trigger may name.
+    pub store_names: Vec<String>,
+    /// Where a succeeded build's output is stored as a version.
+    pub artifacts: opus_core::artifact::ArtifactStore,
+    /// Automatic deploys and retention after a version is stored.
+    pub deployer: crate::deploys::Deployer,
+    /// Where builds run: here, or as Kubernetes Jobs (`--executor kubernetes`).
+    pub executor: Executor,
+}
+
+impl BuildContext {
+    /// Refuses a store name opusd was not started with.
+    pub fn check_store(&self, name: &str) -> Result<(), ModelError> {
+        if self.store_names.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        Err(ModelError::Invalid(format!(
+            "unknown artifact store {name:?}: this opusd has {}; start opusd with --extra-store {name}=URL to add it",
+            self.store_names.join(", ")
+        )))
+    }
+}
+
+/// Runs build `id` to its end. `cancel` stops it (user cancel or shutdown); `stopping` tells the
+/// two apart.
+pub async fn run(
+    ctx: &BuildContext,
+    store: &MetaStore,
+    id: u64,
+    cancel: CancellationToken,
+    stopping: &CancellationToken,
+) {
+    let started = store.update_build(id, |b| {
+        if b.state == BuildState::Queued {
+            b.state = BuildState::Running;
+            b.started_at = Some(SystemTime::now());
+        }
+    });
+    let build = match started {
+        Ok(b) if b.state == BuildState::Running => b,
+        Ok(_) => return, // cancelled while it waited for its slot
+        Err(e) => {
+            error!(build = id, error = %e, "cannot start build");
+            return;
+        }
+    };
+    let span = info_span!("build", build = id, project = %build.project);
+    async {
+        let masks = store
+            .secrets(build.project.as_str())
+            .map(|s| s.into_iter().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        let log = match ctx.logs.open(id, masks) {
+            Ok(log) => log,
+            Err(e) => {
+                let failure = BuildFailure::new(Stage::Start, FailureKind::Log(e));
+                record(store, id, &Outcome::from(failure));
+                return;
+            }
+        };
+        let workspace = ctx.work_dir.join(id.to_string());
+        let outcome = match sequence(ctx, store, &build, &workspace, &log, &cancel).await {
+            Ok(()) => Outcome::succeeded(),
+            Err(failure) if failure.is_cancel() && stopping.is_cancelled() => {
+                Outcome::from(BuildFailure::new(failure.stage, FailureKind::Stopped))
+            }
+            Err(failure) => {
+                failure.report(&log);
+                Outcome::from(failure)
+            }
+        };
+        finish(ctx, store, id, &workspace, &log, outcome).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Prepare, execute, store, promote: everything between start and finish that can fail.
+async fn sequence(
+    ctx: &BuildContext,
+    store: &MetaStore,
+    build: &Build,
+    workspace: &std::path::Path,
+    log: &BuildLog,
+    cancel: &CancellationToken,
+) -> Result<(), BuildFailure> {
+    let project = store
+        .get_project(build.project.as_str())
+        .map_err(|e| BuildFailure::new(Stage::Start, e))?;
+    prepare::fresh_dir(workspace).await.map_err(|source| {
+        BuildFailure::new(
+            Stage::Start,
+            FailureKind::Workspace {
+                path: workspace.to_path_buf(),
+                source,
+            },
+        )
+    })?;
+    let checkout = ctx
+        .executor
+        .source(ctx, &project, build, workspace, log, cancel)
+        .await?;
+    let build = prepare::record_checkout(store, build, &checkout)?;
+    let (spec, origin) =
+        manifest::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
+    ctx.executor.describe_recipe(&spec, origin, log);
+    let mut env = spec.build.env.clone();
+    env.extend(prepare::build_env(store, &build)?);
+    let job = Job::from_recipe(&spec, origin, workspace);
+
+    let produced = ctx
+        .executor
+        .execute(ctx, &project, &build, &job, env, workspace, log, cancel)
+        .await?;
+    if let Some(produced) = produced {
+        let options = SiteOptions { spa: spec.spa };
+        store::store(ctx, &build, produced, &options, log).await?;
+        crate::promotion::after_stored(
+            store,
+            &ctx.deployer,
+            &build,
+            &project,
+            &spec,
+            &build.version,
+            log,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Ends a build: removes its workspace, says how it ended, records the outcome (and its event),
+/// closes the log.
+async fn finish(
+    ctx: &BuildContext,
+    store: &MetaStore,
+    id: u64,
+    workspace: &std::path::Path,
+    log: &BuildLog,
+    outcome: Outcome,
+) {
+    if let Err(e) = tokio::fs::remove_dir_all(workspace).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        log.opus("cleanup", &format!("cannot remove the workspace: {e}"));
+    }
+    let line = match outcome.state() {
+        BuildState::Succeeded => "build succeeded".to_owned(),
+        state => format!("build {state}: {}", outcome.reason()),
+    };
+    log.opus("done", &line);
+    info!(state = %outcome.state(), reason = %outcome.reason(), "build ended");
+    record(store, id, &outcome);
+    log.finish();
+    ctx.logs.close(id);
+}
+
+/// Records the outcome (and its event).
+fn record(store: &MetaStore, id: u64, outcome: &Outcome) {
+    let result = store.update_build(id, |b| {
+        b.state = outcome.state();
+        b.reason = outcome.reason().to_owned();
+        b.finished_at = Some(SystemTime::now());
+    });
+    if let Err(e) = result {
+        error!(build = id, error = %e, "cannot record the build's outcome");
+    }
+}

@@ -1,0 +1,76 @@
+//! Storing what a build's job produced as the build's version: a folder of opusd's workspace
+//! (files, archive, manifest, then the commit), or a runner's upload (checked, then committed).
+//! Either way the version's site options are written in the same commit as its record.
+
+use opus_core::artifact::Origin;
+use opus_core::model::{Build, VersionName};
+use opus_core::store::SiteOptions;
+
+use super::BuildContext;
+use super::executor::Produced;
+use super::failure::{BuildFailure, FailureKind, Stage};
+use crate::logs::BuildLog;
+
+/// Stores `produced` as the build's version with `options`.
+pub(super) async fn store(
+    ctx: &BuildContext,
+    build: &Build,
+    produced: Produced,
+    options: &SiteOptions,
+    log: &BuildLog,
+) -> Result<(), BuildFailure> {
+    let version =
+        VersionName::new(build.version.as_str()).map_err(|e| BuildFailure::new(Stage::Store, e))?;
+    let origin = Origin {
+        build_id: build.id,
+        commit: build.commit.clone(),
+        store: build.store.clone(),
+    };
+    let failed = |source| {
+        BuildFailure::new(
+            Stage::Store,
+            FailureKind::Store {
+                version: version.to_string(),
+                source,
+            },
+        )
+    };
+    match produced {
+        Produced::Folder(output) => {
+            let stored = ctx
+                .artifacts
+                .store_dir(&build.project, &version, &output.dir, &origin, options)
+                .await
+                .map_err(failed)?;
+            // The counts of the walk that stored it: the output is not walked twice.
+            log.opus(
+                "output",
+                &format!(
+                    "{}: {} file(s), {} bytes",
+                    output.name, stored.record.file_count, stored.record.size
+                ),
+            );
+            log.opus(
+                "store",
+                &format!(
+                    "stored version {version} in {}: {} file(s) written ({} bytes), {} unchanged file(s) copied",
+                    stored.record.store, stored.files_written, stored.bytes_written, stored.files_copied
+                ),
+            );
+        }
+        Produced::Uploaded(uploaded) => {
+            let stored = uploaded
+                .commit(&origin, options, log)
+                .await
+                .map_err(failed)?;
+            log.opus(
+                "store",
+                &format!(
+                    "stored version {version} in {}: {} file(s), {} bytes, uploaded by the runner",
+                    stored.record.store, stored.record.file_count, stored.record.size
+                ),
+            );
+        }
+    }
+    Ok(())
+}

@@ -11,6 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::output_lines;
+
+/// The longest text of one stored line: a line cut by the executor ([`output_lines::MAX_LINE`]
+/// and its marker) fits; anything longer, from wherever it comes, is cut again.
+pub const MAX_STORED_LINE: usize = output_lines::MAX_LINE + 1024;
+
 /// One line as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogRecord {
@@ -50,13 +56,14 @@ struct LogWriter {
 
 impl BuildLog {
     /// Appends a line (secrets masked). Past the cap, writes one marker and drops the rest. A
-    /// failing disk is logged once through tracing; the build goes on.
+    /// failing disk is logged once through tracing; the build goes on. A line longer than
+    /// [`MAX_STORED_LINE`] (which the local executor never sends, but a runner could) is cut.
     pub fn line(&self, step: &str, stream: &str, text: &str) {
         let mut w = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if w.cut {
             return;
         }
-        let mut text = text.to_owned();
+        let mut text = output_lines::cut(text, MAX_STORED_LINE).into_owned();
         for m in &w.masks {
             if text.contains(m.as_str()) {
                 text = text.replace(m.as_str(), "***");
@@ -234,5 +241,18 @@ mod tests {
         assert!(hub.follow(7).expect("live").borrow().finished);
         hub.close(7);
         assert!(hub.follow(7).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_is_cut_with_a_marker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = LogHub::new(dir.path().to_path_buf(), 1 << 20).expect("hub");
+        let log = hub.open(8, Vec::new()).expect("open");
+        log.line("step 1", "stdout", &"x".repeat(MAX_STORED_LINE * 4));
+        log.finish();
+        let (lines, _) = read_from(&hub.path(8), 0).await.expect("read");
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].text.ends_with(output_lines::CUT_MARKER));
+        assert!(lines[0].text.len() <= MAX_STORED_LINE + output_lines::CUT_MARKER.len());
     }
 }

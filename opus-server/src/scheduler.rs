@@ -5,7 +5,8 @@
 //! - The dispatcher takes a slot (a semaphore permit), pops the oldest queued build and runs it
 //!   in its own task ([`crate::build::run`]).
 //! - `cancel` removes a queued build or signals a running one, whose steps are then killed.
-//! - On start, builds left `running` by a previous opusd become failed ("opusd restarted") and
+//! - On start, builds left `running` by a previous opusd become failed ("opusd restarted"), the
+//!   processes their steps left running are killed (`process_tree::kill_leftovers`), and
 //!   builds left `queued` are queued again, oldest first.
 //! - `shutdown` stops dispatching, gives running builds a grace period, then cancels them; they
 //!   are recorded as failed ("opusd stopped"), and queued builds stay queued for the next start.
@@ -131,6 +132,12 @@ impl Scheduler {
                     .metrics
                     .build_finished(BuildState::Failed.as_str(), None);
                 warn!(build = build.id, project = %build.project, "build was running when opusd stopped: marked failed");
+                // Its steps' processes outlived the opusd that ran them.
+                let workspace = inner.context.work_dir.join(build.id.to_string());
+                let killed = crate::process_tree::kill_leftovers(&workspace);
+                if killed > 0 {
+                    warn!(build = build.id, killed, "killed processes the build left running");
+                }
             } else {
                 inner
                     .queue

@@ -114,103 +114,84 @@ pub async fn run_steps<L: LogSink>(
     cancel: &CancellationToken,
     timeout: Duration,
 ) -> Result<(), StepFailure> {
-    let processes = BuildProcesses::new(workspace);
-    let mut pumps = Vec::new();
-    let result = run_each(
-        steps,
-        workspace,
-        env,
-        log,
-        cancel,
-        timeout,
-        &processes,
-        &mut pumps,
-    )
-    .await;
-    let killed = processes.end().await;
-    if killed > 0 {
-        tracing::debug!(killed, "ended processes the steps left running");
-    }
-    // Every writer is gone, so the pipes close; a process that escaped (see process_tree) could
-    // still hold one, so the wait is bounded.
-    let _ = tokio::time::timeout(FINAL_OUTPUT_WAIT, async {
-        for pump in pumps.iter_mut().filter(|p| !p.is_finished()) {
-            let _ = pump.await;
-        }
-    })
-    .await;
-    for pump in &pumps {
-        pump.abort();
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_each<L: LogSink>(
-    steps: &[String],
-    workspace: &Path,
-    env: &BTreeMap<String, String>,
-    log: &L,
-    cancel: &CancellationToken,
-    timeout: Duration,
-    processes: &BuildProcesses,
-    pumps: &mut Vec<JoinHandle<()>>,
-) -> Result<(), StepFailure> {
     let deadline = tokio::time::Instant::now() + timeout;
     let inherited = inherited_env();
     let path = env
         .get("PATH")
         .or_else(|| inherited.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v));
     let sh = shell(path.map(String::as_str), workspace);
-    for (i, command) in steps.iter().enumerate() {
-        let step = format!("step {}", i + 1);
-        log.opus(&step, &format!("$ {command}"));
-        let mut child = processes
-            .step_command(&sh, command)
-            .current_dir(workspace)
-            .envs(inherited.iter().cloned())
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| StepFailure::Spawn(e.to_string()))?;
-        processes.started(child.id());
-        let first = pumps.len();
-        if let Some(s) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stdout")));
-        }
-        if let Some(s) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stderr")));
-        }
+    let processes = BuildProcesses::new(workspace);
+    let mut pumps: Vec<JoinHandle<()>> = Vec::new();
+    let result: Result<(), StepFailure> = async {
+        for (i, command) in steps.iter().enumerate() {
+            let step = format!("step {}", i + 1);
+            log.opus(&step, &format!("$ {command}"));
+            let mut child = processes
+                .step_command(&sh, command)
+                .current_dir(workspace)
+                .envs(inherited.iter().cloned())
+                .envs(env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| StepFailure::Spawn(e.to_string()))?;
+            processes.started(child.id());
+            let first = pumps.len();
+            if let Some(s) = child.stdout.take() {
+                pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stdout")));
+            }
+            if let Some(s) = child.stderr.take() {
+                pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stderr")));
+            }
 
-        // The step ends when its shell exits (not when its output closes, which a process left
-        // in the background would hold open); the rest of its output is read for a moment.
-        let status = tokio::select! {
-            status = child.wait() => status.map_err(|e| StepFailure::Spawn(e.to_string()))?,
-            () = cancel.cancelled() => return Err(StepFailure::Cancelled),
-            () = tokio::time::sleep_until(deadline) => return Err(StepFailure::TimedOut(timeout)),
-        };
-        tokio::select! {
-            _ = tokio::time::timeout(OUTPUT_GRACE, async {
+            // The step ends when its shell exits, not when its output closes (which a process
+            // left in the background holds open); the rest of its output is read for a moment.
+            let status = tokio::select! {
+                status = child.wait() => status.map_err(|e| StepFailure::Spawn(e.to_string()))?,
+                () = cancel.cancelled() => return Err(StepFailure::Cancelled),
+                () = tokio::time::sleep_until(deadline) => return Err(StepFailure::TimedOut(timeout)),
+            };
+            let rest_of_output = async {
                 for pump in &mut pumps[first..] {
                     let _ = pump.await;
                 }
-            }) => {}
-            () = cancel.cancelled() => return Err(StepFailure::Cancelled),
-            () = tokio::time::sleep_until(deadline) => return Err(StepFailure::TimedOut(timeout)),
-        }
-        if !status.success() {
-            let failure = StepFailure::Exited {
-                step: i + 1,
-                command: command.clone(),
-                code: status.code(),
             };
-            log.opus(&step, &failure.to_string());
-            return Err(failure);
+            tokio::select! {
+                _ = tokio::time::timeout(OUTPUT_GRACE, rest_of_output) => {}
+                () = cancel.cancelled() => return Err(StepFailure::Cancelled),
+                () = tokio::time::sleep_until(deadline) => return Err(StepFailure::TimedOut(timeout)),
+            }
+            if !status.success() {
+                let failure = StepFailure::Exited {
+                    step: i + 1,
+                    command: command.clone(),
+                    code: status.code(),
+                };
+                log.opus(&step, &failure.to_string());
+                return Err(failure);
+            }
         }
+        Ok(())
     }
-    Ok(())
+    .await;
+    // Whatever way the steps ended, nothing they started outlives them.
+    let killed = processes.end().await;
+    if killed > 0 {
+        tracing::debug!(killed, "ended processes the steps left running");
+    }
+    // With every writer gone the pipes close; a process that escaped (see process_tree) could
+    // still hold one, so the wait is bounded.
+    let last_output = async {
+        for pump in pumps.iter_mut().filter(|p| !p.is_finished()) {
+            let _ = pump.await;
+        }
+    };
+    let _ = tokio::time::timeout(FINAL_OUTPUT_WAIT, last_output).await;
+    for pump in &pumps {
+        pump.abort();
+    }
+    result
 }
 
 /// Where `sh` is for a step whose `PATH` is `path` (`execvp`'s default `/bin:/usr/bin` when it

@@ -120,12 +120,20 @@ mod tests {
     fn a_long_line_is_cut_with_a_marker_and_the_rest_dropped() {
         let long = vec![b'a'; MAX_LINE * 3 + 5];
         let lines = split(&[&long[..1000], &long[1000..], b"\nnext\n"]);
-        assert_eq!(lines.len(), 2, "{:?}", lines.iter().map(String::len).collect::<Vec<_>>());
+        assert_eq!(
+            lines.len(),
+            2,
+            "{:?}",
+            lines.iter().map(String::len).collect::<Vec<_>>()
+        );
         assert_eq!(lines[0], format!("{}{CUT_MARKER}", "a".repeat(MAX_LINE)));
         assert_eq!(lines[1], "next");
         // Exactly MAX_LINE bytes is not cut.
         let exact = vec![b'b'; MAX_LINE];
-        assert_eq!(split(&[&exact, b"\n"]), [String::from_utf8(exact).expect("ascii")]);
+        assert_eq!(
+            split(&[&exact, b"\n"]),
+            [String::from_utf8(exact).expect("ascii")]
+        );
     }
 
     #[test]
@@ -133,7 +141,10 @@ mod tests {
         let mut line = vec![b'a'; MAX_LINE - 1];
         line.extend_from_slice("é and more".as_bytes());
         let lines = split(&[&line]);
-        assert_eq!(lines[0], format!("{}{CUT_MARKER}", "a".repeat(MAX_LINE - 1)));
+        assert_eq!(
+            lines[0],
+            format!("{}{CUT_MARKER}", "a".repeat(MAX_LINE - 1))
+        );
         let text = format!("{}é", "a".repeat(9));
         assert_eq!(cut(&text, 10), format!("{}{CUT_MARKER}", "a".repeat(9)));
         assert_eq!(cut("short", 10), "short");

@@ -420,7 +420,11 @@ mod tests {
             {
                 return pid;
             }
-            assert!(Instant::now() < deadline, "{} never written", file.display());
+            assert!(
+                Instant::now() < deadline,
+                "{} never written",
+                file.display()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -136,7 +136,10 @@ impl Scheduler {
                 let workspace = inner.context.work_dir.join(build.id.to_string());
                 let killed = crate::process_tree::kill_leftovers(&workspace);
                 if killed > 0 {
-                    warn!(build = build.id, killed, "killed processes the build left running");
+                    warn!(
+                        build = build.id,
+                        killed, "killed processes the build left running"
+                    );
                 }
             } else {
                 inner

@@ -530,12 +530,24 @@ mod tests {
             .await
             .expect("the copy does not block")
             .expect_err("a FIFO is refused");
-        assert!(matches!(err, SourceError::SpecialFile { kind: "FIFO (named pipe)", .. }), "{err}");
-        assert!(err.to_string().contains("sub/pipe, a FIFO (named pipe), which cannot be copied"), "{err}");
+        assert!(
+            matches!(
+                err,
+                SourceError::SpecialFile {
+                    kind: "FIFO (named pipe)",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("sub/pipe, a FIFO (named pipe), which cannot be copied"),
+            "{err}"
+        );
 
         std::fs::remove_file(src.join("sub").join("pipe")).expect("rm");
-        let _socket =
-            std::os::unix::net::UnixListener::bind(src.join("app.sock")).expect("bind");
+        let _socket = std::os::unix::net::UnixListener::bind(src.join("app.sock")).expect("bind");
         let to = dir.path().join("to2");
         std::fs::create_dir(&to).expect("mkdir");
         let err = copy_tree(src, to).await.expect_err("a socket is refused");
@@ -559,13 +571,23 @@ mod tests {
         .expect_err("timed out");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(matches!(err, SourceError::GitTimedOut { .. }), "{err}");
-        assert!(err.to_string().starts_with("git fetch did not finish within 300ms"), "{err}");
-        let pid = std::fs::read_to_string(&pidfile).expect("pid").trim().to_owned();
+        assert!(
+            err.to_string()
+                .starts_with("git fetch did not finish within 300ms"),
+            "{err}"
+        );
+        let pid = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .to_owned();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|s| !s.contains(") Z "))
         {
-            assert!(std::time::Instant::now() < deadline, "git's child {pid} survived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git's child {pid} survived"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

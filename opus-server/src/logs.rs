@@ -69,6 +69,7 @@ impl BuildLog {
                 text = text.replace(m.as_str(), "***");
             }
         }
+        mask_cut_secret(&mut text, &w.masks);
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -109,6 +110,25 @@ impl BuildLog {
     /// Marks the log complete: followers drain it and stop.
     pub fn finish(&self) {
         self.progress.send_modify(|p| p.finished = true);
+    }
+}
+
+/// A line cut at its length limit ([`output_lines::CUT_MARKER`]) may end inside a secret, whose
+/// start would then show: it is masked too (a cut that merely ends like a secret's first
+/// characters loses those characters, which is the safe side).
+fn mask_cut_secret(text: &mut String, masks: &[String]) {
+    let Some(kept) = text.strip_suffix(output_lines::CUT_MARKER) else {
+        return;
+    };
+    let start = masks.iter().find_map(|m| {
+        (1..m.len())
+            .rev()
+            .filter(|&k| m.is_char_boundary(k))
+            .find(|&k| kept.ends_with(&m[..k]))
+            .map(|k| kept.len() - k)
+    });
+    if let Some(start) = start {
+        *text = format!("{}***{}", &kept[..start], output_lines::CUT_MARKER);
     }
 }
 
@@ -241,6 +261,20 @@ mod tests {
         assert!(hub.follow(7).expect("live").borrow().finished);
         hub.close(7);
         assert!(hub.follow(7).is_none());
+    }
+
+    #[test]
+    fn a_secret_cut_in_the_middle_is_masked_from_its_start() {
+        let masks = vec!["hunter2".to_owned()];
+        let mut text = format!("aaa hunt{}", output_lines::CUT_MARKER);
+        mask_cut_secret(&mut text, &masks);
+        assert_eq!(text, format!("aaa ***{}", output_lines::CUT_MARKER));
+        let mut whole = "aaa hunt".to_owned();
+        mask_cut_secret(&mut whole, &masks);
+        assert_eq!(whole, "aaa hunt", "only cut lines");
+        let mut unrelated = format!("aaa xyz{}", output_lines::CUT_MARKER);
+        mask_cut_secret(&mut unrelated, &masks);
+        assert_eq!(unrelated, format!("aaa xyz{}", output_lines::CUT_MARKER));
     }
 
     #[tokio::test]

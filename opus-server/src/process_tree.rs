@@ -166,10 +166,12 @@ fn end_blocking(scope: &str, cgroup: Option<&Path>, groups: &[i32]) -> usize {
     killed
 }
 
-/// The scope of a build: a digest of its workspace path (unique per build and per data dir, and
-/// the same again after a restart).
+/// The scope of a build: a digest of its workspace's absolute path (unique per build and per data
+/// dir, and the same again after a restart; a runner's relative `.` is made absolute so that two
+/// runners on one machine differ).
 fn scope_of(workspace: &Path) -> String {
-    let digest = Sha256::digest(workspace.as_os_str().as_encoded_bytes());
+    let absolute = std::path::absolute(workspace).unwrap_or_else(|_| workspace.to_path_buf());
+    let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
     hex::encode(&digest[..12])
 }
 
@@ -391,6 +393,8 @@ mod tests {
         assert_ne!(a, scope_of(Path::new("/data/work/2")));
         assert_ne!(a, scope_of(Path::new("/other/work/1")));
         assert_eq!(a.len(), 24);
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(scope_of(Path::new("ws")), scope_of(&cwd.join("ws")));
     }
 
     /// Starts `sh -c script` as a step of `processes` would be.

@@ -70,6 +70,7 @@ fn a_step_that_leaves_processes_in_the_background_ends_at_its_timeout_without_th
     let started = Instant::now();
     let out = d.opus(&["trigger", "slow", "--wait"]);
     let took = started.elapsed();
+    eprintln!("a build with a 4s timeout ended after {took:?} (opus trigger --wait)");
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let b = d.build("slow", 1);
     assert_eq!(b["state"], "failed");
@@ -124,6 +125,7 @@ fn cancel_ends_a_build_and_its_background_processes_within_a_second() {
     d.opus(&["cancel", &format!("web#{id}")]).ok();
     let b = d.wait_for_state("web", id, "cancelled", 30);
     let took = asked.elapsed();
+    eprintln!("cancelled after {took:?} (opus cancel and opus builds included)");
     assert!(
         took < Duration::from_millis(1500),
         "cancel took {took:?} (the CLI's own start included): {b}"

@@ -67,13 +67,12 @@ fn a_step_that_leaves_processes_in_the_background_ends_at_its_timeout_without_th
         "slow",
         "build:\n  timeout: 4s\n  steps: [\"sleep 7311 & setsid sleep 7312 &\", \"sleep 7313\"]\n",
     );
+    // Polled with a deadline rather than `--wait`, so that a build that never ends fails the test.
     let started = Instant::now();
-    let out = d.opus(&["trigger", "slow", "--wait"]);
+    let id = d.trigger(&["slow"]);
+    let b = d.wait_for_state("slow", id, "failed", 20);
     let took = started.elapsed();
-    eprintln!("a build with a 4s timeout ended after {took:?} (opus trigger --wait)");
-    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
-    let b = d.build("slow", 1);
-    assert_eq!(b["state"], "failed");
+    eprintln!("a build with a 4s timeout ended after {took:?} (polled through opus builds)");
     assert!(
         b["reason"]
             .as_str()
@@ -99,14 +98,9 @@ fn a_successful_build_leaves_no_process_behind() {
             "build:\n  timeout: 60s\n  steps: [\"sleep 7321 &\", \"setsid sleep 7322 > /dev/null 2>&1 &\", \"{WRITE_DIST}\"]\n"
         ),
     );
-    let started = Instant::now();
-    d.opus(&["trigger", "web", "--wait"]).ok();
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the build waited for its background processes: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(d.build("web", 1)["state"], "succeeded");
+    // The build must not wait for its background processes: a deadline, not `--wait`.
+    let id = d.trigger(&["web"]);
+    d.wait_for_state("web", id, "succeeded", 20);
     assert_gone("7321");
     assert_gone("7322");
 }
@@ -240,11 +234,12 @@ fn a_fifo_in_a_local_source_fails_the_build_with_a_message() {
         .status()
         .expect("mkfifo runs");
     assert!(status.success());
-    let out = d.opus(&["trigger", "piped", "--wait"]);
-    let err = out.fails(1);
+    // A copy that blocks on the FIFO must fail the test: a deadline, not `--wait`.
+    let id = d.trigger(&["piped"]);
+    let b = d.wait_for_state("piped", id, "failed", 20);
+    let reason = b["reason"].as_str().unwrap_or_default();
     assert!(
-        err.contains("queue, a FIFO (named pipe), which cannot be copied: remove it or move it out of the folder"),
-        "{err}"
+        reason.contains("queue, a FIFO (named pipe), which cannot be copied: remove it or move it out of the folder"),
+        "{b}"
     );
-    assert_eq!(d.build("piped", 1)["state"], "failed");
 }

@@ -26,6 +26,8 @@ pub mod hooks;
 pub mod kubernetes;
 pub mod logs;
 pub mod metrics;
+pub mod output_lines;
+pub mod process_tree;
 pub mod promotion;
 pub mod runner;
 pub mod runners;

@@ -11,6 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::output_lines;
+
+/// The longest text of one stored line: a line cut by the executor ([`output_lines::MAX_LINE`]
+/// and its marker) fits; anything longer, from wherever it comes, is cut again.
+pub const MAX_STORED_LINE: usize = output_lines::MAX_LINE + 1024;
+
 /// One line as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogRecord {
@@ -50,18 +56,20 @@ struct LogWriter {
 
 impl BuildLog {
     /// Appends a line (secrets masked). Past the cap, writes one marker and drops the rest. A
-    /// failing disk is logged once through tracing; the build goes on.
+    /// failing disk is logged once through tracing; the build goes on. A line longer than
+    /// [`MAX_STORED_LINE`] (which the local executor never sends, but a runner could) is cut.
     pub fn line(&self, step: &str, stream: &str, text: &str) {
         let mut w = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if w.cut {
             return;
         }
-        let mut text = text.to_owned();
+        let mut text = output_lines::cut(text, MAX_STORED_LINE).into_owned();
         for m in &w.masks {
             if text.contains(m.as_str()) {
                 text = text.replace(m.as_str(), "***");
             }
         }
+        mask_cut_secret(&mut text, &w.masks);
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -102,6 +110,25 @@ impl BuildLog {
     /// Marks the log complete: followers drain it and stop.
     pub fn finish(&self) {
         self.progress.send_modify(|p| p.finished = true);
+    }
+}
+
+/// A line cut at its length limit ([`output_lines::CUT_MARKER`]) may end inside a secret, whose
+/// start would then show: it is masked too (a cut that merely ends like a secret's first
+/// characters loses those characters, which is the safe side).
+fn mask_cut_secret(text: &mut String, masks: &[String]) {
+    let Some(kept) = text.strip_suffix(output_lines::CUT_MARKER) else {
+        return;
+    };
+    let start = masks.iter().find_map(|m| {
+        (1..m.len())
+            .rev()
+            .filter(|&k| m.is_char_boundary(k))
+            .find(|&k| kept.ends_with(&m[..k]))
+            .map(|k| kept.len() - k)
+    });
+    if let Some(start) = start {
+        *text = format!("{}***{}", &kept[..start], output_lines::CUT_MARKER);
     }
 }
 
@@ -234,5 +261,32 @@ mod tests {
         assert!(hub.follow(7).expect("live").borrow().finished);
         hub.close(7);
         assert!(hub.follow(7).is_none());
+    }
+
+    #[test]
+    fn a_secret_cut_in_the_middle_is_masked_from_its_start() {
+        let masks = vec!["hunter2".to_owned()];
+        let mut text = format!("aaa hunt{}", output_lines::CUT_MARKER);
+        mask_cut_secret(&mut text, &masks);
+        assert_eq!(text, format!("aaa ***{}", output_lines::CUT_MARKER));
+        let mut whole = "aaa hunt".to_owned();
+        mask_cut_secret(&mut whole, &masks);
+        assert_eq!(whole, "aaa hunt", "only cut lines");
+        let mut unrelated = format!("aaa xyz{}", output_lines::CUT_MARKER);
+        mask_cut_secret(&mut unrelated, &masks);
+        assert_eq!(unrelated, format!("aaa xyz{}", output_lines::CUT_MARKER));
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_is_cut_with_a_marker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = LogHub::new(dir.path().to_path_buf(), 1 << 20).expect("hub");
+        let log = hub.open(8, Vec::new()).expect("open");
+        log.line("step 1", "stdout", &"x".repeat(MAX_STORED_LINE * 4));
+        log.finish();
+        let (lines, _) = read_from(&hub.path(8), 0).await.expect("read");
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].text.ends_with(output_lines::CUT_MARKER));
+        assert!(lines[0].text.len() <= MAX_STORED_LINE + output_lines::CUT_MARKER.len());
     }
 }

@@ -6,8 +6,9 @@
 //!   in its own task ([`crate::build::run`]).
 //! - `cancel` removes a queued build or signals a running one, whose steps are then killed.
 //! - On start, builds left `running` by a previous opusd become failed ("opusd restarted"), or
-//!   succeeded when their version was committed before it stopped; builds left `queued` are
-//!   queued again, oldest first.
+//!   succeeded when their version was committed before it stopped; the processes their steps
+//!   left running are killed (`process_tree::kill_leftovers`); builds left `queued` are queued
+//!   again, oldest first.
 //! - `cancel_project` cancels a project's builds and waits for the running ones to end (before
 //!   the project is removed).
 //! - `shutdown` stops dispatching, gives running builds a grace period, then cancels them; they
@@ -130,6 +131,16 @@ impl Scheduler {
             if build.state == BuildState::Running {
                 let state = recover_running(&store, &build)?;
                 inner.metrics.build_finished(state.as_str(), None);
+                // Its steps' processes outlived the opusd that ran them.
+                let workspace = inner.context.work_dir.join(build.id.to_string());
+                let killed = crate::process_tree::kill_leftovers(&workspace);
+                if killed > 0 {
+                    warn!(
+                        build = build.id,
+                        killed, "killed processes the build left running"
+                    );
+                }
+
             } else {
                 inner
                     .queue

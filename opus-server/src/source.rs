@@ -7,6 +7,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 
 use opus_core::model::{Project, Source};
 use thiserror::Error;
@@ -41,6 +45,28 @@ pub enum SourceError {
         action: String,
         /// git's stderr.
         detail: String,
+    },
+    /// A git command ran past [`GIT_TIMEOUT`] (a remote that stopped answering) and was killed.
+    #[error(
+        "git {action} did not finish within {} and was stopped: is the repository reachable? (a transfer slower than 1 KB/s for 60 s also stops it)",
+        humantime::format_duration(*limit)
+    )]
+    GitTimedOut {
+        /// What was being done.
+        action: String,
+        /// The limit it ran past.
+        limit: Duration,
+    },
+    /// The local source folder holds a file that is not a regular file, folder or link (a FIFO,
+    /// a socket, a device): reading it could block forever, so the copy refuses it.
+    #[error(
+        "the source folder holds {path}, a {kind}, which cannot be copied: remove it or move it out of the folder"
+    )]
+    SpecialFile {
+        /// The file.
+        path: String,
+        /// What it is (`FIFO (named pipe)`, `socket`, ...).
+        kind: &'static str,
     },
     /// Files could not be copied or created.
     #[error("{action}: {source}")]
@@ -355,17 +381,56 @@ async fn resolve(
     })
 }
 
+/// The longest a git command of a build may run: 10 minutes, enough for a first clone of a large
+/// repository over a slow link, and a bound on a remote that accepts the connection and then
+/// says nothing (before it, git would wait forever). A transfer that stalls is stopped sooner by
+/// git itself: HTTP(S) under 1 KB/s for 60 s ([`LOW_SPEED`]).
+pub const GIT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// `GIT_HTTP_LOW_SPEED_LIMIT` (bytes a second) and `GIT_HTTP_LOW_SPEED_TIME` (seconds).
+const LOW_SPEED: (&str, &str) = ("1000", "60");
+
 /// Runs a git command, turning failure into its stderr.
 async fn git(action: &str, cmd: &mut Command) -> Result<String, SourceError> {
-    let out = cmd
+    git_within(action, cmd, GIT_TIMEOUT).await
+}
+
+/// Runs a git command in its own process group (ssh, git-remote-https and the like in it), killing
+/// the whole group when it runs past `limit` or is dropped (a cancelled build).
+async fn git_within(
+    action: &str,
+    cmd: &mut Command,
+    limit: Duration,
+) -> Result<String, SourceError> {
+    let child = cmd
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .await
+        .env("GIT_HTTP_LOW_SPEED_LIMIT", LOW_SPEED.0)
+        .env("GIT_HTTP_LOW_SPEED_TIME", LOW_SPEED.1)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
         .map_err(|source| SourceError::Io {
             action: format!("run git {action} (is git installed?)"),
             source,
         })?;
+    let mut group = GroupKiller(child.id().and_then(|id| i32::try_from(id).ok()));
+    let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(out) => out.map_err(|source| SourceError::Io {
+            action: format!("run git {action}"),
+            source,
+        })?,
+        Err(_) => {
+            return Err(SourceError::GitTimedOut {
+                action: action.to_owned(),
+                limit,
+            });
+        }
+    };
+    // Ended by itself: what it left detached (`gc --auto`) is not ours to kill.
+    group.0 = None;
     if !out.status.success() {
         return Err(SourceError::Git {
             action: action.to_owned(),
@@ -373,6 +438,17 @@ async fn git(action: &str, cmd: &mut Command) -> Result<String, SourceError> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Kills a process group when dropped, unless cleared.
+struct GroupKiller(Option<i32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Copies a directory tree (files, folders, symlinks as links), leaving out `.git`.
@@ -402,6 +478,11 @@ fn copy_tree_blocking(from: &Path, to: &Path) -> Result<(), SourceError> {
         if kind.is_dir() {
             std::fs::create_dir(&dst).map_err(io(format!("create {}", dst.display())))?;
             copy_tree_blocking(&src, &dst)?;
+        } else if let Some(special) = special_kind(&kind) {
+            return Err(SourceError::SpecialFile {
+                path: src.display().to_string(),
+                kind: special,
+            });
         } else if kind.is_symlink() {
             let target =
                 std::fs::read_link(&src).map_err(io(format!("read link {}", src.display())))?;
@@ -414,9 +495,102 @@ fn copy_tree_blocking(from: &Path, to: &Path) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// What a file that is neither a regular file, a folder nor a link is, for the message.
+fn special_kind(kind: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        Some("FIFO (named pipe)")
+    } else if kind.is_socket() {
+        Some("socket")
+    } else if kind.is_block_device() || kind.is_char_device() {
+        Some("device")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_fifo_or_a_socket_in_a_source_folder_fails_the_copy_and_says_which() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+        std::fs::write(src.join("index.html"), "hi").expect("write");
+        let status = std::process::Command::new("mkfifo")
+            .arg(src.join("sub").join("pipe"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+        let to = dir.path().join("to");
+        std::fs::create_dir(&to).expect("mkdir");
+        let err = tokio::time::timeout(Duration::from_secs(10), copy_tree(src.clone(), to))
+            .await
+            .expect("the copy does not block")
+            .expect_err("a FIFO is refused");
+        assert!(
+            matches!(
+                err,
+                SourceError::SpecialFile {
+                    kind: "FIFO (named pipe)",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("sub/pipe, a FIFO (named pipe), which cannot be copied"),
+            "{err}"
+        );
+
+        std::fs::remove_file(src.join("sub").join("pipe")).expect("rm");
+        let _socket = std::os::unix::net::UnixListener::bind(src.join("app.sock")).expect("bind");
+        let to = dir.path().join("to2");
+        std::fs::create_dir(&to).expect("mkdir");
+        let err = copy_tree(src, to).await.expect_err("a socket is refused");
+        assert!(err.to_string().contains("app.sock, a socket"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_git_command_past_its_limit_is_killed_with_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("child.pid");
+        let started = std::time::Instant::now();
+        let err = git_within(
+            "fetch",
+            Command::new("sh").arg("-c").arg(format!(
+                "sleep 3005 & echo $! > {}; wait",
+                pidfile.display()
+            )),
+            Duration::from_millis(300),
+        )
+        .await
+        .expect_err("timed out");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(matches!(err, SourceError::GitTimedOut { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("git fetch did not finish within 300ms"),
+            "{err}"
+        );
+        let pid = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git's child {pid} survived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     /// Runs git in `dir` with a fixed identity, panicking on failure; returns stdout.
     fn git_in(dir: &Path, args: &[&str]) -> String {

@@ -1,9 +1,11 @@
 //! Running a build's steps as child processes: what the local executor does in opusd, and what
 //! `opusd runner` does inside a build pod.
 //!
-//! Each step is `sh -c <step>` in the workspace, in its own process group so that cancel and
-//! timeout kill everything it started (npm, node, their children). Output lines go to a
-//! [`LogSink`] as they come: the build log in opusd (which masks secrets), or the stream back to
+//! Each step is `sh -c <step>` in the workspace, in its own process group, and every process the
+//! steps start is tracked by [`crate::process_tree`], so that cancel, timeout and the build's end
+//! kill everything they started (npm, node, their children, what they left in the background).
+//! Output lines go to a [`LogSink`] as they come, cut at a fixed length
+//! ([`crate::output_lines`]): the build log in opusd (which masks secrets), or the stream back to
 //! opusd in a runner.
 //!
 //! `sh` is looked up in the step's own `PATH` here, and started by its path: so the standard
@@ -16,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::BuildLog;
+use crate::output_lines::LineSplitter;
+use crate::process_tree::BuildProcesses;
 
 /// Where the lines of a build go: the seam between running steps and keeping their output. opusd
 /// writes them to the build's log file ([`BuildLog`]); `opusd runner` sends them to opusd
@@ -93,8 +95,17 @@ impl std::fmt::Display for StepFailure {
     }
 }
 
+/// How long the end of a step waits for the rest of its output once its shell has exited: output
+/// of a process it left running in the background is read on while the build goes on, not waited
+/// for.
+const OUTPUT_GRACE: Duration = Duration::from_millis(250);
+
+/// How long the end of the build waits for the last output once every process is killed.
+const FINAL_OUTPUT_WAIT: Duration = Duration::from_millis(500);
+
 /// Runs `steps` in order in `workspace` with `env`, stopping at the first failure, at
-/// `cancel`, or when `timeout` has passed since the first step started.
+/// `cancel`, or when `timeout` has passed since the first step started. Whatever way it ends,
+/// every process the steps started is killed before it returns ([`BuildProcesses`]).
 pub async fn run_steps<L: LogSink>(
     steps: &[String],
     workspace: &Path,
@@ -109,65 +120,78 @@ pub async fn run_steps<L: LogSink>(
         .get("PATH")
         .or_else(|| inherited.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v));
     let sh = shell(path.map(String::as_str), workspace);
-    for (i, command) in steps.iter().enumerate() {
-        let step = format!("step {}", i + 1);
-        log.opus(&step, &format!("$ {command}"));
-        let mut child = Command::new(&sh)
-            .arg0("sh")
-            .arg("-c")
-            .arg(command)
-            .current_dir(workspace)
-            .env_clear()
-            .envs(inherited.iter().cloned())
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| StepFailure::Spawn(e.to_string()))?;
-        let pgid = child.id().and_then(|id| i32::try_from(id).ok());
-        let out = child
-            .stdout
-            .take()
-            .map(|s| tokio::spawn(pump(s, log.clone(), step.clone(), "stdout")));
-        let err = child
-            .stderr
-            .take()
-            .map(|s| tokio::spawn(pump(s, log.clone(), step.clone(), "stderr")));
-
-        let outcome = tokio::select! {
-            status = child.wait() => Ok(status),
-            () = cancel.cancelled() => Err(StepFailure::Cancelled),
-            () = tokio::time::sleep_until(deadline) => Err(StepFailure::TimedOut(timeout)),
-        };
-        if outcome.is_err() {
-            if let Some(pgid) = pgid {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    let processes = BuildProcesses::new(workspace);
+    let mut pumps: Vec<JoinHandle<()>> = Vec::new();
+    let result: Result<(), StepFailure> = async {
+        for (i, command) in steps.iter().enumerate() {
+            let step = format!("step {}", i + 1);
+            log.opus(&step, &format!("$ {command}"));
+            let mut child = processes
+                .step_command(&sh, command)
+                .current_dir(workspace)
+                .envs(inherited.iter().cloned())
+                .envs(env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| StepFailure::Spawn(e.to_string()))?;
+            processes.started(child.id());
+            let first = pumps.len();
+            if let Some(s) = child.stdout.take() {
+                pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stdout")));
             }
-            let _ = child.wait().await;
+            if let Some(s) = child.stderr.take() {
+                pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stderr")));
+            }
+
+            // The step ends when its shell exits, not when its output closes (which a process
+            // left in the background holds open); the rest of its output is read for a moment.
+            let status = tokio::select! {
+                status = child.wait() => status.map_err(|e| StepFailure::Spawn(e.to_string()))?,
+                () = cancel.cancelled() => return Err(StepFailure::Cancelled),
+                () = tokio::time::sleep_until(deadline) => return Err(StepFailure::TimedOut(timeout)),
+            };
+            let rest_of_output = async {
+                for pump in &mut pumps[first..] {
+                    let _ = pump.await;
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(OUTPUT_GRACE, rest_of_output) => {}
+                () = cancel.cancelled() => return Err(StepFailure::Cancelled),
+                () = tokio::time::sleep_until(deadline) => return Err(StepFailure::TimedOut(timeout)),
+            }
+            if !status.success() {
+                let failure = StepFailure::Exited {
+                    step: i + 1,
+                    command: command.clone(),
+                    code: status.code(),
+                };
+                log.opus(&step, &failure.to_string());
+                return Err(failure);
+            }
         }
-        // Drain the output even when killed: the pipes close once the group is gone.
-        for pump in [out, err].into_iter().flatten() {
+        Ok(())
+    }
+    .await;
+    // Whatever way the steps ended, nothing they started outlives them.
+    let killed = processes.end().await;
+    if killed > 0 {
+        tracing::debug!(killed, "ended processes the steps left running");
+    }
+    // With every writer gone the pipes close; a process that escaped (see process_tree) could
+    // still hold one, so the wait is bounded.
+    let last_output = async {
+        for pump in pumps.iter_mut().filter(|p| !p.is_finished()) {
             let _ = pump.await;
         }
-        let status = outcome?.map_err(|e| StepFailure::Spawn(e.to_string()))?;
-        if !status.success() {
-            // Descendants that outlived the shell must not linger.
-            if let Some(pgid) = pgid {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-            }
-            let failure = StepFailure::Exited {
-                step: i + 1,
-                command: command.clone(),
-                code: status.code(),
-            };
-            log.opus(&step, &failure.to_string());
-            return Err(failure);
-        }
+    };
+    let _ = tokio::time::timeout(FINAL_OUTPUT_WAIT, last_output).await;
+    for pump in &pumps {
+        pump.abort();
     }
-    Ok(())
+    result
 }
 
 /// Where `sh` is for a step whose `PATH` is `path` (`execvp`'s default `/bin:/usr/bin` when it
@@ -194,25 +218,24 @@ fn inherited_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Copies a child's output into the log, one line at a time (invalid UTF-8 replaced).
+/// Copies a child's output into the log, one line at a time (invalid UTF-8 replaced), in bounded
+/// memory: lines longer than [`MAX_LINE`](crate::output_lines::MAX_LINE) are cut.
 async fn pump<L: LogSink>(
-    stream: impl AsyncRead + Unpin,
+    mut stream: impl AsyncRead + Unpin,
     log: L,
     step: String,
     name: &'static str,
 ) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut lines = LineSplitter::default();
+    let emit = |text: &str| log.line(&step, name, text);
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                log.line(&step, name, line.trim_end_matches(['\n', '\r']));
-            }
+            Ok(n) => lines.feed(&chunk[..n], emit),
         }
     }
+    lines.finish(emit);
 }
 
 #[cfg(test)]

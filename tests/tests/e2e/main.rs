@@ -10,6 +10,7 @@ mod kubernetes;
 mod kubernetes_cli;
 mod kubernetes_exec;
 mod metrics;
+mod processes;
 mod projects;
 mod s3;
 mod security;

@@ -12,27 +12,44 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::status;
-use crate::{AppState, hooks};
+use crate::deploys::Deployer;
+use crate::hooks;
+use opus_core::store::MetaStore;
 
 /// Implements the project RPCs over the metadata store.
 pub(crate) struct ProjectsApi {
-    state: AppState,
+    /// The project registry, secrets, webhook keys and hooks.
+    store: MetaStore,
+    /// Removes a project's environments and versions with the project.
+    deployer: Deployer,
+    /// The HTTP client `TestHook` posts with (the deliverer's).
+    hook_transport: hooks::HttpTransport,
+    /// How hook messages link to deployed sites.
+    site_links: hooks::SiteLinks,
     /// The whole project list as `ListProjects` last read it, with the store's change count at
     /// that read: while nothing changed, `opus list` costs a copy, not 20,000 records.
     list_cache: Mutex<Option<(u64, Arc<Vec<proto::Project>>)>>,
 }
 
 impl ProjectsApi {
-    pub(crate) fn new(state: AppState) -> Self {
+    pub(crate) fn new(
+        store: MetaStore,
+        deployer: Deployer,
+        hook_transport: hooks::HttpTransport,
+        site_links: hooks::SiteLinks,
+    ) -> Self {
         ProjectsApi {
-            state,
+            store,
+            deployer,
+            hook_transport,
+            site_links,
             list_cache: Mutex::new(None),
         }
     }
 
     /// Every project with its last build, from the cache when the store has not changed since.
     async fn all_projects(&self) -> Result<Arc<Vec<proto::Project>>, Status> {
-        let store = self.state.store.clone();
+        let store = self.store.clone();
         let changes = store.change_count();
         if let Some((at, list)) = self.cached_list()
             && at == changes
@@ -63,7 +80,7 @@ impl ProjectsApi {
     /// A project as the API shows it: with its last build and secret names.
     fn describe(&self, project: &Project) -> Result<proto::Project, Status> {
         let mut out = proto::Project::from(project);
-        let store = &self.state.store;
+        let store = &self.store;
         out.last_build = store
             .last_build(project.name.as_str())
             .map_err(status)?
@@ -97,7 +114,7 @@ impl ProjectService for ProjectsApi {
             created_at: SystemTime::now(),
             keep_versions: 0,
         };
-        self.state.store.create_project(&project).map_err(status)?;
+        self.store.create_project(&project).map_err(status)?;
         tracing::info!(source = %project.source.display(), "project added");
         Ok(Response::new(self.describe(&project)?))
     }
@@ -108,7 +125,6 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::GetProjectRequest>,
     ) -> Result<Response<proto::Project>, Status> {
         let project = self
-            .state
             .store
             .get_project(&req.get_ref().name)
             .map_err(status)?;
@@ -138,11 +154,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::DeleteProjectRequest>,
     ) -> Result<Response<proto::DeleteProjectResponse>, Status> {
         let name = ProjectName::new(req.into_inner().name).map_err(status)?;
-        self.state
-            .deployer
-            .remove_project(&name)
-            .await
-            .map_err(status)?;
+        self.deployer.remove_project(&name).await.map_err(status)?;
         tracing::info!("project removed");
         Ok(Response::new(proto::DeleteProjectResponse {}))
     }
@@ -157,7 +169,6 @@ impl ProjectService for ProjectsApi {
             validate_branch(b).map_err(status)?;
         }
         let project = self
-            .state
             .store
             .update_project(&req.name, |p| {
                 if let Some(b) = &req.branch {
@@ -171,8 +182,7 @@ impl ProjectService for ProjectsApi {
         if req.keep_versions.is_some() {
             // A new limit applies at once, not only after the next version.
             let keep = crate::promotion::keep_count(&project, None);
-            self.state
-                .deployer
+            self.deployer
                 .apply_retention(project.name.as_str(), keep)
                 .await
                 .map_err(status)?;
@@ -187,8 +197,7 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::SetSecretResponse>, Status> {
         let req = req.into_inner();
         validate_secret_name(&req.name).map_err(status)?;
-        self.state
-            .store
+        self.store
             .set_secret(&req.project, &req.name, &req.value)
             .map_err(status)?;
         Ok(Response::new(proto::SetSecretResponse {}))
@@ -200,8 +209,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::UnsetSecretRequest>,
     ) -> Result<Response<proto::UnsetSecretResponse>, Status> {
         let req = req.into_inner();
-        self.state
-            .store
+        self.store
             .unset_secret(&req.project, &req.name)
             .map_err(status)?;
         Ok(Response::new(proto::UnsetSecretResponse {}))
@@ -213,7 +221,6 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::ListSecretsRequest>,
     ) -> Result<Response<proto::ListSecretsResponse>, Status> {
         let names = self
-            .state
             .store
             .secret_names(&req.get_ref().project)
             .map_err(status)?;
@@ -227,7 +234,6 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::GithubHook>, Status> {
         let req = req.into_inner();
         let secret = self
-            .state
             .store
             .ensure_project_key(
                 &req.project,
@@ -249,7 +255,6 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::TriggerToken>, Status> {
         let req = req.into_inner();
         let token = self
-            .state
             .store
             .ensure_project_key(
                 &req.project,
@@ -296,7 +301,7 @@ impl ProjectService for ProjectsApi {
             enabled: true,
             created_at: SystemTime::now(),
         };
-        let hook = self.state.store.add_hook(&hook).map_err(status)?;
+        let hook = self.store.add_hook(&hook).map_err(status)?;
         tracing::info!(hook = hook.id, "hook added");
         Ok(Response::new(proto::Hook::from(&hook)))
     }
@@ -307,7 +312,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::ListHooksRequest>,
     ) -> Result<Response<proto::ListHooksResponse>, Status> {
         let project = req.into_inner().project;
-        let store = &self.state.store;
+        let store = &self.store;
         if !project.is_empty() {
             store.get_project(&project).map_err(status)?;
         }
@@ -325,7 +330,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::RemoveHookRequest>,
     ) -> Result<Response<proto::RemoveHookResponse>, Status> {
         let id = hook_id(&req.get_ref().id)?;
-        self.state.store.remove_hook(id).map_err(status)?;
+        self.store.remove_hook(id).map_err(status)?;
         tracing::info!("hook removed");
         Ok(Response::new(proto::RemoveHookResponse {}))
     }
@@ -336,16 +341,11 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::TestHookRequest>,
     ) -> Result<Response<proto::Delivery>, Status> {
         let id = hook_id(&req.get_ref().id)?;
-        let store = &self.state.store;
+        let store = &self.store;
         let hook = store.get_hook(id).map_err(status)?;
-        let delivery = hooks::test_hook(
-            store,
-            &self.state.hook_transport,
-            &self.state.site_links,
-            &hook,
-        )
-        .await
-        .map_err(status)?;
+        let delivery = hooks::test_hook(store, &self.hook_transport, &self.site_links, &hook)
+            .await
+            .map_err(status)?;
         Ok(Response::new(proto::Delivery::from(&delivery)))
     }
 
@@ -357,7 +357,6 @@ impl ProjectService for ProjectsApi {
         let req = req.into_inner();
         let id = hook_id(&req.hook_id)?;
         let deliveries = self
-            .state
             .store
             .list_deliveries(id, req.limit as usize)
             .map_err(status)?;

@@ -112,7 +112,6 @@ impl Daemon {
 
     /// The parts over an open store, the scheduler last.
     async fn open_parts(config: Config, store: MetaStore) -> Result<Daemon, ServeError> {
-        let data_dir = config.data_dir.clone();
         let artifacts = open_artifacts(&config, &store)?;
         let metrics = metrics::Metrics::new();
         let site_server = open_site_server(&config, &metrics)?;
@@ -126,32 +125,8 @@ impl Daemon {
         let runners = runners::Runners::default();
         let kubernetes = connect_kubernetes(&config, &store, &runners).await?;
         let hooks = hook_parts(&config)?;
-        let logs = logs::LogHub::new(data_dir.join("logs"), config.log_limit)
-            .map_err(data_dir_error(data_dir.join("logs")))?;
-        let context = build::BuildContext {
-            work_dir: data_dir.join("work"),
-            cache_dir: data_dir.join("cache"),
-            logs: logs.clone(),
-            sources: source::SourceFetcher::new(data_dir.join("git")),
-            store_names: artifacts
-                .stores()
-                .into_iter()
-                .map(|(name, _)| name)
-                .collect(),
-            artifacts: artifacts.clone(),
-            deployer: deployer.clone(),
-            kubernetes,
-        };
-        // Workspaces of builds that were running when a previous opusd stopped.
-        let _ = std::fs::remove_dir_all(&context.work_dir);
-        std::fs::create_dir_all(&context.work_dir)
-            .map_err(data_dir_error(context.work_dir.clone()))?;
-        let scheduler =
-            scheduler::Scheduler::start(store.clone(), context, config.max_builds, metrics.clone())
-                .map_err(|source| ServeError::StoreFailed {
-                    during: "recover the builds of the previous run",
-                    source,
-                })?;
+        let (logs, scheduler) =
+            start_builds(&config, &store, &artifacts, &deployer, kubernetes, &metrics)?;
         Ok(Daemon {
             config: Arc::new(config),
             started_at: SystemTime::now(),
@@ -226,6 +201,45 @@ impl Daemon {
         flush(&self.store).await;
         info!("opusd stopped");
     }
+}
+
+/// The build log hub, and the scheduler over a fresh `<data-dir>/work`. Runs last in
+/// [`Daemon::open`]: once the scheduler has started, only [`Daemon::run`] stops it.
+fn start_builds(
+    config: &Config,
+    store: &MetaStore,
+    artifacts: &ArtifactStore,
+    deployer: &deploys::Deployer,
+    kubernetes: Option<kubernetes::KubeExecutor>,
+    metrics: &metrics::Metrics,
+) -> Result<(logs::LogHub, scheduler::Scheduler), ServeError> {
+    let data_dir = &config.data_dir;
+    let logs = logs::LogHub::new(data_dir.join("logs"), config.log_limit)
+        .map_err(data_dir_error(data_dir.join("logs")))?;
+    let context = build::BuildContext {
+        work_dir: data_dir.join("work"),
+        cache_dir: data_dir.join("cache"),
+        logs: logs.clone(),
+        sources: source::SourceFetcher::new(data_dir.join("git")),
+        store_names: artifacts
+            .stores()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
+        artifacts: artifacts.clone(),
+        deployer: deployer.clone(),
+        kubernetes,
+    };
+    // Workspaces of builds that were running when a previous opusd stopped.
+    let _ = std::fs::remove_dir_all(&context.work_dir);
+    std::fs::create_dir_all(&context.work_dir).map_err(data_dir_error(context.work_dir.clone()))?;
+    let scheduler =
+        scheduler::Scheduler::start(store.clone(), context, config.max_builds, metrics.clone())
+            .map_err(|source| ServeError::StoreFailed {
+                during: "recover the builds of the previous run",
+                source,
+            })?;
+    Ok((logs, scheduler))
 }
 
 /// Flushes the metadata store; a failure is logged (there is nothing left to stop).

@@ -35,3 +35,44 @@ async fn an_unusable_tls_identity_ends_serve_at_once_without_a_signal() {
     // The address file was written once the daemon was open, so the run did get that far.
     assert!(dir.path().join("data").join("opusd.json").is_file());
 }
+
+/// `serve` with a default config over `data`, its API and sites on port 0; runs until `serve`
+/// returns, which these tests expect at once.
+async fn serve_error(data: std::path::PathBuf) -> String {
+    let config = Config::resolve(ConfigArgs {
+        data_dir: Some(data),
+        sites_listen: Some("127.0.0.1:0".parse().expect("address")),
+        ..Default::default()
+    })
+    .expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let serve = opus_server::serve(listener, config, std::future::pending());
+    tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("serve ended without a signal")
+        .expect_err("serve cannot start")
+        .to_string()
+}
+
+/// Only a store locked by another process suggests another opusd; a damaged one says what failed.
+#[tokio::test]
+async fn a_locked_store_and_a_broken_store_are_told_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let held = opus_core::store::MetaStore::open(&data.join("meta")).expect("open");
+    let msg = serve_error(data.clone()).await;
+    assert!(
+        msg.contains("in use by another process") && msg.contains("another opusd"),
+        "{msg}"
+    );
+    drop(held);
+
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).expect("mkdir");
+    std::fs::write(broken.join("meta"), "not a store").expect("write");
+    let msg = serve_error(broken).await;
+    assert!(msg.contains("cannot open the metadata store"), "{msg}");
+    assert!(!msg.contains("another opusd"), "{msg}");
+}

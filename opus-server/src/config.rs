@@ -74,7 +74,7 @@ pub struct ConfigArgs {
     /// Address of the site server [default: 127.0.0.1:7080].
     #[arg(long, env = "OPUS_SITES_LISTEN", value_name = "ADDR")]
     pub sites_listen: Option<SocketAddr>,
-    /// Domain the site server routes by: <project>.<domain> [default: localhost].
+    /// Domain the site server routes by: `<project>.<domain>` [default: localhost].
     #[arg(long, env = "OPUS_DOMAIN")]
     pub domain: Option<String>,
     /// Data directory: metadata, git mirrors, workspaces, logs [default: ./opus-data].
@@ -100,7 +100,7 @@ pub struct ConfigArgs {
     /// Builds running at once [default: number of CPUs].
     #[arg(long, env = "OPUS_MAX_BUILDS", value_name = "N")]
     pub max_builds: Option<usize>,
-    /// Default artifact store URL: file://, s3://, gs://, az:// [default: file://<data-dir>/artifacts].
+    /// Default artifact store URL: file://, s3://, gs://, az:// (default: `file://<data-dir>/artifacts`).
     #[arg(long, env = "OPUS_STORE", value_name = "URL")]
     pub store: Option<String>,
     /// Another artifact store builds may name (`opus trigger ... FILE-STORE`), as NAME=URL; repeatable.
@@ -120,11 +120,11 @@ pub struct ConfigArgs {
     #[arg(long, env = "OPUS_KUBERNETES_NAMESPACE", value_name = "NAMESPACE")]
     pub kubernetes_namespace: Option<String>,
     /// Image whose /usr/local/bin/opusd is copied into build pods (kubernetes executor)
-    /// [default: ghcr.io/opus-ci/opusd:<version>, the image `opus install` uses].
+    /// (default: `ghcr.io/opus-ci/opusd:<version>`, the image `opus install` uses).
     #[arg(long, env = "OPUS_RUNNER_IMAGE", value_name = "IMAGE")]
     pub runner_image: Option<String>,
     /// URL at which build pods reach this opusd's API (kubernetes executor)
-    /// [default: http://opusd.<namespace>.svc:<API port>, the Service `opus install` creates].
+    /// (default: `http://opusd.<namespace>.svc:<API port>`, the Service `opus install` creates).
     #[arg(long, env = "OPUS_RUNNER_SERVER_URL", value_name = "URL")]
     pub runner_server_url: Option<String>,
     /// Image builds run in when opus.yml has no build.image (kubernetes executor) [default: node:20].
@@ -136,7 +136,7 @@ pub struct ConfigArgs {
     /// Seconds running builds get to finish on shutdown before they are stopped [default: 10].
     #[arg(long, env = "OPUS_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
-    /// Bound of the disk cache (<data-dir>/site-cache) that sites in remote stores (s3, gs, az)
+    /// Bound of the disk cache (`<data-dir>/site-cache`) that sites in remote stores (s3, gs, az)
     /// are served through, in bytes; 0 keeps nothing [default: 1073741824, 1 GiB].
     #[arg(long, env = "OPUS_SITE_CACHE_SIZE", value_name = "BYTES")]
     pub site_cache_size: Option<u64>,

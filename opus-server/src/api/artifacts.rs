@@ -9,7 +9,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
 use super::status;
-use crate::AppState;
+use crate::deploys::Deployer;
+use opus_core::artifact::ArtifactStore;
+use opus_core::store::MetaStore;
 
 /// Largest message of the artifact API (a manifest of about 400,000 files).
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
@@ -19,24 +21,33 @@ const CHUNK: usize = 1 << 20;
 
 /// Implements the artifact RPCs over the [`opus_core::artifact::ArtifactStore`].
 pub(crate) struct ArtifactsApi {
-    state: AppState,
+    /// Projects (their retention setting).
+    store: MetaStore,
+    /// The stored versions.
+    artifacts: ArtifactStore,
+    /// Deletes versions (on request and by retention) under the lock deploys take.
+    deployer: Deployer,
 }
 
 impl ArtifactsApi {
-    pub(crate) fn new(state: AppState) -> Self {
-        ArtifactsApi { state }
+    pub(crate) fn new(store: MetaStore, artifacts: ArtifactStore, deployer: Deployer) -> Self {
+        ArtifactsApi {
+            store,
+            artifacts,
+            deployer,
+        }
     }
-}
 
-/// Applies the project's retention after a version was published (`keep N`, see
-/// [`crate::promotion::keep_count`]); failures are logged, the publish itself succeeded.
-async fn apply_retention(state: &AppState, project: &str) {
-    let keep = match state.store.get_project(project) {
-        Ok(p) => crate::promotion::keep_count(&p, None),
-        Err(_) => return,
-    };
-    if let Err(e) = state.deployer.apply_retention(project, keep).await {
-        tracing::warn!(project, error = %e, "retention failed");
+    /// Applies the project's retention after a version was published (`keep N`, see
+    /// [`crate::promotion::keep_count`]); failures are logged, the publish itself succeeded.
+    async fn apply_retention(&self, project: &str) {
+        let keep = match self.store.get_project(project) {
+            Ok(p) => crate::promotion::keep_count(&p, None),
+            Err(_) => return,
+        };
+        if let Err(e) = self.deployer.apply_retention(project, keep).await {
+            tracing::warn!(project, error = %e, "retention failed");
+        }
     }
 }
 
@@ -50,7 +61,6 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::ListVersionsRequest>,
     ) -> Result<Response<proto::ListVersionsResponse>, Status> {
         let versions = self
-            .state
             .artifacts
             .list_versions(&req.get_ref().project)
             .map_err(status)?;
@@ -66,7 +76,6 @@ impl ArtifactService for ArtifactsApi {
     ) -> Result<Response<proto::Manifest>, Status> {
         let req = req.into_inner();
         let manifest = self
-            .state
             .artifacts
             .manifest(&req.project, &req.version)
             .await
@@ -83,7 +92,6 @@ impl ArtifactService for ArtifactsApi {
     ) -> Result<Response<Self::DownloadArchiveStream>, Status> {
         let req = req.into_inner();
         let (size, mut source) = self
-            .state
             .artifacts
             .archive(&req.project, &req.version)
             .await
@@ -116,7 +124,6 @@ impl ArtifactService for ArtifactsApi {
         let req = req.into_inner();
         let files: Vec<ManifestFile> = req.files.into_iter().map(Into::into).collect();
         let started = self
-            .state
             .artifacts
             .begin_publish(&req.project, &req.version, files, &req.store)
             .map_err(status)?;
@@ -143,7 +150,6 @@ impl ArtifactService for ArtifactsApi {
             ));
         }
         let mut blob = self
-            .state
             .artifacts
             .begin_blob(&first.upload_id, &first.sha256)
             .await
@@ -162,12 +168,11 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::CommitPublishRequest>,
     ) -> Result<Response<proto::Version>, Status> {
         let stored = self
-            .state
             .artifacts
             .commit_publish(&req.get_ref().upload_id)
             .await
             .map_err(status)?;
-        apply_retention(&self.state, stored.record.project.as_str()).await;
+        self.apply_retention(stored.record.project.as_str()).await;
         Ok(Response::new((&stored.record).into()))
     }
 
@@ -179,7 +184,6 @@ impl ArtifactService for ArtifactsApi {
         let req = req.into_inner();
         let version = (!req.version.is_empty()).then_some(req.version.as_str());
         let report = self
-            .state
             .artifacts
             .verify(&req.project, version)
             .await
@@ -193,8 +197,7 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::DeleteVersionRequest>,
     ) -> Result<Response<proto::DeleteVersionResponse>, Status> {
         let req = req.into_inner();
-        self.state
-            .deployer
+        self.deployer
             .delete_version(&req.project, &req.version, "api")
             .await
             .map_err(status)?;

@@ -11,18 +11,28 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::status;
-use crate::AppState;
 use crate::logs;
+use crate::logs::LogHub;
 use crate::scheduler::{CancelError, Scheduler, TriggerRequest};
+use opus_core::store::MetaStore;
 
 /// Implements the build RPCs over the scheduler, the store and the log files.
 pub(crate) struct BuildsApi {
-    state: AppState,
+    /// Builds as recorded.
+    store: MetaStore,
+    /// The queue: triggers, cancels, and which builds run now.
+    scheduler: Scheduler,
+    /// Build logs, replayed and followed.
+    logs: LogHub,
 }
 
 impl BuildsApi {
-    pub(crate) fn new(state: AppState) -> Self {
-        BuildsApi { state }
+    pub(crate) fn new(store: MetaStore, scheduler: Scheduler, logs: LogHub) -> Self {
+        BuildsApi {
+            store,
+            scheduler,
+            logs,
+        }
     }
 }
 
@@ -63,7 +73,6 @@ impl BuildService for BuildsApi {
     ) -> Result<Response<proto::Build>, Status> {
         let req = req.into_inner();
         let build = self
-            .state
             .scheduler
             .trigger(TriggerRequest {
                 project: req.project,
@@ -73,19 +82,15 @@ impl BuildService for BuildsApi {
                 trigger: "cli".into(),
             })
             .map_err(status)?;
-        Ok(Response::new(describe(&self.state.scheduler, &build)))
+        Ok(Response::new(describe(&self.scheduler, &build)))
     }
 
     async fn get_build(
         &self,
         req: Request<proto::GetBuildRequest>,
     ) -> Result<Response<proto::Build>, Status> {
-        let build = self
-            .state
-            .store
-            .get_build(req.get_ref().id)
-            .map_err(status)?;
-        Ok(Response::new(describe(&self.state.scheduler, &build)))
+        let build = self.store.get_build(req.get_ref().id).map_err(status)?;
+        Ok(Response::new(describe(&self.scheduler, &build)))
     }
 
     async fn list_builds(
@@ -95,7 +100,7 @@ impl BuildService for BuildsApi {
         let req = req.into_inner();
         let project = (!req.project.is_empty()).then_some(req.project);
         if let Some(p) = &project {
-            self.state.store.get_project(p).map_err(status)?;
+            self.store.get_project(p).map_err(status)?;
         }
         let state = proto::BuildState::try_from(req.state)
             .ok()
@@ -105,11 +110,11 @@ impl BuildService for BuildsApi {
             state,
             limit: req.limit as usize,
         };
-        let builds = self.state.store.list_builds(&filter).map_err(status)?;
+        let builds = self.store.list_builds(&filter).map_err(status)?;
         Ok(Response::new(proto::ListBuildsResponse {
             builds: builds
                 .iter()
-                .map(|b| describe(&self.state.scheduler, b))
+                .map(|b| describe(&self.scheduler, b))
                 .collect(),
         }))
     }
@@ -119,8 +124,8 @@ impl BuildService for BuildsApi {
         &self,
         req: Request<proto::CancelBuildRequest>,
     ) -> Result<Response<proto::Build>, Status> {
-        match self.state.scheduler.cancel(req.get_ref().id) {
-            Ok(b) => Ok(Response::new(describe(&self.state.scheduler, &b))),
+        match self.scheduler.cancel(req.get_ref().id) {
+            Ok(b) => Ok(Response::new(describe(&self.scheduler, &b))),
             Err(CancelError::Finished(b)) => Err(Status::failed_precondition(format!(
                 "{}#{} has already {}; only queued or running builds can be cancelled",
                 b.project, b.id, b.state
@@ -134,9 +139,9 @@ impl BuildService for BuildsApi {
         req: Request<proto::StreamLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
         let req = req.into_inner();
-        let store = self.state.store.clone();
+        let store = self.store.clone();
         store.get_build(req.id).map_err(status)?;
-        let hub = self.state.logs.clone();
+        let hub = self.logs.clone();
         let path = hub.path(req.id);
         let id = req.id;
         let follow = req.follow;

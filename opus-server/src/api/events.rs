@@ -7,16 +7,17 @@ use opus_core::proto::{self, event_service_server::EventService};
 use tonic::{Request, Response, Status};
 
 use super::status;
-use crate::AppState;
+use opus_core::store::MetaStore;
 
 /// Implements `WatchEvents` over the store's event log and its commit notifications.
 pub(crate) struct EventsApi {
-    state: AppState,
+    /// The event log.
+    store: MetaStore,
 }
 
 impl EventsApi {
-    pub(crate) fn new(state: AppState) -> Self {
-        EventsApi { state }
+    pub(crate) fn new(store: MetaStore) -> Self {
+        EventsApi { store }
     }
 }
 
@@ -31,7 +32,7 @@ impl EventService for EventsApi {
         req: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let req = req.into_inner();
-        let store = self.state.store.clone();
+        let store = self.store.clone();
         if !req.project.is_empty() {
             store.get_project(&req.project).map_err(status)?;
         }

@@ -24,10 +24,6 @@ use opus_core::kubernetes::{BuildJobs, Cluster, KubeError};
 use crate::config::KubernetesConfig;
 use crate::runners::Runners;
 
-/// How often a running build's Job and pod are looked at, unless `OPUS_KUBERNETES_POLL_MS` says
-/// otherwise.
-const DEFAULT_POLL: Duration = Duration::from_secs(2);
-
 /// How long past `build.timeout` opusd waits at most for a Job that Kubernetes did not stop (its
 /// `activeDeadlineSeconds` normally does) before it deletes it and fails the build: the timeout
 /// again, up to this.
@@ -74,18 +70,12 @@ impl KubeExecutor {
         runners: Runners,
     ) -> Result<KubeExecutor, KubeError> {
         let cluster = Cluster::connect().await?;
-        let poll = std::env::var("OPUS_KUBERNETES_POLL_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_POLL);
         Ok(KubeExecutor {
             inner: Arc::new(Inner {
                 jobs: BuildJobs::new(cluster, &config.namespace),
                 server_url: config.server_url(api_port),
                 config: config.clone(),
-                poll,
+                poll: config.poll,
                 runners,
                 store_settings: opus_core::artifact::store_settings_from_env(),
             }),

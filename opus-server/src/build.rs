@@ -102,6 +102,7 @@ pub async fn run(
         Ok(_) => return, // cancelled while it waited for its slot
         Err(e) => {
             error!(build = id, error = %e, "cannot start build");
+            finish(store, id, Outcome::failed(format!("cannot start: {e}")));
             return;
         }
     };
@@ -159,15 +160,47 @@ pub async fn run(
 }
 
 /// Records the outcome (and its event).
-fn finish(store: &MetaStore, id: u64, outcome: Outcome) {
-    let result = store.update_build(id, |b| {
-        b.state = outcome.state;
-        b.reason = outcome.reason.clone();
-        b.finished_at = Some(SystemTime::now());
-    });
-    if let Err(e) = result {
-        error!(build = id, error = %e, "cannot record the build's outcome");
+///
+/// A failure on a full disk says so (the step or file that hit it may not). When the store
+/// cannot take the outcome, the build is failed (a client following it is told so: see
+/// `api::builds`), and that outcome is written as soon as the store takes writes again, so it
+/// stays failed, also across a restart (which fails running builds).
+fn finish(store: &MetaStore, id: u64, mut outcome: Outcome) {
+    if outcome.state == BuildState::Failed
+        && let Some(note) = store
+            .path()
+            .parent()
+            .and_then(crate::health::full_disk_note)
+    {
+        outcome.reason = format!("{note} ({})", outcome.reason);
     }
+    let write = move |store: &MetaStore, outcome: &Outcome| {
+        store.update_build(id, |b| {
+            b.state = outcome.state;
+            b.reason = outcome.reason.clone();
+            b.finished_at = Some(SystemTime::now());
+        })
+    };
+    let Err(e) = write(store, &outcome) else {
+        return;
+    };
+    error!(build = id, error = %e, "cannot record the build's outcome; retrying until the store takes it");
+    let outcome = Outcome::failed(format!("its outcome could not be recorded: {e}"));
+    let store = store.clone();
+    tokio::spawn(async move {
+        let mut retry = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            retry.tick().await;
+            match write(&store, &outcome) {
+                Ok(_) => return,
+                Err(
+                    opus_core::error::StoreError::BuildNotFound(_)
+                    | opus_core::error::StoreError::Corrupt { .. },
+                ) => return,
+                Err(_) => {}
+            }
+        }
+    });
 }
 
 /// The part of a build that can fail: everything between start and record.

@@ -23,6 +23,7 @@ pub mod build;
 pub mod config;
 pub mod deploys;
 pub mod executor;
+pub mod health;
 pub mod hooks;
 pub mod kubernetes;
 pub mod logs;
@@ -133,6 +134,8 @@ pub struct AppState {
     pub site_links: hooks::SiteLinks,
     /// Builds running elsewhere (Kubernetes Jobs) and their tokens, for `RunnerService`.
     pub runners: runners::Runners,
+    /// Disk health: `/healthz`, free space for `opus status`.
+    pub health: health::Health,
 }
 
 /// Writes `<data-dir>/opusd.json` with the bound API and sites addresses and the process id, so
@@ -312,7 +315,11 @@ pub async fn serve(
         domain: config.domain.clone(),
         port: config.sites_listen.port(),
     };
+    let health = health::Health::new(store.clone(), &config.data_dir, &config.store);
+    let health_watch = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(health.clone().watch(health_watch.clone()));
     let state = AppState {
+        health,
         store: store.clone(),
         artifacts,
         deployer,
@@ -353,6 +360,7 @@ pub async fn serve(
     info!("shutting down: no new builds start");
     scheduler.shutdown(grace).await;
 
+    health_watch.cancel();
     info!("shutting down: flushing the metadata store");
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "flushing the metadata store failed");

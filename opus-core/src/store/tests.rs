@@ -256,7 +256,7 @@ fn unfinished_and_last_build_indexes_follow_every_change_and_are_rebuilt_for_an_
         store.tree(T::UnfinishedBuilds).clear().expect("clear");
         store.tree(T::LastBuilds).clear().expect("clear");
         store
-            .tree(T::Counters)
+            .tree(T::Counters)?
             .remove("index_version")
             .expect("unversion");
         assert_eq!(indexes(&store).2, vec![None, None, None]);

@@ -90,9 +90,13 @@ pub(crate) async fn run(
     ));
 
     let metrics = state.metrics.clone();
+    let health = state.health.clone();
     let router = routes
         .into_axum_router()
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            axum::routing::get(move || crate::health::healthz(health.clone())),
+        )
         .route(
             "/metrics",
             axum::routing::get(move || {

@@ -31,7 +31,17 @@ impl SystemService for SystemApi {
             .elapsed()
             .unwrap_or_default()
             .as_secs();
+        let health = self.state.health.clone();
+        let (data_dir_free_bytes, store_free_bytes, degraded) =
+            tokio::task::spawn_blocking(move || {
+                (health.data_dir_free(), health.store_free(), health.problem())
+            })
+            .await
+            .map_err(|e| Status::internal(format!("cannot check the disks: {e}")))?;
         Ok(Response::new(proto::ServerInfo {
+            data_dir_free_bytes,
+            store_free_bytes,
+            degraded: degraded.unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             data_dir: cfg.data_dir.display().to_string(),
             store: cfg.store.clone(),

@@ -159,12 +159,15 @@ pub async fn run(
     .await;
 }
 
-/// Records the outcome (and its event).
+/// Records the outcome (and its event), and makes it durable.
 ///
-/// A failure on a full disk says so (the step or file that hit it may not). When the store
-/// cannot take the outcome, the build is failed (a client following it is told so: see
-/// `api::builds`), and that outcome is written as soon as the store takes writes again, so it
-/// stays failed, also across a restart (which fails running builds).
+/// A failure on a full disk says so (the step or file that hit it may not). The outcome is
+/// flushed: sled accepts a write before its disk does, and when the disk fills meanwhile, the
+/// store reopened afterwards no longer has it (the build would look queued or running for
+/// good). When the store cannot take or keep the outcome, it is written again as soon as the
+/// store takes writes, so that what clients were told is what stays: the outcome itself when
+/// the store had taken it (others may have read it), else failed (a client following the
+/// build is told so: see `api::builds`).
 fn finish(store: &MetaStore, id: u64, mut outcome: Outcome) {
     if outcome.state == BuildState::Failed
         && let Some(note) = store
@@ -181,24 +184,31 @@ fn finish(store: &MetaStore, id: u64, mut outcome: Outcome) {
             b.finished_at = Some(SystemTime::now());
         })
     };
-    let Err(e) = write(store, &outcome) else {
-        return;
+    let mut written = true;
+    let outcome = match write(store, &outcome) {
+        Ok(_) => outcome,
+        Err(e) => {
+            written = false;
+            error!(build = id, error = %e, "cannot record the build's outcome; retrying until the store takes it");
+            Outcome::failed(format!("its outcome could not be recorded: {e}"))
+        }
     };
-    error!(build = id, error = %e, "cannot record the build's outcome; retrying until the store takes it");
-    let outcome = Outcome::failed(format!("its outcome could not be recorded: {e}"));
     let store = store.clone();
     tokio::spawn(async move {
         let mut retry = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
+            if written && store.flush().await.is_ok() {
+                return;
+            }
             retry.tick().await;
-            match write(&store, &outcome) {
-                Ok(_) => return,
+            written = match write(&store, &outcome) {
+                Ok(_) => true,
                 Err(
                     opus_core::error::StoreError::BuildNotFound(_)
                     | opus_core::error::StoreError::Corrupt { .. },
                 ) => return,
-                Err(_) => {}
-            }
+                Err(_) => false,
+            };
         }
     });
 }

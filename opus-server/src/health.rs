@@ -60,11 +60,8 @@ impl Health {
         if let Some(e) = self.store.failure() {
             return Some(format!("metadata store writes fail: {e}"));
         }
-        full_disk_note(&self.data_dir).or_else(|| {
-            self.artifact_dir
-                .as_deref()
-                .and_then(|d| full_disk_note(d))
-        })
+        full_disk_note(&self.data_dir)
+            .or_else(|| self.artifact_dir.as_deref().and_then(|d| full_disk_note(d)))
     }
 
     /// Reopens the metadata store after a failed write as soon as its disk has room again, until
@@ -98,7 +95,10 @@ impl Health {
 pub async fn healthz(health: Health) -> (StatusCode, String) {
     match tokio::task::spawn_blocking(move || health.problem()).await {
         Ok(None) => (StatusCode::OK, "ok\n".to_owned()),
-        Ok(Some(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("degraded: {why}\n")),
+        Ok(Some(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: {why}\n"),
+        ),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot check health: {e}\n"),
@@ -167,6 +167,30 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         });
         assert!(!is_disk_full_error(&other));
+    }
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted_with_where_it_is() {
+        let e = opus_core::error::StoreError::DiskFull {
+            path: PathBuf::from("/srv/opus/meta"),
+        };
+        let s = crate::api::status(e);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "the disk holding /srv/opus/meta is full: free space and retry"
+        );
+        let e = opus_core::error::ArtifactError::Io {
+            context: "writing /srv/opus/artifacts/web/1/index.html".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        let s = crate::api::status(e);
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            s.message().starts_with("the disk is full: free space and retry (writing /srv/opus/artifacts/web/1/index.html"),
+            "{}",
+            s.message()
+        );
     }
 
     #[test]

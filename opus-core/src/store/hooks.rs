@@ -252,12 +252,14 @@ impl MetaStore {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let previous = self.tree(T::GithubDeliveries)?.compare_and_swap(
-            pair_key(project, id.as_bytes()),
-            None as Option<&[u8]>,
-            Some(&now.to_be_bytes()[..]),
-        )
-        .map_err(|e| self.failed(e))?;
+        let previous = self
+            .tree(T::GithubDeliveries)?
+            .compare_and_swap(
+                pair_key(project, id.as_bytes()),
+                None as Option<&[u8]>,
+                Some(&now.to_be_bytes()[..]),
+            )
+            .map_err(|e| self.failed(e))?;
         self.changed();
         Ok(previous.is_ok())
     }

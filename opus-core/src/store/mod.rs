@@ -305,14 +305,20 @@ impl MetaStore {
     /// Why writes fail right now (the store's first failed write since it was opened), or `None`
     /// while they work.
     pub fn failure(&self) -> Option<StoreError> {
-        self.failure.lock().map(|f| f.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.failure
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Turns a sled error of a write into the store's error, naming the disk when it is full,
     /// and remembers that writes fail (sled fails every later one the same way).
     fn failed(&self, e: sled::Error) -> StoreError {
         let e = locate(&self.path, e);
-        if matches!(e, StoreError::DiskFull { .. } | StoreError::Sled(sled::Error::Io(_))) {
+        if matches!(
+            e,
+            StoreError::DiskFull { .. } | StoreError::Sled(sled::Error::Io(_))
+        ) {
             let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
             if failure.is_none() {
                 tracing::error!(error = %e, "metadata store writes fail");

@@ -34,7 +34,11 @@ impl SystemService for SystemApi {
         let health = self.state.health.clone();
         let (data_dir_free_bytes, store_free_bytes, degraded) =
             tokio::task::spawn_blocking(move || {
-                (health.data_dir_free(), health.store_free(), health.problem())
+                (
+                    health.data_dir_free(),
+                    health.store_free(),
+                    health.problem(),
+                )
             })
             .await
             .map_err(|e| Status::internal(format!("cannot check the disks: {e}")))?;

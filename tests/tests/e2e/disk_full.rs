@@ -32,7 +32,10 @@ impl SmallDisk {
     fn mount(path: &Path, scratch: &Path) -> Option<SmallDisk> {
         std::fs::create_dir_all(path).expect("mount point");
         let size = format!("size={DISK_MB}m");
-        if run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", as_str(path)]) {
+        if run(
+            "mount",
+            &["-t", "tmpfs", "-o", &size, "tmpfs", as_str(path)],
+        ) {
             return Some(SmallDisk {
                 path: path.to_owned(),
                 image: None,
@@ -223,10 +226,7 @@ fn a_full_disk_fails_writes_with_its_reason_and_opusd_recovers_once_space_is_fre
         .collect();
     assert_eq!(failed.len(), 1, "{:?}", d.builds("web"));
     let b = d.wait_for_state("web", failed[0], "failed", 10);
-    assert!(
-        says_disk_full(b["reason"].as_str().unwrap_or("")),
-        "{b}"
-    );
+    assert!(says_disk_full(b["reason"].as_str().unwrap_or("")), "{b}");
     d.restart();
     let b = d.build("web", failed[0]);
     assert_eq!(b["state"], "failed", "{b}");

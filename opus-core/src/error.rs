@@ -40,7 +40,7 @@ pub enum ModelError {
 }
 
 /// Failures of the metadata store.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, Clone)]
 pub enum StoreError {
     /// A project with that name exists already.
     #[error(
@@ -112,7 +112,16 @@ pub enum StoreError {
         /// The decoder's complaint.
         detail: String,
     },
-    /// sled itself failed (I/O, a full disk, a damaged file).
+    /// A write found the disk holding the store full.
+    #[error("the disk holding {} is full: free space and retry", path.display())]
+    DiskFull {
+        /// The store's folder.
+        path: std::path::PathBuf,
+    },
+    /// The store is being opened again after a failed write.
+    #[error("the metadata store at {} is being reopened after a failed write; retry", .0.display())]
+    Reopening(std::path::PathBuf),
+    /// sled itself failed (I/O, a damaged file).
     #[error("metadata store failed: {0}")]
     Sled(#[from] sled::Error),
 }

@@ -23,8 +23,8 @@ use tracing::info;
 
 use crate::config::{Config, ExecutorKind};
 use crate::{
-    ServeError, api, build, deploys, hooks, kubernetes, logs, metrics, runners, scheduler, sites,
-    source,
+    ServeError, api, build, deploys, health, hooks, kubernetes, logs, metrics, runners, scheduler,
+    sites, source,
 };
 
 /// The two listeners of an opusd, bound before anything else starts, so that tests bind port 0
@@ -92,6 +92,9 @@ pub struct Daemon {
     pub(crate) hooks: HookParts,
     /// The build queue: shut down on every way out of `run`.
     pub(crate) scheduler: scheduler::Scheduler,
+    /// Disk health (`/healthz`, free space for `opus status`); its watch reopens the store
+    /// once a full disk has room again.
+    pub(crate) health: health::Health,
 }
 
 impl Daemon {
@@ -127,7 +130,9 @@ impl Daemon {
         let hooks = hook_parts(&config)?;
         let (logs, scheduler) =
             start_builds(&config, &store, &artifacts, &deployer, kubernetes, &metrics)?;
+        let health = health::Health::new(store.clone(), &config.data_dir, &config.store);
         Ok(Daemon {
+            health,
             config: Arc::new(config),
             started_at: SystemTime::now(),
             store,
@@ -168,6 +173,8 @@ impl Daemon {
             sites_stop.cancel();
             result
         });
+        let health_watch = CancellationToken::new();
+        tokio::spawn(self.health.clone().watch(health_watch.clone()));
         let deliverer = hooks::Deliverer::start(
             self.store.clone(),
             self.hooks.transport.clone(),
@@ -190,6 +197,7 @@ impl Daemon {
             Err(e) => tracing::error!(error = %e, "the site server task failed"),
         }
         deliverer.stop();
+        health_watch.cancel();
         self.close().await;
         api_result
     }

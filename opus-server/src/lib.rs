@@ -25,6 +25,7 @@ pub mod build;
 pub mod config;
 pub mod daemon;
 pub mod deploys;
+pub mod health;
 pub mod hooks;
 pub mod kubernetes;
 pub mod logs;

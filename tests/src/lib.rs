@@ -116,7 +116,12 @@ impl Daemon {
 
     /// Starts opusd with extra arguments and environment variables.
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Daemon {
-        let root = tempfile::tempdir().expect("temp dir");
+        Daemon::start_in(tempfile::tempdir().expect("temp dir"), args, envs)
+    }
+
+    /// Starts opusd in `root`, prepared by the test (its data directory is `root/data`, which
+    /// may already exist: a mount, say).
+    pub fn start_in(root: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             child: None,
             server: String::new(),

@@ -159,12 +159,24 @@ async fn follow(
             .await?
             .into_inner();
     }
-    print_lines(first, stream, print).await?;
-    Ok(conn
+    let end = print_lines(first, stream, print).await?;
+    let mut finished = conn
         .builds()
         .get_build(proto::GetBuildRequest { id: build.id })
         .await?
-        .into_inner())
+        .into_inner();
+    // The stream's last line says how the build ended, also when the server could not record
+    // that yet (its disk is full): the record follows once it can write.
+    let unfinished = [proto::BuildState::Queued, proto::BuildState::Running]
+        .map(|s| s as i32)
+        .contains(&finished.state);
+    if let Some(end) = end
+        && unfinished
+    {
+        finished.state = end.final_state;
+        finished.reason = end.text;
+    }
+    Ok(finished)
 }
 
 /// Opens a build's log stream (`follow`: until the build ends).
@@ -183,27 +195,33 @@ async fn open_log(
 /// Streams a build's log to stdout.
 async fn print_log(conn: &Connection, id: u64, follow: bool, print: bool) -> Result<(), CliError> {
     let stream = open_log(conn, id, follow).await?;
-    print_lines(None, stream, print).await
+    print_lines(None, stream, print).await.map(|_| ())
 }
 
 /// Prints the lines of a log stream (after `first`, one already taken from it: `Some(None)` when
-/// the stream had ended) to stdout, when `print`; reads it to its end either way.
+/// the stream had ended) to stdout, when `print`; reads it to its end either way. Returns the
+/// final line (the build's end state), when the stream sent one.
 async fn print_lines(
     first: Option<Option<Result<proto::LogLine, tonic::Status>>>,
     mut stream: tonic::Streaming<proto::LogLine>,
     print: bool,
-) -> Result<(), CliError> {
+) -> Result<Option<proto::LogLine>, CliError> {
     let mut next = first;
+    let mut end = None;
     loop {
         let line = match next.take() {
             Some(taken) => taken,
             None => stream.next().await,
         };
         let Some(line) = line else {
-            return Ok(());
+            return Ok(end);
         };
         let line = line?;
-        if line.final_state != 0 || !print {
+        if line.final_state != 0 {
+            end = Some(line);
+            continue;
+        }
+        if !print {
             continue;
         }
         let mut out = std::io::stdout().lock();

@@ -325,7 +325,7 @@ impl MetaStore {
     /// A project's environments, by name.
     pub fn environments(&self, project: &str) -> Result<Vec<EnvironmentRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Environments).scan_prefix(prefix(project)) {
+        for item in self.tree(T::Environments)?.scan_prefix(prefix(project)) {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -335,7 +335,7 @@ impl MetaStore {
     /// Every environment of every project (for the site table on start).
     pub fn all_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Environments).iter() {
+        for item in self.tree(T::Environments)?.iter() {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -355,7 +355,7 @@ impl MetaStore {
             None => prefix(project),
         };
         let mut out: Vec<Release> = Vec::new();
-        for item in self.tree(T::Releases).scan_prefix(scan).rev() {
+        for item in self.tree(T::Releases)?.scan_prefix(scan).rev() {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
             if env.is_some() && limit > 0 && out.len() >= limit {
@@ -427,7 +427,7 @@ impl MetaStore {
         for env in self.environments(project)? {
             let current = env.current.version.clone();
             for item in self
-                .tree(T::Releases)
+                .tree(T::Releases)?
                 .scan_prefix(release_prefix(project, &env.name))
                 .rev()
             {

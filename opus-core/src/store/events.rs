@@ -10,7 +10,11 @@ impl MetaStore {
     /// Events with `seq >= from`, oldest first, at most `limit` of them.
     pub fn events_from(&self, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Events).range(from.to_be_bytes()..).take(limit) {
+        for item in self
+            .tree(T::Events)?
+            .range(from.to_be_bytes()..)
+            .take(limit)
+        {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }

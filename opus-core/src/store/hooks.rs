@@ -94,7 +94,7 @@ impl MetaStore {
     /// all-project ones).
     pub fn list_hooks(&self, project: Option<&str>) -> Result<Vec<Hook>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Hooks).iter() {
+        for item in self.tree(T::Hooks)?.iter() {
             let (k, v) = item?;
             let hook: Hook = decode(&k, &v)?;
             if project.is_none_or(|p| hook.project.is_empty() || hook.project == p) {
@@ -107,7 +107,7 @@ impl MetaStore {
     /// Removes a hook with its cursor and delivery records, with a `hook.removed` event.
     pub fn remove_hook(&self, id: u64) -> Result<(), StoreError> {
         let keys: Vec<_> = self
-            .tree(T::Deliveries)
+            .tree(T::Deliveries)?
             .scan_prefix(id.to_be_bytes())
             .keys()
             .collect::<Result<_, _>>()?;
@@ -136,7 +136,7 @@ impl MetaStore {
     /// The sequence number of the next event hook `id` has not finished (1 when unknown).
     pub fn hook_cursor(&self, id: u64) -> Result<u64, StoreError> {
         Ok(self
-            .tree(T::HookCursors)
+            .tree(T::HookCursors)?
             .get(id.to_be_bytes())?
             .map(|v| be_u64(&v))
             .unwrap_or(1))
@@ -201,7 +201,7 @@ impl MetaStore {
         let limit = if limit == 0 { 50 } else { limit };
         let mut out = Vec::new();
         for item in self
-            .tree(T::Deliveries)
+            .tree(T::Deliveries)?
             .scan_prefix(hook.to_be_bytes())
             .rev()
             .take(limit)
@@ -215,7 +215,7 @@ impl MetaStore {
     /// A project's webhook key of `kind`, if it has one.
     pub fn project_key(&self, project: &str, kind: KeyKind) -> Result<Option<String>, StoreError> {
         Ok(self
-            .tree(T::ProjectKeys)
+            .tree(T::ProjectKeys)?
             .get(pair_key(project, kind.name().as_bytes()))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -252,11 +252,14 @@ impl MetaStore {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let previous = self.tree(T::GithubDeliveries).compare_and_swap(
-            pair_key(project, id.as_bytes()),
-            None as Option<&[u8]>,
-            Some(&now.to_be_bytes()[..]),
-        )?;
+        let previous = self
+            .tree(T::GithubDeliveries)?
+            .compare_and_swap(
+                pair_key(project, id.as_bytes()),
+                None as Option<&[u8]>,
+                Some(&now.to_be_bytes()[..]),
+            )
+            .map_err(|e| self.failed(e))?;
         self.changed();
         Ok(previous.is_ok())
     }
@@ -264,8 +267,9 @@ impl MetaStore {
     /// Forgets GitHub delivery `id` (when queueing its build failed, so GitHub's redelivery can
     /// try again).
     pub fn forget_github_delivery(&self, project: &str, id: &str) -> Result<(), StoreError> {
-        self.tree(T::GithubDeliveries)
-            .remove(pair_key(project, id.as_bytes()))?;
+        self.tree(T::GithubDeliveries)?
+            .remove(pair_key(project, id.as_bytes()))
+            .map_err(|e| self.failed(e))?;
         self.changed();
         Ok(())
     }
@@ -278,12 +282,12 @@ impl MetaStore {
     ) -> Result<(Vec<sled::IVec>, Vec<sled::IVec>), StoreError> {
         let p = prefix(project);
         let keys = self
-            .tree(T::ProjectKeys)
+            .tree(T::ProjectKeys)?
             .scan_prefix(&p)
             .keys()
             .collect::<Result<_, _>>()?;
         let deliveries = self
-            .tree(T::GithubDeliveries)
+            .tree(T::GithubDeliveries)?
             .scan_prefix(&p)
             .keys()
             .collect::<Result<_, _>>()?;
@@ -324,7 +328,7 @@ impl MetaStore {
         let mut out = Vec::new();
         for id in hooks {
             for k in self
-                .tree(T::Deliveries)
+                .tree(T::Deliveries)?
                 .scan_prefix(id.to_be_bytes())
                 .keys()
             {

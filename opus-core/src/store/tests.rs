@@ -253,14 +253,23 @@ fn unfinished_and_last_build_indexes_follow_every_change_and_are_rebuilt_for_an_
         assert_eq!(indexes(&store), expected);
 
         // As a store written before the indexes existed: they are empty and unversioned.
-        store.tree(T::UnfinishedBuilds).clear().expect("clear");
-        store.tree(T::LastBuilds).clear().expect("clear");
+        store
+            .tree(T::UnfinishedBuilds)
+            .expect("tree")
+            .clear()
+            .expect("clear");
+        store
+            .tree(T::LastBuilds)
+            .expect("tree")
+            .clear()
+            .expect("clear");
         store
             .tree(T::Counters)
+            .expect("tree")
             .remove("index_version")
             .expect("unversion");
         assert_eq!(indexes(&store).2, vec![None, None, None]);
-        store.db.flush().expect("flush");
+        store.db().expect("open").db.flush().expect("flush");
     }
     let store = MetaStore::open(dir.path()).expect("reopen");
     assert_eq!(indexes(&store), expected);
@@ -417,4 +426,61 @@ fn a_versions_site_options_are_committed_with_it() {
         store.site_options("nope", "1").expect("options"),
         SiteOptions::default()
     );
+}
+
+#[test]
+fn after_a_full_disk_writes_fail_naming_it_until_the_store_is_reopened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    let id = store.create_build(&build("web")).expect("build").id;
+    assert!(store.reopen().expect("a healthy store needs no reopen"));
+
+    // What sled answers every write with after its log hit ENOSPC.
+    let full = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+    let e = store.failed(full);
+    assert!(
+        matches!(&e, StoreError::DiskFull { path } if path == dir.path()),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("is full: free space and retry"),
+        "{e}"
+    );
+    assert!(store.failure().is_some());
+    // Every write fails the same way at once (sled would, until reopened), reads still work.
+    let clone = store.clone();
+    for err in [
+        clone
+            .set_secret("web", "TOKEN", "s3cret")
+            .expect_err("secret"),
+        clone
+            .update_build(id, |b| b.state = BuildState::Failed)
+            .expect_err("outcome"),
+    ] {
+        assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    }
+    assert_eq!(store.get_build(id).expect("read").state, BuildState::Queued);
+
+    // Reopened (the disk has room again): the data is there and writes work, through every
+    // clone of the handle.
+    assert!(store.reopen().expect("reopen"));
+    assert!(clone.failure().is_none());
+    clone.set_secret("web", "TOKEN", "s3cret").expect("secret");
+    clone
+        .update_build(id, |b| b.state = BuildState::Failed)
+        .expect("outcome");
+    assert_eq!(store.get_build(id).expect("read").state, BuildState::Failed);
+    assert_eq!(store.secret_names("web").expect("names"), ["TOKEN"]);
+}
+
+#[test]
+fn another_io_failure_is_kept_as_sleds_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    let e = store.failed(sled::Error::Io(std::io::Error::other("EIO")));
+    assert!(matches!(e, StoreError::Sled(_)), "{e}");
+    assert!(store.failure().is_some(), "writes fail until reopened");
+    assert!(store.reopen().expect("reopen"));
+    store.create_project(&project("web")).expect("create");
 }

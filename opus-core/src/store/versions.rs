@@ -38,7 +38,7 @@ impl MetaStore {
     /// A project's versions, newest first.
     pub fn list_versions(&self, project: &str) -> Result<Vec<VersionRecord>, StoreError> {
         let mut out: Vec<VersionRecord> = Vec::new();
-        for item in self.tree(T::Versions).scan_prefix(prefix(project)) {
+        for item in self.tree(T::Versions)?.scan_prefix(prefix(project)) {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -53,7 +53,7 @@ impl MetaStore {
     /// Every version of every project (for the orphan sweep on start).
     pub fn all_versions(&self) -> Result<Vec<VersionRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Versions).iter() {
+        for item in self.tree(T::Versions)?.iter() {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -123,7 +123,7 @@ impl MetaStore {
             .collect();
         if let Some(objects) = objects_prefix {
             for k in self
-                .tree(T::BlobRefs)
+                .tree(T::BlobRefs)?
                 .scan_prefix(prefix(&record.store))
                 .keys()
             {
@@ -152,7 +152,7 @@ impl MetaStore {
     /// An object in `store` that holds content `sha256`, if any version has one.
     pub fn blob_holder(&self, store: &str, sha256: &str) -> Result<Option<String>, StoreError> {
         let p = blob_prefix(store, sha256);
-        match self.tree(T::BlobRefs).scan_prefix(&p).keys().next() {
+        match self.tree(T::BlobRefs)?.scan_prefix(&p).keys().next() {
             Some(k) => Ok(Some(String::from_utf8_lossy(&k?[p.len()..]).into_owned())),
             None => Ok(None),
         }
@@ -162,7 +162,7 @@ impl MetaStore {
     pub fn blob_holders(&self, store: &str, sha256: &str) -> Result<Vec<String>, StoreError> {
         let p = blob_prefix(store, sha256);
         let mut out = Vec::new();
-        for k in self.tree(T::BlobRefs).scan_prefix(&p).keys() {
+        for k in self.tree(T::BlobRefs)?.scan_prefix(&p).keys() {
             out.push(String::from_utf8_lossy(&k?[p.len()..]).into_owned());
         }
         Ok(out)

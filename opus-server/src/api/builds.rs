@@ -153,6 +153,10 @@ impl BuildService for BuildsApi {
                 let live = hub.follow(id);
                 let build = store.get_build(id).map_err(status)?;
                 if live.is_none() && build.state == BuildState::Queued && follow {
+                    if let Some(e) = store.failure() {
+                        // Nothing moves a queued build while the store takes no writes.
+                        Err::<(), Status>(status(e))?;
+                    }
                     if events.changed().await.is_err() {
                         break;
                     }
@@ -201,15 +205,26 @@ impl BuildService for BuildsApi {
                 // The log is complete; the build's state is recorded just before the log is
                 // marked finished, but a build still marked running is waited for.
                 let build = store.get_build(id).map_err(status)?;
-                if build.state.is_finished() {
+                // A build whose outcome the store could not take ended failed (`build::finish`
+                // records that once it can).
+                let unrecorded = !build.state.is_finished() && store.failure().is_some()
+                    && hub.follow(id).is_none_or(|p| p.borrow().finished);
+                if build.state.is_finished() || unrecorded {
+                    let (state, reason) = match store.failure() {
+                        Some(e) if unrecorded => (
+                            BuildState::Failed,
+                            format!("its outcome could not be recorded: {e}"),
+                        ),
+                        _ => (build.state, build.reason.clone()),
+                    };
                     let (lines, _) = logs::read_from(&path, offset).await
                         .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
                     for line in lines {
                         yield log_line(line);
                     }
                     yield proto::LogLine {
-                        final_state: proto::BuildState::from(build.state) as i32,
-                        text: build.reason.clone(),
+                        final_state: proto::BuildState::from(state) as i32,
+                        text: reason,
                         stream: "opus".into(),
                         step: "done".into(),
                         time: build.finished_at.map(wire::timestamp),

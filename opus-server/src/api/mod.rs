@@ -97,6 +97,7 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
             d.scheduler.clone(),
             d.config.clone(),
             d.started_at,
+            d.health.clone(),
         ),
         auth.interceptor(),
     ));
@@ -128,8 +129,12 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
 /// The plain HTTP routes on the API port: `/healthz`, `/metrics` and the inbound webhooks.
 fn http_routes(d: &Daemon) -> axum::Router {
     let metrics = d.metrics.clone();
+    let health = d.health.clone();
     axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            axum::routing::get(move || crate::health::healthz(health.clone())),
+        )
         .route(
             "/metrics",
             axum::routing::get(move || {

@@ -13,6 +13,14 @@ pub fn status(e: impl Into<CoreError>) -> Status {
         e => e,
     };
     let msg = e.to_string();
+    if crate::health::is_disk_full_error(&e) {
+        tracing::error!(error = %msg, "disk full");
+        let msg = match &e {
+            CoreError::Store(StoreError::DiskFull { .. }) => msg,
+            _ => format!("the disk is full: free space and retry ({msg})"),
+        };
+        return Status::resource_exhausted(msg);
+    }
     match e {
         CoreError::Artifact(a) => artifact_status(a, msg),
         CoreError::Model(ModelError::InvalidName { .. })
@@ -31,6 +39,8 @@ pub fn status(e: impl Into<CoreError>) -> Status {
         }
         CoreError::Store(StoreError::HookNotFound(_)) => Status::not_found(msg),
         CoreError::Store(StoreError::Corrupt { .. }) => Status::data_loss(msg),
+        CoreError::Store(StoreError::DiskFull { .. }) => Status::resource_exhausted(msg),
+        CoreError::Store(StoreError::Reopening(_)) => Status::unavailable(msg),
         CoreError::Store(StoreError::Sled(_)) => {
             tracing::error!(error = %msg, "metadata store failure");
             Status::internal(msg)

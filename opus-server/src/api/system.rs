@@ -9,6 +9,7 @@ use opus_core::wire::timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
+use crate::health::Health;
 use crate::scheduler::Scheduler;
 
 /// Implements `GetServerInfo`.
@@ -21,6 +22,8 @@ pub(crate) struct SystemApi {
     config: Arc<Config>,
     /// When this opusd started (for uptime).
     started_at: SystemTime,
+    /// Free space of the data dir and the store, and what is degraded.
+    health: Health,
 }
 
 impl SystemApi {
@@ -29,12 +32,14 @@ impl SystemApi {
         scheduler: Scheduler,
         config: Arc<Config>,
         started_at: SystemTime,
+        health: Health,
     ) -> Self {
         SystemApi {
             store,
             scheduler,
             config,
             started_at,
+            health,
         }
     }
 }
@@ -47,7 +52,21 @@ impl SystemService for SystemApi {
     ) -> Result<Response<proto::ServerInfo>, Status> {
         let cfg = &self.config;
         let uptime = self.started_at.elapsed().unwrap_or_default().as_secs();
+        let health = self.health.clone();
+        let (data_dir_free_bytes, store_free_bytes, degraded) =
+            tokio::task::spawn_blocking(move || {
+                (
+                    health.data_dir_free(),
+                    health.store_free(),
+                    health.problem(),
+                )
+            })
+            .await
+            .map_err(|e| Status::internal(format!("cannot check the disks: {e}")))?;
         Ok(Response::new(proto::ServerInfo {
+            data_dir_free_bytes,
+            store_free_bytes,
+            degraded: degraded.unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             data_dir: cfg.data_dir.display().to_string(),
             store: cfg.store.clone(),

@@ -261,6 +261,27 @@ impl Outcome {
         }
     }
 
+    /// A build whose outcome the store could not take: recorded failed once it can, since a
+    /// follower of the build was told it failed.
+    pub fn unrecorded(error: &StoreError) -> Outcome {
+        Outcome {
+            state: BuildState::Failed,
+            reason: format!("its outcome could not be recorded: {error}"),
+        }
+    }
+
+    /// A failure with `note` (why the disk is full) before its reason: the step or file that
+    /// hit the full disk may not say so.
+    pub fn noted(self, note: &str) -> Outcome {
+        match self.state {
+            BuildState::Failed => Outcome {
+                reason: format!("{note} ({})", self.reason),
+                ..self
+            },
+            _ => self,
+        }
+    }
+
     /// The final state.
     pub fn state(&self) -> BuildState {
         self.state

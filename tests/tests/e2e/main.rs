@@ -5,6 +5,7 @@ mod auto_deploys;
 mod builds;
 mod config;
 mod deploys;
+mod disk_full;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;

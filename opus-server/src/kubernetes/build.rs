@@ -25,7 +25,7 @@ use crate::runners::{Finish, Registration};
 use crate::source::Checkout;
 
 /// A version a runner uploaded and reported, not committed yet. The runner waits for the
-/// answer: [`Uploaded::commit`] gives it, and dropping this uncommitted removes the upload.
+/// answer: `Uploaded::commit` gives it, and dropping this uncommitted removes the upload.
 pub struct Uploaded {
     reservation: Reservation,
     reply: RunnerReply,

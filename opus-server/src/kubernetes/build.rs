@@ -11,7 +11,6 @@ use std::path::Path;
 use opus_core::artifact::{Origin, Reservation, StoredVersion};
 use opus_core::kubernetes::JobState;
 use opus_core::kubernetes::job::{BuildJob, build_job, job_name};
-use opus_core::manifest::OpusFile;
 use opus_core::model::{Build, Project, Source, VersionName};
 use opus_core::proto;
 use opus_core::store::SiteOptions;
@@ -67,12 +66,10 @@ impl Uploaded {
 }
 
 impl KubeExecutor {
-    /// The image a build's steps run in: `build.image`, else the configured build image.
-    pub(crate) fn image_of(&self, spec: &OpusFile) -> String {
-        spec.build
-            .image
-            .clone()
-            .unwrap_or_else(|| self.inner.config.build_image.clone())
+    /// The image a job's steps run in: the one it asks for (`build.image`), else the configured
+    /// build image.
+    pub(crate) fn image_of(&self, requested: Option<&str>) -> String {
+        requested.map_or_else(|| self.inner.config.build_image.clone(), str::to_owned)
     }
 
     /// Resolves the build's ref in opusd's git mirror and reads the recipe files of that commit
@@ -164,10 +161,7 @@ impl KubeExecutor {
         cancel: &CancellationToken,
     ) -> Result<RunnerReply, BuildFailure> {
         let fail = |kind| BuildFailure::new(Stage::Kubernetes, kind);
-        let image = job
-            .image
-            .clone()
-            .unwrap_or_else(|| self.inner.config.build_image.clone());
+        let image = self.image_of(job.image.as_deref());
         let source = git_url(project)?.to_owned();
         let assignment = proto::Assignment {
             build: Some(proto::Build::from(build)),

@@ -981,3 +981,26 @@ fn store_settings_reach_the_builder_over_the_environment() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_stored_folder_commits_its_site_options_with_the_version() {
+    let f = fixture();
+    let src = f.dir.path().join("dist");
+    site(&src, 1);
+    let spa = SiteOptions { spa: true };
+    f.store
+        .store_dir(&name("web"), &ver("1"), &src, &origin(1), &spa)
+        .await
+        .expect("stored");
+    assert_eq!(f.meta.site_options("web", "1").expect("options"), spa);
+    // A version that fails to store records no options.
+    let missing = f.dir.path().join("missing");
+    f.store
+        .store_dir(&name("web"), &ver("2"), &missing, &origin(2), &spa)
+        .await
+        .expect_err("no folder");
+    assert_eq!(
+        f.meta.site_options("web", "2").expect("options"),
+        SiteOptions::default()
+    );
+}

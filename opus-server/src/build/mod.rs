@@ -3,11 +3,11 @@
 //! [`run`] is called by the scheduler with a slot held, and owns the whole sequence:
 //!
 //! 1. prepare: start the build, open its log, make its workspace, fetch the source
-//!    ([`Executor::source`]), decide the version ([`prepare::record_checkout`]), read the recipe,
-//!    make the steps' environment ([`prepare::build_env`]);
+//!    (`Executor::source`), decide the version (`prepare::record_checkout`), read the recipe,
+//!    make the steps' environment (`prepare::build_env`);
 //! 2. execute the recipe's [`Job`] on the [`Executor`]: the local one runs the steps here
 //!    ([`job::run_job`]), the kubernetes one in a build pod whose runner uploads the output;
-//! 3. store the output as a version, with its site options in the same commit ([`store`]);
+//! 3. store the output as a version, with its site options in the same commit (`store`);
 //! 4. promote it ([`crate::promotion::after_stored`]: automatic deploys, retention);
 //! 5. finish: record the outcome (with its event), remove the workspace, close the log.
 //!

@@ -335,7 +335,11 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let sites_task = tokio::spawn(site_server.run(sites_listener, stopped(stop_rx.clone())));
+    let sites_task = tokio::spawn(site_server.run(
+        sites_listener,
+        state.config.site_connections,
+        stopped(stop_rx.clone()),
+    ));
 
     let deliverer = hooks::Deliverer::start(store.clone(), hook_transport, policy, site_links);
     write_address_file(&state.config.data_dir, bound, sites_bound);

@@ -11,6 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+mod mask;
+
+use mask::Masks;
+
 /// One line as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogRecord {
@@ -45,7 +49,7 @@ struct LogWriter {
     written: u64,
     cap: u64,
     cut: bool,
-    masks: Vec<String>,
+    masks: Masks,
 }
 
 impl BuildLog {
@@ -56,12 +60,7 @@ impl BuildLog {
         if w.cut {
             return;
         }
-        let mut text = text.to_owned();
-        for m in &w.masks {
-            if text.contains(m.as_str()) {
-                text = text.replace(m.as_str(), "***");
-            }
-        }
+        let text = w.masks.apply(text);
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -137,7 +136,7 @@ impl LogHub {
             .append(true)
             .open(&path)?;
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let masks = masks.into_iter().filter(|m| !m.is_empty()).collect();
+        let masks = Masks::new(masks);
         let (tx, rx) = watch::channel(LogProgress {
             len: written,
             finished: false,

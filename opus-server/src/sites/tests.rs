@@ -136,7 +136,11 @@ async fn start() -> (SocketAddr, Arc<SiteServer>, tempfile::TempDir) {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.clone().run(listener, std::future::pending()));
+    tokio::spawn(
+        server
+            .clone()
+            .run(listener, ConnectionLimits::default(), std::future::pending()),
+    );
     (addr, server, dir)
 }
 

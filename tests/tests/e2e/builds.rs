@@ -63,6 +63,52 @@ fn a_local_build_runs_its_steps_with_the_environment_and_masks_secrets() {
 }
 
 #[test]
+fn multi_line_secrets_and_base64_forms_are_masked_and_short_secrets_refused() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  steps:\n    - printf '%s\\n' \"$KEY\"\n    - printf '%s' \"$TOKEN\" | base64\n    - printf '%s' \"$TOKEN\" | base64 | tr '+/' '-_' | tr -d '='\n    - {WRITE_DIST}\n"
+        ),
+    );
+    d.opus_with_stdin(
+        &["secret", "set", "web", "KEY"],
+        "-----BEGIN KEY-----\nfirst-secret-line\nsecond-secret-line\n-----END KEY-----\n",
+    )
+    .ok();
+    // Base64 "aHVudGVyMj8+eA==": a '+' and padding, so the URL-safe unpadded form differs.
+    d.opus(&["secret", "set", "web", "TOKEN", "--value", "hunter2?>x"])
+        .ok();
+    let out = d.opus(&["trigger", "web", "--wait"]);
+    let text = out.ok();
+    for clear in [
+        "BEGIN KEY",
+        "first-secret-line",
+        "second-secret-line",
+        "END KEY",
+        "aHVudGVyMj8+eA==",
+        "aHVudGVyMj8-eA",
+    ] {
+        assert!(!text.contains(clear), "{clear} printed in clear:\n{text}");
+    }
+    assert!(text.matches("***").count() >= 6, "{text}");
+    let log = d.opus(&["logs", "web#1"]);
+    assert!(!log.ok().contains("second-secret-line"), "{}", log.stdout);
+
+    let err = d
+        .opus(&["secret", "set", "web", "PIN", "--value", "abc"])
+        .fails(1)
+        .to_owned();
+    assert!(
+        err.contains("at least 4 characters") && err.contains("mask"),
+        "{err}"
+    );
+    let names = d.opus(&["secret", "list", "web", "-o", "json"]).json();
+    assert_eq!(names, serde_json::json!(["KEY", "TOKEN"]));
+}
+
+#[test]
 fn git_sources_build_tags_branches_and_commits() {
     let d = Daemon::start();
     let repo = GitRepo::init(&d.root.path().join("repo"));

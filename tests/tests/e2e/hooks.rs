@@ -142,7 +142,7 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     assert_eq!(hook["signed"], false);
 
     rx.answer_next(&[500, 502, 503]);
-    d.opus(&["secret", "set", "web", "TOKEN", "--value", "x"])
+    d.opus(&["secret", "set", "web", "TOKEN", "--value", "xxxx"])
         .ok();
     let got = rx.wait_for(WAIT, |g| g.iter().any(|r| r.answered == 200));
     assert_eq!(got.len(), 4, "three failures then success");
@@ -151,7 +151,7 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     assert_eq!(got[0].event, "secret.set");
 
     rx.answer(410);
-    d.opus(&["secret", "set", "web", "OTHER", "--value", "y"])
+    d.opus(&["secret", "set", "web", "OTHER", "--value", "yyyy"])
         .ok();
     rx.wait_for(WAIT, |g| g.iter().any(|r| r.answered == 410));
     let listed = d.opus(&["hook", "list", "web", "-o", "json"]).json();
@@ -164,7 +164,7 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     assert_eq!(listed[0]["enabled"], false, "{listed}");
     rx.answer(200);
     let before = rx.received().len();
-    d.opus(&["secret", "set", "web", "THIRD", "--value", "z"])
+    d.opus(&["secret", "set", "web", "THIRD", "--value", "zzzz"])
         .ok();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rx.received().len(), before, "a disabled hook gets nothing");

@@ -523,6 +523,24 @@ mod tests {
     }
 
     #[test]
+    fn new_names_may_not_hold_the_site_host_separator_but_stored_ones_still_read() {
+        let err = ProjectName::for_new("staging--rb").expect_err("refused");
+        assert!(err.to_string().contains("separates the environment from the project"), "{err}");
+        assert!(EnvName::for_new("a--b").is_err());
+        assert!(EnvName::for_new("pr-1").is_ok());
+        let old: ProjectName = serde_json::from_str("\"staging--rb\"").expect("a stored name reads");
+        assert!(old.has_site_host_separator());
+        assert!(!ProjectName::for_new("web-2").expect("ok").has_site_host_separator());
+    }
+
+    #[test]
+    fn secret_values_are_at_least_four_characters() {
+        assert!(validate_secret_value("abcd").is_ok());
+        let err = validate_secret_value("abc").expect_err("too short");
+        assert!(err.to_string().contains("at least 4 characters"), "{err}");
+    }
+
+    #[test]
     fn versions_follow_the_rule() {
         for ok in ["1.0.3", "main-12-abc1234", "v1+build.5", "A_b"] {
             assert!(VersionName::new(ok).is_ok(), "{ok}");

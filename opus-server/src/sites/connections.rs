@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -165,6 +165,32 @@ impl Drop for InFlight {
             a.waiting_since = Instant::now();
             a.head_started = None;
         }
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is dropped.
+struct TrackedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -336,11 +362,9 @@ async fn connection(
             async move {
                 let resp = handler::serve(State(server), req.map(Body::new)).await;
                 // The guard lives as long as the body: until the response is written.
-                Ok::<_, Infallible>(resp.map(|body| {
-                    Body::new(body.map_frame(move |frame| {
-                        let _ = &guard;
-                        frame
-                    }))
+                Ok::<_, Infallible>(resp.map(|body| TrackedBody {
+                    inner: body,
+                    _in_flight: guard,
                 }))
             }
         })

@@ -7,6 +7,11 @@ use opus_tests::{Daemon, GitRepo, site_with_opus_yml};
 
 const WRITE_DIST: &str = "mkdir -p dist && echo '<h1>hello</h1>' > dist/index.html";
 
+/// The start of build `id`'s record (of project `web`) in `state`, as the store writes it.
+fn on_disk(id: u64, state: &str) -> String {
+    format!("{{\"id\":{id},\"project\":\"web\",\"state\":\"{state}\"")
+}
+
 fn add_site(d: &Daemon, name: &str, opus_yml: &str) -> std::path::PathBuf {
     let dir = site_with_opus_yml(d.root.path(), name, opus_yml);
     d.opus(&["add", name, dir.to_str().expect("utf-8")]).ok();
@@ -478,8 +483,9 @@ fn sigkill_during_a_build_then_restart_fails_it_and_runs_the_queued_one() {
     let running = d.trigger(&["web", "--version", "slow"]);
     d.wait_for_state("web", running, "running", 30);
     let queued = d.trigger(&["web", "--version", "next"]);
-    // Give sled its periodic flush before the crash.
-    std::thread::sleep(Duration::from_millis(800));
+    // The crash comes once both builds' records are on disk.
+    d.wait_until_on_disk(&on_disk(running, "running"), 30);
+    d.wait_until_on_disk(&on_disk(queued, "queued"), 30);
     d.kill();
     d.restart();
     let b = d.wait_for_state("web", running, "failed", 30);

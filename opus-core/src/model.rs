@@ -525,12 +525,21 @@ mod tests {
     #[test]
     fn new_names_may_not_hold_the_site_host_separator_but_stored_ones_still_read() {
         let err = ProjectName::for_new("staging--rb").expect_err("refused");
-        assert!(err.to_string().contains("separates the environment from the project"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("separates the environment from the project"),
+            "{err}"
+        );
         assert!(EnvName::for_new("a--b").is_err());
         assert!(EnvName::for_new("pr-1").is_ok());
-        let old: ProjectName = serde_json::from_str("\"staging--rb\"").expect("a stored name reads");
+        let old: ProjectName =
+            serde_json::from_str("\"staging--rb\"").expect("a stored name reads");
         assert!(old.has_site_host_separator());
-        assert!(!ProjectName::for_new("web-2").expect("ok").has_site_host_separator());
+        assert!(
+            !ProjectName::for_new("web-2")
+                .expect("ok")
+                .has_site_host_separator()
+        );
     }
 
     #[test]

@@ -194,16 +194,17 @@ pub struct FileConfig {
 /// The site connection limits: flags over the file over [`ConnectionLimits::default`].
 fn site_connections(args: &ConfigArgs, file: &FileConfig) -> Result<ConnectionLimits, ConfigError> {
     let default = ConnectionLimits::default();
-    let seconds = |key: &'static str, arg: Option<u64>, file: Option<u64>, default: Duration| {
-        match arg.or(file) {
+    let seconds =
+        |key: &'static str, arg: Option<u64>, file: Option<u64>, default: Duration| match arg
+            .or(file)
+        {
             None => Ok(default),
             Some(0) => Err(ConfigError::Invalid {
                 key,
                 message: "must be at least 1 second".into(),
             }),
             Some(s) => Ok(Duration::from_secs(s)),
-        }
-    };
+        };
     let per_ip = args
         .site_connections_per_ip
         .or(file.site_connections_per_ip)

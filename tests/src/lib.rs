@@ -322,8 +322,7 @@ impl Daemon {
             let mut builds =
                 opus_core::proto::build_service_client::BuildServiceClient::new(channel);
             loop {
-                let mut request =
-                    tonic::Request::new(opus_core::proto::GetBuildRequest { id });
+                let mut request = tonic::Request::new(opus_core::proto::GetBuildRequest { id });
                 if let Some(t) = &self.token {
                     request.metadata_mut().insert(
                         "authorization",
@@ -335,7 +334,11 @@ impl Daemon {
                     .await
                     .unwrap_or_else(|e| panic!("GetBuild {id}: {e}"))
                     .into_inner();
-                assert_eq!(build.project, project, "build {id} belongs to {}", build.project);
+                assert_eq!(
+                    build.project, project,
+                    "build {id} belongs to {}",
+                    build.project
+                );
                 let now = state_name(build.state);
                 if now == state {
                     return None;

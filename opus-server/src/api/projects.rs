@@ -5,8 +5,7 @@ use std::time::SystemTime;
 
 use opus_core::hook::{Hook, validate_event_pattern, validate_hook_url};
 use opus_core::model::{
-    Project, ProjectName, Source, validate_branch, validate_secret_name,
-    validate_secret_value,
+    Project, ProjectName, Source, validate_branch, validate_secret_name, validate_secret_value,
 };
 use opus_core::proto::{self, project_service_server::ProjectService};
 use opus_core::store::{KeyKind, NameFilter};

@@ -74,7 +74,11 @@ mod tests {
         assert_eq!(m.apply("-----BEGIN KEY-----"), "***");
         assert_eq!(m.apply("line: abc123def!"), "line: ***!");
         assert_eq!(m.apply("-----END KEY-----"), "***");
-        assert_eq!(m.apply("a } stays"), "a } stays", "short lines are not masked");
+        assert_eq!(
+            m.apply("a } stays"),
+            "a } stays",
+            "short lines are not masked"
+        );
     }
 
     #[test]

@@ -135,7 +135,9 @@ async fn a_download_the_client_stops_reading_is_closed_at_the_idle_timeout() {
     let size = 64 << 20;
     std::fs::write(d.path().join("web/huge.bin"), vec![7u8; size]).expect("write");
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("small receive buffer");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
     let mut s = socket.connect(addr).await.expect("connect");
     s.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
         .await

@@ -110,7 +110,10 @@ impl ProjectAges {
     /// loaded, so it is younger than every listed one; equal ages fall back to name order, so the
     /// answer never depends on load order.
     fn older(&self, a: &str, b: &str) -> bool {
-        let rank = |p: &str| (self.0.get(p).is_none(), self.0.get(p).copied(), p.to_owned());
+        let rank = |p: &str| {
+            let age = self.0.get(p).copied();
+            (age.is_none(), age, p.to_owned())
+        };
         rank(a) < rank(b)
     }
 }

@@ -143,11 +143,7 @@ pub(super) async fn start_with(
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(
-        server
-            .clone()
-            .run(listener, limits, std::future::pending()),
-    );
+    tokio::spawn(server.clone().run(listener, limits, std::future::pending()));
     (addr, server, dir)
 }
 
@@ -450,5 +446,8 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
     sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
     sites.insert(SiteKey::new("rb", "staging"), site("rb"));
     let table = SiteTable::new(sites, "localhost", &ages);
-    assert_eq!(table.by_host["staging--rb.localhost"].project, "staging--rb");
+    assert_eq!(
+        table.by_host["staging--rb.localhost"].project,
+        "staging--rb"
+    );
 }

@@ -95,9 +95,7 @@ fn receiver_down_then_back_gets_every_event_in_order_signed() {
     }
     // While it is down the first delivery is retried and the others wait behind it.
     let id = hook["id"].as_str().expect("id");
-    let ds = wait_for_deliveries(&d, id, |ds| {
-        ds[0]["attempts"].as_u64().unwrap_or(0) >= 2
-    });
+    let ds = wait_for_deliveries(&d, id, |ds| ds[0]["attempts"].as_u64().unwrap_or(0) >= 2);
     assert_eq!(ds.len(), 1, "{ds:?}");
     assert_eq!(ds[0]["state"], "pending");
     assert!(ds[0]["attempts"].as_u64().unwrap_or(0) >= 2, "{ds:?}");
@@ -202,7 +200,16 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     rx.answer(200);
     // A second hook on the same receiver witnesses that the next event has been dispatched.
     let witness = d
-        .opus(&["hook", "add", "web", &rx.url(), "--events", "secret.set", "-o", "json"])
+        .opus(&[
+            "hook",
+            "add",
+            "web",
+            &rx.url(),
+            "--events",
+            "secret.set",
+            "-o",
+            "json",
+        ])
         .json();
     let witness = format!("{}-", witness["id"].as_str().expect("id"));
     let of_hook = |got: &[Received]| {

@@ -333,7 +333,11 @@ fn double_dash_names_are_refused_and_a_store_from_before_keeps_the_older_owner()
     for round in 0..3 {
         let r = d.get("staging--rb.localhost", "/");
         assert_eq!(r.status, 200, "round {round}");
-        assert_eq!(r.text(), "older staging--rb", "round {round}: the older project keeps the host");
+        assert_eq!(
+            r.text(),
+            "older staging--rb",
+            "round {round}: the older project keeps the host"
+        );
         d.restart();
     }
     let log = d.log();

@@ -35,7 +35,9 @@ fn require_the_npm_registry() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|e| panic!("this test needs npm, which cannot run here: {e}"));
     let mut ping = Command::new("npm")
-        .arg("ping")
+        // One try with a 20 s timeout: npm would otherwise retry a refused connection for a
+        // minute and more.
+        .args(["ping", "--fetch-retries=0", "--fetch-timeout=20000"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -63,7 +65,11 @@ fn require_the_npm_registry() {
             "npm could not reach the registry {registry} (`npm ping` {}): this test builds a Vite \
              app with packages from it; give the machine access to the registry (or set one with \
              `npm config set registry`)\n{why}",
-            if status.is_none() { "took over 60 s" } else { "failed" }
+            if status.is_none() {
+                "took over 60 s"
+            } else {
+                "failed"
+            }
         );
     }
 }

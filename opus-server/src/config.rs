@@ -48,6 +48,9 @@ pub const DEFAULT_SITE_CACHE_SIZE: u64 = 1 << 30;
 /// Flags, each also readable from its `OPUS_*` environment variable. Every field is optional so
 /// that the config file can fill what the command line leaves out.
 #[derive(Debug, Clone, Default, Args)]
+// These doc comments are clap's `opusd --help`, printed as written: `<placeholder>` and
+// `[default: ...]` are that text's conventions, not HTML or intra-doc links.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 pub struct ConfigArgs {
     /// Config file (TOML); without it, ./opusd.toml is read when present.
     #[arg(long, env = "OPUS_CONFIG", value_name = "FILE")]

@@ -1,7 +1,7 @@
 //! The API listener: the `opus.v1` gRPC services, `grpc.health.v1`, reflection, and the plain HTTP
 //! routes that share the port.
 //!
-//! Every `opus.v1` service is wrapped in the [`auth::Auth`] interceptor; health stays open so that
+//! Every `opus.v1` service is wrapped in the `auth::Auth` interceptor; health stays open so that
 //! load balancers and Kubernetes probes can ask without a token.
 
 mod artifacts;

@@ -2,7 +2,7 @@
 //!
 //! - [`SiteServer`] owns the routing table, an in-memory snapshot ([`SiteTable`]) behind an
 //!   `ArcSwap`. A deploy or rollback builds the new [`SiteVersion`] first, commits in the store,
-//!   then swaps the table ([`SiteServer::set`]): the switch is one pointer store, and a request
+//!   then swaps the table ([`SiteServer::apply`]): the switch is one pointer store, and a request
 //!   loads the snapshot once, so it is answered wholly from one version.
 //! - [`SiteVersion`] is a version's files ([`Content`]: the version's folder of a `file://`
 //!   store, or a remote store read through the [`SiteCache`]), optionally with its manifest

@@ -1,5 +1,9 @@
 //! The command-line definition: global connection flags and one subcommand per noun or verb.
 
+// The doc comments here are clap's `--help` text, printed as written: `<placeholder>` and
+// `[default: ...]` are that text's conventions, not HTML or intra-doc links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::hooks::RetryPolicy;
+use crate::sites::ConnectionLimits;
 
 /// Why the configuration could not be assembled. Each message names the file or key to fix.
 #[derive(Debug, Error)]
@@ -64,6 +65,9 @@ pub const DEFAULT_KUBERNETES_POLL: Duration = Duration::from_secs(2);
 /// Flags, each also readable from its `OPUS_*` environment variable. Every field is optional so
 /// that the config file can fill what the command line leaves out.
 #[derive(Debug, Clone, Default, Args)]
+// These doc comments are clap's `opusd --help`, printed as written: `<placeholder>` and
+// `[default: ...]` are that text's conventions, not HTML or intra-doc links.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 pub struct ConfigArgs {
     /// Config file (TOML); without it, ./opusd.toml is read when present.
     #[arg(long, env = "OPUS_CONFIG", value_name = "FILE")]
@@ -158,6 +162,21 @@ pub struct ConfigArgs {
     /// How long one attempt of a hook delivery may take, in milliseconds [default: 10000].
     #[arg(long, env = "OPUS_HOOK_TIMEOUT_MS", value_name = "MS")]
     pub hook_timeout_ms: Option<u64>,
+    /// Seconds a site request's head (request line and headers) may take from its first byte, or
+    /// a new site connection may stay silent [default: 10].
+    #[arg(long, env = "OPUS_SITE_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub site_header_timeout: Option<u64>,
+    /// Seconds a site request may go without a byte read or written (a stalled download)
+    /// [default: 60].
+    #[arg(long, env = "OPUS_SITE_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub site_idle_timeout: Option<u64>,
+    /// Seconds a kept-alive site connection may wait for its next request [default: 30].
+    #[arg(long, env = "OPUS_SITE_KEEP_ALIVE_TIMEOUT", value_name = "SECONDS")]
+    pub site_keep_alive_timeout: Option<u64>,
+    /// Site connections one client IP address may hold at once; more are answered 503
+    /// [default: 256].
+    #[arg(long, env = "OPUS_SITE_CONNECTIONS_PER_IP", value_name = "N")]
+    pub site_connections_per_ip: Option<usize>,
 }
 
 /// The `opusd.toml` file: the same settings as the flags, in snake_case.
@@ -210,6 +229,61 @@ pub struct FileConfig {
     pub hook_give_up_secs: Option<u64>,
     /// See [`ConfigArgs::hook_timeout_ms`].
     pub hook_timeout_ms: Option<u64>,
+    /// See [`ConfigArgs::site_header_timeout`].
+    pub site_header_timeout: Option<u64>,
+    /// See [`ConfigArgs::site_idle_timeout`].
+    pub site_idle_timeout: Option<u64>,
+    /// See [`ConfigArgs::site_keep_alive_timeout`].
+    pub site_keep_alive_timeout: Option<u64>,
+    /// See [`ConfigArgs::site_connections_per_ip`].
+    pub site_connections_per_ip: Option<usize>,
+}
+
+/// The site connection limits: flags over the file over [`ConnectionLimits::default`].
+fn site_connections(args: &ConfigArgs, file: &FileConfig) -> Result<ConnectionLimits, ConfigError> {
+    let default = ConnectionLimits::default();
+    let seconds =
+        |key: &'static str, arg: Option<u64>, file: Option<u64>, default: Duration| match arg
+            .or(file)
+        {
+            None => Ok(default),
+            Some(0) => Err(ConfigError::Invalid {
+                key,
+                message: "must be at least 1 second".into(),
+            }),
+            Some(s) => Ok(Duration::from_secs(s)),
+        };
+    let per_ip = args
+        .site_connections_per_ip
+        .or(file.site_connections_per_ip)
+        .unwrap_or(default.per_ip);
+    if per_ip == 0 {
+        return Err(ConfigError::Invalid {
+            key: "site_connections_per_ip",
+            message: "must be at least 1".into(),
+        });
+    }
+    Ok(ConnectionLimits {
+        header_timeout: seconds(
+            "site_header_timeout",
+            args.site_header_timeout,
+            file.site_header_timeout,
+            default.header_timeout,
+        )?,
+        idle_timeout: seconds(
+            "site_idle_timeout",
+            args.site_idle_timeout,
+            file.site_idle_timeout,
+            default.idle_timeout,
+        )?,
+        keep_alive_timeout: seconds(
+            "site_keep_alive_timeout",
+            args.site_keep_alive_timeout,
+            file.site_keep_alive_timeout,
+            default.keep_alive_timeout,
+        )?,
+        per_ip,
+    })
 }
 
 /// Where builds run.
@@ -323,6 +397,8 @@ pub struct Config {
     pub site_cache_size: u64,
     /// How failed hook deliveries are retried, and how long one attempt may take.
     pub hook_retry: RetryPolicy,
+    /// Timeouts and the per-address cap of site connections.
+    pub site_connections: ConnectionLimits,
 }
 
 impl Config {
@@ -333,6 +409,7 @@ impl Config {
             None if Path::new("opusd.toml").is_file() => read_file(Path::new("opusd.toml"))?,
             None => FileConfig::default(),
         };
+        let site_connections = site_connections(&args, &file)?;
         let cwd = std::env::current_dir().map_err(|e| ConfigError::Invalid {
             key: "data_dir",
             message: format!("cannot read the current directory: {e}"),
@@ -512,6 +589,7 @@ impl Config {
                 .or(file.site_cache_size)
                 .unwrap_or(DEFAULT_SITE_CACHE_SIZE),
             hook_retry,
+            site_connections,
         })
     }
 

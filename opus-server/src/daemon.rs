@@ -166,9 +166,14 @@ impl Daemon {
         });
         let sites_stop = stop.clone();
         let site_server = self.site_server.clone();
+        let limits = self.config.site_connections;
         let sites_task = tokio::spawn(async move {
             let result = site_server
-                .run(listeners.sites, sites_stop.clone().cancelled_owned())
+                .run(
+                    listeners.sites,
+                    limits,
+                    sites_stop.clone().cancelled_owned(),
+                )
                 .await;
             sites_stop.cancel();
             result

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use opus_core::CoreError;
 use opus_core::artifact::ArtifactStore;
-use opus_core::model::{ProjectName, VersionName, VersionRecord};
+use opus_core::model::{ProjectName, SITE_HOST_SEPARATOR, VersionName, VersionRecord};
 use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
 use tracing::instrument;
 
 use crate::metrics::Metrics;
-use crate::sites::{Content, FileInfo, SiteKey, SiteServer, SiteVersion};
+use crate::sites::{Content, FileInfo, ProjectAges, SiteKey, SiteServer, SiteVersion};
 
 /// How many loaded versions are kept for reuse (a rollback to one of them is served from its
 /// warm cache at once).
@@ -263,10 +263,29 @@ impl Deployer {
         }
     }
 
+    /// When each project was added, and a warning for each name holding `--` (such names are
+    /// refused since; those of older stores keep working, and where two sites reach the same
+    /// host the older project keeps it). Projects added later are younger than all of these.
+    fn project_ages(&self, envs: &[EnvironmentRecord]) -> Result<ProjectAges, CoreError> {
+        let projects = self
+            .store
+            .map_projects_with_last_build(|p, _| (p.name, p.created_at))?;
+        for (name, _) in projects.iter().filter(|(n, _)| n.has_site_host_separator()) {
+            tracing::warn!(project = %name, "{}", legacy_name_warning("project"));
+        }
+        for env in envs.iter().filter(|e| e.name.contains(SITE_HOST_SEPARATOR)) {
+            tracing::warn!(project = %env.project, env = %env.name, "{}", legacy_name_warning("environment"));
+        }
+        Ok(ProjectAges::new(
+            projects.into_iter().map(|(n, t)| (String::from(n), t)),
+        ))
+    }
+
     /// Fills the site table from the store (on start). Environments whose version cannot be
     /// loaded are logged and left out.
     pub async fn load_all(&self) -> Result<(), CoreError> {
         let envs = self.store.all_environments()?;
+        self.sites.set_project_ages(self.project_ages(&envs)?);
         let mut changes = Vec::with_capacity(envs.len());
         for env in envs {
             match self.load_version(&env.project, &env.current.version).await {
@@ -281,6 +300,13 @@ impl Deployer {
         self.sites.apply(&guard, changes);
         Ok(())
     }
+}
+
+/// The start-up warning for a name from before `--` was refused.
+fn legacy_name_warning(kind: &str) -> String {
+    format!(
+        "this {kind} name holds {SITE_HOST_SEPARATOR:?}, which separates the environment from the project in site hosts, so one of its sites may share a host with another project's; the older project keeps a shared host; new names may not hold {SITE_HOST_SEPARATOR:?}"
+    )
 }
 
 #[cfg(test)]
@@ -363,7 +389,11 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(sites.clone().run(listener, std::future::pending()));
+        tokio::spawn(sites.clone().run(
+            listener,
+            crate::sites::ConnectionLimits::default(),
+            std::future::pending(),
+        ));
         assert!(home(addr).await.ends_with("version 2"));
 
         // Version 1's files are gone from the store, and no deployer has it loaded.

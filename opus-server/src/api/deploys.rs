@@ -85,6 +85,7 @@ impl DeployService for DeploysApi {
         let r = req.into_inner();
         let project = project(&r.project)?;
         let env = env(&r.env)?;
+        EnvName::for_new(env.as_str()).map_err(status)?;
         let version = VersionName::new(r.version).map_err(status)?;
         self.store.get_project(&project).map_err(status)?;
         let record = self

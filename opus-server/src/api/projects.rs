@@ -4,7 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use opus_core::hook::{Hook, validate_event_pattern, validate_hook_url};
-use opus_core::model::{Project, ProjectName, Source, validate_branch, validate_secret_name};
+use opus_core::model::{
+    Project, ProjectName, Source, validate_branch, validate_secret_name, validate_secret_value,
+};
 use opus_core::proto::{self, project_service_server::ProjectService};
 use opus_core::store::{KeyKind, NameFilter};
 use opus_core::wire;
@@ -108,7 +110,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::CreateProjectRequest>,
     ) -> Result<Response<proto::Project>, Status> {
         let req = req.into_inner();
-        let name = ProjectName::new(req.name).map_err(status)?;
+        let name = ProjectName::for_new(req.name).map_err(status)?;
         let source = Source::parse(&req.source).map_err(status)?;
         let branch = if req.branch.is_empty() {
             "main".to_owned()
@@ -215,6 +217,7 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::SetSecretResponse>, Status> {
         let req = req.into_inner();
         validate_secret_name(&req.name).map_err(status)?;
+        validate_secret_value(&req.value).map_err(status)?;
         self.store
             .set_secret(&req.project, &req.name, &req.value)
             .map_err(status)?;

@@ -151,7 +151,11 @@ async fn fixture(store: &str, spa: bool, cache_limit: u64) -> Fixture {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(sites.run(listener, std::future::pending()));
+    tokio::spawn(sites.run(
+        listener,
+        ConnectionLimits::default(),
+        std::future::pending(),
+    ));
     Fixture {
         addr,
         deployer,

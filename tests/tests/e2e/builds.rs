@@ -7,6 +7,11 @@ use opus_tests::{Daemon, GitRepo, site_with_opus_yml};
 
 const WRITE_DIST: &str = "mkdir -p dist && echo '<h1>hello</h1>' > dist/index.html";
 
+/// The start of build `id`'s record (of project `web`) in `state`, as the store writes it.
+fn on_disk(id: u64, state: &str) -> String {
+    format!("{{\"id\":{id},\"project\":\"web\",\"state\":\"{state}\"")
+}
+
 fn add_site(d: &Daemon, name: &str, opus_yml: &str) -> std::path::PathBuf {
     let dir = site_with_opus_yml(d.root.path(), name, opus_yml);
     d.opus(&["add", name, dir.to_str().expect("utf-8")]).ok();
@@ -60,6 +65,52 @@ fn a_local_build_runs_its_steps_with_the_environment_and_masks_secrets() {
     );
     let json = d.opus(&["list", "-o", "json"]).json();
     assert_eq!(json[0]["last_build"]["state"], "succeeded");
+}
+
+#[test]
+fn multi_line_secrets_and_base64_forms_are_masked_and_short_secrets_refused() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  steps:\n    - printf '%s\\n' \"$KEY\"\n    - printf '%s' \"$TOKEN\" | base64\n    - printf '%s' \"$TOKEN\" | base64 | tr '+/' '-_' | tr -d '='\n    - {WRITE_DIST}\n"
+        ),
+    );
+    d.opus_with_stdin(
+        &["secret", "set", "web", "KEY"],
+        "-----BEGIN KEY-----\nfirst-secret-line\nsecond-secret-line\n-----END KEY-----\n",
+    )
+    .ok();
+    // Base64 "aHVudGVyMj8+eA==": a '+' and padding, so the URL-safe unpadded form differs.
+    d.opus(&["secret", "set", "web", "TOKEN", "--value", "hunter2?>x"])
+        .ok();
+    let out = d.opus(&["trigger", "web", "--wait"]);
+    let text = out.ok();
+    for clear in [
+        "BEGIN KEY",
+        "first-secret-line",
+        "second-secret-line",
+        "END KEY",
+        "aHVudGVyMj8+eA==",
+        "aHVudGVyMj8-eA",
+    ] {
+        assert!(!text.contains(clear), "{clear} printed in clear:\n{text}");
+    }
+    assert!(text.matches("***").count() >= 6, "{text}");
+    let log = d.opus(&["logs", "web#1"]);
+    assert!(!log.ok().contains("second-secret-line"), "{}", log.stdout);
+
+    let err = d
+        .opus(&["secret", "set", "web", "PIN", "--value", "abc"])
+        .fails(1)
+        .to_owned();
+    assert!(
+        err.contains("at least 4 characters") && err.contains("mask"),
+        "{err}"
+    );
+    let names = d.opus(&["secret", "list", "web", "-o", "json"]).json();
+    assert_eq!(names, serde_json::json!(["KEY", "TOKEN"]));
 }
 
 #[test]
@@ -432,8 +483,9 @@ fn sigkill_during_a_build_then_restart_fails_it_and_runs_the_queued_one() {
     let running = d.trigger(&["web", "--version", "slow"]);
     d.wait_for_state("web", running, "running", 30);
     let queued = d.trigger(&["web", "--version", "next"]);
-    // Give sled its periodic flush before the crash.
-    std::thread::sleep(Duration::from_millis(800));
+    // The crash comes once both builds' records are on disk.
+    d.wait_until_on_disk(&on_disk(running, "running"), 30);
+    d.wait_until_on_disk(&on_disk(queued, "queued"), 30);
     d.kill();
     d.restart();
     let b = d.wait_for_state("web", running, "failed", 30);

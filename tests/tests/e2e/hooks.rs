@@ -40,6 +40,27 @@ fn distinct(got: &[Received]) -> Vec<Received> {
     out
 }
 
+/// Polls `opus hook deliveries <id>` until `done` holds for them; panics after [`WAIT`].
+fn wait_for_deliveries(
+    d: &Daemon,
+    id: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ds = d.opus(&["hook", "deliveries", id, "-o", "json"]).json();
+        let ds = ds.as_array().cloned().unwrap_or_default();
+        if !ds.is_empty() && done(&ds) {
+            return ds;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries of {id} never got there: {ds:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn delivered_projects(got: &[Received]) -> Vec<String> {
     distinct(got)
         .iter()
@@ -73,12 +94,11 @@ fn receiver_down_then_back_gets_every_event_in_order_signed() {
         add_project(&d, name);
     }
     // While it is down the first delivery is retried and the others wait behind it.
-    std::thread::sleep(Duration::from_millis(600));
     let id = hook["id"].as_str().expect("id");
-    let ds = d.opus(&["hook", "deliveries", id, "-o", "json"]).json();
-    assert_eq!(ds.as_array().map(Vec::len), Some(1), "{ds}");
+    let ds = wait_for_deliveries(&d, id, |ds| ds[0]["attempts"].as_u64().unwrap_or(0) >= 2);
+    assert_eq!(ds.len(), 1, "{ds:?}");
     assert_eq!(ds[0]["state"], "pending");
-    assert!(ds[0]["attempts"].as_u64().unwrap_or(0) >= 2, "{ds}");
+    assert!(ds[0]["attempts"].as_u64().unwrap_or(0) >= 2, "{ds:?}");
     assert!(ds[0]["last_error"].as_str().is_some_and(|e| !e.is_empty()));
 
     rx.restart();
@@ -108,20 +128,35 @@ fn receiver_down_then_back_gets_every_event_in_order_signed() {
 fn sigkill_with_deliveries_pending_delivers_after_restart() {
     let mut rx = Receiver::start();
     let mut d = Daemon::start_with_env(&[], FAST);
-    d.opus(&["hook", "add", "--all", &rx.url(), "--events", "project.*"])
-        .ok();
+    let hook = d
+        .opus(&[
+            "hook",
+            "add",
+            "--all",
+            &rx.url(),
+            "--events",
+            "project.*",
+            "-o",
+            "json",
+        ])
+        .json();
+    let id = hook["id"].as_str().expect("id").to_owned();
     rx.stop();
     for name in ["k1", "k2", "k3"] {
         add_project(&d, name);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The crash comes once the last project (and its event, in the same transaction) is on disk.
+    d.wait_until_on_disk("{\"name\":\"k3\",\"source\"", 30);
     d.kill();
     rx.restart();
     d.restart();
     let got = rx.wait_for(WAIT, |g| delivered_projects(g).len() == 3);
     assert_eq!(delivered_projects(&got), ["k1", "k2", "k3"]);
-    // Nothing is delivered twice once accepted.
-    std::thread::sleep(Duration::from_millis(500));
+    // Nothing is delivered twice once accepted: once every delivery is recorded delivered,
+    // nothing is left to send.
+    wait_for_deliveries(&d, &id, |ds| {
+        ds.iter().filter(|x| x["state"] == "delivered").count() == 3
+    });
     let all = rx.received();
     assert_eq!(
         all.len(),
@@ -142,7 +177,7 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     assert_eq!(hook["signed"], false);
 
     rx.answer_next(&[500, 502, 503]);
-    d.opus(&["secret", "set", "web", "TOKEN", "--value", "x"])
+    d.opus(&["secret", "set", "web", "TOKEN", "--value", "xxxx"])
         .ok();
     let got = rx.wait_for(WAIT, |g| g.iter().any(|r| r.answered == 200));
     assert_eq!(got.len(), 4, "three failures then success");
@@ -151,7 +186,7 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     assert_eq!(got[0].event, "secret.set");
 
     rx.answer(410);
-    d.opus(&["secret", "set", "web", "OTHER", "--value", "y"])
+    d.opus(&["secret", "set", "web", "OTHER", "--value", "yyyy"])
         .ok();
     rx.wait_for(WAIT, |g| g.iter().any(|r| r.answered == 410));
     let listed = d.opus(&["hook", "list", "web", "-o", "json"]).json();
@@ -163,11 +198,34 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     }
     assert_eq!(listed[0]["enabled"], false, "{listed}");
     rx.answer(200);
-    let before = rx.received().len();
-    d.opus(&["secret", "set", "web", "THIRD", "--value", "z"])
+    // A second hook on the same receiver witnesses that the next event has been dispatched.
+    let witness = d
+        .opus(&[
+            "hook",
+            "add",
+            "web",
+            &rx.url(),
+            "--events",
+            "secret.set",
+            "-o",
+            "json",
+        ])
+        .json();
+    let witness = format!("{}-", witness["id"].as_str().expect("id"));
+    let of_hook = |got: &[Received]| {
+        got.iter()
+            .filter(|r| r.delivery.starts_with(&format!("{id}-")))
+            .count()
+    };
+    let before = of_hook(&rx.received());
+    d.opus(&["secret", "set", "web", "THIRD", "--value", "zzzz"])
         .ok();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(rx.received().len(), before, "a disabled hook gets nothing");
+    let got = rx.wait_for(WAIT, |g| {
+        g.iter().any(|r| {
+            r.delivery.starts_with(&witness) && String::from_utf8_lossy(&r.body).contains("THIRD")
+        })
+    });
+    assert_eq!(of_hook(&got), before, "a disabled hook gets nothing");
     let ds = d.opus(&["hook", "deliveries", &id, "-o", "json"]).json();
     assert_eq!(ds[0]["state"], "disabled");
     assert_eq!(ds[0]["last_status"], 410);

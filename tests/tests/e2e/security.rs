@@ -28,6 +28,13 @@ fn a_token_file_works() {
     let file = dir.path().join("token");
     std::fs::write(&file, "from-file\n").expect("write");
     let mut d = Daemon::start_with(&["--token-file", file.to_str().expect("utf-8")]);
+    // Without the token the call is refused, so the file was read (a server without a token
+    // would admit it); the file's trailing newline is not part of the token.
+    let err = d.opus(&["list"]).fails(1).to_owned();
+    assert!(err.contains("requires an API token"), "{err}");
+    d.token = Some("from-fil".into());
+    let err = d.opus(&["list"]).fails(1).to_owned();
+    assert!(err.contains("token is wrong"), "{err}");
     d.token = Some("from-file".into());
     d.opus(&["list"]).ok();
 }

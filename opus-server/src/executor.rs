@@ -112,6 +112,7 @@ pub async fn run_steps<L: LogSink>(
     for (i, command) in steps.iter().enumerate() {
         let step = format!("step {}", i + 1);
         log.opus(&step, &format!("$ {command}"));
+        let started = tokio::time::Instant::now();
         let mut child = Command::new(&sh)
             .arg0("sh")
             .arg("-c")
@@ -152,6 +153,9 @@ pub async fn run_steps<L: LogSink>(
         for pump in [out, err].into_iter().flatten() {
             let _ = pump.await;
         }
+        // `opus builds <build>` reads step durations from these lines.
+        let took = started.elapsed().as_secs_f64();
+        log.opus(&step, &format!("{step} finished in {took:.1} s"));
         let status = outcome?.map_err(|e| StepFailure::Spawn(e.to_string()))?;
         if !status.success() {
             // Descendants that outlived the shell must not linger.

@@ -271,7 +271,10 @@ fn hook_commands_and_their_errors() {
     let table = d.opus(&["hook", "deliveries", "1"]).ok().to_owned();
     let pings: Vec<_> = table.lines().filter(|l| l.contains(" ping ")).collect();
     assert_eq!(pings.len(), 2, "{table}");
-    assert!(pings[0].trim_end().ends_with("HTTP 500"), "tried once, not retried: {table}");
+    assert!(
+        pings[0].trim_end().ends_with("HTTP 500"),
+        "tried once, not retried: {table}"
+    );
 
     d.opus(&["hook", "remove", "1"]).ok();
     assert_eq!(

@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod builds;
+mod completions;
 mod deploys;
 mod events;
 mod hook;
@@ -17,8 +18,9 @@ use crate::error::CliError;
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let global = cli.global;
-    // These talk to Kubernetes, not to opusd (which may not exist yet).
+    // These talk to Kubernetes, not to opusd (which may not exist yet), or to nothing.
     let command = match cli.command {
+        Command::Completions(args) => return completions::print(args),
         Command::Install(args) => return install::install(&global, args).await,
         Command::Uninstall(args) => return install::uninstall(&global, args).await,
         other => other,
@@ -47,5 +49,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cancel(args) => builds::cancel(&conn, &global, args).await,
         Command::Install(args) => install::install(&global, args).await,
         Command::Uninstall(args) => install::uninstall(&global, args).await,
+        Command::Completions(args) => completions::print(args),
     }
 }

@@ -42,6 +42,20 @@ fn delivery_key(hook: u64, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Where a test ping's delivery is kept: after the delivery of `after` (the newest event when it
+/// was sent) in the hook's list, ordered among pings by the time it was sent. The key is longer
+/// than [`delivery_key`]'s, so it never takes an event's place, and it shares the hook's prefix,
+/// so listing and removing the hook's deliveries include it.
+fn ping_key(hook: u64, after: u64, sent: SystemTime) -> Vec<u8> {
+    let nanos = sent
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let mut k = delivery_key(hook, after);
+    k.extend_from_slice(&nanos.to_be_bytes());
+    k
+}
+
 impl Tx<'_> {
     /// Reads a hook or aborts with `HookNotFound`.
     fn hook(&self, id: u64) -> TxResult<Hook> {
@@ -166,15 +180,24 @@ impl MetaStore {
     /// disabled), the hook's cursor moves past its event in the same transaction, so a crash
     /// never loses an event and redelivers at most the one in flight (under the same id).
     /// A `Disabled` delivery also disables the hook, with a `hook.disabled` event.
+    /// A test ping (`event_seq` 0) is kept in the hook's list after the newest event's delivery
+    /// and moves no cursor.
     /// Returns false when the hook was removed meanwhile (nothing is written).
     pub fn record_delivery(&self, d: &Delivery) -> Result<bool, StoreError> {
         use crate::hook::DeliveryState as S;
+        let newest_event = self.last_event_seq();
         self.transact(|tx| {
             let key = d.hook_id.to_be_bytes();
             let Some(mut hook) = tx.get_json::<Hook>(T::Hooks, &key)? else {
                 return Ok(false);
             };
-            if d.event_seq > 0 {
+            if d.event_seq == 0 {
+                tx.put_json(
+                    T::Deliveries,
+                    &ping_key(d.hook_id, newest_event, d.created_at),
+                    d,
+                )?;
+            } else {
                 tx.put_json(T::Deliveries, &delivery_key(d.hook_id, d.event_seq), d)?;
                 if d.state != S::Pending {
                     tx.tree(T::HookCursors)

@@ -70,6 +70,25 @@ fn projects_round_trip_and_survive_reopen() {
 }
 
 #[test]
+fn tail_start_finds_the_newest_events_of_a_project() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    assert_eq!(store.tail_start(None, 5).expect("empty log"), 1);
+    store.create_project(&project("web")).expect("create");
+    store.create_project(&project("api")).expect("create");
+    store.set_secret("web", "TOKEN", "s3cret").expect("secret");
+    store.set_secret("api", "TOKEN", "s3cret").expect("secret");
+    // Seqs: 1 web, 2 api, 3 web, 4 api.
+    assert_eq!(store.tail_start(None, 1).expect("tail"), 4);
+    assert_eq!(store.tail_start(None, 3).expect("tail"), 2);
+    assert_eq!(store.tail_start(None, 100).expect("tail"), 1);
+    assert_eq!(store.tail_start(Some("web"), 1).expect("tail"), 3);
+    assert_eq!(store.tail_start(Some("web"), 2).expect("tail"), 1);
+    assert_eq!(store.tail_start(Some("nope"), 2).expect("tail"), 5);
+    assert_eq!(store.tail_start(None, 0).expect("tail"), 5);
+}
+
+#[test]
 fn a_failed_change_writes_no_event() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = MetaStore::open(dir.path()).expect("open");

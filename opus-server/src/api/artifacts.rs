@@ -1,10 +1,12 @@
 //! `opus.v1.ArtifactService`: stored versions, manifests, archives, publishing, verify, delete.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use opus_core::artifact::ManifestFile;
 use opus_core::proto::{self, artifact_service_server::ArtifactService};
+use opus_core::store::EnvironmentRecord;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
@@ -51,6 +53,22 @@ impl ArtifactsApi {
     }
 }
 
+/// Which environments currently serve each version (version -> environment names, sorted), from
+/// the environments' current releases: what `deployed_to` of a listed version says.
+fn serving_environments(environments: &[EnvironmentRecord]) -> HashMap<&str, Vec<String>> {
+    let mut serving: HashMap<&str, Vec<String>> = HashMap::new();
+    for env in environments {
+        serving
+            .entry(env.current.version.as_str())
+            .or_default()
+            .push(env.name.clone());
+    }
+    for names in serving.values_mut() {
+        names.sort();
+    }
+    serving
+}
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<proto::DataChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -60,12 +78,20 @@ impl ArtifactService for ArtifactsApi {
         &self,
         req: Request<proto::ListVersionsRequest>,
     ) -> Result<Response<proto::ListVersionsResponse>, Status> {
-        let versions = self
-            .artifacts
-            .list_versions(&req.get_ref().project)
-            .map_err(status)?;
+        let project = &req.get_ref().project;
+        let versions = self.artifacts.list_versions(project).map_err(status)?;
+        let environments = self.store.environments(project).map_err(status)?;
+        let serving = serving_environments(&environments);
         Ok(Response::new(proto::ListVersionsResponse {
-            versions: versions.iter().map(Into::into).collect(),
+            versions: versions
+                .iter()
+                .map(|v| {
+                    let mut version = proto::Version::from(v);
+                    version.deployed_to =
+                        serving.get(v.version.as_str()).cloned().unwrap_or_default();
+                    version
+                })
+                .collect(),
         }))
     }
 

@@ -38,8 +38,15 @@ impl EventService for EventsApi {
         }
         // Subscribe before the first read so that nothing committed in between is missed.
         let mut changes = store.subscribe_events();
+        let first = match req.tail {
+            Some(count) => {
+                let project = (!req.project.is_empty()).then_some(req.project.as_str());
+                store.tail_start(project, count as usize).map_err(status)?
+            }
+            None => req.from,
+        };
         let stream = async_stream::try_stream! {
-            let mut next = req.from.max(1);
+            let mut next = first.max(1);
             loop {
                 let batch = store.events_from(next, 512).map_err(status)?;
                 let full = batch.len() == 512;

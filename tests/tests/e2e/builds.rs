@@ -621,3 +621,117 @@ fn removing_a_project_cancels_its_running_build_first() {
         0
     );
 }
+
+/// The seconds of `==> step N finished in X s` in a printed log.
+fn step_seconds(log: &str, step: u32) -> f64 {
+    let prefix = format!("==> step {step} finished in ");
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no duration line of step {step} in:\n{log}"));
+    line[prefix.len()..]
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+#[test]
+fn each_step_logs_its_duration_and_builds_shows_them() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!("build:\n  steps:\n    - sleep 0.4\n    - {WRITE_DIST}\n"),
+    );
+    let out = d.opus(&["trigger", "web", "--wait"]);
+    let log = out.ok().to_owned();
+    assert!(step_seconds(&log, 1) >= 0.4, "{log}");
+    assert!(step_seconds(&log, 2) < 5.0, "{log}");
+    // Each duration line follows its step's output, under opusd's own `==>` prefix.
+    let start = log.find("==> $ sleep 0.4").expect("step 1 starts");
+    let end = log.find("==> step 1 finished in").expect("step 1 ends");
+    assert!(
+        start < end && end < log.find("==> $ mkdir").expect("step 2"),
+        "{log}"
+    );
+    // Not a terminal: no status line on stderr, only the outcome.
+    assert_eq!(out.stderr, "web#1 succeeded: version main-1\n");
+    // The stored log has them too.
+    let stored = d.opus(&["logs", "web#1"]).ok().to_owned();
+    assert!(step_seconds(&stored, 1) >= 0.4, "{stored}");
+
+    // `opus builds web#1`: the build and a table of its steps with their durations.
+    let table = d.opus(&["builds", "web#1"]).ok().to_owned();
+    assert!(
+        table.starts_with("build    web#1\nstate    succeeded\n"),
+        "{table}"
+    );
+    let step_row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}: {table}"))
+            .to_owned()
+    };
+    assert!(table.contains("\nSTEP    COMMAND"), "{table}");
+    let row = step_row("step 1");
+    assert!(row.contains("sleep 0.4"), "{row}");
+    let took: f64 = row
+        .rsplit(' ')
+        .next()
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {row:?}"));
+    assert!(took >= 0.4, "{row}");
+    assert!(step_row("step 2").contains("mkdir -p dist"), "{table}");
+    let json = d.opus(&["builds", "web#1", "-o", "json"]).json();
+    assert_eq!(json["id"], 1);
+    assert_eq!(json["state"], "succeeded");
+    assert_eq!(json["steps"][0]["step"], "step 1");
+    assert_eq!(json["steps"][0]["command"], "sleep 0.4");
+    assert!(
+        json["steps"][0]["seconds"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.4),
+        "{json}"
+    );
+    assert_eq!(json["steps"][1]["command"], WRITE_DIST);
+    // A build of another project is refused by name.
+    let err = d.opus(&["builds", "api#1"]).fails(1).to_owned();
+    assert!(err.contains("belongs to web"), "{err}");
+
+    // A failed step has its duration too; a running one shows how long it has run so far.
+    add_site(&d, "slow", "build:\n  steps: [\"exit 3\", \"sleep 30\"]\n");
+    let failed = d.opus(&["trigger", "slow", "--wait"]);
+    assert!(step_seconds(&failed.stdout, 1) < 5.0, "{}", failed.stdout);
+    add_site(&d, "slower", "build:\n  steps: [\"true\", \"sleep 30\"]\n");
+    let id = d.trigger(&["slower"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let running = loop {
+        let table = d.opus(&["builds", &format!("slower#{id}")]).ok().to_owned();
+        if table.contains("running for") {
+            break table;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "step 2 never shown running: {table}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let row = running
+        .lines()
+        .find(|l| l.starts_with("step 2"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("sleep 30") && row.contains("running for"),
+        "{running}"
+    );
+    assert!(
+        !running
+            .lines()
+            .any(|l| l.starts_with("step 1") && l.contains("running")),
+        "{running}"
+    );
+    d.opus(&["cancel", &format!("slower#{id}")]).ok();
+    d.wait_for_state("slower", id, "cancelled", 20);
+}

@@ -304,6 +304,35 @@ fn hook_commands_and_their_errors() {
     rx.answer(500);
     let err = d.opus(&["hook", "test", "1"]).fails(1).to_owned();
     assert!(err.contains("HTTP 500"), "{err}");
+    // Both pings are in the hook's deliveries like any other delivery, newest first.
+    let ds = d.opus(&["hook", "deliveries", "1", "-o", "json"]).json();
+    let listed: Vec<_> = ds
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| {
+            (
+                d["event"].clone(),
+                d["state"].clone(),
+                d["last_status"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("ping".into(), "failed".into(), 500.into()),
+            ("ping".into(), "delivered".into(), 200.into())
+        ],
+        "{ds}"
+    );
+    let table = d.opus(&["hook", "deliveries", "1"]).ok().to_owned();
+    let pings: Vec<_> = table.lines().filter(|l| l.contains(" ping ")).collect();
+    assert_eq!(pings.len(), 2, "{table}");
+    assert!(
+        pings[0].trim_end().ends_with("HTTP 500"),
+        "tried once, not retried: {table}"
+    );
 
     d.opus(&["hook", "remove", "1"]).ok();
     assert_eq!(
@@ -357,6 +386,69 @@ fn events_prints_the_log_and_follows() {
     let next = lines.next().and_then(Result::ok).unwrap_or_default();
     assert!(
         next.contains("project.added") && next.contains("new"),
+        "{next}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn events_tail_starts_with_the_newest_and_follows() {
+    let d = Daemon::start();
+    for name in ["one", "two", "three", "four"] {
+        add_project(&d, name);
+    }
+    let projects = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).expect("NDJSON");
+                e["project"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    let out = d
+        .opus(&["events", "--tail", "2", "-o", "json"])
+        .ok()
+        .to_owned();
+    assert_eq!(projects(&out), ["three", "four"]);
+    let out = d
+        .opus(&["events", "--tail", "10", "-o", "json"])
+        .ok()
+        .to_owned();
+    assert_eq!(projects(&out), ["one", "two", "three", "four"]);
+    // With a project: its newest events, not the log's.
+    d.opus(&["secret", "set", "two", "TOKEN", "--value", "s3cret"])
+        .ok();
+    let out = d
+        .opus(&["events", "--tail", "1", "--project", "one", "-o", "json"])
+        .ok()
+        .to_owned();
+    assert_eq!(projects(&out), ["one"]);
+    let out = d.opus(&["events", "--tail", "0"]).ok().to_owned();
+    assert_eq!(out, "");
+    let err = d
+        .opus(&["events", "--tail", "2", "--from", "1"])
+        .fails(2)
+        .to_owned();
+    assert!(err.contains("cannot be used with"), "{err}");
+
+    // -f --tail 1: the newest event, then new ones as they happen.
+    let mut cmd = opus_command(&d.server, None);
+    cmd.args(["events", "-f", "--tail", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("opus events -f starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.contains("secret.set") && first.contains("two"),
+        "{first}"
+    );
+    add_project(&d, "five");
+    let next = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        next.contains("project.added") && next.contains("five"),
         "{next}"
     );
     let _ = child.kill();

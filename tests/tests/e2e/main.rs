@@ -16,5 +16,6 @@ mod projects;
 mod s3;
 mod security;
 mod store_s3;
+mod terminal;
 mod vite;
 mod webhooks;

@@ -40,6 +40,7 @@ pub enum ModelError {
 }
 
 /// Failures of the metadata store.
+#[cfg(feature = "store")]
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// A project with that name exists already.
@@ -163,6 +164,7 @@ pub enum ArchiveError {
 }
 
 /// Failures of the artifact store: versions in an object store, their manifests and archives.
+#[cfg(feature = "store")]
 #[derive(Debug, Error)]
 pub enum ArtifactError {
     /// The folder to store as a version does not exist.
@@ -302,6 +304,7 @@ pub enum ArtifactError {
     Task(String),
 }
 
+#[cfg(feature = "store")]
 impl ArtifactError {
     /// Whether the object store said an object does not exist (a damaged or tampered store when a
     /// version's record names it).
@@ -366,6 +369,7 @@ impl ManifestError {
 }
 
 /// Every error of the core, for the one mapping to gRPC status codes at the API edge.
+#[cfg(feature = "store")]
 #[derive(Debug, Error)]
 pub enum CoreError {
     /// Bad input.

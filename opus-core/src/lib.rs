@@ -13,16 +13,24 @@
 //!   archive and manifest per version, dedup by sha256, publish, verify, retention.
 //! - [`archive`]: tar.gz writing and reading, and the path rules that keep files inside a folder.
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
+//!
+//! Cargo features, so that each binary compiles what it uses: `store` (the metadata store, the
+//! artifact store and its object_store backends: opusd) and `kubernetes` (the `kubernetes` module:
+//! `opus install` and opusd's kubernetes executor). Both are on by default; the CLI takes only
+//! `kubernetes`. Without `store`, [`artifact`] holds only a version's manifest types and digests.
 
 pub mod archive;
 pub mod artifact;
 pub mod error;
 pub mod hook;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod manifest;
 pub mod model;
 pub mod proto;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod wire;
 
+#[cfg(feature = "store")]
 pub use error::CoreError;

@@ -181,13 +181,8 @@ pub async fn serve(
         source,
     })?;
 
-    let artifacts = ArtifactStore::open(
-        store.clone(),
-        &config.store,
-        &config.extra_stores,
-        &config.data_dir.join("uploads"),
-    )
-    .map_err(ServeError::Artifacts)?;
+    let artifacts = ArtifactStore::open(store.clone(), &config.store, &config.extra_stores)
+        .map_err(ServeError::Artifacts)?;
     // Versions that never committed (opusd was stopped while storing them) are removed in the
     // background; storing waits for the sweep, serving does not.
     let sweeper = artifacts.clone();

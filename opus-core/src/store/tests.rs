@@ -390,3 +390,38 @@ fn every_committed_change_moves_the_change_count() {
         "a refused change is not counted"
     );
 }
+
+#[test]
+fn a_version_an_environment_needs_is_not_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    for v in ["1", "2", "3"] {
+        store
+            .commit_version(&version("web", v), &[])
+            .expect("version");
+    }
+    let remove = |v: &str| store.remove_version("web", v, &[], None, "test");
+    let deploy = |v: &str| {
+        store
+            .deploy("web", "production", v, "test", ReleaseReason::Deploy, false)
+            .expect("deploy")
+    };
+    deploy("1");
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::Protected);
+    // "1" is now what a rollback goes back to: still protected.
+    deploy("2");
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::Protected);
+    deploy("3");
+    assert!(matches!(
+        remove("1").expect("remove"),
+        VersionRemoval::Removed(r) if r.version.as_str() == "1"
+    ));
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::NotFound);
+    assert_eq!(store.get_version("web", "1").expect("get"), None);
+    // And the other way round: a deploy of a removed version is refused in its transaction.
+    assert!(matches!(
+        store.deploy("web", "staging", "1", "test", ReleaseReason::Deploy, false),
+        Err(StoreError::VersionNotFound { .. })
+    ));
+}

@@ -1,4 +1,7 @@
 //! `opus.v1.ArtifactService`: stored versions, manifests, archives, publishing, verify, delete.
+//! `publish`: the sessions of publishes in progress.
+
+mod publish;
 
 use std::pin::Pin;
 
@@ -8,6 +11,7 @@ use opus_core::proto::{self, artifact_service_server::ArtifactService};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use self::publish::{Publishes, SESSION_IDLE};
 use super::status;
 use crate::AppState;
 
@@ -20,11 +24,19 @@ const CHUNK: usize = 1 << 20;
 /// Implements the artifact RPCs over the [`opus_core::artifact::ArtifactStore`].
 pub(crate) struct ArtifactsApi {
     state: AppState,
+    /// Publishes in progress; their uploads are staged in `<data-dir>/uploads`.
+    publishes: Publishes,
 }
 
 impl ArtifactsApi {
+    /// The service; publish sessions start empty (and so does `<data-dir>/uploads`).
     pub(crate) fn new(state: AppState) -> Self {
-        ArtifactsApi { state }
+        let publishes = Publishes::new(
+            state.artifacts.clone(),
+            state.config.data_dir.join("uploads"),
+            SESSION_IDLE,
+        );
+        ArtifactsApi { state, publishes }
     }
 }
 
@@ -35,7 +47,7 @@ async fn apply_retention(state: &AppState, project: &str) {
         Ok(p) => crate::promotion::keep_count(&p, None),
         Err(_) => return,
     };
-    if let Err(e) = state.deployer.apply_retention(project, keep).await {
+    if let Err(e) = state.artifacts.apply_retention(project, keep).await {
         tracing::warn!(project, error = %e, "retention failed");
     }
 }
@@ -116,9 +128,8 @@ impl ArtifactService for ArtifactsApi {
         let req = req.into_inner();
         let files: Vec<ManifestFile> = req.files.into_iter().map(Into::into).collect();
         let started = self
-            .state
-            .artifacts
-            .begin_publish(&req.project, &req.version, files, &req.store)
+            .publishes
+            .begin(&req.project, &req.version, files, &req.store)
             .map_err(status)?;
         Ok(Response::new(proto::BeginPublishResponse {
             upload_id: started.upload_id,
@@ -143,8 +154,7 @@ impl ArtifactService for ArtifactsApi {
             ));
         }
         let mut blob = self
-            .state
-            .artifacts
+            .publishes
             .begin_blob(&first.upload_id, &first.sha256)
             .await
             .map_err(status)?;
@@ -162,9 +172,8 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::CommitPublishRequest>,
     ) -> Result<Response<proto::Version>, Status> {
         let stored = self
-            .state
-            .artifacts
-            .commit_publish(&req.get_ref().upload_id)
+            .publishes
+            .commit(&req.get_ref().upload_id)
             .await
             .map_err(status)?;
         apply_retention(&self.state, stored.record.project.as_str()).await;
@@ -194,7 +203,7 @@ impl ArtifactService for ArtifactsApi {
     ) -> Result<Response<proto::DeleteVersionResponse>, Status> {
         let req = req.into_inner();
         self.state
-            .deployer
+            .artifacts
             .delete_version(&req.project, &req.version, "api")
             .await
             .map_err(status)?;

@@ -196,8 +196,9 @@ impl DeployService for DeploysApi {
         let (project, env) = (project(&r.project)?, env(&r.env)?);
         let record = self
             .state
-            .store
+            .deployer
             .unpin_environment(&project, &env)
+            .await
             .map_err(status)?;
         Ok(Response::new(self.environment(&record)))
     }

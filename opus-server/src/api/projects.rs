@@ -172,7 +172,7 @@ impl ProjectService for ProjectsApi {
             // A new limit applies at once, not only after the next version.
             let keep = crate::promotion::keep_count(&project, None);
             self.state
-                .deployer
+                .artifacts
                 .apply_retention(project.name.as_str(), keep)
                 .await
                 .map_err(status)?;

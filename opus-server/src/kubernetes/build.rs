@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use super::JobState;
+use super::job::{BuildJob, build_job, job_name};
 use opus_core::artifact::{Origin, Reservation};
-use opus_core::kubernetes::JobState;
-use opus_core::kubernetes::job::{BuildJob, build_job, job_name};
 use opus_core::manifest;
 use opus_core::model::{Build, BuildState, Source, VersionName};
 use opus_core::proto;

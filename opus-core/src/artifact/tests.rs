@@ -130,18 +130,6 @@ async fn a_stored_folder_reads_back_in_the_layout() {
     #[cfg(unix)]
     assert_eq!(manifest.file("bin/run.sh").map(|e| e.mode), Some(0o755));
 
-    let body = f
-        .store
-        .read_file("web", "1.0.0", "index.html")
-        .await
-        .expect("read");
-    assert_eq!(&body[..], b"<html>generation 1</html>");
-    let part = f
-        .store
-        .read_range("web", "1.0.0", "index.html", 1..5)
-        .await
-        .expect("range");
-    assert_eq!(&part[..], b"html");
     let mut streamed = Vec::new();
     let mut chunks = f
         .store

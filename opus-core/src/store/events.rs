@@ -17,11 +17,6 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// The sequence number of the newest event (0 when there is none).
-    pub fn last_event_seq(&self) -> u64 {
-        *self.last_event.borrow()
-    }
-
     /// A receiver that changes whenever events are committed; watchers read the new ones with
     /// [`MetaStore::events_from`].
     pub fn subscribe_events(&self) -> watch::Receiver<u64> {

@@ -135,11 +135,6 @@ impl SiteServer {
         }
     }
 
-    /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<SiteTable> {
-        self.table.load_full()
-    }
-
     /// Takes the writer lock: callers hold it across "commit in the store, then [`Self::apply`]" so
     /// that the table follows the commits in order.
     pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
@@ -180,11 +175,6 @@ impl SiteServer {
             .collect();
         self.table
             .store(Arc::new(SiteTable::new(sites, &self.domain)));
-    }
-
-    /// The version serving `key`, if any, in a table snapshot reused by every request.
-    pub fn get(&self, key: &SiteKey) -> Option<Arc<SiteVersion>> {
-        self.table.load().sites.get(key).cloned()
     }
 
     /// Finds the site a Host header names: `<project>.<domain>` is production,

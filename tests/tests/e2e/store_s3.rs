@@ -103,16 +103,15 @@ async fn versions_on_a_real_s3_server() {
         (1, 2),
         "{second:?}"
     );
-    let body = store
-        .read_file("web", "2", "static/app.js")
+    let mut body = Vec::new();
+    let mut chunks = store
+        .file_stream("web", "2", "static/app.js")
         .await
         .expect("read");
+    while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+        body.extend_from_slice(&chunk.expect("chunk"));
+    }
     assert_eq!(body.len(), "let x = 1;\n".len() * 20_000);
-    let part = store
-        .read_range("web", "2", "index.html", 0..6)
-        .await
-        .expect("range");
-    assert_eq!(&part[..], b"<html>");
     assert!(
         store
             .local_path("web", "2", "index.html")

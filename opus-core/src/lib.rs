@@ -8,7 +8,8 @@
 //! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
 //!   event describing it are one transaction.
 //! - [`kubernetes`]: what `opus install` applies to a cluster ([`kubernetes::Manifests`],
-//!   [`kubernetes::install`]) and the Job manifest of a build ([`kubernetes::job::build_job`]).
+//!   [`kubernetes::install`]), the cluster connection and what a pod's status says, shared with
+//!   opusd's kubernetes executor.
 //! - [`artifact`]: versions in an object store ([`artifact::ArtifactStore`]): files, tar.gz
 //!   archive and manifest per version, dedup by sha256, publish, verify, retention.
 //! - [`archive`]: tar.gz writing and reading, and the path rules that keep files inside a folder.

@@ -25,7 +25,7 @@ pub enum JobState {
     /// the build fails with this reason ([`pod_failure_reason`]).
     PodFailed(String),
     /// The Job failed (its deadline, the build's timeout, or its pod failed): the reason
-    /// ([`job::job_failure_reason`]).
+    /// (`job::job_failure_reason`).
     Failed(String),
     /// The Job completed: its pod exited 0.
     Succeeded,

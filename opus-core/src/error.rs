@@ -40,6 +40,7 @@ pub enum ModelError {
 }
 
 /// Failures of the metadata store.
+#[cfg(feature = "store")]
 #[derive(Debug, Error, Clone)]
 pub enum StoreError {
     /// A project with that name exists already.
@@ -172,6 +173,7 @@ pub enum ArchiveError {
 }
 
 /// Failures of the artifact store: versions in an object store, their manifests and archives.
+#[cfg(feature = "store")]
 #[derive(Debug, Error)]
 pub enum ArtifactError {
     /// The folder to store as a version does not exist.
@@ -311,6 +313,7 @@ pub enum ArtifactError {
     Task(String),
 }
 
+#[cfg(feature = "store")]
 impl ArtifactError {
     /// Whether the object store said an object does not exist (a damaged or tampered store when a
     /// version's record names it).
@@ -375,6 +378,7 @@ impl ManifestError {
 }
 
 /// Every error of the core, for the one mapping to gRPC status codes at the API edge.
+#[cfg(feature = "store")]
 #[derive(Debug, Error)]
 pub enum CoreError {
     /// Bad input.

@@ -286,13 +286,8 @@ fn open_store(data_dir: &Path) -> Result<MetaStore, ServeError> {
 /// Opens the artifact stores, and sweeps versions that never committed (opusd was stopped while
 /// storing them) in the background: storing waits for the sweep, serving does not.
 fn open_artifacts(config: &Config, store: &MetaStore) -> Result<ArtifactStore, ServeError> {
-    let artifacts = ArtifactStore::open(
-        store.clone(),
-        &config.store,
-        &config.extra_stores,
-        &config.data_dir.join("uploads"),
-    )
-    .map_err(ServeError::Artifacts)?;
+    let artifacts = ArtifactStore::open(store.clone(), &config.store, &config.extra_stores)
+        .map_err(ServeError::Artifacts)?;
     let sweeper = artifacts.clone();
     tokio::spawn(async move {
         match sweeper.remove_orphans().await {

@@ -4,13 +4,17 @@
 //! build both call it). For each change it holds the site server's writer lock across "commit in
 //! the store, then swap the table", so the table follows the commits in order; the RPC returns
 //! only after the swap, so once it has returned every new request gets the new version.
+//!
+//! Architecture Invariant: `Deployer` is the only writer of environments and releases (deploy,
+//! rollback, unpin, removal); versions are the artifact store's, which refuses to delete one an
+//! environment points at or would roll back to.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use opus_core::CoreError;
 use opus_core::artifact::ArtifactStore;
-use opus_core::model::{ProjectName, SITE_HOST_SEPARATOR, VersionName, VersionRecord};
+use opus_core::model::{ProjectName, SITE_HOST_SEPARATOR};
 use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
 use tracing::instrument;
 
@@ -52,6 +56,12 @@ impl Deployer {
     /// The site server this deployer drives.
     pub fn sites(&self) -> &Arc<SiteServer> {
         &self.sites
+    }
+
+    /// The artifact store versions are loaded from (and the owner of versions: deleting and
+    /// retention go there).
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
     }
 
     /// A version ready to serve: its local folder (or, for a remote store, the site cache), its
@@ -169,6 +179,19 @@ impl Deployer {
         Ok(record)
     }
 
+    /// Clears an environment's pin (automatic deploys go to it again); what is served does not
+    /// change.
+    #[instrument(skip(self), err(Display))]
+    pub async fn unpin_environment(
+        &self,
+        project: &str,
+        env: &str,
+    ) -> Result<EnvironmentRecord, CoreError> {
+        let record = self.store.unpin_environment(project, env)?;
+        self.flush().await;
+        Ok(record)
+    }
+
     /// Removes an environment and stops serving it.
     #[instrument(skip(self), err(Display))]
     pub async fn remove_environment(&self, project: &str, env: &str) -> Result<(), CoreError> {
@@ -188,71 +211,6 @@ impl Deployer {
         self.store.delete_project(name)?;
         self.sites.remove_project(&guard, name.as_str());
         Ok(())
-    }
-
-    /// Deletes a version on request. Refused (`VersionProtected`) for a version an environment
-    /// points at or would roll back to; the check and the deletion hold the deploy lock, so a
-    /// deploy cannot point at a version between the check and its removal.
-    #[instrument(skip(self), err(Display))]
-    pub async fn delete_version(
-        &self,
-        project: &str,
-        version: &str,
-        reason: &str,
-    ) -> Result<VersionRecord, CoreError> {
-        let _guard = self.sites.lock().await;
-        let protected = self.protected_versions(project);
-        Ok(self
-            .artifacts
-            .delete_version(project, version, &protected, reason)
-            .await?)
-    }
-
-    /// Keeps the newest `keep` versions of `project` (0 keeps all) and deletes the older ones,
-    /// never one an environment points at or would roll back to. Holds the deploy lock like
-    /// [`Deployer::delete_version`]. Returns the versions deleted.
-    #[instrument(skip(self), err(Display))]
-    pub async fn apply_retention(
-        &self,
-        project: &str,
-        keep: usize,
-    ) -> Result<Vec<VersionName>, CoreError> {
-        if keep == 0 {
-            return Ok(Vec::new());
-        }
-        let _guard = self.sites.lock().await;
-        let protected = self.protected_versions(project);
-        let deleted = self
-            .artifacts
-            .apply_retention(project, keep, &protected)
-            .await?;
-        if !deleted.is_empty() {
-            tracing::info!(
-                project,
-                count = deleted.len(),
-                keep,
-                "retention deleted versions"
-            );
-        }
-        Ok(deleted)
-    }
-
-    /// Versions of `project` that may not be deleted: those an environment points at and the ones
-    /// a rollback of each environment would go back to. When the store cannot say, every version
-    /// of the project is protected (deleting nothing is the safe failure).
-    fn protected_versions(&self, project: &str) -> HashSet<String> {
-        match self.store.protected_versions(project) {
-            Ok(set) => set,
-            Err(e) => {
-                tracing::warn!(project, error = %e, "cannot read environments: protecting every version");
-                self.store
-                    .list_versions(project)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|v| v.version.as_str().to_owned())
-                    .collect()
-            }
-        }
     }
 
     /// Makes a committed change durable before the RPC answers (the store otherwise syncs on a
@@ -347,8 +305,7 @@ mod tests {
         .expect("project");
         let files = dir.path().join("artifacts");
         let url = format!("file://{}", files.display());
-        let artifacts = ArtifactStore::open(meta.clone(), &url, &[], &dir.path().join("staging"))
-            .expect("artifact store");
+        let artifacts = ArtifactStore::open(meta.clone(), &url, &[]).expect("artifact store");
         for v in ["1", "2"] {
             let src = dir.path().join("src").join(v);
             std::fs::create_dir_all(&src).expect("mkdir");
@@ -361,7 +318,7 @@ mod tests {
             artifacts
                 .store_dir(
                     &web,
-                    &VersionName::new(v).expect("version"),
+                    &opus_core::model::VersionName::new(v).expect("version"),
                     &src,
                     &origin,
                     &SiteOptions::default(),

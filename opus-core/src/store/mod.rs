@@ -36,6 +36,7 @@ pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use hooks::KeyKind;
 pub use projects::NameFilter;
+pub use versions::VersionRemoval;
 
 /// The trees of the store, in the order [`Tx`] sees them.
 ///

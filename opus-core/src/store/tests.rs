@@ -66,7 +66,7 @@ fn projects_round_trip_and_survive_reopen() {
     let events = store.events_from(0, 100).expect("events");
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["project.added", "project.added", "secret.set"]);
-    assert_eq!(store.last_event_seq(), 3);
+    assert_eq!(*store.subscribe_events().borrow(), 3);
 }
 
 #[test]
@@ -123,13 +123,13 @@ fn a_change_that_keeps_the_state_is_stored_without_an_event() {
     let store = MetaStore::open(dir.path()).expect("open");
     store.create_project(&project("web")).expect("create");
     let a = store.create_build(&build("web")).expect("a");
-    let seq = store.last_event_seq();
+    let seq = *store.subscribe_events().borrow();
     let changed = store
         .update_build(a.id, |b| b.version = "main-1".into())
         .expect("update");
     assert_eq!(changed.version, "main-1");
     assert_eq!(store.get_build(a.id).expect("get").version, "main-1");
-    assert_eq!(store.last_event_seq(), seq);
+    assert_eq!(*store.subscribe_events().borrow(), seq);
     // A state change in the same call still comes with its event, and keeps the earlier change.
     let running = store
         .update_build(a.id, |b| {
@@ -502,4 +502,39 @@ fn another_io_failure_is_kept_as_sleds_error() {
     assert!(store.failure().is_some(), "writes fail until reopened");
     assert!(store.reopen().expect("reopen"));
     store.create_project(&project("web")).expect("create");
+}
+
+#[test]
+fn a_version_an_environment_needs_is_not_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    for v in ["1", "2", "3"] {
+        store
+            .commit_version(&version("web", v), &[], &SiteOptions::default())
+            .expect("version");
+    }
+    let remove = |v: &str| store.remove_version("web", v, &[], None, "test");
+    let deploy = |v: &str| {
+        store
+            .deploy("web", "production", v, "test", ReleaseReason::Deploy, false)
+            .expect("deploy")
+    };
+    deploy("1");
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::Protected);
+    // "1" is now what a rollback goes back to: still protected.
+    deploy("2");
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::Protected);
+    deploy("3");
+    assert!(matches!(
+        remove("1").expect("remove"),
+        VersionRemoval::Removed(r) if r.version.as_str() == "1"
+    ));
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::NotFound);
+    assert_eq!(store.get_version("web", "1").expect("get"), None);
+    // And the other way round: a deploy of a removed version is refused in its transaction.
+    assert!(matches!(
+        store.deploy("web", "staging", "1", "test", ReleaseReason::Deploy, false),
+        Err(StoreError::VersionNotFound { .. })
+    ));
 }

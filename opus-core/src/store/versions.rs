@@ -25,6 +25,17 @@ fn blob_key(store: &str, sha256: &str, object: &str) -> Vec<u8> {
     k
 }
 
+/// What [`MetaStore::remove_version`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionRemoval {
+    /// The record was removed; here it is.
+    Removed(VersionRecord),
+    /// There was no such version.
+    NotFound,
+    /// An environment points at the version or would roll back to it; nothing was removed.
+    Protected,
+}
+
 impl MetaStore {
     /// One version's record, if it exists.
     pub fn get_version(
@@ -100,11 +111,17 @@ impl MetaStore {
     }
 
     /// Removes a version's record and the index entries of its files, with a `version.deleted`
-    /// event naming `reason`. Returns the removed record (`None` when there was none).
+    /// event naming `reason`, unless an environment points at the version or would roll back to
+    /// it ([`MetaStore::protected_versions`]).
     ///
     /// `blobs` are the `(sha256, object key)` pairs of its files; index entries under the version's
     /// object prefix `objects_prefix` that `blobs` missed (a damaged manifest) are found by a scan
     /// of the store's index and removed too.
+    ///
+    /// Architecture Invariant: no environment points at (or rolls back to) a version that does
+    /// not exist. Deploy and rollback check in their transaction that the version exists; this
+    /// removal reads the protected versions, then commits only if no release of the project was
+    /// made since (a counter both transactions touch), else reads them again.
     pub fn remove_version(
         &self,
         project: &str,
@@ -112,10 +129,10 @@ impl MetaStore {
         blobs: &[(String, String)],
         objects_prefix: Option<&str>,
         reason: &str,
-    ) -> Result<Option<VersionRecord>, StoreError> {
+    ) -> Result<VersionRemoval, StoreError> {
         let key = pair_key(project, version.as_bytes());
         let Some(record) = self.get_version(project, version)? else {
-            return Ok(None);
+            return Ok(VersionRemoval::NotFound);
         };
         let mut keys: Vec<Vec<u8>> = blobs
             .iter()
@@ -134,19 +151,33 @@ impl MetaStore {
                 }
             }
         }
-        self.transact(|tx| {
-            let Some(current) = tx.get_json::<VersionRecord>(T::Versions, &key)? else { return Ok(None) };
-            tx.tree(T::Versions).remove(key.as_slice())?;
-            for k in &keys {
-                tx.tree(T::BlobRefs).remove(k.as_slice())?;
+        loop {
+            let releases_made = self.releases_made(project)?;
+            if self.protected_versions(project)?.contains(version) {
+                return Ok(VersionRemoval::Protected);
             }
-            tx.append_event(
-                "version.deleted",
-                project,
-                json!({ "project": project, "version": version, "store": current.store, "reason": reason }),
-            )?;
-            Ok(Some(current))
-        })
+            let removal = self.transact(|tx| {
+                if tx.releases_made(project)? != releases_made {
+                    return Ok(None);
+                }
+                let Some(current) = tx.get_json::<VersionRecord>(T::Versions, &key)? else {
+                    return Ok(Some(VersionRemoval::NotFound));
+                };
+                tx.tree(T::Versions).remove(key.as_slice())?;
+                for k in &keys {
+                    tx.tree(T::BlobRefs).remove(k.as_slice())?;
+                }
+                tx.append_event(
+                    "version.deleted",
+                    project,
+                    json!({ "project": project, "version": version, "store": current.store, "reason": reason }),
+                )?;
+                Ok(Some(VersionRemoval::Removed(current)))
+            })?;
+            if let Some(removal) = removal {
+                return Ok(removal);
+            }
+        }
     }
 
     /// An object in `store` that holds content `sha256`, if any version has one.

@@ -1,4 +1,7 @@
 //! `opus.v1.ArtifactService`: stored versions, manifests, archives, publishing, verify, delete.
+//! `publish`: the sessions of publishes in progress.
+
+mod publish;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -10,8 +13,8 @@ use opus_core::store::EnvironmentRecord;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use self::publish::{Publishes, SESSION_IDLE};
 use super::status;
-use crate::deploys::Deployer;
 use opus_core::artifact::ArtifactStore;
 use opus_core::store::MetaStore;
 
@@ -25,18 +28,24 @@ const CHUNK: usize = 1 << 20;
 pub(crate) struct ArtifactsApi {
     /// Projects (their retention setting).
     store: MetaStore,
-    /// The stored versions.
+    /// The stored versions: listing, reading, deleting, retention.
     artifacts: ArtifactStore,
-    /// Deletes versions (on request and by retention) under the lock deploys take.
-    deployer: Deployer,
+    /// Publishes in progress; their uploads are staged in `<data-dir>/uploads`.
+    publishes: Publishes,
 }
 
 impl ArtifactsApi {
-    pub(crate) fn new(store: MetaStore, artifacts: ArtifactStore, deployer: Deployer) -> Self {
+    /// The service; publish sessions start empty (and so does `<data-dir>/uploads`).
+    pub(crate) fn new(
+        store: MetaStore,
+        artifacts: ArtifactStore,
+        data_dir: &std::path::Path,
+    ) -> Self {
+        let publishes = Publishes::new(artifacts.clone(), data_dir.join("uploads"), SESSION_IDLE);
         ArtifactsApi {
             store,
             artifacts,
-            deployer,
+            publishes,
         }
     }
 
@@ -47,7 +56,7 @@ impl ArtifactsApi {
             Ok(p) => crate::promotion::keep_count(&p, None),
             Err(_) => return,
         };
-        if let Err(e) = self.deployer.apply_retention(project, keep).await {
+        if let Err(e) = self.artifacts.apply_retention(project, keep).await {
             tracing::warn!(project, error = %e, "retention failed");
         }
     }
@@ -150,8 +159,8 @@ impl ArtifactService for ArtifactsApi {
         let req = req.into_inner();
         let files: Vec<ManifestFile> = req.files.into_iter().map(Into::into).collect();
         let started = self
-            .artifacts
-            .begin_publish(&req.project, &req.version, files, &req.store)
+            .publishes
+            .begin(&req.project, &req.version, files, &req.store)
             .map_err(status)?;
         Ok(Response::new(proto::BeginPublishResponse {
             upload_id: started.upload_id,
@@ -176,7 +185,7 @@ impl ArtifactService for ArtifactsApi {
             ));
         }
         let mut blob = self
-            .artifacts
+            .publishes
             .begin_blob(&first.upload_id, &first.sha256)
             .await
             .map_err(status)?;
@@ -194,8 +203,8 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::CommitPublishRequest>,
     ) -> Result<Response<proto::Version>, Status> {
         let stored = self
-            .artifacts
-            .commit_publish(&req.get_ref().upload_id)
+            .publishes
+            .commit(&req.get_ref().upload_id)
             .await
             .map_err(status)?;
         self.apply_retention(stored.record.project.as_str()).await;
@@ -223,7 +232,7 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::DeleteVersionRequest>,
     ) -> Result<Response<proto::DeleteVersionResponse>, Status> {
         let req = req.into_inner();
-        self.deployer
+        self.artifacts
             .delete_version(&req.project, &req.version, "api")
             .await
             .map_err(status)?;

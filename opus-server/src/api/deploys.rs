@@ -192,8 +192,9 @@ impl DeployService for DeploysApi {
         let r = req.into_inner();
         let (project, env) = (project(&r.project)?, env(&r.env)?);
         let record = self
-            .store
+            .deployer
             .unpin_environment(&project, &env)
+            .await
             .map_err(status)?;
         Ok(Response::new(self.environment(&record)))
     }

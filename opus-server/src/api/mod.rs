@@ -110,7 +110,7 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
         proto::artifact_service_server::ArtifactServiceServer::new(artifacts::ArtifactsApi::new(
             d.store.clone(),
             d.artifacts.clone(),
-            d.deployer.clone(),
+            &d.config.data_dir,
         ))
         .max_decoding_message_size(artifacts::MAX_MESSAGE)
         .max_encoding_message_size(artifacts::MAX_MESSAGE),

@@ -203,6 +203,7 @@ impl ProjectService for ProjectsApi {
             // A new limit applies at once, not only after the next version.
             let keep = crate::promotion::keep_count(&project, None);
             self.deployer
+                .artifacts()
                 .apply_retention(project.name.as_str(), keep)
                 .await
                 .map_err(status)?;
@@ -399,7 +400,7 @@ fn hook_id(text: &str) -> Result<u64, Status> {
 /// 32 random bytes as hex: a webhook secret or trigger token.
 fn random_key() -> Result<String, Status> {
     let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).map_err(|e| {
+    getrandom::fill(&mut bytes).map_err(|e| {
         tracing::error!(error = %e, "the system random source failed");
         Status::internal(format!(
             "cannot generate a secret: the system random source failed ({e})"

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::JobState;
+use super::job::{BuildJob, build_job, job_name};
 use opus_core::artifact::{Origin, Reservation, StoredVersion};
-use opus_core::kubernetes::JobState;
-use opus_core::kubernetes::job::{BuildJob, build_job, job_name};
 use opus_core::model::{Build, Project, Source, VersionName};
 use opus_core::proto;
 use opus_core::store::SiteOptions;

@@ -203,11 +203,6 @@ impl SiteServer {
         }
     }
 
-    /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<SiteTable> {
-        self.table.load_full()
-    }
-
     /// Takes the writer lock: callers hold it across "commit in the store, then [`Self::apply`]" so
     /// that the table follows the commits in order.
     pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
@@ -246,11 +241,6 @@ impl SiteServer {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         self.table.store(Arc::new(self.table_of(sites)));
-    }
-
-    /// The version serving `key`, if any, in a table snapshot reused by every request.
-    pub fn get(&self, key: &SiteKey) -> Option<Arc<SiteVersion>> {
-        self.table.load().sites.get(key).cloned()
     }
 
     /// Finds the site a Host header names: `<project>.<domain>` is production,

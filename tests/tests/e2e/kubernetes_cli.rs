@@ -275,7 +275,7 @@ fn statefulset_environment_starts_a_real_opusd_that_passes_its_grpc_probe() {
     let token_dir = root.path().join("token");
     std::fs::create_dir_all(&data).expect("data dir");
     std::fs::create_dir_all(&token_dir).expect("token dir");
-    std::fs::write(token_dir.join("token"), "secret-token\n").expect("token file");
+    std::fs::write(token_dir.join("token"), "secret-token-of-a-pod\n").expect("token file");
 
     // In the pod, the kubernetes executor finds the cluster through the service account; here,
     // through a kubeconfig pointing at a fake API server.
@@ -375,7 +375,9 @@ fn statefulset_environment_starts_a_real_opusd_that_passes_its_grpc_probe() {
         let mut request = tonic::Request::new(opus_core::proto::GetServerInfoRequest {});
         request.metadata_mut().insert(
             "authorization",
-            "Bearer secret-token".parse().expect("header value"),
+            "Bearer secret-token-of-a-pod"
+                .parse()
+                .expect("header value"),
         );
         let info = system
             .get_server_info(request)

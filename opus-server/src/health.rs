@@ -117,7 +117,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some(blocks.saturating_mul(size))
 }
 
-/// "the disk holding <path> is full ..." when the file system of `path` has (almost) no room.
+/// "the disk holding `<path>` is full ..." when the file system of `path` has (almost) no room.
 pub fn full_disk_note(path: &Path) -> Option<String> {
     let free = free_bytes(path)?;
     (free < FULL_BELOW_BYTES).then(|| {

@@ -384,7 +384,7 @@ async fn resolve(
 /// The longest a git command of a build may run: 10 minutes, enough for a first clone of a large
 /// repository over a slow link, and a bound on a remote that accepts the connection and then
 /// says nothing (before it, git would wait forever). A transfer that stalls is stopped sooner by
-/// git itself: HTTP(S) under 1 KB/s for 60 s ([`LOW_SPEED`]).
+/// git itself: HTTP(S) under 1 KB/s for 60 s (`LOW_SPEED`).
 pub const GIT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// `GIT_HTTP_LOW_SPEED_LIMIT` (bytes a second) and `GIT_HTTP_LOW_SPEED_TIME` (seconds).

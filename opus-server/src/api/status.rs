@@ -26,9 +26,8 @@ pub fn status(e: impl Into<CoreError>) -> Status {
         | CoreError::Store(StoreError::VersionNotFound { .. })
         | CoreError::Store(StoreError::EnvironmentNotFound { .. }) => Status::not_found(msg),
         CoreError::Store(StoreError::NoEarlierRelease { .. })
-        | CoreError::Store(StoreError::EnvironmentPinned { .. }) => {
-            Status::failed_precondition(msg)
-        }
+        | CoreError::Store(StoreError::EnvironmentPinned { .. })
+        | CoreError::Model(ModelError::NotARepository { .. }) => Status::failed_precondition(msg),
         CoreError::Store(StoreError::HookNotFound(_)) => Status::not_found(msg),
         CoreError::Store(StoreError::Corrupt { .. }) => Status::data_loss(msg),
         CoreError::Store(StoreError::Sled(_)) => {

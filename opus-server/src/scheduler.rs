@@ -174,9 +174,9 @@ impl Scheduler {
             && git_ref != project.branch
         {
             return Err(ModelError::NotARepository {
-                project: project.name.to_string(),
-                git_ref,
-                dir: dir.display().to_string(),
+                project: project.name.as_str().into(),
+                git_ref: git_ref.into(),
+                dir: dir.display().to_string().into(),
             }
             .into());
         }

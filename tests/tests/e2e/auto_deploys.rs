@@ -316,4 +316,13 @@ fn without_opus_yml_a_router_dependency_with_a_root_index_makes_a_single_page_ap
         (200, "docs".into())
     );
     assert_eq!(served(&d, "pages.localhost", "/users/42").0, 404);
+
+    // A Create React App writes `build`, not `dist`: found once the build has run.
+    let log = add("cra", "mkdir -p build && echo cra > build/index.html");
+    assert!(log.contains("build: 1 file(s)"), "{log}");
+    assert_eq!(served(&d, "cra.localhost", "/"), (200, "cra".into()));
+    assert_eq!(
+        served(&d, "cra.localhost", "/users/42"),
+        (200, "cra".into())
+    );
 }

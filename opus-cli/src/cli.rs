@@ -424,9 +424,10 @@ pub struct AddArgs {
     pub name: String,
     /// A git URL (https, ssh, git, file, user@host:path) or a local directory.
     pub source: String,
-    /// The default branch (what `latest` builds).
-    #[arg(long, short = 'b', default_value = "main")]
-    pub branch: String,
+    /// The default branch (what `latest` builds) [default: the branch a local git repository has
+    /// checked out, else main]
+    #[arg(long, short = 'b')]
+    pub branch: Option<String>,
 }
 
 /// `opus remove`.

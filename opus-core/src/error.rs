@@ -34,6 +34,19 @@ pub enum ModelError {
         /// What is wrong with it.
         why: String,
     },
+    /// A ref other than the project's branch asked of a plain-folder source, which has no refs.
+    /// (`Box<str>` keeps `ModelError`, which build failures carry, small.)
+    #[error(
+        "ref {git_ref:?} cannot be built: the source of {project} ({dir}) is a plain folder, not a git repository, so it has no branches or tags; trigger `latest` to build the folder as it is, or make it a git repository (`git init`, then commit) and add the project again (`opus remove {project}`, then `opus add {project} {dir}`)"
+    )]
+    NotARepository {
+        /// The project.
+        project: Box<str>,
+        /// The ref asked for.
+        git_ref: Box<str>,
+        /// The folder.
+        dir: Box<str>,
+    },
     /// Any other invalid argument (a secret name, a filter).
     #[error("{0}")]
     Invalid(String),

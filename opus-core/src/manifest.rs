@@ -12,6 +12,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::ManifestError;
 
+pub mod package;
+
 /// The whole `opus.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,7 +123,15 @@ impl SpecOrigin {
                 spec.build.steps.len(),
                 spec.build.output
             ),
-            SpecOrigin::PackageJson => "no opus.yml: package.json has a build script".to_owned(),
+            SpecOrigin::PackageJson => format!(
+                "no opus.yml: package.json has a build script: {}; production deploys from the project's branch, other branches get previews{}",
+                spec.build.steps.join(", then "),
+                if spec.spa {
+                    "; a single-page app (a client-side router is a dependency): unknown paths serve index.html"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 }
@@ -189,8 +199,9 @@ fn check_relative(field: &str, path: &str) -> Result<(), String> {
 }
 
 /// Finds the recipe of the checkout at `dir`: `opus.yml` if present, else a `package.json` with a
-/// `build` script (`npm ci` with a lockfile, `npm install` without, then `npm run build`, output
-/// `dist` or else `build`), else an error that says what to add.
+/// `build` script ([`package::recipe`]: install with the repository's package manager, then its
+/// build script, output `dist` or else `build`, previews on, `spa` for a router dependency), else
+/// an error that says what to add.
 pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), ManifestError> {
     for name in ["opus.yml", "opus.yaml"] {
         let path = dir.join(name);
@@ -218,30 +229,7 @@ pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), ManifestError> {
                 file: None,
             })?;
         if pkg["scripts"]["build"].is_string() {
-            let install = if dir.join("package-lock.json").is_file()
-                || dir.join("npm-shrinkwrap.json").is_file()
-            {
-                "npm ci"
-            } else {
-                "npm install"
-            };
-            // Output is decided after the build: `dist`, else `build` (see `resolve_output`).
-            let build = BuildSpec {
-                image: Some("node:20".into()),
-                steps: vec![install.into(), "npm run build".into()],
-                output: default_output(),
-                env: BTreeMap::new(),
-                timeout: default_timeout(),
-                cache: Vec::new(),
-            };
-            let file = OpusFile {
-                build,
-                environments: BTreeMap::new(),
-                previews: false,
-                spa: false,
-                retention: None,
-            };
-            return Ok((file, SpecOrigin::PackageJson));
+            return Ok((package::recipe(dir, &pkg), SpecOrigin::PackageJson));
         }
         return Err(ManifestError::NoRecipe(
             "package.json has no \"build\" script; add one (\"scripts\": {\"build\": \"vite build\"}) or add an opus.yml".into(),

@@ -222,15 +222,18 @@ pub fn branch_slug(branch: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
-    /// A git URL, mirrored once and fetched before each build.
+    /// A git URL, mirrored once and fetched before each build; or the absolute path of a local git
+    /// repository (a work tree or a bare repository), which git fetches like any URL.
     Git(String),
-    /// An absolute path to a local directory, copied for each build.
+    /// An absolute path to a local directory that is not a git repository, copied for each build.
     Local(PathBuf),
 }
 
 impl Source {
     /// Parses a source: a git URL (`https://`, `http://`, `ssh://`, `git://`, `file://`, or scp-like
-    /// `user@host:path`), or else an existing directory, stored as its absolute path.
+    /// `user@host:path`), or else an existing directory, by its absolute path: a git source when
+    /// it is a git repository ([`is_git_repository`]: builds fetch its commits, so its branches
+    /// and tags build), else a plain folder, copied as it is.
     pub fn parse(text: &str) -> Result<Source, ModelError> {
         let fail = |why: &str| {
             Err(ModelError::InvalidSource {
@@ -267,7 +270,18 @@ impl Source {
             Err(_) => return fail(NEITHER),
         }
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if is_git_repository(&abs) {
+            return Ok(Source::Git(abs.display().to_string()));
+        }
         Ok(Source::Local(abs))
+    }
+
+    /// The folder of a git source that is a repository on this machine (added by its path).
+    pub fn local_repository(&self) -> Option<&Path> {
+        match self {
+            Source::Git(url) if Path::new(url).is_absolute() => Some(Path::new(url)),
+            _ => None,
+        }
     }
 
     /// The source as the user would write it.
@@ -277,6 +291,17 @@ impl Source {
             Source::Local(p) => p.display().to_string(),
         }
     }
+}
+
+/// Whether the folder `dir` is the root of a git repository: a work tree (a `.git` folder, or the
+/// `.git` file of a linked work tree or submodule) or a bare repository (`HEAD`, `objects` and
+/// `refs`). A folder inside a repository is not one: a source builds its repository's root.
+pub fn is_git_repository(dir: &Path) -> bool {
+    let dot_git = dir.join(".git");
+    if dot_git.is_dir() || dot_git.is_file() {
+        return true;
+    }
+    dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir()
 }
 
 /// `user@host:path`, the scp-like syntax git accepts for ssh.
@@ -599,6 +624,45 @@ mod tests {
         ] {
             assert!(Source::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_local_git_repository_is_a_git_source_and_a_plain_folder_a_copy() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let make = |name: &str, entries: &[(&str, bool)]| {
+            let dir = root.path().join(name);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            for (entry, is_dir) in entries {
+                if *is_dir {
+                    std::fs::create_dir_all(dir.join(entry)).expect("mkdir");
+                } else {
+                    std::fs::write(dir.join(entry), "x").expect("write");
+                }
+            }
+            std::fs::canonicalize(&dir).expect("canonical")
+        };
+        let work_tree = make("site", &[(".git", true), ("sub", true)]);
+        let linked = make("linked", &[(".git", false)]);
+        let bare = make(
+            "bare.git",
+            &[("HEAD", false), ("objects", true), ("refs", true)],
+        );
+        for repo in [&work_tree, &linked, &bare] {
+            let text = repo.to_str().expect("utf-8 temp path");
+            let source = Source::parse(text).expect("a source");
+            assert_eq!(source, Source::Git(text.to_owned()), "{text}");
+            assert_eq!(source.local_repository(), Some(repo.as_path()));
+        }
+        // A folder inside a repository, and a folder with only some of a bare repository's parts.
+        let inside = work_tree.join("sub");
+        let half = make("half", &[("HEAD", false), ("refs", true)]);
+        for plain in [&inside, &half] {
+            let source = Source::parse(plain.to_str().expect("utf-8")).expect("a source");
+            assert_eq!(source, Source::Local(plain.clone()));
+            assert_eq!(source.local_repository(), None);
+        }
+        let remote = Source::parse("https://example.com/a.git").expect("a source");
+        assert_eq!(remote.local_repository(), None);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 
 use opus_core::CoreError;
 use opus_core::error::StoreError;
-use opus_core::manifest::OpusFile;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use opus_core::manifest::{EnvironmentSpec, OpusFile, SpecOrigin};
 use opus_core::model::{Build, EnvName, Project, branch_slug};
 use opus_core::store::{MetaStore, ReleaseReason};
 
@@ -29,15 +32,40 @@ pub struct DeployTarget {
     pub preview: bool,
 }
 
-/// Where a successful build of `branch` deploys by `spec`: every environment whose `branch` it is
-/// with `auto_deploy: true`; or, when no environment names the branch and `previews: true`, the
+/// The environments a build's recipe names: opus.yml's `environments:`; or, for a recipe detected
+/// from package.json (no opus.yml), production following the project's branch with automatic
+/// deploys: a new project goes live on its first build of that branch.
+pub fn environments<'a>(
+    spec: &'a OpusFile,
+    origin: SpecOrigin,
+    project_branch: &str,
+) -> Cow<'a, BTreeMap<String, EnvironmentSpec>> {
+    match origin {
+        SpecOrigin::OpusYml => Cow::Borrowed(&spec.environments),
+        SpecOrigin::PackageJson => Cow::Owned(BTreeMap::from([(
+            PRODUCTION.to_owned(),
+            EnvironmentSpec {
+                branch: project_branch.to_owned(),
+                auto_deploy: true,
+            },
+        )])),
+    }
+}
+
+/// Where a successful build of `branch` deploys, given the recipe's `environments` (see
+/// [`environments`]) and `previews`: every environment whose `branch` it is with
+/// `auto_deploy: true`; or, when no environment names the branch and `previews` is on, the
 /// preview environment named by the branch slug. Tags and detached commits deploy nowhere.
-pub fn deploy_targets(spec: &OpusFile, branch: Option<&str>, is_tag: bool) -> Vec<DeployTarget> {
+pub fn deploy_targets(
+    environments: &BTreeMap<String, EnvironmentSpec>,
+    previews: bool,
+    branch: Option<&str>,
+    is_tag: bool,
+) -> Vec<DeployTarget> {
     let Some(branch) = branch.filter(|_| !is_tag) else {
         return Vec::new();
     };
-    let named: Vec<_> = spec
-        .environments
+    let named: Vec<_> = environments
         .iter()
         .filter(|(_, e)| e.branch == branch)
         .collect();
@@ -51,13 +79,30 @@ pub fn deploy_targets(spec: &OpusFile, branch: Option<&str>, is_tag: bool) -> Ve
             })
             .collect();
     }
-    if spec.previews {
+    if previews {
         return vec![DeployTarget {
             env: branch_slug(branch),
             preview: true,
         }];
     }
     Vec::new()
+}
+
+/// What the build log says when a version deploys nowhere: why, and the commands that deploy it.
+fn nowhere(build: &Build, origin: SpecOrigin, version: &str) -> String {
+    let project = &build.project;
+    let by_hand = format!("deploy it with `opus deploy {project} {version} production`");
+    match (build.branch.as_deref(), build.is_tag) {
+        (Some(_), true) | (None, _) => {
+            format!("not deployed: a tag or a commit deploys nowhere by itself; {by_hand}")
+        }
+        (Some(branch), false) if origin == SpecOrigin::OpusYml => format!(
+            "not deployed: opus.yml deploys no environment from branch {branch:?}; {by_hand}, or add to opus.yml `environments: {{ production: {{ branch: {branch}, auto_deploy: true }} }}` (and `previews: true` for other branches)"
+        ),
+        (Some(branch), false) => {
+            format!("not deployed: branch {branch:?} has no automatic deploy; {by_hand}")
+        }
+    }
 }
 
 /// How many versions a project keeps: the project's own setting (`opus keep`) when set, else the
@@ -69,20 +114,31 @@ pub fn keep_count(project: &Project, from_opus_yml: Option<u32>) -> usize {
     }
 }
 
-/// Deploys the stored version where opus.yml says, then applies retention. Every outcome goes to
+/// Deploys the stored version where its recipe says (opus.yml, or without one production from the
+/// project's branch and previews from the others), then applies retention. Every outcome goes to
 /// the build log.
 pub async fn after_stored(
     store: &MetaStore,
     deployer: &Deployer,
     build: &Build,
     project: &Project,
-    spec: &OpusFile,
+    (spec, origin): (&OpusFile, SpecOrigin),
     version: &str,
     log: &BuildLog,
 ) {
     let name = build.project.as_str();
-    for target in deploy_targets(spec, build.branch.as_deref(), build.is_tag) {
-        deploy_one(store, deployer, build, spec, version, &target, log).await;
+    let environments = environments(spec, origin, &project.branch);
+    let targets = deploy_targets(
+        &environments,
+        spec.previews,
+        build.branch.as_deref(),
+        build.is_tag,
+    );
+    if targets.is_empty() {
+        log.opus("deploy", &nowhere(build, origin, version));
+    }
+    for target in targets {
+        deploy_one(store, deployer, build, &environments, version, &target, log).await;
     }
     let keep = keep_count(project, spec.retention);
     match deployer.artifacts().apply_retention(name, keep).await {
@@ -103,7 +159,7 @@ async fn deploy_one(
     store: &MetaStore,
     deployer: &Deployer,
     build: &Build,
-    spec: &OpusFile,
+    environments: &BTreeMap<String, EnvironmentSpec>,
     version: &str,
     target: &DeployTarget,
     log: &BuildLog,
@@ -122,7 +178,7 @@ async fn deploy_one(
     if target.preview {
         // A preview never takes over an environment that is not a preview (a branch called
         // `production`, or `staging` deployed by hand).
-        let taken = target.env == PRODUCTION || spec.environments.contains_key(&target.env);
+        let taken = target.env == PRODUCTION || environments.contains_key(&target.env);
         let existing = match store.environment(project, &target.env) {
             Ok(env) => Some(env),
             Err(StoreError::EnvironmentNotFound { .. }) => None,
@@ -188,12 +244,19 @@ mod tests {
         opus_core::manifest::parse(yaml).expect("a valid opus.yml")
     }
 
+    /// Where a build of `branch` goes by the opus.yml `yaml`.
+    fn targets(yaml: &str, branch: Option<&str>, is_tag: bool) -> Vec<DeployTarget> {
+        let s = spec(yaml);
+        let envs = environments(&s, SpecOrigin::OpusYml, "main");
+        deploy_targets(&envs, s.previews, branch, is_tag)
+    }
+
     const YML: &str = "build:\n  steps: [\"true\"]\nenvironments:\n  production: { branch: main, auto_deploy: true }\n  staging: { branch: develop }\npreviews: true\n";
 
     #[test]
     fn an_auto_deploy_branch_goes_to_its_environment() {
         assert_eq!(
-            deploy_targets(&spec(YML), Some("main"), false),
+            targets(YML, Some("main"), false),
             vec![DeployTarget {
                 env: "production".into(),
                 preview: false
@@ -203,13 +266,13 @@ mod tests {
 
     #[test]
     fn a_named_branch_without_auto_deploy_goes_nowhere_not_even_to_a_preview() {
-        assert!(deploy_targets(&spec(YML), Some("develop"), false).is_empty());
+        assert!(targets(YML, Some("develop"), false).is_empty());
     }
 
     #[test]
     fn other_branches_get_previews_by_slug() {
         assert_eq!(
-            deploy_targets(&spec(YML), Some("feature/Login_page"), false),
+            targets(YML, Some("feature/Login_page"), false),
             vec![DeployTarget {
                 env: "feature-login-page".into(),
                 preview: true
@@ -219,14 +282,41 @@ mod tests {
 
     #[test]
     fn tags_and_detached_commits_deploy_nowhere() {
-        assert!(deploy_targets(&spec(YML), Some("main"), true).is_empty());
-        assert!(deploy_targets(&spec(YML), None, false).is_empty());
+        assert!(targets(YML, Some("main"), true).is_empty());
+        assert!(targets(YML, None, false).is_empty());
     }
 
     #[test]
     fn without_previews_other_branches_deploy_nowhere() {
-        let s = spec("build:\n  steps: [\"true\"]\n");
-        assert!(deploy_targets(&s, Some("feature"), false).is_empty());
+        assert!(targets("build:\n  steps: [\"true\"]\n", Some("feature"), false).is_empty());
+    }
+
+    #[test]
+    fn without_opus_yml_production_follows_the_project_branch_and_others_get_previews() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"scripts":{"build":"vite build"}}"#,
+        )
+        .expect("write");
+        let (s, origin) = opus_core::manifest::discover(dir.path()).expect("detected");
+        assert_eq!(origin, SpecOrigin::PackageJson);
+        let envs = environments(&s, origin, "trunk");
+        assert_eq!(
+            deploy_targets(&envs, s.previews, Some("trunk"), false),
+            vec![DeployTarget {
+                env: "production".into(),
+                preview: false
+            }]
+        );
+        assert_eq!(
+            deploy_targets(&envs, s.previews, Some("main"), false),
+            vec![DeployTarget {
+                env: "main".into(),
+                preview: true
+            }]
+        );
+        assert!(deploy_targets(&envs, s.previews, Some("trunk"), true).is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use opus_core::model::{Build, BuildState, ProjectName, VersionName};
+use opus_core::model::{Build, BuildState, ProjectName, Source, VersionName};
 use opus_core::store::MetaStore;
 use opus_core::{CoreError, error::ModelError, error::StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -168,6 +168,17 @@ impl Scheduler {
         };
         if git_ref.starts_with('-') || git_ref.chars().any(|c| c.is_ascii_control() || c == ' ') {
             return Err(ModelError::Invalid(format!("invalid ref {git_ref:?}")).into());
+        }
+        // A plain folder has no refs: refused now, not by a build that fails at its source.
+        if let Source::Local(dir) = &project.source
+            && git_ref != project.branch
+        {
+            return Err(ModelError::NotARepository {
+                project: project.name.as_str().into(),
+                git_ref: git_ref.into(),
+                dir: dir.display().to_string().into(),
+            }
+            .into());
         }
         let version = match req.version.filter(|v| !v.is_empty()) {
             Some(v) => VersionName::new(v)?.to_string(),

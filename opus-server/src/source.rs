@@ -186,7 +186,7 @@ impl SourceFetcher {
     }
 
     /// Copies the files that decide a build's recipe (`opus.yml`, `opus.yaml`, `package.json` and
-    /// the npm lockfiles) from the root of `commit` in the project's mirror into `dest`, so that
+    /// the lockfiles that name its package manager) from the root of `commit` in the project's mirror into `dest`, so that
     /// [`opus_core::manifest::discover`] can read them without a checkout.
     pub async fn read_recipe(
         &self,
@@ -194,12 +194,16 @@ impl SourceFetcher {
         commit: &str,
         dest: &Path,
     ) -> Result<(), SourceError> {
-        const RECIPE_FILES: [&str; 5] = [
+        const RECIPE_FILES: [&str; 9] = [
             "opus.yml",
             "opus.yaml",
             "package.json",
             "package-lock.json",
             "npm-shrinkwrap.json",
+            "pnpm-lock.yaml",
+            "yarn.lock",
+            "bun.lockb",
+            "bun.lock",
         ];
         let mirror = self.mirror(project);
         let listing = git(
@@ -379,6 +383,28 @@ async fn resolve(
         git_ref: git_ref.to_owned(),
         url: url.to_owned(),
     })
+}
+
+/// How long reading a local repository's current branch may take (a local command).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The branch checked out in the local git repository `repo` (its `HEAD`), which a project added
+/// by that folder builds as `latest`; `None` on a detached `HEAD` or when git cannot tell.
+pub async fn current_branch(repo: &Path) -> Option<String> {
+    let out = git_within(
+        "symbolic-ref",
+        Command::new("git").arg("-C").arg(repo).args([
+            "symbolic-ref",
+            "--quiet",
+            "--short",
+            "HEAD",
+        ]),
+        HEAD_TIMEOUT,
+    )
+    .await
+    .ok()?;
+    let branch = out.trim();
+    (!branch.is_empty()).then(|| branch.to_owned())
 }
 
 /// The longest a git command of a build may run: 10 minutes, enough for a first clone of a large

@@ -49,12 +49,13 @@ fn project_json(p: &proto::Project) -> ProjectJson {
 }
 
 pub async fn add(conn: &Connection, global: &GlobalArgs, args: AddArgs) -> Result<(), CliError> {
+    let sent = absolute_source(&args.source);
     let project = conn
         .projects()
         .create_project(proto::CreateProjectRequest {
             name: args.name,
-            source: absolute_source(&args.source),
-            branch: args.branch,
+            source: sent.clone(),
+            branch: args.branch.unwrap_or_default(),
         })
         .await?
         .into_inner();
@@ -66,9 +67,30 @@ pub async fn add(conn: &Connection, global: &GlobalArgs, args: AddArgs) -> Resul
                 "added {} ({}, branch {})",
                 p.name, p.source, p.branch
             ))?;
+            if sent != args.source || std::path::Path::new(&sent).is_absolute() {
+                eprintln!("{}", local_folder_note(&args.source, &project));
+            }
             eprintln!("next: opus trigger {}", p.name);
             Ok(())
         }
+    }
+}
+
+/// What `opus add` of the local folder `given` means, as opusd decided it (a git repository is
+/// added as a git source, a plain folder as a copy).
+fn local_folder_note(given: &str, project: &proto::Project) -> String {
+    let git = matches!(
+        project.source.as_ref().and_then(|s| s.kind.as_ref()),
+        Some(proto::source::Kind::GitUrl(_))
+    );
+    if git {
+        format!(
+            "{given} is a git repository: builds fetch its commits (branches, tags); uncommitted changes are not built"
+        )
+    } else {
+        format!(
+            "{given} is a plain folder (not a git repository): each build copies it as it is, and only `latest` builds"
+        )
     }
 }
 

@@ -111,11 +111,16 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::Project>, Status> {
         let req = req.into_inner();
         let name = ProjectName::for_new(req.name).map_err(status)?;
+        // opusd decides what a local folder is (a git repository or a plain folder): it is opusd
+        // that reads it at build time, as its own user, from its own view of the filesystem.
         let source = Source::parse(&req.source).map_err(status)?;
-        let branch = if req.branch.is_empty() {
-            "main".to_owned()
-        } else {
-            req.branch
+        let branch = match (req.branch.is_empty(), source.local_repository()) {
+            (false, _) => req.branch,
+            // A repository on this machine builds the branch it has checked out.
+            (true, Some(repo)) => crate::source::current_branch(repo)
+                .await
+                .unwrap_or_else(|| "main".to_owned()),
+            (true, None) => "main".to_owned(),
         };
         validate_branch(&branch).map_err(status)?;
         let project = Project {

@@ -24,9 +24,13 @@ pub fn status(e: impl Into<CoreError>) -> Status {
     }
 }
 
-/// Every model error is input that breaks a rule.
+/// A model error is input that breaks a rule, except a request the project cannot take (a ref
+/// of a plain folder).
 fn model_status(e: ModelError) -> Status {
-    Status::invalid_argument(e.to_string())
+    match e {
+        ModelError::NotARepository { .. } => Status::failed_precondition(e.to_string()),
+        e => Status::invalid_argument(e.to_string()),
+    }
 }
 
 fn store_status(e: StoreError) -> Status {

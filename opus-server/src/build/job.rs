@@ -28,6 +28,10 @@ pub struct Job {
     /// The folder (relative to the workspace) the job leaves as output; `None` for a job that
     /// produces none.
     pub output: Option<String>,
+    /// The folder used instead when `output` does not exist after the steps: `build` for a recipe
+    /// detected from package.json (Create React App writes `build`, Vite `dist`), which can only
+    /// be told once the build has run.
+    pub output_fallback: Option<String>,
 }
 
 impl Job {
@@ -40,6 +44,7 @@ impl Job {
             image: spec.build.image.clone(),
             cache: spec.build.cache.clone(),
             output: Some(manifest::resolve_output(workspace, &spec.build, origin)),
+            output_fallback: (origin == SpecOrigin::PackageJson).then(|| "build".to_owned()),
         }
     }
 }
@@ -65,10 +70,16 @@ pub async fn run_job<L: LogSink>(
     steps::run_steps(&job.steps, workspace, env, log, cancel, job.timeout)
         .await
         .map_err(BuildFailure::steps)?;
-    match &job.output {
-        Some(output) => check_output(workspace, output).await.map(Some),
-        None => Ok(None),
-    }
+    let Some(output) = &job.output else {
+        return Ok(None);
+    };
+    let output = match &job.output_fallback {
+        Some(fallback) if !workspace.join(output).is_dir() && workspace.join(fallback).is_dir() => {
+            fallback
+        }
+        _ => output,
+    };
+    check_output(workspace, output).await.map(Some)
 }
 
 /// The output folder `output` of `workspace`, once the steps ran: it must be a folder, and it must

@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use opus_core::error::{ModelError, StoreError};
 use opus_core::manifest;
 use opus_core::model::{Build, BuildState};
-use opus_core::store::{MetaStore, SiteOptions};
+use opus_core::store::MetaStore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
@@ -171,14 +171,14 @@ async fn sequence(
         .execute(ctx, &project, &build, &job, env, workspace, log, cancel)
         .await?;
     if let Some(produced) = produced {
-        let options = SiteOptions { spa: spec.spa };
+        let options = store::site_options(&spec, origin, &produced, log);
         store::store(ctx, &build, produced, &options, log).await?;
         crate::promotion::after_stored(
             store,
             &ctx.deployer,
             &build,
             &project,
-            &spec,
+            (&spec, origin),
             &build.version,
             log,
         )

@@ -3,6 +3,7 @@
 //! Either way the version's site options are written in the same commit as its record.
 
 use opus_core::artifact::Origin;
+use opus_core::manifest::{OpusFile, SpecOrigin};
 use opus_core::model::{Build, VersionName};
 use opus_core::store::SiteOptions;
 
@@ -10,6 +11,32 @@ use super::BuildContext;
 use super::executor::Produced;
 use super::failure::{BuildFailure, FailureKind, Stage};
 use crate::logs::BuildLog;
+
+/// How the version is served: opus.yml's `spa`; without opus.yml, `spa` when package.json has a
+/// client-side router ([`opus_core::manifest::package::ROUTERS`]) and the output has an
+/// `index.html` at its root to fall back to (a runner's upload is not looked into: the router
+/// decides alone). The decision is said in the log.
+pub(super) fn site_options(
+    spec: &OpusFile,
+    origin: SpecOrigin,
+    produced: &Produced,
+    log: &BuildLog,
+) -> SiteOptions {
+    if origin == SpecOrigin::OpusYml || !spec.spa {
+        return SiteOptions { spa: spec.spa };
+    }
+    let has_index = match produced {
+        Produced::Folder(output) => output.dir.join("index.html").is_file(),
+        Produced::Uploaded(_) => true,
+    };
+    if !has_index {
+        log.opus(
+            "output",
+            "not a single-page app after all: the output has no index.html at its root for unknown paths to serve",
+        );
+    }
+    SiteOptions { spa: has_index }
+}
 
 /// Stores `produced` as the build's version with `options`.
 pub(super) async fn store(

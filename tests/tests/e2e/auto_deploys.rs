@@ -183,3 +183,146 @@ fn retention_from_opus_yml_and_opus_keep() {
     let err = d.opus(&["keep", "nope", "2"]).fails(1).to_owned();
     assert!(err.contains("nope"), "{err}");
 }
+
+/// A package.json without opus.yml whose build script is a plain shell command, and no
+/// dependencies: zero config, with no npm registry needed.
+const ZERO_CONFIG_PACKAGE: &str = r#"{"name":"app","version":"1.0.0","scripts":{"build":"mkdir -p dist && echo \"built from $OPUS_REF\" > dist/index.html"}}"#;
+
+/// Keeps npm off the network: no registry, no audit, no update check.
+const OFFLINE_NPMRC: &str = "offline=true\naudit=false\nfund=false\nupdate-notifier=false\n";
+
+/// The URL the build log names for `host` on this daemon's site listener.
+fn site_url(d: &Daemon, host: &str) -> String {
+    let port = d.sites.rsplit(':').next().expect("a port");
+    format!("http://{host}:{port}/")
+}
+
+#[test]
+fn without_opus_yml_production_goes_live_from_the_default_branch_and_branches_get_previews() {
+    let d = Daemon::start();
+    let repo = GitRepo::init(&d.root.path().join("app"));
+    repo.write("package.json", ZERO_CONFIG_PACKAGE);
+    repo.write(".npmrc", OFFLINE_NPMRC);
+    repo.commit("an app without opus.yml");
+    d.opus(&["add", "web", &repo.url()]).ok();
+
+    let log = d.opus(&["trigger", "web", "--wait"]).ok().to_owned();
+    assert!(
+        log.contains("no opus.yml: package.json has a build script: npm install, then npm run build; production deploys from the project's branch, other branches get previews"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "is live in production ({})",
+            site_url(&d, "web.localhost")
+        )),
+        "the log names the site's URL: {log}"
+    );
+    assert_eq!(
+        served(&d, "web.localhost", "/"),
+        (200, "built from main".into())
+    );
+    // No router among the dependencies: not a single-page app, unknown paths are 404s.
+    assert_eq!(served(&d, "web.localhost", "/some/route").0, 404);
+
+    // A branch push makes a preview, and production stays.
+    repo.git(&["checkout", "-q", "-b", "feature/new-look"]);
+    repo.write("look.txt", "new");
+    repo.commit("new look");
+    let log = d
+        .opus(&["trigger", "web", "feature/new-look", "--wait"])
+        .ok()
+        .to_owned();
+    assert!(
+        log.contains(&format!(
+            "is live in feature-new-look ({})",
+            site_url(&d, "feature-new-look--web.localhost")
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        served(&d, "feature-new-look--web.localhost", "/"),
+        (200, "built from feature/new-look".into())
+    );
+    assert_eq!(
+        served(&d, "web.localhost", "/"),
+        (200, "built from main".into())
+    );
+
+    // A tag deploys nowhere, and the log says how to deploy it.
+    repo.git(&["tag", "1.0.0"]);
+    let log = d
+        .opus(&["trigger", "web", "1.0.0", "--wait"])
+        .ok()
+        .to_owned();
+    assert!(
+        log.contains("not deployed: a tag or a commit deploys nowhere by itself; deploy it with `opus deploy web 1.0.0 production`"),
+        "{log}"
+    );
+    assert_eq!(
+        served(&d, "web.localhost", "/"),
+        (200, "built from main".into())
+    );
+}
+
+#[test]
+fn without_opus_yml_a_router_dependency_with_a_root_index_makes_a_single_page_app() {
+    let d = Daemon::start();
+    // A plain folder (no git): production follows the project's branch all the same. The router
+    // is a local package, so npm installs it without a registry.
+    let add = |name: &str, build: &str| {
+        let dir = d.root.path().join(name);
+        std::fs::create_dir_all(dir.join("vendor/react-router-dom")).expect("mkdir");
+        std::fs::write(
+            dir.join("vendor/react-router-dom/package.json"),
+            r#"{"name":"react-router-dom","version":"6.0.0"}"#,
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join("package.json"),
+            format!(
+                r#"{{"name":"{name}","version":"1.0.0","scripts":{{"build":"{build}"}},"dependencies":{{"react-router-dom":"file:./vendor/react-router-dom"}}}}"#
+            ),
+        )
+        .expect("write");
+        std::fs::write(dir.join(".npmrc"), OFFLINE_NPMRC).expect("write");
+        d.opus(&["add", name, dir.to_str().expect("utf-8")]).ok();
+        d.opus(&["trigger", name, "--wait"]).ok().to_owned()
+    };
+
+    let log = add("spa", "mkdir -p dist && echo app > dist/index.html");
+    assert!(
+        log.contains("a single-page app (a client-side router is a dependency): unknown paths serve index.html"),
+        "{log}"
+    );
+    assert_eq!(served(&d, "spa.localhost", "/"), (200, "app".into()));
+    assert_eq!(
+        served(&d, "spa.localhost", "/users/42"),
+        (200, "app".into()),
+        "a client route serves index.html"
+    );
+
+    // A router but no index.html at the output's root: nothing to fall back to, so no SPA.
+    let log = add(
+        "pages",
+        "mkdir -p dist/docs && echo docs > dist/docs/index.html",
+    );
+    assert!(
+        log.contains("not a single-page app after all: the output has no index.html at its root"),
+        "{log}"
+    );
+    assert_eq!(
+        served(&d, "pages.localhost", "/docs/index.html"),
+        (200, "docs".into())
+    );
+    assert_eq!(served(&d, "pages.localhost", "/users/42").0, 404);
+
+    // A Create React App writes `build`, not `dist`: found once the build has run.
+    let log = add("cra", "mkdir -p build && echo cra > build/index.html");
+    assert!(log.contains("build: 1 file(s)"), "{log}");
+    assert_eq!(served(&d, "cra.localhost", "/"), (200, "cra".into()));
+    assert_eq!(
+        served(&d, "cra.localhost", "/users/42"),
+        (200, "cra".into())
+    );
+}

@@ -202,7 +202,12 @@ fn unknown_projects_and_refs_are_errors_that_say_so() {
         &format!("build:\n  steps: [\"{WRITE_DIST}\"]\n"),
     );
     let out = d.opus(&["trigger", "local", "v2", "--wait"]);
-    assert!(out.fails(1).contains("local directory"), "{}", out.stderr);
+    assert!(
+        out.fails(1)
+            .contains("is a plain folder, not a git repository"),
+        "{}",
+        out.stderr
+    );
     drop(site);
 }
 

@@ -1,6 +1,6 @@
 //! Projects through the CLI: add, list, remove, secrets, validation, persistence.
 
-use opus_tests::Daemon;
+use opus_tests::{Daemon, GitRepo};
 
 #[test]
 fn add_list_remove_with_original_forms_and_json() {
@@ -345,4 +345,99 @@ fn double_dash_names_are_refused_and_a_store_from_before_keeps_the_older_owner()
         log.contains("staging--rb") && log.contains("the older project keeps a shared host"),
         "a warning names the old name:\n{log}"
     );
+}
+
+#[test]
+fn a_local_git_work_tree_is_a_git_source_with_its_branches_and_tags() {
+    let d = Daemon::start();
+    let repo = GitRepo::init(&d.root.path().join("my-site"));
+    repo.write(
+        "opus.yml",
+        "build:\n  steps: [\"mkdir -p dist && cp msg.txt dist/index.html\"]\npreviews: true\n",
+    );
+    repo.write("msg.txt", "committed on trunk");
+    repo.commit("first");
+    // The branch checked out is the one `latest` builds.
+    repo.git(&["checkout", "-q", "-b", "trunk"]);
+    let dir = repo.dir.to_str().expect("utf-8");
+
+    let out = d.opus(&["add", "web", dir]);
+    assert!(out.ok().contains("branch trunk"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(&format!(
+            "{dir} is a git repository: builds fetch its commits (branches, tags); uncommitted changes are not built"
+        )),
+        "{}",
+        out.stderr
+    );
+    let project = d.opus(&["list", "-o", "json"]).json();
+    assert_eq!(project[0]["branch"], "trunk");
+
+    // Uncommitted changes are not built: the commit is.
+    repo.write("msg.txt", "not committed");
+    let id = d.trigger(&["web"]);
+    d.wait_for_state("web", id, "succeeded", 60);
+    let built = d.build("web", id);
+    assert_eq!(built["commit"], repo.git(&["rev-parse", "HEAD"]));
+
+    // A branch builds its own commit (and gets its preview).
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.write("msg.txt", "on feature");
+    let feature_commit = repo.commit("feature");
+    let id = d.trigger(&["web", "feature"]);
+    d.wait_for_state("web", id, "succeeded", 60);
+    let built = d.build("web", id);
+    assert_eq!(built["commit"], feature_commit);
+    assert_eq!(built["branch"], "feature");
+    let r = d.get("feature--web.localhost", "/");
+    assert_eq!((r.status, r.text().trim()), (200, "on feature"));
+
+    // A tag builds the version of its name.
+    repo.git(&["tag", "2.0.0"]);
+    let id = d.trigger(&["web", "2.0.0"]);
+    d.wait_for_state("web", id, "succeeded", 60);
+    let built = d.build("web", id);
+    assert_eq!(built["version"], "2.0.0");
+    assert_eq!(built["commit"], feature_commit);
+}
+
+#[test]
+fn a_plain_folder_is_a_copy_and_a_branch_of_it_is_refused_at_once() {
+    let d = Daemon::start();
+    let dir = d.root.path().join("plain");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("opus.yml"),
+        "build:\n  steps: [\"mkdir -p dist && echo hi > dist/index.html\"]\n",
+    )
+    .expect("write");
+    let dir_s = dir.to_str().expect("utf-8");
+    let out = d.opus(&["add", "web", dir_s]);
+    out.ok();
+    assert!(
+        out.stderr.contains(&format!(
+            "{dir_s} is a plain folder (not a git repository): each build copies it as it is"
+        )),
+        "{}",
+        out.stderr
+    );
+
+    let err = d
+        .opus(&["trigger", "web", "feature", "--wait"])
+        .fails(1)
+        .to_owned();
+    assert!(
+        err.contains(&format!(
+            "ref \"feature\" cannot be built: the source of web ({dir_s}) is a plain folder, not a git repository"
+        )) && err.contains("trigger `latest`")
+            && err.contains("git init"),
+        "{err}"
+    );
+    assert!(
+        d.builds("web").is_empty(),
+        "refused before any build was queued"
+    );
+    // `latest` builds the folder as it is.
+    let id = d.trigger(&["web"]);
+    d.wait_for_state("web", id, "succeeded", 60);
 }

@@ -23,6 +23,7 @@ pub fn status(e: impl Into<CoreError>) -> Status {
         CoreError::Store(StoreError::ProjectNotFound(_))
         | CoreError::Store(StoreError::SecretNotFound { .. })
         | CoreError::Store(StoreError::BuildNotFound(_))
+        | CoreError::Store(StoreError::BuildNumberNotFound { .. })
         | CoreError::Store(StoreError::VersionNotFound { .. })
         | CoreError::Store(StoreError::EnvironmentNotFound { .. }) => Status::not_found(msg),
         CoreError::Store(StoreError::NoEarlierRelease { .. })

@@ -65,12 +65,12 @@ fn project_key(state: &AppState, project: &str, kind: KeyKind) -> Result<String,
     }
 }
 
-/// Queues a build and answers 202 with its id.
+/// Queues a build and answers 202 with its number within the project.
 fn queue(state: &AppState, req: TriggerRequest) -> Response {
     match state.scheduler.trigger(req) {
         Ok(build) => answer(
             StatusCode::ACCEPTED,
-            json!({ "build": build.id, "project": build.project, "ref": build.git_ref }),
+            json!({ "build": build.number, "project": build.project, "ref": build.git_ref }),
         ),
         Err(e) => {
             let status = crate::api::status(e);

@@ -140,7 +140,6 @@ impl Scheduler {
                         killed, "killed processes the build left running"
                     );
                 }
-
             } else {
                 inner
                     .queue

@@ -291,15 +291,16 @@ impl Daemon {
         json.as_array().cloned().unwrap_or_default()
     }
 
-    /// One build's JSON (via `opus builds`).
-    pub fn build(&self, project: &str, id: u64) -> serde_json::Value {
+    /// One build's JSON (via `opus builds`), by its number in `project`.
+    pub fn build(&self, project: &str, number: u64) -> serde_json::Value {
         self.builds(project)
             .into_iter()
-            .find(|b| b["id"] == id)
-            .unwrap_or_else(|| panic!("no build {project}#{id}"))
+            .find(|b| b["number"] == number)
+            .unwrap_or_else(|| panic!("no build {project}#{number}"))
     }
 
-    /// Waits until build `id` of `project` is in `state`; panics after `secs` with the log.
+    /// Waits until build `id` (its number) of `project` is in `state`; panics after `secs` with
+    /// the log.
     pub fn wait_for_state(
         &self,
         project: &str,
@@ -322,13 +323,14 @@ impl Daemon {
         }
     }
 
-    /// Triggers a build and returns its id (parsed from `opus trigger -o json`).
+    /// Triggers a build and returns its number in its project (parsed from `opus trigger -o
+    /// json`).
     pub fn trigger(&self, args: &[&str]) -> u64 {
         let mut all = vec!["trigger"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["-o", "json"]);
         let json = self.opus(&all).json();
-        json["id"].as_u64().expect("a build id")
+        json["number"].as_u64().expect("a build number")
     }
 }
 

@@ -151,7 +151,12 @@ pub async fn list(conn: &Connection, global: &GlobalArgs, args: ListArgs) -> Res
             for (p, wire) in rows.iter().zip(&projects) {
                 let (last, state) = match &wire.last_build {
                     Some(b) => (
-                        format!("{}#{} {}", p.name, b.number, output::ago(b.queued_at.as_ref())),
+                        format!(
+                            "{}#{} {}",
+                            p.name,
+                            b.number,
+                            output::ago(b.queued_at.as_ref())
+                        ),
                         output::build_state(b.state).to_owned(),
                     ),
                     None => ("-".to_owned(), "-".to_owned()),

@@ -277,7 +277,11 @@ fn each_project_numbers_its_builds_from_one() {
     let web2 = store.create_build(&build("web")).expect("web#2");
     let site1 = store.create_build(&build("site")).expect("site#1");
     assert_eq!(
-        [(web1.id, web1.number), (web2.id, web2.number), (site1.id, site1.number)],
+        [
+            (web1.id, web1.number),
+            (web2.id, web2.number),
+            (site1.id, site1.number)
+        ],
         [(1, 1), (2, 2), (3, 1)]
     );
     let found = |p: &str, n| store.build_by_number(p, n).expect("found");
@@ -334,10 +338,7 @@ fn old_build_record(id: u64, project: &str) -> Vec<u8> {
         ..build(project)
     })
     .expect("json");
-    record
-        .as_object_mut()
-        .expect("an object")
-        .remove("number");
+    record.as_object_mut().expect("an object").remove("number");
     serde_json::to_vec(&record).expect("bytes")
 }
 
@@ -372,7 +373,9 @@ fn an_old_store_keeps_its_build_numbers_and_continues_after_them() {
     }
     let store = MetaStore::open(dir.path()).expect("reopen");
     for (id, p) in [(1, "web"), (2, "web"), (3, "site"), (4, "site"), (5, "web")] {
-        let b = store.build_by_number(p, id).expect("an old build by its number");
+        let b = store
+            .build_by_number(p, id)
+            .expect("an old build by its number");
         assert_eq!((b.id, b.number, b.project.as_str()), (id, id, p));
         assert_eq!(store.get_build(id).expect("by id").number, id);
     }

@@ -50,7 +50,10 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
     let project = event.project.as_str();
     let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
     // Events recorded before per-project numbers carry the build's `id`, its number then.
-    let number = p.get("number").or_else(|| p.get("id")).and_then(Value::as_u64);
+    let number = p
+        .get("number")
+        .or_else(|| p.get("id"))
+        .and_then(Value::as_u64);
     let build = match number {
         Some(n) if event.kind.starts_with("build.") => format!("{project}#{n}"),
         _ => project.to_owned(),

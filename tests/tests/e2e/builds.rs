@@ -63,6 +63,42 @@ fn a_local_build_runs_its_steps_with_the_environment_and_masks_secrets() {
 }
 
 #[test]
+fn each_project_numbers_its_builds_from_one() {
+    let d = Daemon::start();
+    let yml = format!(
+        "build:\n  steps: [\"echo project=$OPUS_PROJECT build=$OPUS_BUILD\", \"{WRITE_DIST}\"]\n"
+    );
+    add_site(&d, "web", &yml);
+    add_site(&d, "site", &yml);
+    for (project, name) in [("web", "web#1"), ("web", "web#2"), ("site", "site#1")] {
+        let out = d.opus(&["trigger", project, "--wait"]);
+        assert!(out.ok().starts_with(&format!("{name}\n")), "{}", out.stdout);
+        assert!(
+            out.stderr.contains(&format!("{name} succeeded")),
+            "{}",
+            out.stderr
+        );
+    }
+    // site#1 is its own build, not web#1: its log, its number in the steps and its version.
+    let site = d.opus(&["logs", "site#1"]).ok().to_owned();
+    assert!(site.contains("project=site build=1"), "{site}");
+    let web = d.opus(&["logs", "web#1"]).ok().to_owned();
+    assert!(web.contains("project=web build=1"), "{web}");
+    assert_eq!(d.build("site", 1)["version"], "main-1");
+    assert_eq!(d.build("web", 2)["version"], "main-2");
+    let listed = d.opus(&["builds"]).ok().to_owned();
+    for name in ["web#2", "web#1", "site#1"] {
+        assert!(listed.contains(name), "{name}: {listed}");
+    }
+    let versions = d.opus(&["artifacts", "site"]).ok().to_owned();
+    assert!(versions.contains("site#1"), "{versions}");
+    let err = d.opus(&["cancel", "site#1"]).fails(1).to_owned();
+    assert!(err.contains("site#1 has already succeeded"), "{err}");
+    let err = d.opus(&["logs", "site#2"]).fails(1).to_owned();
+    assert!(err.contains("no build site#2"), "{err}");
+}
+
+#[test]
 fn git_sources_build_tags_branches_and_commits() {
     let d = Daemon::start();
     let repo = GitRepo::init(&d.root.path().join("repo"));
@@ -285,7 +321,7 @@ fn cancel_a_running_and_a_queued_build() {
     d.opus(&["cancel", &format!("web#{queued}")]).ok();
     assert_eq!(d.build("web", queued)["state"], "cancelled");
 
-    d.opus(&["cancel", &running.to_string()]).ok();
+    d.opus(&["cancel", &format!("web#{running}")]).ok();
     let b = d.wait_for_state("web", running, "cancelled", 30);
     assert!(
         b["reason"]
@@ -303,12 +339,17 @@ fn cancel_a_running_and_a_queued_build() {
     );
 
     let err = d
-        .opus(&["cancel", &running.to_string()])
+        .opus(&["cancel", &format!("web#{running}")])
         .fails(1)
         .to_owned();
     assert!(err.contains("already cancelled"), "{err}");
     let err = d.opus(&["cancel", "api#1"]).fails(1).to_owned();
-    assert!(err.contains("belongs to web"), "{err}");
+    assert!(err.contains("no build api#1"), "{err}");
+    let err = d
+        .opus(&["cancel", &running.to_string()])
+        .fails(1)
+        .to_owned();
+    assert!(err.contains("write its project and number"), "{err}");
 }
 
 #[test]
@@ -358,7 +399,7 @@ fn trigger_wait_on_a_queued_build_shows_its_place_then_its_log() {
             .into_iter()
             .find(|b| b["version"] == "later");
         if let Some(b) = later {
-            break b["id"].as_u64().expect("id");
+            break b["number"].as_u64().expect("number");
         }
         assert!(Instant::now() < deadline, "the build was not queued");
         std::thread::sleep(Duration::from_millis(50));
@@ -474,10 +515,15 @@ fn logs_follow_a_running_build_to_its_end() {
         text.contains("start") && text.contains("finish") && text.contains("build succeeded"),
         "{text}"
     );
-    let err = d.opus(&["logs", "99"]).fails(1).to_owned();
-    assert!(err.contains("no build #99"), "{err}");
-    let err = d.opus(&["logs", "web#x"]).fails(1).to_owned();
-    assert!(err.contains("write it as 12 or web#12"), "{err}");
+    let err = d.opus(&["logs", "web#99"]).fails(1).to_owned();
+    assert!(err.contains("no build web#99"), "{err}");
+    for bad in ["web#x", "99", "#1"] {
+        let err = d.opus(&["logs", bad]).fails(1).to_owned();
+        assert!(
+            err.contains("write its project and number, such as web#12"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -561,7 +607,7 @@ fn removing_a_project_cancels_its_running_build_first() {
     let all = d.opus(&["builds", "-o", "json", "--limit", "500"]).json();
     let build = all
         .as_array()
-        .and_then(|a| a.iter().find(|b| b["id"] == id).cloned())
+        .and_then(|a| a.iter().find(|b| b["number"] == id).cloned())
         .unwrap_or_default();
     assert_eq!(build["state"], "cancelled", "{all}");
     assert_eq!(

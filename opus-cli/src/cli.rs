@@ -1,9 +1,15 @@
 //! The command-line definition: global connection flags and one subcommand per noun or verb.
 
+// The doc comments here are clap's `--help` text, printed as written: `<placeholder>` and
+// `[default: ...]` are that text's conventions, not HTML or intra-doc links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod examples;
 
 /// Opus: build, store, deploy and roll back frontend sites on your own servers.
 #[derive(Debug, Parser)]
@@ -49,6 +55,7 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Register a project: a name and a source (a git URL or a local directory).
+    #[command(after_help = examples::ADD)]
     Add(AddArgs),
     /// Remove a project with its builds, secrets and hooks.
     #[command(visible_alias = "delete")]
@@ -58,13 +65,15 @@ pub enum Command {
     /// Show the server: version, data directory, store, uptime.
     Status,
     /// Manage a project's secrets (exposed to builds as environment variables, masked in logs).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::SECRET)]
     Secret(SecretCommand),
     /// Queue a build of a branch, tag or commit (default: the project's branch).
+    #[command(after_help = examples::TRIGGER)]
     Trigger(TriggerArgs),
-    /// List builds, newest first.
+    /// List builds, newest first; with a build (`web#12`), its details and steps.
     Builds(BuildsArgs),
     /// Print a build's log; -f follows it until the build ends.
+    #[command(after_help = examples::LOGS)]
     Logs(LogsArgs),
     /// Cancel a queued or running build.
     Cancel(CancelArgs),
@@ -75,8 +84,10 @@ pub enum Command {
     /// List a project's stored versions, or the files of one version.
     Artifacts(ArtifactsArgs),
     /// Download a version as a .tar.gz archive, or extract it into a folder.
+    #[command(after_help = examples::DOWNLOAD)]
     Download(DownloadArgs),
     /// Store a folder built elsewhere as a version (uploads only content the server lacks).
+    #[command(after_help = examples::PUBLISH)]
     Publish(PublishArgs),
     /// Re-hash stored versions against their manifests and report damage (exit 1 when any).
     Verify(VerifyArgs),
@@ -88,14 +99,27 @@ pub enum Command {
     /// Print events (builds, deploys, projects...) from the event log; -f follows new ones.
     Events(EventsArgs),
     /// Deploy a version to an environment (production by default) and print its URL.
+    #[command(after_help = examples::DEPLOY)]
     Deploy(DeployArgs),
     /// Point an environment back at its previous release (or --to a version), and pin it.
+    #[command(after_help = examples::ROLLBACK)]
     Rollback(RollbackArgs),
     /// Show an environment's release history, newest first.
     Releases(ReleasesArgs),
     /// List, remove or unpin a project's environments.
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(CompletionsArgs),
+}
+
+/// `opus completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `opus deploy`.
@@ -180,6 +204,9 @@ pub struct DownloadArgs {
     /// The version.
     #[arg(id = "version_name", value_name = "VERSION")]
     pub version: String,
+    /// Where to write the archive (same as --out) [default: <project>-<version>.tar.gz].
+    #[arg(value_name = "FILE", conflicts_with_all = ["out", "extract"])]
+    pub file: Option<PathBuf>,
     /// Where to write the archive [default: <project>-<version>.tar.gz]. (`-o` is --output.)
     #[arg(long, value_name = "FILE", conflicts_with = "extract")]
     pub out: Option<PathBuf>,
@@ -239,7 +266,9 @@ pub struct TriggerArgs {
 /// `opus builds`.
 #[derive(Debug, Args)]
 pub struct BuildsArgs {
-    /// Only this project's builds.
+    /// Only this project's builds; or one build (`web#12`): its details and its steps with
+    /// their durations.
+    #[arg(value_name = "PROJECT|BUILD")]
     pub project: Option<String>,
     /// Only builds in this state: queued, running, succeeded, failed, cancelled.
     #[arg(long)]
@@ -312,6 +341,9 @@ pub struct EventsArgs {
     /// Start at this sequence number [default: 1, the whole log].
     #[arg(long, value_name = "SEQ")]
     pub from: Option<u64>,
+    /// Start with the newest N events (of the project, with --project) instead.
+    #[arg(long, value_name = "N", conflicts_with = "from")]
+    pub tail: Option<u32>,
 }
 
 /// The body format of a hook.
@@ -425,13 +457,14 @@ pub struct ListArgs {
 /// `opus secret ...`.
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
-    /// Set a secret; the value comes from --value or standard input.
+    /// Set a secret; the value comes from --value, a prompt on a terminal, or standard input.
     Set {
         /// The project.
         project: String,
         /// The secret's name (an environment variable name).
         name: String,
-        /// The value; without it, standard input is read (one trailing newline is dropped).
+        /// The value; without it, a terminal is asked twice without echo, and otherwise
+        /// standard input is read (one trailing newline is dropped).
         #[arg(long)]
         value: Option<String>,
     },

@@ -9,6 +9,8 @@ mod commands;
 mod connection;
 mod error;
 mod output;
+mod step_status;
+mod steps;
 
 use clap::Parser;
 

@@ -47,7 +47,7 @@ fn fresh_store() -> Result<Env, Error> {
         keep_versions: 0,
     })?;
     let url = format!("file://{}", tmp.path().join("artifacts").display());
-    let store = ArtifactStore::open(meta, &url, &[], &tmp.path().join("staging"))?;
+    let store = ArtifactStore::open(meta, &url, &[])?;
     Ok(Env { _tmp: tmp, store })
 }
 
@@ -210,9 +210,13 @@ async fn main() -> Result<(), Error> {
         })
         .collect::<Result<_, std::io::Error>>()?;
     let started = Instant::now();
-    let begun = env.store.begin_publish("site", "2", entries, "")?;
-    let missing = begun.missing.len();
-    let published = env.store.commit_publish(&begun.upload_id).await?;
+    let plan = env.store.plan_publish("site", "2", entries, "")?;
+    let missing = plan.missing.len();
+    // Nothing is missing, so nothing was staged.
+    let published = env
+        .store
+        .store_published(&plan, &scratch.path().join("staged"))
+        .await?;
     println!(
         "10,000 files: stored in {:.2} s; published again (content already stored) in {:.2} s: {missing} to upload, {} copied",
         first.as_secs_f64(),

@@ -40,7 +40,8 @@ pub enum ModelError {
 }
 
 /// Failures of the metadata store.
-#[derive(Debug, Error)]
+#[cfg(feature = "store")]
+#[derive(Debug, Error, Clone)]
 pub enum StoreError {
     /// A project with that name exists already.
     #[error(
@@ -120,7 +121,16 @@ pub enum StoreError {
         /// The decoder's complaint.
         detail: String,
     },
-    /// sled itself failed (I/O, a full disk, a damaged file).
+    /// A write found the disk holding the store full.
+    #[error("the disk holding {} is full: free space and retry", path.display())]
+    DiskFull {
+        /// The store's folder.
+        path: std::path::PathBuf,
+    },
+    /// The store is being opened again after a failed write.
+    #[error("the metadata store at {} is being reopened after a failed write; retry", .0.display())]
+    Reopening(std::path::PathBuf),
+    /// sled itself failed (I/O, a damaged file).
     #[error("metadata store failed: {0}")]
     Sled(#[from] sled::Error),
 }
@@ -171,6 +181,7 @@ pub enum ArchiveError {
 }
 
 /// Failures of the artifact store: versions in an object store, their manifests and archives.
+#[cfg(feature = "store")]
 #[derive(Debug, Error)]
 pub enum ArtifactError {
     /// The folder to store as a version does not exist.
@@ -310,6 +321,7 @@ pub enum ArtifactError {
     Task(String),
 }
 
+#[cfg(feature = "store")]
 impl ArtifactError {
     /// Whether the object store said an object does not exist (a damaged or tampered store when a
     /// version's record names it).
@@ -374,6 +386,7 @@ impl ManifestError {
 }
 
 /// Every error of the core, for the one mapping to gRPC status codes at the API edge.
+#[cfg(feature = "store")]
 #[derive(Debug, Error)]
 pub enum CoreError {
     /// Bad input.

@@ -8,21 +8,30 @@
 //! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
 //!   event describing it are one transaction.
 //! - [`kubernetes`]: what `opus install` applies to a cluster ([`kubernetes::Manifests`],
-//!   [`kubernetes::install`]) and the Job manifest of a build ([`kubernetes::job::build_job`]).
+//!   [`kubernetes::install`]), the cluster connection and what a pod's status says, shared with
+//!   opusd's kubernetes executor.
 //! - [`artifact`]: versions in an object store ([`artifact::ArtifactStore`]): files, tar.gz
 //!   archive and manifest per version, dedup by sha256, publish, verify, retention.
 //! - [`archive`]: tar.gz writing and reading, and the path rules that keep files inside a folder.
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
+//!
+//! Cargo features, so that each binary compiles what it uses: `store` (the metadata store, the
+//! artifact store and its object_store backends: opusd) and `kubernetes` (the `kubernetes` module:
+//! `opus install` and opusd's kubernetes executor). Both are on by default; the CLI takes only
+//! `kubernetes`. Without `store`, [`artifact`] holds only a version's manifest types and digests.
 
 pub mod archive;
 pub mod artifact;
 pub mod error;
 pub mod hook;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod manifest;
 pub mod model;
 pub mod proto;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod wire;
 
+#[cfg(feature = "store")]
 pub use error::CoreError;

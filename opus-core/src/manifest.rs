@@ -164,7 +164,7 @@ fn validate(file: &OpusFile) -> Result<(), ManifestError> {
         return Err(invalid("build.timeout: must be more than zero".into()));
     }
     for name in file.environments.keys() {
-        crate::model::EnvName::new(name.clone())
+        crate::model::EnvName::for_new(name.clone())
             .map_err(|e| invalid(format!("environments.{name}: {e}")))?;
     }
     Ok(())

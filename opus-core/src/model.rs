@@ -42,6 +42,10 @@ fn check_dns_label(kind: &'static str, name: &str) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// What separates the environment from the project in a site's host name
+/// (`staging--web.localhost`); new project and environment names may not contain it.
+pub const SITE_HOST_SEPARATOR: &str = "--";
+
 macro_rules! dns_name {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
@@ -55,6 +59,28 @@ macro_rules! dns_name {
                 let name = name.into();
                 check_dns_label($kind, &name)?;
                 Ok(Self(name))
+            }
+
+            /// Validates the name of a project or environment being created: the DNS-label
+            /// rule, and no `--` ([`SITE_HOST_SEPARATOR`]). Names read back from a store use
+            /// [`Self::new`], so a store made before the rule still opens.
+            pub fn for_new(name: impl Into<String>) -> Result<Self, ModelError> {
+                let name = Self::new(name)?;
+                if name.0.contains(SITE_HOST_SEPARATOR) {
+                    return Err(ModelError::InvalidName {
+                        kind: $kind,
+                        name: name.0,
+                        why: format!(
+                            "it contains {SITE_HOST_SEPARATOR:?}, which separates the environment from the project in a site's host name (staging{SITE_HOST_SEPARATOR}web.localhost), so it could take over another project's site"
+                        ),
+                    });
+                }
+                Ok(name)
+            }
+
+            /// Whether the name holds `--`: only names from a store made before the rule do.
+            pub fn has_site_host_separator(&self) -> bool {
+                self.0.contains(SITE_HOST_SEPARATOR)
             }
 
             /// The name as a string slice.
@@ -320,6 +346,21 @@ pub fn validate_secret_name(name: &str) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// The shortest secret value Opus stores. Logs mask secrets by replacing their text with `***`;
+/// masking a value of two or three characters would hide ordinary words and, worse, show where
+/// those characters occur in other text.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// Checks a secret's value: at least [`MIN_SECRET_LEN`] characters.
+pub fn validate_secret_value(value: &str) -> Result<(), ModelError> {
+    if value.chars().count() < MIN_SECRET_LEN {
+        return Err(ModelError::Invalid(format!(
+            "a secret must be at least {MIN_SECRET_LEN} characters long: build logs mask secrets, and masking a shorter value would hide ordinary text and reveal where those characters occur"
+        )));
+    }
+    Ok(())
+}
+
 /// The states of a build: queued -> running -> succeeded | failed | cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -487,6 +528,33 @@ mod tests {
         ] {
             assert!(ProjectName::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn new_names_may_not_hold_the_site_host_separator_but_stored_ones_still_read() {
+        let err = ProjectName::for_new("staging--rb").expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("separates the environment from the project"),
+            "{err}"
+        );
+        assert!(EnvName::for_new("a--b").is_err());
+        assert!(EnvName::for_new("pr-1").is_ok());
+        let old: ProjectName =
+            serde_json::from_str("\"staging--rb\"").expect("a stored name reads");
+        assert!(old.has_site_host_separator());
+        assert!(
+            !ProjectName::for_new("web-2")
+                .expect("ok")
+                .has_site_host_separator()
+        );
+    }
+
+    #[test]
+    fn secret_values_are_at_least_four_characters() {
+        assert!(validate_secret_value("abcd").is_ok());
+        let err = validate_secret_value("abc").expect_err("too short");
+        assert!(err.to_string().contains("at least 4 characters"), "{err}");
     }
 
     #[test]

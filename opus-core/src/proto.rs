@@ -1,7 +1,7 @@
 //! The generated `opus.v1` API. Client and server share these types; `wire` converts them to and
 //! from the domain types so that the rest of the code never handles prost messages.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+#![allow(missing_docs, clippy::all)]
 
 tonic::include_proto!("opus.v1");
 

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::artifact::{Manifest, ManifestFile, VerifyReport};
+#[cfg(feature = "store")]
+use crate::artifact::VerifyReport;
+use crate::artifact::{Manifest, ManifestFile};
 use crate::model::{Build, BuildState, Event, Project, Source, VersionRecord};
 use crate::proto;
 
@@ -199,6 +201,7 @@ impl From<&Manifest> for proto::Manifest {
     }
 }
 
+#[cfg(feature = "store")]
 impl From<&VerifyReport> for proto::VerifyVersionResponse {
     fn from(r: &VerifyReport) -> Self {
         proto::VerifyVersionResponse {

@@ -30,6 +30,7 @@ async fn wait_for_ends(
             from,
             project: String::new(),
             follow: true,
+            tail: None,
         })
         .await
         .expect("watch")
@@ -57,6 +58,7 @@ async fn last_seq(events: &mut EventServiceClient<Channel>) -> u64 {
             from: 0,
             project: String::new(),
             follow: false,
+            tail: None,
         })
         .await
         .expect("watch")

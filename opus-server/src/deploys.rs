@@ -4,18 +4,22 @@
 //! build both call it). For each change it holds the site server's writer lock across "commit in
 //! the store, then swap the table", so the table follows the commits in order; the RPC returns
 //! only after the swap, so once it has returned every new request gets the new version.
+//!
+//! Architecture Invariant: `Deployer` is the only writer of environments and releases (deploy,
+//! rollback, unpin, removal); versions are the artifact store's, which refuses to delete one an
+//! environment points at or would roll back to.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use opus_core::CoreError;
 use opus_core::artifact::ArtifactStore;
-use opus_core::model::{ProjectName, VersionName, VersionRecord};
+use opus_core::model::{ProjectName, SITE_HOST_SEPARATOR};
 use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
 use tracing::instrument;
 
 use crate::metrics::Metrics;
-use crate::sites::{Content, FileInfo, SiteKey, SiteServer, SiteVersion};
+use crate::sites::{Content, FileInfo, ProjectAges, SiteKey, SiteServer, SiteVersion};
 
 /// How many loaded versions are kept for reuse (a rollback to one of them is served from its
 /// warm cache at once).
@@ -52,6 +56,12 @@ impl Deployer {
     /// The site server this deployer drives.
     pub fn sites(&self) -> &Arc<SiteServer> {
         &self.sites
+    }
+
+    /// The artifact store versions are loaded from (and the owner of versions: deleting and
+    /// retention go there).
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
     }
 
     /// A version ready to serve: its local folder (or, for a remote store, the site cache), its
@@ -169,6 +179,19 @@ impl Deployer {
         Ok(record)
     }
 
+    /// Clears an environment's pin (automatic deploys go to it again); what is served does not
+    /// change.
+    #[instrument(skip(self), err(Display))]
+    pub async fn unpin_environment(
+        &self,
+        project: &str,
+        env: &str,
+    ) -> Result<EnvironmentRecord, CoreError> {
+        let record = self.store.unpin_environment(project, env)?;
+        self.flush().await;
+        Ok(record)
+    }
+
     /// Removes an environment and stops serving it.
     #[instrument(skip(self), err(Display))]
     pub async fn remove_environment(&self, project: &str, env: &str) -> Result<(), CoreError> {
@@ -190,71 +213,6 @@ impl Deployer {
         Ok(())
     }
 
-    /// Deletes a version on request. Refused (`VersionProtected`) for a version an environment
-    /// points at or would roll back to; the check and the deletion hold the deploy lock, so a
-    /// deploy cannot point at a version between the check and its removal.
-    #[instrument(skip(self), err(Display))]
-    pub async fn delete_version(
-        &self,
-        project: &str,
-        version: &str,
-        reason: &str,
-    ) -> Result<VersionRecord, CoreError> {
-        let _guard = self.sites.lock().await;
-        let protected = self.protected_versions(project);
-        Ok(self
-            .artifacts
-            .delete_version(project, version, &protected, reason)
-            .await?)
-    }
-
-    /// Keeps the newest `keep` versions of `project` (0 keeps all) and deletes the older ones,
-    /// never one an environment points at or would roll back to. Holds the deploy lock like
-    /// [`Deployer::delete_version`]. Returns the versions deleted.
-    #[instrument(skip(self), err(Display))]
-    pub async fn apply_retention(
-        &self,
-        project: &str,
-        keep: usize,
-    ) -> Result<Vec<VersionName>, CoreError> {
-        if keep == 0 {
-            return Ok(Vec::new());
-        }
-        let _guard = self.sites.lock().await;
-        let protected = self.protected_versions(project);
-        let deleted = self
-            .artifacts
-            .apply_retention(project, keep, &protected)
-            .await?;
-        if !deleted.is_empty() {
-            tracing::info!(
-                project,
-                count = deleted.len(),
-                keep,
-                "retention deleted versions"
-            );
-        }
-        Ok(deleted)
-    }
-
-    /// Versions of `project` that may not be deleted: those an environment points at and the ones
-    /// a rollback of each environment would go back to. When the store cannot say, every version
-    /// of the project is protected (deleting nothing is the safe failure).
-    fn protected_versions(&self, project: &str) -> HashSet<String> {
-        match self.store.protected_versions(project) {
-            Ok(set) => set,
-            Err(e) => {
-                tracing::warn!(project, error = %e, "cannot read environments: protecting every version");
-                self.store
-                    .list_versions(project)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|v| v.version.as_str().to_owned())
-                    .collect()
-            }
-        }
-    }
-
     /// Makes a committed change durable before the RPC answers (the store otherwise syncs on a
     /// timer, and a crash would forget a deploy the caller was told about).
     async fn flush(&self) {
@@ -263,10 +221,29 @@ impl Deployer {
         }
     }
 
+    /// When each project was added, and a warning for each name holding `--` (such names are
+    /// refused since; those of older stores keep working, and where two sites reach the same
+    /// host the older project keeps it). Projects added later are younger than all of these.
+    fn project_ages(&self, envs: &[EnvironmentRecord]) -> Result<ProjectAges, CoreError> {
+        let projects = self
+            .store
+            .map_projects_with_last_build(|p, _| (p.name, p.created_at))?;
+        for (name, _) in projects.iter().filter(|(n, _)| n.has_site_host_separator()) {
+            tracing::warn!(project = %name, "{}", legacy_name_warning("project"));
+        }
+        for env in envs.iter().filter(|e| e.name.contains(SITE_HOST_SEPARATOR)) {
+            tracing::warn!(project = %env.project, env = %env.name, "{}", legacy_name_warning("environment"));
+        }
+        Ok(ProjectAges::new(
+            projects.into_iter().map(|(n, t)| (String::from(n), t)),
+        ))
+    }
+
     /// Fills the site table from the store (on start). Environments whose version cannot be
     /// loaded are logged and left out.
     pub async fn load_all(&self) -> Result<(), CoreError> {
         let envs = self.store.all_environments()?;
+        self.sites.set_project_ages(self.project_ages(&envs)?);
         let mut changes = Vec::with_capacity(envs.len());
         for env in envs {
             match self.load_version(&env.project, &env.current.version).await {
@@ -281,6 +258,13 @@ impl Deployer {
         self.sites.apply(&guard, changes);
         Ok(())
     }
+}
+
+/// The start-up warning for a name from before `--` was refused.
+fn legacy_name_warning(kind: &str) -> String {
+    format!(
+        "this {kind} name holds {SITE_HOST_SEPARATOR:?}, which separates the environment from the project in site hosts, so one of its sites may share a host with another project's; the older project keeps a shared host; new names may not hold {SITE_HOST_SEPARATOR:?}"
+    )
 }
 
 #[cfg(test)]
@@ -321,8 +305,7 @@ mod tests {
         .expect("project");
         let files = dir.path().join("artifacts");
         let url = format!("file://{}", files.display());
-        let artifacts = ArtifactStore::open(meta.clone(), &url, &[], &dir.path().join("staging"))
-            .expect("artifact store");
+        let artifacts = ArtifactStore::open(meta.clone(), &url, &[]).expect("artifact store");
         for v in ["1", "2"] {
             let src = dir.path().join("src").join(v);
             std::fs::create_dir_all(&src).expect("mkdir");
@@ -335,7 +318,7 @@ mod tests {
             artifacts
                 .store_dir(
                     &web,
-                    &VersionName::new(v).expect("version"),
+                    &opus_core::model::VersionName::new(v).expect("version"),
                     &src,
                     &origin,
                     &SiteOptions::default(),
@@ -363,7 +346,11 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(sites.clone().run(listener, std::future::pending()));
+        tokio::spawn(sites.clone().run(
+            listener,
+            crate::sites::ConnectionLimits::default(),
+            std::future::pending(),
+        ));
         assert!(home(addr).await.ends_with("version 2"));
 
         // Version 1's files are gone from the store, and no deployer has it loaded.

@@ -11,6 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+mod mask;
+
+use mask::Masks;
+
 use crate::output_lines;
 
 /// The longest text of one stored line: a line cut by the executor ([`output_lines::MAX_LINE`]
@@ -51,7 +55,7 @@ struct LogWriter {
     written: u64,
     cap: u64,
     cut: bool,
-    masks: Vec<String>,
+    masks: Masks,
 }
 
 impl BuildLog {
@@ -63,13 +67,8 @@ impl BuildLog {
         if w.cut {
             return;
         }
-        let mut text = output_lines::cut(text, MAX_STORED_LINE).into_owned();
-        for m in &w.masks {
-            if text.contains(m.as_str()) {
-                text = text.replace(m.as_str(), "***");
-            }
-        }
-        mask_cut_secret(&mut text, &w.masks);
+        let mut text = w.masks.apply(&output_lines::cut(text, MAX_STORED_LINE));
+        mask_cut_secret(&mut text, w.masks.needles());
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -164,7 +163,7 @@ impl LogHub {
             .append(true)
             .open(&path)?;
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let masks = masks.into_iter().filter(|m| !m.is_empty()).collect();
+        let masks = Masks::new(masks);
         let (tx, rx) = watch::channel(LogProgress {
             len: written,
             finished: false,

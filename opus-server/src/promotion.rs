@@ -85,7 +85,7 @@ pub async fn after_stored(
         deploy_one(store, deployer, build, spec, version, &target, log).await;
     }
     let keep = keep_count(project, spec.retention);
-    match deployer.apply_retention(name, keep).await {
+    match deployer.artifacts().apply_retention(name, keep).await {
         Ok(deleted) if !deleted.is_empty() => {
             let names: Vec<_> = deleted.iter().map(|v| v.to_string()).collect();
             log.opus(

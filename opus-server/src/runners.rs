@@ -108,7 +108,7 @@ impl Runners {
         log: BuildLog,
     ) -> Result<Registration, TokenError> {
         let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::getrandom(&mut bytes).map_err(|e| TokenError(e.to_string()))?;
+        getrandom::fill(&mut bytes).map_err(|e| TokenError(e.to_string()))?;
         let token = hex::encode(bytes);
         let (finish, finished) = mpsc::channel(1);
         let slot = Arc::new(Slot {

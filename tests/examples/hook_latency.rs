@@ -16,7 +16,7 @@ fn main() {
         .ok();
     let n = 100;
     for i in 0..n {
-        d.opus(&["secret", "set", "web", &format!("S{i}"), "--value", "x"])
+        d.opus(&["secret", "set", "web", &format!("S{i}"), "--value", "xxxx"])
             .ok();
     }
     let got = rx.wait_for(Duration::from_secs(60), |g| g.len() >= n);

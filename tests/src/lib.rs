@@ -116,7 +116,12 @@ impl Daemon {
 
     /// Starts opusd with extra arguments and environment variables.
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Daemon {
-        let root = tempfile::tempdir().expect("temp dir");
+        Daemon::start_in(tempfile::tempdir().expect("temp dir"), args, envs)
+    }
+
+    /// Starts opusd in `root`, prepared by the test (its data directory is `root/data`, which
+    /// may already exist: a mount, say).
+    pub fn start_in(root: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             child: None,
             server: String::new(),
@@ -299,8 +304,8 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no build {project}#{number}"))
     }
 
-    /// Waits until build `id` (its number) of `project` is in `state`; panics after `secs` with
-    /// the log.
+    /// Waits until build `id` (its number) of `project` is in `state` (polling `GetBuild` over
+    /// gRPC), then returns its JSON as `opus builds` shows it; panics after `secs` with the log.
     pub fn wait_for_state(
         &self,
         project: &str,
@@ -309,17 +314,68 @@ impl Daemon {
         secs: u64,
     ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let seen = runtime.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(self.server.clone())
+                .expect("the API's URL")
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.server));
+            let mut builds =
+                opus_core::proto::build_service_client::BuildServiceClient::new(channel);
+            loop {
+                let mut request = tonic::Request::new(opus_core::proto::GetBuildRequest {
+                    id: 0,
+                    project: project.to_owned(),
+                    number: id,
+                });
+                if let Some(t) = &self.token {
+                    request.metadata_mut().insert(
+                        "authorization",
+                        format!("Bearer {t}").parse().expect("a header value"),
+                    );
+                }
+                let build = builds
+                    .get_build(request)
+                    .await
+                    .unwrap_or_else(|e| panic!("GetBuild {project}#{id}: {e}"))
+                    .into_inner();
+                let now = state_name(build.state);
+                if now == state {
+                    return None;
+                }
+                if Instant::now() >= deadline {
+                    return Some(format!("{build:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        if let Some(build) = seen {
+            panic!(
+                "{project}#{id} did not reach {state} within {secs}s: {build}\nopusd log:\n{}",
+                self.log()
+            );
+        }
+        self.build(project, id)
+    }
+
+    /// Waits until the metadata store's files on disk hold `needle` (a record's JSON, or part of
+    /// it): what sled has written survives a SIGKILL of opusd. Panics after `secs`.
+    pub fn wait_until_on_disk(&self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let meta = self.data_dir().join("meta");
         loop {
-            let b = self.build(project, id);
-            if b["state"] == state {
-                return b;
+            if dir_holds(&meta, needle.as_bytes()) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{project}#{id} did not reach {state} within {secs}s: {b}\nopusd log:\n{}",
-                self.log()
+                "the metadata store's files did not hold {needle:?} within {secs}s"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -332,6 +388,32 @@ impl Daemon {
         let json = self.opus(&all).json();
         json["number"].as_u64().expect("a build number")
     }
+}
+
+/// The name `opus builds` gives a build state (`BUILD_STATE_SUCCEEDED` is `succeeded`).
+fn state_name(state: i32) -> String {
+    opus_core::proto::BuildState::try_from(state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("BUILD_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| format!("unknown state {state}"))
+}
+
+/// Whether a file under `dir` contains `needle`.
+fn dir_holds(dir: &Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            dir_holds(&path, needle)
+        } else {
+            std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        }
+    })
 }
 
 /// A directory with an `opus.yml`, ready to be a local project source.

@@ -194,7 +194,7 @@ pub async fn download(
     global: &GlobalArgs,
     args: DownloadArgs,
 ) -> Result<(), CliError> {
-    let target = match (&args.out, &args.extract) {
+    let target = match (args.out.as_ref().or(args.file.as_ref()), &args.extract) {
         (Some(file), _) => file.clone(),
         (None, Some(dir)) => {
             // Downloaded beside the folder, extracted, then removed.

@@ -1,7 +1,7 @@
 //! `opus trigger`, `opus builds`, `opus logs`, `opus cancel`.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opus_core::proto;
 use serde::Serialize;
@@ -11,6 +11,8 @@ use crate::cli::{BuildsArgs, CancelArgs, GlobalArgs, LogsArgs, OutputFormat, Tri
 use crate::connection::Connection;
 use crate::error::CliError;
 use crate::output;
+use crate::step_status::StepStatus;
+use crate::steps::Steps;
 
 /// A build as `--output json` prints it.
 #[derive(Serialize)]
@@ -166,8 +168,20 @@ async fn follow(
         }
         current = conn.builds().get_build(named(build)).await?.into_inner();
     }
-    print_lines(first, stream, print).await?;
-    Ok(conn.builds().get_build(named(build)).await?.into_inner())
+    let end = print_lines(first, stream, print, true).await?;
+    let mut finished = conn.builds().get_build(named(build)).await?.into_inner();
+    // The stream's last line says how the build ended, also when the server could not record
+    // that yet (its disk is full): the record follows once it can write.
+    let unfinished = [proto::BuildState::Queued, proto::BuildState::Running]
+        .map(|s| s as i32)
+        .contains(&finished.state);
+    if let Some(end) = end
+        && unfinished
+    {
+        finished.state = end.final_state;
+        finished.reason = end.text;
+    }
+    Ok(finished)
 }
 
 /// Opens a build's log stream (`follow`: until the build ends).
@@ -188,43 +202,50 @@ async fn open_log(
         .into_inner())
 }
 
-/// Streams a build's log to stdout.
-async fn print_log(
-    conn: &Connection,
-    build: &proto::Build,
-    follow: bool,
-    print: bool,
-) -> Result<(), CliError> {
-    let stream = open_log(conn, build, follow).await?;
-    print_lines(None, stream, print).await
+/// Prints a build's whole log to stdout (a build that is still running: what it wrote so far).
+async fn print_log(conn: &Connection, build: &proto::Build) -> Result<(), CliError> {
+    let stream = open_log(conn, build, false).await?;
+    print_lines(None, stream, true, false).await.map(|_| ())
 }
 
 /// Prints the lines of a log stream (after `first`, one already taken from it: `Some(None)` when
-/// the stream had ended) to stdout, when `print`; reads it to its end either way.
+/// the stream had ended) to stdout, when `print`; reads it to its end either way. A `live`
+/// (followed) stream shows the running step below the lines on a terminal (see [`StepStatus`]).
+/// Returns the final line (the build's end state), when the stream sent one.
 async fn print_lines(
     first: Option<Option<Result<proto::LogLine, tonic::Status>>>,
     mut stream: tonic::Streaming<proto::LogLine>,
     print: bool,
-) -> Result<(), CliError> {
+    live: bool,
+) -> Result<Option<proto::LogLine>, CliError> {
+    let mut status = StepStatus::on_stderr(live);
     let mut next = first;
+    let mut end = None;
     loop {
         let line = match next.take() {
             Some(taken) => taken,
             None => stream.next().await,
         };
         let Some(line) = line else {
-            return Ok(());
+            return Ok(end);
         };
         let line = line?;
-        if line.final_state != 0 || !print {
+        status.observe(&line);
+        if line.final_state != 0 {
+            end = Some(line);
             continue;
         }
-        let mut out = std::io::stdout().lock();
-        if line.stream == "opus" {
-            writeln!(out, "==> {}", line.text)?;
-        } else {
-            writeln!(out, "{}", line.text)?;
+        if !print {
+            continue;
         }
+        status.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            if line.stream == "opus" {
+                writeln!(out, "==> {}", line.text)
+            } else {
+                writeln!(out, "{}", line.text)
+            }
+        })?;
     }
 }
 
@@ -233,6 +254,9 @@ pub async fn list(
     global: &GlobalArgs,
     args: BuildsArgs,
 ) -> Result<(), CliError> {
+    if let Some(build) = args.project.as_deref().filter(|p| p.contains('#')) {
+        return show(conn, global, build).await;
+    }
     let state = match args.state.as_deref() {
         None => proto::BuildState::Unspecified,
         Some(s) => match opus_core::model::BuildState::parse(s) {
@@ -263,21 +287,13 @@ pub async fn list(
                 "build", "state", "ref", "version", "queued", "took", "reason",
             ]);
             for b in &builds {
-                let took = match (&b.started_at, &b.finished_at) {
-                    (Some(s), Some(f)) => {
-                        let ms = (f.seconds - s.seconds) * 1000
-                            + i64::from(f.nanos - s.nanos) / 1_000_000;
-                        format!("{:.1}s", ms.max(0) as f64 / 1000.0)
-                    }
-                    _ => String::new(),
-                };
                 t.add_row(vec![
                     format!("{}#{}", b.project, b.number),
                     output::build_state(b.state).to_owned(),
                     b.r#ref.clone(),
                     b.version.clone(),
                     output::ago(b.queued_at.as_ref()),
-                    took,
+                    took(b),
                     b.reason.clone(),
                 ]);
             }
@@ -286,12 +302,109 @@ pub async fn list(
     }
 }
 
+/// How long a finished build ran (`3.4s`); empty before it ends.
+fn took(b: &proto::Build) -> String {
+    match (&b.started_at, &b.finished_at) {
+        (Some(s), Some(f)) => {
+            let ms = (f.seconds - s.seconds) * 1000 + i64::from(f.nanos - s.nanos) / 1_000_000;
+            format!("{:.1}s", ms.max(0) as f64 / 1000.0)
+        }
+        _ => String::new(),
+    }
+}
+
+/// A step as `opus builds web#12 --output json` prints it.
+#[derive(Serialize)]
+struct StepJson {
+    step: String,
+    command: String,
+    /// Seconds it took; null while it runs (or when the build ended during it).
+    seconds: Option<f64>,
+}
+
+/// One build with its steps, as `opus builds web#12 --output json` prints it.
+#[derive(Serialize)]
+struct BuildDetailsJson {
+    #[serde(flatten)]
+    build: BuildJson,
+    steps: Vec<StepJson>,
+}
+
+/// `opus builds web#12`: one build's details and its steps with their durations (read from its
+/// log, where opusd writes them), as Woodpecker shows a pipeline's steps.
+async fn show(conn: &Connection, global: &GlobalArgs, text: &str) -> Result<(), CliError> {
+    let build = get_build(conn, text).await?;
+    let mut stream = open_log(conn, &build, false).await?;
+    let mut steps = Steps::default();
+    while let Some(line) = stream.next().await {
+        steps.observe(&line?);
+    }
+    let steps = steps.steps;
+    if global.output == OutputFormat::Json {
+        return output::print_json(&BuildDetailsJson {
+            build: build_json(&build),
+            steps: steps
+                .iter()
+                .map(|s| StepJson {
+                    step: s.name.clone(),
+                    command: s.command.clone(),
+                    seconds: s.took.map(|d| d.as_secs_f64()),
+                })
+                .collect(),
+        });
+    }
+    let running = build.state == proto::BuildState::Running as i32;
+    let mut details = vec![
+        ("build", format!("{}#{}", build.project, build.number)),
+        ("state", output::build_state(build.state).to_owned()),
+        ("ref", build.r#ref.clone()),
+        ("commit", build.commit.clone()),
+        ("version", build.version.clone()),
+        ("queued", output::ago(build.queued_at.as_ref())),
+        ("took", took(&build)),
+    ];
+    if !build.reason.is_empty() {
+        details.push(("reason", build.reason.clone()));
+    }
+    for (key, value) in details.iter().filter(|(_, v)| !v.is_empty()) {
+        output::print_line(&format!("{key:<9}{value}"))?;
+    }
+    if steps.is_empty() {
+        return Ok(());
+    }
+    output::print_line("")?;
+    let mut t = output::table(&["step", "command", "took"]);
+    let last = steps.len() - 1;
+    for (i, step) in steps.iter().enumerate() {
+        let took = match step.took {
+            Some(d) => format!("{:.1}s", d.as_secs_f64()),
+            None if running && i == last => {
+                let so_far = step
+                    .started
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default();
+                format!("running for {:.0}s", so_far.as_secs_f64())
+            }
+            None => "-".to_owned(),
+        };
+        let mut command = step.command.lines();
+        let first = command.next().unwrap_or_default();
+        let command = if command.next().is_some() {
+            format!("{first} …")
+        } else {
+            first.to_owned()
+        };
+        t.add_row(vec![step.name.clone(), command, took]);
+    }
+    output::print_table(&t)
+}
+
 pub async fn logs(conn: &Connection, _global: &GlobalArgs, args: LogsArgs) -> Result<(), CliError> {
     let build = get_build(conn, &args.build).await?;
     if args.follow {
         follow(conn, &build, true).await.map(drop)
     } else {
-        print_log(conn, &build, false, true).await
+        print_log(conn, &build).await
     }
 }
 

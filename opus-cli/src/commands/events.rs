@@ -1,4 +1,4 @@
-//! `opus events [--project P] [-f] [--from SEQ]`: the event log, one line per event.
+//! `opus events [--project P] [-f] [--from SEQ | --tail N]`: the event log, one line per event.
 //!
 //! Events stream, so they are printed as they arrive rather than as one table: a fixed-width line
 //! per event for people, one JSON object per line (NDJSON) with `--output json`.
@@ -20,6 +20,7 @@ pub async fn run(conn: &Connection, global: &GlobalArgs, args: EventsArgs) -> Re
             from: args.from.unwrap_or(1),
             project: args.project.unwrap_or_default(),
             follow: args.follow,
+            tail: args.tail,
         })
         .await?
         .into_inner();

@@ -1,6 +1,9 @@
 //! `opus secret set|unset|list`.
+//!
+//! `set` without `--value` asks a terminal for the value twice without echo (as `passwd` does),
+//! and reads a script's standard input as it is.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 
 use opus_core::proto;
 
@@ -23,17 +26,8 @@ pub async fn run(
         } => {
             let value = match value {
                 Some(v) => v,
-                None => {
-                    let mut v = String::new();
-                    std::io::stdin().read_to_string(&mut v)?;
-                    if v.ends_with('\n') {
-                        v.pop();
-                        if v.ends_with('\r') {
-                            v.pop();
-                        }
-                    }
-                    v
-                }
+                None if std::io::stdin().is_terminal() => prompt_twice(&name)?,
+                None => read_stdin()?,
             };
             client
                 .set_secret(proto::SetSecretRequest {
@@ -84,4 +78,29 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Asks the terminal for the value of secret `name` twice, without echo; the two must match.
+fn prompt_twice(name: &str) -> Result<String, CliError> {
+    let first = rpassword::prompt_password(format!("Value of {name}: "))?;
+    let again = rpassword::prompt_password(format!("Value of {name} again: "))?;
+    if first != again {
+        return Err(CliError::Usage(format!(
+            "the two values of {name} differ; nothing was set"
+        )));
+    }
+    Ok(first)
+}
+
+/// The value from standard input (not a terminal): all of it, less one trailing newline.
+fn read_stdin() -> Result<String, CliError> {
+    let mut v = String::new();
+    std::io::stdin().read_to_string(&mut v)?;
+    if v.ends_with('\n') {
+        v.pop();
+        if v.ends_with('\r') {
+            v.pop();
+        }
+    }
+    Ok(v)
 }

@@ -21,6 +21,13 @@ struct StatusJson {
     queued_builds: u32,
     projects: u32,
     sites_url: String,
+    /// Free bytes where the data directory lives.
+    data_dir_free_bytes: Option<u64>,
+    /// Free bytes where the default artifact store lives (file:// stores only).
+    store_free_bytes: Option<u64>,
+    /// Why the server is degraded; absent while it is healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degraded: Option<String>,
 }
 
 pub async fn show(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError> {
@@ -41,15 +48,26 @@ pub async fn show(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError
         queued_builds: info.queued_builds,
         projects: info.projects,
         sites_url: info.sites_url,
+        data_dir_free_bytes: info.data_dir_free_bytes,
+        store_free_bytes: info.store_free_bytes,
+        degraded: Some(info.degraded).filter(|d| !d.is_empty()),
     };
     match global.output {
         OutputFormat::Json => output::print_json(&s),
         OutputFormat::Table => {
-            let lines = [
+            let free = |bytes: Option<u64>| {
+                bytes
+                    .map(|b| format!(" ({} free)", super::artifacts::size(b)))
+                    .unwrap_or_default()
+            };
+            let mut lines = vec![
                 ("server", s.server.clone()),
                 ("version", s.version.clone()),
-                ("data dir", s.data_dir.clone()),
-                ("store", s.store.clone()),
+                (
+                    "data dir",
+                    format!("{}{}", s.data_dir, free(s.data_dir_free_bytes)),
+                ),
+                ("store", format!("{}{}", s.store, free(s.store_free_bytes))),
                 ("executor", s.executor.clone()),
                 (
                     "builds",
@@ -62,6 +80,9 @@ pub async fn show(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError
                 ("sites", s.sites_url.clone()),
                 ("uptime", output::duration(s.uptime_seconds)),
             ];
+            if let Some(why) = &s.degraded {
+                lines.push(("health", format!("degraded: {why}")));
+            }
             for (k, v) in lines {
                 output::print_line(&format!("{k:<10}{v}"))?;
             }

@@ -38,3 +38,94 @@ fn usage_errors_exit_2() {
     assert_eq!(opus(&["add", "only-a-name"]).status.code(), Some(2));
     assert_eq!(opus(&["list", "--output", "yaml"]).status.code(), Some(2));
 }
+
+#[test]
+fn the_main_commands_help_ends_with_examples() {
+    for command in [
+        &["add"][..],
+        &["trigger"],
+        &["deploy"],
+        &["rollback"],
+        &["logs"],
+        &["publish"],
+        &["download"],
+        &["secret"],
+        &["completions"],
+    ] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let out = opus(&args);
+        assert!(out.status.success(), "{command:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (_, examples) = text
+            .rsplit_once("\nExamples:\n")
+            .unwrap_or_else(|| panic!("`opus {} --help` has no examples:\n{text}", command[0]));
+        let lines: Vec<_> = examples.lines().collect();
+        assert!(!lines.is_empty(), "{text}");
+        for line in lines {
+            assert!(
+                line.trim_start().starts_with("opus ")
+                    || line.contains("| opus ")
+                    || line.contains("&& opus "),
+                "`opus {} --help`: {line:?} is not an example",
+                command[0]
+            );
+        }
+    }
+}
+
+/// Runs `script` with bash, `opus` first on its PATH.
+fn bash(script: &str) -> std::process::Output {
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_opus"))
+        .parent()
+        .expect("bin dir")
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", script])
+        .env("PATH", path)
+        .output()
+        .expect("bash runs")
+}
+
+#[test]
+fn completions_are_scripts_the_shells_load() {
+    // bash loads the script and then completes subcommands and their flags.
+    let out = bash(
+        r#"source <(opus completions bash) || exit 1
+complete -p opus || exit 1
+COMP_WORDS=(opus dep); COMP_CWORD=1; COMP_LINE="opus dep"; COMP_POINT=8
+_opus opus dep opus; echo "words: ${COMPREPLY[*]}"
+COMP_WORDS=(opus download web 1.0 --ex); COMP_CWORD=4; COMP_LINE="opus download web 1.0 --ex"; COMP_POINT=27
+_opus opus --ex 1.0; echo "flags: ${COMPREPLY[*]}""#,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("-F _opus opus"), "{text}");
+    assert!(text.contains("words: deploy"), "{text}");
+    assert!(text.contains("flags: --extract"), "{text}");
+
+    let zsh = opus(&["completions", "zsh"]);
+    assert!(zsh.status.success());
+    let zsh = String::from_utf8_lossy(&zsh.stdout);
+    assert!(zsh.starts_with("#compdef opus"), "{zsh}");
+    assert!(zsh.contains("'completions:"), "subcommands are listed");
+    let fish = opus(&["completions", "fish"]);
+    assert!(fish.status.success());
+    let fish = String::from_utf8_lossy(&fish.stdout);
+    assert!(fish.contains("complete -c opus"), "{fish}");
+    assert!(fish.contains("-a \"rollback\""), "subcommands are listed");
+
+    // An unknown shell is a usage error that lists the known ones.
+    let out = opus(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bash"));
+}

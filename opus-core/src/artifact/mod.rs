@@ -33,31 +33,51 @@
 //! object.
 //!
 //! Modules: `write` (storing a folder or a publish), `read` (manifests, files, archives, verify),
-//! `remove` (delete, retention, orphans), `publish` (the three-step publish protocol).
+//! `remove` (delete, retention, orphans), `publish` (the store's part of publishing a folder).
+//!
+//! Without the `store` feature only the manifest types and the digest helpers are here (what
+//! the CLI uses).
 
+#[cfg(feature = "store")]
 mod publish;
+#[cfg(feature = "store")]
 mod read;
+#[cfg(feature = "store")]
 mod remote;
+#[cfg(feature = "store")]
 mod remove;
+#[cfg(feature = "store")]
 mod write;
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path as FsPath, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+#[cfg(feature = "store")]
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
-use object_store::ObjectStore;
-use object_store::path::Path;
+#[cfg(feature = "store")]
+use object_store::{ObjectStore, path::Path};
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "store")]
 use crate::error::ArtifactError;
-use crate::model::{ProjectName, VersionName, VersionRecord};
+#[cfg(feature = "store")]
+use crate::model::VersionRecord;
+use crate::model::{ProjectName, VersionName};
+#[cfg(feature = "store")]
 use crate::store::MetaStore;
 
-pub use publish::{BlobUpload, PublishStarted};
+#[cfg(feature = "store")]
+pub use publish::PublishPlan;
+#[cfg(feature = "store")]
 pub use read::{VerifyProblem, VerifyReport};
-pub use remote::{Reservation, Uploaded, Uploader, store_settings_from_env};
+#[cfg(feature = "store")]
+pub use remote::{Reservation, Uploaded, Uploader};
+#[cfg(feature = "store")]
 pub use remove::OrphanReport;
+#[cfg(feature = "store")]
 pub use write::StoredVersion;
 
 /// The name of the store built from `--store`.
@@ -141,6 +161,7 @@ mod rfc3339 {
     }
 }
 
+#[cfg(feature = "store")]
 /// One configured object store.
 pub(crate) struct Backend {
     /// Its name (`default` or an extra store's name).
@@ -155,6 +176,7 @@ pub(crate) struct Backend {
     pub(crate) local_root: Option<PathBuf>,
 }
 
+#[cfg(feature = "store")]
 impl Backend {
     /// Builds the object store named `name` from `url`.
     fn from_url(name: &str, url: &str) -> Result<Backend, ArtifactError> {
@@ -323,6 +345,7 @@ impl Backend {
     }
 }
 
+#[cfg(feature = "store")]
 /// The settings whose names start with `prefix`, lowercased as the builders' `from_env` parses
 /// them (`AWS_ACCESS_KEY_ID` -> `aws_access_key_id`).
 fn settings_with<'a>(
@@ -335,23 +358,21 @@ fn settings_with<'a>(
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
 }
 
+#[cfg(feature = "store")]
 /// State shared by every clone of an [`ArtifactStore`].
 struct Inner {
     /// The metadata store: version records, the content index, events.
     meta: MetaStore,
     /// The configured stores by name.
     backends: BTreeMap<String, Backend>,
-    /// Where publish uploads are staged until they are committed.
-    staging: PathBuf,
     /// Versions being stored right now, so two writers never write the same keys.
     inflight: Mutex<HashSet<(String, String)>>,
     /// Storing holds it shared, deleting exclusively: a copy from a dedup source never races the
     /// deletion of that source.
     delete_lock: tokio::sync::RwLock<()>,
-    /// Publishes in progress.
-    publishes: Mutex<publish::Sessions>,
 }
 
+#[cfg(feature = "store")]
 /// Versions in object stores: storing folders, reading manifests, files and archives, verifying,
 /// deleting and retention. Cheap to clone.
 #[derive(Clone)]
@@ -359,6 +380,7 @@ pub struct ArtifactStore {
     inner: Arc<Inner>,
 }
 
+#[cfg(feature = "store")]
 impl std::fmt::Debug for ArtifactStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let stores: Vec<_> = self
@@ -373,12 +395,14 @@ impl std::fmt::Debug for ArtifactStore {
     }
 }
 
+#[cfg(feature = "store")]
 /// Removes a version from the in-progress set when storing ends, however it ends.
 pub(crate) struct InflightGuard {
     inner: Arc<Inner>,
     key: (String, String),
 }
 
+#[cfg(feature = "store")]
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         if let Ok(mut set) = self.inner.inflight.lock() {
@@ -387,14 +411,13 @@ impl Drop for InflightGuard {
     }
 }
 
+#[cfg(feature = "store")]
 impl ArtifactStore {
     /// Opens the stores: `default_url` as [`DEFAULT_STORE`] and each `(name, url)` of `extra`.
-    /// `staging` is a local folder for publish uploads; it is emptied now.
     pub fn open(
         meta: MetaStore,
         default_url: &str,
         extra: &[(String, String)],
-        staging: &FsPath,
     ) -> Result<ArtifactStore, ArtifactError> {
         let mut backends = BTreeMap::new();
         backends.insert(
@@ -410,28 +433,12 @@ impl ArtifactStore {
             }
             backends.insert(name.clone(), Backend::from_url(name, url)?);
         }
-        match std::fs::remove_dir_all(staging) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(ArtifactError::Io {
-                    context: format!("cannot empty {}", staging.display()),
-                    source,
-                });
-            }
-        }
-        std::fs::create_dir_all(staging).map_err(|source| ArtifactError::Io {
-            context: format!("cannot create {}", staging.display()),
-            source,
-        })?;
         Ok(ArtifactStore {
             inner: Arc::new(Inner {
                 meta,
                 backends,
-                staging: staging.to_path_buf(),
                 inflight: Mutex::new(HashSet::new()),
                 delete_lock: tokio::sync::RwLock::new(()),
-                publishes: Mutex::new(publish::Sessions::default()),
             }),
         })
     }
@@ -541,4 +548,5 @@ pub fn is_sha256_hex(s: &str) -> bool {
 }
 
 #[cfg(test)]
+#[cfg(feature = "store")]
 mod tests;

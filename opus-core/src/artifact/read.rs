@@ -1,7 +1,6 @@
 //! Reading versions: manifests, files (whole, by range, or as a local path), archives, and
 //! verifying stored content against the manifest.
 
-use std::ops::Range;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -52,25 +51,6 @@ impl ArtifactStore {
         read_manifest(backend, &record).await
     }
 
-    /// The whole content of a file of a version.
-    pub async fn read_file(
-        &self,
-        project: &str,
-        version: &str,
-        path: &str,
-    ) -> Result<Bytes, ArtifactError> {
-        let (backend, key) = self.file_location(project, version, path)?;
-        let result = backend
-            .store
-            .get(&key)
-            .await
-            .map_err(not_found_as(project, version, backend, &key))?;
-        result
-            .bytes()
-            .await
-            .map_err(backend.err(format!("reading {key}")))
-    }
-
     /// A file of a version as a stream of its bytes, so that a caller can copy it elsewhere (the
     /// site server's disk cache) without holding it in memory.
     pub async fn file_stream(
@@ -97,22 +77,6 @@ impl ArtifactStore {
                 })
             })
             .boxed())
-    }
-
-    /// Bytes `range` of a file of a version (the range must lie within the file).
-    pub async fn read_range(
-        &self,
-        project: &str,
-        version: &str,
-        path: &str,
-        range: Range<u64>,
-    ) -> Result<Bytes, ArtifactError> {
-        let (backend, key) = self.file_location(project, version, path)?;
-        backend
-            .store
-            .get_range(&key, range)
-            .await
-            .map_err(not_found_as(project, version, backend, &key))
     }
 
     /// Where a file of a version lies on local disk, for `file://` stores (`None` for remote

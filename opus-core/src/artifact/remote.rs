@@ -35,10 +35,6 @@ use crate::store::SiteOptions;
 /// Objects checked at once when a runner's upload is committed.
 const CHECKS_AT_ONCE: usize = 16;
 
-/// Environment variable prefixes of object store settings (credentials, endpoints, regions), as
-/// object_store's builders read them.
-const SETTING_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
-
 /// Writes a version's objects into one object store, with no metadata store: what `opusd runner`
 /// uses to upload a build's output. Opening one touches nothing.
 pub struct Uploader {
@@ -65,8 +61,9 @@ pub struct Uploaded {
 }
 
 impl Uploader {
-    /// The store at `url`, with `settings` (environment-style names such as `AWS_ACCESS_KEY_ID`,
-    /// see [`store_settings_from_env`]) over the process environment and under the URL's query.
+    /// The store at `url`, with `settings` (environment-style names such as `AWS_ACCESS_KEY_ID`:
+    /// what opusd hands a runner from its own environment) over the process environment and
+    /// under the URL's query.
     pub fn open(url: &str, settings: &[(String, String)]) -> Result<Uploader, ArtifactError> {
         Ok(Uploader {
             backend: Backend::from_url_with(DEFAULT_STORE, url, settings)?,
@@ -117,18 +114,6 @@ impl Uploader {
             }
         }
     }
-}
-
-/// The object store settings in this process's environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), which
-/// opusd hands to a runner so that it can write where opusd reads. Credentials that are files or
-/// come from the machine (instance roles, workload identity) do not travel: the build pod needs
-/// its own.
-pub fn store_settings_from_env() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| SETTING_PREFIXES.iter().any(|p| k.starts_with(p)))
-        .collect();
-    out.sort();
-    out
 }
 
 /// A version being produced by a build elsewhere: held by opusd from before the build starts until

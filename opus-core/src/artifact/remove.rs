@@ -14,6 +14,7 @@ use super::write::delete_objects;
 use super::{ArtifactStore, Backend, read::read_manifest};
 use crate::error::ArtifactError;
 use crate::model::{VersionName, VersionRecord};
+use crate::store::VersionRemoval;
 
 /// What [`ArtifactStore::remove_orphans`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,23 +25,16 @@ pub struct OrphanReport {
 
 impl ArtifactStore {
     /// Deletes a version: record, index entries and event in one commit, then its objects.
-    /// `protected` holds versions that may not be deleted (those an environment points at, and
-    /// their previous releases); deleting one is `VersionProtected`.
-    #[instrument(skip(self, protected))]
+    /// A version an environment points at, or would roll back to, is `VersionProtected`: the
+    /// metadata commit refuses it ([`crate::store::MetaStore::remove_version`]), so no deploy can
+    /// point at a version being deleted.
+    #[instrument(skip(self))]
     pub async fn delete_version(
         &self,
         project: &str,
         version: &str,
-        protected: &HashSet<String>,
         reason: &str,
     ) -> Result<VersionRecord, ArtifactError> {
-        if protected.contains(version) {
-            return Err(ArtifactError::VersionProtected {
-                project: project.to_owned(),
-                version: version.to_owned(),
-                why: "an environment points at it or at the release after it (deploy another version first)".into(),
-            });
-        }
         let _exclusive = self.inner.delete_lock.write().await;
         let record = self.version(project, version)?;
         let backend = self.backend(&record.store)?;
@@ -60,14 +54,27 @@ impl ArtifactStore {
                 (Vec::new(), Some(backend.files_prefix(project, version)))
             }
         };
-        let removed =
-            self.meta()
-                .remove_version(project, version, &blobs, scan.as_deref(), reason)?;
-        let Some(record) = removed else {
-            return Err(ArtifactError::VersionNotFound {
-                project: project.to_owned(),
-                version: version.to_owned(),
-            });
+        let record = match self.meta().remove_version(
+            project,
+            version,
+            &blobs,
+            scan.as_deref(),
+            reason,
+        )? {
+            VersionRemoval::Removed(record) => record,
+            VersionRemoval::NotFound => {
+                return Err(ArtifactError::VersionNotFound {
+                    project: project.to_owned(),
+                    version: version.to_owned(),
+                });
+            }
+            VersionRemoval::Protected => {
+                return Err(ArtifactError::VersionProtected {
+                        project: project.to_owned(),
+                        version: version.to_owned(),
+                        why: "an environment points at it or at the release after it (deploy another version first)".into(),
+                    });
+            }
         };
         // The removal is durable before any object goes, so a crash never brings back a record
         // whose objects are gone.
@@ -79,32 +86,39 @@ impl ArtifactStore {
         Ok(record)
     }
 
-    /// Keeps the newest `keep` versions of `project` and deletes the older ones, except those in
-    /// `protected`. `keep == 0` keeps everything. Returns the versions deleted.
-    #[instrument(skip(self, protected))]
+    /// Keeps the newest `keep` versions of `project` and deletes the older ones, except those an
+    /// environment points at or would roll back to (so more than `keep` can remain). `keep == 0`
+    /// keeps everything. Returns the versions deleted.
+    #[instrument(skip(self))]
     pub async fn apply_retention(
         &self,
         project: &str,
         keep: usize,
-        protected: &HashSet<String>,
     ) -> Result<Vec<VersionName>, ArtifactError> {
         if keep == 0 {
             return Ok(Vec::new());
         }
         let versions = self.list_versions(project)?;
+        // Skips reading the manifests of protected versions; the removal itself checks again.
+        let protected = self.meta().protected_versions(project)?;
         let mut deleted = Vec::new();
         for record in versions.into_iter().skip(keep) {
             if protected.contains(record.version.as_str()) {
                 continue;
             }
             match self
-                .delete_version(project, record.version.as_str(), protected, "retention")
+                .delete_version(project, record.version.as_str(), "retention")
                 .await
             {
                 Ok(_) => deleted.push(record.version),
-                Err(ArtifactError::VersionNotFound { .. }) => {}
+                Err(
+                    ArtifactError::VersionNotFound { .. } | ArtifactError::VersionProtected { .. },
+                ) => {}
                 Err(e) => return Err(e),
             }
+        }
+        if !deleted.is_empty() {
+            info!(count = deleted.len(), keep, "retention deleted versions");
         }
         Ok(deleted)
     }

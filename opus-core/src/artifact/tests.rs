@@ -1,4 +1,3 @@
-use std::collections::HashSet;
 use std::path::Path as FsPath;
 
 use object_store::ObjectStoreExt;
@@ -6,7 +5,7 @@ use object_store::ObjectStoreExt;
 use super::*;
 use crate::error::{ArchiveError, StoreError};
 use crate::model::{Project, Source};
-use crate::store::SiteOptions;
+use crate::store::{ReleaseReason, SiteOptions};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -27,8 +26,7 @@ fn fixture() -> Fixture {
     .expect("project");
     let url = format!("file://{}", dir.path().join("artifacts").display());
     let extra = [("mem".to_owned(), "memory:///".to_owned())];
-    let store =
-        ArtifactStore::open(meta.clone(), &url, &extra, &dir.path().join("staging")).expect("open");
+    let store = ArtifactStore::open(meta.clone(), &url, &extra).expect("open");
     Fixture { dir, meta, store }
 }
 
@@ -144,18 +142,6 @@ async fn a_stored_folder_reads_back_in_the_layout() {
     #[cfg(unix)]
     assert_eq!(manifest.file("bin/run.sh").map(|e| e.mode), Some(0o755));
 
-    let body = f
-        .store
-        .read_file("web", "1.0.0", "index.html")
-        .await
-        .expect("read");
-    assert_eq!(&body[..], b"<html>generation 1</html>");
-    let part = f
-        .store
-        .read_range("web", "1.0.0", "index.html", 1..5)
-        .await
-        .expect("range");
-    assert_eq!(&part[..], b"html");
     let mut streamed = Vec::new();
     let mut chunks = f
         .store
@@ -379,12 +365,18 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
         // Distinct creation times order the versions.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let protected: HashSet<String> = ["1".to_owned()].into();
-    let deleted = f
-        .store
-        .apply_retention("web", 2, &protected)
-        .await
-        .expect("retention");
+    // Deployed, so protected: retention keeps it beyond the newest two.
+    f.meta
+        .deploy(
+            "web",
+            "production",
+            "1",
+            "test",
+            ReleaseReason::Deploy,
+            false,
+        )
+        .expect("deploy");
+    let deleted = f.store.apply_retention("web", 2).await.expect("retention");
     assert_eq!(deleted, [ver("2")]);
     let left: Vec<_> = f
         .store
@@ -416,17 +408,17 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
     }
     let err = f
         .store
-        .delete_version("web", "1", &protected, "api")
+        .delete_version("web", "1", "api")
         .await
         .expect_err("protected");
     assert!(matches!(err, ArtifactError::VersionProtected { .. }));
     f.store
-        .delete_version("web", "4", &HashSet::new(), "api")
+        .delete_version("web", "4", "api")
         .await
         .expect("delete");
     let err = f
         .store
-        .delete_version("web", "4", &HashSet::new(), "api")
+        .delete_version("web", "4", "api")
         .await
         .expect_err("gone");
     assert!(matches!(err, ArtifactError::VersionNotFound { .. }));
@@ -577,15 +569,13 @@ fn manifest_of(root: &FsPath) -> Vec<ManifestFile> {
         .collect()
 }
 
-async fn upload(f: &Fixture, id: &str, root: &FsPath, files: &[ManifestFile], missing: &[String]) {
+/// Stages the content of each missing digest as `staged/<sha256>`, as opusd's publish sessions
+/// do once an upload checks out.
+fn stage(staged: &FsPath, root: &FsPath, files: &[ManifestFile], missing: &[&String]) {
+    std::fs::create_dir_all(staged).expect("mkdir");
     for sha in missing {
-        let file = files.iter().find(|e| &e.sha256 == sha).expect("listed");
-        let data = std::fs::read(root.join(&file.path)).expect("read");
-        let mut blob = f.store.begin_blob(id, sha).await.expect("begin blob");
-        for chunk in data.chunks(7000) {
-            blob.write(chunk).await.expect("write");
-        }
-        blob.finish().await.expect("finish");
+        let file = files.iter().find(|e| &e.sha256 == *sha).expect("listed");
+        std::fs::copy(root.join(&file.path), staged.join(sha)).expect("stage");
     }
 }
 
@@ -595,59 +585,33 @@ async fn publishing_uploads_only_what_is_missing() {
     let src = f.dir.path().join("built");
     site(&src, 1);
     let files = manifest_of(&src);
-    let started = f
+    let plan = f
         .store
-        .begin_publish("web", "1.0", files.clone(), "")
-        .expect("begin");
-    assert_eq!(started.missing.len(), files.len());
+        .plan_publish("web", "1.0", files.clone(), "")
+        .expect("plan");
+    assert_eq!(plan.missing.len(), files.len());
 
-    // Content that does not match its digest is refused.
-    let sha = &started.missing[0];
-    let mut bad = f
-        .store
-        .begin_blob(&started.upload_id, sha)
-        .await
-        .expect("blob");
-    let size = files
-        .iter()
-        .find(|e| &e.sha256 == sha)
-        .map(|e| e.size)
-        .expect("size") as usize;
-    bad.write(&vec![b'x'; size]).await.expect("write");
-    assert!(matches!(
-        bad.finish().await,
-        Err(ArtifactError::ContentMismatch(_))
-    ));
+    // Storing before every digest was staged is refused, and stores nothing.
+    let staged = f.dir.path().join("staged");
+    let missing: Vec<&String> = plan.missing.keys().collect();
+    stage(&staged, &src, &files, &missing[1..]);
     let err = f
         .store
-        .begin_blob(&started.upload_id, &"0".repeat(64))
-        .await
-        .err()
-        .expect("not asked for");
-    assert!(matches!(err, ArtifactError::ContentMismatch(_)));
-
-    // Committing before every digest arrived is refused, and forgets the publish.
-    let early = f
-        .store
-        .begin_publish("web", "0.9", files.clone(), "")
-        .expect("begin");
-    let err = f
-        .store
-        .commit_publish(&early.upload_id)
+        .store_published(&plan, &staged)
         .await
         .expect_err("missing content");
-    assert!(matches!(err, ArtifactError::ContentMissing { .. }), "{err}");
-    assert!(matches!(
-        f.store.commit_publish(&early.upload_id).await,
-        Err(ArtifactError::UploadNotFound(_))
-    ));
+    assert!(
+        matches!(err, ArtifactError::ContentMissing { count: 1, .. }),
+        "{err}"
+    );
+    assert!(f.store.list_versions("web").expect("list").is_empty());
 
-    upload(&f, &started.upload_id, &src, &files, &started.missing).await;
+    stage(&staged, &src, &files, &missing);
     let stored = f
         .store
-        .commit_publish(&started.upload_id)
+        .store_published(&plan, &staged)
         .await
-        .expect("commit");
+        .expect("store");
     assert_eq!(
         (stored.record.build_id, stored.record.file_count as usize),
         (0, files.len())
@@ -664,14 +628,14 @@ async fn publishing_uploads_only_what_is_missing() {
     // The same content again: nothing to upload, everything copied.
     let again = f
         .store
-        .begin_publish("web", "1.1", files.clone(), "")
-        .expect("begin");
-    assert_eq!(again.missing, Vec::<String>::new());
+        .plan_publish("web", "1.1", files.clone(), "")
+        .expect("plan");
+    assert!(again.missing.is_empty());
     let stored = f
         .store
-        .commit_publish(&again.upload_id)
+        .store_published(&again, &f.dir.path().join("nothing-staged"))
         .await
-        .expect("commit");
+        .expect("store");
     assert_eq!(stored.files_copied as usize, files.len());
     assert_eq!(stored.bytes_written, 0);
     assert_eq!(
@@ -686,13 +650,13 @@ async fn publishing_uploads_only_what_is_missing() {
     // Errors of step 1.
     let err = f
         .store
-        .begin_publish("web", "1.0", files.clone(), "")
+        .plan_publish("web", "1.0", files.clone(), "")
         .expect_err("exists");
     assert!(matches!(err, ArtifactError::VersionExists { .. }));
     for bad in ["archive", "manifest", "../x", ""] {
         let err = f
             .store
-            .begin_publish("web", bad, files.clone(), "")
+            .plan_publish("web", bad, files.clone(), "")
             .expect_err("bad version");
         assert!(matches!(err, ArtifactError::Model(_)), "{bad}: {err}");
     }
@@ -701,7 +665,7 @@ async fn publishing_uploads_only_what_is_missing() {
         evil[0].path = bad.to_owned();
         let err = f
             .store
-            .begin_publish("web", "2.0", evil, "")
+            .plan_publish("web", "2.0", evil, "")
             .expect_err("unsafe path");
         assert!(
             matches!(err, ArtifactError::Archive(ArchiveError::UnsafePath { .. })),
@@ -711,22 +675,33 @@ async fn publishing_uploads_only_what_is_missing() {
     let mut dup = files.clone();
     dup.push(files[0].clone());
     assert!(matches!(
-        f.store.begin_publish("web", "2.0", dup, ""),
+        f.store.plan_publish("web", "2.0", dup, ""),
         Err(ArtifactError::InvalidManifest(_))
     ));
     let mut short = files.clone();
     short[0].sha256 = "abc".into();
     assert!(matches!(
-        f.store.begin_publish("web", "2.0", short, ""),
+        f.store.plan_publish("web", "2.0", short, ""),
+        Err(ArtifactError::InvalidManifest(_))
+    ));
+    let mut two_sizes = files.clone();
+    two_sizes[1].sha256 = two_sizes[0].sha256.clone();
+    two_sizes[1].size = two_sizes[0].size + 1;
+    assert!(matches!(
+        f.store.plan_publish("web", "2.0", two_sizes, ""),
         Err(ArtifactError::InvalidManifest(_))
     ));
     assert!(matches!(
-        f.store.begin_publish("web", "2.0", Vec::new(), ""),
+        f.store.plan_publish("web", "2.0", Vec::new(), ""),
         Err(ArtifactError::InvalidManifest(_))
     ));
     assert!(matches!(
-        f.store.begin_publish("nope", "2.0", files.clone(), ""),
+        f.store.plan_publish("nope", "2.0", files.clone(), ""),
         Err(ArtifactError::Meta(StoreError::ProjectNotFound(_)))
+    ));
+    assert!(matches!(
+        f.store.plan_publish("web", "2.0", files.clone(), "nope"),
+        Err(ArtifactError::UnknownStore { .. })
     ));
 }
 
@@ -734,9 +709,8 @@ async fn publishing_uploads_only_what_is_missing() {
 fn store_urls_are_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let meta = MetaStore::open(&dir.path().join("meta")).expect("meta");
-    let staging = dir.path().join("staging");
     for bad in ["ftp://x/y", "file://", "not a url"] {
-        let err = ArtifactStore::open(meta.clone(), bad, &[], &staging).expect_err("bad url");
+        let err = ArtifactStore::open(meta.clone(), bad, &[]).expect_err("bad url");
         assert!(
             matches!(err, ArtifactError::InvalidStoreUrl { .. }),
             "{bad}: {err}"
@@ -747,8 +721,8 @@ fn store_urls_are_checked() {
         ("x".to_owned(), "memory:///".to_owned()),
         ("x".to_owned(), "memory:///".to_owned()),
     ];
-    assert!(ArtifactStore::open(meta.clone(), &url, &twice, &staging).is_err());
-    let store = ArtifactStore::open(meta, &url, &twice[..1], &staging).expect("open");
+    assert!(ArtifactStore::open(meta.clone(), &url, &twice).is_err());
+    let store = ArtifactStore::open(meta, &url, &twice[..1]).expect("open");
     assert_eq!(
         store
             .stores()
@@ -979,5 +953,28 @@ fn store_settings_reach_the_builder_over_the_environment() {
     assert!(
         matches!(err, ArtifactError::InvalidStoreUrl { .. }),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_folder_commits_its_site_options_with_the_version() {
+    let f = fixture();
+    let src = f.dir.path().join("dist");
+    site(&src, 1);
+    let spa = SiteOptions { spa: true };
+    f.store
+        .store_dir(&name("web"), &ver("1"), &src, &origin(1), &spa)
+        .await
+        .expect("stored");
+    assert_eq!(f.meta.site_options("web", "1").expect("options"), spa);
+    // A version that fails to store records no options.
+    let missing = f.dir.path().join("missing");
+    f.store
+        .store_dir(&name("web"), &ver("2"), &missing, &origin(2), &spa)
+        .await
+        .expect_err("no folder");
+    assert_eq!(
+        f.meta.site_options("web", "2").expect("options"),
+        SiteOptions::default()
     );
 }

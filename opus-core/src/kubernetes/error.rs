@@ -125,7 +125,7 @@ pub enum KubeError {
     PodFailing {
         /// The namespace.
         namespace: String,
-        /// What the pod's status says ([`super::job::pod_failure_reason`]).
+        /// What the pod's status says ([`super::pod_failure_reason`]).
         reason: String,
     },
     /// The manifests could not be rendered as YAML.
@@ -171,7 +171,7 @@ fn forbidden_message(
 
 /// What a request was doing, to turn kube's error into a [`KubeError`] that names it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Op<'a> {
+pub struct Op<'a> {
     /// The API server URL, for transport errors.
     pub server: &'a str,
     /// The verb.
@@ -186,7 +186,7 @@ pub(crate) struct Op<'a> {
 
 impl Op<'_> {
     /// Classifies a kube error by HTTP status (401, 403, other) or transport failure.
-    pub(crate) fn error(&self, e: kube::Error) -> KubeError {
+    pub fn error(&self, e: kube::Error) -> KubeError {
         match e {
             kube::Error::Api(status) => match status.code {
                 401 => KubeError::Unauthorized {

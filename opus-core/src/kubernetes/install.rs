@@ -19,7 +19,7 @@ use super::error::{Op, error_chain};
 use super::manifests::{
     DATA_PVC, InstallOptions, Manifests, OPUSD, OPUSD_POD, TOKEN_KEY, TOKEN_SECRET,
 };
-use super::{FIELD_MANAGER, KubeError, job};
+use super::{FIELD_MANAGER, KubeError, pod_status};
 
 /// A connection to the API server of a kube-context.
 #[derive(Clone)]
@@ -616,7 +616,7 @@ fn generate_token() -> Result<String, KubeError> {
 
 /// Polls the StatefulSet until its pod runs the applied revision and is ready, reporting what the
 /// pod waits for (`ContainerCreating`) while it is not, and giving up at once when the pod cannot
-/// start (`ImagePullBackOff`, `CrashLoopBackOff`: see [`job::pod_failure_reason`]).
+/// start (`ImagePullBackOff`, `CrashLoopBackOff`: see [`pod_status::pod_failure_reason`]).
 async fn wait_ready(
     cluster: &Cluster,
     ns: &str,
@@ -646,13 +646,13 @@ async fn wait_ready(
         // The pod's own state says why (image pull, crash loop); reading it is optional: a user
         // allowed to install but not to read pods still gets the count.
         if let Ok(Some(pod)) = pods.get_opt(OPUSD_POD).await {
-            if let Some(reason) = job::pod_failure_reason(&pod) {
+            if let Some(reason) = pod_status::pod_failure_reason(&pod) {
                 return Err(KubeError::PodFailing {
                     namespace: ns.to_owned(),
                     reason,
                 });
             }
-            if let Some(reason) = job::pod_waiting_reason(&pod) {
+            if let Some(reason) = pod_status::pod_waiting_reason(&pod) {
                 detail = format!("{detail}; {OPUSD_POD}: {reason}");
             }
         }

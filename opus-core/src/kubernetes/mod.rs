@@ -1,4 +1,5 @@
-//! Opus in Kubernetes: what `opus install` applies and how, and the Jobs that run builds.
+//! Opus in Kubernetes: what `opus install` applies and how, and what opusd's kubernetes executor
+//! shares with it (the connection, errors, reading a pod's status).
 //!
 //! The CLI runs `opus install` with no daemon, so the manifests and the apply live here rather
 //! than in opus-server. Main types and functions:
@@ -10,31 +11,30 @@
 //! - [`Cluster`]: a connection to the current kube-context ([`Cluster::connect`]).
 //! - [`install`] and [`uninstall`]: server-side apply with field manager [`FIELD_MANAGER`], the wait
 //!   for readiness, and the removal that keeps the data volume unless asked to purge.
-//! - [`job`]: the Job manifest of one build and the reading of pod and Job status into a reason
-//!   a build failed, for the kubernetes executor of opusd; [`BuildJobs`]: the calls that executor
-//!   makes (apply, read the state, delete).
-//! - [`KubeError`]: every failure, with a message that says what to do.
+//! - [`pod_failure_reason`] and [`pod_waiting_reason`]: what a pod's status says (the wait for
+//!   opusd's pod here; build pods in opusd's kubernetes executor, which owns the build Jobs).
+//! - [`KubeError`]: every failure, with a message that says what to do; [`Op`] names the call
+//!   that failed.
 //!
 //! Architecture Invariant: nothing here prints; progress goes to a callback ([`Progress`]) so the
 //! CLI decides what the user sees. Unit tests never touch a cluster.
 
 mod error;
 mod install;
-pub mod job;
-mod jobs;
 mod manifests;
+mod pod_status;
 
-pub use error::KubeError;
+pub use error::{KubeError, Op};
 pub use install::{
     Cluster, Installed, Progress, UninstallOptions, Wait, install, stateful_set_readiness,
     uninstall,
 };
-pub use jobs::{BuildJobs, JobState};
 pub use manifests::{
     API_PORT, DATA_DIR, DATA_PVC, DEFAULT_NAMESPACE, DEFAULT_STORAGE, InstallOptions, Manifests,
     OPUSD, OPUSD_POD, SITES_PORT, TOKEN_DIR, TOKEN_KEY, TOKEN_SECRET, default_image, labels,
     render_yaml, validate_namespace,
 };
+pub use pod_status::{pod_failure_reason, pod_waiting_reason, with_message};
 
 /// The field manager of every server-side apply by Opus (`kubectl get -o yaml --show-managed-fields`
 /// shows it as the owner of the fields Opus sets).

@@ -111,8 +111,11 @@ impl MetaStore {
     /// changed meanwhile: a sled transaction also writes out sled's log buffer (twice), which
     /// adds up over the few changes of every build.
     pub fn update_build(&self, id: u64, change: impl Fn(&mut Build)) -> Result<Build, StoreError> {
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
         let key = id.to_be_bytes();
-        let builds = self.tree(T::Builds);
+        let builds = self.tree(T::Builds)?;
         loop {
             let Some(current) = builds.get(key)? else {
                 return Err(StoreError::BuildNotFound(id));
@@ -125,7 +128,8 @@ impl MetaStore {
             }
             let bytes = encode(&key, &build)?;
             if builds
-                .compare_and_swap(key, Some(current), Some(bytes))?
+                .compare_and_swap(key, Some(current), Some(bytes))
+                .map_err(|e| self.failed(e))?
                 .is_ok()
             {
                 self.changed();
@@ -160,7 +164,7 @@ impl MetaStore {
             number,
         };
         let id = self
-            .tree(T::BuildNumbers)
+            .tree(T::BuildNumbers)?
             .get(pair_key(project, &number.to_be_bytes()))?
             .ok_or_else(not_found)?;
         self.get_build(super::be_u64(&id))
@@ -174,7 +178,7 @@ impl MetaStore {
         match &filter.project {
             Some(project) => {
                 for key in self
-                    .tree(T::ProjectBuilds)
+                    .tree(T::ProjectBuilds)?
                     .scan_prefix(prefix(project))
                     .keys()
                     .rev()
@@ -191,7 +195,7 @@ impl MetaStore {
                 }
             }
             None => {
-                for item in self.tree(T::Builds).iter().rev() {
+                for item in self.tree(T::Builds)?.iter().rev() {
                     let (k, v) = item?;
                     let build = decode_build(&k, &v)?;
                     if keep(&build) {
@@ -208,7 +212,7 @@ impl MetaStore {
 
     /// The newest build of a project: one read of the `last_builds` index and one of the build.
     pub fn last_build(&self, project: &str) -> Result<Option<Build>, StoreError> {
-        match self.tree(T::LastBuilds).get(project.as_bytes())? {
+        match self.tree(T::LastBuilds)?.get(project.as_bytes())? {
             Some(id) => Ok(Some(self.get_build(super::be_u64(&id))?)),
             None => Ok(None),
         }
@@ -220,7 +224,7 @@ impl MetaStore {
     pub fn builds_in_states(&self, states: &[BuildState]) -> Result<Vec<Build>, StoreError> {
         let mut out = Vec::new();
         if states.iter().all(|s| !s.is_finished()) {
-            for key in self.tree(T::UnfinishedBuilds).iter().keys() {
+            for key in self.tree(T::UnfinishedBuilds)?.iter().keys() {
                 let build = self.get_build(super::be_u64(&key?))?;
                 if states.contains(&build.state) {
                     out.push(build);
@@ -228,7 +232,7 @@ impl MetaStore {
             }
             return Ok(out);
         }
-        for item in self.tree(T::Builds).iter() {
+        for item in self.tree(T::Builds)?.iter() {
             let (k, v) = item?;
             let build = decode_build(&k, &v)?;
             if states.contains(&build.state) {
@@ -246,7 +250,7 @@ impl MetaStore {
     /// is its id) and each project's counter set to its largest number, so its builds keep
     /// their names and new ones continue after them.
     pub(crate) fn build_indexes(&self) -> Result<(), StoreError> {
-        let counters = self.tree(T::Counters);
+        let counters = self.tree(T::Counters)?;
         let have = counters
             .get("index_version")?
             .map(|v| super::be_u64(&v))
@@ -254,11 +258,11 @@ impl MetaStore {
         if have >= super::INDEX_VERSION {
             return Ok(());
         }
-        let unfinished = self.tree(T::UnfinishedBuilds);
+        let unfinished = self.tree(T::UnfinishedBuilds)?;
         unfinished.clear()?;
-        let numbers = self.tree(T::BuildNumbers);
+        let numbers = self.tree(T::BuildNumbers)?;
         let mut largest: BTreeMap<String, u64> = BTreeMap::new();
-        for item in self.tree(T::Builds).iter() {
+        for item in self.tree(T::Builds)?.iter() {
             let (k, v) = item?;
             let build = decode_build(&k, &v)?;
             if !build.state.is_finished() {
@@ -276,18 +280,18 @@ impl MetaStore {
                 counters.insert(name.as_bytes(), &top.to_be_bytes())?;
             }
         }
-        let last = self.tree(T::LastBuilds);
+        let last = self.tree(T::LastBuilds)?;
         last.clear()?;
         // Keys are `<project>\0<id, big-endian>` in order: the last key of a project is its
         // newest build.
-        for key in self.tree(T::ProjectBuilds).iter().keys() {
+        for key in self.tree(T::ProjectBuilds)?.iter().keys() {
             let key = key?;
             if let Some(sep) = key.iter().position(|&b| b == 0) {
                 last.insert(&key[..sep], &key[key.len() - 8..])?;
             }
         }
         counters.insert("index_version", &super::INDEX_VERSION.to_be_bytes())?;
-        self.db.flush()?;
+        self.db()?.db.flush().map_err(|e| self.failed(e))?;
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{MetaStore, T, Tx, TxResult, abort, decode, pair_key, prefix};
+use super::{MetaStore, T, Tx, TxResult, abort, be_u64, decode, pair_key, prefix};
 use crate::error::StoreError;
 
 /// Why a release was made.
@@ -104,6 +104,12 @@ fn release_prefix(project: &str, env: &str) -> Vec<u8> {
     k
 }
 
+/// The counter of releases made in any environment of `project`: a removal of a version reads
+/// which versions are protected, then commits only if no release was made since.
+fn releases_made_key(project: &str) -> String {
+    format!("releases_made\0{project}")
+}
+
 fn release_key(project: &str, env: &str, seq: u64) -> Vec<u8> {
     let mut k = release_prefix(project, env);
     k.extend_from_slice(&seq.to_be_bytes());
@@ -123,6 +129,15 @@ struct NewRelease<'a> {
 }
 
 impl Tx<'_> {
+    /// How many releases `project` has had ([`releases_made_key`]), in this transaction.
+    pub(super) fn releases_made(&self, project: &str) -> TxResult<u64> {
+        Ok(self
+            .tree(T::Counters)
+            .get(releases_made_key(project).as_bytes())?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+
     fn version_exists(&self, project: &str, version: &str) -> TxResult<()> {
         if self
             .tree(T::Versions)
@@ -195,6 +210,7 @@ impl Tx<'_> {
     fn release(&self, new: &NewRelease<'_>) -> TxResult<EnvironmentRecord> {
         let counter = format!("release\0{}\0{}", new.project, new.env);
         let seq = self.next_counter(&counter)?;
+        self.next_counter(&releases_made_key(new.project))?;
         let release = Release {
             seq,
             project: new.project.to_owned(),
@@ -325,7 +341,7 @@ impl MetaStore {
     /// A project's environments, by name.
     pub fn environments(&self, project: &str) -> Result<Vec<EnvironmentRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Environments).scan_prefix(prefix(project)) {
+        for item in self.tree(T::Environments)?.scan_prefix(prefix(project)) {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -335,7 +351,7 @@ impl MetaStore {
     /// Every environment of every project (for the site table on start).
     pub fn all_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Environments).iter() {
+        for item in self.tree(T::Environments)?.iter() {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -355,7 +371,7 @@ impl MetaStore {
             None => prefix(project),
         };
         let mut out: Vec<Release> = Vec::new();
-        for item in self.tree(T::Releases).scan_prefix(scan).rev() {
+        for item in self.tree(T::Releases)?.scan_prefix(scan).rev() {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
             if env.is_some() && limit > 0 && out.len() >= limit {
@@ -417,8 +433,18 @@ impl MetaStore {
         })
     }
 
+    /// How many releases `project` has had (see [`Tx::releases_made`]).
+    pub(super) fn releases_made(&self, project: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .tree(T::Counters)?
+            .get(releases_made_key(project).as_bytes())?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+
     /// The versions of `project` that must stay stored: each environment's current version and
     /// the one a rollback of it would go back to (the newest earlier release of another version).
+    /// [`MetaStore::remove_version`] refuses them.
     pub fn protected_versions(
         &self,
         project: &str,
@@ -427,7 +453,7 @@ impl MetaStore {
         for env in self.environments(project)? {
             let current = env.current.version.clone();
             for item in self
-                .tree(T::Releases)
+                .tree(T::Releases)?
                 .scan_prefix(release_prefix(project, &env.name))
                 .rev()
             {

@@ -42,6 +42,20 @@ fn delivery_key(hook: u64, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Where a test ping's delivery is kept: after the delivery of `after` (the newest event when it
+/// was sent) in the hook's list, ordered among pings by the time it was sent. The key is longer
+/// than [`delivery_key`]'s, so it never takes an event's place, and it shares the hook's prefix,
+/// so listing and removing the hook's deliveries include it.
+fn ping_key(hook: u64, after: u64, sent: SystemTime) -> Vec<u8> {
+    let nanos = sent
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let mut k = delivery_key(hook, after);
+    k.extend_from_slice(&nanos.to_be_bytes());
+    k
+}
+
 impl Tx<'_> {
     /// Reads a hook or aborts with `HookNotFound`.
     fn hook(&self, id: u64) -> TxResult<Hook> {
@@ -94,7 +108,7 @@ impl MetaStore {
     /// all-project ones).
     pub fn list_hooks(&self, project: Option<&str>) -> Result<Vec<Hook>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Hooks).iter() {
+        for item in self.tree(T::Hooks)?.iter() {
             let (k, v) = item?;
             let hook: Hook = decode(&k, &v)?;
             if project.is_none_or(|p| hook.project.is_empty() || hook.project == p) {
@@ -107,7 +121,7 @@ impl MetaStore {
     /// Removes a hook with its cursor and delivery records, with a `hook.removed` event.
     pub fn remove_hook(&self, id: u64) -> Result<(), StoreError> {
         let keys: Vec<_> = self
-            .tree(T::Deliveries)
+            .tree(T::Deliveries)?
             .scan_prefix(id.to_be_bytes())
             .keys()
             .collect::<Result<_, _>>()?;
@@ -136,7 +150,7 @@ impl MetaStore {
     /// The sequence number of the next event hook `id` has not finished (1 when unknown).
     pub fn hook_cursor(&self, id: u64) -> Result<u64, StoreError> {
         Ok(self
-            .tree(T::HookCursors)
+            .tree(T::HookCursors)?
             .get(id.to_be_bytes())?
             .map(|v| be_u64(&v))
             .unwrap_or(1))
@@ -166,15 +180,24 @@ impl MetaStore {
     /// disabled), the hook's cursor moves past its event in the same transaction, so a crash
     /// never loses an event and redelivers at most the one in flight (under the same id).
     /// A `Disabled` delivery also disables the hook, with a `hook.disabled` event.
+    /// A test ping (`event_seq` 0) is kept in the hook's list after the newest event's delivery
+    /// and moves no cursor.
     /// Returns false when the hook was removed meanwhile (nothing is written).
     pub fn record_delivery(&self, d: &Delivery) -> Result<bool, StoreError> {
         use crate::hook::DeliveryState as S;
+        let newest_event = self.last_event_seq();
         self.transact(|tx| {
             let key = d.hook_id.to_be_bytes();
             let Some(mut hook) = tx.get_json::<Hook>(T::Hooks, &key)? else {
                 return Ok(false);
             };
-            if d.event_seq > 0 {
+            if d.event_seq == 0 {
+                tx.put_json(
+                    T::Deliveries,
+                    &ping_key(d.hook_id, newest_event, d.created_at),
+                    d,
+                )?;
+            } else {
                 tx.put_json(T::Deliveries, &delivery_key(d.hook_id, d.event_seq), d)?;
                 if d.state != S::Pending {
                     tx.tree(T::HookCursors)
@@ -201,7 +224,7 @@ impl MetaStore {
         let limit = if limit == 0 { 50 } else { limit };
         let mut out = Vec::new();
         for item in self
-            .tree(T::Deliveries)
+            .tree(T::Deliveries)?
             .scan_prefix(hook.to_be_bytes())
             .rev()
             .take(limit)
@@ -215,7 +238,7 @@ impl MetaStore {
     /// A project's webhook key of `kind`, if it has one.
     pub fn project_key(&self, project: &str, kind: KeyKind) -> Result<Option<String>, StoreError> {
         Ok(self
-            .tree(T::ProjectKeys)
+            .tree(T::ProjectKeys)?
             .get(pair_key(project, kind.name().as_bytes()))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -252,11 +275,14 @@ impl MetaStore {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let previous = self.tree(T::GithubDeliveries).compare_and_swap(
-            pair_key(project, id.as_bytes()),
-            None as Option<&[u8]>,
-            Some(&now.to_be_bytes()[..]),
-        )?;
+        let previous = self
+            .tree(T::GithubDeliveries)?
+            .compare_and_swap(
+                pair_key(project, id.as_bytes()),
+                None as Option<&[u8]>,
+                Some(&now.to_be_bytes()[..]),
+            )
+            .map_err(|e| self.failed(e))?;
         self.changed();
         Ok(previous.is_ok())
     }
@@ -264,8 +290,9 @@ impl MetaStore {
     /// Forgets GitHub delivery `id` (when queueing its build failed, so GitHub's redelivery can
     /// try again).
     pub fn forget_github_delivery(&self, project: &str, id: &str) -> Result<(), StoreError> {
-        self.tree(T::GithubDeliveries)
-            .remove(pair_key(project, id.as_bytes()))?;
+        self.tree(T::GithubDeliveries)?
+            .remove(pair_key(project, id.as_bytes()))
+            .map_err(|e| self.failed(e))?;
         self.changed();
         Ok(())
     }
@@ -278,12 +305,12 @@ impl MetaStore {
     ) -> Result<(Vec<sled::IVec>, Vec<sled::IVec>), StoreError> {
         let p = prefix(project);
         let keys = self
-            .tree(T::ProjectKeys)
+            .tree(T::ProjectKeys)?
             .scan_prefix(&p)
             .keys()
             .collect::<Result<_, _>>()?;
         let deliveries = self
-            .tree(T::GithubDeliveries)
+            .tree(T::GithubDeliveries)?
             .scan_prefix(&p)
             .keys()
             .collect::<Result<_, _>>()?;
@@ -324,7 +351,7 @@ impl MetaStore {
         let mut out = Vec::new();
         for id in hooks {
             for k in self
-                .tree(T::Deliveries)
+                .tree(T::Deliveries)?
                 .scan_prefix(id.to_be_bytes())
                 .keys()
             {

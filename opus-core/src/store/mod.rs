@@ -16,9 +16,12 @@ mod projects;
 mod versions;
 
 use std::cell::Cell;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +36,7 @@ pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use hooks::KeyKind;
 pub use projects::NameFilter;
+pub use versions::VersionRemoval;
 
 /// The trees of the store, in the order [`Tx`] sees them.
 ///
@@ -76,16 +80,63 @@ const INDEX_VERSION: u64 = 2;
 /// The sled metadata store shared by every part of opusd.
 ///
 /// Cloning is cheap (sled handles are reference counted), so every service holds its own clone.
+///
+/// sled keeps the first I/O error of its background writes and fails every later write with it
+/// until the database is opened again, so a full disk would wedge the store for good. A write
+/// that fails that way marks the store failed ([`MetaStore::failure`]); [`MetaStore::reopen`]
+/// (called by opusd once the disk has room again) opens the database anew, behind the same
+/// handles.
 #[derive(Clone)]
 pub struct MetaStore {
-    /// The database, kept for flushing and for ids.
-    db: sled::Db,
-    /// Every tree, indexed as in [`TREE_NAMES`].
-    trees: Vec<Tree>,
+    /// The open database; `None` only while [`MetaStore::reopen`] swaps it.
+    open: Arc<ArcSwapOption<OpenDb>>,
+    /// Where the database lives (its folder), for reopening and for naming it in errors.
+    path: Arc<PathBuf>,
+    /// Why writes fail, since the write that found out; cleared by a successful reopen.
+    failure: Arc<Mutex<Option<StoreError>>>,
+    /// Held while reopening, so two callers do not race on sled's file lock.
+    reopening: Arc<Mutex<()>>,
     /// The sequence number of the newest committed event, so that watchers wake without polling.
     last_event: watch::Sender<u64>,
     /// Committed changes since the store was opened (see [`MetaStore::change_count`]).
     changes: Arc<AtomicU64>,
+}
+
+/// One opening of the sled database: the handle and its trees.
+struct OpenDb {
+    /// The database, kept for flushing.
+    db: sled::Db,
+    /// Every tree, indexed as in [`TREE_NAMES`].
+    trees: Vec<Tree>,
+}
+
+impl OpenDb {
+    fn open(path: &Path) -> Result<OpenDb, sled::Error> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            // sled's default page cache is 1 GiB, which a store of a million builds fills after
+            // one pass over it; opusd reads by key and bounded scans, and the OS caches the file.
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
+        let trees = TREE_NAMES
+            .iter()
+            .map(|n| db.open_tree(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(OpenDb { db, trees })
+    }
+
+    fn last_event(&self) -> Result<u64, sled::Error> {
+        Ok(self.trees[T::Counters as usize]
+            .get("event_seq")?
+            .map(|v| be_u64(&v))
+            .unwrap_or(0))
+    }
+}
+
+/// Whether an I/O error says the file system is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
 /// Indexes into [`TREE_NAMES`].
@@ -181,6 +232,21 @@ impl Tx<'_> {
     }
 }
 
+/// A sled error as the store's: [`StoreError::DiskFull`] naming `path` when the disk is full.
+fn locate(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull {
+            path: path.to_owned(),
+        },
+        e => StoreError::Sled(e),
+    }
+}
+
+/// Whether sled refused to open because another handle still holds its file lock.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 /// Aborts a transaction with a store error.
 pub(crate) fn abort<R>(e: StoreError) -> TxResult<R> {
     Err(ConflictableTransactionError::Abort(e))
@@ -224,23 +290,13 @@ fn prefix(a: &str) -> Vec<u8> {
 impl MetaStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<MetaStore, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            // sled's default page cache is 1 GiB, which a store of a million builds fills after
-            // one pass over it; opusd reads by key and bounded scans, and the OS caches the file.
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
-        let trees = TREE_NAMES
-            .iter()
-            .map(|n| db.open_tree(n))
-            .collect::<Result<Vec<_>, _>>()?;
-        let counters = &trees[T::Counters as usize];
-        let last = counters.get("event_seq")?.map(|v| be_u64(&v)).unwrap_or(0);
-        let (last_event, _) = watch::channel(last);
+        let open = OpenDb::open(path).map_err(|e| locate(path, e))?;
+        let (last_event, _) = watch::channel(open.last_event()?);
         let store = MetaStore {
-            db,
-            trees,
+            open: Arc::new(ArcSwapOption::from_pointee(open)),
+            path: Arc::new(path.to_owned()),
+            failure: Arc::new(Mutex::new(None)),
+            reopening: Arc::new(Mutex::new(())),
             last_event,
             changes: Arc::new(AtomicU64::new(0)),
         };
@@ -248,12 +304,107 @@ impl MetaStore {
         Ok(store)
     }
 
-    fn tree(&self, t: T) -> &Tree {
-        &self.trees[t as usize]
+    /// The folder of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Why writes fail right now (the store's first failed write since it was opened), or `None`
+    /// while they work.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.failure
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Turns a sled error of a write into the store's error, naming the disk when it is full,
+    /// and remembers that writes fail (sled fails every later one the same way).
+    fn failed(&self, e: sled::Error) -> StoreError {
+        let e = locate(&self.path, e);
+        if matches!(
+            e,
+            StoreError::DiskFull { .. } | StoreError::Sled(sled::Error::Io(_))
+        ) {
+            let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            if failure.is_none() {
+                tracing::error!(error = %e, "metadata store writes fail");
+                *failure = Some(e.clone());
+                drop(failure);
+                // Wake whoever waits for the store to move (a build log's follower), so they
+                // see that it will not.
+                self.last_event.send_modify(|_| {});
+            }
+        }
+        e
+    }
+
+    /// Opens the database again after a failed write, so writes work once the disk has room
+    /// (sled fails every write after its first I/O error until it is reopened). Returns whether
+    /// writes work now: `Ok(false)` while the disk is still full. Blocks (sled's open reads its
+    /// log, and waits for in-flight users of the old handle to let go of its file lock); call it
+    /// off the async runtime.
+    ///
+    /// Changes sled had accepted but not yet written when the disk filled are lost; the store is
+    /// what the disk holds, as after a crash.
+    pub fn reopen(&self) -> Result<bool, StoreError> {
+        let _one = self.reopening.lock().unwrap_or_else(|p| p.into_inner());
+        if self.failure().is_none() {
+            return Ok(true);
+        }
+        // sled holds an exclusive lock on its file until every handle of the old opening is
+        // gone: take ours away, then wait for the operations still holding one to finish.
+        drop(self.open.swap(None));
+        let mut attempts = 0;
+        let open = loop {
+            match OpenDb::open(&self.path) {
+                Ok(open) => break open,
+                Err(e) if attempts < 100 && is_lock_error(&e) => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(locate(&self.path, e)),
+            }
+        };
+        // Prove that a write reaches the disk before saying that writes work.
+        let probe = open.trees[T::Counters as usize]
+            .insert("write_probe", &[])
+            .and_then(|_| open.db.flush());
+        let last = open.last_event();
+        self.open.store(Some(Arc::new(open)));
+        match probe.and(last) {
+            Ok(last) => {
+                self.last_event.send_if_modified(|l| {
+                    let moved = *l != last;
+                    *l = last;
+                    moved
+                });
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.changed();
+                tracing::info!(path = %self.path.display(), "metadata store writes work again");
+                Ok(true)
+            }
+            Err(e) => {
+                let e = locate(&self.path, e);
+                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The current opening of the database.
+    fn db(&self) -> Result<Arc<OpenDb>, StoreError> {
+        self.open
+            .load_full()
+            .ok_or_else(|| StoreError::Reopening(self.path.as_ref().clone()))
+    }
+
+    fn tree(&self, t: T) -> Result<Tree, StoreError> {
+        Ok(self.db()?.trees[t as usize].clone())
     }
 
     fn get_json<V: DeserializeOwned>(&self, t: T, key: &[u8]) -> Result<Option<V>, StoreError> {
-        match self.tree(t).get(key)? {
+        match self.tree(t)?.get(key)? {
             Some(bytes) => decode(key, &bytes).map(Some),
             None => Ok(None),
         }
@@ -265,8 +416,12 @@ impl MetaStore {
         &self,
         body: impl Fn(&Tx<'_>) -> TxResult<R>,
     ) -> Result<R, StoreError> {
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
         let appended = Cell::new(None);
-        let result = self.trees.as_slice().transaction(|trees| {
+        let open = self.db()?;
+        let result = open.trees.as_slice().transaction(|trees| {
             let tx = Tx {
                 trees,
                 appended: Cell::new(None),
@@ -278,7 +433,7 @@ impl MetaStore {
         let r = match result {
             Ok(r) => r,
             Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+            Err(TransactionError::Storage(e)) => return Err(self.failed(e)),
         };
         self.changed();
         if let Some(seq) = appended.get() {
@@ -307,13 +462,17 @@ impl MetaStore {
 
     /// Writes everything to disk; called on shutdown and after critical commits.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let open = self.db()?;
+        open.db.flush_async().await.map_err(|e| self.failed(e))?;
         Ok(())
     }
 
     /// Size of the database on disk, in bytes.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db()
+            .ok()
+            .and_then(|o| o.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
 }
 

@@ -86,7 +86,7 @@ impl MetaStore {
         view: impl Fn(Project, Option<crate::model::Build>) -> R + Sync,
     ) -> Result<Vec<R>, StoreError> {
         let records: Vec<(sled::IVec, sled::IVec)> =
-            self.tree(T::Projects).iter().collect::<Result<_, _>>()?;
+            self.tree(T::Projects)?.iter().collect::<Result<_, _>>()?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let per_thread = records.len().div_ceil(threads).max(256);
         let one = |(k, v): &(sled::IVec, sled::IVec)| -> Result<R, StoreError> {
@@ -120,7 +120,7 @@ impl MetaStore {
 
     /// Number of projects.
     pub fn project_count(&self) -> usize {
-        self.tree(T::Projects).len()
+        self.tree(T::Projects).map(|t| t.len()).unwrap_or(0)
     }
 
     /// Applies `change` to a project and stores it, with a `project.updated` event.
@@ -150,17 +150,17 @@ impl MetaStore {
     pub fn delete_project(&self, name: &ProjectName) -> Result<(), StoreError> {
         // Collect the keys first: a transaction cannot iterate.
         let secret_keys: Vec<_> = self
-            .tree(T::Secrets)
+            .tree(T::Secrets)?
             .scan_prefix(prefix(name.as_str()))
             .keys()
             .collect::<Result<_, _>>()?;
         let build_keys: Vec<_> = self
-            .tree(T::ProjectBuilds)
+            .tree(T::ProjectBuilds)?
             .scan_prefix(prefix(name.as_str()))
             .keys()
             .collect::<Result<_, _>>()?;
         let env_keys: Vec<_> = self
-            .tree(T::Environments)
+            .tree(T::Environments)?
             .scan_prefix(prefix(name.as_str()))
             .keys()
             .collect::<Result<_, _>>()?;
@@ -220,7 +220,7 @@ impl MetaStore {
     pub fn secrets(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
         let p = prefix(project);
         let mut out = Vec::new();
-        for item in self.tree(T::Secrets).scan_prefix(&p) {
+        for item in self.tree(T::Secrets)?.scan_prefix(&p) {
             let (k, v) = item?;
             out.push((
                 String::from_utf8_lossy(&k[p.len()..]).into_owned(),

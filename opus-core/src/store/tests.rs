@@ -67,7 +67,26 @@ fn projects_round_trip_and_survive_reopen() {
     let events = store.events_from(0, 100).expect("events");
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["project.added", "project.added", "secret.set"]);
-    assert_eq!(store.last_event_seq(), 3);
+    assert_eq!(*store.subscribe_events().borrow(), 3);
+}
+
+#[test]
+fn tail_start_finds_the_newest_events_of_a_project() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    assert_eq!(store.tail_start(None, 5).expect("empty log"), 1);
+    store.create_project(&project("web")).expect("create");
+    store.create_project(&project("api")).expect("create");
+    store.set_secret("web", "TOKEN", "s3cret").expect("secret");
+    store.set_secret("api", "TOKEN", "s3cret").expect("secret");
+    // Seqs: 1 web, 2 api, 3 web, 4 api.
+    assert_eq!(store.tail_start(None, 1).expect("tail"), 4);
+    assert_eq!(store.tail_start(None, 3).expect("tail"), 2);
+    assert_eq!(store.tail_start(None, 100).expect("tail"), 1);
+    assert_eq!(store.tail_start(Some("web"), 1).expect("tail"), 3);
+    assert_eq!(store.tail_start(Some("web"), 2).expect("tail"), 1);
+    assert_eq!(store.tail_start(Some("nope"), 2).expect("tail"), 5);
+    assert_eq!(store.tail_start(None, 0).expect("tail"), 5);
 }
 
 #[test]
@@ -105,13 +124,13 @@ fn a_change_that_keeps_the_state_is_stored_without_an_event() {
     let store = MetaStore::open(dir.path()).expect("open");
     store.create_project(&project("web")).expect("create");
     let a = store.create_build(&build("web")).expect("a");
-    let seq = store.last_event_seq();
+    let seq = *store.subscribe_events().borrow();
     let changed = store
         .update_build(a.id, |b| b.version = "main-1".into())
         .expect("update");
     assert_eq!(changed.version, "main-1");
     assert_eq!(store.get_build(a.id).expect("get").version, "main-1");
-    assert_eq!(store.last_event_seq(), seq);
+    assert_eq!(*store.subscribe_events().borrow(), seq);
     // A state change in the same call still comes with its event, and keeps the earlier change.
     let running = store
         .update_build(a.id, |b| {
@@ -254,14 +273,23 @@ fn unfinished_and_last_build_indexes_follow_every_change_and_are_rebuilt_for_an_
         assert_eq!(indexes(&store), expected);
 
         // As a store written before the indexes existed: they are empty and unversioned.
-        store.tree(T::UnfinishedBuilds).clear().expect("clear");
-        store.tree(T::LastBuilds).clear().expect("clear");
+        store
+            .tree(T::UnfinishedBuilds)
+            .expect("tree")
+            .clear()
+            .expect("clear");
+        store
+            .tree(T::LastBuilds)
+            .expect("tree")
+            .clear()
+            .expect("clear");
         store
             .tree(T::Counters)
+            .expect("tree")
             .remove("index_version")
             .expect("unversion");
         assert_eq!(indexes(&store).2, vec![None, None, None]);
-        store.db.flush().expect("flush");
+        store.db().expect("open").db.flush().expect("flush");
     }
     let store = MetaStore::open(dir.path()).expect("reopen");
     assert_eq!(indexes(&store), expected);
@@ -355,21 +383,23 @@ fn an_old_store_keeps_its_build_numbers_and_continues_after_them() {
             let key = u64::to_be_bytes(id);
             store
                 .tree(T::Builds)
+                .expect("tree")
                 .insert(key, old_build_record(id, p))
                 .expect("record");
             store
                 .tree(T::ProjectBuilds)
+                .expect("tree")
                 .insert(pair_key(p, &key), &[])
                 .expect("index");
         }
-        let counters = store.tree(T::Counters);
+        let counters = store.tree(T::Counters).expect("tree");
         counters
             .insert("build_id", &5u64.to_be_bytes())
             .expect("counter");
         counters
             .insert("index_version", &1u64.to_be_bytes())
             .expect("version");
-        store.db.flush().expect("flush");
+        store.db().expect("open").db.flush().expect("flush");
     }
     let store = MetaStore::open(dir.path()).expect("reopen");
     for (id, p) in [(1, "web"), (2, "web"), (3, "site"), (4, "site"), (5, "web")] {
@@ -556,4 +586,96 @@ fn a_versions_site_options_are_committed_with_it() {
         store.site_options("nope", "1").expect("options"),
         SiteOptions::default()
     );
+}
+
+#[test]
+fn after_a_full_disk_writes_fail_naming_it_until_the_store_is_reopened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    let id = store.create_build(&build("web")).expect("build").id;
+    assert!(store.reopen().expect("a healthy store needs no reopen"));
+
+    // What sled answers every write with after its log hit ENOSPC.
+    let full = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+    let e = store.failed(full);
+    assert!(
+        matches!(&e, StoreError::DiskFull { path } if path == dir.path()),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("is full: free space and retry"),
+        "{e}"
+    );
+    assert!(store.failure().is_some());
+    // Every write fails the same way at once (sled would, until reopened), reads still work.
+    let clone = store.clone();
+    for err in [
+        clone
+            .set_secret("web", "TOKEN", "s3cret")
+            .expect_err("secret"),
+        clone
+            .update_build(id, |b| b.state = BuildState::Failed)
+            .expect_err("outcome"),
+    ] {
+        assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    }
+    assert_eq!(store.get_build(id).expect("read").state, BuildState::Queued);
+
+    // Reopened (the disk has room again): the data is there and writes work, through every
+    // clone of the handle.
+    assert!(store.reopen().expect("reopen"));
+    assert!(clone.failure().is_none());
+    clone.set_secret("web", "TOKEN", "s3cret").expect("secret");
+    clone
+        .update_build(id, |b| b.state = BuildState::Failed)
+        .expect("outcome");
+    assert_eq!(store.get_build(id).expect("read").state, BuildState::Failed);
+    assert_eq!(store.secret_names("web").expect("names"), ["TOKEN"]);
+}
+
+#[test]
+fn another_io_failure_is_kept_as_sleds_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    let e = store.failed(sled::Error::Io(std::io::Error::other("EIO")));
+    assert!(matches!(e, StoreError::Sled(_)), "{e}");
+    assert!(store.failure().is_some(), "writes fail until reopened");
+    assert!(store.reopen().expect("reopen"));
+    store.create_project(&project("web")).expect("create");
+}
+
+#[test]
+fn a_version_an_environment_needs_is_not_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("create");
+    for v in ["1", "2", "3"] {
+        store
+            .commit_version(&version("web", v), &[], &SiteOptions::default())
+            .expect("version");
+    }
+    let remove = |v: &str| store.remove_version("web", v, &[], None, "test");
+    let deploy = |v: &str| {
+        store
+            .deploy("web", "production", v, "test", ReleaseReason::Deploy, false)
+            .expect("deploy")
+    };
+    deploy("1");
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::Protected);
+    // "1" is now what a rollback goes back to: still protected.
+    deploy("2");
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::Protected);
+    deploy("3");
+    assert!(matches!(
+        remove("1").expect("remove"),
+        VersionRemoval::Removed(r) if r.version.as_str() == "1"
+    ));
+    assert_eq!(remove("1").expect("remove"), VersionRemoval::NotFound);
+    assert_eq!(store.get_version("web", "1").expect("get"), None);
+    // And the other way round: a deploy of a removed version is refused in its transaction.
+    assert!(matches!(
+        store.deploy("web", "staging", "1", "test", ReleaseReason::Deploy, false),
+        Err(StoreError::VersionNotFound { .. })
+    ));
 }

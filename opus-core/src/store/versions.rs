@@ -25,6 +25,17 @@ fn blob_key(store: &str, sha256: &str, object: &str) -> Vec<u8> {
     k
 }
 
+/// What [`MetaStore::remove_version`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionRemoval {
+    /// The record was removed; here it is.
+    Removed(VersionRecord),
+    /// There was no such version.
+    NotFound,
+    /// An environment points at the version or would roll back to it; nothing was removed.
+    Protected,
+}
+
 impl MetaStore {
     /// One version's record, if it exists.
     pub fn get_version(
@@ -38,7 +49,7 @@ impl MetaStore {
     /// A project's versions, newest first.
     pub fn list_versions(&self, project: &str) -> Result<Vec<VersionRecord>, StoreError> {
         let mut out: Vec<VersionRecord> = Vec::new();
-        for item in self.tree(T::Versions).scan_prefix(prefix(project)) {
+        for item in self.tree(T::Versions)?.scan_prefix(prefix(project)) {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -53,7 +64,7 @@ impl MetaStore {
     /// Every version of every project (for the orphan sweep on start).
     pub fn all_versions(&self) -> Result<Vec<VersionRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Versions).iter() {
+        for item in self.tree(T::Versions)?.iter() {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -100,11 +111,17 @@ impl MetaStore {
     }
 
     /// Removes a version's record and the index entries of its files, with a `version.deleted`
-    /// event naming `reason`. Returns the removed record (`None` when there was none).
+    /// event naming `reason`, unless an environment points at the version or would roll back to
+    /// it ([`MetaStore::protected_versions`]).
     ///
     /// `blobs` are the `(sha256, object key)` pairs of its files; index entries under the version's
     /// object prefix `objects_prefix` that `blobs` missed (a damaged manifest) are found by a scan
     /// of the store's index and removed too.
+    ///
+    /// Architecture Invariant: no environment points at (or rolls back to) a version that does
+    /// not exist. Deploy and rollback check in their transaction that the version exists; this
+    /// removal reads the protected versions, then commits only if no release of the project was
+    /// made since (a counter both transactions touch), else reads them again.
     pub fn remove_version(
         &self,
         project: &str,
@@ -112,10 +129,10 @@ impl MetaStore {
         blobs: &[(String, String)],
         objects_prefix: Option<&str>,
         reason: &str,
-    ) -> Result<Option<VersionRecord>, StoreError> {
+    ) -> Result<VersionRemoval, StoreError> {
         let key = pair_key(project, version.as_bytes());
         let Some(record) = self.get_version(project, version)? else {
-            return Ok(None);
+            return Ok(VersionRemoval::NotFound);
         };
         let mut keys: Vec<Vec<u8>> = blobs
             .iter()
@@ -123,7 +140,7 @@ impl MetaStore {
             .collect();
         if let Some(objects) = objects_prefix {
             for k in self
-                .tree(T::BlobRefs)
+                .tree(T::BlobRefs)?
                 .scan_prefix(prefix(&record.store))
                 .keys()
             {
@@ -134,25 +151,39 @@ impl MetaStore {
                 }
             }
         }
-        self.transact(|tx| {
-            let Some(current) = tx.get_json::<VersionRecord>(T::Versions, &key)? else { return Ok(None) };
-            tx.tree(T::Versions).remove(key.as_slice())?;
-            for k in &keys {
-                tx.tree(T::BlobRefs).remove(k.as_slice())?;
+        loop {
+            let releases_made = self.releases_made(project)?;
+            if self.protected_versions(project)?.contains(version) {
+                return Ok(VersionRemoval::Protected);
             }
-            tx.append_event(
-                "version.deleted",
-                project,
-                json!({ "project": project, "version": version, "store": current.store, "reason": reason }),
-            )?;
-            Ok(Some(current))
-        })
+            let removal = self.transact(|tx| {
+                if tx.releases_made(project)? != releases_made {
+                    return Ok(None);
+                }
+                let Some(current) = tx.get_json::<VersionRecord>(T::Versions, &key)? else {
+                    return Ok(Some(VersionRemoval::NotFound));
+                };
+                tx.tree(T::Versions).remove(key.as_slice())?;
+                for k in &keys {
+                    tx.tree(T::BlobRefs).remove(k.as_slice())?;
+                }
+                tx.append_event(
+                    "version.deleted",
+                    project,
+                    json!({ "project": project, "version": version, "store": current.store, "reason": reason }),
+                )?;
+                Ok(Some(VersionRemoval::Removed(current)))
+            })?;
+            if let Some(removal) = removal {
+                return Ok(removal);
+            }
+        }
     }
 
     /// An object in `store` that holds content `sha256`, if any version has one.
     pub fn blob_holder(&self, store: &str, sha256: &str) -> Result<Option<String>, StoreError> {
         let p = blob_prefix(store, sha256);
-        match self.tree(T::BlobRefs).scan_prefix(&p).keys().next() {
+        match self.tree(T::BlobRefs)?.scan_prefix(&p).keys().next() {
             Some(k) => Ok(Some(String::from_utf8_lossy(&k?[p.len()..]).into_owned())),
             None => Ok(None),
         }
@@ -162,7 +193,7 @@ impl MetaStore {
     pub fn blob_holders(&self, store: &str, sha256: &str) -> Result<Vec<String>, StoreError> {
         let p = blob_prefix(store, sha256);
         let mut out = Vec::new();
-        for k in self.tree(T::BlobRefs).scan_prefix(&p).keys() {
+        for k in self.tree(T::BlobRefs)?.scan_prefix(&p).keys() {
             out.push(String::from_utf8_lossy(&k?[p.len()..]).into_owned());
         }
         Ok(out)

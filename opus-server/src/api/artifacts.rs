@@ -1,15 +1,22 @@
 //! `opus.v1.ArtifactService`: stored versions, manifests, archives, publishing, verify, delete.
+//! `publish`: the sessions of publishes in progress.
 
+mod publish;
+
+use std::collections::HashMap;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use opus_core::artifact::ManifestFile;
 use opus_core::proto::{self, artifact_service_server::ArtifactService};
+use opus_core::store::EnvironmentRecord;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+use self::publish::{Publishes, SESSION_IDLE};
 use super::status;
-use crate::AppState;
+use opus_core::artifact::ArtifactStore;
+use opus_core::store::MetaStore;
 
 /// Largest message of the artifact API (a manifest of about 400,000 files).
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
@@ -19,25 +26,56 @@ const CHUNK: usize = 1 << 20;
 
 /// Implements the artifact RPCs over the [`opus_core::artifact::ArtifactStore`].
 pub(crate) struct ArtifactsApi {
-    state: AppState,
+    /// Projects (their retention setting).
+    store: MetaStore,
+    /// The stored versions: listing, reading, deleting, retention.
+    artifacts: ArtifactStore,
+    /// Publishes in progress; their uploads are staged in `<data-dir>/uploads`.
+    publishes: Publishes,
 }
 
 impl ArtifactsApi {
-    pub(crate) fn new(state: AppState) -> Self {
-        ArtifactsApi { state }
+    /// The service; publish sessions start empty (and so does `<data-dir>/uploads`).
+    pub(crate) fn new(
+        store: MetaStore,
+        artifacts: ArtifactStore,
+        data_dir: &std::path::Path,
+    ) -> Self {
+        let publishes = Publishes::new(artifacts.clone(), data_dir.join("uploads"), SESSION_IDLE);
+        ArtifactsApi {
+            store,
+            artifacts,
+            publishes,
+        }
+    }
+
+    /// Applies the project's retention after a version was published (`keep N`, see
+    /// [`crate::promotion::keep_count`]); failures are logged, the publish itself succeeded.
+    async fn apply_retention(&self, project: &str) {
+        let keep = match self.store.get_project(project) {
+            Ok(p) => crate::promotion::keep_count(&p, None),
+            Err(_) => return,
+        };
+        if let Err(e) = self.artifacts.apply_retention(project, keep).await {
+            tracing::warn!(project, error = %e, "retention failed");
+        }
     }
 }
 
-/// Applies the project's retention after a version was published (`keep N`, see
-/// [`crate::promotion::keep_count`]); failures are logged, the publish itself succeeded.
-async fn apply_retention(state: &AppState, project: &str) {
-    let keep = match state.store.get_project(project) {
-        Ok(p) => crate::promotion::keep_count(&p, None),
-        Err(_) => return,
-    };
-    if let Err(e) = state.deployer.apply_retention(project, keep).await {
-        tracing::warn!(project, error = %e, "retention failed");
+/// Which environments currently serve each version (version -> environment names, sorted), from
+/// the environments' current releases: what `deployed_to` of a listed version says.
+fn serving_environments(environments: &[EnvironmentRecord]) -> HashMap<&str, Vec<String>> {
+    let mut serving: HashMap<&str, Vec<String>> = HashMap::new();
+    for env in environments {
+        serving
+            .entry(env.current.version.as_str())
+            .or_default()
+            .push(env.name.clone());
     }
+    for names in serving.values_mut() {
+        names.sort();
+    }
+    serving
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<proto::DataChunk, Status>> + Send>>;
@@ -49,13 +87,20 @@ impl ArtifactService for ArtifactsApi {
         &self,
         req: Request<proto::ListVersionsRequest>,
     ) -> Result<Response<proto::ListVersionsResponse>, Status> {
-        let versions = self
-            .state
-            .artifacts
-            .list_versions(&req.get_ref().project)
-            .map_err(status)?;
+        let project = &req.get_ref().project;
+        let versions = self.artifacts.list_versions(project).map_err(status)?;
+        let environments = self.store.environments(project).map_err(status)?;
+        let serving = serving_environments(&environments);
         Ok(Response::new(proto::ListVersionsResponse {
-            versions: versions.iter().map(Into::into).collect(),
+            versions: versions
+                .iter()
+                .map(|v| {
+                    let mut version = proto::Version::from(v);
+                    version.deployed_to =
+                        serving.get(v.version.as_str()).cloned().unwrap_or_default();
+                    version
+                })
+                .collect(),
         }))
     }
 
@@ -66,7 +111,6 @@ impl ArtifactService for ArtifactsApi {
     ) -> Result<Response<proto::Manifest>, Status> {
         let req = req.into_inner();
         let manifest = self
-            .state
             .artifacts
             .manifest(&req.project, &req.version)
             .await
@@ -83,7 +127,6 @@ impl ArtifactService for ArtifactsApi {
     ) -> Result<Response<Self::DownloadArchiveStream>, Status> {
         let req = req.into_inner();
         let (size, mut source) = self
-            .state
             .artifacts
             .archive(&req.project, &req.version)
             .await
@@ -116,9 +159,8 @@ impl ArtifactService for ArtifactsApi {
         let req = req.into_inner();
         let files: Vec<ManifestFile> = req.files.into_iter().map(Into::into).collect();
         let started = self
-            .state
-            .artifacts
-            .begin_publish(&req.project, &req.version, files, &req.store)
+            .publishes
+            .begin(&req.project, &req.version, files, &req.store)
             .map_err(status)?;
         Ok(Response::new(proto::BeginPublishResponse {
             upload_id: started.upload_id,
@@ -143,8 +185,7 @@ impl ArtifactService for ArtifactsApi {
             ));
         }
         let mut blob = self
-            .state
-            .artifacts
+            .publishes
             .begin_blob(&first.upload_id, &first.sha256)
             .await
             .map_err(status)?;
@@ -162,12 +203,11 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::CommitPublishRequest>,
     ) -> Result<Response<proto::Version>, Status> {
         let stored = self
-            .state
-            .artifacts
-            .commit_publish(&req.get_ref().upload_id)
+            .publishes
+            .commit(&req.get_ref().upload_id)
             .await
             .map_err(status)?;
-        apply_retention(&self.state, stored.record.project.as_str()).await;
+        self.apply_retention(stored.record.project.as_str()).await;
         Ok(Response::new((&stored.record).into()))
     }
 
@@ -179,7 +219,6 @@ impl ArtifactService for ArtifactsApi {
         let req = req.into_inner();
         let version = (!req.version.is_empty()).then_some(req.version.as_str());
         let report = self
-            .state
             .artifacts
             .verify(&req.project, version)
             .await
@@ -193,8 +232,7 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::DeleteVersionRequest>,
     ) -> Result<Response<proto::DeleteVersionResponse>, Status> {
         let req = req.into_inner();
-        self.state
-            .deployer
+        self.artifacts
             .delete_version(&req.project, &req.version, "api")
             .await
             .map_err(status)?;

@@ -11,18 +11,28 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::status;
-use crate::AppState;
 use crate::logs;
+use crate::logs::LogHub;
 use crate::scheduler::{CancelError, Scheduler, TriggerRequest};
+use opus_core::store::MetaStore;
 
 /// Implements the build RPCs over the scheduler, the store and the log files.
 pub(crate) struct BuildsApi {
-    state: AppState,
+    /// Builds as recorded.
+    store: MetaStore,
+    /// The queue: triggers, cancels, and which builds run now.
+    scheduler: Scheduler,
+    /// Build logs, replayed and followed.
+    logs: LogHub,
 }
 
 impl BuildsApi {
-    pub(crate) fn new(state: AppState) -> Self {
-        BuildsApi { state }
+    pub(crate) fn new(store: MetaStore, scheduler: Scheduler, logs: LogHub) -> Self {
+        BuildsApi {
+            store,
+            scheduler,
+            logs,
+        }
     }
 }
 
@@ -41,7 +51,7 @@ pub(crate) fn describe(scheduler: &Scheduler, build: &opus_core::model::Build) -
 /// The build a request names: by project and number (`web#3`), or by id when it names no project
 /// (older clients).
 fn named_build(
-    store: &opus_core::store::MetaStore,
+    store: &MetaStore,
     id: u64,
     project: &str,
     number: u64,
@@ -82,7 +92,6 @@ impl BuildService for BuildsApi {
     ) -> Result<Response<proto::Build>, Status> {
         let req = req.into_inner();
         let build = self
-            .state
             .scheduler
             .trigger(TriggerRequest {
                 project: req.project,
@@ -92,7 +101,7 @@ impl BuildService for BuildsApi {
                 trigger: "cli".into(),
             })
             .map_err(status)?;
-        Ok(Response::new(describe(&self.state.scheduler, &build)))
+        Ok(Response::new(describe(&self.scheduler, &build)))
     }
 
     async fn get_build(
@@ -100,8 +109,8 @@ impl BuildService for BuildsApi {
         req: Request<proto::GetBuildRequest>,
     ) -> Result<Response<proto::Build>, Status> {
         let req = req.get_ref();
-        let build = named_build(&self.state.store, req.id, &req.project, req.number)?;
-        Ok(Response::new(describe(&self.state.scheduler, &build)))
+        let build = named_build(&self.store, req.id, &req.project, req.number)?;
+        Ok(Response::new(describe(&self.scheduler, &build)))
     }
 
     async fn list_builds(
@@ -111,7 +120,7 @@ impl BuildService for BuildsApi {
         let req = req.into_inner();
         let project = (!req.project.is_empty()).then_some(req.project);
         if let Some(p) = &project {
-            self.state.store.get_project(p).map_err(status)?;
+            self.store.get_project(p).map_err(status)?;
         }
         let state = proto::BuildState::try_from(req.state)
             .ok()
@@ -121,11 +130,11 @@ impl BuildService for BuildsApi {
             state,
             limit: req.limit as usize,
         };
-        let builds = self.state.store.list_builds(&filter).map_err(status)?;
+        let builds = self.store.list_builds(&filter).map_err(status)?;
         Ok(Response::new(proto::ListBuildsResponse {
             builds: builds
                 .iter()
-                .map(|b| describe(&self.state.scheduler, b))
+                .map(|b| describe(&self.scheduler, b))
                 .collect(),
         }))
     }
@@ -136,9 +145,9 @@ impl BuildService for BuildsApi {
         req: Request<proto::CancelBuildRequest>,
     ) -> Result<Response<proto::Build>, Status> {
         let req = req.get_ref();
-        let build = named_build(&self.state.store, req.id, &req.project, req.number)?;
-        match self.state.scheduler.cancel(build.id) {
-            Ok(b) => Ok(Response::new(describe(&self.state.scheduler, &b))),
+        let build = named_build(&self.store, req.id, &req.project, req.number)?;
+        match self.scheduler.cancel(build.id) {
+            Ok(b) => Ok(Response::new(describe(&self.scheduler, &b))),
             Err(CancelError::Finished(b)) => Err(Status::failed_precondition(format!(
                 "{}#{} has already {}; only queued or running builds can be cancelled",
                 b.project, b.number, b.state
@@ -152,9 +161,9 @@ impl BuildService for BuildsApi {
         req: Request<proto::StreamLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
         let req = req.into_inner();
-        let store = self.state.store.clone();
+        let store = self.store.clone();
         let id = named_build(&store, req.id, &req.project, req.number)?.id;
-        let hub = self.state.logs.clone();
+        let hub = self.logs.clone();
         let path = hub.path(id);
         let follow = req.follow;
         let stream = async_stream::try_stream! {
@@ -165,6 +174,10 @@ impl BuildService for BuildsApi {
                 let live = hub.follow(id);
                 let build = store.get_build(id).map_err(status)?;
                 if live.is_none() && build.state == BuildState::Queued && follow {
+                    if let Some(e) = store.failure() {
+                        // Nothing moves a queued build while the store takes no writes.
+                        Err::<(), Status>(status(e))?;
+                    }
                     if events.changed().await.is_err() {
                         break;
                     }
@@ -213,15 +226,26 @@ impl BuildService for BuildsApi {
                 // The log is complete; the build's state is recorded just before the log is
                 // marked finished, but a build still marked running is waited for.
                 let build = store.get_build(id).map_err(status)?;
-                if build.state.is_finished() {
+                // A build whose outcome the store could not take ended failed (`build::finish`
+                // records that once it can).
+                let unrecorded = !build.state.is_finished() && store.failure().is_some()
+                    && hub.follow(id).is_none_or(|p| p.borrow().finished);
+                if build.state.is_finished() || unrecorded {
+                    let (state, reason) = match store.failure() {
+                        Some(e) if unrecorded => (
+                            BuildState::Failed,
+                            format!("its outcome could not be recorded: {e}"),
+                        ),
+                        _ => (build.state, build.reason.clone()),
+                    };
                     let (lines, _) = logs::read_from(&path, offset).await
                         .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
                     for line in lines {
                         yield log_line(line);
                     }
                     yield proto::LogLine {
-                        final_state: proto::BuildState::from(build.state) as i32,
-                        text: build.reason.clone(),
+                        final_state: proto::BuildState::from(state) as i32,
+                        text: reason,
                         stream: "opus".into(),
                         step: "done".into(),
                         time: build.finished_at.map(wire::timestamp),

@@ -8,17 +8,21 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::status;
-use crate::AppState;
+use crate::deploys::Deployer;
 use crate::sites::PRODUCTION;
+use opus_core::store::MetaStore;
 
 /// Implements `DeployService` over the [`crate::deploys::Deployer`].
 pub(crate) struct DeploysApi {
-    state: AppState,
+    /// Projects and environments as recorded.
+    store: MetaStore,
+    /// Deploys and rollbacks: the store and the site table together.
+    deployer: Deployer,
 }
 
 impl DeploysApi {
-    pub(crate) fn new(state: AppState) -> Self {
-        DeploysApi { state }
+    pub(crate) fn new(store: MetaStore, deployer: Deployer) -> Self {
+        DeploysApi { store, deployer }
     }
 
     fn environment(&self, e: &EnvironmentRecord) -> proto::Environment {
@@ -28,14 +32,14 @@ impl DeploysApi {
             current: Some(release(&e.current)),
             pinned: e.pinned,
             preview: e.preview,
-            url: self.state.deployer.sites().url(&e.project, &e.name),
+            url: self.deployer.sites().url(&e.project, &e.name),
         }
     }
 
     fn response(&self, e: &EnvironmentRecord) -> proto::DeployResponse {
         proto::DeployResponse {
             release: Some(release(&e.current)),
-            url: self.state.deployer.sites().url(&e.project, &e.name),
+            url: self.deployer.sites().url(&e.project, &e.name),
             pinned: e.pinned,
         }
     }
@@ -81,10 +85,10 @@ impl DeployService for DeploysApi {
         let r = req.into_inner();
         let project = project(&r.project)?;
         let env = env(&r.env)?;
+        EnvName::for_new(env.as_str()).map_err(status)?;
         let version = VersionName::new(r.version).map_err(status)?;
-        self.state.store.get_project(&project).map_err(status)?;
+        self.store.get_project(&project).map_err(status)?;
         let record = self
-            .state
             .deployer
             .deploy(
                 &project,
@@ -113,7 +117,6 @@ impl DeployService for DeploysApi {
             Some(VersionName::new(r.to).map_err(status)?)
         };
         let record = self
-            .state
             .deployer
             .rollback(&project, &env, to.as_ref().map(VersionName::as_str), "api")
             .await
@@ -128,14 +131,13 @@ impl DeployService for DeploysApi {
     ) -> Result<Response<proto::ListReleasesResponse>, Status> {
         let r = req.into_inner();
         let project = project(&r.project)?;
-        self.state.store.get_project(&project).map_err(status)?;
+        self.store.get_project(&project).map_err(status)?;
         let env = if r.env.is_empty() {
             None
         } else {
             Some(env(&r.env)?)
         };
         let releases = self
-            .state
             .store
             .releases(&project, env.as_deref(), r.limit as usize)
             .map_err(status)?;
@@ -151,11 +153,7 @@ impl DeployService for DeploysApi {
     ) -> Result<Response<proto::Environment>, Status> {
         let r = req.into_inner();
         let (project, env) = (project(&r.project)?, env(&r.env)?);
-        let record = self
-            .state
-            .store
-            .environment(&project, &env)
-            .map_err(status)?;
+        let record = self.store.environment(&project, &env).map_err(status)?;
         Ok(Response::new(self.environment(&record)))
     }
 
@@ -165,8 +163,8 @@ impl DeployService for DeploysApi {
         req: Request<proto::ListEnvironmentsRequest>,
     ) -> Result<Response<proto::ListEnvironmentsResponse>, Status> {
         let project = project(&req.into_inner().project)?;
-        self.state.store.get_project(&project).map_err(status)?;
-        let envs = self.state.store.environments(&project).map_err(status)?;
+        self.store.get_project(&project).map_err(status)?;
+        let envs = self.store.environments(&project).map_err(status)?;
         Ok(Response::new(proto::ListEnvironmentsResponse {
             environments: envs.iter().map(|e| self.environment(e)).collect(),
         }))
@@ -179,8 +177,7 @@ impl DeployService for DeploysApi {
     ) -> Result<Response<proto::RemoveEnvironmentResponse>, Status> {
         let r = req.into_inner();
         let (project, env) = (project(&r.project)?, env(&r.env)?);
-        self.state
-            .deployer
+        self.deployer
             .remove_environment(&project, &env)
             .await
             .map_err(status)?;
@@ -195,9 +192,9 @@ impl DeployService for DeploysApi {
         let r = req.into_inner();
         let (project, env) = (project(&r.project)?, env(&r.env)?);
         let record = self
-            .state
-            .store
+            .deployer
             .unpin_environment(&project, &env)
+            .await
             .map_err(status)?;
         Ok(Response::new(self.environment(&record)))
     }

@@ -7,16 +7,17 @@ use opus_core::proto::{self, event_service_server::EventService};
 use tonic::{Request, Response, Status};
 
 use super::status;
-use crate::AppState;
+use opus_core::store::MetaStore;
 
 /// Implements `WatchEvents` over the store's event log and its commit notifications.
 pub(crate) struct EventsApi {
-    state: AppState,
+    /// The event log.
+    store: MetaStore,
 }
 
 impl EventsApi {
-    pub(crate) fn new(state: AppState) -> Self {
-        EventsApi { state }
+    pub(crate) fn new(store: MetaStore) -> Self {
+        EventsApi { store }
     }
 }
 
@@ -31,14 +32,21 @@ impl EventService for EventsApi {
         req: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let req = req.into_inner();
-        let store = self.state.store.clone();
+        let store = self.store.clone();
         if !req.project.is_empty() {
             store.get_project(&req.project).map_err(status)?;
         }
         // Subscribe before the first read so that nothing committed in between is missed.
         let mut changes = store.subscribe_events();
+        let first = match req.tail {
+            Some(count) => {
+                let project = (!req.project.is_empty()).then_some(req.project.as_str());
+                store.tail_start(project, count as usize).map_err(status)?
+            }
+            None => req.from,
+        };
         let stream = async_stream::try_stream! {
-            let mut next = req.from.max(1);
+            let mut next = first.max(1);
             loop {
                 let batch = store.events_from(next, 512).map_err(status)?;
                 let full = batch.len() == 512;

@@ -1,7 +1,7 @@
 //! The API listener: the `opus.v1` gRPC services, `grpc.health.v1`, reflection, and the plain HTTP
 //! routes that share the port.
 //!
-//! Every `opus.v1` service is wrapped in the [`auth::Auth`] interceptor; health stays open so that
+//! Every `opus.v1` service is wrapped in the `auth::Auth` interceptor; health stays open so that
 //! load balancers and Kubernetes probes can ask without a token.
 
 mod artifacts;
@@ -30,18 +30,40 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use crate::{AppState, ServeError};
+use crate::{Daemon, ServeError};
 
 pub use status::status;
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes. Each service is given the parts of the
+/// `daemon` it uses.
 pub(crate) async fn run(
     listener: TcpListener,
-    state: AppState,
+    daemon: &Daemon,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let auth = auth::Auth::new(state.config.token.clone());
+    let mut server = Server::builder().accept_http1(true);
+    if let Some(tls) = &daemon.config.tls {
+        let identity = Identity::from_pem(&tls.cert, &tls.key);
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(ServeError::Tls)?;
+    }
+    let router = grpc_routes(daemon)
+        .await?
+        .into_axum_router()
+        .merge(http_routes(daemon))
+        .fallback(not_implemented);
+    server
+        .add_routes(Routes::from(router))
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}
 
+/// Health, reflection, and the `opus.v1` services, each behind the API token except the runner
+/// service (runners authenticate with their build's own token).
+async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
+    let auth = auth::Auth::new(d.config.token.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ProjectServiceServer<projects::ProjectsApi>>()
@@ -50,49 +72,69 @@ pub(crate) async fn run(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        .map_err(ServeError::Reflection)?;
 
     // One statement per service, so that adding one is a one-line change.
     let mut routes = Routes::new(health_service);
     routes = routes.add_service(reflection);
     routes = routes.add_service(ProjectServiceServer::with_interceptor(
-        projects::ProjectsApi::new(state.clone()),
+        projects::ProjectsApi::new(
+            d.store.clone(),
+            d.deployer.clone(),
+            d.scheduler.clone(),
+            d.hooks.transport.clone(),
+            d.hooks.links.clone(),
+        ),
         auth.interceptor(),
     ));
     routes = routes.add_service(BuildServiceServer::with_interceptor(
-        builds::BuildsApi::new(state.clone()),
+        builds::BuildsApi::new(d.store.clone(), d.scheduler.clone(), d.logs.clone()),
         auth.interceptor(),
     ));
     routes = routes.add_service(SystemServiceServer::with_interceptor(
-        system::SystemApi::new(state.clone()),
+        system::SystemApi::new(
+            d.store.clone(),
+            d.scheduler.clone(),
+            d.config.clone(),
+            d.started_at,
+            d.health.clone(),
+        ),
         auth.interceptor(),
     ));
     routes = routes.add_service(EventServiceServer::with_interceptor(
-        events::EventsApi::new(state.clone()),
+        events::EventsApi::new(d.store.clone()),
         auth.interceptor(),
     ));
     routes = routes.add_service(tonic::service::interceptor::InterceptedService::new(
         // A publish manifest of a large site exceeds gRPC's default 4 MiB message limit.
         proto::artifact_service_server::ArtifactServiceServer::new(artifacts::ArtifactsApi::new(
-            state.clone(),
+            d.store.clone(),
+            d.artifacts.clone(),
+            &d.config.data_dir,
         ))
         .max_decoding_message_size(artifacts::MAX_MESSAGE)
         .max_encoding_message_size(artifacts::MAX_MESSAGE),
         auth.interceptor(),
     ));
     routes = routes.add_service(DeployServiceServer::with_interceptor(
-        deploys::DeploysApi::new(state.clone()),
+        deploys::DeploysApi::new(d.store.clone(), d.deployer.clone()),
         auth.interceptor(),
     ));
-    // Not behind the API token: runners authenticate with their build's own token.
     routes = routes.add_service(proto::runner_service_server::RunnerServiceServer::new(
-        runner::RunnerApi::new(state.clone()),
+        runner::RunnerApi::new(d.runners.clone()),
     ));
+    Ok(routes)
+}
 
-    let metrics = state.metrics.clone();
-    let router = routes
-        .into_axum_router()
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+/// The plain HTTP routes on the API port: `/healthz`, `/metrics` and the inbound webhooks.
+fn http_routes(d: &Daemon) -> axum::Router {
+    let metrics = d.metrics.clone();
+    let health = d.health.clone();
+    axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(move || crate::health::healthz(health.clone())),
+        )
         .route(
             "/metrics",
             axum::routing::get(move || {
@@ -108,25 +150,11 @@ pub(crate) async fn run(
                 }
             }),
         )
-        .merge(webhooks::router(state.clone()))
-        .fallback(not_implemented);
-
-    let mut server = Server::builder().accept_http1(true);
-    if let Some((cert, key)) = &state.config.tls {
-        let read = |p: &std::path::PathBuf| {
-            std::fs::read(p).map_err(|source| ServeError::Tls {
-                path: p.clone(),
-                source,
-            })
-        };
-        let identity = Identity::from_pem(read(cert)?, read(key)?);
-        server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
-    }
-    server
-        .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await?;
-    Ok(())
+        .merge(webhooks::router(webhooks::Webhooks {
+            store: d.store.clone(),
+            scheduler: d.scheduler.clone(),
+            deployer: d.deployer.clone(),
+        }))
 }
 
 /// The accepted connections of the API listener, with `TCP_NODELAY` set: without it a streamed

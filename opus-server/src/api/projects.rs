@@ -4,7 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use opus_core::hook::{Hook, validate_event_pattern, validate_hook_url};
-use opus_core::model::{Project, ProjectName, Source, validate_branch, validate_secret_name};
+use opus_core::model::{
+    Project, ProjectName, Source, validate_branch, validate_secret_name, validate_secret_value,
+};
 use opus_core::proto::{self, project_service_server::ProjectService};
 use opus_core::store::{KeyKind, NameFilter};
 use opus_core::wire;
@@ -12,7 +14,10 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::status;
-use crate::{AppState, hooks};
+use crate::deploys::Deployer;
+use crate::hooks;
+use crate::scheduler::Scheduler;
+use opus_core::store::MetaStore;
 
 /// How long `opus remove` waits for the project's cancelled builds to end before it removes the
 /// project anyway (a cancelled step is killed at once; a Job is deleted in a poll or two).
@@ -20,23 +25,42 @@ const REMOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Implements the project RPCs over the metadata store.
 pub(crate) struct ProjectsApi {
-    state: AppState,
+    /// The project registry, secrets, webhook keys and hooks.
+    store: MetaStore,
+    /// Removes a project's environments and versions with the project.
+    deployer: Deployer,
+    /// Cancels a removed project's builds first.
+    scheduler: Scheduler,
+    /// The HTTP client `TestHook` posts with (the deliverer's).
+    hook_transport: hooks::HttpTransport,
+    /// How hook messages link to deployed sites.
+    site_links: hooks::SiteLinks,
     /// The whole project list as `ListProjects` last read it, with the store's change count at
     /// that read: while nothing changed, `opus list` costs a copy, not 20,000 records.
     list_cache: Mutex<Option<(u64, Arc<Vec<proto::Project>>)>>,
 }
 
 impl ProjectsApi {
-    pub(crate) fn new(state: AppState) -> Self {
+    pub(crate) fn new(
+        store: MetaStore,
+        deployer: Deployer,
+        scheduler: Scheduler,
+        hook_transport: hooks::HttpTransport,
+        site_links: hooks::SiteLinks,
+    ) -> Self {
         ProjectsApi {
-            state,
+            store,
+            deployer,
+            scheduler,
+            hook_transport,
+            site_links,
             list_cache: Mutex::new(None),
         }
     }
 
     /// Every project with its last build, from the cache when the store has not changed since.
     async fn all_projects(&self) -> Result<Arc<Vec<proto::Project>>, Status> {
-        let store = self.state.store.clone();
+        let store = self.store.clone();
         let changes = store.change_count();
         if let Some((at, list)) = self.cached_list()
             && at == changes
@@ -67,7 +91,7 @@ impl ProjectsApi {
     /// A project as the API shows it: with its last build and secret names.
     fn describe(&self, project: &Project) -> Result<proto::Project, Status> {
         let mut out = proto::Project::from(project);
-        let store = &self.state.store;
+        let store = &self.store;
         out.last_build = store
             .last_build(project.name.as_str())
             .map_err(status)?
@@ -86,7 +110,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::CreateProjectRequest>,
     ) -> Result<Response<proto::Project>, Status> {
         let req = req.into_inner();
-        let name = ProjectName::new(req.name).map_err(status)?;
+        let name = ProjectName::for_new(req.name).map_err(status)?;
         let source = Source::parse(&req.source).map_err(status)?;
         let branch = if req.branch.is_empty() {
             "main".to_owned()
@@ -101,7 +125,7 @@ impl ProjectService for ProjectsApi {
             created_at: SystemTime::now(),
             keep_versions: 0,
         };
-        self.state.store.create_project(&project).map_err(status)?;
+        self.store.create_project(&project).map_err(status)?;
         tracing::info!(source = %project.source.display(), "project added");
         Ok(Response::new(self.describe(&project)?))
     }
@@ -112,7 +136,6 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::GetProjectRequest>,
     ) -> Result<Response<proto::Project>, Status> {
         let project = self
-            .state
             .store
             .get_project(&req.get_ref().name)
             .map_err(status)?;
@@ -144,7 +167,6 @@ impl ProjectService for ProjectsApi {
         let name = ProjectName::new(req.into_inner().name).map_err(status)?;
         // Its builds first: a build must not store a version of a project that is gone.
         let left = self
-            .state
             .scheduler
             .cancel_project(&name, REMOVE_WAIT)
             .await
@@ -152,11 +174,7 @@ impl ProjectService for ProjectsApi {
         if !left.is_empty() {
             tracing::warn!(builds = ?left, "removing the project while cancelled builds are still ending");
         }
-        self.state
-            .deployer
-            .remove_project(&name)
-            .await
-            .map_err(status)?;
+        self.deployer.remove_project(&name).await.map_err(status)?;
         tracing::info!("project removed");
         Ok(Response::new(proto::DeleteProjectResponse {}))
     }
@@ -171,7 +189,6 @@ impl ProjectService for ProjectsApi {
             validate_branch(b).map_err(status)?;
         }
         let project = self
-            .state
             .store
             .update_project(&req.name, |p| {
                 if let Some(b) = &req.branch {
@@ -185,8 +202,8 @@ impl ProjectService for ProjectsApi {
         if req.keep_versions.is_some() {
             // A new limit applies at once, not only after the next version.
             let keep = crate::promotion::keep_count(&project, None);
-            self.state
-                .deployer
+            self.deployer
+                .artifacts()
                 .apply_retention(project.name.as_str(), keep)
                 .await
                 .map_err(status)?;
@@ -201,8 +218,8 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::SetSecretResponse>, Status> {
         let req = req.into_inner();
         validate_secret_name(&req.name).map_err(status)?;
-        self.state
-            .store
+        validate_secret_value(&req.value).map_err(status)?;
+        self.store
             .set_secret(&req.project, &req.name, &req.value)
             .map_err(status)?;
         Ok(Response::new(proto::SetSecretResponse {}))
@@ -214,8 +231,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::UnsetSecretRequest>,
     ) -> Result<Response<proto::UnsetSecretResponse>, Status> {
         let req = req.into_inner();
-        self.state
-            .store
+        self.store
             .unset_secret(&req.project, &req.name)
             .map_err(status)?;
         Ok(Response::new(proto::UnsetSecretResponse {}))
@@ -227,7 +243,6 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::ListSecretsRequest>,
     ) -> Result<Response<proto::ListSecretsResponse>, Status> {
         let names = self
-            .state
             .store
             .secret_names(&req.get_ref().project)
             .map_err(status)?;
@@ -241,7 +256,6 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::GithubHook>, Status> {
         let req = req.into_inner();
         let secret = self
-            .state
             .store
             .ensure_project_key(
                 &req.project,
@@ -263,7 +277,6 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::TriggerToken>, Status> {
         let req = req.into_inner();
         let token = self
-            .state
             .store
             .ensure_project_key(
                 &req.project,
@@ -310,7 +323,7 @@ impl ProjectService for ProjectsApi {
             enabled: true,
             created_at: SystemTime::now(),
         };
-        let hook = self.state.store.add_hook(&hook).map_err(status)?;
+        let hook = self.store.add_hook(&hook).map_err(status)?;
         tracing::info!(hook = hook.id, "hook added");
         Ok(Response::new(proto::Hook::from(&hook)))
     }
@@ -321,7 +334,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::ListHooksRequest>,
     ) -> Result<Response<proto::ListHooksResponse>, Status> {
         let project = req.into_inner().project;
-        let store = &self.state.store;
+        let store = &self.store;
         if !project.is_empty() {
             store.get_project(&project).map_err(status)?;
         }
@@ -339,7 +352,7 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::RemoveHookRequest>,
     ) -> Result<Response<proto::RemoveHookResponse>, Status> {
         let id = hook_id(&req.get_ref().id)?;
-        self.state.store.remove_hook(id).map_err(status)?;
+        self.store.remove_hook(id).map_err(status)?;
         tracing::info!("hook removed");
         Ok(Response::new(proto::RemoveHookResponse {}))
     }
@@ -350,16 +363,11 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::TestHookRequest>,
     ) -> Result<Response<proto::Delivery>, Status> {
         let id = hook_id(&req.get_ref().id)?;
-        let store = &self.state.store;
+        let store = &self.store;
         let hook = store.get_hook(id).map_err(status)?;
-        let delivery = hooks::test_hook(
-            store,
-            &self.state.hook_transport,
-            &self.state.site_links,
-            &hook,
-        )
-        .await
-        .map_err(status)?;
+        let delivery = hooks::test_hook(store, &self.hook_transport, &self.site_links, &hook)
+            .await
+            .map_err(status)?;
         Ok(Response::new(proto::Delivery::from(&delivery)))
     }
 
@@ -371,7 +379,6 @@ impl ProjectService for ProjectsApi {
         let req = req.into_inner();
         let id = hook_id(&req.hook_id)?;
         let deliveries = self
-            .state
             .store
             .list_deliveries(id, req.limit as usize)
             .map_err(status)?;
@@ -393,7 +400,7 @@ fn hook_id(text: &str) -> Result<u64, Status> {
 /// 32 random bytes as hex: a webhook secret or trigger token.
 fn random_key() -> Result<String, Status> {
     let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).map_err(|e| {
+    getrandom::fill(&mut bytes).map_err(|e| {
         tracing::error!(error = %e, "the system random source failed");
         Status::internal(format!(
             "cannot generate a secret: the system random source failed ({e})"

@@ -9,26 +9,22 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{instrument, warn};
 
-use crate::AppState;
-use crate::runners::{BUILD_ID_METADATA, Finish, RunnerAuthError, Slot};
+use crate::runners::{BUILD_ID_METADATA, Finish, RunnerAuthError, Runners, Slot};
 
 /// Implements the runner RPCs over the registry of builds running elsewhere.
 pub(crate) struct RunnerApi {
-    state: AppState,
+    /// The builds running elsewhere, with their tokens.
+    runners: Runners,
 }
 
 impl RunnerApi {
-    pub(crate) fn new(state: AppState) -> Self {
-        RunnerApi { state }
+    pub(crate) fn new(runners: Runners) -> Self {
+        RunnerApi { runners }
     }
 
     fn authorize(&self, build: u64, meta: &MetadataMap) -> Result<std::sync::Arc<Slot>, Status> {
-        let token = meta
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        self.state
-            .runners
+        let token = super::auth::bearer_of(meta);
+        self.runners
             .authorize(build, token)
             .map_err(|e: RunnerAuthError| {
                 warn!(build, error = %e, "runner call refused");

@@ -6,42 +6,60 @@ use tonic::Status;
 
 /// Turns any core error into the status a client sees, with a message a person can act on.
 pub fn status(e: impl Into<CoreError>) -> Status {
-    let e = match e.into() {
-        // Errors that the artifact store passes through map like their own kind.
-        CoreError::Artifact(ArtifactError::Meta(e)) => CoreError::Store(e),
-        CoreError::Artifact(ArtifactError::Model(e)) => CoreError::Model(e),
-        e => e,
-    };
+    let e = e.into();
+    if crate::health::is_disk_full_error(&e) {
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "disk full");
+        let msg = match &e {
+            CoreError::Store(StoreError::DiskFull { .. })
+            | CoreError::Artifact(ArtifactError::Meta(StoreError::DiskFull { .. })) => msg,
+            _ => format!("the disk is full: free space and retry ({msg})"),
+        };
+        return Status::resource_exhausted(msg);
+    }
+    match e {
+        CoreError::Model(e) => model_status(e),
+        CoreError::Store(e) => store_status(e),
+        CoreError::Artifact(e) => artifact_status(e),
+    }
+}
+
+/// Every model error is input that breaks a rule.
+fn model_status(e: ModelError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn store_status(e: StoreError) -> Status {
     let msg = e.to_string();
     match e {
-        CoreError::Artifact(a) => artifact_status(a, msg),
-        CoreError::Model(ModelError::InvalidName { .. })
-        | CoreError::Model(ModelError::InvalidVersion { .. })
-        | CoreError::Model(ModelError::InvalidSource { .. })
-        | CoreError::Model(ModelError::Invalid(_)) => Status::invalid_argument(msg),
-        CoreError::Store(StoreError::ProjectExists(_)) => Status::already_exists(msg),
-        CoreError::Store(StoreError::ProjectNotFound(_))
-        | CoreError::Store(StoreError::SecretNotFound { .. })
-        | CoreError::Store(StoreError::BuildNotFound(_))
-        | CoreError::Store(StoreError::BuildNumberNotFound { .. })
-        | CoreError::Store(StoreError::VersionNotFound { .. })
-        | CoreError::Store(StoreError::EnvironmentNotFound { .. }) => Status::not_found(msg),
-        CoreError::Store(StoreError::NoEarlierRelease { .. })
-        | CoreError::Store(StoreError::EnvironmentPinned { .. }) => {
+        StoreError::ProjectExists(_) => Status::already_exists(msg),
+        StoreError::ProjectNotFound(_)
+        | StoreError::SecretNotFound { .. }
+        | StoreError::BuildNotFound(_)
+        | StoreError::BuildNumberNotFound { .. }
+        | StoreError::VersionNotFound { .. }
+        | StoreError::EnvironmentNotFound { .. }
+        | StoreError::HookNotFound(_) => Status::not_found(msg),
+        StoreError::NoEarlierRelease { .. } | StoreError::EnvironmentPinned { .. } => {
             Status::failed_precondition(msg)
         }
-        CoreError::Store(StoreError::HookNotFound(_)) => Status::not_found(msg),
-        CoreError::Store(StoreError::Corrupt { .. }) => Status::data_loss(msg),
-        CoreError::Store(StoreError::Sled(_)) => {
+        StoreError::Corrupt { .. } => Status::data_loss(msg),
+        StoreError::DiskFull { .. } => Status::resource_exhausted(msg),
+        StoreError::Reopening(_) => Status::unavailable(msg),
+        StoreError::Sled(_) => {
             tracing::error!(error = %msg, "metadata store failure");
             Status::internal(msg)
         }
     }
 }
 
-fn artifact_status(e: ArtifactError, msg: String) -> Status {
+fn artifact_status(e: ArtifactError) -> Status {
     use ArtifactError as A;
+    let msg = e.to_string();
     match e {
+        // Errors the artifact store passes through map like their own kind.
+        A::Meta(e) => store_status(e),
+        A::Model(e) => model_status(e),
         A::OutputMissing(_)
         | A::OutputNotFolder(_)
         | A::VersionProtected { .. }
@@ -53,7 +71,6 @@ fn artifact_status(e: ArtifactError, msg: String) -> Status {
         }
         A::Archive(_)
         | A::BadFileName { .. }
-        | A::Model(_)
         | A::InvalidStoreUrl { .. }
         | A::UnknownStore { .. }
         | A::InvalidManifest(_)
@@ -67,6 +84,5 @@ fn artifact_status(e: ArtifactError, msg: String) -> Status {
             tracing::error!(error = %msg, "object store failure");
             Status::internal(msg)
         }
-        A::Meta(_) => Status::internal(msg),
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! Answers: 202 with the build id when a build is queued; 200 for a ping, a repeated
 //! `X-GitHub-Delivery`, a deleted branch, or an event Opus does not handle; 401 for a missing or
-//! wrong signature or token (nothing is queued); 400 for a malformed body; 404 for an unknown
-//! project; 413 for a body over GitHub's 25 MB cap (not read further).
+//! wrong signature or token (nothing is queued), and in the same words for a project that does not
+//! exist or has no webhook key yet, so that the answers do not tell which projects exist (the log
+//! says which it was); 400 for a malformed body; 413 for a body over GitHub's 25 MB cap (not read
+//! further).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,20 +17,32 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opus_core::error::StoreError;
 use opus_core::model::branch_slug;
-use opus_core::store::KeyKind;
+use opus_core::store::{KeyKind, MetaStore};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tracing::instrument;
 
-use crate::AppState;
+use super::auth::{bearer_token, same_token};
+use crate::deploys::Deployer;
 use crate::hooks::signature;
-use crate::scheduler::TriggerRequest;
+use crate::scheduler::{Scheduler, TriggerRequest};
 
 /// GitHub's own cap on a webhook payload.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
+/// What the webhook routes need: the keys and deliveries in the store, the queue, and the deployer
+/// (a deleted branch removes its preview).
+#[derive(Clone)]
+pub(crate) struct Webhooks {
+    /// Projects, their webhook keys, and GitHub delivery ids already seen.
+    pub(crate) store: MetaStore,
+    /// Where triggered builds are queued.
+    pub(crate) scheduler: Scheduler,
+    /// Removes the preview of a deleted branch.
+    pub(crate) deployer: Deployer,
+}
+
 /// The webhook routes, with their body limit.
-pub(crate) fn router(state: AppState) -> axum::Router {
+pub(crate) fn router(state: Webhooks) -> axum::Router {
     axum::Router::new()
         .route("/hooks/github/{project}", post(github))
         .route("/hooks/trigger/{project}", post(trigger))
@@ -44,29 +58,63 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The key of `kind` of `project`, or the answer to give: 404 unknown project, 401 no key yet.
-fn project_key(state: &AppState, project: &str, kind: KeyKind) -> Result<String, Box<Response>> {
-    if state.store.get_project(project).is_err() {
-        return Err(Box::new(answer(
-            StatusCode::NOT_FOUND,
-            json!({ "error": format!("no project named {project:?}") }),
-        )));
-    }
-    match state.store.project_key(project, kind) {
-        Ok(Some(k)) => Ok(k),
-        Ok(None) => Err(Box::new(answer(
-            StatusCode::UNAUTHORIZED,
-            json!({ "error": "this project has no webhook key yet (run `opus hook github` or `opus hook trigger`)" }),
-        ))),
-        Err(e) => Err(Box::new(answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ))),
+/// Why a webhook call is refused; the caller hears only "missing or wrong" (401) for each, the log
+/// says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No project has that name.
+    UnknownProject,
+    /// The project has no key of that kind yet (`opus hook github` or `opus hook trigger` makes
+    /// one).
+    NoKey,
+    /// The signature or token is missing or does not match the key.
+    WrongProof,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::UnknownProject => "no project has that name",
+            Refusal::NoKey => "the project has no webhook key yet",
+            Refusal::WrongProof => "missing or wrong signature or token",
+        }
     }
 }
 
+/// Checks the proof a webhook call carries against the project's key of `kind`; `None` when it
+/// holds, else the answer: the same 401 (with `message`) whatever the refusal, or a 500 when the
+/// store failed.
+fn check(
+    store: &MetaStore,
+    project: &str,
+    kind: KeyKind,
+    proof_holds: impl FnOnce(&str) -> bool,
+    message: &str,
+) -> Option<Response> {
+    let key = store
+        .get_project(project)
+        .and_then(|_| store.project_key(project, kind));
+    let refusal = match key {
+        Ok(Some(key)) if proof_holds(&key) => return None,
+        Ok(Some(_)) => Refusal::WrongProof,
+        Ok(None) => Refusal::NoKey,
+        Err(StoreError::ProjectNotFound(_)) => Refusal::UnknownProject,
+        Err(e) => {
+            return Some(answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+            ));
+        }
+    };
+    tracing::warn!(reason = refusal.reason(), "webhook call refused");
+    Some(answer(
+        StatusCode::UNAUTHORIZED,
+        json!({ "error": message }),
+    ))
+}
+
 /// Queues a build and answers 202 with its number within the project.
-fn queue(state: &AppState, req: TriggerRequest) -> Response {
+fn queue(state: &Webhooks, req: TriggerRequest) -> Response {
     match state.scheduler.trigger(req) {
         Ok(build) => answer(
             StatusCode::ACCEPTED,
@@ -88,23 +136,23 @@ fn queue(state: &AppState, req: TriggerRequest) -> Response {
 
 #[instrument(skip_all, fields(project = %project, event, delivery))]
 async fn github(
-    State(state): State<AppState>,
+    State(state): State<Webhooks>,
     Path(project): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let secret = match project_key(&state, &project, KeyKind::GithubSecret) {
-        Ok(s) => s,
-        Err(r) => return *r,
+    let signed = |secret: &str| {
+        header(&headers, "x-hub-signature-256")
+            .is_some_and(|sig| signature::verify(secret.as_bytes(), &body, sig))
     };
-    let valid = header(&headers, "x-hub-signature-256")
-        .is_some_and(|sig| signature::verify(secret.as_bytes(), &body, sig));
-    if !valid {
-        tracing::warn!("GitHub webhook with a missing or wrong signature");
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            json!({ "error": "missing or wrong X-Hub-Signature-256 (check the secret from `opus hook github`)" }),
-        );
+    if let Some(refused) = check(
+        &state.store,
+        &project,
+        KeyKind::GithubSecret,
+        signed,
+        "missing or wrong X-Hub-Signature-256 (check the secret from `opus hook github`)",
+    ) {
+        return refused;
     }
     let event = header(&headers, "x-github-event").unwrap_or("").to_owned();
     let delivery = header(&headers, "x-github-delivery")
@@ -193,7 +241,7 @@ async fn github(
 /// A deleted branch: its preview environment (named by the branch slug) stops being served and
 /// is removed. Environments that are not previews are never touched; a deleted tag changes
 /// nothing.
-async fn branch_deleted(state: &AppState, project: &str, git_ref: &str) -> Response {
+async fn branch_deleted(state: &Webhooks, project: &str, git_ref: &str) -> Response {
     let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
         tracing::info!(git_ref, "ref deleted: nothing to remove");
         return answer(StatusCode::OK, json!({ "deleted": git_ref }));
@@ -230,23 +278,20 @@ async fn branch_deleted(state: &AppState, project: &str, git_ref: &str) -> Respo
 
 #[instrument(skip_all, fields(project = %project))]
 async fn trigger(
-    State(state): State<AppState>,
+    State(state): State<Webhooks>,
     Path(project): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = match project_key(&state, &project, KeyKind::TriggerToken) {
-        Ok(t) => t,
-        Err(r) => return *r,
-    };
-    let given = header(&headers, "authorization")
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            json!({ "error": "missing or wrong bearer token (see `opus hook trigger`)" }),
-        );
+    let given = header(&headers, "authorization").and_then(bearer_token);
+    if let Some(refused) = check(
+        &state.store,
+        &project,
+        KeyKind::TriggerToken,
+        |token| given.is_some_and(|g| same_token(g, token)),
+        "missing or wrong bearer token (see `opus hook trigger`)",
+    ) {
+        return refused;
     }
     let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})

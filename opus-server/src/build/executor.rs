@@ -60,7 +60,11 @@ impl Executor {
             Executor::Local => log.opus("recipe", &origin.describe(spec)),
             Executor::Kubernetes(k) => log.opus(
                 "recipe",
-                &format!("{}; image {}", origin.describe(spec), k.image_of(spec)),
+                &format!(
+                    "{}; image {}",
+                    origin.describe(spec),
+                    k.image_of(spec.build.image.as_deref())
+                ),
             ),
         }
     }

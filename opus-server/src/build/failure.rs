@@ -152,6 +152,9 @@ pub enum FailureKind {
         #[source]
         source: ArtifactError,
     },
+    /// A job ran without producing an output folder where one was needed.
+    #[error("the build's job has no output folder to store")]
+    NoOutput,
     /// The build could not be given a token.
     #[error("{0}")]
     Token(#[from] crate::runners::TokenError),
@@ -169,9 +172,12 @@ pub enum FailureKind {
         /// opusd's deadline.
         limit: std::time::Duration,
     },
-    /// The build pod could not start, or its Job failed (Kubernetes' reason).
+    /// The build pod could not start (Kubernetes' reason).
     #[error("{0}")]
     Pod(String),
+    /// The build's Job failed (Kubernetes' reason; logged with the Job's name when seen).
+    #[error("{0}")]
+    JobFailed(String),
     /// The build pod ended without reporting.
     #[error(
         "the build pod exited without reporting to opusd; see `kubectl -n {namespace} logs job/{job}`"
@@ -197,8 +203,8 @@ pub enum FailureKind {
 pub struct BuildFailure {
     /// Where it failed.
     pub stage: Stage,
-    /// Why.
-    pub kind: FailureKind,
+    /// Why (boxed: some causes are large, and every stage returns this).
+    pub kind: Box<FailureKind>,
 }
 
 impl BuildFailure {
@@ -206,7 +212,7 @@ impl BuildFailure {
     pub fn new(stage: Stage, kind: impl Into<FailureKind>) -> BuildFailure {
         BuildFailure {
             stage,
-            kind: kind.into(),
+            kind: Box::new(kind.into()),
         }
     }
 
@@ -225,15 +231,18 @@ impl BuildFailure {
 
     /// Whether the build was cancelled.
     pub fn is_cancel(&self) -> bool {
-        matches!(self.kind, FailureKind::Cancelled)
+        matches!(*self.kind, FailureKind::Cancelled)
     }
 
     /// Writes the failure to the build log under its stage, unless it is there already (a step's
-    /// exit, which the step runner logs; a runner's report, which the runner logged; a cancel,
-    /// which the build's last line says).
+    /// exit, which the step runner logs; a runner's report, which the runner logged; a failed
+    /// Job, which the watch logged; a cancel, which the build's last line says).
     pub fn report<L: LogSink>(&self, log: &L) {
-        let step = match &self.kind {
-            FailureKind::Cancelled | FailureKind::Stopped | FailureKind::Runner(_) => return,
+        let step = match &*self.kind {
+            FailureKind::Cancelled
+            | FailureKind::Stopped
+            | FailureKind::Runner(_)
+            | FailureKind::JobFailed(_) => return,
             FailureKind::Steps(StepFailure::Exited { .. }) => return,
             FailureKind::Steps(StepFailure::TimedOut(_)) | FailureKind::JobTimedOut { .. } => {
                 "timeout"
@@ -261,6 +270,27 @@ impl Outcome {
         }
     }
 
+    /// A build whose outcome the store could not take: recorded failed once it can, since a
+    /// follower of the build was told it failed.
+    pub fn unrecorded(error: &StoreError) -> Outcome {
+        Outcome {
+            state: BuildState::Failed,
+            reason: format!("its outcome could not be recorded: {error}"),
+        }
+    }
+
+    /// A failure with `note` (why the disk is full) before its reason: the step or file that
+    /// hit the full disk may not say so.
+    pub fn noted(self, note: &str) -> Outcome {
+        match self.state {
+            BuildState::Failed => Outcome {
+                reason: format!("{note} ({})", self.reason),
+                ..self
+            },
+            _ => self,
+        }
+    }
+
     /// The final state.
     pub fn state(&self) -> BuildState {
         self.state
@@ -274,15 +304,15 @@ impl Outcome {
 
 impl From<BuildFailure> for Outcome {
     fn from(failure: BuildFailure) -> Outcome {
-        match failure.kind {
-            FailureKind::Cancelled => Outcome {
+        if failure.is_cancel() {
+            return Outcome {
                 state: BuildState::Cancelled,
                 reason: "cancelled by a user".into(),
-            },
-            _ => Outcome {
-                state: BuildState::Failed,
-                reason: failure.to_string(),
-            },
+            };
+        }
+        Outcome {
+            state: BuildState::Failed,
+            reason: failure.to_string(),
         }
     }
 }

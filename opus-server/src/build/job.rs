@@ -135,7 +135,7 @@ mod tests {
                 .expect_err(output);
             assert_eq!(failure.stage, Stage::Output);
             assert!(
-                matches!(failure.kind, FailureKind::OutputEscapes { .. }),
+                matches!(*failure.kind, FailureKind::OutputEscapes { .. }),
                 "{failure:?}"
             );
         }
@@ -150,7 +150,7 @@ mod tests {
                 .await
                 .expect_err(output);
             assert!(
-                matches!(failure.kind, FailureKind::OutputMissing { .. }),
+                matches!(*failure.kind, FailureKind::OutputMissing { .. }),
                 "{failure:?}"
             );
         }

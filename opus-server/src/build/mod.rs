@@ -3,11 +3,11 @@
 //! [`run`] is called by the scheduler with a slot held, and owns the whole sequence:
 //!
 //! 1. prepare: start the build, open its log, make its workspace, fetch the source
-//!    ([`Executor::source`]), decide the version ([`prepare::record_checkout`]), read the recipe,
-//!    make the steps' environment ([`prepare::build_env`]);
+//!    (`Executor::source`), decide the version (`prepare::record_checkout`), read the recipe,
+//!    make the steps' environment (`prepare::build_env`);
 //! 2. execute the recipe's [`Job`] on the [`Executor`]: the local one runs the steps here
 //!    ([`job::run_job`]), the kubernetes one in a build pod whose runner uploads the output;
-//! 3. store the output as a version, with its site options in the same commit ([`store`]);
+//! 3. store the output as a version, with its site options in the same commit (`store`);
 //! 4. promote it ([`crate::promotion::after_stored`]: automatic deploys, retention);
 //! 5. finish: record the outcome (with its event), remove the workspace, close the log.
 //!
@@ -28,7 +28,7 @@ mod store;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use opus_core::error::ModelError;
+use opus_core::error::{ModelError, StoreError};
 use opus_core::manifest;
 use opus_core::model::{Build, BuildState};
 use opus_core::store::{MetaStore, SiteOptions};
@@ -97,6 +97,8 @@ pub async fn run(
         Ok(_) => return, // cancelled while it waited for its slot
         Err(e) => {
             error!(build = id, error = %e, "cannot start build");
+            let failure = BuildFailure::new(Stage::Start, FailureKind::Metadata(e));
+            record(store, id, Outcome::from(failure));
             return;
         }
     };
@@ -110,7 +112,7 @@ pub async fn run(
             Ok(log) => log,
             Err(e) => {
                 let failure = BuildFailure::new(Stage::Start, FailureKind::Log(e));
-                record(store, id, &Outcome::from(failure));
+                record(store, id, Outcome::from(failure));
                 return;
             }
         };
@@ -206,19 +208,58 @@ async fn finish(
     };
     log.opus("done", &line);
     info!(state = %outcome.state(), reason = %outcome.reason(), "build ended");
-    record(store, id, &outcome);
+    record(store, id, outcome);
     log.finish();
     ctx.logs.close(id);
 }
 
-/// Records the outcome (and its event).
-fn record(store: &MetaStore, id: u64, outcome: &Outcome) {
-    let result = store.update_build(id, |b| {
-        b.state = outcome.state();
-        b.reason = outcome.reason().to_owned();
-        b.finished_at = Some(SystemTime::now());
+/// Records the outcome (and its event), and makes it durable.
+///
+/// A failure on a full disk says so (the step or file that hit it may not). The outcome is
+/// flushed: sled accepts a write before its disk does, and when the disk fills meanwhile, the
+/// store reopened afterwards no longer has it (the build would look queued or running for
+/// good). When the store cannot take or keep the outcome, it is written again as soon as the
+/// store takes writes, so that what clients were told is what stays: the outcome itself when
+/// the store had taken it (others may have read it), else failed (a client following the
+/// build is told so: see `api::builds`).
+fn record(store: &MetaStore, id: u64, outcome: Outcome) {
+    let outcome = match store
+        .path()
+        .parent()
+        .and_then(crate::health::full_disk_note)
+    {
+        Some(note) => outcome.noted(&note),
+        None => outcome,
+    };
+    let write = move |store: &MetaStore, outcome: &Outcome| {
+        store.update_build(id, |b| {
+            b.state = outcome.state();
+            b.reason = outcome.reason().to_owned();
+            b.finished_at = Some(SystemTime::now());
+        })
+    };
+    let mut written = true;
+    let outcome = match write(store, &outcome) {
+        Ok(_) => outcome,
+        Err(e) => {
+            written = false;
+            error!(build = id, error = %e, "cannot record the build's outcome; retrying until the store takes it");
+            Outcome::unrecorded(&e)
+        }
+    };
+    let store = store.clone();
+    tokio::spawn(async move {
+        let mut retry = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            if written && store.flush().await.is_ok() {
+                return;
+            }
+            retry.tick().await;
+            written = match write(&store, &outcome) {
+                Ok(_) => true,
+                Err(StoreError::BuildNotFound(_) | StoreError::Corrupt { .. }) => return,
+                Err(_) => false,
+            };
+        }
     });
-    if let Err(e) = result {
-        error!(build = id, error = %e, "cannot record the build's outcome");
-    }
 }

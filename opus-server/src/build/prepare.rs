@@ -17,8 +17,7 @@ pub(crate) fn record_checkout(
     build: &Build,
     checkout: &Checkout,
 ) -> Result<Build, BuildFailure> {
-    let version =
-        decide_version(build, checkout).map_err(|e| BuildFailure::new(Stage::Source, e))?;
+    let version = decide_version(build, checkout)?;
     store
         .update_build(build.id, |b| {
             b.commit = checkout.commit.clone();
@@ -52,7 +51,7 @@ pub(crate) fn build_env(
 
 /// The version a build produces: named by the trigger; a tag's name; or
 /// `<branch-slug>-<build number>-<short sha>` (`<branch-slug>-<build number>` for a local source).
-fn decide_version(build: &Build, checkout: &Checkout) -> Result<String, FailureKind> {
+fn decide_version(build: &Build, checkout: &Checkout) -> Result<String, BuildFailure> {
     if build.version_pinned {
         return Ok(build.version.clone());
     }
@@ -60,9 +59,14 @@ fn decide_version(build: &Build, checkout: &Checkout) -> Result<String, FailureK
         let tag = build.git_ref.trim_start_matches("refs/tags/");
         return VersionName::new(tag)
             .map(|v| v.to_string())
-            .map_err(|source| FailureKind::TagNotVersion {
-                tag: tag.to_owned(),
-                source,
+            .map_err(|source| {
+                BuildFailure::new(
+                    Stage::Source,
+                    FailureKind::TagNotVersion {
+                        tag: tag.to_owned(),
+                        source,
+                    },
+                )
             });
     }
     let slug = branch_slug(checkout.branch.as_deref().unwrap_or("commit"));
@@ -72,7 +76,9 @@ fn decide_version(build: &Build, checkout: &Checkout) -> Result<String, FailureK
     } else {
         format!("{slug}-{}-{short}", build.number)
     };
-    Ok(VersionName::new(version)?.to_string())
+    VersionName::new(version)
+        .map(|v| v.to_string())
+        .map_err(|e| BuildFailure::new(Stage::Source, e))
 }
 
 /// Creates `dir` empty: a new folder, or an emptied one when a folder of that name is left over.

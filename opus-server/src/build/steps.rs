@@ -126,6 +126,12 @@ pub async fn run_steps<L: LogSink>(
         for (i, command) in steps.iter().enumerate() {
             let step = format!("step {}", i + 1);
             log.opus(&step, &format!("$ {command}"));
+            let started = tokio::time::Instant::now();
+            // `opus builds <build>` reads step durations from these lines.
+            let finished = || {
+                let took = started.elapsed().as_secs_f64();
+                log.opus(&step, &format!("{step} finished in {took:.1} s"));
+            };
             let mut child = processes
                 .step_command(&sh, command)
                 .current_dir(workspace)
@@ -149,8 +155,14 @@ pub async fn run_steps<L: LogSink>(
             // left in the background holds open); the rest of its output is read for a moment.
             let status = tokio::select! {
                 status = child.wait() => status.map_err(|e| StepFailure::Spawn(e.to_string()))?,
-                () = cancel.cancelled() => return Err(StepFailure::Cancelled),
-                () = tokio::time::sleep_until(deadline) => return Err(StepFailure::TimedOut(timeout)),
+                () = cancel.cancelled() => {
+                    finished();
+                    return Err(StepFailure::Cancelled);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    finished();
+                    return Err(StepFailure::TimedOut(timeout));
+                }
             };
             let rest_of_output = async {
                 for pump in &mut pumps[first..] {
@@ -159,9 +171,16 @@ pub async fn run_steps<L: LogSink>(
             };
             tokio::select! {
                 _ = tokio::time::timeout(OUTPUT_GRACE, rest_of_output) => {}
-                () = cancel.cancelled() => return Err(StepFailure::Cancelled),
-                () = tokio::time::sleep_until(deadline) => return Err(StepFailure::TimedOut(timeout)),
+                () = cancel.cancelled() => {
+                    finished();
+                    return Err(StepFailure::Cancelled);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    finished();
+                    return Err(StepFailure::TimedOut(timeout));
+                }
             }
+            finished();
             if !status.success() {
                 let failure = StepFailure::Exited {
                     step: i + 1,

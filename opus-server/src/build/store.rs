@@ -59,10 +59,7 @@ pub(super) async fn store(
             );
         }
         Produced::Uploaded(uploaded) => {
-            let stored = uploaded
-                .commit(&origin, options, log)
-                .await
-                .map_err(failed)?;
+            let stored = uploaded.commit(&origin, options, log).await?;
             log.opus(
                 "store",
                 &format!(

@@ -32,7 +32,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use body::{SiteLinks, render};
 
-/// How failed deliveries are retried.
+/// How failed deliveries are retried: the defaults here, each settable in the configuration
+/// ([`crate::config::Config::hook_retry`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Wait after the first failed attempt; doubles after each further one.
@@ -57,38 +58,6 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The defaults, overridden by `OPUS_HOOK_RETRY_BASE_MS`, `OPUS_HOOK_RETRY_CAP_MS`,
-    /// `OPUS_HOOK_GIVE_UP_SECS` and `OPUS_HOOK_TIMEOUT_MS` (for tests and impatient setups; a
-    /// value that is not a number is ignored with a warning).
-    pub fn from_env() -> RetryPolicy {
-        let mut p = RetryPolicy::default();
-        let read = |name: &str, unit: fn(u64) -> Duration, into: &mut Duration| {
-            if let Ok(v) = std::env::var(name) {
-                match v.trim().parse::<u64>() {
-                    Ok(n) => *into = unit(n),
-                    Err(_) => warn!(variable = name, value = %v, "not a number; ignored"),
-                }
-            }
-        };
-        read(
-            "OPUS_HOOK_RETRY_BASE_MS",
-            Duration::from_millis,
-            &mut p.base,
-        );
-        read("OPUS_HOOK_RETRY_CAP_MS", Duration::from_millis, &mut p.cap);
-        read(
-            "OPUS_HOOK_GIVE_UP_SECS",
-            Duration::from_secs,
-            &mut p.give_up_after,
-        );
-        read(
-            "OPUS_HOOK_TIMEOUT_MS",
-            Duration::from_millis,
-            &mut p.timeout,
-        );
-        p
-    }
-
     /// The wait after `failed` failed attempts (1 or more): `base * 2^(failed-1)`, at most `cap`.
     pub fn delay(&self, failed: u32) -> Duration {
         let exp = failed.saturating_sub(1).min(32);
@@ -478,9 +447,15 @@ pub async fn test_hook<X: Transport>(
     };
     let post = make_post(hook, &id, &event, links);
     let answer = transport.post(&post).await;
-    let (state, status, error) = judge(&answer);
+    let (state, status, mut error) = judge(&answer);
+    // A ping is tried once: what a delivery would retry has failed.
     let state = match state {
-        DeliveryState::Pending => DeliveryState::Failed,
+        DeliveryState::Pending => {
+            if let Some(cut) = error.strip_suffix("; retrying") {
+                error = cut.to_owned();
+            }
+            DeliveryState::Failed
+        }
         s => s,
     };
     let record = Delivery {

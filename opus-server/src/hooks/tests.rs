@@ -239,4 +239,18 @@ async fn ping_reports_and_gone_disables() {
     let d = test_hook(&store, &t, &links(), &h).await.expect("ping");
     assert_eq!(d.state, DeliveryState::Disabled);
     assert!(!store.get_hook(h.id).expect("hook").enabled);
+    // Both pings are in the hook's deliveries, newest first, after the event that disabled it.
+    let listed: Vec<_> = store
+        .list_deliveries(h.id, 0)
+        .expect("deliveries")
+        .into_iter()
+        .map(|d| (d.event_type, d.state))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("ping".to_owned(), DeliveryState::Disabled),
+            ("ping".to_owned(), DeliveryState::Delivered)
+        ]
+    );
 }

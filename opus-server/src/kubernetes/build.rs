@@ -8,11 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::JobState;
+use super::job::{BuildJob, build_job, job_name};
 use opus_core::artifact::{Origin, Reservation, StoredVersion};
-use opus_core::error::ArtifactError;
-use opus_core::kubernetes::JobState;
-use opus_core::kubernetes::job::{BuildJob, build_job, job_name};
-use opus_core::manifest::OpusFile;
 use opus_core::model::{Build, Project, Source, VersionName};
 use opus_core::proto;
 use opus_core::store::SiteOptions;
@@ -26,11 +24,15 @@ use crate::runners::{Finish, Registration};
 use crate::source::Checkout;
 
 /// A version a runner uploaded and reported, not committed yet. The runner waits for the
-/// answer: [`Uploaded::commit`] gives it, and dropping this uncommitted removes the upload.
+/// answer: `Uploaded::commit` gives it, and dropping this uncommitted removes the upload.
 pub struct Uploaded {
     reservation: Reservation,
-    reply: oneshot::Sender<Result<(), String>>,
+    reply: RunnerReply,
 }
+
+/// opusd's answer to a runner's `FinishBuild` (`Err`: why the upload was refused, sent as the
+/// status message).
+type RunnerReply = oneshot::Sender<Result<(), String>>;
 
 impl Uploaded {
     /// Checks the upload and commits it with `options` (see
@@ -41,31 +43,33 @@ impl Uploaded {
         origin: &Origin,
         options: &SiteOptions,
         log: &BuildLog,
-    ) -> Result<StoredVersion, ArtifactError> {
+    ) -> Result<StoredVersion, BuildFailure> {
         match self.reservation.commit_uploaded(origin, options).await {
             Ok(stored) => {
                 let _ = self.reply.send(Ok(()));
                 Ok(stored)
             }
-            Err(e) => {
-                let version = self.reservation.version();
-                let _ = self
-                    .reply
-                    .send(Err(format!("storing version {version} failed: {e}")));
+            Err(source) => {
+                let failure = BuildFailure::new(
+                    Stage::Store,
+                    FailureKind::Store {
+                        version: self.reservation.version().to_string(),
+                        source,
+                    },
+                );
+                let _ = self.reply.send(Err(failure.to_string()));
                 discard(&self.reservation, log).await;
-                Err(e)
+                Err(failure)
             }
         }
     }
 }
 
 impl KubeExecutor {
-    /// The image a build's steps run in: `build.image`, else the configured build image.
-    pub(crate) fn image_of(&self, spec: &OpusFile) -> String {
-        spec.build
-            .image
-            .clone()
-            .unwrap_or_else(|| self.inner.config.build_image.clone())
+    /// The image a job's steps run in: the one it asks for (`build.image`), else the configured
+    /// build image.
+    pub(crate) fn image_of(&self, requested: Option<&str>) -> String {
+        requested.map_or_else(|| self.inner.config.build_image.clone(), str::to_owned)
     }
 
     /// Resolves the build's ref in opusd's git mirror and reads the recipe files of that commit
@@ -155,12 +159,9 @@ impl KubeExecutor {
         store_url: String,
         log: &BuildLog,
         cancel: &CancellationToken,
-    ) -> Result<oneshot::Sender<Result<(), String>>, BuildFailure> {
+    ) -> Result<RunnerReply, BuildFailure> {
         let fail = |kind| BuildFailure::new(Stage::Kubernetes, kind);
-        let image = job
-            .image
-            .clone()
-            .unwrap_or_else(|| self.inner.config.build_image.clone());
+        let image = self.image_of(job.image.as_deref());
         let source = git_url(project)?.to_owned();
         let assignment = proto::Assignment {
             build: Some(proto::Build::from(build)),
@@ -249,7 +250,7 @@ impl Watch<'_> {
         mut registration: Registration,
         cancel: &CancellationToken,
         limit: std::time::Duration,
-    ) -> Result<oneshot::Sender<Result<(), String>>, BuildFailure> {
+    ) -> Result<RunnerReply, BuildFailure> {
         let fail = |kind| BuildFailure::new(Stage::Kubernetes, kind);
         let inner = &self.executor.inner;
         let name = job_name(self.build.project.as_str(), self.build.id);
@@ -304,7 +305,7 @@ impl Watch<'_> {
                 JobState::Failed(reason) => {
                     self.log
                         .opus("kubernetes", &format!("Job {name} failed: {reason}"));
-                    return Err(fail(FailureKind::Pod(reason.clone())));
+                    return Err(fail(FailureKind::JobFailed(reason.clone())));
                 }
                 JobState::Succeeded => {
                     return Err(fail(FailureKind::PodSilent {
@@ -330,10 +331,7 @@ impl Watch<'_> {
 
     /// The runner's report: a failure (answered at once) or an upload to commit, whose answer
     /// waits for the commit.
-    fn finished(
-        &self,
-        finish: Finish,
-    ) -> Result<oneshot::Sender<Result<(), String>>, BuildFailure> {
+    fn finished(&self, finish: Finish) -> Result<RunnerReply, BuildFailure> {
         let Finish { request, reply } = finish;
         if request.succeeded {
             return Ok(reply);

@@ -8,30 +8,48 @@
 //!   found once at start; opusd refuses to start without one.
 //! - `build`: one build's job as a Job (`KubeExecutor::source` and `KubeExecutor::execute`,
 //!   called by [`crate::build::run`] through [`crate::build::Executor`]).
+//! - `job`: the Job manifest of a build and what a Job's status says; `jobs`: [`BuildJobs`], the
+//!   calls to the API server (apply, read the state, delete).
 //!
 //! The scheduler's slots and queue apply as for local builds: a Job is created only when a slot
 //! is free, and the slot is held until the build ends.
 
 mod build;
+mod job;
+mod jobs;
 
 pub use build::Uploaded;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use opus_core::kubernetes::{BuildJobs, Cluster, KubeError};
+use opus_core::kubernetes::{Cluster, KubeError};
+
+pub use jobs::{BuildJobs, JobState};
 
 use crate::config::KubernetesConfig;
 use crate::runners::Runners;
-
-/// How often a running build's Job and pod are looked at, unless `OPUS_KUBERNETES_POLL_MS` says
-/// otherwise.
-const DEFAULT_POLL: Duration = Duration::from_secs(2);
 
 /// How long past `build.timeout` opusd waits at most for a Job that Kubernetes did not stop (its
 /// `activeDeadlineSeconds` normally does) before it deletes it and fails the build: the timeout
 /// again, up to this.
 const MAX_DEADLINE_SLACK: Duration = Duration::from_secs(60);
+
+/// Environment variable prefixes of object store settings (credentials, endpoints, regions), as
+/// object_store's builders read them.
+const SETTING_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
+
+/// The object store settings in this process's environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), which
+/// opusd hands to a runner so that it can write where opusd reads. Credentials that are files or
+/// come from the machine (instance roles, workload identity) do not travel: the build pod needs
+/// its own.
+fn store_settings_from_env() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| SETTING_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .collect();
+    out.sort();
+    out
+}
 
 /// opusd's own deadline for a build's Job: `build.timeout`, plus as much again up to a minute.
 fn deadline_of(timeout: Duration) -> Duration {
@@ -74,20 +92,14 @@ impl KubeExecutor {
         runners: Runners,
     ) -> Result<KubeExecutor, KubeError> {
         let cluster = Cluster::connect().await?;
-        let poll = std::env::var("OPUS_KUBERNETES_POLL_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_POLL);
         Ok(KubeExecutor {
             inner: Arc::new(Inner {
                 jobs: BuildJobs::new(cluster, &config.namespace),
                 server_url: config.server_url(api_port),
                 config: config.clone(),
-                poll,
+                poll: config.poll,
                 runners,
-                store_settings: opus_core::artifact::store_settings_from_env(),
+                store_settings: store_settings_from_env(),
             }),
         })
     }

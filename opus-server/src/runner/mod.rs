@@ -288,12 +288,9 @@ async fn fetch_build_upload(
     let mut env: BTreeMap<String, String> = spec.build.env.clone();
     env.extend(assignment.env.clone());
     let job = Job::from_recipe(&spec, origin, workspace);
-    let Some(output) = run_job(&job, workspace, &env, log, cancel).await? else {
-        return Err(BuildFailure::new(
-            Stage::Output,
-            FailureKind::Assignment("the build's recipe names no output folder".into()),
-        ));
-    };
+    let output = run_job(&job, workspace, &env, log, cancel)
+        .await?
+        .ok_or_else(|| BuildFailure::new(Stage::Output, FailureKind::NoOutput))?;
 
     let store = |kind| BuildFailure::new(Stage::Store, kind);
     let settings: Vec<(String, String)> = assignment

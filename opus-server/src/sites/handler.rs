@@ -29,12 +29,10 @@ pub(crate) async fn serve(State(server): State<Arc<SiteServer>>, req: Request) -
 }
 
 async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Response {
-    let host = req
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
-        .unwrap_or("");
+    let host = match requested_host(req) {
+        Ok(host) => host,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+    };
     // One snapshot, read once: the whole request is served from the version it names.
     let site = {
         let table = server.table.load();
@@ -88,6 +86,22 @@ async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Respon
         return r;
     }
     plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// The host a request asks for: the authority of an absolute-form target
+/// (`GET http://web.localhost/ HTTP/1.1`), which RFC 9112 section 3.2.2 says wins over Host,
+/// else the Host header. Two Host headers are refused: proxies and caches in front may pick
+/// the other one.
+fn requested_host(req: &axum::http::request::Parts) -> Result<&str, &'static str> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header\n");
+    }
+    if let Some(authority) = req.uri.authority() {
+        return Ok(authority.host());
+    }
+    Ok(host.and_then(|h| h.to_str().ok()).unwrap_or(""))
 }
 
 /// Serves `rel` from the version with `status` if the version has it: from memory when cached.

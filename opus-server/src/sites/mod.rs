@@ -2,30 +2,35 @@
 //!
 //! - [`SiteServer`] owns the routing table, an in-memory snapshot ([`SiteTable`]) behind an
 //!   `ArcSwap`. A deploy or rollback builds the new [`SiteVersion`] first, commits in the store,
-//!   then swaps the table ([`SiteServer::set`]): the switch is one pointer store, and a request
+//!   then swaps the table ([`SiteServer::apply`]): the switch is one pointer store, and a request
 //!   loads the snapshot once, so it is answered wholly from one version.
 //! - [`SiteVersion`] is a version's files ([`Content`]: the version's folder of a `file://`
 //!   store, or a remote store read through the [`SiteCache`]), optionally with its manifest
 //!   (path -> size, sha256), which gives strong ETags without hashing and existence without `stat`.
 //! - [`SiteCache`]: the bounded disk cache of remote versions' files, by sha256 (`cache`).
+//! - `connections`: the accept loop, per-connection timeouts and the per-address connection cap
+//!   ([`ConnectionLimits`]).
 //! - `handler`: the HTTP side (Host routing, safe paths, ETag, Range, gzip, SPA fallback, 404.html).
 //!
 //! Architecture Invariant: the site server never reads the metadata store; what it serves is only
 //! what the table says.
 
 mod cache;
+mod connections;
 mod handler;
 mod version;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use cache::{CacheError, SiteCache};
+pub use connections::ConnectionLimits;
 pub use version::{Content, FileInfo, SiteVersion};
 
 use crate::metrics::Metrics;
@@ -60,13 +65,56 @@ pub struct SiteTable {
 }
 
 impl SiteTable {
-    /// A snapshot of `sites` under `domain`.
-    fn new(sites: HashMap<SiteKey, Arc<SiteVersion>>, domain: &str) -> SiteTable {
-        let by_host = sites
-            .iter()
-            .map(|(k, v)| (host_of(&k.project, &k.env, domain), v.clone()))
+    /// A snapshot of `sites` under `domain`. Two sites can reach the same host only through a
+    /// name holding `--` from a store made before such names were refused (project
+    /// `staging--web`, environment `staging` of `web`); the older project keeps the host, see
+    /// [`ProjectAges::older`], whatever order the sites were loaded in.
+    fn new(
+        sites: HashMap<SiteKey, Arc<SiteVersion>>,
+        domain: &str,
+        ages: &ProjectAges,
+    ) -> SiteTable {
+        let mut owners: HashMap<String, (&SiteKey, &Arc<SiteVersion>)> =
+            HashMap::with_capacity(sites.len());
+        for (key, version) in &sites {
+            match owners.entry(host_of(&key.project, &key.env, domain)) {
+                Entry::Vacant(e) => {
+                    e.insert((key, version));
+                }
+                Entry::Occupied(mut e) => {
+                    if ages.older(&key.project, &e.get().0.project) {
+                        e.insert((key, version));
+                    }
+                }
+            }
+        }
+        let by_host = owners
+            .into_iter()
+            .map(|(host, (_, version))| (host, version.clone()))
             .collect();
         SiteTable { sites, by_host }
+    }
+}
+
+/// When each project owning a site was added, to settle two sites that reach one host.
+#[derive(Debug, Default)]
+pub struct ProjectAges(HashMap<String, SystemTime>);
+
+impl ProjectAges {
+    /// The ages of the projects `(name, created_at)`.
+    pub fn new(projects: impl IntoIterator<Item = (String, SystemTime)>) -> ProjectAges {
+        ProjectAges(projects.into_iter().collect())
+    }
+
+    /// Whether project `a` is older than `b`. A project not listed was added after the table was
+    /// loaded, so it is younger than every listed one; equal ages fall back to name order, so the
+    /// answer never depends on load order.
+    fn older(&self, a: &str, b: &str) -> bool {
+        let rank = |p: &str| {
+            let age = self.0.get(p).copied();
+            (age.is_none(), age, p.to_owned())
+        };
+        rank(a) < rank(b)
     }
 }
 
@@ -96,6 +144,8 @@ pub struct SiteServer {
     metrics: Metrics,
     /// The disk cache that remote versions are served through.
     cache: SiteCache,
+    /// The projects' ages, which settle two sites reaching one host (set once on load).
+    ages: std::sync::RwLock<ProjectAges>,
 }
 
 impl SiteServer {
@@ -108,7 +158,25 @@ impl SiteServer {
             url_port: std::sync::OnceLock::new(),
             metrics,
             cache,
+            ages: std::sync::RwLock::default(),
         }
+    }
+
+    /// Records when the projects owning sites were added (on load, before the table is filled).
+    pub fn set_project_ages(&self, ages: ProjectAges) {
+        *self
+            .ages
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ages;
+    }
+
+    /// A snapshot of `sites` with this server's domain and project ages.
+    fn table_of(&self, sites: HashMap<SiteKey, Arc<SiteVersion>>) -> SiteTable {
+        let ages = self
+            .ages
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        SiteTable::new(sites, &self.domain, &ages)
     }
 
     /// The disk cache remote versions are served through.
@@ -133,11 +201,6 @@ impl SiteServer {
             Some(80) | None => format!("http://{host}/"),
             Some(p) => format!("http://{host}:{p}/"),
         }
-    }
-
-    /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<SiteTable> {
-        self.table.load_full()
     }
 
     /// Takes the writer lock: callers hold it across "commit in the store, then [`Self::apply`]" so
@@ -165,8 +228,7 @@ impl SiteServer {
                 }
             }
         }
-        self.table
-            .store(Arc::new(SiteTable::new(sites, &self.domain)));
+        self.table.store(Arc::new(self.table_of(sites)));
     }
 
     /// Removes every environment of `project` from the table (the project was removed).
@@ -178,13 +240,7 @@ impl SiteServer {
             .filter(|(k, _)| k.project != project)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.table
-            .store(Arc::new(SiteTable::new(sites, &self.domain)));
-    }
-
-    /// The version serving `key`, if any, in a table snapshot reused by every request.
-    pub fn get(&self, key: &SiteKey) -> Option<Arc<SiteVersion>> {
-        self.table.load().sites.get(key).cloned()
+        self.table.store(Arc::new(self.table_of(sites)));
     }
 
     /// Finds the site a Host header names: `<project>.<domain>` is production,
@@ -197,28 +253,17 @@ impl SiteServer {
         table.by_host.get(host).cloned()
     }
 
-    /// Serves sites on an already-bound listener until `shutdown` completes.
+    /// Serves sites on an already-bound listener, under `limits`, until `shutdown` completes.
     pub async fn run(
         self: Arc<Self>,
         listener: TcpListener,
+        limits: ConnectionLimits,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         if let Ok(addr) = listener.local_addr() {
             self.set_port(addr.port());
         }
-        let app = axum::Router::new()
-            .fallback(handler::serve)
-            .with_state(self);
-        // As nginx's `tcp_nodelay on`: a response's last segment is not held back by Nagle's
-        // algorithm waiting for the client's delayed ACK on a kept-alive connection.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        connections::serve(self, listener, limits, shutdown).await
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
@@ -239,3 +284,6 @@ mod tests;
 
 #[cfg(test)]
 mod remote_tests;
+
+#[cfg(test)]
+mod connection_tests;

@@ -73,6 +73,13 @@ fn write(root: &std::path::Path, rel: &str, data: &[u8]) {
 /// A site server on port 0 with `web` production served from a temp dir (no manifest), and
 /// `app` (SPA, with a manifest) as `staging`.
 async fn start() -> (SocketAddr, Arc<SiteServer>, tempfile::TempDir) {
+    start_with(ConnectionLimits::default()).await
+}
+
+/// [`start`] with the connection limits `limits`.
+pub(super) async fn start_with(
+    limits: ConnectionLimits,
+) -> (SocketAddr, Arc<SiteServer>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let web = dir.path().join("web");
     write(&web, "index.html", b"<h1>home</h1>");
@@ -136,7 +143,7 @@ async fn start() -> (SocketAddr, Arc<SiteServer>, tempfile::TempDir) {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(server.clone().run(listener, std::future::pending()));
+    tokio::spawn(server.clone().run(listener, limits, std::future::pending()));
     (addr, server, dir)
 }
 
@@ -402,5 +409,45 @@ async fn a_swap_is_atomic_for_new_requests() {
     assert_eq!(
         server.url("web", "pr-1"),
         format!("http://pr-1--web.localhost:{}/", addr.port())
+    );
+}
+
+#[test]
+fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
+    let site = |project: &str| {
+        Arc::new(SiteVersion::new(
+            project,
+            "1.0",
+            Content::Local(std::path::PathBuf::from("/nonexistent")),
+            false,
+            None,
+        ))
+    };
+    let t0 = std::time::SystemTime::UNIX_EPOCH;
+    let later = t0 + std::time::Duration::from_secs(60);
+    // `staging--rb` production and `rb` staging both answer at staging--rb.localhost.
+    for (older, younger) in [("staging--rb", "rb"), ("rb", "staging--rb")] {
+        let ages = ProjectAges::new([(older.to_owned(), t0), (younger.to_owned(), later)]);
+        // Each HashMap iterates in its own random order: many tables cover both orders.
+        for _ in 0..32 {
+            let mut sites = HashMap::new();
+            sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
+            sites.insert(SiteKey::new("rb", "staging"), site("rb"));
+            let table = SiteTable::new(sites, "localhost", &ages);
+            assert_eq!(
+                table.by_host["staging--rb.localhost"].project, older,
+                "the older project keeps the host"
+            );
+        }
+    }
+    // A project unknown to the table (added since it was loaded) is the younger one.
+    let ages = ProjectAges::new([("staging--rb".to_owned(), later)]);
+    let mut sites = HashMap::new();
+    sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
+    sites.insert(SiteKey::new("rb", "staging"), site("rb"));
+    let table = SiteTable::new(sites, "localhost", &ages);
+    assert_eq!(
+        table.by_host["staging--rb.localhost"].project,
+        "staging--rb"
     );
 }

@@ -3,6 +3,7 @@
 //! --workspace` build `opusd`, which the end-to-end tests in `tests/` run.
 
 mod artifacts;
+mod serve;
 
 use std::process::Command;
 
@@ -32,6 +33,11 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--runner-server-url", "OPUS_RUNNER_SERVER_URL"),
         ("--build-image", "OPUS_BUILD_IMAGE"),
         ("--site-cache-size", "OPUS_SITE_CACHE_SIZE"),
+        ("--kubernetes-poll-ms", "OPUS_KUBERNETES_POLL_MS"),
+        ("--hook-retry-base-ms", "OPUS_HOOK_RETRY_BASE_MS"),
+        ("--hook-retry-cap-ms", "OPUS_HOOK_RETRY_CAP_MS"),
+        ("--hook-give-up-secs", "OPUS_HOOK_GIVE_UP_SECS"),
+        ("--hook-timeout-ms", "OPUS_HOOK_TIMEOUT_MS"),
     ] {
         assert!(
             text.contains(flag),
@@ -42,6 +48,31 @@ fn help_lists_every_flag_with_its_environment_variable() {
             "{env} missing from opusd --help:\n{text}"
         );
     }
+}
+
+/// `--executor` takes the executors clap knows (and lists them in `--help`); anything else is a
+/// usage error naming them.
+#[test]
+fn executor_is_one_of_the_known_executors() {
+    let help = Command::new(env!("CARGO_BIN_EXE_opusd"))
+        .arg("--help")
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("local") && text.contains("kubernetes"),
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_opusd"))
+        .args(["--executor", "docker"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("docker") && err.contains("kubernetes"),
+        "{err}"
+    );
 }
 
 #[test]

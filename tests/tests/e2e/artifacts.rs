@@ -122,6 +122,18 @@ fn publish_list_download_extract_and_verify() {
         .expect("tar runs");
     assert!(status.success());
     same_tree(&dist, &untarred);
+    // The file may be the second argument too, as with `curl -o` or `scp`.
+    let positional = d.root.path().join("web.tgz");
+    d.opus(&["download", "web", "1.0.0", s(&positional)]).ok();
+    assert_eq!(
+        std::fs::read(&positional).expect("downloaded"),
+        std::fs::read(&archive).expect("downloaded before")
+    );
+    let err = d
+        .opus(&["download", "web", "1.0.0", s(&positional), "--out", "x.tgz"])
+        .fails(2)
+        .to_owned();
+    assert!(err.contains("cannot be used with"), "{err}");
 
     let extracted = d.root.path().join("extracted");
     let out = d.opus(&["download", "web", "1.0.1", "--extract", s(&extracted)]);
@@ -348,4 +360,88 @@ fn retention_keeps_the_newest_versions_and_their_content() {
     assert!(!artifacts.join("archive/1.0.tar.gz").exists());
     // Content shared with deleted versions is still there for the kept ones.
     d.opus(&["verify", "web"]).ok();
+}
+
+/// The environments each listed version is deployed to, from `opus artifacts -o json`.
+fn deployed_to(d: &Daemon) -> Vec<(String, Vec<String>)> {
+    d.opus(&["artifacts", "web", "-o", "json"])
+        .json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| {
+            let envs = v["deployed_to"]
+                .as_array()
+                .expect("deployed_to is a list")
+                .iter()
+                .map(|e| e.as_str().unwrap_or_default().to_owned())
+                .collect();
+            (v["version"].as_str().unwrap_or_default().to_owned(), envs)
+        })
+        .collect()
+}
+
+#[test]
+fn versions_say_which_environments_serve_them() {
+    let d = daemon();
+    for generation in 1..=2u32 {
+        let dist = d.root.path().join(format!("dist{generation}"));
+        site(&dist, generation);
+        d.publish("web", &format!("{generation}.0"), &dist);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let none: Vec<String> = Vec::new();
+    assert_eq!(
+        deployed_to(&d),
+        [
+            ("2.0".to_owned(), none.clone()),
+            ("1.0".to_owned(), none.clone())
+        ]
+    );
+
+    d.opus(&["deploy", "web", "1.0"]).ok();
+    d.opus(&["deploy", "web", "1.0", "-e", "staging"]).ok();
+    assert_eq!(
+        deployed_to(&d),
+        [
+            ("2.0".to_owned(), none.clone()),
+            (
+                "1.0".to_owned(),
+                vec!["production".to_owned(), "staging".to_owned()]
+            )
+        ]
+    );
+
+    // Moving production moves the column; the table shows the same.
+    d.opus(&["deploy", "web", "2.0"]).ok();
+    assert_eq!(
+        deployed_to(&d),
+        [
+            ("2.0".to_owned(), vec!["production".to_owned()]),
+            ("1.0".to_owned(), vec!["staging".to_owned()])
+        ]
+    );
+    let table = d.opus(&["artifacts", "web"]);
+    let text = table.ok();
+    let row = |version: &str| {
+        text.lines()
+            .find(|l| l.starts_with(version))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row("2.0").trim_end().ends_with("production"), "{text}");
+    assert!(row("1.0").trim_end().ends_with("staging"), "{text}");
+
+    // A rollback is a deploy too.
+    d.opus(&["rollback", "web"]).ok();
+    assert_eq!(
+        deployed_to(&d),
+        [
+            ("2.0".to_owned(), none),
+            (
+                "1.0".to_owned(),
+                vec!["production".to_owned(), "staging".to_owned()]
+            )
+        ]
+    );
 }

@@ -7,6 +7,11 @@ use opus_tests::{Daemon, GitRepo, site_with_opus_yml};
 
 const WRITE_DIST: &str = "mkdir -p dist && echo '<h1>hello</h1>' > dist/index.html";
 
+/// The start of build `id`'s record (of project `web`) in `state`, as the store writes it.
+fn on_disk(id: u64, state: &str) -> String {
+    format!("{{\"id\":{id},\"project\":\"web\",\"state\":\"{state}\"")
+}
+
 fn add_site(d: &Daemon, name: &str, opus_yml: &str) -> std::path::PathBuf {
     let dir = site_with_opus_yml(d.root.path(), name, opus_yml);
     d.opus(&["add", name, dir.to_str().expect("utf-8")]).ok();
@@ -96,6 +101,52 @@ fn each_project_numbers_its_builds_from_one() {
     assert!(err.contains("site#1 has already succeeded"), "{err}");
     let err = d.opus(&["logs", "site#2"]).fails(1).to_owned();
     assert!(err.contains("no build site#2"), "{err}");
+}
+
+#[test]
+fn multi_line_secrets_and_base64_forms_are_masked_and_short_secrets_refused() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  steps:\n    - printf '%s\\n' \"$KEY\"\n    - printf '%s' \"$TOKEN\" | base64\n    - printf '%s' \"$TOKEN\" | base64 | tr '+/' '-_' | tr -d '='\n    - {WRITE_DIST}\n"
+        ),
+    );
+    d.opus_with_stdin(
+        &["secret", "set", "web", "KEY"],
+        "-----BEGIN KEY-----\nfirst-secret-line\nsecond-secret-line\n-----END KEY-----\n",
+    )
+    .ok();
+    // Base64 "aHVudGVyMj8+eA==": a '+' and padding, so the URL-safe unpadded form differs.
+    d.opus(&["secret", "set", "web", "TOKEN", "--value", "hunter2?>x"])
+        .ok();
+    let out = d.opus(&["trigger", "web", "--wait"]);
+    let text = out.ok();
+    for clear in [
+        "BEGIN KEY",
+        "first-secret-line",
+        "second-secret-line",
+        "END KEY",
+        "aHVudGVyMj8+eA==",
+        "aHVudGVyMj8-eA",
+    ] {
+        assert!(!text.contains(clear), "{clear} printed in clear:\n{text}");
+    }
+    assert!(text.matches("***").count() >= 6, "{text}");
+    let log = d.opus(&["logs", "web#1"]);
+    assert!(!log.ok().contains("second-secret-line"), "{}", log.stdout);
+
+    let err = d
+        .opus(&["secret", "set", "web", "PIN", "--value", "abc"])
+        .fails(1)
+        .to_owned();
+    assert!(
+        err.contains("at least 4 characters") && err.contains("mask"),
+        "{err}"
+    );
+    let names = d.opus(&["secret", "list", "web", "-o", "json"]).json();
+    assert_eq!(names, serde_json::json!(["KEY", "TOKEN"]));
 }
 
 #[test]
@@ -473,8 +524,9 @@ fn sigkill_during_a_build_then_restart_fails_it_and_runs_the_queued_one() {
     let running = d.trigger(&["web", "--version", "slow"]);
     d.wait_for_state("web", running, "running", 30);
     let queued = d.trigger(&["web", "--version", "next"]);
-    // Give sled its periodic flush before the crash.
-    std::thread::sleep(Duration::from_millis(800));
+    // The crash comes once both builds' records are on disk.
+    d.wait_until_on_disk(&on_disk(running, "running"), 30);
+    d.wait_until_on_disk(&on_disk(queued, "queued"), 30);
     d.kill();
     d.restart();
     let b = d.wait_for_state("web", running, "failed", 30);
@@ -614,4 +666,118 @@ fn removing_a_project_cancels_its_running_build_first() {
         d.opus(&["status", "-o", "json"]).json()["running_builds"],
         0
     );
+}
+
+/// The seconds of `==> step N finished in X s` in a printed log.
+fn step_seconds(log: &str, step: u32) -> f64 {
+    let prefix = format!("==> step {step} finished in ");
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no duration line of step {step} in:\n{log}"));
+    line[prefix.len()..]
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+#[test]
+fn each_step_logs_its_duration_and_builds_shows_them() {
+    let d = Daemon::start();
+    add_site(
+        &d,
+        "web",
+        &format!("build:\n  steps:\n    - sleep 0.4\n    - {WRITE_DIST}\n"),
+    );
+    let out = d.opus(&["trigger", "web", "--wait"]);
+    let log = out.ok().to_owned();
+    assert!(step_seconds(&log, 1) >= 0.4, "{log}");
+    assert!(step_seconds(&log, 2) < 5.0, "{log}");
+    // Each duration line follows its step's output, under opusd's own `==>` prefix.
+    let start = log.find("==> $ sleep 0.4").expect("step 1 starts");
+    let end = log.find("==> step 1 finished in").expect("step 1 ends");
+    assert!(
+        start < end && end < log.find("==> $ mkdir").expect("step 2"),
+        "{log}"
+    );
+    // Not a terminal: no status line on stderr, only the outcome.
+    assert_eq!(out.stderr, "web#1 succeeded: version main-1\n");
+    // The stored log has them too.
+    let stored = d.opus(&["logs", "web#1"]).ok().to_owned();
+    assert!(step_seconds(&stored, 1) >= 0.4, "{stored}");
+
+    // `opus builds web#1`: the build and a table of its steps with their durations.
+    let table = d.opus(&["builds", "web#1"]).ok().to_owned();
+    assert!(
+        table.starts_with("build    web#1\nstate    succeeded\n"),
+        "{table}"
+    );
+    let step_row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}: {table}"))
+            .to_owned()
+    };
+    assert!(table.contains("\nSTEP    COMMAND"), "{table}");
+    let row = step_row("step 1");
+    assert!(row.contains("sleep 0.4"), "{row}");
+    let took: f64 = row
+        .rsplit(' ')
+        .next()
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {row:?}"));
+    assert!(took >= 0.4, "{row}");
+    assert!(step_row("step 2").contains("mkdir -p dist"), "{table}");
+    let json = d.opus(&["builds", "web#1", "-o", "json"]).json();
+    assert_eq!(json["id"], 1);
+    assert_eq!(json["state"], "succeeded");
+    assert_eq!(json["steps"][0]["step"], "step 1");
+    assert_eq!(json["steps"][0]["command"], "sleep 0.4");
+    assert!(
+        json["steps"][0]["seconds"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.4),
+        "{json}"
+    );
+    assert_eq!(json["steps"][1]["command"], WRITE_DIST);
+    // A build of another project is refused by name.
+    let err = d.opus(&["builds", "api#1"]).fails(1).to_owned();
+    assert!(err.contains("belongs to web"), "{err}");
+
+    // A failed step has its duration too; a running one shows how long it has run so far.
+    add_site(&d, "slow", "build:\n  steps: [\"exit 3\", \"sleep 30\"]\n");
+    let failed = d.opus(&["trigger", "slow", "--wait"]);
+    assert!(step_seconds(&failed.stdout, 1) < 5.0, "{}", failed.stdout);
+    add_site(&d, "slower", "build:\n  steps: [\"true\", \"sleep 30\"]\n");
+    let id = d.trigger(&["slower"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let running = loop {
+        let table = d.opus(&["builds", &format!("slower#{id}")]).ok().to_owned();
+        if table.contains("running for") {
+            break table;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "step 2 never shown running: {table}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let row = running
+        .lines()
+        .find(|l| l.starts_with("step 2"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("sleep 30") && row.contains("running for"),
+        "{running}"
+    );
+    assert!(
+        !running
+            .lines()
+            .any(|l| l.starts_with("step 1") && l.contains("running")),
+        "{running}"
+    );
+    d.opus(&["cancel", &format!("slower#{id}")]).ok();
+    d.wait_for_state("slower", id, "cancelled", 20);
 }

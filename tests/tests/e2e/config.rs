@@ -93,3 +93,50 @@ impl Drop for KillOnDrop {
             .status();
     }
 }
+
+#[test]
+fn site_connection_limits_come_from_the_flags() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let d = Daemon::start_with(&[
+        "--site-header-timeout",
+        "1",
+        "--site-connections-per-ip",
+        "1",
+    ]);
+    let addr = d.sites.trim_start_matches("http://").to_owned();
+    // A connection that sends half a request head is closed after the header timeout.
+    let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: web.loc")
+        .expect("write");
+    let start = Instant::now();
+    // While it is open it is the one connection this address may hold.
+    let mut second = std::net::TcpStream::connect(&addr).expect("connect");
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut answer = String::new();
+    let _ = second.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let mut rest = Vec::new();
+    let read = slow.read_to_end(&mut rest);
+    let waited = start.elapsed();
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
+    let err = Command::new(bin("opusd"))
+        .args(["--site-idle-timeout", "0", "--data-dir"])
+        .arg(d.root.path().join("other"))
+        .output()
+        .expect("runs");
+    assert_eq!(err.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        text.contains("site_idle_timeout") && text.contains("at least 1 second"),
+        "{text}"
+    );
+}

@@ -40,6 +40,27 @@ fn distinct(got: &[Received]) -> Vec<Received> {
     out
 }
 
+/// Polls `opus hook deliveries <id>` until `done` holds for them; panics after [`WAIT`].
+fn wait_for_deliveries(
+    d: &Daemon,
+    id: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ds = d.opus(&["hook", "deliveries", id, "-o", "json"]).json();
+        let ds = ds.as_array().cloned().unwrap_or_default();
+        if !ds.is_empty() && done(&ds) {
+            return ds;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries of {id} never got there: {ds:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn delivered_projects(got: &[Received]) -> Vec<String> {
     distinct(got)
         .iter()
@@ -73,12 +94,11 @@ fn receiver_down_then_back_gets_every_event_in_order_signed() {
         add_project(&d, name);
     }
     // While it is down the first delivery is retried and the others wait behind it.
-    std::thread::sleep(Duration::from_millis(600));
     let id = hook["id"].as_str().expect("id");
-    let ds = d.opus(&["hook", "deliveries", id, "-o", "json"]).json();
-    assert_eq!(ds.as_array().map(Vec::len), Some(1), "{ds}");
+    let ds = wait_for_deliveries(&d, id, |ds| ds[0]["attempts"].as_u64().unwrap_or(0) >= 2);
+    assert_eq!(ds.len(), 1, "{ds:?}");
     assert_eq!(ds[0]["state"], "pending");
-    assert!(ds[0]["attempts"].as_u64().unwrap_or(0) >= 2, "{ds}");
+    assert!(ds[0]["attempts"].as_u64().unwrap_or(0) >= 2, "{ds:?}");
     assert!(ds[0]["last_error"].as_str().is_some_and(|e| !e.is_empty()));
 
     rx.restart();
@@ -108,20 +128,35 @@ fn receiver_down_then_back_gets_every_event_in_order_signed() {
 fn sigkill_with_deliveries_pending_delivers_after_restart() {
     let mut rx = Receiver::start();
     let mut d = Daemon::start_with_env(&[], FAST);
-    d.opus(&["hook", "add", "--all", &rx.url(), "--events", "project.*"])
-        .ok();
+    let hook = d
+        .opus(&[
+            "hook",
+            "add",
+            "--all",
+            &rx.url(),
+            "--events",
+            "project.*",
+            "-o",
+            "json",
+        ])
+        .json();
+    let id = hook["id"].as_str().expect("id").to_owned();
     rx.stop();
     for name in ["k1", "k2", "k3"] {
         add_project(&d, name);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The crash comes once the last project (and its event, in the same transaction) is on disk.
+    d.wait_until_on_disk("{\"name\":\"k3\",\"source\"", 30);
     d.kill();
     rx.restart();
     d.restart();
     let got = rx.wait_for(WAIT, |g| delivered_projects(g).len() == 3);
     assert_eq!(delivered_projects(&got), ["k1", "k2", "k3"]);
-    // Nothing is delivered twice once accepted.
-    std::thread::sleep(Duration::from_millis(500));
+    // Nothing is delivered twice once accepted: once every delivery is recorded delivered,
+    // nothing is left to send.
+    wait_for_deliveries(&d, &id, |ds| {
+        ds.iter().filter(|x| x["state"] == "delivered").count() == 3
+    });
     let all = rx.received();
     assert_eq!(
         all.len(),
@@ -142,7 +177,7 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     assert_eq!(hook["signed"], false);
 
     rx.answer_next(&[500, 502, 503]);
-    d.opus(&["secret", "set", "web", "TOKEN", "--value", "x"])
+    d.opus(&["secret", "set", "web", "TOKEN", "--value", "xxxx"])
         .ok();
     let got = rx.wait_for(WAIT, |g| g.iter().any(|r| r.answered == 200));
     assert_eq!(got.len(), 4, "three failures then success");
@@ -151,7 +186,7 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     assert_eq!(got[0].event, "secret.set");
 
     rx.answer(410);
-    d.opus(&["secret", "set", "web", "OTHER", "--value", "y"])
+    d.opus(&["secret", "set", "web", "OTHER", "--value", "yyyy"])
         .ok();
     rx.wait_for(WAIT, |g| g.iter().any(|r| r.answered == 410));
     let listed = d.opus(&["hook", "list", "web", "-o", "json"]).json();
@@ -163,11 +198,34 @@ fn answer_500_is_retried_under_the_same_id_and_410_disables() {
     }
     assert_eq!(listed[0]["enabled"], false, "{listed}");
     rx.answer(200);
-    let before = rx.received().len();
-    d.opus(&["secret", "set", "web", "THIRD", "--value", "z"])
+    // A second hook on the same receiver witnesses that the next event has been dispatched.
+    let witness = d
+        .opus(&[
+            "hook",
+            "add",
+            "web",
+            &rx.url(),
+            "--events",
+            "secret.set",
+            "-o",
+            "json",
+        ])
+        .json();
+    let witness = format!("{}-", witness["id"].as_str().expect("id"));
+    let of_hook = |got: &[Received]| {
+        got.iter()
+            .filter(|r| r.delivery.starts_with(&format!("{id}-")))
+            .count()
+    };
+    let before = of_hook(&rx.received());
+    d.opus(&["secret", "set", "web", "THIRD", "--value", "zzzz"])
         .ok();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(rx.received().len(), before, "a disabled hook gets nothing");
+    let got = rx.wait_for(WAIT, |g| {
+        g.iter().any(|r| {
+            r.delivery.starts_with(&witness) && String::from_utf8_lossy(&r.body).contains("THIRD")
+        })
+    });
+    assert_eq!(of_hook(&got), before, "a disabled hook gets nothing");
     let ds = d.opus(&["hook", "deliveries", &id, "-o", "json"]).json();
     assert_eq!(ds[0]["state"], "disabled");
     assert_eq!(ds[0]["last_status"], 410);
@@ -246,6 +304,35 @@ fn hook_commands_and_their_errors() {
     rx.answer(500);
     let err = d.opus(&["hook", "test", "1"]).fails(1).to_owned();
     assert!(err.contains("HTTP 500"), "{err}");
+    // Both pings are in the hook's deliveries like any other delivery, newest first.
+    let ds = d.opus(&["hook", "deliveries", "1", "-o", "json"]).json();
+    let listed: Vec<_> = ds
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| {
+            (
+                d["event"].clone(),
+                d["state"].clone(),
+                d["last_status"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("ping".into(), "failed".into(), 500.into()),
+            ("ping".into(), "delivered".into(), 200.into())
+        ],
+        "{ds}"
+    );
+    let table = d.opus(&["hook", "deliveries", "1"]).ok().to_owned();
+    let pings: Vec<_> = table.lines().filter(|l| l.contains(" ping ")).collect();
+    assert_eq!(pings.len(), 2, "{table}");
+    assert!(
+        pings[0].trim_end().ends_with("HTTP 500"),
+        "tried once, not retried: {table}"
+    );
 
     d.opus(&["hook", "remove", "1"]).ok();
     assert_eq!(
@@ -299,6 +386,69 @@ fn events_prints_the_log_and_follows() {
     let next = lines.next().and_then(Result::ok).unwrap_or_default();
     assert!(
         next.contains("project.added") && next.contains("new"),
+        "{next}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn events_tail_starts_with_the_newest_and_follows() {
+    let d = Daemon::start();
+    for name in ["one", "two", "three", "four"] {
+        add_project(&d, name);
+    }
+    let projects = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| {
+                let e: serde_json::Value = serde_json::from_str(l).expect("NDJSON");
+                e["project"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    let out = d
+        .opus(&["events", "--tail", "2", "-o", "json"])
+        .ok()
+        .to_owned();
+    assert_eq!(projects(&out), ["three", "four"]);
+    let out = d
+        .opus(&["events", "--tail", "10", "-o", "json"])
+        .ok()
+        .to_owned();
+    assert_eq!(projects(&out), ["one", "two", "three", "four"]);
+    // With a project: its newest events, not the log's.
+    d.opus(&["secret", "set", "two", "TOKEN", "--value", "s3cret"])
+        .ok();
+    let out = d
+        .opus(&["events", "--tail", "1", "--project", "one", "-o", "json"])
+        .ok()
+        .to_owned();
+    assert_eq!(projects(&out), ["one"]);
+    let out = d.opus(&["events", "--tail", "0"]).ok().to_owned();
+    assert_eq!(out, "");
+    let err = d
+        .opus(&["events", "--tail", "2", "--from", "1"])
+        .fails(2)
+        .to_owned();
+    assert!(err.contains("cannot be used with"), "{err}");
+
+    // -f --tail 1: the newest event, then new ones as they happen.
+    let mut cmd = opus_command(&d.server, None);
+    cmd.args(["events", "-f", "--tail", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("opus events -f starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.contains("secret.set") && first.contains("two"),
+        "{first}"
+    );
+    add_project(&d, "five");
+    let next = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        next.contains("project.added") && next.contains("five"),
         "{next}"
     );
     let _ = child.kill();

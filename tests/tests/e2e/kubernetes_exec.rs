@@ -868,8 +868,11 @@ fn fake_apiserver_restart_deletes_the_jobs_of_builds_that_were_running() {
     git_project(&c.d, "web", SITE);
     let id = c.d.trigger(&["web"]);
     wait_for_job(&c, "web", id);
-    // Past sled's half-second flush, so that the build is recorded running; then a crash.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Once the build's running record is on disk, a crash.
+    c.d.wait_until_on_disk(
+        &format!("{{\"id\":{id},\"project\":\"web\",\"state\":\"running\""),
+        30,
+    );
     c.d.kill();
     c.d.restart();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -123,8 +123,13 @@ fn build_metrics_follow_the_queue_the_outcomes_and_a_restart() {
     d.wait_for_state("web", crashed, "running", 30);
     let first = d.trigger(&["web", "--version", "hold-3"]);
     let second = d.trigger(&["web", "--version", "hold-4"]);
-    // Give sled its periodic flush before the crash.
-    std::thread::sleep(Duration::from_millis(800));
+    // The crash comes once the three builds' records are on disk.
+    for (id, state) in [(crashed, "running"), (first, "queued"), (second, "queued")] {
+        d.wait_until_on_disk(
+            &format!("{{\"id\":{id},\"project\":\"web\",\"state\":\"{state}\""),
+            30,
+        );
+    }
     d.kill();
     d.restart();
     d.wait_for_state("web", crashed, "failed", 30);

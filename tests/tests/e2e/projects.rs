@@ -278,3 +278,72 @@ fn an_invalid_list_filter_is_refused_with_the_reason() {
     let err = d.opus(&["list", "web-[", "-o", "json"]).fails(1).to_owned();
     assert!(err.contains("invalid filter \"web-[\""), "{err}");
 }
+
+#[test]
+fn double_dash_names_are_refused_and_a_store_from_before_keeps_the_older_owner() {
+    let mut d = Daemon::start();
+    let dir = d.root.path().to_str().expect("utf-8").to_owned();
+    // New names: refused, saying why.
+    let err = d.opus(&["add", "staging--rb", &dir]).fails(1).to_owned();
+    assert!(
+        err.contains("invalid project name \"staging--rb\"")
+            && err.contains("separates the environment from the project"),
+        "{err}"
+    );
+    d.opus(&["add", "web", &dir]).ok();
+    let site = d.root.path().join("site");
+    std::fs::create_dir(&site).expect("mkdir");
+    std::fs::write(site.join("index.html"), "web").expect("write");
+    d.publish("web", "1.0", &site);
+    let err = d
+        .opus(&["deploy", "web", "1.0", "--env", "a--b"])
+        .fails(1)
+        .to_owned();
+    assert!(
+        err.contains("invalid environment name \"a--b\"") && err.contains("site's host name"),
+        "{err}"
+    );
+
+    // A store made before the rule holds project `staging--rb`, whose production site has the
+    // host of environment `staging` of project `rb`, added later.
+    d.stop();
+    {
+        let store = opus_core::store::MetaStore::open(&d.data_dir().join("meta")).expect("store");
+        store
+            .create_project(&opus_core::model::Project {
+                name: opus_core::model::ProjectName::new("staging--rb").expect("a DNS label"),
+                source: opus_core::model::Source::Local(d.root.path().to_path_buf()),
+                branch: "main".into(),
+                created_at: std::time::SystemTime::now(),
+                keep_versions: 0,
+            })
+            .expect("an old store's project");
+    }
+    d.restart();
+    d.opus(&["add", "rb", &dir]).ok();
+    for (project, env, text) in [
+        ("rb", "staging", "newer rb staging"),
+        ("staging--rb", "production", "older staging--rb"),
+    ] {
+        let folder = d.root.path().join(project);
+        std::fs::create_dir(&folder).expect("mkdir");
+        std::fs::write(folder.join("index.html"), text).expect("write");
+        d.publish(project, "1.0", &folder);
+        d.opus(&["deploy", project, "1.0", "--env", env]).ok();
+    }
+    for round in 0..3 {
+        let r = d.get("staging--rb.localhost", "/");
+        assert_eq!(r.status, 200, "round {round}");
+        assert_eq!(
+            r.text(),
+            "older staging--rb",
+            "round {round}: the older project keeps the host"
+        );
+        d.restart();
+    }
+    let log = d.log();
+    assert!(
+        log.contains("staging--rb") && log.contains("the older project keeps a shared host"),
+        "a warning names the old name:\n{log}"
+    );
+}

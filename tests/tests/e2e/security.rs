@@ -28,6 +28,13 @@ fn a_token_file_works() {
     let file = dir.path().join("token");
     std::fs::write(&file, "from-file\n").expect("write");
     let mut d = Daemon::start_with(&["--token-file", file.to_str().expect("utf-8")]);
+    // Without the token the call is refused, so the file was read (a server without a token
+    // would admit it); the file's trailing newline is not part of the token.
+    let err = d.opus(&["list"]).fails(1).to_owned();
+    assert!(err.contains("requires an API token"), "{err}");
+    d.token = Some("from-fil".into());
+    let err = d.opus(&["list"]).fails(1).to_owned();
+    assert!(err.contains("token is wrong"), "{err}");
     d.token = Some("from-file".into());
     d.opus(&["list"]).ok();
 }
@@ -45,6 +52,69 @@ fn public_listen_without_token_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("without a token") && err.contains("--token"),
+        "{err}"
+    );
+}
+
+/// Runs opusd with `args` (and a fresh data dir) to its exit, which must come within 30 s without
+/// a signal; returns the exit code and stderr.
+fn opusd_exit(args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(bin("opusd"))
+        .args(args)
+        .args(["--sites-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("OPUS_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("opusd {args:?} did not exit by itself");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn public_listen_with_a_short_token_is_refused_with_how_to_make_one() {
+    let (code, err) = opusd_exit(&["--listen", "0.0.0.0:0", "--token", "short-token"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("11 characters") && err.contains("openssl rand -hex 32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreadable_tls_cert_exits_at_once_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&key, "key").expect("write");
+    let cert = dir.path().join("missing.crt");
+    let (code, err) = opusd_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot read the tls_cert file {}", cert.display())),
         "{err}"
     );
 }

@@ -113,10 +113,14 @@ fn github_push_ping_repeats_and_every_error_answer() {
     assert_eq!(code, 200);
     assert_eq!(build_count(&d), 1);
 
-    // Unknown project: 404. Over 25 MB: 413.
+    // Unknown project: the same 401, in the same words, as a wrong signature (no project-name
+    // oracle). Over 25 MB: 413.
     let other = url.replace("/web", "/nope");
-    let (code, _) = github(&other, &secret, "push", "d7", &push);
-    assert_eq!(code, 404);
+    let (code, unknown) = github(&other, &secret, "push", "d7", &push);
+    assert_eq!(code, 401);
+    let (code, wrong) = github(&url, "wrong-secret", "push", "d7", &push);
+    assert_eq!(code, 401);
+    assert_eq!(unknown, wrong);
     let big = vec![b' '; 26 * 1024 * 1024];
     let (code, _) = post(&url, &[("x-hub-signature-256", "sha256=00".into())], big);
     assert_eq!(code, 413);
@@ -157,8 +161,15 @@ fn trigger_webhook_needs_the_token() {
     let (code, body) = post(&url, &auth, Vec::new());
     assert_eq!(code, 202, "an empty body builds the default branch: {body}");
     assert_eq!(build_count(&d), 2);
-    let (code, _) = post(&url.replace("/web", "/nope"), &auth, Vec::new());
-    assert_eq!(code, 404);
+    // The scheme is case-insensitive.
+    let lower = [("authorization", format!("bearer {token}"))];
+    let (code, body) = post(&url, &lower, Vec::new());
+    assert_eq!(code, 202, "{body}");
+    // An unknown project answers as a wrong token does.
+    let (code, unknown) = post(&url.replace("/web", "/nope"), &auth, Vec::new());
+    assert_eq!(code, 401);
+    let (_, wrong) = post(&url, &[("authorization", "Bearer nope".into())], Vec::new());
+    assert_eq!(unknown, wrong);
 }
 
 #[test]

@@ -7,23 +7,25 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
-use super::error::Op;
+use opus_core::kubernetes::{
+    Cluster, FIELD_MANAGER, KubeError, Op, pod_failure_reason, pod_waiting_reason,
+};
+
 use super::job::{self, BUILD_LABEL, PROJECT_LABEL};
-use super::{Cluster, FIELD_MANAGER, KubeError};
 
 /// What a build's Job and pod say, as far as the executor cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
     /// Not started yet: the pod is pending (scheduling, pulling, creating), with what it waits
-    /// for when it says ([`job::pod_waiting_reason`]).
+    /// for when it says ([`pod_waiting_reason`]).
     Pending(Option<String>),
     /// The build container runs.
     Running,
     /// The pod cannot go on (an image that cannot be pulled, a failed copy of opusd, an eviction):
-    /// the build fails with this reason ([`job::pod_failure_reason`]).
+    /// the build fails with this reason ([`pod_failure_reason`]).
     PodFailed(String),
     /// The Job failed (its deadline, the build's timeout, or its pod failed): the reason
-    /// ([`job::job_failure_reason`]).
+    /// (`job::job_failure_reason`).
     Failed(String),
     /// The Job completed: its pod exited 0.
     Succeeded,
@@ -112,14 +114,14 @@ impl BuildJobs {
             .map_err(|e| self.op("list", "pods", &selector).error(e))?;
         let mut state = JobState::Pending(None);
         for pod in &pods.items {
-            if let Some(reason) = job::pod_failure_reason(pod) {
+            if let Some(reason) = pod_failure_reason(pod) {
                 return Ok(JobState::PodFailed(reason));
             }
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             if phase == Some("Running") {
                 state = JobState::Running;
             } else if state == JobState::Pending(None) {
-                state = JobState::Pending(job::pod_waiting_reason(pod));
+                state = JobState::Pending(pod_waiting_reason(pod));
             }
         }
         Ok(state)
@@ -134,35 +136,5 @@ impl BuildJobs {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
             Err(e) => Err(self.op("delete", "jobs.batch", &name).error(e)),
         }
-    }
-
-    /// Deletes every unfinished build Job in the namespace (opusd's start: builds that were running
-    /// are failed, "opusd restarted", so their Jobs must not go on). Finished Jobs stay until their
-    /// TTL, for `kubectl logs`. Returns the names deleted.
-    pub async fn delete_all(&self) -> Result<Vec<String>, KubeError> {
-        let selector = "app.kubernetes.io/managed-by=opus,app.kubernetes.io/component=build";
-        let jobs = self
-            .jobs()
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| self.op("list", "jobs.batch", selector).error(e))?;
-        let mut deleted = Vec::new();
-        for found in jobs.items {
-            let finished = job::job_failure_reason(&found).is_some()
-                || found
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.succeeded)
-                    .is_some_and(|n| n > 0);
-            let Some(name) = found.metadata.name.filter(|_| !finished) else {
-                continue;
-            };
-            match self.jobs().delete(&name, &DeleteParams::background()).await {
-                Ok(_) => deleted.push(name),
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(e) => return Err(self.op("delete", "jobs.batch", &name).error(e)),
-            }
-        }
-        Ok(deleted)
     }
 }

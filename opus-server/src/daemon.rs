@@ -1,0 +1,395 @@
+//! The daemon as one value: [`Daemon::open`] assembles its parts from a [`Config`] (one small
+//! function per part: store, artifact store, sites, Kubernetes, hooks, logs, scheduler), and
+//! [`Daemon::run`] serves on already-bound [`Listeners`] until a shutdown future completes or a
+//! listener fails, then stops the scheduler and flushes the store, whichever way it ends.
+//!
+//! Architecture Invariant: once the metadata store is open, no path out of `open` or `run` skips
+//! the flush, and once the scheduler has started, none skips its shutdown. The scheduler starts
+//! last in `open`, after every part that can fail.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use opus_core::artifact::ArtifactStore;
+use opus_core::error::StoreError;
+use opus_core::model::BuildState;
+use opus_core::store::MetaStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{Config, ExecutorKind};
+use crate::{
+    ServeError, api, build, deploys, health, hooks, kubernetes, logs, metrics, runners, scheduler,
+    sites, source,
+};
+
+/// The two listeners of an opusd, bound before anything else starts, so that tests bind port 0
+/// and learn the addresses without waiting.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC API, webhooks, `/healthz` and `/metrics`.
+    pub api: TcpListener,
+    /// The site server.
+    pub sites: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the site listener at `sites` beside an API listener bound by the caller.
+    pub async fn with_api(api: TcpListener, sites: SocketAddr) -> Result<Listeners, ServeError> {
+        let sites = TcpListener::bind(sites)
+            .await
+            .map_err(|source| ServeError::SitesListen {
+                addr: sites,
+                source,
+            })?;
+        Ok(Listeners { api, sites })
+    }
+
+    /// The addresses the listeners are bound to: `(api, sites)`.
+    pub fn addresses(&self) -> Result<(SocketAddr, SocketAddr), ServeError> {
+        let addr = |l: &TcpListener| l.local_addr().map_err(ServeError::LocalAddr);
+        Ok((addr(&self.api)?, addr(&self.sites)?))
+    }
+}
+
+/// How hook messages are sent, shared by the deliverer and `TestHook`.
+#[derive(Clone)]
+pub(crate) struct HookParts {
+    /// How failed deliveries are retried.
+    pub(crate) policy: hooks::RetryPolicy,
+    /// The HTTP client hooks are posted with.
+    pub(crate) transport: hooks::HttpTransport,
+    /// How hook messages link to deployed sites.
+    pub(crate) links: hooks::SiteLinks,
+}
+
+/// A running opusd's parts. Each gRPC service is given the few of them it needs
+/// ([`crate::api`]).
+pub struct Daemon {
+    /// The resolved configuration; `listen` and `sites_listen` are the bound addresses.
+    pub(crate) config: Arc<Config>,
+    /// When this opusd started (for uptime).
+    pub(crate) started_at: SystemTime,
+    /// The metadata store: flushed on every way out.
+    pub(crate) store: MetaStore,
+    /// The artifact stores (versions: files, archives, manifests).
+    pub(crate) artifacts: ArtifactStore,
+    /// The Prometheus metrics.
+    pub(crate) metrics: metrics::Metrics,
+    /// The site server: routes by Host to deployed versions.
+    site_server: Arc<sites::SiteServer>,
+    /// Deploys and rollbacks: the store and the site table together.
+    pub(crate) deployer: deploys::Deployer,
+    /// Builds running elsewhere (Kubernetes Jobs) and their tokens.
+    pub(crate) runners: runners::Runners,
+    /// Build logs.
+    pub(crate) logs: logs::LogHub,
+    /// How hook messages are sent.
+    pub(crate) hooks: HookParts,
+    /// The build queue: shut down on every way out of `run`.
+    pub(crate) scheduler: scheduler::Scheduler,
+    /// Disk health (`/healthz`, free space for `opus status`); its watch reopens the store
+    /// once a full disk has room again.
+    pub(crate) health: health::Health,
+}
+
+impl Daemon {
+    /// Opens every part of the daemon from `config`, whose `listen` and `sites_listen` must be
+    /// the addresses actually bound ([`Listeners::addresses`]). Nothing is served yet. On an
+    /// error, what was opened is closed again (the store flushed).
+    pub async fn open(config: Config) -> Result<Daemon, ServeError> {
+        config.check_security(config.listen)?;
+        let store = open_store(&config.data_dir)?;
+        match Daemon::open_parts(config, store.clone()).await {
+            Ok(daemon) => Ok(daemon),
+            Err(e) => {
+                flush(&store).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The parts over an open store, the scheduler last.
+    async fn open_parts(config: Config, store: MetaStore) -> Result<Daemon, ServeError> {
+        let artifacts = open_artifacts(&config, &store)?;
+        let metrics = metrics::Metrics::new();
+        let site_server = open_site_server(&config, &metrics)?;
+        let deployer = deploys::Deployer::new(
+            store.clone(),
+            artifacts.clone(),
+            site_server.clone(),
+            metrics.clone(),
+        );
+        deployer.load_all().await.map_err(ServeError::Sites)?;
+        let runners = runners::Runners::default();
+        let kubernetes = connect_kubernetes(&config, &store, &runners).await?;
+        let hooks = hook_parts(&config)?;
+        let (logs, scheduler) =
+            start_builds(&config, &store, &artifacts, &deployer, kubernetes, &metrics)?;
+        let health = health::Health::new(store.clone(), &config.data_dir, &config.store);
+        Ok(Daemon {
+            health,
+            config: Arc::new(config),
+            started_at: SystemTime::now(),
+            store,
+            artifacts,
+            metrics,
+            site_server,
+            deployer,
+            runners,
+            logs,
+            hooks,
+            scheduler,
+        })
+    }
+
+    /// Serves the API and the sites on `listeners` until `shutdown` completes or either of them
+    /// fails; then stops accepting, lets in-flight calls finish, gives running builds the
+    /// shutdown grace, and flushes the store. Returns the API's error, if it failed.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        // One stop for both listeners: the signal, or either of them ending.
+        let stop = CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown => on_signal.cancel(),
+                () = on_signal.cancelled() => {}
+            }
+        });
+        let sites_stop = stop.clone();
+        let site_server = self.site_server.clone();
+        let limits = self.config.site_connections;
+        let sites_task = tokio::spawn(async move {
+            let result = site_server
+                .run(
+                    listeners.sites,
+                    limits,
+                    sites_stop.clone().cancelled_owned(),
+                )
+                .await;
+            sites_stop.cancel();
+            result
+        });
+        let health_watch = CancellationToken::new();
+        tokio::spawn(self.health.clone().watch(health_watch.clone()));
+        let deliverer = hooks::Deliverer::start(
+            self.store.clone(),
+            self.hooks.transport.clone(),
+            self.hooks.policy.clone(),
+            self.hooks.links.clone(),
+        );
+        write_address_file(
+            &self.config.data_dir,
+            self.config.listen,
+            self.config.sites_listen,
+        );
+        info!(api = %self.config.listen, sites = %self.config.sites_listen, data_dir = %self.config.data_dir.display(), "opusd started");
+
+        let api_result = api::run(listeners.api, &self, stop.clone().cancelled_owned()).await;
+        // An API that failed stops the sites too.
+        stop.cancel();
+        match sites_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the site server failed"),
+            Err(e) => tracing::error!(error = %e, "the site server task failed"),
+        }
+        deliverer.stop();
+        health_watch.cancel();
+        self.close().await;
+        api_result
+    }
+
+    /// Stops the scheduler (running builds get the shutdown grace) and flushes the store.
+    async fn close(self) {
+        info!("shutting down: no new builds start");
+        self.scheduler.shutdown(self.config.shutdown_grace).await;
+        flush(&self.store).await;
+        info!("opusd stopped");
+    }
+}
+
+/// The build log hub, and the scheduler over a fresh `<data-dir>/work`. Runs last in
+/// [`Daemon::open`]: once the scheduler has started, only [`Daemon::run`] stops it.
+fn start_builds(
+    config: &Config,
+    store: &MetaStore,
+    artifacts: &ArtifactStore,
+    deployer: &deploys::Deployer,
+    kubernetes: Option<kubernetes::KubeExecutor>,
+    metrics: &metrics::Metrics,
+) -> Result<(logs::LogHub, scheduler::Scheduler), ServeError> {
+    let data_dir = &config.data_dir;
+    let logs = logs::LogHub::new(data_dir.join("logs"), config.log_limit)
+        .map_err(data_dir_error(data_dir.join("logs")))?;
+    let context = build::BuildContext {
+        work_dir: data_dir.join("work"),
+        cache_dir: data_dir.join("cache"),
+        logs: logs.clone(),
+        sources: source::SourceFetcher::new(data_dir.join("git")),
+        store_names: artifacts
+            .stores()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
+        artifacts: artifacts.clone(),
+        deployer: deployer.clone(),
+        executor: kubernetes.map_or(build::Executor::Local, build::Executor::Kubernetes),
+    };
+    // Workspaces of builds that were running when a previous opusd stopped.
+    let _ = std::fs::remove_dir_all(&context.work_dir);
+    std::fs::create_dir_all(&context.work_dir).map_err(data_dir_error(context.work_dir.clone()))?;
+    let scheduler =
+        scheduler::Scheduler::start(store.clone(), context, config.max_builds, metrics.clone())
+            .map_err(|source| ServeError::StoreFailed {
+                during: "recover the builds of the previous run",
+                source,
+            })?;
+    Ok((logs, scheduler))
+}
+
+/// Flushes the metadata store; a failure is logged (there is nothing left to stop).
+async fn flush(store: &MetaStore) {
+    info!("shutting down: flushing the metadata store");
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "flushing the metadata store failed");
+    }
+}
+
+/// The error of a data-dir path that could not be used.
+fn data_dir_error(path: std::path::PathBuf) -> impl FnOnce(std::io::Error) -> ServeError {
+    move |source| ServeError::DataDir { path, source }
+}
+
+/// Creates the data directory and opens `<data-dir>/meta`. A lock held by another process is
+/// told apart from other failures: only then is another opusd the likely cause.
+fn open_store(data_dir: &Path) -> Result<MetaStore, ServeError> {
+    std::fs::create_dir_all(data_dir).map_err(data_dir_error(data_dir.to_path_buf()))?;
+    let path = data_dir.join("meta");
+    MetaStore::open(&path).map_err(|source| {
+        // sled reports a held lock as an I/O error with this text, and no kind of its own.
+        if source.to_string().contains("could not acquire lock") {
+            ServeError::StoreLocked { path, source }
+        } else {
+            ServeError::Store { path, source }
+        }
+    })
+}
+
+/// Opens the artifact stores, and sweeps versions that never committed (opusd was stopped while
+/// storing them) in the background: storing waits for the sweep, serving does not.
+fn open_artifacts(config: &Config, store: &MetaStore) -> Result<ArtifactStore, ServeError> {
+    let artifacts = ArtifactStore::open(store.clone(), &config.store, &config.extra_stores)
+        .map_err(ServeError::Artifacts)?;
+    let sweeper = artifacts.clone();
+    tokio::spawn(async move {
+        match sweeper.remove_orphans().await {
+            Ok(report) if !report.versions.is_empty() => {
+                info!(
+                    count = report.versions.len(),
+                    "removed objects of versions that never committed"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sweep the artifact stores for orphans"),
+        }
+    });
+    Ok(artifacts)
+}
+
+/// The site server with its disk cache of remote versions; links name the bound sites port.
+fn open_site_server(
+    config: &Config,
+    metrics: &metrics::Metrics,
+) -> Result<Arc<sites::SiteServer>, ServeError> {
+    let cache_dir = config.data_dir.join("site-cache");
+    let cache = sites::SiteCache::load(&cache_dir, config.site_cache_size, metrics.clone())
+        .map_err(data_dir_error(cache_dir))?;
+    let server = Arc::new(sites::SiteServer::new(
+        &config.domain,
+        metrics.clone(),
+        cache,
+    ));
+    server.set_port(config.sites_listen.port());
+    Ok(server)
+}
+
+/// The kubernetes executor when `--executor kubernetes`: finds the cluster, and deletes the Jobs
+/// of builds that were running when opusd stopped (they are failed on start and must not go on).
+async fn connect_kubernetes(
+    config: &Config,
+    store: &MetaStore,
+    runners: &runners::Runners,
+) -> Result<Option<kubernetes::KubeExecutor>, ServeError> {
+    if config.executor != ExecutorKind::Kubernetes {
+        return Ok(None);
+    }
+    let executor = kubernetes::KubeExecutor::connect(
+        &config.kubernetes,
+        config.listen.port(),
+        runners.clone(),
+    )
+    .await
+    .map_err(ServeError::Kubernetes)?;
+    if config.store.starts_with("file://") {
+        tracing::warn!(
+            store = %config.store,
+            "build pods upload versions to the artifact store themselves and cannot reach a \
+             file:// store on opusd's disk: use --store s3://, gs:// or az:// \
+             (opus install --store) unless the pods mount the same folder"
+        );
+    }
+    let left: Vec<(String, u64)> = store
+        .builds_in_states(&[BuildState::Running])
+        .map_err(|source: StoreError| ServeError::StoreFailed {
+            during: "read the builds that were running when opusd stopped",
+            source,
+        })?
+        .into_iter()
+        .map(|b| (b.project.to_string(), b.id))
+        .collect();
+    if !left.is_empty() {
+        let cleaner = executor.clone();
+        tokio::spawn(async move { cleaner.delete_jobs_of(&left).await });
+    }
+    info!(namespace = %config.kubernetes.namespace, runner_server = %executor.server_url(), "builds run as Kubernetes Jobs");
+    Ok(Some(executor))
+}
+
+/// The hook deliverer's retry policy, HTTP client and site links.
+fn hook_parts(config: &Config) -> Result<HookParts, ServeError> {
+    let policy = config.hook_retry.clone();
+    let transport = hooks::HttpTransport::new(policy.timeout).map_err(ServeError::HookClient)?;
+    Ok(HookParts {
+        policy,
+        transport,
+        links: hooks::SiteLinks {
+            domain: config.domain.clone(),
+            port: config.sites_listen.port(),
+        },
+    })
+}
+
+/// Writes `<data-dir>/opusd.json` with the bound API and sites addresses and the process id, so
+/// scripts and tests that start opusd on port 0 learn where it listens. Failing to write it is
+/// only logged.
+fn write_address_file(data_dir: &Path, api: SocketAddr, sites: SocketAddr) {
+    let info = serde_json::json!({
+        "api": api.to_string(),
+        "sites": sites.to_string(),
+        "pid": std::process::id(),
+    });
+    let path = data_dir.join("opusd.json");
+    let tmp = data_dir.join("opusd.json.tmp");
+    let result = std::fs::write(&tmp, info.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the address file");
+    }
+}

@@ -426,11 +426,6 @@ pub struct Build {
     /// opusd's own key of the build, increasing across projects: its record, log file, workspace
     /// and runner token go by it. Users name builds by project and [`Build::number`] instead.
     pub id: u64,
-    /// The build's number within its project, counting from 1: `web#3` is build 3 of `web`. A
-    /// record written before builds were numbered per project has none; the store reads it as its
-    /// `id`, which was the number shown then, so old builds keep their names.
-    #[serde(default)]
-    pub number: u64,
     /// The project built.
     pub project: ProjectName,
     /// Where it stands.
@@ -460,6 +455,11 @@ pub struct Build {
     pub started_at: Option<SystemTime>,
     /// When it ended.
     pub finished_at: Option<SystemTime>,
+    /// The build's number within its project, counting from 1: `web#3` is build 3 of `web`. A
+    /// record written before builds were numbered per project has none; the store reads it as its
+    /// `id`, which was the number shown then, so old builds keep their names.
+    #[serde(default)]
+    pub number: u64,
 }
 
 /// A stored version of a project: what the metadata store knows about it. The files, archive and

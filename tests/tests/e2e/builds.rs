@@ -755,7 +755,7 @@ fn each_step_logs_its_duration_and_builds_shows_them() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let running = loop {
         let table = d.opus(&["builds", &format!("slower#{id}")]).ok().to_owned();
-        // Step 1 (`true`) may show running for a moment before its end is logged.
+        // Step 1 shows running too for the moment between its start and its duration line.
         if table
             .lines()
             .any(|l| l.starts_with("step 2") && l.contains("running for"))

@@ -281,7 +281,7 @@ pub struct BuildsArgs {
 /// `opus logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The build: `12` or `web#12`.
+    /// The build: its project and number, such as `web#12`.
     pub build: String,
     /// Keep printing until the build ends.
     #[arg(long, short = 'f')]
@@ -291,7 +291,7 @@ pub struct LogsArgs {
 /// `opus cancel`.
 #[derive(Debug, Args)]
 pub struct CancelArgs {
-    /// The build: `12` or `web#12`.
+    /// The build: its project and number, such as `web#12`.
     pub build: String,
 }
 

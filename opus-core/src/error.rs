@@ -72,9 +72,17 @@ pub enum StoreError {
         /// The secret name.
         name: String,
     },
-    /// No build with that id.
+    /// No build with that internal id (an older client naming a build by id).
     #[error("no build #{0} (see `opus builds`)")]
     BuildNotFound(u64),
+    /// The project has no build of that number.
+    #[error("no build {project}#{number} (see `opus builds {project}`)")]
+    BuildNumberNotFound {
+        /// The project named.
+        project: String,
+        /// The number asked for.
+        number: u64,
+    },
     /// Deploying a version the project does not have.
     #[error(
         "project {project:?} has no version {version:?} (see `opus artifacts {project}`, or publish it first)"

@@ -448,7 +448,8 @@ impl fmt::Display for BuildState {
 /// One build of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
-    /// Per-server increasing number.
+    /// opusd's own key of the build, increasing across projects: its record, log file, workspace
+    /// and runner token go by it. Users name builds by project and [`Build::number`] instead.
     pub id: u64,
     /// The project built.
     pub project: ProjectName,
@@ -479,6 +480,11 @@ pub struct Build {
     pub started_at: Option<SystemTime>,
     /// When it ended.
     pub finished_at: Option<SystemTime>,
+    /// The build's number within its project, counting from 1: `web#3` is build 3 of `web`. A
+    /// record written before builds were numbered per project has none; the store reads it as its
+    /// `id`, which was the number shown then, so old builds keep their names.
+    #[serde(default)]
+    pub number: u64,
 }
 
 /// A stored version of a project: what the metadata store knows about it. The files, archive and
@@ -492,7 +498,9 @@ pub struct VersionRecord {
     pub version: VersionName,
     /// The name of the artifact store holding it (`default` or an `--extra-store` name).
     pub store: String,
-    /// The build that produced it (0 for a published folder).
+    /// The number within the project of the build that produced it (`web#3`; 0 for a published
+    /// folder). Versions stored before per-project numbers hold the build's id, which is that
+    /// build's number too.
     pub build_id: u64,
     /// The commit built (empty when unknown).
     pub commit: String,

@@ -100,6 +100,7 @@ impl From<&Build> for proto::Build {
             branch: b.branch.clone().unwrap_or_default(),
             is_tag: b.is_tag,
             queue_position: 0,
+            number: b.number,
         }
     }
 }

@@ -62,6 +62,7 @@ fn seed(data: &Path, projects: u64, builds: u64) {
         store
             .create_build(&Build {
                 id: 0,
+                number: 0,
                 project,
                 state: BuildState::Succeeded,
                 git_ref: "main".into(),

@@ -198,7 +198,7 @@ async fn deploy_one(
             return;
         }
     }
-    let actor = format!("build #{}", build.id);
+    let actor = format!("build {}#{}", build.project, build.number);
     match deployer
         .deploy(
             project,

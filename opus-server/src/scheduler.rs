@@ -192,6 +192,7 @@ impl Scheduler {
         self.inner.context.check_store(&store_name)?;
         let template = Build {
             id: 0,
+            number: 0,
             project: ProjectName::new(project.name.to_string())?,
             state: BuildState::Queued,
             git_ref: git_ref.clone(),
@@ -223,7 +224,7 @@ impl Scheduler {
                 && old.git_ref == build.git_ref
                 && !old.version_pinned
             {
-                let reason = format!("superseded by {}#{}", build.project, build.id);
+                let reason = format!("superseded by {}#{}", build.project, build.number);
                 if self.cancel_queued(id, &reason)? {
                     info!(build = id, by = build.id, "queued build superseded");
                 }
@@ -521,7 +522,7 @@ fn recover_running(store: &MetaStore, build: &Build) -> Result<BuildState, Store
     let stored = !build.version.is_empty()
         && store
             .get_version(build.project.as_str(), &build.version)?
-            .is_some_and(|v| v.build_id == build.id);
+            .is_some_and(|v| v.build_id == build.number);
     let (state, reason) = if stored {
         (
             BuildState::Succeeded,

@@ -296,16 +296,16 @@ impl Daemon {
         json.as_array().cloned().unwrap_or_default()
     }
 
-    /// One build's JSON (via `opus builds`).
-    pub fn build(&self, project: &str, id: u64) -> serde_json::Value {
+    /// One build's JSON (via `opus builds`), by its number in `project`.
+    pub fn build(&self, project: &str, number: u64) -> serde_json::Value {
         self.builds(project)
             .into_iter()
-            .find(|b| b["id"] == id)
-            .unwrap_or_else(|| panic!("no build {project}#{id}"))
+            .find(|b| b["number"] == number)
+            .unwrap_or_else(|| panic!("no build {project}#{number}"))
     }
 
-    /// Waits until build `id` of `project` is in `state` (polling `GetBuild` over gRPC), then
-    /// returns its JSON as `opus builds` shows it; panics after `secs` with the log.
+    /// Waits until build `id` (its number) of `project` is in `state` (polling `GetBuild` over
+    /// gRPC), then returns its JSON as `opus builds` shows it; panics after `secs` with the log.
     pub fn wait_for_state(
         &self,
         project: &str,
@@ -327,7 +327,11 @@ impl Daemon {
             let mut builds =
                 opus_core::proto::build_service_client::BuildServiceClient::new(channel);
             loop {
-                let mut request = tonic::Request::new(opus_core::proto::GetBuildRequest { id });
+                let mut request = tonic::Request::new(opus_core::proto::GetBuildRequest {
+                    id: 0,
+                    project: project.to_owned(),
+                    number: id,
+                });
                 if let Some(t) = &self.token {
                     request.metadata_mut().insert(
                         "authorization",
@@ -337,13 +341,8 @@ impl Daemon {
                 let build = builds
                     .get_build(request)
                     .await
-                    .unwrap_or_else(|e| panic!("GetBuild {id}: {e}"))
+                    .unwrap_or_else(|e| panic!("GetBuild {project}#{id}: {e}"))
                     .into_inner();
-                assert_eq!(
-                    build.project, project,
-                    "build {id} belongs to {}",
-                    build.project
-                );
                 let now = state_name(build.state);
                 if now == state {
                     return None;
@@ -380,13 +379,14 @@ impl Daemon {
         }
     }
 
-    /// Triggers a build and returns its id (parsed from `opus trigger -o json`).
+    /// Triggers a build and returns its number in its project (parsed from `opus trigger -o
+    /// json`).
     pub fn trigger(&self, args: &[&str]) -> u64 {
         let mut all = vec!["trigger"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["-o", "json"]);
         let json = self.opus(&all).json();
-        json["id"].as_u64().expect("a build id")
+        json["number"].as_u64().expect("a build number")
     }
 }
 

@@ -17,7 +17,8 @@ use crate::steps::Steps;
 /// A build as `--output json` prints it.
 #[derive(Serialize)]
 struct BuildJson {
-    id: u64,
+    /// The build's number within its project (`web#3` is number 3).
+    number: u64,
     project: String,
     state: &'static str,
     #[serde(rename = "ref")]
@@ -35,7 +36,7 @@ struct BuildJson {
 
 fn build_json(b: &proto::Build) -> BuildJson {
     BuildJson {
-        id: b.id,
+        number: b.number,
         project: b.project.clone(),
         state: output::build_state(b.state),
         git_ref: b.r#ref.clone(),
@@ -51,35 +52,43 @@ fn build_json(b: &proto::Build) -> BuildJson {
     }
 }
 
-/// Parses `12` or `web#12` into the id and the project it should belong to.
-fn parse_build_ref(text: &str) -> Result<(Option<&str>, u64), CliError> {
-    let (project, number) = match text.split_once('#') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, text),
+/// Parses `web#12` into the project and the build's number in it. Numbers count per project,
+/// so a number alone names no build.
+fn parse_build_ref(text: &str) -> Result<(&str, u64), CliError> {
+    let usage = || {
+        CliError::Usage(format!(
+            "{text:?} is not a build: write its project and number, such as web#12 (each project numbers its builds from 1; see `opus builds`)"
+        ))
     };
-    let id = number.parse().map_err(|_| {
-        CliError::Usage(format!("{text:?} is not a build: write it as 12 or web#12"))
-    })?;
-    Ok((project, id))
+    let (project, number) = text.split_once('#').ok_or_else(usage)?;
+    if project.is_empty() {
+        return Err(usage());
+    }
+    let number = number.parse().map_err(|_| usage())?;
+    Ok((project, number))
 }
 
-/// Fetches a build named `12` or `web#12`, checking the project when one is named.
-async fn get_build(conn: &Connection, text: &str) -> Result<proto::Build, CliError> {
-    let (project, id) = parse_build_ref(text)?;
-    let build = conn
-        .builds()
-        .get_build(proto::GetBuildRequest { id })
-        .await?
-        .into_inner();
-    if let Some(p) = project
-        && p != build.project
-    {
-        return Err(CliError::Usage(format!(
-            "build #{id} belongs to {}, not {p}",
-            build.project
-        )));
+/// The request that names `build` again (by project and number).
+fn named(build: &proto::Build) -> proto::GetBuildRequest {
+    proto::GetBuildRequest {
+        id: 0,
+        project: build.project.clone(),
+        number: build.number,
     }
-    Ok(build)
+}
+
+/// Fetches a build named `web#12`.
+async fn get_build(conn: &Connection, text: &str) -> Result<proto::Build, CliError> {
+    let (project, number) = parse_build_ref(text)?;
+    Ok(conn
+        .builds()
+        .get_build(proto::GetBuildRequest {
+            id: 0,
+            project: project.to_owned(),
+            number,
+        })
+        .await?
+        .into_inner())
 }
 
 pub async fn trigger(
@@ -100,11 +109,13 @@ pub async fn trigger(
     if !args.wait {
         return match global.output {
             OutputFormat::Json => output::print_json(&build_json(&build)),
-            OutputFormat::Table => output::print_line(&format!("{}#{}", build.project, build.id)),
+            OutputFormat::Table => {
+                output::print_line(&format!("{}#{}", build.project, build.number))
+            }
         };
     }
     if global.output == OutputFormat::Table {
-        output::print_line(&format!("{}#{}", build.project, build.id))?;
+        output::print_line(&format!("{}#{}", build.project, build.number))?;
     }
     let finished = follow(conn, &build, global.output == OutputFormat::Table).await?;
     if global.output == OutputFormat::Json {
@@ -116,7 +127,7 @@ pub async fn trigger(
         } else {
             finished.reason.clone()
         };
-        eprintln!("{}#{} {state}: {detail}", finished.project, finished.id);
+        eprintln!("{}#{} {state}: {detail}", finished.project, finished.number);
     }
     if finished.state == proto::BuildState::Succeeded as i32 {
         Ok(())
@@ -136,7 +147,7 @@ async fn follow(
     build: &proto::Build,
     print: bool,
 ) -> Result<proto::Build, CliError> {
-    let mut stream = open_log(conn, build.id, true).await?;
+    let mut stream = open_log(conn, build, true).await?;
     let waiting = |b: &proto::Build| {
         b.state == proto::BuildState::Queued as i32 && b.reason.contains("waiting")
     };
@@ -155,18 +166,10 @@ async fn follow(
             }
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        current = conn
-            .builds()
-            .get_build(proto::GetBuildRequest { id: build.id })
-            .await?
-            .into_inner();
+        current = conn.builds().get_build(named(build)).await?.into_inner();
     }
     let end = print_lines(first, stream, print, true).await?;
-    let mut finished = conn
-        .builds()
-        .get_build(proto::GetBuildRequest { id: build.id })
-        .await?
-        .into_inner();
+    let mut finished = conn.builds().get_build(named(build)).await?.into_inner();
     // The stream's last line says how the build ended, also when the server could not record
     // that yet (its disk is full): the record follows once it can write.
     let unfinished = [proto::BuildState::Queued, proto::BuildState::Running]
@@ -184,19 +187,24 @@ async fn follow(
 /// Opens a build's log stream (`follow`: until the build ends).
 async fn open_log(
     conn: &Connection,
-    id: u64,
+    build: &proto::Build,
     follow: bool,
 ) -> Result<tonic::Streaming<proto::LogLine>, CliError> {
     Ok(conn
         .builds()
-        .stream_logs(proto::StreamLogsRequest { id, follow })
+        .stream_logs(proto::StreamLogsRequest {
+            id: 0,
+            follow,
+            project: build.project.clone(),
+            number: build.number,
+        })
         .await?
         .into_inner())
 }
 
 /// Prints a build's whole log to stdout (a build that is still running: what it wrote so far).
-async fn print_log(conn: &Connection, id: u64) -> Result<(), CliError> {
-    let stream = open_log(conn, id, false).await?;
+async fn print_log(conn: &Connection, build: &proto::Build) -> Result<(), CliError> {
+    let stream = open_log(conn, build, false).await?;
     print_lines(None, stream, true, false).await.map(|_| ())
 }
 
@@ -280,7 +288,7 @@ pub async fn list(
             ]);
             for b in &builds {
                 t.add_row(vec![
-                    format!("{}#{}", b.project, b.id),
+                    format!("{}#{}", b.project, b.number),
                     output::build_state(b.state).to_owned(),
                     b.r#ref.clone(),
                     b.version.clone(),
@@ -326,7 +334,7 @@ struct BuildDetailsJson {
 /// log, where opusd writes them), as Woodpecker shows a pipeline's steps.
 async fn show(conn: &Connection, global: &GlobalArgs, text: &str) -> Result<(), CliError> {
     let build = get_build(conn, text).await?;
-    let mut stream = open_log(conn, build.id, false).await?;
+    let mut stream = open_log(conn, &build, false).await?;
     let mut steps = Steps::default();
     while let Some(line) = stream.next().await {
         steps.observe(&line?);
@@ -347,7 +355,7 @@ async fn show(conn: &Connection, global: &GlobalArgs, text: &str) -> Result<(), 
     }
     let running = build.state == proto::BuildState::Running as i32;
     let mut details = vec![
-        ("build", format!("{}#{}", build.project, build.id)),
+        ("build", format!("{}#{}", build.project, build.number)),
         ("state", output::build_state(build.state).to_owned()),
         ("ref", build.r#ref.clone()),
         ("commit", build.commit.clone()),
@@ -396,7 +404,7 @@ pub async fn logs(conn: &Connection, _global: &GlobalArgs, args: LogsArgs) -> Re
     if args.follow {
         follow(conn, &build, true).await.map(drop)
     } else {
-        print_log(conn, build.id).await
+        print_log(conn, &build).await
     }
 }
 
@@ -408,13 +416,17 @@ pub async fn cancel(
     let build = get_build(conn, &args.build).await?;
     let build = conn
         .builds()
-        .cancel_build(proto::CancelBuildRequest { id: build.id })
+        .cancel_build(proto::CancelBuildRequest {
+            id: 0,
+            project: build.project.clone(),
+            number: build.number,
+        })
         .await?
         .into_inner();
     match global.output {
         OutputFormat::Json => output::print_json(&build_json(&build)),
         OutputFormat::Table => {
-            output::print_line(&format!("cancelling {}#{}", build.project, build.id))
+            output::print_line(&format!("cancelling {}#{}", build.project, build.number))
         }
     }
 }

@@ -24,7 +24,7 @@ struct ProjectJson {
 /// The last build of a project, in JSON.
 #[derive(Serialize)]
 struct LastBuildJson {
-    id: u64,
+    number: u64,
     state: &'static str,
     version: String,
 }
@@ -41,7 +41,7 @@ fn project_json(p: &proto::Project) -> ProjectJson {
         created_at: output::time(p.created_at.as_ref()),
         keep_versions: p.keep_versions,
         last_build: p.last_build.as_ref().map(|b| LastBuildJson {
-            id: b.id,
+            number: b.number,
             state: output::build_state(b.state),
             version: b.version.clone(),
         }),
@@ -173,7 +173,12 @@ pub async fn list(conn: &Connection, global: &GlobalArgs, args: ListArgs) -> Res
             for (p, wire) in rows.iter().zip(&projects) {
                 let (last, state) = match &wire.last_build {
                     Some(b) => (
-                        format!("{}#{} {}", p.name, b.id, output::ago(b.queued_at.as_ref())),
+                        format!(
+                            "{}#{} {}",
+                            p.name,
+                            b.number,
+                            output::ago(b.queued_at.as_ref())
+                        ),
                         output::build_state(b.state).to_owned(),
                     ),
                     None => ("-".to_owned(), "-".to_owned()),

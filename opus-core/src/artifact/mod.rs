@@ -112,7 +112,7 @@ pub struct Manifest {
     pub project: ProjectName,
     /// The version.
     pub version: VersionName,
-    /// The build that produced it (0 for a published folder).
+    /// The number within the project of the build that produced it (0 for a published folder).
     pub build_id: u64,
     /// The commit built (empty when unknown).
     pub commit: String,
@@ -138,7 +138,7 @@ impl Manifest {
 /// Where a version comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
-    /// The build that produced it (0 for a published folder).
+    /// The number within the project of the build that produced it (0 for a published folder).
     pub build_id: u64,
     /// The commit built (empty when unknown).
     pub commit: String,

@@ -1,4 +1,10 @@
-//! Builds: ids, states, and the per-project index.
+//! Builds: ids, per-project numbers, states, and the per-project indexes.
+//!
+//! A build has two numbers: its `id`, opusd's own key (records, logs, workspaces, runner tokens),
+//! one counter for the whole store; and its `number` within its project, which is what users see
+//! and name (`web#3`), one counter per project in `counters` (`build_number\0<project>`).
+
+use std::collections::BTreeMap;
 
 use serde_json::json;
 
@@ -17,11 +23,30 @@ pub struct BuildFilter {
     pub limit: usize,
 }
 
+/// The counter of a project's build numbers, in `counters`.
+fn number_counter(project: &str) -> String {
+    format!("build_number\0{project}")
+}
+
+/// A build as read from the store: a record written before per-project numbers has none, and
+/// its number is its id (the number it was shown with then).
+fn numbered(mut build: Build) -> Build {
+    if build.number == 0 {
+        build.number = build.id;
+    }
+    build
+}
+
+/// Decodes a build record (see [`numbered`]).
+fn decode_build(key: &[u8], bytes: &[u8]) -> Result<Build, StoreError> {
+    decode(key, bytes).map(numbered)
+}
+
 impl Tx<'_> {
     /// Reads a build or aborts with `BuildNotFound`.
     pub(crate) fn build(&self, id: u64) -> TxResult<Build> {
         match self.get_json(T::Builds, &id.to_be_bytes())? {
-            Some(b) => Ok(b),
+            Some(b) => Ok(numbered(b)),
             None => abort(StoreError::BuildNotFound(id)),
         }
     }
@@ -43,7 +68,7 @@ impl Tx<'_> {
 /// The JSON an event carries about a build.
 pub fn build_payload(b: &Build) -> serde_json::Value {
     json!({
-        "id": b.id,
+        "number": b.number,
         "project": b.project,
         "state": b.state,
         "ref": b.git_ref,
@@ -56,16 +81,21 @@ pub fn build_payload(b: &Build) -> serde_json::Value {
 }
 
 impl MetaStore {
-    /// Stores a new build: allocates its id, indexes it under its project, appends
-    /// `build.queued`. The project must exist.
+    /// Stores a new build: allocates its id and the next number of its project, indexes it
+    /// under its project and its number, appends `build.queued`. The project must exist.
     pub fn create_build(&self, template: &Build) -> Result<Build, StoreError> {
         self.transact(|tx| {
-            tx.project(template.project.as_str())?;
+            let project = template.project.as_str();
+            tx.project(project)?;
             let id = tx.next_counter("build_id")?;
+            let number = tx.next_counter(&number_counter(project))?;
             let mut build = template.clone();
             build.id = id;
+            build.number = number;
             tx.tree(T::ProjectBuilds)
-                .insert(pair_key(build.project.as_str(), &id.to_be_bytes()), &[])?;
+                .insert(pair_key(project, &id.to_be_bytes()), &[])?;
+            tx.tree(T::BuildNumbers)
+                .insert(pair_key(project, &number.to_be_bytes()), &id.to_be_bytes())?;
             tx.tree(T::LastBuilds)
                 .insert(build.project.as_str().as_bytes(), &id.to_be_bytes())?;
             tx.put_build(&build, "build.queued")?;
@@ -90,7 +120,7 @@ impl MetaStore {
             let Some(current) = builds.get(key)? else {
                 return Err(StoreError::BuildNotFound(id));
             };
-            let mut build: Build = decode(&key, &current)?;
+            let mut build = decode_build(&key, &current)?;
             let before = build.state;
             change(&mut build);
             if build.state != before {
@@ -119,10 +149,25 @@ impl MetaStore {
         })
     }
 
-    /// One build.
+    /// One build, by its id.
     pub fn get_build(&self, id: u64) -> Result<Build, StoreError> {
         self.get_json(T::Builds, &id.to_be_bytes())?
+            .map(numbered)
             .ok_or(StoreError::BuildNotFound(id))
+    }
+
+    /// One build, by its project and number (`web#3`). Builds of a removed project stay
+    /// readable this way, as their records do.
+    pub fn build_by_number(&self, project: &str, number: u64) -> Result<Build, StoreError> {
+        let not_found = || StoreError::BuildNumberNotFound {
+            project: project.to_owned(),
+            number,
+        };
+        let id = self
+            .tree(T::BuildNumbers)?
+            .get(pair_key(project, &number.to_be_bytes()))?
+            .ok_or_else(not_found)?;
+        self.get_build(super::be_u64(&id))
     }
 
     /// Builds, newest first.
@@ -152,7 +197,7 @@ impl MetaStore {
             None => {
                 for item in self.tree(T::Builds)?.iter().rev() {
                     let (k, v) = item?;
-                    let build: Build = decode(&k, &v)?;
+                    let build = decode_build(&k, &v)?;
                     if keep(&build) {
                         out.push(build);
                         if out.len() >= limit {
@@ -189,7 +234,7 @@ impl MetaStore {
         }
         for item in self.tree(T::Builds)?.iter() {
             let (k, v) = item?;
-            let build: Build = decode(&k, &v)?;
+            let build = decode_build(&k, &v)?;
             if states.contains(&build.state) {
                 out.push(build);
             }
@@ -200,6 +245,10 @@ impl MetaStore {
     /// Builds the derived indexes of a store written before them (or by a version that was
     /// stopped while building them): one pass over the builds and the per-project index, once.
     /// The version counter is written last, so a crash part-way only means doing it again.
+    ///
+    /// A store from before per-project numbers gets its number index (each old build's number
+    /// is its id) and each project's counter set to its largest number, so its builds keep
+    /// their names and new ones continue after them.
     pub(crate) fn build_indexes(&self) -> Result<(), StoreError> {
         let counters = self.tree(T::Counters)?;
         let have = counters
@@ -211,11 +260,24 @@ impl MetaStore {
         }
         let unfinished = self.tree(T::UnfinishedBuilds)?;
         unfinished.clear()?;
+        let numbers = self.tree(T::BuildNumbers)?;
+        let mut largest: BTreeMap<String, u64> = BTreeMap::new();
         for item in self.tree(T::Builds)?.iter() {
             let (k, v) = item?;
-            let build: Build = decode(&k, &v)?;
+            let build = decode_build(&k, &v)?;
             if !build.state.is_finished() {
-                unfinished.insert(k, &[])?;
+                unfinished.insert(&k, &[])?;
+            }
+            let project = build.project.as_str();
+            numbers.insert(pair_key(project, &build.number.to_be_bytes()), &k)?;
+            let top = largest.entry(project.to_owned()).or_default();
+            *top = (*top).max(build.number);
+        }
+        for (project, top) in largest {
+            let name = number_counter(&project);
+            let have = counters.get(&name)?.map(|v| super::be_u64(&v)).unwrap_or(0);
+            if top > have {
+                counters.insert(name.as_bytes(), &top.to_be_bytes())?;
             }
         }
         let last = self.tree(T::LastBuilds)?;

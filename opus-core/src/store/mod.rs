@@ -46,7 +46,8 @@ pub use versions::VersionRemoval;
 /// - `environments`: `<project>\0<env>` -> [`EnvironmentRecord`] JSON (the pointer).
 /// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
-const TREE_NAMES: [&str; 18] = [
+/// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
+const TREE_NAMES: [&str; 19] = [
     "projects",
     "secrets",
     "builds",
@@ -65,14 +66,16 @@ const TREE_NAMES: [&str; 18] = [
     "project_keys",
     "unfinished_builds",
     "last_builds",
+    "build_numbers",
 ];
 
 /// sled's page cache, in bytes.
 const CACHE_BYTES: u64 = 32 << 20;
 
-/// The version of the derived indexes (`unfinished_builds`, `last_builds`) a store holds, in
-/// `counters`; a store from before them gets them built once when it is opened.
-const INDEX_VERSION: u64 = 1;
+/// The version of the derived indexes (`unfinished_builds`, `last_builds`, `build_numbers` and
+/// the per-project build counters) a store holds, in `counters`; a store from before them gets
+/// them built once when it is opened.
+const INDEX_VERSION: u64 = 2;
 
 /// The sled metadata store shared by every part of opusd.
 ///
@@ -159,6 +162,9 @@ enum T {
     UnfinishedBuilds = 16,
     /// Project -> the id of its newest build (`opus list`).
     LastBuilds = 17,
+    /// `<project>\0<number>` -> build id: builds by the name users give them (`web#3`). Kept
+    /// when the project is removed, as the build records are.
+    BuildNumbers = 18,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

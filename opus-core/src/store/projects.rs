@@ -143,8 +143,10 @@ impl MetaStore {
     }
 
     /// Removes a project with its secrets, build index and environments (nothing serves it any
-    /// more); its build records stay readable by id until the build history is pruned, so logs of
-    /// a removed project can still be read, and its release history stays.
+    /// more); its build records stay readable by id and by number (`web#3`) until the build
+    /// history is pruned, so logs of a removed project can still be read, and its release history
+    /// stays. Its build counter stays too: a project added again under that name continues after
+    /// the removed one's numbers, so `web#3` never names two builds (nor versions two names).
     pub fn delete_project(&self, name: &ProjectName) -> Result<(), StoreError> {
         // Collect the keys first: a transaction cannot iterate.
         let secret_keys: Vec<_> = self

@@ -16,6 +16,7 @@ fn project(name: &str) -> Project {
 fn build(project: &str) -> Build {
     Build {
         id: 0,
+        number: 0,
         project: ProjectName::new(project).expect("valid name"),
         state: BuildState::Queued,
         git_ref: "main".into(),
@@ -292,6 +293,146 @@ fn unfinished_and_last_build_indexes_follow_every_change_and_are_rebuilt_for_an_
     }
     let store = MetaStore::open(dir.path()).expect("reopen");
     assert_eq!(indexes(&store), expected);
+}
+
+#[test]
+fn each_project_numbers_its_builds_from_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("web");
+    store.create_project(&project("site")).expect("site");
+    let web1 = store.create_build(&build("web")).expect("web#1");
+    let web2 = store.create_build(&build("web")).expect("web#2");
+    let site1 = store.create_build(&build("site")).expect("site#1");
+    assert_eq!(
+        [
+            (web1.id, web1.number),
+            (web2.id, web2.number),
+            (site1.id, site1.number)
+        ],
+        [(1, 1), (2, 2), (3, 1)]
+    );
+    let found = |p: &str, n| store.build_by_number(p, n).expect("found");
+    assert_eq!(found("web", 1).id, web1.id);
+    assert_eq!(found("site", 1).id, site1.id);
+    assert_eq!(found("site", 1).number, 1);
+    assert!(matches!(
+        store.build_by_number("site", 2),
+        Err(StoreError::BuildNumberNotFound { project, number: 2 }) if project == "site"
+    ));
+    assert_eq!(
+        StoreError::BuildNumberNotFound {
+            project: "site".into(),
+            number: 2
+        }
+        .to_string(),
+        "no build site#2 (see `opus builds site`)"
+    );
+    // The number rides on the build's events and survives a change of the record.
+    let queued: Vec<_> = store
+        .events_from(1, 10)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.kind == "build.queued")
+        .map(|e| (e.project, e.payload["number"].clone()))
+        .collect();
+    assert_eq!(
+        queued,
+        [
+            ("web".to_owned(), 1.into()),
+            ("web".to_owned(), 2.into()),
+            ("site".to_owned(), 1.into())
+        ]
+    );
+    let running = store
+        .update_build(site1.id, |b| b.state = BuildState::Running)
+        .expect("runs");
+    assert_eq!(running.number, 1);
+
+    // A removed project's builds stay readable by number, and one added again under that name
+    // continues after them: `web#2` never names two builds.
+    store
+        .delete_project(&ProjectName::new("web").expect("name"))
+        .expect("delete web");
+    assert_eq!(found("web", 2).id, web2.id);
+    store.create_project(&project("web")).expect("web again");
+    assert_eq!(store.create_build(&build("web")).expect("web#3").number, 3);
+}
+
+/// A build record as opusd wrote it before per-project numbers: no `number`.
+fn old_build_record(id: u64, project: &str) -> Vec<u8> {
+    let mut record = serde_json::to_value(Build {
+        id,
+        ..build(project)
+    })
+    .expect("json");
+    record.as_object_mut().expect("an object").remove("number");
+    serde_json::to_vec(&record).expect("bytes")
+}
+
+#[test]
+fn an_old_store_keeps_its_build_numbers_and_continues_after_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = MetaStore::open(dir.path()).expect("open");
+        store.create_project(&project("web")).expect("web");
+        store.create_project(&project("site")).expect("site");
+        // Builds 1, 2 and 5 of web and 3 and 4 of site, numbered across projects as then, with
+        // the indexes and counters of then.
+        for (id, p) in [(1, "web"), (2, "web"), (3, "site"), (4, "site"), (5, "web")] {
+            let key = u64::to_be_bytes(id);
+            store
+                .tree(T::Builds)
+                .expect("tree")
+                .insert(key, old_build_record(id, p))
+                .expect("record");
+            store
+                .tree(T::ProjectBuilds)
+                .expect("tree")
+                .insert(pair_key(p, &key), &[])
+                .expect("index");
+        }
+        let counters = store.tree(T::Counters).expect("tree");
+        counters
+            .insert("build_id", &5u64.to_be_bytes())
+            .expect("counter");
+        counters
+            .insert("index_version", &1u64.to_be_bytes())
+            .expect("version");
+        store.db().expect("open").db.flush().expect("flush");
+    }
+    let store = MetaStore::open(dir.path()).expect("reopen");
+    for (id, p) in [(1, "web"), (2, "web"), (3, "site"), (4, "site"), (5, "web")] {
+        let b = store
+            .build_by_number(p, id)
+            .expect("an old build by its number");
+        assert_eq!((b.id, b.number, b.project.as_str()), (id, id, p));
+        assert_eq!(store.get_build(id).expect("by id").number, id);
+    }
+    let listed: Vec<u64> = store
+        .list_builds(&BuildFilter {
+            project: Some("web".into()),
+            ..BuildFilter::default()
+        })
+        .expect("list")
+        .iter()
+        .map(|b| b.number)
+        .collect();
+    assert_eq!(listed, [5, 2, 1]);
+    assert!(matches!(
+        store.build_by_number("web", 3),
+        Err(StoreError::BuildNumberNotFound { .. })
+    ));
+    let web = store.create_build(&build("web")).expect("web#6");
+    let site = store.create_build(&build("site")).expect("site#5");
+    assert_eq!((web.id, web.number), (6, 6));
+    assert_eq!((site.id, site.number), (7, 5));
+    assert_eq!(store.build_by_number("site", 5).expect("new").id, 7);
+    let fresh = {
+        store.create_project(&project("docs")).expect("docs");
+        store.create_build(&build("docs")).expect("docs#1")
+    };
+    assert_eq!((fresh.id, fresh.number), (8, 1));
 }
 
 fn version(project: &str, v: &str) -> crate::model::VersionRecord {

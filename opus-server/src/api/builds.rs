@@ -48,6 +48,25 @@ pub(crate) fn describe(scheduler: &Scheduler, build: &opus_core::model::Build) -
     out
 }
 
+/// The build a request names: by project and number (`web#3`), or by id when it names no project
+/// (older clients).
+fn named_build(
+    store: &MetaStore,
+    id: u64,
+    project: &str,
+    number: u64,
+) -> Result<opus_core::model::Build, Status> {
+    if project.is_empty() {
+        if id == 0 {
+            return Err(Status::invalid_argument(
+                "name a build by its project and number, such as web#3 (see `opus builds`)",
+            ));
+        }
+        return store.get_build(id).map_err(status);
+    }
+    store.build_by_number(project, number).map_err(status)
+}
+
 type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogLine, Status>> + Send>>;
 
 fn log_line(r: logs::LogRecord) -> proto::LogLine {
@@ -89,7 +108,8 @@ impl BuildService for BuildsApi {
         &self,
         req: Request<proto::GetBuildRequest>,
     ) -> Result<Response<proto::Build>, Status> {
-        let build = self.store.get_build(req.get_ref().id).map_err(status)?;
+        let req = req.get_ref();
+        let build = named_build(&self.store, req.id, &req.project, req.number)?;
         Ok(Response::new(describe(&self.scheduler, &build)))
     }
 
@@ -119,16 +139,18 @@ impl BuildService for BuildsApi {
         }))
     }
 
-    #[instrument(skip_all, fields(build = req.get_ref().id))]
+    #[instrument(skip_all, fields(project = %req.get_ref().project, number = req.get_ref().number, id = req.get_ref().id))]
     async fn cancel_build(
         &self,
         req: Request<proto::CancelBuildRequest>,
     ) -> Result<Response<proto::Build>, Status> {
-        match self.scheduler.cancel(req.get_ref().id) {
+        let req = req.get_ref();
+        let build = named_build(&self.store, req.id, &req.project, req.number)?;
+        match self.scheduler.cancel(build.id) {
             Ok(b) => Ok(Response::new(describe(&self.scheduler, &b))),
             Err(CancelError::Finished(b)) => Err(Status::failed_precondition(format!(
                 "{}#{} has already {}; only queued or running builds can be cancelled",
-                b.project, b.id, b.state
+                b.project, b.number, b.state
             ))),
             Err(CancelError::Core(e)) => Err(status(e)),
         }
@@ -140,10 +162,9 @@ impl BuildService for BuildsApi {
     ) -> Result<Response<LogStream>, Status> {
         let req = req.into_inner();
         let store = self.store.clone();
-        store.get_build(req.id).map_err(status)?;
+        let id = named_build(&store, req.id, &req.project, req.number)?.id;
         let hub = self.logs.clone();
-        let path = hub.path(req.id);
-        let id = req.id;
+        let path = hub.path(id);
         let follow = req.follow;
         let stream = async_stream::try_stream! {
             let mut offset = 0u64;

@@ -424,6 +424,7 @@ fn brief_project(p: &proto::Project) -> proto::Project {
         keep_versions: p.keep_versions,
         last_build: p.last_build.as_ref().map(|b| proto::Build {
             id: b.id,
+            number: b.number,
             project: b.project.clone(),
             state: b.state,
             version: b.version.clone(),

@@ -40,6 +40,7 @@ fn store_status(e: StoreError) -> Status {
         StoreError::ProjectNotFound(_)
         | StoreError::SecretNotFound { .. }
         | StoreError::BuildNotFound(_)
+        | StoreError::BuildNumberNotFound { .. }
         | StoreError::VersionNotFound { .. }
         | StoreError::EnvironmentNotFound { .. }
         | StoreError::HookNotFound(_) => Status::not_found(msg),

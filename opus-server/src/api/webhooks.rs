@@ -113,12 +113,12 @@ fn check(
     ))
 }
 
-/// Queues a build and answers 202 with its id.
+/// Queues a build and answers 202 with its number within the project.
 fn queue(state: &Webhooks, req: TriggerRequest) -> Response {
     match state.scheduler.trigger(req) {
         Ok(build) => answer(
             StatusCode::ACCEPTED,
-            json!({ "build": build.id, "project": build.project, "ref": build.git_ref }),
+            json!({ "build": build.number, "project": build.project, "ref": build.git_ref }),
         ),
         Err(e) => {
             let status = crate::api::status(e);

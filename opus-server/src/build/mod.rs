@@ -102,7 +102,7 @@ pub async fn run(
             return;
         }
     };
-    let span = info_span!("build", build = id, project = %build.project);
+    let span = info_span!("build", build = id, project = %build.project, number = build.number);
     async {
         let masks = store
             .secrets(build.project.as_str())

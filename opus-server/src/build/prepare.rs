@@ -38,7 +38,7 @@ pub(crate) fn build_env(
     let mut env = BTreeMap::new();
     env.insert("CI".to_owned(), "true".to_owned());
     env.insert("OPUS_PROJECT".to_owned(), build.project.to_string());
-    env.insert("OPUS_BUILD".to_owned(), build.id.to_string());
+    env.insert("OPUS_BUILD".to_owned(), build.number.to_string());
     env.insert("OPUS_VERSION".to_owned(), build.version.clone());
     env.insert("OPUS_COMMIT".to_owned(), build.commit.clone());
     env.insert("OPUS_REF".to_owned(), build.git_ref.clone());
@@ -50,7 +50,7 @@ pub(crate) fn build_env(
 }
 
 /// The version a build produces: named by the trigger; a tag's name; or
-/// `<branch-slug>-<build>-<short sha>` (`<branch-slug>-<build>` for a local source).
+/// `<branch-slug>-<build number>-<short sha>` (`<branch-slug>-<build number>` for a local source).
 fn decide_version(build: &Build, checkout: &Checkout) -> Result<String, BuildFailure> {
     if build.version_pinned {
         return Ok(build.version.clone());
@@ -72,9 +72,9 @@ fn decide_version(build: &Build, checkout: &Checkout) -> Result<String, BuildFai
     let slug = branch_slug(checkout.branch.as_deref().unwrap_or("commit"));
     let short: String = checkout.commit.chars().take(7).collect();
     let version = if short.is_empty() {
-        format!("{slug}-{}", build.id)
+        format!("{slug}-{}", build.number)
     } else {
-        format!("{slug}-{}-{short}", build.id)
+        format!("{slug}-{}-{short}", build.number)
     };
     VersionName::new(version)
         .map(|v| v.to_string())

@@ -49,7 +49,7 @@ pub(super) async fn store(
     let version =
         VersionName::new(build.version.as_str()).map_err(|e| BuildFailure::new(Stage::Store, e))?;
     let origin = Origin {
-        build_id: build.id,
+        build_id: build.number,
         commit: build.commit.clone(),
         store: build.store.clone(),
     };

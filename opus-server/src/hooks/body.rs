@@ -49,8 +49,13 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
     let p = &event.payload;
     let project = event.project.as_str();
     let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
-    let build = match p.get("id").and_then(Value::as_u64) {
-        Some(id) if event.kind.starts_with("build.") => format!("{project}#{id}"),
+    // Events recorded before per-project numbers carry the build's `id`, its number then.
+    let number = p
+        .get("number")
+        .or_else(|| p.get("id"))
+        .and_then(Value::as_u64);
+    let build = match number {
+        Some(n) if event.kind.starts_with("build.") => format!("{project}#{n}"),
         _ => project.to_owned(),
     };
     let env = match s("environment") {
@@ -114,14 +119,14 @@ mod tests {
         let b = render(
             HookFormat::Json,
             "3-7",
-            &event("build.failed", json!({"id": 4})),
+            &event("build.failed", json!({"number": 4})),
             &links(),
         );
         assert_eq!(b["id"], "3-7");
         assert_eq!(b["event"], "build.failed");
         assert_eq!(b["seq"], 7);
         assert_eq!(b["project"], "web");
-        assert_eq!(b["payload"]["id"], 4);
+        assert_eq!(b["payload"]["number"], 4);
         assert_eq!(b["time"], "1970-01-01T00:00:00.000Z");
     }
 
@@ -143,10 +148,18 @@ mod tests {
         let b = render(
             HookFormat::Slack,
             "1-1",
-            &event("build.failed", json!({"id": 9, "reason": "exit 1"})),
+            &event("build.failed", json!({"number": 9, "reason": "exit 1"})),
             &links(),
         );
         assert_eq!(b["text"], "Build web#9 failed: exit 1");
+        // An event recorded before per-project numbers names the build by its id.
+        let b = render(
+            HookFormat::Slack,
+            "1-1",
+            &event("build.cancelled", json!({"id": 12})),
+            &links(),
+        );
+        assert_eq!(b["text"], "Build web#12 cancelled");
         assert_eq!(
             links().url("web", "production"),
             "http://web.localhost:7080/"

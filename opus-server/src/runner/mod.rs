@@ -300,8 +300,14 @@ async fn fetch_build_upload(
         .collect();
     let uploader = Uploader::open(&assignment.store_url, &settings)
         .map_err(|e| store(FailureKind::OpenStore(e)))?;
+    // The build's number in its project; an opusd from before numbers sends none, and its id
+    // was the number then.
     let origin = Origin {
-        build_id: build.id,
+        build_id: if build.number == 0 {
+            build.id
+        } else {
+            build.number
+        },
         commit: build.commit.clone(),
         store: String::new(),
     };

@@ -68,6 +68,42 @@ fn a_local_build_runs_its_steps_with_the_environment_and_masks_secrets() {
 }
 
 #[test]
+fn each_project_numbers_its_builds_from_one() {
+    let d = Daemon::start();
+    let yml = format!(
+        "build:\n  steps: [\"echo project=$OPUS_PROJECT build=$OPUS_BUILD\", \"{WRITE_DIST}\"]\n"
+    );
+    add_site(&d, "web", &yml);
+    add_site(&d, "site", &yml);
+    for (project, name) in [("web", "web#1"), ("web", "web#2"), ("site", "site#1")] {
+        let out = d.opus(&["trigger", project, "--wait"]);
+        assert!(out.ok().starts_with(&format!("{name}\n")), "{}", out.stdout);
+        assert!(
+            out.stderr.contains(&format!("{name} succeeded")),
+            "{}",
+            out.stderr
+        );
+    }
+    // site#1 is its own build, not web#1: its log, its number in the steps and its version.
+    let site = d.opus(&["logs", "site#1"]).ok().to_owned();
+    assert!(site.contains("project=site build=1"), "{site}");
+    let web = d.opus(&["logs", "web#1"]).ok().to_owned();
+    assert!(web.contains("project=web build=1"), "{web}");
+    assert_eq!(d.build("site", 1)["version"], "main-1");
+    assert_eq!(d.build("web", 2)["version"], "main-2");
+    let listed = d.opus(&["builds"]).ok().to_owned();
+    for name in ["web#2", "web#1", "site#1"] {
+        assert!(listed.contains(name), "{name}: {listed}");
+    }
+    let versions = d.opus(&["artifacts", "site"]).ok().to_owned();
+    assert!(versions.contains("site#1"), "{versions}");
+    let err = d.opus(&["cancel", "site#1"]).fails(1).to_owned();
+    assert!(err.contains("site#1 has already succeeded"), "{err}");
+    let err = d.opus(&["logs", "site#2"]).fails(1).to_owned();
+    assert!(err.contains("no build site#2"), "{err}");
+}
+
+#[test]
 fn multi_line_secrets_and_base64_forms_are_masked_and_short_secrets_refused() {
     let d = Daemon::start();
     add_site(
@@ -341,7 +377,7 @@ fn cancel_a_running_and_a_queued_build() {
     d.opus(&["cancel", &format!("web#{queued}")]).ok();
     assert_eq!(d.build("web", queued)["state"], "cancelled");
 
-    d.opus(&["cancel", &running.to_string()]).ok();
+    d.opus(&["cancel", &format!("web#{running}")]).ok();
     let b = d.wait_for_state("web", running, "cancelled", 30);
     assert!(
         b["reason"]
@@ -359,12 +395,17 @@ fn cancel_a_running_and_a_queued_build() {
     );
 
     let err = d
-        .opus(&["cancel", &running.to_string()])
+        .opus(&["cancel", &format!("web#{running}")])
         .fails(1)
         .to_owned();
     assert!(err.contains("already cancelled"), "{err}");
     let err = d.opus(&["cancel", "api#1"]).fails(1).to_owned();
-    assert!(err.contains("belongs to web"), "{err}");
+    assert!(err.contains("no build api#1"), "{err}");
+    let err = d
+        .opus(&["cancel", &running.to_string()])
+        .fails(1)
+        .to_owned();
+    assert!(err.contains("write its project and number"), "{err}");
 }
 
 #[test]
@@ -414,7 +455,7 @@ fn trigger_wait_on_a_queued_build_shows_its_place_then_its_log() {
             .into_iter()
             .find(|b| b["version"] == "later");
         if let Some(b) = later {
-            break b["id"].as_u64().expect("id");
+            break b["number"].as_u64().expect("number");
         }
         assert!(Instant::now() < deadline, "the build was not queued");
         std::thread::sleep(Duration::from_millis(50));
@@ -531,10 +572,15 @@ fn logs_follow_a_running_build_to_its_end() {
         text.contains("start") && text.contains("finish") && text.contains("build succeeded"),
         "{text}"
     );
-    let err = d.opus(&["logs", "99"]).fails(1).to_owned();
-    assert!(err.contains("no build #99"), "{err}");
-    let err = d.opus(&["logs", "web#x"]).fails(1).to_owned();
-    assert!(err.contains("write it as 12 or web#12"), "{err}");
+    let err = d.opus(&["logs", "web#99"]).fails(1).to_owned();
+    assert!(err.contains("no build web#99"), "{err}");
+    for bad in ["web#x", "99", "#1"] {
+        let err = d.opus(&["logs", bad]).fails(1).to_owned();
+        assert!(
+            err.contains("write its project and number, such as web#12"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -618,7 +664,7 @@ fn removing_a_project_cancels_its_running_build_first() {
     let all = d.opus(&["builds", "-o", "json", "--limit", "500"]).json();
     let build = all
         .as_array()
-        .and_then(|a| a.iter().find(|b| b["id"] == id).cloned())
+        .and_then(|a| a.iter().find(|b| b["number"] == id).cloned())
         .unwrap_or_default();
     assert_eq!(build["state"], "cancelled", "{all}");
     assert_eq!(
@@ -690,7 +736,7 @@ fn each_step_logs_its_duration_and_builds_shows_them() {
     assert!(took >= 0.4, "{row}");
     assert!(step_row("step 2").contains("mkdir -p dist"), "{table}");
     let json = d.opus(&["builds", "web#1", "-o", "json"]).json();
-    assert_eq!(json["id"], 1);
+    assert_eq!(json["number"], 1);
     assert_eq!(json["state"], "succeeded");
     assert_eq!(json["steps"][0]["step"], "step 1");
     assert_eq!(json["steps"][0]["command"], "sleep 0.4");
@@ -701,9 +747,9 @@ fn each_step_logs_its_duration_and_builds_shows_them() {
         "{json}"
     );
     assert_eq!(json["steps"][1]["command"], WRITE_DIST);
-    // A build of another project is refused by name.
+    // Each project numbers its own builds: api has no #1.
     let err = d.opus(&["builds", "api#1"]).fails(1).to_owned();
-    assert!(err.contains("belongs to web"), "{err}");
+    assert!(err.contains("no build api#1"), "{err}");
 
     // A failed step has its duration too; a running one shows how long it has run so far.
     add_site(&d, "slow", "build:\n  steps: [\"exit 3\", \"sleep 30\"]\n");

@@ -221,8 +221,8 @@ fn a_full_disk_fails_writes_with_its_reason_and_opusd_recovers_once_space_is_fre
     let failed: Vec<u64> = d
         .builds("web")
         .iter()
-        .filter(|b| b["id"] != 1 && b["state"] != "succeeded")
-        .filter_map(|b| b["id"].as_u64())
+        .filter(|b| b["number"] != 1 && b["state"] != "succeeded")
+        .filter_map(|b| b["number"].as_u64())
         .collect();
     assert_eq!(failed.len(), 1, "{:?}", d.builds("web"));
     let b = d.wait_for_state("web", failed[0], "failed", 10);

@@ -136,6 +136,29 @@ fn wait_for_job(c: &Cluster, project: &str, build: u64) -> Value {
         })
 }
 
+/// Waits for the Job of `project`'s one build and returns it with the build's id, which names
+/// the build to the runner API (`OPUS_RUNNER_BUILD`; users see the build's number instead).
+fn wait_for_only_job_of(c: &Cluster, project: &str) -> (Value, u64) {
+    let prefix = format!("{JOBS}/opus-{project}-");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(path) = c.fake.paths().into_iter().find(|p| p.starts_with(&prefix))
+            && let Some(job) = c.fake.object(&path)
+        {
+            let id = job_env(&job)["OPUS_RUNNER_BUILD"]
+                .parse()
+                .expect("the build id of the Job");
+            return (job, id);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Job for {project} within 30s\nopusd log:\n{}",
+            c.d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A gRPC client of opusd's RunnerService presenting `token` (or none).
 async fn runner_client(server: &str) -> RunnerServiceClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
@@ -507,10 +530,14 @@ fn fake_apiserver_runner_tokens_open_their_own_build_only() {
     let d = &c.d;
     git_project(d, "web", SITE);
     git_project(d, "docs", SITE);
-    let a = d.trigger(&["web"]);
-    let b = d.trigger(&["docs"]);
-    let token_a = job_env(&wait_for_job(&c, "web", a))["OPUS_RUNNER_TOKEN"].clone();
-    let token_b = job_env(&wait_for_job(&c, "docs", b))["OPUS_RUNNER_TOKEN"].clone();
+    // web#1 and docs#1: each project numbers its builds from 1; the runner API names them by
+    // opusd's own ids, which differ.
+    assert_eq!((d.trigger(&["web"]), d.trigger(&["docs"])), (1, 1));
+    let (job_a, a) = wait_for_only_job_of(&c, "web");
+    let (job_b, b) = wait_for_only_job_of(&c, "docs");
+    assert_ne!(a, b);
+    let token_a = job_env(&job_a)["OPUS_RUNNER_TOKEN"].clone();
+    let token_b = job_env(&job_b)["OPUS_RUNNER_TOKEN"].clone();
     assert_ne!(token_a, token_b);
 
     runtime().block_on(async {
@@ -524,7 +551,7 @@ fn fake_apiserver_runner_tokens_open_their_own_build_only() {
             .await
             .expect("own build")
             .into_inner();
-        assert_eq!(mine.build.as_ref().map(|b| b.id), Some(a));
+        assert_eq!(mine.build.as_ref().map(|b| (b.id, b.number)), Some((a, 1)));
         assert_eq!(
             mine.env.get("OPUS_PROJECT").map(String::as_str),
             Some("web")
@@ -611,8 +638,8 @@ fn fake_apiserver_runner_tokens_open_their_own_build_only() {
             .expect_err("not the API token");
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
     });
-    assert_eq!(d.build("docs", b)["state"], "running", "build B went on");
-    let log = d.opus(&["logs", &format!("docs#{b}")]);
+    assert_eq!(d.build("docs", 1)["state"], "running", "build B went on");
+    let log = d.opus(&["logs", "docs#1"]);
     assert!(!log.ok().contains("forged"), "{}", log.stdout);
 }
 

@@ -195,14 +195,14 @@ fn the_project_list_follows_every_change() {
 
     d.opus(&["trigger", "web", "--wait"]).ok();
     let listed = list();
-    assert_eq!(listed[0]["last_build"]["id"], 1, "{listed}");
+    assert_eq!(listed[0]["last_build"]["number"], 1, "{listed}");
     assert_eq!(listed[0]["last_build"]["state"], "succeeded");
     assert_eq!(listed[0]["last_build"]["version"], "main-1");
 
     d.opus(&["trigger", "web", "--version", "2.0", "--wait"])
         .ok();
     let listed = list();
-    assert_eq!(listed[0]["last_build"]["id"], 2, "{listed}");
+    assert_eq!(listed[0]["last_build"]["number"], 2, "{listed}");
     assert_eq!(listed[0]["last_build"]["version"], "2.0");
 
     // Over gRPC: the whole last build, or with `brief` only what `opus list` shows.
@@ -241,7 +241,8 @@ fn the_project_list_follows_every_change() {
         full[0].last_build.clone().expect("a last build"),
         brief[0].last_build.clone().expect("a last build"),
     );
-    assert_eq!((full.id, brief.id), (2, 2));
+    assert_eq!((full.number, brief.number), (2, 2));
+    assert_eq!(full.id, brief.id);
     assert_eq!(
         (full.version.as_str(), brief.version.as_str()),
         ("2.0", "2.0")

@@ -71,6 +71,9 @@ struct Activity {
     head_started: Option<Instant>,
     /// Requests received so far.
     served: u64,
+    /// Wakes the watchdog when the state changes, so it computes its deadline again (a
+    /// keep-alive deadline can come sooner than the header deadline it was sleeping towards).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 type Shared = Arc<Mutex<Activity>>;
@@ -99,6 +102,7 @@ impl AsyncRead for TimedIo {
             a.last_io = now;
             if a.in_flight == 0 && a.head_started.is_none() {
                 a.head_started = Some(now);
+                a.changed.notify_one();
             }
         }
         polled
@@ -152,6 +156,7 @@ impl InFlight {
         a.in_flight += 1;
         a.served += 1;
         a.head_started = None;
+        a.changed.notify_one();
         drop(a);
         InFlight(activity.clone())
     }
@@ -164,6 +169,7 @@ impl Drop for InFlight {
         if a.in_flight == 0 {
             a.waiting_since = Instant::now();
             a.head_started = None;
+            a.changed.notify_one();
         }
     }
 }
@@ -197,9 +203,10 @@ impl hyper::body::Body for TrackedBody {
 /// Waits until one of the limits is passed; returns which, for the log.
 async fn expired(activity: &Shared, limits: ConnectionLimits) -> &'static str {
     loop {
-        let (deadline, why) = {
+        let (deadline, why, changed) = {
             let a = lock(activity);
-            if a.in_flight > 0 {
+            let changed = a.changed.clone();
+            let (deadline, why) = if a.in_flight > 0 {
                 (a.last_io + limits.idle_timeout, "idle")
             } else if let Some(started) = a.head_started {
                 (started + limits.header_timeout, "request head too slow")
@@ -207,12 +214,16 @@ async fn expired(activity: &Shared, limits: ConnectionLimits) -> &'static str {
                 (a.waiting_since + limits.header_timeout, "no request")
             } else {
                 (a.waiting_since + limits.keep_alive_timeout, "keep-alive")
-            }
+            };
+            (deadline, why, changed)
         };
         if Instant::now() >= deadline {
             return why;
         }
-        tokio::time::sleep_until(deadline).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = changed.notified() => {}
+        }
     }
 }
 
@@ -349,6 +360,7 @@ async fn connection(
         waiting_since: now,
         head_started: None,
         served: 0,
+        changed: Arc::new(tokio::sync::Notify::new()),
     }));
     let io = TokioIo::new(TimedIo {
         inner: stream,

@@ -127,6 +127,21 @@ dns_name!(
     "environment"
 );
 
+/// The environment a build deploys to when nothing else is named, and the one served at the bare
+/// project host (`<project>.<domain>`).
+pub const PRODUCTION: &str = "production";
+
+impl EnvName {
+    /// [`PRODUCTION`] as an environment name.
+    pub fn production() -> EnvName {
+        EnvName(PRODUCTION.to_owned())
+    }
+}
+
+/// The name of the artifact store given by `--store`; versions go there unless a build names an
+/// `--extra-store`, so no extra store may take this name.
+pub const DEFAULT_STORE: &str = "default";
+
 /// A version of a project: `^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`, not `archive` or `manifest`
 /// (those are folders of the storage layout).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -11,14 +11,11 @@
 use opus_core::CoreError;
 use opus_core::error::StoreError;
 use opus_core::manifest::OpusFile;
-use opus_core::model::{Build, EnvName, Project, branch_slug};
+use opus_core::model::{Build, EnvName, PRODUCTION, Project, branch_slug};
 use opus_core::store::{MetaStore, ReleaseReason};
 
 use crate::deploys::Deployer;
 use crate::logs::BuildLog;
-
-/// The environment production builds go to when nothing else is named.
-const PRODUCTION: &str = "production";
 
 /// One automatic deploy a build asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +192,7 @@ mod tests {
         assert_eq!(
             deploy_targets(&spec(YML), Some("main"), false),
             vec![DeployTarget {
-                env: "production".into(),
+                env: PRODUCTION.into(),
                 preview: false
             }]
         );

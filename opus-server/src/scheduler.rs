@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use opus_core::model::{Build, BuildState, ProjectName, VersionName};
+use opus_core::model::{Build, BuildState, DEFAULT_STORE, ProjectName, VersionName};
 use opus_core::store::MetaStore;
 use opus_core::{CoreError, error::ModelError, error::StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -174,7 +174,7 @@ impl Scheduler {
             None => String::new(),
         };
         let store_name = if req.store.is_empty() {
-            "default".to_owned()
+            DEFAULT_STORE.to_owned()
         } else {
             req.store
         };

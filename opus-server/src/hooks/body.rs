@@ -1,7 +1,7 @@
 //! What a hook receives: the JSON event, or a Slack incoming-webhook message.
 
 use opus_core::hook::HookFormat;
-use opus_core::model::Event;
+use opus_core::model::{Event, PRODUCTION};
 use serde_json::{Value, json};
 
 /// How the Slack message links to a deployed site: `http://<host>.<domain>:<port>/`.
@@ -16,7 +16,7 @@ pub struct SiteLinks {
 impl SiteLinks {
     /// The URL of `project`'s environment `env` (`production` is the bare project host).
     pub fn url(&self, project: &str, env: &str) -> String {
-        let host = if env.is_empty() || env == "production" {
+        let host = if env.is_empty() || env == PRODUCTION {
             project.to_owned()
         } else {
             format!("{env}--{project}")
@@ -147,9 +147,6 @@ mod tests {
             &links(),
         );
         assert_eq!(b["text"], "Build web#9 failed: exit 1");
-        assert_eq!(
-            links().url("web", "production"),
-            "http://web.localhost:7080/"
-        );
+        assert_eq!(links().url("web", PRODUCTION), "http://web.localhost:7080/");
     }
 }

@@ -498,6 +498,131 @@ pub struct VersionRecord {
     pub archive_sha256: String,
 }
 
+/// What an [`Event`] says happened. Its wire string (`build.queued`, `environment.deployed`, ...) is
+/// what the store keeps, `opus events` shows and hook filters match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum EventKind {
+    /// A project was registered.
+    ProjectAdded,
+    /// A project's branch or retention changed.
+    ProjectUpdated,
+    /// A project was removed.
+    ProjectRemoved,
+    /// A secret was set.
+    SecretSet,
+    /// A secret was removed.
+    SecretUnset,
+    /// A build was queued or changed state (`build.queued`, `build.running`, `build.succeeded`, ...).
+    Build(BuildState),
+    /// A version was stored.
+    VersionStored,
+    /// A version was deleted.
+    VersionDeleted,
+    /// A version was deployed to an environment (by hand or automatically).
+    EnvironmentDeployed,
+    /// An environment was rolled back.
+    EnvironmentRolledBack,
+    /// An environment was removed.
+    EnvironmentRemoved,
+    /// An environment's pin was lifted.
+    EnvironmentUnpinned,
+    /// A hook was added.
+    HookAdded,
+    /// A hook was removed.
+    HookRemoved,
+    /// A hook was disabled after failing deliveries.
+    HookDisabled,
+    /// A project's webhook key was set or rotated.
+    WebhookKeySet,
+    /// The test event `opus hook test` sends; never stored.
+    Ping,
+}
+
+impl EventKind {
+    /// Every kind, in the order the wire strings are documented.
+    pub const ALL: [EventKind; 21] = [
+        EventKind::ProjectAdded,
+        EventKind::ProjectUpdated,
+        EventKind::ProjectRemoved,
+        EventKind::SecretSet,
+        EventKind::SecretUnset,
+        EventKind::Build(BuildState::Queued),
+        EventKind::Build(BuildState::Running),
+        EventKind::Build(BuildState::Succeeded),
+        EventKind::Build(BuildState::Failed),
+        EventKind::Build(BuildState::Cancelled),
+        EventKind::VersionStored,
+        EventKind::VersionDeleted,
+        EventKind::EnvironmentDeployed,
+        EventKind::EnvironmentRolledBack,
+        EventKind::EnvironmentRemoved,
+        EventKind::EnvironmentUnpinned,
+        EventKind::HookAdded,
+        EventKind::HookRemoved,
+        EventKind::HookDisabled,
+        EventKind::WebhookKeySet,
+        EventKind::Ping,
+    ];
+
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ProjectAdded => "project.added",
+            EventKind::ProjectUpdated => "project.updated",
+            EventKind::ProjectRemoved => "project.removed",
+            EventKind::SecretSet => "secret.set",
+            EventKind::SecretUnset => "secret.unset",
+            EventKind::Build(BuildState::Queued) => "build.queued",
+            EventKind::Build(BuildState::Running) => "build.running",
+            EventKind::Build(BuildState::Succeeded) => "build.succeeded",
+            EventKind::Build(BuildState::Failed) => "build.failed",
+            EventKind::Build(BuildState::Cancelled) => "build.cancelled",
+            EventKind::VersionStored => "version.stored",
+            EventKind::VersionDeleted => "version.deleted",
+            EventKind::EnvironmentDeployed => "environment.deployed",
+            EventKind::EnvironmentRolledBack => "environment.rolled_back",
+            EventKind::EnvironmentRemoved => "environment.removed",
+            EventKind::EnvironmentUnpinned => "environment.unpinned",
+            EventKind::HookAdded => "hook.added",
+            EventKind::HookRemoved => "hook.removed",
+            EventKind::HookDisabled => "hook.disabled",
+            EventKind::WebhookKeySet => "webhook.key_set",
+            EventKind::Ping => "ping",
+        }
+    }
+
+    /// The kind a wire string names, old names included: `deploy` and `rollback` (the names of
+    /// [`EventKind::EnvironmentDeployed`] and [`EventKind::EnvironmentRolledBack`] before every
+    /// kind became `noun.verb`) still read from stores and hook filters written before.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        match s {
+            "deploy" => Some(EventKind::EnvironmentDeployed),
+            "rollback" => Some(EventKind::EnvironmentRolledBack),
+            s => EventKind::ALL.into_iter().find(|k| k.as_str() == s),
+        }
+    }
+}
+
+impl TryFrom<String> for EventKind {
+    type Error = ModelError;
+    fn try_from(s: String) -> Result<Self, ModelError> {
+        EventKind::parse(&s).ok_or_else(|| ModelError::Invalid(format!("unknown event kind {s:?}")))
+    }
+}
+
+impl From<EventKind> for String {
+    fn from(k: EventKind) -> String {
+        k.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One state change, as stored and streamed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -505,8 +630,8 @@ pub struct Event {
     pub seq: u64,
     /// When it happened.
     pub time: SystemTime,
-    /// `build.queued`, `project.added`, ...
-    pub kind: String,
+    /// What happened.
+    pub kind: EventKind,
     /// The project it concerns (empty for none).
     pub project: String,
     /// Details.
@@ -614,6 +739,32 @@ mod tests {
         ] {
             assert!(Source::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn event_kinds_keep_their_wire_strings_and_read_the_old_ones() {
+        for kind in EventKind::ALL {
+            let json = serde_json::to_string(&kind).expect("serialize");
+            assert_eq!(json, format!("{:?}", kind.as_str()));
+            assert_eq!(
+                serde_json::from_str::<EventKind>(&json).expect("read"),
+                kind
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<EventKind>("\"deploy\"").expect("old name"),
+            EventKind::EnvironmentDeployed
+        );
+        assert_eq!(
+            EventKind::parse("rollback"),
+            Some(EventKind::EnvironmentRolledBack)
+        );
+        assert_eq!(
+            EventKind::Build(BuildState::Failed).as_str(),
+            "build.failed"
+        );
+        let err = serde_json::from_str::<EventKind>("\"build.started\"").expect_err("unknown");
+        assert!(err.to_string().contains("unknown event kind"), "{err}");
     }
 
     #[test]

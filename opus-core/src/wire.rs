@@ -109,7 +109,7 @@ impl From<&Event> for proto::Event {
         proto::Event {
             seq: e.seq,
             time: Some(timestamp(e.time)),
-            r#type: e.kind.clone(),
+            r#type: e.kind.to_string(),
             project: e.project.clone(),
             payload_json: e.payload.to_string(),
         }

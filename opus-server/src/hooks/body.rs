@@ -1,7 +1,7 @@
 //! What a hook receives: the JSON event, or a Slack incoming-webhook message.
 
 use opus_core::hook::HookFormat;
-use opus_core::model::{Event, PRODUCTION};
+use opus_core::model::{BuildState, Event, EventKind, PRODUCTION};
 use serde_json::{Value, json};
 
 /// How the Slack message links to a deployed site: `http://<host>.<domain>:<port>/`.
@@ -50,7 +50,7 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
     let project = event.project.as_str();
     let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
     let build = match p.get("id").and_then(Value::as_u64) {
-        Some(id) if event.kind.starts_with("build.") => format!("{project}#{id}"),
+        Some(id) if matches!(event.kind, EventKind::Build(_)) => format!("{project}#{id}"),
         _ => project.to_owned(),
     };
     let env = match s("environment") {
@@ -59,8 +59,8 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
     };
     let link = match s("url") {
         "" if matches!(
-            event.kind.as_str(),
-            "deploy" | "rollback" | "deploy.succeeded"
+            event.kind,
+            EventKind::EnvironmentDeployed | EventKind::EnvironmentRolledBack
         ) =>
         {
             Some(links.url(project, env))
@@ -68,16 +68,22 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
         "" => None,
         u => Some(u.to_owned()),
     };
-    let mut text = match event.kind.as_str() {
-        "build.queued" => format!("Build {build} queued ({})", s("ref")),
-        "build.started" => format!("Build {build} started"),
-        "build.succeeded" => format!("Build {build} succeeded: version {}", s("version")),
-        "build.failed" => format!("Build {build} failed: {}", s("reason")),
-        "build.cancelled" => format!("Build {build} cancelled"),
-        "version.stored" => format!("Version {} of {project} stored", s("version")),
-        "deploy" => format!("Deployed {} of {project} to {env}", s("version")),
-        "rollback" => format!("Rolled {project} {env} back to {}", s("version")),
-        "ping" => "Opus hook test: this hook works".to_owned(),
+    let mut text = match event.kind {
+        EventKind::Build(BuildState::Queued) => format!("Build {build} queued ({})", s("ref")),
+        EventKind::Build(BuildState::Running) => format!("Build {build} started"),
+        EventKind::Build(BuildState::Succeeded) => {
+            format!("Build {build} succeeded: version {}", s("version"))
+        }
+        EventKind::Build(BuildState::Failed) => format!("Build {build} failed: {}", s("reason")),
+        EventKind::Build(BuildState::Cancelled) => format!("Build {build} cancelled"),
+        EventKind::VersionStored => format!("Version {} of {project} stored", s("version")),
+        EventKind::EnvironmentDeployed => {
+            format!("Deployed {} of {project} to {env}", s("version"))
+        }
+        EventKind::EnvironmentRolledBack => {
+            format!("Rolled {project} {env} back to {}", s("version"))
+        }
+        EventKind::Ping => "Opus hook test: this hook works".to_owned(),
         kind if project.is_empty() => format!("Opus: {kind}"),
         kind => format!("Opus: {kind} ({project})"),
     };
@@ -103,7 +109,7 @@ mod tests {
         Event {
             seq: 7,
             time: SystemTime::UNIX_EPOCH,
-            kind: kind.into(),
+            kind: EventKind::parse(kind).expect("a known kind"),
             project: "web".into(),
             payload,
         }
@@ -131,7 +137,7 @@ mod tests {
             HookFormat::Slack,
             "1-1",
             &event(
-                "deploy",
+                "environment.deployed",
                 json!({"version": "1.0.3", "environment": "staging"}),
             ),
             &links(),

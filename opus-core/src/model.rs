@@ -435,6 +435,35 @@ impl fmt::Display for BuildState {
     }
 }
 
+/// What started a build. Stored and sent as its lowercase name (`cli`, `github`, `webhook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `opus build` (the Build RPC).
+    Cli,
+    /// A GitHub push webhook.
+    Github,
+    /// The generic webhook.
+    Webhook,
+}
+
+impl Trigger {
+    /// The lowercase name used in output and stored records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Cli => "cli",
+            Trigger::Github => "github",
+            Trigger::Webhook => "webhook",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One build of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
@@ -455,8 +484,8 @@ pub struct Build {
     pub version_pinned: bool,
     /// Why it failed or was cancelled.
     pub reason: String,
-    /// What triggered it (`cli`, `github`, `webhook`).
-    pub trigger: String,
+    /// What triggered it.
+    pub trigger: Trigger,
     /// The artifact store name the version goes to.
     pub store: String,
     /// The branch it belongs to, when the ref is a branch.
@@ -765,6 +794,25 @@ mod tests {
         );
         let err = serde_json::from_str::<EventKind>("\"build.started\"").expect_err("unknown");
         assert!(err.to_string().contains("unknown event kind"), "{err}");
+    }
+
+    #[test]
+    fn triggers_keep_their_stored_names() {
+        for (t, name) in [
+            (Trigger::Cli, "cli"),
+            (Trigger::Github, "github"),
+            (Trigger::Webhook, "webhook"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&t).expect("serialize"),
+                format!("{name:?}")
+            );
+            assert_eq!(
+                serde_json::from_str::<Trigger>(&format!("{name:?}")).expect("read"),
+                t
+            );
+            assert_eq!(t.to_string(), name);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use opus_core::model::{Build, BuildState, DEFAULT_STORE, ProjectName, VersionName};
+use opus_core::model::{Build, BuildState, DEFAULT_STORE, ProjectName, Trigger, VersionName};
 use opus_core::store::MetaStore;
 use opus_core::{CoreError, error::ModelError, error::StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -40,8 +40,8 @@ pub struct TriggerRequest {
     pub version: Option<String>,
     /// Artifact store name (`default` when empty).
     pub store: String,
-    /// Who triggers: `cli`, `github`, `webhook`.
-    pub trigger: String,
+    /// Who triggers.
+    pub trigger: Trigger,
 }
 
 /// Why a build is waiting, for `GetBuild`/`ListBuilds`.

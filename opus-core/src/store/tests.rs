@@ -23,7 +23,7 @@ fn build(project: &str) -> Build {
         version: String::new(),
         version_pinned: false,
         reason: String::new(),
-        trigger: "cli".into(),
+        trigger: crate::model::Trigger::Cli,
         store: "default".into(),
         branch: Some("main".into()),
         is_tag: false,

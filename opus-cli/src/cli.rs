@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use opus_core::model::PRODUCTION;
 
 mod examples;
 
@@ -131,7 +132,7 @@ pub struct DeployArgs {
     #[arg(value_name = "VERSION")]
     pub version_name: String,
     /// The environment.
-    #[arg(long, short = 'e', default_value = "production")]
+    #[arg(long, short = 'e', default_value = PRODUCTION)]
     pub env: String,
 }
 
@@ -141,7 +142,7 @@ pub struct RollbackArgs {
     /// The project.
     pub project: String,
     /// The environment.
-    #[arg(long, short = 'e', default_value = "production")]
+    #[arg(long, short = 'e', default_value = PRODUCTION)]
     pub env: String,
     /// Go back to this version instead of the previous release.
     #[arg(long)]
@@ -181,7 +182,7 @@ pub enum EnvCommand {
         /// The project.
         project: String,
         /// The environment.
-        #[arg(default_value = "production")]
+        #[arg(default_value = PRODUCTION)]
         env: String,
     },
 }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::model::Event;
+use crate::model::{Event, EventKind};
 
 /// The body a hook receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -50,17 +50,18 @@ impl Hook {
         if !self.project.is_empty() && self.project != event.project {
             return false;
         }
-        self.events.is_empty() || self.events.iter().any(|p| event_matches(p, &event.kind))
+        self.events.is_empty() || self.events.iter().any(|p| event_matches(p, event.kind))
     }
 }
 
-/// Whether event type `kind` matches a pattern: equal, `*`, or `prefix.*`.
-pub fn event_matches(pattern: &str, kind: &str) -> bool {
-    if pattern == "*" || pattern == kind {
+/// Whether event type `kind` matches a pattern: `*`, `prefix.*`, or the kind's name, old names
+/// included (a filter `deploy` written before the rename still gets `environment.deployed`).
+pub fn event_matches(pattern: &str, kind: EventKind) -> bool {
+    if pattern == "*" || EventKind::parse(pattern) == Some(kind) {
         return true;
     }
     match pattern.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('.') => kind.starts_with(prefix),
+        Some(prefix) if prefix.ends_with('.') => kind.as_str().starts_with(prefix),
         _ => false,
     }
 }
@@ -169,7 +170,7 @@ mod tests {
         Event {
             seq: 1,
             time: SystemTime::now(),
-            kind: kind.into(),
+            kind: EventKind::parse(kind).expect("a known kind"),
             project: project.into(),
             payload: serde_json::json!({}),
         }
@@ -194,8 +195,14 @@ mod tests {
         assert!(hook("web", &[]).wants(&event("build.failed", "web")));
         assert!(!hook("api", &[]).wants(&event("build.failed", "web")));
         assert!(hook("", &["build.*"]).wants(&event("build.failed", "web")));
-        assert!(!hook("", &["build.*"]).wants(&event("deploy", "web")));
-        assert!(hook("", &["deploy", "rollback"]).wants(&event("rollback", "web")));
+        assert!(!hook("", &["build.*"]).wants(&event("environment.deployed", "web")));
+        assert!(hook("", &["environment.*"]).wants(&event("environment.rolled_back", "web")));
+        assert!(
+            hook("", &["environment.rolled_back"]).wants(&event("environment.rolled_back", "web"))
+        );
+        assert!(
+            !hook("", &["environment.deployed"]).wants(&event("environment.rolled_back", "web"))
+        );
         assert!(!hook("", &["build"]).wants(&event("build.failed", "web")));
     }
 

@@ -127,6 +127,21 @@ dns_name!(
     "environment"
 );
 
+/// The environment a build deploys to when nothing else is named, and the one served at the bare
+/// project host (`<project>.<domain>`).
+pub const PRODUCTION: &str = "production";
+
+impl EnvName {
+    /// [`PRODUCTION`] as an environment name.
+    pub fn production() -> EnvName {
+        EnvName(PRODUCTION.to_owned())
+    }
+}
+
+/// The name of the artifact store given by `--store`; versions go there unless a build names an
+/// `--extra-store`, so no extra store may take this name.
+pub const DEFAULT_STORE: &str = "default";
+
 /// A version of a project: `^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`, not `archive` or `manifest`
 /// (those are folders of the storage layout).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -445,6 +460,35 @@ impl fmt::Display for BuildState {
     }
 }
 
+/// What started a build. Stored and sent as its lowercase name (`cli`, `github`, `webhook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `opus build` (the Build RPC).
+    Cli,
+    /// A GitHub push webhook.
+    Github,
+    /// The generic webhook.
+    Webhook,
+}
+
+impl Trigger {
+    /// The lowercase name used in output and stored records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Cli => "cli",
+            Trigger::Github => "github",
+            Trigger::Webhook => "webhook",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One build of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
@@ -466,8 +510,8 @@ pub struct Build {
     pub version_pinned: bool,
     /// Why it failed or was cancelled.
     pub reason: String,
-    /// What triggered it (`cli`, `github`, `webhook`).
-    pub trigger: String,
+    /// What triggered it.
+    pub trigger: Trigger,
     /// The artifact store name the version goes to.
     pub store: String,
     /// The branch it belongs to, when the ref is a branch.
@@ -516,6 +560,131 @@ pub struct VersionRecord {
     pub archive_sha256: String,
 }
 
+/// What an [`Event`] says happened. Its wire string (`build.queued`, `environment.deployed`, ...) is
+/// what the store keeps, `opus events` shows and hook filters match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum EventKind {
+    /// A project was registered.
+    ProjectAdded,
+    /// A project's branch or retention changed.
+    ProjectUpdated,
+    /// A project was removed.
+    ProjectRemoved,
+    /// A secret was set.
+    SecretSet,
+    /// A secret was removed.
+    SecretUnset,
+    /// A build was queued or changed state (`build.queued`, `build.running`, `build.succeeded`, ...).
+    Build(BuildState),
+    /// A version was stored.
+    VersionStored,
+    /// A version was deleted.
+    VersionDeleted,
+    /// A version was deployed to an environment (by hand or automatically).
+    EnvironmentDeployed,
+    /// An environment was rolled back.
+    EnvironmentRolledBack,
+    /// An environment was removed.
+    EnvironmentRemoved,
+    /// An environment's pin was lifted.
+    EnvironmentUnpinned,
+    /// A hook was added.
+    HookAdded,
+    /// A hook was removed.
+    HookRemoved,
+    /// A hook was disabled after failing deliveries.
+    HookDisabled,
+    /// A project's webhook key was set or rotated.
+    WebhookKeySet,
+    /// The test event `opus hook test` sends; never stored.
+    Ping,
+}
+
+impl EventKind {
+    /// Every kind, in the order the wire strings are documented.
+    pub const ALL: [EventKind; 21] = [
+        EventKind::ProjectAdded,
+        EventKind::ProjectUpdated,
+        EventKind::ProjectRemoved,
+        EventKind::SecretSet,
+        EventKind::SecretUnset,
+        EventKind::Build(BuildState::Queued),
+        EventKind::Build(BuildState::Running),
+        EventKind::Build(BuildState::Succeeded),
+        EventKind::Build(BuildState::Failed),
+        EventKind::Build(BuildState::Cancelled),
+        EventKind::VersionStored,
+        EventKind::VersionDeleted,
+        EventKind::EnvironmentDeployed,
+        EventKind::EnvironmentRolledBack,
+        EventKind::EnvironmentRemoved,
+        EventKind::EnvironmentUnpinned,
+        EventKind::HookAdded,
+        EventKind::HookRemoved,
+        EventKind::HookDisabled,
+        EventKind::WebhookKeySet,
+        EventKind::Ping,
+    ];
+
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ProjectAdded => "project.added",
+            EventKind::ProjectUpdated => "project.updated",
+            EventKind::ProjectRemoved => "project.removed",
+            EventKind::SecretSet => "secret.set",
+            EventKind::SecretUnset => "secret.unset",
+            EventKind::Build(BuildState::Queued) => "build.queued",
+            EventKind::Build(BuildState::Running) => "build.running",
+            EventKind::Build(BuildState::Succeeded) => "build.succeeded",
+            EventKind::Build(BuildState::Failed) => "build.failed",
+            EventKind::Build(BuildState::Cancelled) => "build.cancelled",
+            EventKind::VersionStored => "version.stored",
+            EventKind::VersionDeleted => "version.deleted",
+            EventKind::EnvironmentDeployed => "environment.deployed",
+            EventKind::EnvironmentRolledBack => "environment.rolled_back",
+            EventKind::EnvironmentRemoved => "environment.removed",
+            EventKind::EnvironmentUnpinned => "environment.unpinned",
+            EventKind::HookAdded => "hook.added",
+            EventKind::HookRemoved => "hook.removed",
+            EventKind::HookDisabled => "hook.disabled",
+            EventKind::WebhookKeySet => "webhook.key_set",
+            EventKind::Ping => "ping",
+        }
+    }
+
+    /// The kind a wire string names, old names included: `deploy` and `rollback` (the names of
+    /// [`EventKind::EnvironmentDeployed`] and [`EventKind::EnvironmentRolledBack`] before every
+    /// kind became `noun.verb`) still read from stores and hook filters written before.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        match s {
+            "deploy" => Some(EventKind::EnvironmentDeployed),
+            "rollback" => Some(EventKind::EnvironmentRolledBack),
+            s => EventKind::ALL.into_iter().find(|k| k.as_str() == s),
+        }
+    }
+}
+
+impl TryFrom<String> for EventKind {
+    type Error = ModelError;
+    fn try_from(s: String) -> Result<Self, ModelError> {
+        EventKind::parse(&s).ok_or_else(|| ModelError::Invalid(format!("unknown event kind {s:?}")))
+    }
+}
+
+impl From<EventKind> for String {
+    fn from(k: EventKind) -> String {
+        k.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One state change, as stored and streamed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -523,8 +692,8 @@ pub struct Event {
     pub seq: u64,
     /// When it happened.
     pub time: SystemTime,
-    /// `build.queued`, `project.added`, ...
-    pub kind: String,
+    /// What happened.
+    pub kind: EventKind,
     /// The project it concerns (empty for none).
     pub project: String,
     /// Details.
@@ -671,6 +840,51 @@ mod tests {
         }
         let remote = Source::parse("https://example.com/a.git").expect("a source");
         assert_eq!(remote.local_repository(), None);
+    }
+
+    #[test]
+    fn event_kinds_keep_their_wire_strings_and_read_the_old_ones() {
+        for kind in EventKind::ALL {
+            let json = serde_json::to_string(&kind).expect("serialize");
+            assert_eq!(json, format!("{:?}", kind.as_str()));
+            assert_eq!(
+                serde_json::from_str::<EventKind>(&json).expect("read"),
+                kind
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<EventKind>("\"deploy\"").expect("old name"),
+            EventKind::EnvironmentDeployed
+        );
+        assert_eq!(
+            EventKind::parse("rollback"),
+            Some(EventKind::EnvironmentRolledBack)
+        );
+        assert_eq!(
+            EventKind::Build(BuildState::Failed).as_str(),
+            "build.failed"
+        );
+        let err = serde_json::from_str::<EventKind>("\"build.started\"").expect_err("unknown");
+        assert!(err.to_string().contains("unknown event kind"), "{err}");
+    }
+
+    #[test]
+    fn triggers_keep_their_stored_names() {
+        for (t, name) in [
+            (Trigger::Cli, "cli"),
+            (Trigger::Github, "github"),
+            (Trigger::Webhook, "webhook"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&t).expect("serialize"),
+                format!("{name:?}")
+            );
+            assert_eq!(
+                serde_json::from_str::<Trigger>(&format!("{name:?}")).expect("read"),
+                t
+            );
+            assert_eq!(t.to_string(), name);
+        }
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl From<&Build> for proto::Build {
             commit: b.commit.clone(),
             version: b.version.clone(),
             reason: b.reason.clone(),
-            trigger: b.trigger.clone(),
+            trigger: b.trigger.to_string(),
             store: b.store.clone(),
             queued_at: Some(timestamp(b.queued_at)),
             started_at: b.started_at.map(timestamp),
@@ -110,7 +110,7 @@ impl From<&Event> for proto::Event {
         proto::Event {
             seq: e.seq,
             time: Some(timestamp(e.time)),
-            r#type: e.kind.clone(),
+            r#type: e.kind.to_string(),
             project: e.project.clone(),
             payload_json: e.payload.to_string(),
         }

@@ -70,7 +70,7 @@ fn seed(data: &Path, projects: u64, builds: u64) {
                 version: format!("main-{i}-0123456"),
                 version_pinned: false,
                 reason: String::new(),
-                trigger: "github".into(),
+                trigger: opus_core::model::Trigger::Github,
                 store: "default".into(),
                 branch: Some("main".into()),
                 is_tag: false,

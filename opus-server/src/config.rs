@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use opus_core::model::DEFAULT_STORE;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -540,11 +541,11 @@ impl Config {
             out
         };
         for (name, url) in &extra_stores {
-            if opus_core::model::EnvName::new(name.as_str()).is_err() || name == "default" {
+            if opus_core::model::EnvName::new(name.as_str()).is_err() || name == DEFAULT_STORE {
                 return Err(ConfigError::Invalid {
                     key: "extra_store",
                     message: format!(
-                        "store name {name:?} must be lowercase letters, digits and '-', and not \"default\""
+                        "store name {name:?} must be lowercase letters, digits and '-', and not {DEFAULT_STORE:?}"
                     ),
                 });
             }

@@ -14,14 +14,11 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use opus_core::manifest::{EnvironmentSpec, OpusFile, SpecOrigin};
-use opus_core::model::{Build, EnvName, Project, branch_slug};
+use opus_core::model::{Build, EnvName, PRODUCTION, Project, branch_slug};
 use opus_core::store::{MetaStore, ReleaseReason};
 
 use crate::deploys::Deployer;
 use crate::logs::BuildLog;
-
-/// The environment production builds go to when nothing else is named.
-const PRODUCTION: &str = "production";
 
 /// One automatic deploy a build asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +255,7 @@ mod tests {
         assert_eq!(
             targets(YML, Some("main"), false),
             vec![DeployTarget {
-                env: "production".into(),
+                env: PRODUCTION.into(),
                 preview: false
             }]
         );
@@ -305,7 +302,7 @@ mod tests {
         assert_eq!(
             deploy_targets(&envs, s.previews, Some("trunk"), false),
             vec![DeployTarget {
-                env: "production".into(),
+                env: PRODUCTION.into(),
                 preview: false
             }]
         );

@@ -18,7 +18,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use opus_core::model::{Build, BuildState, ProjectName, Source, VersionName};
+use opus_core::model::{
+    Build, BuildState, DEFAULT_STORE, ProjectName, Source, Trigger, VersionName,
+};
 use opus_core::store::MetaStore;
 use opus_core::{CoreError, error::ModelError, error::StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -40,8 +42,8 @@ pub struct TriggerRequest {
     pub version: Option<String>,
     /// Artifact store name (`default` when empty).
     pub store: String,
-    /// Who triggers: `cli`, `github`, `webhook`.
-    pub trigger: String,
+    /// Who triggers.
+    pub trigger: Trigger,
 }
 
 /// Why a build is waiting, for `GetBuild`/`ListBuilds`.
@@ -185,7 +187,7 @@ impl Scheduler {
             None => String::new(),
         };
         let store_name = if req.store.is_empty() {
-            "default".to_owned()
+            DEFAULT_STORE.to_owned()
         } else {
             req.store
         };

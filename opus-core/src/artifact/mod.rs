@@ -80,8 +80,7 @@ pub use remove::OrphanReport;
 #[cfg(feature = "store")]
 pub use write::StoredVersion;
 
-/// The name of the store built from `--store`.
-pub const DEFAULT_STORE: &str = "default";
+pub use crate::model::DEFAULT_STORE;
 
 /// One file of a version, as its manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -447,9 +447,9 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
         .events_from(0, 100)
         .expect("events")
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.as_str())
         .collect();
-    assert_eq!(kinds.iter().filter(|k| *k == "version.deleted").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| **k == "version.deleted").count(), 2);
 }
 
 #[tokio::test]

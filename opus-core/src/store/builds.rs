@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{MetaStore, T, Tx, TxResult, abort, decode, encode, pair_key, prefix};
 use crate::error::StoreError;
-use crate::model::{Build, BuildState};
+use crate::model::{Build, BuildState, EventKind};
 
 /// Which builds `list_builds` returns.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +52,7 @@ impl Tx<'_> {
     }
 
     /// Writes a build, keeps the index of unfinished builds, and appends the event of its state.
-    pub(crate) fn put_build(&self, build: &Build, kind: &str) -> TxResult<()> {
+    pub(crate) fn put_build(&self, build: &Build, kind: EventKind) -> TxResult<()> {
         let key = build.id.to_be_bytes();
         self.put_json(T::Builds, &key, build)?;
         if build.state.is_finished() {
@@ -98,7 +98,7 @@ impl MetaStore {
                 .insert(pair_key(project, &number.to_be_bytes()), &id.to_be_bytes())?;
             tx.tree(T::LastBuilds)
                 .insert(build.project.as_str().as_bytes(), &id.to_be_bytes())?;
-            tx.put_build(&build, "build.queued")?;
+            tx.put_build(&build, EventKind::Build(BuildState::Queued))?;
             Ok(build)
         })
     }
@@ -141,7 +141,7 @@ impl MetaStore {
             let before = build.state;
             change(&mut build);
             if build.state != before {
-                tx.put_build(&build, &format!("build.{}", build.state))?;
+                tx.put_build(&build, EventKind::Build(build.state))?;
             } else {
                 tx.put_json(T::Builds, &id.to_be_bytes(), &build)?;
             }

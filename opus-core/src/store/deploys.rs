@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{MetaStore, T, Tx, TxResult, abort, be_u64, decode, pair_key, prefix};
 use crate::error::StoreError;
+use crate::model::EventKind;
 
 /// Why a release was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,8 +236,8 @@ impl Tx<'_> {
         };
         self.put_json(T::Environments, &env_key(new.project, new.env), &record)?;
         let kind = match new.reason {
-            ReleaseReason::Rollback => "rollback",
-            ReleaseReason::Deploy | ReleaseReason::Auto => "deploy",
+            ReleaseReason::Rollback => EventKind::EnvironmentRolledBack,
+            ReleaseReason::Deploy | ReleaseReason::Auto => EventKind::EnvironmentDeployed,
         };
         self.append_event(
             kind,
@@ -398,7 +399,7 @@ impl MetaStore {
                 });
             }
             tx.append_event(
-                "environment.removed",
+                EventKind::EnvironmentRemoved,
                 project,
                 json!({ "project": project, "env": env }),
             )?;
@@ -424,7 +425,7 @@ impl MetaStore {
                 record.pinned = false;
                 tx.put_json(T::Environments, &key, &record)?;
                 tx.append_event(
-                    "environment.unpinned",
+                    EventKind::EnvironmentUnpinned,
                     project,
                     json!({ "project": project, "env": env }),
                 )?;

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::{MetaStore, T, Tx, TxResult, abort, be_u64, decode, pair_key, prefix};
 use crate::error::StoreError;
 use crate::hook::{Delivery, Hook};
+use crate::model::EventKind;
 
 /// Which per-project key of the inbound webhooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +92,8 @@ impl MetaStore {
             hook.id = tx.next_counter("hook_id")?;
             let key = hook.id.to_be_bytes();
             tx.put_json(T::Hooks, &key, &hook)?;
-            let event = tx.append_event("hook.added", &hook.project, hook_payload(&hook))?;
+            let event =
+                tx.append_event(EventKind::HookAdded, &hook.project, hook_payload(&hook))?;
             tx.tree(T::HookCursors)
                 .insert(&key, &(event.seq + 1).to_be_bytes())?;
             Ok(hook)
@@ -132,7 +134,7 @@ impl MetaStore {
             for k in &keys {
                 tx.tree(T::Deliveries).remove(k.as_ref())?;
             }
-            tx.append_event("hook.removed", &hook.project, json!({ "id": id }))?;
+            tx.append_event(EventKind::HookRemoved, &hook.project, json!({ "id": id }))?;
             Ok(())
         })
     }
@@ -207,7 +209,7 @@ impl MetaStore {
             if d.state == S::Disabled && hook.enabled {
                 hook.enabled = false;
                 tx.put_json(T::Hooks, &key, &hook)?;
-                tx.append_event("hook.disabled", &hook.project, hook_payload(&hook))?;
+                tx.append_event(EventKind::HookDisabled, &hook.project, hook_payload(&hook))?;
             }
             Ok(true)
         })
@@ -260,7 +262,7 @@ impl MetaStore {
             }
             tx.tree(T::ProjectKeys).insert(key, fresh.as_bytes())?;
             tx.append_event(
-                "webhook.key_set",
+                EventKind::WebhookKeySet,
                 project,
                 json!({ "kind": kind.name(), "rotated": rotate }),
             )?;

@@ -30,7 +30,7 @@ use sled::{Transactional, Tree};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
-use crate::model::Event;
+use crate::model::{Event, EventKind};
 
 pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
@@ -214,7 +214,7 @@ impl Tx<'_> {
     /// Appends an event in this transaction: it becomes visible exactly when the change does.
     pub fn append_event(
         &self,
-        kind: &str,
+        kind: EventKind,
         project: &str,
         payload: serde_json::Value,
     ) -> TxResult<Event> {
@@ -222,7 +222,7 @@ impl Tx<'_> {
         let event = Event {
             seq,
             time: std::time::SystemTime::now(),
-            kind: kind.to_owned(),
+            kind,
             project: project.to_owned(),
             payload,
         };

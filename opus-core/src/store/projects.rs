@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{MetaStore, T, Tx, TxResult, abort, decode, pair_key, prefix};
 use crate::error::{ModelError, StoreError};
-use crate::model::{Project, ProjectName};
+use crate::model::{EventKind, Project, ProjectName};
 
 impl Tx<'_> {
     /// Reads a project or aborts with `ProjectNotFound`.
@@ -64,7 +64,7 @@ impl MetaStore {
             }
             tx.put_json(T::Projects, key, project)?;
             tx.append_event(
-                "project.added",
+                EventKind::ProjectAdded,
                 project.name.as_str(),
                 json!({ "name": project.name, "source": project.source.display(), "branch": project.branch }),
             )?;
@@ -134,7 +134,7 @@ impl MetaStore {
             change(&mut project);
             tx.put_json(T::Projects, name.as_bytes(), &project)?;
             tx.append_event(
-                "project.updated",
+                EventKind::ProjectUpdated,
                 name,
                 json!({ "branch": project.branch, "keep_versions": project.keep_versions }),
             )?;
@@ -181,7 +181,11 @@ impl MetaStore {
                 tx.tree(T::ProjectBuilds).remove(k)?;
             }
             tx.tree(T::LastBuilds).remove(name.as_str().as_bytes())?;
-            tx.append_event("project.removed", name.as_str(), json!({ "name": name }))?;
+            tx.append_event(
+                EventKind::ProjectRemoved,
+                name.as_str(),
+                json!({ "name": name }),
+            )?;
             Ok(())
         })
     }
@@ -192,7 +196,7 @@ impl MetaStore {
             tx.project(project)?;
             tx.tree(T::Secrets)
                 .insert(pair_key(project, name.as_bytes()), value.as_bytes())?;
-            tx.append_event("secret.set", project, json!({ "name": name }))?;
+            tx.append_event(EventKind::SecretSet, project, json!({ "name": name }))?;
             Ok(())
         })
     }
@@ -211,7 +215,7 @@ impl MetaStore {
                     name: name.to_owned(),
                 });
             }
-            tx.append_event("secret.unset", project, json!({ "name": name }))?;
+            tx.append_event(EventKind::SecretUnset, project, json!({ "name": name }))?;
             Ok(())
         })
     }

@@ -1,7 +1,7 @@
 use std::time::SystemTime;
 
 use super::*;
-use crate::model::{Build, BuildState, Project, ProjectName, Source};
+use crate::model::{Build, BuildState, EventKind, Project, ProjectName, Source};
 
 fn project(name: &str) -> Project {
     Project {
@@ -24,7 +24,7 @@ fn build(project: &str) -> Build {
         version: String::new(),
         version_pinned: false,
         reason: String::new(),
-        trigger: "cli".into(),
+        trigger: crate::model::Trigger::Cli,
         store: "default".into(),
         branch: Some("main".into()),
         is_tag: false,
@@ -144,7 +144,7 @@ fn a_change_that_keeps_the_state_is_stored_without_an_event() {
     );
     let events = store.events_from(seq + 1, 10).expect("events");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].kind, "build.running");
+    assert_eq!(events[0].kind.as_str(), "build.running");
     assert_eq!(events[0].payload["version"], "main-1");
     assert!(matches!(
         store.update_build(99, |b| b.version = "x".into()),
@@ -207,7 +207,7 @@ fn builds_get_increasing_ids_and_events() {
         .events_from(2, 10)
         .expect("events")
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind.as_str())
         .collect();
     assert_eq!(kinds, ["build.queued", "build.queued", "build.running"]);
     assert!(store.create_build(&build("nope")).is_err());
@@ -333,7 +333,7 @@ fn each_project_numbers_its_builds_from_one() {
         .events_from(1, 10)
         .expect("events")
         .into_iter()
-        .filter(|e| e.kind == "build.queued")
+        .filter(|e| e.kind == EventKind::Build(BuildState::Queued))
         .map(|e| (e.project, e.payload["number"].clone()))
         .collect();
     assert_eq!(
@@ -504,7 +504,12 @@ fn deploys_rollbacks_pins_and_history() {
         .events_from(0, 100)
         .expect("events")
         .iter()
-        .filter(|e| e.kind == "deploy" || e.kind == "rollback")
+        .filter(|e| {
+            matches!(
+                e.kind.as_str(),
+                "environment.deployed" | "environment.rolled_back"
+            )
+        })
         .count();
     assert_eq!(n, 6);
     // The pointer survives a reopen; removing the environment keeps the history.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{MetaStore, SiteOptions, T, decode, pair_key, prefix};
 use crate::error::StoreError;
-use crate::model::VersionRecord;
+use crate::model::{EventKind, VersionRecord};
 
 /// `<store>\0<sha256>\0`: the prefix of every holder of a content in a store.
 fn blob_prefix(store: &str, sha256: &str) -> Vec<u8> {
@@ -94,7 +94,7 @@ impl MetaStore {
                 refs.insert(blob_key(&record.store, sha, object), &[])?;
             }
             tx.append_event(
-                "version.stored",
+                EventKind::VersionStored,
                 record.project.as_str(),
                 json!({
                     "project": record.project,
@@ -168,7 +168,7 @@ impl MetaStore {
                     tx.tree(T::BlobRefs).remove(k.as_slice())?;
                 }
                 tx.append_event(
-                    "version.deleted",
+                    EventKind::VersionDeleted,
                     project,
                     json!({ "project": project, "version": version, "store": current.store, "reason": reason }),
                 )?;

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use opus_core::model::BuildState;
+use opus_core::model::{BuildState, Trigger};
 use opus_core::proto::{self, build_service_server::BuildService};
 use opus_core::store::BuildFilter;
 use opus_core::wire;
@@ -98,7 +98,7 @@ impl BuildService for BuildsApi {
                 git_ref: req.r#ref,
                 version: Some(req.version),
                 store: req.store,
-                trigger: "cli".into(),
+                trigger: Trigger::Cli,
             })
             .map_err(status)?;
         Ok(Response::new(describe(&self.scheduler, &build)))

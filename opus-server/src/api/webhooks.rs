@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opus_core::error::StoreError;
-use opus_core::model::branch_slug;
+use opus_core::model::{Trigger, branch_slug};
 use opus_core::store::{KeyKind, MetaStore};
 use serde_json::{Value, json};
 use tracing::instrument;
@@ -228,7 +228,7 @@ async fn github(
             git_ref: build_ref,
             version,
             store: String::new(),
-            trigger: "github".into(),
+            trigger: Trigger::Github,
         },
     );
     if !response.status().is_success() && !delivery.is_empty() {
@@ -327,7 +327,7 @@ async fn trigger(
             git_ref: git_ref.unwrap_or_default(),
             version,
             store: String::new(),
-            trigger: "webhook".into(),
+            trigger: Trigger::Webhook,
         },
     )
 }

@@ -1,7 +1,7 @@
 //! What a hook receives: the JSON event, or a Slack incoming-webhook message.
 
 use opus_core::hook::HookFormat;
-use opus_core::model::Event;
+use opus_core::model::{BuildState, Event, EventKind, PRODUCTION};
 use serde_json::{Value, json};
 
 /// How the Slack message links to a deployed site: `http://<host>.<domain>:<port>/`.
@@ -16,7 +16,7 @@ pub struct SiteLinks {
 impl SiteLinks {
     /// The URL of `project`'s environment `env` (`production` is the bare project host).
     pub fn url(&self, project: &str, env: &str) -> String {
-        let host = if env.is_empty() || env == "production" {
+        let host = if env.is_empty() || env == PRODUCTION {
             project.to_owned()
         } else {
             format!("{env}--{project}")
@@ -55,7 +55,7 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
         .or_else(|| p.get("id"))
         .and_then(Value::as_u64);
     let build = match number {
-        Some(n) if event.kind.starts_with("build.") => format!("{project}#{n}"),
+        Some(n) if matches!(event.kind, EventKind::Build(_)) => format!("{project}#{n}"),
         _ => project.to_owned(),
     };
     let env = match s("environment") {
@@ -64,8 +64,8 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
     };
     let link = match s("url") {
         "" if matches!(
-            event.kind.as_str(),
-            "deploy" | "rollback" | "deploy.succeeded"
+            event.kind,
+            EventKind::EnvironmentDeployed | EventKind::EnvironmentRolledBack
         ) =>
         {
             Some(links.url(project, env))
@@ -73,16 +73,22 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
         "" => None,
         u => Some(u.to_owned()),
     };
-    let mut text = match event.kind.as_str() {
-        "build.queued" => format!("Build {build} queued ({})", s("ref")),
-        "build.started" => format!("Build {build} started"),
-        "build.succeeded" => format!("Build {build} succeeded: version {}", s("version")),
-        "build.failed" => format!("Build {build} failed: {}", s("reason")),
-        "build.cancelled" => format!("Build {build} cancelled"),
-        "version.stored" => format!("Version {} of {project} stored", s("version")),
-        "deploy" => format!("Deployed {} of {project} to {env}", s("version")),
-        "rollback" => format!("Rolled {project} {env} back to {}", s("version")),
-        "ping" => "Opus hook test: this hook works".to_owned(),
+    let mut text = match event.kind {
+        EventKind::Build(BuildState::Queued) => format!("Build {build} queued ({})", s("ref")),
+        EventKind::Build(BuildState::Running) => format!("Build {build} started"),
+        EventKind::Build(BuildState::Succeeded) => {
+            format!("Build {build} succeeded: version {}", s("version"))
+        }
+        EventKind::Build(BuildState::Failed) => format!("Build {build} failed: {}", s("reason")),
+        EventKind::Build(BuildState::Cancelled) => format!("Build {build} cancelled"),
+        EventKind::VersionStored => format!("Version {} of {project} stored", s("version")),
+        EventKind::EnvironmentDeployed => {
+            format!("Deployed {} of {project} to {env}", s("version"))
+        }
+        EventKind::EnvironmentRolledBack => {
+            format!("Rolled {project} {env} back to {}", s("version"))
+        }
+        EventKind::Ping => "Opus hook test: this hook works".to_owned(),
         kind if project.is_empty() => format!("Opus: {kind}"),
         kind => format!("Opus: {kind} ({project})"),
     };
@@ -108,7 +114,7 @@ mod tests {
         Event {
             seq: 7,
             time: SystemTime::UNIX_EPOCH,
-            kind: kind.into(),
+            kind: EventKind::parse(kind).expect("a known kind"),
             project: "web".into(),
             payload,
         }
@@ -136,7 +142,7 @@ mod tests {
             HookFormat::Slack,
             "1-1",
             &event(
-                "deploy",
+                "environment.deployed",
                 json!({"version": "1.0.3", "environment": "staging"}),
             ),
             &links(),
@@ -160,9 +166,6 @@ mod tests {
             &links(),
         );
         assert_eq!(b["text"], "Build web#12 cancelled");
-        assert_eq!(
-            links().url("web", "production"),
-            "http://web.localhost:7080/"
-        );
+        assert_eq!(links().url("web", PRODUCTION), "http://web.localhost:7080/");
     }
 }

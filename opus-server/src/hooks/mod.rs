@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opus_core::hook::{Delivery, DeliveryState, Hook, delivery_id};
-use opus_core::model::Event;
+use opus_core::model::{Event, EventKind};
 use opus_core::store::MetaStore;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -305,7 +305,7 @@ fn make_post(hook: &Hook, id: &str, event: &Event, links: &SiteLinks) -> Post {
         .into_bytes();
     Post {
         url: hook.url.clone(),
-        event: event.kind.clone(),
+        event: event.kind.to_string(),
         delivery: id.to_owned(),
         signature: hook
             .secret
@@ -350,7 +350,7 @@ async fn deliver<X: Transport>(ctx: &Ctx<X>, hook: &Hook, event: &Event) -> Opti
             id: id.clone(),
             hook_id: hook.id,
             event_seq: event.seq,
-            event_type: event.kind.clone(),
+            event_type: event.kind.to_string(),
             state: DeliveryState::Pending,
             attempts: 0,
             last_status: 0,
@@ -441,7 +441,7 @@ pub async fn test_hook<X: Transport>(
     let event = Event {
         seq: 0,
         time: now,
-        kind: "ping".into(),
+        kind: EventKind::Ping,
         project: hook.project.clone(),
         payload: serde_json::json!({ "hook": hook.id, "zen": "Deploys are atomic; rollbacks are instant." }),
     };

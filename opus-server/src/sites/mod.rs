@@ -127,8 +127,7 @@ fn host_of(project: &str, env: &str, domain: &str) -> String {
     }
 }
 
-/// The environment served at `<project>.<domain>`.
-pub const PRODUCTION: &str = "production";
+pub use opus_core::model::PRODUCTION;
 
 /// The site server's state: the routing table and the domain it answers for.
 pub struct SiteServer {

@@ -729,7 +729,7 @@ mod tests {
 
     #[test]
     fn example_config_lists_every_setting() {
-        let text = include_str!("../../opusd.example.toml");
+        let text = include_str!("../../../opusd.example.toml");
         let parsed: FileConfig = toml::from_str(text).expect("opusd.example.toml parses");
         let json = serde_json::to_value(&parsed).expect("serializes");
         let obj = json.as_object().expect("an object");

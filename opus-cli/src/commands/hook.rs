@@ -98,8 +98,8 @@ fn print_deliveries(global: &GlobalArgs, ds: &[proto::Delivery]) -> Result<(), C
     }
 }
 
+/// Runs one `opus hook` subcommand.
 pub async fn run(conn: &Connection, global: &GlobalArgs, cmd: HookCommand) -> Result<(), CliError> {
-    let mut client = conn.projects();
     match cmd {
         HookCommand::Add {
             target,
@@ -108,158 +108,209 @@ pub async fn run(conn: &Connection, global: &GlobalArgs, cmd: HookCommand) -> Re
             secret,
             format,
         } => {
-            let (project, url) = match (all, target.as_slice()) {
-                (true, [url]) => (String::new(), url.clone()),
-                (false, [project, url]) => (project.clone(), url.clone()),
-                (true, _) => {
-                    return Err(CliError::Usage(
-                        "with --all, give only the URL: `opus hook add --all <URL>`".into(),
-                    ));
-                }
-                (false, _) => {
-                    return Err(CliError::Usage(
-                        "give a project and a URL (`opus hook add <PROJECT> <URL>`), or --all and a URL".into(),
-                    ));
-                }
+            let (project, url) = add_target(all, &target)?;
+            let request = proto::AddHookRequest {
+                project,
+                all_projects: all,
+                url,
+                events,
+                secret: secret.unwrap_or_default(),
+                format: match format {
+                    HookFormatArg::Json => proto::HookFormat::Json,
+                    HookFormatArg::Slack => proto::HookFormat::Slack,
+                } as i32,
             };
-            let hook = client
-                .add_hook(proto::AddHookRequest {
-                    project,
-                    all_projects: all,
-                    url,
-                    events,
-                    secret: secret.unwrap_or_default(),
-                    format: match format {
-                        HookFormatArg::Json => proto::HookFormat::Json,
-                        HookFormatArg::Slack => proto::HookFormat::Slack,
-                    } as i32,
-                })
-                .await?
-                .into_inner();
-            match global.output {
-                OutputFormat::Json => output::print_json(&hook_json(&hook)),
-                OutputFormat::Table => {
-                    let scope = if hook.project.is_empty() {
-                        "all projects".to_owned()
-                    } else {
-                        hook.project.clone()
-                    };
-                    output::print_line(&format!("added hook {} ({scope} -> {})", hook.id, hook.url))
-                }
-            }
+            add(conn, global, request).await
         }
-        HookCommand::List { project } => {
-            let hooks = client
-                .list_hooks(proto::ListHooksRequest {
-                    project: project.unwrap_or_default(),
-                })
-                .await?
-                .into_inner()
-                .hooks;
-            match global.output {
-                OutputFormat::Json => {
-                    output::print_json(&hooks.iter().map(hook_json).collect::<Vec<_>>())
-                }
-                OutputFormat::Table => {
-                    let mut t = output::table(&[
-                        "id", "project", "url", "events", "format", "signed", "enabled",
-                    ]);
-                    for h in &hooks {
-                        t.add_row(vec![
-                            h.id.clone(),
-                            if h.project.is_empty() {
-                                "*".into()
-                            } else {
-                                h.project.clone()
-                            },
-                            h.url.clone(),
-                            if h.events.is_empty() {
-                                "*".into()
-                            } else {
-                                h.events.join(",")
-                            },
-                            format_name(h.format).into(),
-                            if h.signed { "yes" } else { "no" }.into(),
-                            if h.enabled { "yes" } else { "no (410 Gone)" }.into(),
-                        ]);
-                    }
-                    output::print_table(&t)
-                }
-            }
-        }
-        HookCommand::Remove { id } => {
-            client
-                .remove_hook(proto::RemoveHookRequest { id: id.clone() })
-                .await?;
-            match global.output {
-                OutputFormat::Json => output::print_json(&serde_json::json!({ "removed": id })),
-                OutputFormat::Table => output::print_line(&format!("removed hook {id}")),
-            }
-        }
-        HookCommand::Test { id } => {
-            let d = client
-                .test_hook(proto::TestHookRequest { id })
-                .await?
-                .into_inner();
-            print_deliveries(global, std::slice::from_ref(&d))?;
-            if d.state == "delivered" {
-                Ok(())
+        HookCommand::List { project } => list(conn, global, project).await,
+        HookCommand::Remove { id } => remove(conn, global, id).await,
+        HookCommand::Test { id } => test(conn, global, id).await,
+        HookCommand::Deliveries { id, limit } => deliveries(conn, global, id, limit).await,
+        HookCommand::Github { project, rotate } => github(conn, global, project, rotate).await,
+        HookCommand::Trigger { project, rotate } => trigger(conn, global, project, rotate).await,
+    }
+}
+
+/// The project and URL of `opus hook add`: `<PROJECT> <URL>`, or `--all <URL>` (no project).
+fn add_target(all: bool, target: &[String]) -> Result<(String, String), CliError> {
+    match (all, target) {
+        (true, [url]) => Ok((String::new(), url.clone())),
+        (false, [project, url]) => Ok((project.clone(), url.clone())),
+        (true, _) => Err(CliError::Usage(
+            "with --all, give only the URL: `opus hook add --all <URL>`".into(),
+        )),
+        (false, _) => Err(CliError::Usage(
+            "give a project and a URL (`opus hook add <PROJECT> <URL>`), or --all and a URL".into(),
+        )),
+    }
+}
+
+/// `opus hook add`.
+async fn add(
+    conn: &Connection,
+    global: &GlobalArgs,
+    request: proto::AddHookRequest,
+) -> Result<(), CliError> {
+    let hook = conn.projects().add_hook(request).await?.into_inner();
+    match global.output {
+        OutputFormat::Json => output::print_json(&hook_json(&hook)),
+        OutputFormat::Table => {
+            let scope = if hook.project.is_empty() {
+                "all projects".to_owned()
             } else {
-                Err(CliError::Other(format!(
-                    "the hook did not accept the ping ({})",
-                    if d.last_error.is_empty() {
-                        d.state.clone()
-                    } else {
-                        d.last_error.clone()
-                    }
-                )))
-            }
+                hook.project.clone()
+            };
+            output::print_line(&format!("added hook {} ({scope} -> {})", hook.id, hook.url))
         }
-        HookCommand::Deliveries { id, limit } => {
-            let ds = client
-                .list_deliveries(proto::ListDeliveriesRequest { hook_id: id, limit })
-                .await?
-                .into_inner()
-                .deliveries;
-            print_deliveries(global, &ds)
-        }
-        HookCommand::Github { project, rotate } => {
-            let h = client
-                .get_github_hook(proto::GetGithubHookRequest { project, rotate })
-                .await?
-                .into_inner();
-            let url = format!("{}{}", conn.server, h.path);
-            match global.output {
-                OutputFormat::Json => {
-                    output::print_json(&serde_json::json!({ "url": url, "secret": h.secret }))
-                }
-                OutputFormat::Table => {
-                    output::print_line(&format!("Payload URL:  {url}"))?;
-                    output::print_line("Content type: application/json")?;
-                    output::print_line(&format!("Secret:       {}", h.secret))?;
-                    output::print_line("Events:       just the push event")
-                }
+    }
+}
+
+/// `opus hook list`.
+async fn list(
+    conn: &Connection,
+    global: &GlobalArgs,
+    project: Option<String>,
+) -> Result<(), CliError> {
+    let hooks = conn
+        .projects()
+        .list_hooks(proto::ListHooksRequest {
+            project: project.unwrap_or_default(),
+        })
+        .await?
+        .into_inner()
+        .hooks;
+    match global.output {
+        OutputFormat::Json => output::print_json(&hooks.iter().map(hook_json).collect::<Vec<_>>()),
+        OutputFormat::Table => print_hooks_table(&hooks),
+    }
+}
+
+/// The table of `opus hook list`.
+fn print_hooks_table(hooks: &[proto::Hook]) -> Result<(), CliError> {
+    let mut t = output::table(&[
+        "id", "project", "url", "events", "format", "signed", "enabled",
+    ]);
+    for h in hooks {
+        t.add_row(vec![
+            h.id.clone(),
+            if h.project.is_empty() {
+                "*".into()
+            } else {
+                h.project.clone()
+            },
+            h.url.clone(),
+            if h.events.is_empty() {
+                "*".into()
+            } else {
+                h.events.join(",")
+            },
+            format_name(h.format).into(),
+            if h.signed { "yes" } else { "no" }.into(),
+            if h.enabled { "yes" } else { "no (410 Gone)" }.into(),
+        ]);
+    }
+    output::print_table(&t)
+}
+
+/// `opus hook remove`.
+async fn remove(conn: &Connection, global: &GlobalArgs, id: String) -> Result<(), CliError> {
+    conn.projects()
+        .remove_hook(proto::RemoveHookRequest { id: id.clone() })
+        .await?;
+    match global.output {
+        OutputFormat::Json => output::print_json(&serde_json::json!({ "removed": id })),
+        OutputFormat::Table => output::print_line(&format!("removed hook {id}")),
+    }
+}
+
+/// `opus hook test`: fails unless the hook accepted the ping.
+async fn test(conn: &Connection, global: &GlobalArgs, id: String) -> Result<(), CliError> {
+    let d = conn
+        .projects()
+        .test_hook(proto::TestHookRequest { id })
+        .await?
+        .into_inner();
+    print_deliveries(global, std::slice::from_ref(&d))?;
+    if d.state == "delivered" {
+        Ok(())
+    } else {
+        Err(CliError::Other(format!(
+            "the hook did not accept the ping ({})",
+            if d.last_error.is_empty() {
+                d.state.clone()
+            } else {
+                d.last_error.clone()
             }
+        )))
+    }
+}
+
+/// `opus hook deliveries`.
+async fn deliveries(
+    conn: &Connection,
+    global: &GlobalArgs,
+    id: String,
+    limit: u32,
+) -> Result<(), CliError> {
+    let ds = conn
+        .projects()
+        .list_deliveries(proto::ListDeliveriesRequest { hook_id: id, limit })
+        .await?
+        .into_inner()
+        .deliveries;
+    print_deliveries(global, &ds)
+}
+
+/// `opus hook github`.
+async fn github(
+    conn: &Connection,
+    global: &GlobalArgs,
+    project: String,
+    rotate: bool,
+) -> Result<(), CliError> {
+    let h = conn
+        .projects()
+        .get_github_hook(proto::GetGithubHookRequest { project, rotate })
+        .await?
+        .into_inner();
+    let url = format!("{}{}", conn.server, h.path);
+    match global.output {
+        OutputFormat::Json => {
+            output::print_json(&serde_json::json!({ "url": url, "secret": h.secret }))
         }
-        HookCommand::Trigger { project, rotate } => {
-            let t = client
-                .get_trigger_token(proto::GetTriggerTokenRequest { project, rotate })
-                .await?
-                .into_inner();
-            let url = format!("{}{}", conn.server, t.path);
-            match global.output {
-                OutputFormat::Json => {
-                    output::print_json(&serde_json::json!({ "url": url, "token": t.token }))
-                }
-                OutputFormat::Table => {
-                    output::print_line(&format!("URL:   {url}"))?;
-                    output::print_line(&format!("Token: {}", t.token))?;
-                    output::print_line(&format!(
-                        "curl -X POST -H 'authorization: Bearer {}' -d '{{\"ref\":\"main\"}}' {url}",
-                        t.token
-                    ))
-                }
-            }
+        OutputFormat::Table => {
+            output::print_line(&format!("Payload URL:  {url}"))?;
+            output::print_line("Content type: application/json")?;
+            output::print_line(&format!("Secret:       {}", h.secret))?;
+            output::print_line("Events:       just the push event")
+        }
+    }
+}
+
+/// `opus hook trigger`.
+async fn trigger(
+    conn: &Connection,
+    global: &GlobalArgs,
+    project: String,
+    rotate: bool,
+) -> Result<(), CliError> {
+    let t = conn
+        .projects()
+        .get_trigger_token(proto::GetTriggerTokenRequest { project, rotate })
+        .await?
+        .into_inner();
+    let url = format!("{}{}", conn.server, t.path);
+    match global.output {
+        OutputFormat::Json => {
+            output::print_json(&serde_json::json!({ "url": url, "token": t.token }))
+        }
+        OutputFormat::Table => {
+            output::print_line(&format!("URL:   {url}"))?;
+            output::print_line(&format!("Token: {}", t.token))?;
+            output::print_line(&format!(
+                "curl -X POST -H 'authorization: Bearer {}' -d '{{\"ref\":\"main\"}}' {url}",
+                t.token
+            ))
         }
     }
 }

@@ -253,27 +253,57 @@ pub async fn install(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Installed, KubeError> {
     options.validate()?;
+    connected(cluster, progress).await?;
+    let ns = options.namespace.as_str();
+    let (token, token_created) = match kept_token(cluster, ns).await? {
+        Some(token) => (token, false),
+        None => (generate_token()?, true),
+    };
+    let manifests = Manifests::new(options, Some(&token));
+    apply_all(cluster, &manifests, ns, progress).await?;
+    let ready = if wait.timeout.is_zero() {
+        false
+    } else {
+        wait_ready(cluster, ns, wait, progress).await?;
+        true
+    };
+    Ok(Installed {
+        namespace: ns.to_owned(),
+        token,
+        token_created,
+        ready,
+    })
+}
+
+/// Asks the cluster for its version and reports the connection.
+async fn connected(cluster: &Cluster, progress: &mut dyn FnMut(Progress)) -> Result<(), KubeError> {
     let version = cluster.version().await?;
     progress(Progress::Connected {
         server: cluster.server.clone(),
         version,
     });
-    let ns = options.namespace.as_str();
+    Ok(())
+}
 
+/// The API token of an earlier install, when its Secret holds a non-empty one.
+async fn kept_token(cluster: &Cluster, ns: &str) -> Result<Option<String>, KubeError> {
     let secrets: Api<Secret> = cluster.api(ns);
     let existing = get_opt(cluster, &secrets, "secrets", TOKEN_SECRET, Some(ns)).await?;
-    let kept = existing
+    Ok(existing
         .and_then(|s| s.data)
         .and_then(|mut d| d.remove(TOKEN_KEY))
         .and_then(|b| String::from_utf8(b.0).ok())
         .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty());
-    let (token, token_created) = match kept {
-        Some(token) => (token, false),
-        None => (generate_token()?, true),
-    };
+        .filter(|t| !t.is_empty()))
+}
 
-    let m = Manifests::new(options, Some(&token));
+/// Applies every object of `m`, in dependency order; the namespace only when Opus created it.
+async fn apply_all(
+    cluster: &Cluster,
+    m: &Manifests,
+    ns: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), KubeError> {
     if namespace_is_ours(cluster, ns).await? {
         let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
         apply(
@@ -318,6 +348,7 @@ pub async fn install(
     )
     .await?;
     if let Some(secret) = &m.secret {
+        let secrets: Api<Secret> = cluster.api(ns);
         apply(cluster, &secrets, "secrets", Some(ns), secret, progress).await?;
     }
     apply(
@@ -348,19 +379,7 @@ pub async fn install(
         progress,
     )
     .await?;
-
-    let ready = if wait.timeout.is_zero() {
-        false
-    } else {
-        wait_ready(cluster, ns, wait, progress).await?;
-        true
-    };
-    Ok(Installed {
-        namespace: ns.to_owned(),
-        token,
-        token_created,
-        ready,
-    })
+    Ok(())
 }
 
 /// What [`uninstall`] removes.
@@ -391,12 +410,30 @@ pub async fn uninstall(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), KubeError> {
     super::manifests::validate_namespace(&options.namespace)?;
-    let version = cluster.version().await?;
-    progress(Progress::Connected {
-        server: cluster.server.clone(),
-        version,
-    });
-    let namespace = options.namespace.as_str();
+    connected(cluster, progress).await?;
+    delete_release(cluster, options.namespace.as_str(), progress).await?;
+    if options.purge {
+        purge(cluster, options.namespace.as_str(), progress).await
+    } else {
+        progress(Progress::Kept {
+            kind: "PersistentVolumeClaim",
+            name: DATA_PVC.to_owned(),
+        });
+        progress(Progress::Kept {
+            kind: "Namespace",
+            name: options.namespace.clone(),
+        });
+        Ok(())
+    }
+}
+
+/// Deletes opusd and what it runs as (everything but the data volume and the namespace), newest
+/// first.
+async fn delete_release(
+    cluster: &Cluster,
+    namespace: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), KubeError> {
     let ns = Some(namespace);
     delete(
         cluster,
@@ -452,40 +489,39 @@ pub async fn uninstall(
         progress,
     )
     .await?;
-    if options.purge {
+    Ok(())
+}
+
+/// Deletes the data volume, and the namespace when Opus created it.
+async fn purge(
+    cluster: &Cluster,
+    namespace: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), KubeError> {
+    let ns = Some(namespace);
+    delete(
+        cluster,
+        &cluster.api::<PersistentVolumeClaim>(namespace),
+        "persistentvolumeclaims",
+        ns,
+        DATA_PVC,
+        progress,
+    )
+    .await?;
+    if namespace_is_ours(cluster, namespace).await? {
+        let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
         delete(
             cluster,
-            &cluster.api::<PersistentVolumeClaim>(namespace),
-            "persistentvolumeclaims",
-            ns,
-            DATA_PVC,
+            &namespaces,
+            "namespaces",
+            None,
+            namespace,
             progress,
         )
         .await?;
-        if namespace_is_ours(cluster, namespace).await? {
-            let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-            delete(
-                cluster,
-                &namespaces,
-                "namespaces",
-                None,
-                namespace,
-                progress,
-            )
-            .await?;
-        } else {
-            progress(Progress::ForeignNamespace {
-                name: namespace.to_owned(),
-            });
-        }
     } else {
-        progress(Progress::Kept {
-            kind: "PersistentVolumeClaim",
-            name: DATA_PVC.to_owned(),
-        });
-        progress(Progress::Kept {
-            kind: "Namespace",
-            name: options.namespace.clone(),
+        progress(Progress::ForeignNamespace {
+            name: namespace.to_owned(),
         });
     }
     Ok(())

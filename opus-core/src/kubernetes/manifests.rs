@@ -208,114 +208,18 @@ impl Manifests {
     /// The objects for `options`; `token` fills the Secret (`None` leaves the Secret out).
     pub fn new(options: &InstallOptions, token: Option<&str>) -> Manifests {
         let ns = options.namespace.as_str();
-        let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns.to_owned()),
-                labels: Some(labels()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        let service_account = ServiceAccount {
-            metadata: meta(OPUSD, ns),
-            ..ServiceAccount::default()
-        };
-        let role = Role {
-            metadata: meta(OPUSD, ns),
-            rules: Some(vec![
-                PolicyRule {
-                    api_groups: Some(strings(&["batch"])),
-                    resources: Some(strings(&["jobs"])),
-                    // `patch`: build Jobs are created by server-side apply.
-                    verbs: strings(&["create", "patch", "get", "list", "watch", "delete"]),
-                    ..PolicyRule::default()
-                },
-                PolicyRule {
-                    api_groups: Some(strings(&[""])),
-                    resources: Some(strings(&["pods"])),
-                    verbs: strings(&["get", "list", "watch"]),
-                    ..PolicyRule::default()
-                },
-                PolicyRule {
-                    api_groups: Some(strings(&[""])),
-                    resources: Some(strings(&["pods/log"])),
-                    verbs: strings(&["get"]),
-                    ..PolicyRule::default()
-                },
-            ]),
-        };
-        let role_binding = RoleBinding {
-            metadata: meta(OPUSD, ns),
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".to_owned()),
-                kind: "Role".to_owned(),
-                name: OPUSD.to_owned(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".to_owned(),
-                name: OPUSD.to_owned(),
-                namespace: Some(ns.to_owned()),
-                ..Subject::default()
-            }]),
-        };
-        let secret = token.map(|token| Secret {
-            metadata: meta(TOKEN_SECRET, ns),
-            type_: Some("Opaque".to_owned()),
-            data: Some(BTreeMap::from([(
-                TOKEN_KEY.to_owned(),
-                ByteString(token.as_bytes().to_vec()),
-            )])),
-            ..Secret::default()
-        });
-        let data = PersistentVolumeClaim {
-            metadata: meta(DATA_PVC, ns),
-            spec: Some(PersistentVolumeClaimSpec {
-                access_modes: Some(strings(&["ReadWriteOnce"])),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some(BTreeMap::from([(
-                        "storage".to_owned(),
-                        Quantity(options.storage.clone()),
-                    )])),
-                    ..VolumeResourceRequirements::default()
-                }),
-                ..PersistentVolumeClaimSpec::default()
-            }),
-            ..PersistentVolumeClaim::default()
-        };
-        let stateful_set = stateful_set(options);
-        let service = Service {
-            metadata: meta(OPUSD, ns),
-            spec: Some(ServiceSpec {
-                selector: Some(selector_labels()),
-                ports: Some(vec![
-                    ServicePort {
-                        name: Some("api".to_owned()),
-                        port: API_PORT,
-                        target_port: Some(IntOrString::String("api".to_owned())),
-                        app_protocol: Some("grpc".to_owned()),
-                        ..ServicePort::default()
-                    },
-                    ServicePort {
-                        name: Some("sites".to_owned()),
-                        port: SITES_PORT,
-                        target_port: Some(IntOrString::String("sites".to_owned())),
-                        app_protocol: Some("http".to_owned()),
-                        ..ServicePort::default()
-                    },
-                ]),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        };
         Manifests {
-            namespace,
-            service_account,
-            role,
-            role_binding,
-            secret,
-            data,
-            stateful_set,
-            service,
+            namespace: namespace(ns),
+            service_account: ServiceAccount {
+                metadata: meta(OPUSD, ns),
+                ..ServiceAccount::default()
+            },
+            role: role(ns),
+            role_binding: role_binding(ns),
+            secret: token.map(|token| token_secret(ns, token)),
+            data: data_claim(options),
+            stateful_set: stateful_set(options),
+            service: service(ns),
         }
     }
 
@@ -360,7 +264,210 @@ pub fn render_yaml(options: &InstallOptions) -> Result<String, KubeError> {
     Ok(header + &Manifests::new(options, None).to_yaml()?)
 }
 
+/// The namespace itself, labelled like every object.
+fn namespace(ns: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.to_owned()),
+            labels: Some(labels()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// What opusd may do in its namespace: run build Jobs and read their pods and logs.
+fn role(ns: &str) -> Role {
+    Role {
+        metadata: meta(OPUSD, ns),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(strings(&["batch"])),
+                resources: Some(strings(&["jobs"])),
+                // `patch`: build Jobs are created by server-side apply.
+                verbs: strings(&["create", "patch", "get", "list", "watch", "delete"]),
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(strings(&[""])),
+                resources: Some(strings(&["pods"])),
+                verbs: strings(&["get", "list", "watch"]),
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(strings(&[""])),
+                resources: Some(strings(&["pods/log"])),
+                verbs: strings(&["get"]),
+                ..PolicyRule::default()
+            },
+        ]),
+    }
+}
+
+/// Grants the [`role`] to opusd's ServiceAccount.
+fn role_binding(ns: &str) -> RoleBinding {
+    RoleBinding {
+        metadata: meta(OPUSD, ns),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "Role".to_owned(),
+            name: OPUSD.to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: OPUSD.to_owned(),
+            namespace: Some(ns.to_owned()),
+            ..Subject::default()
+        }]),
+    }
+}
+
+/// The Secret holding the API token.
+fn token_secret(ns: &str, token: &str) -> Secret {
+    Secret {
+        metadata: meta(TOKEN_SECRET, ns),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_owned(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// The claim of opusd's data directory, of the size `options` asks for.
+fn data_claim(options: &InstallOptions) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta(DATA_PVC, options.namespace.as_str()),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(strings(&["ReadWriteOnce"])),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(options.storage.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The Service in front of opusd's API and sites ports.
+fn service(ns: &str) -> Service {
+    Service {
+        metadata: meta(OPUSD, ns),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels()),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("api".to_owned()),
+                    port: API_PORT,
+                    target_port: Some(IntOrString::String("api".to_owned())),
+                    app_protocol: Some("grpc".to_owned()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("sites".to_owned()),
+                    port: SITES_PORT,
+                    target_port: Some(IntOrString::String("sites".to_owned())),
+                    app_protocol: Some("http".to_owned()),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// opusd itself: one replica of [`pod_spec`], selected by [`selector_labels`].
 fn stateful_set(options: &InstallOptions) -> StatefulSet {
+    let mut pod_labels = labels();
+    pod_labels.extend(selector_labels());
+    StatefulSet {
+        metadata: meta(OPUSD, options.namespace.as_str()),
+        spec: StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(OPUSD.to_owned()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(options)),
+            },
+            ..StatefulSetSpec::default()
+        },
+        ..StatefulSet::default()
+    }
+}
+
+/// opusd's pod: its ServiceAccount, a non-root security context, the container and its volumes.
+fn pod_spec(options: &InstallOptions) -> PodSpec {
+    PodSpec {
+        service_account_name: Some(OPUSD.to_owned()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            fs_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![container(options)],
+        volumes: Some(volumes()),
+        ..PodSpec::default()
+    }
+}
+
+/// The opusd container: image, configuration by environment, ports, probes, resources, and a
+/// locked-down security context.
+fn container(options: &InstallOptions) -> Container {
+    Container {
+        name: OPUSD.to_owned(),
+        image: Some(options.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        env: Some(env_vars(options)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("api".to_owned()),
+                container_port: API_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("sites".to_owned()),
+                container_port: SITES_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(grpc_probe(2, 5)),
+        liveness_probe: Some(grpc_probe(10, 20)),
+        resources: Some(resources()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(strings(&["ALL"])),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(volume_mounts()),
+        ..Container::default()
+    }
+}
+
+/// opusd's configuration, as `OPUS_*` environment variables.
+fn env_vars(options: &InstallOptions) -> Vec<EnvVar> {
     let ns = options.namespace.as_str();
     let mut env_vars = vec![
         env("OPUS_LISTEN", &format!("0.0.0.0:{API_PORT}")),
@@ -369,7 +476,7 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
         env("OPUS_TOKEN_FILE", &format!("{TOKEN_DIR}/{TOKEN_KEY}")),
         env("OPUS_EXECUTOR", "kubernetes"),
         env("OPUS_RUNNER_IMAGE", &options.image),
-        // Build pods reach opusd through the Service below.
+        // Build pods reach opusd through the Service.
         env(
             "OPUS_RUNNER_SERVER_URL",
             &format!("http://{OPUSD}.{ns}.svc:{API_PORT}"),
@@ -390,7 +497,12 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
     if let Some(store) = &options.store {
         env_vars.push(env("OPUS_STORE", store));
     }
-    let grpc_probe = |initial_delay: i32, period: i32| Probe {
+    env_vars
+}
+
+/// A probe asking opusd's gRPC health service.
+fn grpc_probe(initial_delay: i32, period: i32) -> Probe {
+    Probe {
         grpc: Some(GRPCAction {
             port: API_PORT,
             ..GRPCAction::default()
@@ -400,128 +512,73 @@ fn stateful_set(options: &InstallOptions) -> StatefulSet {
         timeout_seconds: Some(2),
         failure_threshold: Some(3),
         ..Probe::default()
-    };
-    let container = Container {
-        name: OPUSD.to_owned(),
-        image: Some(options.image.clone()),
-        image_pull_policy: Some("IfNotPresent".to_owned()),
-        env: Some(env_vars),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("api".to_owned()),
-                container_port: API_PORT,
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("sites".to_owned()),
-                container_port: SITES_PORT,
-                ..ContainerPort::default()
-            },
-        ]),
-        readiness_probe: Some(grpc_probe(2, 5)),
-        liveness_probe: Some(grpc_probe(10, 20)),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_owned(), Quantity("100m".to_owned())),
-                ("memory".to_owned(), Quantity("64Mi".to_owned())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".to_owned(),
-                Quantity("1Gi".to_owned()),
-            )])),
-            ..ResourceRequirements::default()
-        }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(strings(&["ALL"])),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "data".to_owned(),
-                mount_path: DATA_DIR.to_owned(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "token".to_owned(),
-                mount_path: TOKEN_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".to_owned(),
-                mount_path: "/tmp".to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
-        ..Container::default()
-    };
-    let pod = PodSpec {
-        service_account_name: Some(OPUSD.to_owned()),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
-        containers: vec![container],
-        volumes: Some(vec![
-            Volume {
-                name: "data".to_owned(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: DATA_PVC.to_owned(),
-                    ..PersistentVolumeClaimVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "token".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(TOKEN_SECRET.to_owned()),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "tmp".to_owned(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            },
-        ]),
-        ..PodSpec::default()
-    };
-    let mut pod_labels = labels();
-    pod_labels.extend(selector_labels());
-    StatefulSet {
-        metadata: meta(OPUSD, ns),
-        spec: StatefulSetSpec {
-            replicas: Some(1),
-            service_name: Some(OPUSD.to_owned()),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..StatefulSetSpec::default()
-        },
-        ..StatefulSet::default()
     }
+}
+
+/// The container's requests and memory limit.
+fn resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+            ("memory".to_owned(), Quantity("64Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("1Gi".to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Where the [`volumes`] appear in the container: data, the token (read-only), and /tmp.
+fn volume_mounts() -> Vec<VolumeMount> {
+    vec![
+        VolumeMount {
+            name: "data".to_owned(),
+            mount_path: DATA_DIR.to_owned(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "token".to_owned(),
+            mount_path: TOKEN_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        },
+    ]
+}
+
+/// The pod's volumes: the data claim, the token Secret, and an empty /tmp (the root filesystem
+/// is read-only).
+fn volumes() -> Vec<Volume> {
+    vec![
+        Volume {
+            name: "data".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: DATA_PVC.to_owned(),
+                ..PersistentVolumeClaimVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "token".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(TOKEN_SECRET.to_owned()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ]
 }
 
 #[cfg(test)]

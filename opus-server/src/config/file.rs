@@ -1,0 +1,90 @@
+//! The `opusd.toml` file: [`FileConfig`], and finding and reading it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, ExecutorKind};
+
+/// The `opusd.toml` file: the same settings as the flags, in snake_case.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`ConfigArgs::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`ConfigArgs::sites_listen`].
+    pub sites_listen: Option<SocketAddr>,
+    /// See [`ConfigArgs::domain`].
+    pub domain: Option<String>,
+    /// See [`ConfigArgs::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`ConfigArgs::token_file`] (a token itself does not belong in a file that may be shared).
+    pub token_file: Option<PathBuf>,
+    /// See [`ConfigArgs::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`ConfigArgs::tls_key`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`ConfigArgs::max_builds`].
+    pub max_builds: Option<usize>,
+    /// See [`ConfigArgs::store`].
+    pub store: Option<String>,
+    /// See [`ConfigArgs::extra_store`]: a table of NAME = "URL".
+    pub extra_stores: Option<std::collections::BTreeMap<String, String>>,
+    /// See [`ConfigArgs::executor`].
+    pub executor: Option<ExecutorKind>,
+    /// See [`ConfigArgs::kubernetes_namespace`].
+    pub kubernetes_namespace: Option<String>,
+    /// See [`ConfigArgs::runner_image`].
+    pub runner_image: Option<String>,
+    /// See [`ConfigArgs::runner_server_url`].
+    pub runner_server_url: Option<String>,
+    /// See [`ConfigArgs::build_image`].
+    pub build_image: Option<String>,
+    /// See [`ConfigArgs::log_limit`].
+    pub log_limit: Option<u64>,
+    /// See [`ConfigArgs::shutdown_grace`].
+    pub shutdown_grace: Option<u64>,
+    /// See [`ConfigArgs::site_cache_size`].
+    pub site_cache_size: Option<u64>,
+    /// See [`ConfigArgs::kubernetes_poll_ms`].
+    pub kubernetes_poll_ms: Option<u64>,
+    /// See [`ConfigArgs::hook_retry_base_ms`].
+    pub hook_retry_base_ms: Option<u64>,
+    /// See [`ConfigArgs::hook_retry_cap_ms`].
+    pub hook_retry_cap_ms: Option<u64>,
+    /// See [`ConfigArgs::hook_give_up_secs`].
+    pub hook_give_up_secs: Option<u64>,
+    /// See [`ConfigArgs::hook_timeout_ms`].
+    pub hook_timeout_ms: Option<u64>,
+    /// See [`ConfigArgs::site_header_timeout`].
+    pub site_header_timeout: Option<u64>,
+    /// See [`ConfigArgs::site_idle_timeout`].
+    pub site_idle_timeout: Option<u64>,
+    /// See [`ConfigArgs::site_keep_alive_timeout`].
+    pub site_keep_alive_timeout: Option<u64>,
+    /// See [`ConfigArgs::site_connections_per_ip`].
+    pub site_connections_per_ip: Option<usize>,
+}
+
+impl FileConfig {
+    /// The file `--config` names, else `./opusd.toml` when present, else no file (all unset).
+    pub(super) fn find(config: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        match config {
+            Some(path) => read_file(path),
+            None if Path::new("opusd.toml").is_file() => read_file(Path::new("opusd.toml")),
+            None => Ok(FileConfig::default()),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}

@@ -1,0 +1,311 @@
+//! Tests of the layering and checks of [`Config::resolve`].
+
+use std::path::Path;
+
+use super::executor::POD_NAMESPACE_FILE;
+use super::*;
+
+#[test]
+fn example_config_lists_every_setting() {
+    let text = include_str!("../../../opusd.example.toml");
+    let parsed: FileConfig = toml::from_str(text).expect("opusd.example.toml parses");
+    let json = serde_json::to_value(&parsed).expect("serializes");
+    let obj = json.as_object().expect("an object");
+    let missing: Vec<_> = obj
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(missing.is_empty(), "opusd.example.toml lacks {missing:?}");
+}
+
+#[test]
+fn a_malformed_file_names_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("opusd.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:1\"\nmax_bulds = 3\n").expect("write");
+    let err = Config::resolve(ConfigArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    })
+    .expect_err("unknown key");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("opusd.toml") && msg.contains("max_bulds"),
+        "{msg}"
+    );
+
+    std::fs::write(&path, "max_builds = \"four\"\n").expect("write");
+    let msg = Config::resolve(ConfigArgs {
+        config: Some(path),
+        ..Default::default()
+    })
+    .expect_err("wrong type")
+    .to_string();
+    assert!(
+        msg.contains("max_builds") && msg.contains("line 1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn flags_win_over_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("opusd.toml");
+    std::fs::write(&path, "max_builds = 3\ndomain = \"example.org\"\n").expect("write");
+    let cfg = Config::resolve(ConfigArgs {
+        config: Some(path),
+        max_builds: Some(7),
+        ..Default::default()
+    })
+    .expect("resolves");
+    assert_eq!(cfg.max_builds, 7);
+    assert_eq!(cfg.domain, "example.org");
+}
+
+#[test]
+fn the_site_cache_size_comes_from_flags_the_file_or_the_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("opusd.toml");
+    std::fs::write(&path, "domain = \"example.org\"\n").expect("write");
+    let cfg = Config::resolve(ConfigArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    })
+    .expect("resolves");
+    assert_eq!(cfg.site_cache_size, 1 << 30, "1 GiB by default");
+    std::fs::write(&path, "site_cache_size = 5000\n").expect("write");
+    let file = ConfigArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        Config::resolve(file.clone()).expect("file").site_cache_size,
+        5000
+    );
+    let flag = ConfigArgs {
+        site_cache_size: Some(7),
+        ..file
+    };
+    assert_eq!(Config::resolve(flag).expect("flag").site_cache_size, 7);
+    std::fs::write(&path, "site_cache_size = \"1GiB\"\n").expect("write");
+    let msg = Config::resolve(ConfigArgs {
+        config: Some(path),
+        ..Default::default()
+    })
+    .expect_err("a size is a number of bytes")
+    .to_string();
+    assert!(msg.contains("site_cache_size"), "{msg}");
+}
+
+#[test]
+fn extra_stores_come_from_flags_or_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("opusd.toml");
+    std::fs::write(&path, "[extra_stores]\nbackup = \"s3://bucket/opus\"\n").expect("write");
+    let cfg = Config::resolve(ConfigArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    })
+    .expect("file");
+    assert_eq!(
+        cfg.extra_stores,
+        [("backup".to_owned(), "s3://bucket/opus".to_owned())]
+    );
+    let cfg = Config::resolve(ConfigArgs {
+        config: Some(path.clone()),
+        extra_store: vec!["cdn=gs://b".into()],
+        ..Default::default()
+    })
+    .expect("flags");
+    assert_eq!(cfg.extra_stores, [("cdn".to_owned(), "gs://b".to_owned())]);
+    for bad in ["nourl", "default=file:///x", "Bad=s3://b", "x="] {
+        let err = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            extra_store: vec![bad.into()],
+            ..Default::default()
+        })
+        .expect_err("invalid");
+        assert!(err.to_string().contains("extra_store"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn kubernetes_settings_have_defaults_and_are_checked() {
+    let cfg = Config::resolve(ConfigArgs::default()).expect("defaults resolve");
+    let k = &cfg.kubernetes;
+    if !Path::new(POD_NAMESPACE_FILE).exists() {
+        assert_eq!(k.namespace, "opus");
+        assert_eq!(k.server_url(7070), "http://opusd.opus.svc:7070");
+    }
+    assert_eq!(k.runner_image, opus_core::kubernetes::default_image());
+    assert_eq!(k.build_image, "node:20");
+
+    let cfg = Config::resolve(ConfigArgs {
+        executor: Some(ExecutorKind::Kubernetes),
+        kubernetes_namespace: Some("ci".into()),
+        runner_server_url: Some("https://opus.example.org/".into()),
+        build_image: Some("node:22-bookworm".into()),
+        ..Default::default()
+    })
+    .expect("resolves");
+    assert_eq!(cfg.executor, ExecutorKind::Kubernetes);
+    assert_eq!(cfg.kubernetes.namespace, "ci");
+    assert_eq!(cfg.kubernetes.server_url(1), "https://opus.example.org");
+    assert_eq!(cfg.kubernetes.build_image, "node:22-bookworm");
+
+    for (args, key) in [
+        (
+            ConfigArgs {
+                kubernetes_namespace: Some("Not_A_Label".into()),
+                ..Default::default()
+            },
+            "kubernetes_namespace",
+        ),
+        (
+            ConfigArgs {
+                runner_server_url: Some("opusd:7070".into()),
+                ..Default::default()
+            },
+            "runner_server_url",
+        ),
+        (
+            ConfigArgs {
+                runner_image: Some("two words".into()),
+                ..Default::default()
+            },
+            "runner_image",
+        ),
+    ] {
+        let err = Config::resolve(args).expect_err("invalid");
+        assert!(
+            err.to_string().starts_with(&format!("invalid {key}: ")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn non_loopback_needs_a_token() {
+    let cfg = Config::resolve(ConfigArgs::default()).expect("defaults resolve");
+    assert!(cfg.check_security(([127, 0, 0, 1], 1).into()).is_ok());
+    assert!(cfg.check_security(([0, 0, 0, 0], 1).into()).is_err());
+}
+
+#[test]
+fn non_loopback_refuses_a_short_token_and_says_how_to_make_one() {
+    let with = |token: &str| {
+        Config::resolve(ConfigArgs {
+            token: Some(token.into()),
+            ..Default::default()
+        })
+        .expect("resolves")
+    };
+    let short = with("fifteen-chars-x");
+    assert!(short.check_security(([127, 0, 0, 1], 1).into()).is_ok());
+    let msg = short
+        .check_security(([0, 0, 0, 0], 1).into())
+        .expect_err("too short beyond loopback")
+        .to_string();
+    assert!(
+        msg.contains("15 characters") && msg.contains("openssl rand -hex 32"),
+        "{msg}"
+    );
+    assert!(
+        with("sixteen-chars-xx")
+            .check_security(([0, 0, 0, 0], 1).into())
+            .is_ok()
+    );
+}
+
+#[test]
+fn an_unreadable_tls_file_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&key, "key").expect("write");
+    let missing = dir.path().join("no-such.crt");
+    let msg = Config::resolve(ConfigArgs {
+        tls_cert: Some(missing.clone()),
+        tls_key: Some(key.clone()),
+        ..Default::default()
+    })
+    .expect_err("unreadable")
+    .to_string();
+    assert!(
+        msg.contains("tls_cert") && msg.contains(&missing.display().to_string()),
+        "{msg}"
+    );
+    std::fs::write(&missing, "cert").expect("write");
+    let cfg = Config::resolve(ConfigArgs {
+        tls_cert: Some(missing),
+        tls_key: Some(key),
+        ..Default::default()
+    })
+    .expect("readable");
+    let tls = cfg.tls.expect("TLS is on");
+    assert_eq!(
+        (tls.cert.as_slice(), tls.key.as_slice()),
+        (&b"cert"[..], &b"key"[..])
+    );
+}
+
+#[test]
+fn tuning_settings_come_from_flags_or_the_file_and_zero_is_refused() {
+    let cfg = Config::resolve(ConfigArgs::default()).expect("defaults");
+    assert_eq!(cfg.hook_retry, RetryPolicy::default());
+    assert_eq!(cfg.kubernetes.poll, DEFAULT_KUBERNETES_POLL);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("opusd.toml");
+    std::fs::write(
+        &path,
+        "hook_retry_base_ms = 50\nhook_retry_cap_ms = 200\nhook_give_up_secs = 9\n\
+         hook_timeout_ms = 2000\nkubernetes_poll_ms = 70\nexecutor = \"k8s\"\n",
+    )
+    .expect("write");
+    let file = ConfigArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let cfg = Config::resolve(file.clone()).expect("file");
+    assert_eq!(
+        cfg.hook_retry,
+        RetryPolicy {
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(200),
+            give_up_after: Duration::from_secs(9),
+            timeout: Duration::from_millis(2000),
+        }
+    );
+    assert_eq!(cfg.kubernetes.poll, Duration::from_millis(70));
+    assert_eq!(cfg.executor, ExecutorKind::Kubernetes);
+
+    let cfg = Config::resolve(ConfigArgs {
+        hook_timeout_ms: Some(5),
+        kubernetes_poll_ms: Some(6),
+        ..file.clone()
+    })
+    .expect("flags");
+    assert_eq!(cfg.hook_retry.timeout, Duration::from_millis(5));
+    assert_eq!(cfg.kubernetes.poll, Duration::from_millis(6));
+
+    let msg = Config::resolve(ConfigArgs {
+        hook_retry_base_ms: Some(0),
+        ..file
+    })
+    .expect_err("zero")
+    .to_string();
+    assert_eq!(msg, "invalid hook_retry_base_ms: must be at least 1");
+
+    std::fs::write(&path, "executor = \"docker\"\n").expect("write");
+    let msg = Config::resolve(ConfigArgs {
+        config: Some(path),
+        ..Default::default()
+    })
+    .expect_err("unknown executor")
+    .to_string();
+    assert!(
+        msg.contains("docker") && msg.contains("kubernetes"),
+        "{msg}"
+    );
+}

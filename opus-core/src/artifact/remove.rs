@@ -133,7 +133,10 @@ impl ArtifactStore {
                 remove_empty_dirs(&root.join(project)).await;
             }
         }
-        info!(count = removed.len(), "every version of the project deleted");
+        info!(
+            count = removed.len(),
+            "every version of the project deleted"
+        );
         Ok(removed)
     }
 

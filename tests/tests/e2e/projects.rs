@@ -49,7 +49,7 @@ fn add_list_remove_with_original_forms_and_json() {
     let json = d.opus(&["list", "-o", "json"]).json();
     assert_eq!(json.as_array().map(Vec::len), Some(2));
 
-    d.opus(&["-delete", "api"]).ok();
+    d.opus(&["-delete", "api", "--yes"]).ok();
     d.opus(&["remove", "web", "--yes"]).ok();
     assert_eq!(
         d.opus(&["list", "-o", "json"]).json(),
@@ -364,7 +364,7 @@ fn remove_deletes_versions_releases_cache_and_mirror_and_a_new_project_starts_fr
     let repo = GitRepo::init(&d.root.path().join("repo"));
     repo.write(
         "opus.yml",
-        "build:\n  steps: [\"mkdir -p dist && echo hello > dist/index.html\"]\n",
+        "build:\n  cache: [node_modules]\n  steps: [\"mkdir -p node_modules dist && echo hello > dist/index.html\"]\n",
     );
     repo.commit("first");
     let version = deployed_git_project(&d, &repo);
@@ -373,22 +373,34 @@ fn remove_deletes_versions_releases_cache_and_mirror_and_a_new_project_starts_fr
     let cache = data.join("cache/web");
     let mirror = data.join("git/web.git");
     for path in [&stored.join(&version), &cache, &mirror] {
-        assert!(path.exists(), "{} missing before the removal", path.display());
+        assert!(
+            path.exists(),
+            "{} missing before the removal",
+            path.display()
+        );
     }
 
     // Not a terminal and no --yes: refused, and nothing changes.
     let refused = d.opus(&["remove", "web"]);
-    let err = refused.fails(2).to_owned();
+    let err = refused.fails(1).to_owned();
     assert!(err.contains("--yes"), "{err}");
     for path in [&stored.join(&version), &cache, &mirror] {
-        assert!(path.exists(), "{} removed by a refused removal", path.display());
+        assert!(
+            path.exists(),
+            "{} removed by a refused removal",
+            path.display()
+        );
     }
     assert_eq!(d.get("web.localhost", "/").text().trim(), "hello");
     let listed = d.opus(&["list", "-o", "json"]).json();
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 
     d.opus(&["remove", "web", "--yes"]).ok();
-    assert!(!stored.exists(), "the store still holds {}", stored.display());
+    assert!(
+        !stored.exists(),
+        "the store still holds {}",
+        stored.display()
+    );
     assert!(!cache.exists(), "the build cache stays");
     assert!(!mirror.exists(), "the git mirror stays");
     assert_eq!(d.get("web.localhost", "/").status, 404);

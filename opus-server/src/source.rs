@@ -517,6 +517,18 @@ fn special_kind(kind: &std::fs::FileType) -> Option<&'static str> {
     }
 }
 
+/// Removes a folder and everything in it; a folder that is not there is already removed.
+pub(crate) async fn remove_dir_if_present(dir: &Path) -> Result<(), SourceError> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SourceError::Io {
+            action: format!("remove {}", dir.display()),
+            source,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,17 +665,5 @@ mod tests {
             .await
             .expect_err("not a commit id");
         assert!(err.to_string().contains("is not a commit id"), "{err}");
-    }
-}
-
-/// Removes a folder and everything in it; a folder that is not there is already removed.
-pub(crate) async fn remove_dir_if_present(dir: &Path) -> Result<(), SourceError> {
-    match tokio::fs::remove_dir_all(dir).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(SourceError::Io {
-            action: format!("remove {}", dir.display()),
-            source,
-        }),
     }
 }

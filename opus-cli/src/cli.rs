@@ -58,7 +58,17 @@ pub enum Command {
     /// Register a project: a name and a source (a git URL or a local directory).
     #[command(after_help = examples::ADD)]
     Add(AddArgs),
-    /// Remove a project with its builds, secrets and hooks.
+    /// Remove a project and everything it made: versions, releases, sites, cache, mirror.
+    ///
+    /// Deletes the project's versions (files, archives and manifests, in every artifact store it
+    /// used), its releases, environments and site options, secrets, webhook keys and hooks, its
+    /// build cache (<data-dir>/cache/<project>) and git mirror (<data-dir>/git/<project>.git),
+    /// and stops serving its sites. Build records and their logs stay readable (`opus logs
+    /// <id>`, the events) until the build history is pruned, as a record of what ran. Adding the
+    /// name again starts from nothing: no versions, releases numbered from 1.
+    ///
+    /// On a terminal it asks you to type the project name first; --yes skips that (scripts
+    /// must pass it, as there is no terminal to ask).
     #[command(visible_alias = "delete")]
     Remove(RemoveArgs),
     /// List projects, optionally filtered (substring or glob).
@@ -436,6 +446,9 @@ pub struct AddArgs {
 pub struct RemoveArgs {
     /// The project to remove.
     pub name: String,
+    /// Remove without asking (required when standard input is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `opus keep`.

@@ -204,12 +204,22 @@ impl Deployer {
         Ok(())
     }
 
-    /// Removes a project from the store (with its environments) and stops serving it.
+    /// Removes a project: stops serving it, deletes its versions from every store, then removes
+    /// it from the metadata store with its environments, releases and site options.
+    ///
+    /// The project record goes last, so a removal that fails part-way (or a crash) leaves the
+    /// project listed, and `opus remove` can be run again to finish it.
     #[instrument(skip(self), err(Display))]
     pub async fn remove_project(&self, name: &ProjectName) -> Result<(), CoreError> {
         let guard = self.sites.lock().await;
-        self.store.delete_project(name)?;
+        self.store.get_project(name.as_str())?;
         self.sites.remove_project(&guard, name.as_str());
+        self.artifacts
+            .delete_project_versions(name.as_str())
+            .await?;
+        self.store.delete_project(name)?;
+        drop(guard);
+        self.flush().await;
         Ok(())
     }
 

@@ -284,6 +284,18 @@ impl Scheduler {
         }
     }
 
+    /// Deletes what builds of `project` keep from one build to the next: its build cache
+    /// (`<data-dir>/cache/<project>`) and its git mirror (`<data-dir>/git/<project>.git`), for
+    /// the project's removal.
+    pub async fn remove_project_files(
+        &self,
+        project: &ProjectName,
+    ) -> Result<(), crate::source::SourceError> {
+        let context = &self.inner.context;
+        crate::source::remove_dir_if_present(&context.cache_dir.join(project.as_str())).await?;
+        context.sources.remove_mirror(project).await
+    }
+
     /// Cancels every queued and running build of `project`, and waits up to `limit` for the
     /// running ones to end (their outcome recorded). Returns the builds still running after it.
     pub async fn cancel_project(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use opus_core::model::{Project, Source};
+use opus_core::model::{Project, ProjectName, Source};
 use thiserror::Error;
 use tokio::process::Command;
 use tokio::sync::Mutex;
@@ -234,6 +234,14 @@ impl SourceFetcher {
                 })?;
         }
         Ok(())
+    }
+
+    /// Deletes a project's git mirror, for the project's removal (a project added again under
+    /// the name clones afresh); waits for a fetch into it to end first.
+    pub async fn remove_mirror(&self, project: &ProjectName) -> Result<(), SourceError> {
+        let lock = self.lock_for(project.as_str());
+        let _held = lock.lock().await;
+        remove_dir_if_present(&self.git_dir.join(format!("{project}.git"))).await
     }
 
     fn mirror(&self, project: &Project) -> PathBuf {
@@ -532,6 +540,18 @@ fn special_kind(kind: &std::fs::FileType) -> Option<&'static str> {
         Some("device")
     } else {
         None
+    }
+}
+
+/// Removes a folder and everything in it; a folder that is not there is already removed.
+pub(crate) async fn remove_dir_if_present(dir: &Path) -> Result<(), SourceError> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SourceError::Io {
+            action: format!("remove {}", dir.display()),
+            source,
+        }),
     }
 }
 

@@ -1,5 +1,7 @@
 //! `opus add`, `opus remove`, `opus list`.
 
+use std::io::{IsTerminal, Write};
+
 use opus_core::proto;
 use serde::Serialize;
 
@@ -99,6 +101,15 @@ pub async fn remove(
     global: &GlobalArgs,
     args: RemoveArgs,
 ) -> Result<(), CliError> {
+    if !args.yes {
+        // An unknown name fails here, before anything is asked.
+        conn.projects()
+            .get_project(proto::GetProjectRequest {
+                name: args.name.clone(),
+            })
+            .await?;
+        confirm_removal(&args.name)?;
+    }
     conn.projects()
         .delete_project(proto::DeleteProjectRequest {
             name: args.name.clone(),
@@ -108,6 +119,29 @@ pub async fn remove(
         OutputFormat::Json => output::print_json(&serde_json::json!({ "removed": args.name })),
         OutputFormat::Table => output::print_line(&format!("removed {}", args.name)),
     }
+}
+
+/// Asks a terminal to type the project's name before it is removed (as GitHub does for a
+/// repository); without a terminal there is no one to ask, so `--yes` is required.
+fn confirm_removal(name: &str) -> Result<(), CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "removing {name} deletes its versions and releases for good; standard input is not a terminal to confirm on, so pass --yes (opus remove {name} --yes)"
+        )));
+    }
+    eprintln!(
+        "This removes {name} for good: its versions (files, archives, manifests), releases, environments, site options, secrets, hooks, build cache and git mirror; its sites stop being served."
+    );
+    eprint!("Type the project name ({name}) to confirm: ");
+    std::io::stderr().flush()?;
+    let mut typed = String::new();
+    std::io::stdin().read_line(&mut typed)?;
+    if typed.trim() != name {
+        return Err(CliError::Other(format!(
+            "the name typed is not {name}; nothing was removed"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn keep(conn: &Connection, global: &GlobalArgs, args: KeepArgs) -> Result<(), CliError> {

@@ -300,6 +300,15 @@ impl Backend {
         })
     }
 
+    /// The key prefix of everything a project has in this store, with a trailing `/`.
+    pub(crate) fn project_prefix(&self, project: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("{project}/")
+        } else {
+            format!("{}/{project}/", self.prefix)
+        }
+    }
+
     /// The key prefix of a version's files, with a trailing `/`.
     pub(crate) fn files_prefix(&self, project: &str, version: &str) -> String {
         if self.prefix.is_empty() {

@@ -86,6 +86,60 @@ impl ArtifactStore {
         Ok(record)
     }
 
+    /// Deletes every version of `project` from every store, for the project's removal: the
+    /// records and content index entries in one commit, then the objects, and also the objects
+    /// of versions that never committed. No version is protected (the project's environments go
+    /// with it). Returns the records removed.
+    #[instrument(skip(self))]
+    pub async fn delete_project_versions(
+        &self,
+        project: &str,
+    ) -> Result<Vec<VersionRecord>, ArtifactError> {
+        let _exclusive = self.inner.delete_lock.write().await;
+        let prefixes: Vec<(String, String)> = self
+            .inner
+            .backends
+            .values()
+            .map(|b| (b.name.clone(), b.project_prefix(project)))
+            .collect();
+        let removed = self
+            .meta()
+            .remove_project_versions(project, &prefixes, "project removed")?;
+        // The removal is durable before any object goes (as in `delete_version`).
+        self.meta().flush().await?;
+        for backend in self.inner.backends.values() {
+            let mut versions: HashSet<String> = removed
+                .iter()
+                .filter(|r| r.store == backend.name)
+                .map(|r| r.version.to_string())
+                .collect();
+            // Versions that never committed, but only names Opus could have written.
+            versions.extend(
+                stored_versions(backend)
+                    .await?
+                    .into_iter()
+                    .filter(|(p, v)| p == project && VersionName::new(v.as_str()).is_ok())
+                    .map(|(_, v)| v),
+            );
+            for version in versions {
+                if self.is_inflight(project, &version) {
+                    continue;
+                }
+                if let Err(e) = delete_objects(backend, project, &version).await {
+                    warn!(store = %backend.name, %version, error = %e, "deleting the objects failed; they are removed as orphans on the next start");
+                }
+            }
+            if let Some(root) = &backend.local_root {
+                remove_empty_dirs(&root.join(project)).await;
+            }
+        }
+        info!(
+            count = removed.len(),
+            "every version of the project deleted"
+        );
+        Ok(removed)
+    }
+
     /// Keeps the newest `keep` versions of `project` and deletes the older ones, except those an
     /// environment points at or would roll back to (so more than `keep` can remain). `keep == 0`
     /// keeps everything. Returns the versions deleted.
@@ -160,6 +214,16 @@ impl ArtifactStore {
         }
         Ok(report)
     }
+}
+
+/// Removes the project's folder of a local store and its `archive` and `manifest` folders once
+/// they are empty; anything else found there is not Opus's, so it stays (with the folder).
+async fn remove_empty_dirs(project_dir: &std::path::Path) {
+    for dir in [project_dir.join("archive"), project_dir.join("manifest")] {
+        // Fails while not empty or already gone; either way there is nothing to do.
+        let _ = tokio::fs::remove_dir(&dir).await;
+    }
+    let _ = tokio::fs::remove_dir(project_dir).await;
 }
 
 /// Every `(project, version)` with an object in `backend`: a files folder, an archive or a

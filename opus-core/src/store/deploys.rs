@@ -107,8 +107,14 @@ fn release_prefix(project: &str, env: &str) -> Vec<u8> {
 
 /// The counter of releases made in any environment of `project`: a removal of a version reads
 /// which versions are protected, then commits only if no release was made since.
-fn releases_made_key(project: &str) -> String {
+pub(super) fn releases_made_key(project: &str) -> String {
     format!("releases_made\0{project}")
+}
+
+/// The start of the keys of `project`'s per-environment release counters
+/// (`release\0<project>\0<env>`), which number its releases.
+pub(super) fn release_counter_prefix(project: &str) -> Vec<u8> {
+    format!("release\0{project}\0").into_bytes()
 }
 
 fn release_key(project: &str, env: &str, seq: u64) -> Vec<u8> {

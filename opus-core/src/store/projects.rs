@@ -142,11 +142,14 @@ impl MetaStore {
         })
     }
 
-    /// Removes a project with its secrets, build index and environments (nothing serves it any
-    /// more); its build records stay readable by id and by number (`web#3`) until the build
-    /// history is pruned, so logs of a removed project can still be read, and its release history
-    /// stays. Its build counter stays too: a project added again under that name continues after
-    /// the removed one's numbers, so `web#3` never names two builds (nor versions two names).
+    /// Removes a project with its secrets, build index, environments, releases, site options and
+    /// release counters (nothing serves it any more, and a project added again under the name
+    /// starts from release 1). Its versions are the artifact store's to remove first
+    /// ([`crate::artifact::ArtifactStore::delete_project_versions`]). Its build records stay
+    /// readable by id and by number (`web#3`) until the build history is pruned, so logs of a
+    /// removed project can still be read; its build counter stays too, so a project added again
+    /// under that name continues after the removed one's numbers (`web#3` never names two builds,
+    /// nor a version name two versions).
     pub fn delete_project(&self, name: &ProjectName) -> Result<(), StoreError> {
         // Collect the keys first: a transaction cannot iterate.
         let secret_keys: Vec<_> = self
@@ -164,6 +167,24 @@ impl MetaStore {
             .scan_prefix(prefix(name.as_str()))
             .keys()
             .collect::<Result<_, _>>()?;
+        let release_keys: Vec<_> = self
+            .tree(T::Releases)?
+            .scan_prefix(prefix(name.as_str()))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let option_keys: Vec<_> = self
+            .tree(T::SiteOptions)?
+            .scan_prefix(prefix(name.as_str()))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let counter_keys: Vec<_> = self
+            .tree(T::Counters)?
+            .scan_prefix(super::deploys::release_counter_prefix(name.as_str()))
+            .keys()
+            .chain(std::iter::once(Ok(sled::IVec::from(
+                super::deploys::releases_made_key(name.as_str()).as_bytes(),
+            ))))
+            .collect::<Result<_, _>>()?;
         let hooks = self.project_hook_ids(name.as_str())?;
         let delivery_keys = self.delivery_keys(&hooks)?;
         let (project_keys, github_ids) = self.project_webhook_keys(name.as_str())?;
@@ -179,6 +200,15 @@ impl MetaStore {
             }
             for k in &build_keys {
                 tx.tree(T::ProjectBuilds).remove(k)?;
+            }
+            for k in &release_keys {
+                tx.tree(T::Releases).remove(k)?;
+            }
+            for k in &option_keys {
+                tx.tree(T::SiteOptions).remove(k)?;
+            }
+            for k in &counter_keys {
+                tx.tree(T::Counters).remove(k)?;
             }
             tx.tree(T::LastBuilds).remove(name.as_str().as_bytes())?;
             tx.append_event(

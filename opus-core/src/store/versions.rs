@@ -180,6 +180,54 @@ impl MetaStore {
         }
     }
 
+    /// Removes every version record of `project`, with the content index entries of its objects
+    /// (those under `object_prefixes`: `(store, key prefix of the project)` for each store), in
+    /// one commit with a `version.deleted` event per version. Unlike [`MetaStore::remove_version`]
+    /// no version is protected: the project's environments go with the project. Returns the
+    /// records removed, so the caller deletes their objects after this commit.
+    pub fn remove_project_versions(
+        &self,
+        project: &str,
+        object_prefixes: &[(String, String)],
+        reason: &str,
+    ) -> Result<Vec<VersionRecord>, StoreError> {
+        // Collect the keys first: a transaction cannot iterate.
+        let version_keys: Vec<_> = self
+            .tree(T::Versions)?
+            .scan_prefix(prefix(project))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let mut blob_keys = Vec::new();
+        for (store, objects) in object_prefixes {
+            for k in self.tree(T::BlobRefs)?.scan_prefix(prefix(store)).keys() {
+                let k = k?;
+                let object = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+                if object.starts_with(objects.as_bytes()) {
+                    blob_keys.push(k);
+                }
+            }
+        }
+        self.transact(|tx| {
+            let mut removed = Vec::with_capacity(version_keys.len());
+            for k in &version_keys {
+                let Some(record) = tx.get_json::<VersionRecord>(T::Versions, k)? else {
+                    continue;
+                };
+                tx.tree(T::Versions).remove(k.as_ref())?;
+                tx.append_event(
+                    EventKind::VersionDeleted,
+                    project,
+                    json!({ "project": project, "version": record.version, "store": record.store, "reason": reason }),
+                )?;
+                removed.push(record);
+            }
+            for k in &blob_keys {
+                tx.tree(T::BlobRefs).remove(k.as_ref())?;
+            }
+            Ok(removed)
+        })
+    }
+
     /// An object in `store` that holds content `sha256`, if any version has one.
     pub fn blob_holder(&self, store: &str, sha256: &str) -> Result<Option<String>, StoreError> {
         let p = blob_prefix(store, sha256);

@@ -179,6 +179,13 @@ impl ProjectService for ProjectsApi {
         if !left.is_empty() {
             tracing::warn!(builds = ?left, "removing the project while cancelled builds are still ending");
         }
+        // Refuses an unknown name before touching any folder.
+        self.store.get_project(name.as_str()).map_err(status)?;
+        // The folders first: if removing one fails, the project is still there to remove again.
+        self.scheduler
+            .remove_project_files(&name)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         self.deployer.remove_project(&name).await.map_err(status)?;
         tracing::info!("project removed");
         Ok(Response::new(proto::DeleteProjectResponse {}))

@@ -655,7 +655,7 @@ fn removing_a_project_cancels_its_running_build_first() {
     let id = d.trigger(&["web"]);
     d.wait_for_state("web", id, "running", 30);
     let started = Instant::now();
-    d.opus(&["remove", "web"]).ok();
+    d.opus(&["remove", "web", "--yes"]).ok();
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "remove waited for the build"

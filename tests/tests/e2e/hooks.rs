@@ -342,7 +342,7 @@ fn hook_commands_and_their_errors() {
 
     // Removing a project removes its hooks.
     d.opus(&["hook", "add", "web", &rx.url()]).ok();
-    d.opus(&["remove", "web"]).ok();
+    d.opus(&["remove", "web", "--yes"]).ok();
     assert_eq!(
         d.opus(&["hook", "list", "-o", "json"]).json(),
         serde_json::json!([])

@@ -49,8 +49,8 @@ fn add_list_remove_with_original_forms_and_json() {
     let json = d.opus(&["list", "-o", "json"]).json();
     assert_eq!(json.as_array().map(Vec::len), Some(2));
 
-    d.opus(&["-delete", "api"]).ok();
-    d.opus(&["remove", "web"]).ok();
+    d.opus(&["-delete", "api", "--yes"]).ok();
+    d.opus(&["remove", "web", "--yes"]).ok();
     assert_eq!(
         d.opus(&["list", "-o", "json"]).json(),
         serde_json::json!([])
@@ -267,7 +267,7 @@ fn the_project_list_follows_every_change() {
         "api",
         "a filter applies to the copy too"
     );
-    d.opus(&["remove", "api"]).ok();
+    d.opus(&["remove", "api", "--yes"]).ok();
     assert_eq!(list().as_array().map(Vec::len), Some(1));
 }
 
@@ -441,4 +441,81 @@ fn a_plain_folder_is_a_copy_and_a_branch_of_it_is_refused_at_once() {
     // `latest` builds the folder as it is.
     let id = d.trigger(&["web"]);
     d.wait_for_state("web", id, "succeeded", 60);
+}
+
+/// A git project built and deployed: its version, cache, mirror and site exist.
+fn deployed_git_project(d: &Daemon, repo: &GitRepo) -> String {
+    d.opus(&["add", "web", &repo.url()]).ok();
+    let id = d.trigger(&["web"]);
+    let build = d.wait_for_state("web", id, "succeeded", 60);
+    let version = build["version"].as_str().expect("a version").to_owned();
+    d.opus(&["deploy", "web", &version]).ok();
+    assert_eq!(d.get("web.localhost", "/").text().trim(), "hello");
+    version
+}
+
+#[test]
+fn remove_deletes_versions_releases_cache_and_mirror_and_a_new_project_starts_from_nothing() {
+    let d = Daemon::start();
+    let repo = GitRepo::init(&d.root.path().join("repo"));
+    repo.write(
+        "opus.yml",
+        "build:\n  cache: [node_modules]\n  steps: [\"mkdir -p node_modules dist && echo hello > dist/index.html\"]\n",
+    );
+    repo.commit("first");
+    let version = deployed_git_project(&d, &repo);
+    let data = d.data_dir();
+    let stored = data.join("artifacts/web");
+    let cache = data.join("cache/web");
+    let mirror = data.join("git/web.git");
+    for path in [&stored.join(&version), &cache, &mirror] {
+        assert!(
+            path.exists(),
+            "{} missing before the removal",
+            path.display()
+        );
+    }
+
+    // Not a terminal and no --yes: refused, and nothing changes.
+    let refused = d.opus(&["remove", "web"]);
+    let err = refused.fails(1).to_owned();
+    assert!(err.contains("--yes"), "{err}");
+    for path in [&stored.join(&version), &cache, &mirror] {
+        assert!(
+            path.exists(),
+            "{} removed by a refused removal",
+            path.display()
+        );
+    }
+    assert_eq!(d.get("web.localhost", "/").text().trim(), "hello");
+    let listed = d.opus(&["list", "-o", "json"]).json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    d.opus(&["remove", "web", "--yes"]).ok();
+    assert!(
+        !stored.exists(),
+        "the store still holds {}",
+        stored.display()
+    );
+    assert!(!cache.exists(), "the build cache stays");
+    assert!(!mirror.exists(), "the git mirror stays");
+    assert_eq!(d.get("web.localhost", "/").status, 404);
+
+    // The same name again: no versions, no releases, and the next release is number 1.
+    d.opus(&["add", "web", &repo.url()]).ok();
+    let versions = d.opus(&["artifacts", "web", "-o", "json"]).json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(0), "{versions}");
+    let releases = d.opus(&["releases", "web", "-o", "json"]).json();
+    assert_eq!(releases.as_array().map(Vec::len), Some(0), "{releases}");
+    let id = d.trigger(&["web"]);
+    let build = d.wait_for_state("web", id, "succeeded", 60);
+    let again = build["version"].as_str().expect("a version").to_owned();
+    d.opus(&["deploy", "web", &again]).ok();
+    let versions = d.opus(&["artifacts", "web", "-o", "json"]).json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+    let releases = d.opus(&["releases", "web", "-o", "json"]).json();
+    let list = releases.as_array().expect("an array");
+    assert_eq!(list.len(), 1, "{releases}");
+    assert_eq!(list[0]["seq"], 1, "{releases}");
+    assert_eq!(d.get("web.localhost", "/").text().trim(), "hello");
 }

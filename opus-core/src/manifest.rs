@@ -199,7 +199,7 @@ fn check_relative(field: &str, path: &str) -> Result<(), String> {
 }
 
 /// Finds the recipe of the checkout at `dir`: `opus.yml` if present, else a `package.json` with a
-/// `build` script ([`package::recipe`]: install with the repository's package manager, then its
+/// `build` script (`package::recipe`: install with the repository's package manager, then its
 /// build script, output `dist` or else `build`, previews on, `spa` for a router dependency), else
 /// an error that says what to add.
 pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), ManifestError> {

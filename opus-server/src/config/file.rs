@@ -11,59 +11,59 @@ use super::{ConfigError, ExecutorKind};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// See [`ConfigArgs::listen`].
+    /// See [`super::ConfigArgs::listen`].
     pub listen: Option<SocketAddr>,
-    /// See [`ConfigArgs::sites_listen`].
+    /// See [`super::ConfigArgs::sites_listen`].
     pub sites_listen: Option<SocketAddr>,
-    /// See [`ConfigArgs::domain`].
+    /// See [`super::ConfigArgs::domain`].
     pub domain: Option<String>,
-    /// See [`ConfigArgs::data_dir`].
+    /// See [`super::ConfigArgs::data_dir`].
     pub data_dir: Option<PathBuf>,
-    /// See [`ConfigArgs::token_file`] (a token itself does not belong in a file that may be shared).
+    /// See [`super::ConfigArgs::token_file`] (a token itself does not belong in a file that may be shared).
     pub token_file: Option<PathBuf>,
-    /// See [`ConfigArgs::tls_cert`].
+    /// See [`super::ConfigArgs::tls_cert`].
     pub tls_cert: Option<PathBuf>,
-    /// See [`ConfigArgs::tls_key`].
+    /// See [`super::ConfigArgs::tls_key`].
     pub tls_key: Option<PathBuf>,
-    /// See [`ConfigArgs::max_builds`].
+    /// See [`super::ConfigArgs::max_builds`].
     pub max_builds: Option<usize>,
-    /// See [`ConfigArgs::store`].
+    /// See [`super::ConfigArgs::store`].
     pub store: Option<String>,
-    /// See [`ConfigArgs::extra_store`]: a table of NAME = "URL".
+    /// See [`super::ConfigArgs::extra_store`]: a table of NAME = "URL".
     pub extra_stores: Option<std::collections::BTreeMap<String, String>>,
-    /// See [`ConfigArgs::executor`].
+    /// See [`super::ConfigArgs::executor`].
     pub executor: Option<ExecutorKind>,
-    /// See [`ConfigArgs::kubernetes_namespace`].
+    /// See [`super::ConfigArgs::kubernetes_namespace`].
     pub kubernetes_namespace: Option<String>,
-    /// See [`ConfigArgs::runner_image`].
+    /// See [`super::ConfigArgs::runner_image`].
     pub runner_image: Option<String>,
-    /// See [`ConfigArgs::runner_server_url`].
+    /// See [`super::ConfigArgs::runner_server_url`].
     pub runner_server_url: Option<String>,
-    /// See [`ConfigArgs::build_image`].
+    /// See [`super::ConfigArgs::build_image`].
     pub build_image: Option<String>,
-    /// See [`ConfigArgs::log_limit`].
+    /// See [`super::ConfigArgs::log_limit`].
     pub log_limit: Option<u64>,
-    /// See [`ConfigArgs::shutdown_grace`].
+    /// See [`super::ConfigArgs::shutdown_grace`].
     pub shutdown_grace: Option<u64>,
-    /// See [`ConfigArgs::site_cache_size`].
+    /// See [`super::ConfigArgs::site_cache_size`].
     pub site_cache_size: Option<u64>,
-    /// See [`ConfigArgs::kubernetes_poll_ms`].
+    /// See [`super::ConfigArgs::kubernetes_poll_ms`].
     pub kubernetes_poll_ms: Option<u64>,
-    /// See [`ConfigArgs::hook_retry_base_ms`].
+    /// See [`super::ConfigArgs::hook_retry_base_ms`].
     pub hook_retry_base_ms: Option<u64>,
-    /// See [`ConfigArgs::hook_retry_cap_ms`].
+    /// See [`super::ConfigArgs::hook_retry_cap_ms`].
     pub hook_retry_cap_ms: Option<u64>,
-    /// See [`ConfigArgs::hook_give_up_secs`].
+    /// See [`super::ConfigArgs::hook_give_up_secs`].
     pub hook_give_up_secs: Option<u64>,
-    /// See [`ConfigArgs::hook_timeout_ms`].
+    /// See [`super::ConfigArgs::hook_timeout_ms`].
     pub hook_timeout_ms: Option<u64>,
-    /// See [`ConfigArgs::site_header_timeout`].
+    /// See [`super::ConfigArgs::site_header_timeout`].
     pub site_header_timeout: Option<u64>,
-    /// See [`ConfigArgs::site_idle_timeout`].
+    /// See [`super::ConfigArgs::site_idle_timeout`].
     pub site_idle_timeout: Option<u64>,
-    /// See [`ConfigArgs::site_keep_alive_timeout`].
+    /// See [`super::ConfigArgs::site_keep_alive_timeout`].
     pub site_keep_alive_timeout: Option<u64>,
-    /// See [`ConfigArgs::site_connections_per_ip`].
+    /// See [`super::ConfigArgs::site_connections_per_ip`].
     pub site_connections_per_ip: Option<usize>,
 }
 

@@ -1,7 +1,7 @@
 //! tar.gz archives of versions, and the path rules that keep every file inside its folder.
 //!
 //! - [`check_relative_path`]: the one rule for a path inside a version (no absolute paths, no `..`,
-//!   no empty or `.` components, no control characters, no backslashes). Manifests, published
+//!   no empty or `.` components, no control characters, no backslashes). InstallObjects, published
 //!   folders, stored objects and extracted archives all go through it.
 //! - [`collect_files`]: walks a folder (a build's output, or a folder to publish) into
 //!   [`LocalFile`]s; a symlink pointing outside the folder is refused, one pointing inside is

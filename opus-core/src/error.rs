@@ -351,7 +351,7 @@ impl ArtifactError {
 
 /// A build recipe that cannot be used: a malformed `opus.yml` or no recipe at all.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum ManifestError {
+pub enum RecipeError {
     /// The file does not parse or breaks a rule; the message names the field (and line, when known).
     #[error("{}{message}", file.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
     Invalid {
@@ -378,16 +378,16 @@ pub enum ManifestError {
     NoRecipe(String),
 }
 
-impl ManifestError {
+impl RecipeError {
     /// Names the file an `Invalid` error came from.
-    pub fn in_file(self, name: &str) -> ManifestError {
+    pub fn in_file(self, name: &str) -> RecipeError {
         match self {
-            ManifestError::Invalid {
+            RecipeError::Invalid {
                 line,
                 column,
                 message,
                 ..
-            } => ManifestError::Invalid {
+            } => RecipeError::Invalid {
                 line,
                 column,
                 message,

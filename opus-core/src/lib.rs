@@ -7,7 +7,7 @@
 //! - [`hook`]: outgoing hooks and their delivery records.
 //! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
 //!   event describing it are one transaction.
-//! - [`kubernetes`]: what `opus install` applies to a cluster ([`kubernetes::Manifests`],
+//! - [`kubernetes`]: what `opus install` applies to a cluster ([`kubernetes::InstallObjects`],
 //!   [`kubernetes::install`]), the cluster connection and what a pod's status says, shared with
 //!   opusd's kubernetes executor.
 //! - [`artifact`]: versions in an object store ([`artifact::ArtifactStore`]): files, tar.gz
@@ -26,9 +26,9 @@ pub mod error;
 pub mod hook;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
-pub mod manifest;
 pub mod model;
 pub mod proto;
+pub mod recipe;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod wire;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "store")]
 use crate::artifact::VerifyReport;
-use crate::artifact::{Manifest, ManifestFile};
+use crate::artifact::{ManifestFile, VersionManifest};
 use crate::model::{Build, BuildState, Event, Project, Source, VersionRecord};
 use crate::proto;
 
@@ -188,8 +188,8 @@ impl From<proto::ManifestEntry> for ManifestFile {
     }
 }
 
-impl From<&Manifest> for proto::Manifest {
-    fn from(m: &Manifest) -> Self {
+impl From<&VersionManifest> for proto::Manifest {
+    fn from(m: &VersionManifest) -> Self {
         proto::Manifest {
             project: m.project.to_string(),
             version: m.version.to_string(),

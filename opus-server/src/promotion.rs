@@ -13,8 +13,8 @@ use opus_core::error::StoreError;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use opus_core::manifest::{EnvironmentSpec, OpusFile, SpecOrigin};
 use opus_core::model::{Build, EnvName, PRODUCTION, Project, branch_slug};
+use opus_core::recipe::{EnvironmentSpec, OpusFile, SpecOrigin};
 use opus_core::store::{MetaStore, ReleaseReason};
 
 use crate::deploys::Deployer;
@@ -238,7 +238,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> OpusFile {
-        opus_core::manifest::parse(yaml).expect("a valid opus.yml")
+        opus_core::recipe::parse(yaml).expect("a valid opus.yml")
     }
 
     /// Where a build of `branch` goes by the opus.yml `yaml`.
@@ -296,7 +296,7 @@ mod tests {
             r#"{"scripts":{"build":"vite build"}}"#,
         )
         .expect("write");
-        let (s, origin) = opus_core::manifest::discover(dir.path()).expect("detected");
+        let (s, origin) = opus_core::recipe::discover(dir.path()).expect("detected");
         assert_eq!(origin, SpecOrigin::PackageJson);
         let envs = environments(&s, origin, "trunk");
         assert_eq!(

@@ -187,7 +187,7 @@ impl SourceFetcher {
 
     /// Copies the files that decide a build's recipe (`opus.yml`, `opus.yaml`, `package.json` and
     /// the lockfiles that name its package manager) from the root of `commit` in the project's mirror into `dest`, so that
-    /// [`opus_core::manifest::discover`] can read them without a checkout.
+    /// [`opus_core::recipe::discover`] can read them without a checkout.
     pub async fn read_recipe(
         &self,
         project: &Project,

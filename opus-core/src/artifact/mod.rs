@@ -106,7 +106,7 @@ pub struct ArchiveInfo {
 
 /// A version's manifest, stored as `<project>/manifest/<version>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub struct VersionManifest {
     /// The project.
     pub project: ProjectName,
     /// The version.
@@ -124,7 +124,7 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
 }
 
-impl Manifest {
+impl VersionManifest {
     /// The entry for `path`, if the version has that file.
     pub fn file(&self, path: &str) -> Option<&ManifestFile> {
         self.files

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sha2::Digest;
 use tracing::instrument;
 
-use super::{ArtifactStore, Backend, Manifest, sha256_hex};
+use super::{ArtifactStore, Backend, VersionManifest, sha256_hex};
 use crate::archive::check_relative_path;
 use crate::error::ArtifactError;
 use crate::model::VersionRecord;
@@ -45,7 +45,11 @@ pub struct VerifyReport {
 
 impl ArtifactStore {
     /// A version's manifest, read from its store.
-    pub async fn manifest(&self, project: &str, version: &str) -> Result<Manifest, ArtifactError> {
+    pub async fn manifest(
+        &self,
+        project: &str,
+        version: &str,
+    ) -> Result<VersionManifest, ArtifactError> {
         let record = self.version(project, version)?;
         let backend = self.backend(&record.store)?;
         read_manifest(backend, &record).await
@@ -185,7 +189,7 @@ fn not_found_as<'a>(
 pub(crate) async fn read_manifest(
     backend: &Backend,
     record: &VersionRecord,
-) -> Result<Manifest, ArtifactError> {
+) -> Result<VersionManifest, ArtifactError> {
     let key = backend.manifest_key(record.project.as_str(), record.version.as_str())?;
     let bytes = backend
         .store

@@ -24,7 +24,7 @@ use tracing::{info, instrument, warn};
 
 use super::write::{self, delete_objects, record_of};
 use super::{
-    ArtifactStore, Backend, DEFAULT_STORE, InflightGuard, Manifest, Origin, StoredVersion,
+    ArtifactStore, Backend, DEFAULT_STORE, InflightGuard, Origin, StoredVersion, VersionManifest,
     is_sha256_hex,
 };
 use crate::archive::check_relative_path;
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Uploader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uploaded {
     /// The manifest, as stored.
-    pub manifest: Manifest,
+    pub manifest: VersionManifest,
     /// Files written.
     pub files: u32,
     /// Bytes of those files.
@@ -214,7 +214,7 @@ impl Reservation {
             }
             Err(e) => return Err(backend.err(format!("reading {manifest_key}"))(e)),
         };
-        let manifest: Manifest =
+        let manifest: VersionManifest =
             serde_json::from_slice(&bytes).map_err(|e| ArtifactError::ManifestCorrupt {
                 key: manifest_key.to_string(),
                 detail: e.to_string(),
@@ -288,7 +288,7 @@ impl Reservation {
 /// What a runner's manifest must be: the assigned project, version, build and commit, safe and
 /// unique paths, well-formed digests.
 fn check_uploaded_manifest(
-    manifest: &Manifest,
+    manifest: &VersionManifest,
     project: &ProjectName,
     version: &VersionName,
     origin: &Origin,

@@ -23,7 +23,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn};
 
-use super::{ArchiveInfo, ArtifactStore, Backend, Manifest, ManifestFile, Origin, sha256_hex};
+use super::{
+    ArchiveInfo, ArtifactStore, Backend, ManifestFile, Origin, VersionManifest, sha256_hex,
+};
 use crate::archive::{self, ArchiveFile, TAR_END};
 use crate::error::{ArchiveError, ArtifactError};
 use crate::model::{ProjectName, VersionName, VersionRecord};
@@ -204,7 +206,7 @@ impl ArtifactStore {
 /// each file was placed.
 pub(crate) struct Written {
     /// The manifest as stored.
-    pub(crate) manifest: Manifest,
+    pub(crate) manifest: VersionManifest,
     /// `(sha256, object key)` of every file, for the content index.
     pub(crate) blobs: Vec<(String, String)>,
     /// How each file was stored.
@@ -271,7 +273,7 @@ pub(crate) async fn pending_files(dir: &FsPath) -> Result<Vec<PendingFile>, Arti
 }
 
 /// The version record of a manifest stored in `store`.
-pub(crate) fn record_of(manifest: &Manifest, store: &str) -> VersionRecord {
+pub(crate) fn record_of(manifest: &VersionManifest, store: &str) -> VersionRecord {
     VersionRecord {
         project: manifest.project.clone(),
         version: manifest.version.clone(),
@@ -313,7 +315,7 @@ impl Backend {
         let ((manifest_files, blobs, placed), archive) =
             futures::try_join!(files_fut, archive_fut)?;
 
-        let manifest = Manifest {
+        let manifest = VersionManifest {
             project: project.clone(),
             version: version.clone(),
             build_id: origin.build_id,

@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{Op, error_chain};
-use super::manifests::{
-    DATA_PVC, InstallOptions, Manifests, OPUSD, OPUSD_POD, TOKEN_KEY, TOKEN_SECRET,
+use super::objects::{
+    DATA_PVC, InstallObjects, InstallOptions, OPUSD, OPUSD_POD, TOKEN_KEY, TOKEN_SECRET,
 };
 use super::{FIELD_MANAGER, KubeError, pod_status};
 
@@ -235,8 +235,8 @@ impl Installed {
         format!(
             "kubectl -n {} port-forward svc/{OPUSD} {} {}",
             self.namespace,
-            super::manifests::API_PORT,
-            super::manifests::SITES_PORT
+            super::objects::API_PORT,
+            super::objects::SITES_PORT
         )
     }
 }
@@ -259,7 +259,7 @@ pub async fn install(
         Some(token) => (token, false),
         None => (generate_token()?, true),
     };
-    let manifests = Manifests::new(options, Some(&token));
+    let manifests = InstallObjects::new(options, Some(&token));
     apply_all(cluster, &manifests, ns, progress).await?;
     let ready = if wait.timeout.is_zero() {
         false
@@ -300,7 +300,7 @@ async fn kept_token(cluster: &Cluster, ns: &str) -> Result<Option<String>, KubeE
 /// Applies every object of `m`, in dependency order; the namespace only when Opus created it.
 async fn apply_all(
     cluster: &Cluster,
-    m: &Manifests,
+    m: &InstallObjects,
     ns: &str,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), KubeError> {
@@ -394,7 +394,7 @@ pub struct UninstallOptions {
 impl Default for UninstallOptions {
     fn default() -> Self {
         UninstallOptions {
-            namespace: super::manifests::DEFAULT_NAMESPACE.to_owned(),
+            namespace: super::objects::DEFAULT_NAMESPACE.to_owned(),
             purge: false,
         }
     }
@@ -409,7 +409,7 @@ pub async fn uninstall(
     options: &UninstallOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), KubeError> {
-    super::manifests::validate_namespace(&options.namespace)?;
+    super::objects::validate_namespace(&options.namespace)?;
     connected(cluster, progress).await?;
     delete_release(cluster, options.namespace.as_str(), progress).await?;
     if options.purge {

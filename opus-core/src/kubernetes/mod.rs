@@ -4,7 +4,7 @@
 //! The CLI runs `opus install` with no daemon, so the manifests and the apply live here rather
 //! than in opus-server. Main types and functions:
 //!
-//! - [`InstallOptions`] and [`Manifests`]: the typed objects of an installation (Namespace,
+//! - [`InstallOptions`] and [`InstallObjects`]: the typed objects of an installation (Namespace,
 //!   ServiceAccount, Role and RoleBinding, the token Secret, the data PersistentVolumeClaim, the
 //!   opusd StatefulSet and its Service); [`render_yaml`] is what `opus install --dry-run` prints
 //!   and `deploy/kubernetes/opus.yaml` holds.
@@ -21,7 +21,7 @@
 
 mod error;
 mod install;
-mod manifests;
+mod objects;
 mod pod_status;
 
 pub use error::{KubeError, Op};
@@ -29,10 +29,10 @@ pub use install::{
     Cluster, Installed, Progress, UninstallOptions, Wait, install, stateful_set_readiness,
     uninstall,
 };
-pub use manifests::{
-    API_PORT, DATA_DIR, DATA_PVC, DEFAULT_NAMESPACE, DEFAULT_STORAGE, InstallOptions, Manifests,
-    OPUSD, OPUSD_POD, SITES_PORT, TOKEN_DIR, TOKEN_KEY, TOKEN_SECRET, default_image, labels,
-    render_yaml, validate_namespace,
+pub use objects::{
+    API_PORT, DATA_DIR, DATA_PVC, DEFAULT_NAMESPACE, DEFAULT_STORAGE, InstallObjects,
+    InstallOptions, OPUSD, OPUSD_POD, SITES_PORT, TOKEN_DIR, TOKEN_KEY, TOKEN_SECRET,
+    default_image, labels, render_yaml, validate_namespace,
 };
 pub use pod_status::{pod_failure_reason, pod_waiting_reason, with_message};
 

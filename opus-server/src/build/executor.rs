@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use opus_core::manifest::{OpusFile, SpecOrigin};
 use opus_core::model::{Build, Project};
+use opus_core::recipe::{OpusFile, SpecOrigin};
 use tokio_util::sync::CancellationToken;
 
 use super::failure::BuildFailure;

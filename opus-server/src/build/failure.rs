@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use opus_core::error::{ArtifactError, ManifestError, ModelError, StoreError};
+use opus_core::error::{ArtifactError, ModelError, RecipeError, StoreError};
 use opus_core::model::BuildState;
 use thiserror::Error;
 
@@ -107,7 +107,7 @@ pub enum FailureKind {
     Version(#[from] ModelError),
     /// opus.yml (or package.json) cannot be read.
     #[error(transparent)]
-    Recipe(#[from] ManifestError),
+    Recipe(#[from] RecipeError),
     /// A step failed or the steps ran out of time.
     #[error("{0}")]
     Steps(StepFailure),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opus_core::manifest::{self, OpusFile, SpecOrigin};
+use opus_core::recipe::{self, OpusFile, SpecOrigin};
 use tokio_util::sync::CancellationToken;
 
 use super::failure::{BuildFailure, FailureKind, Stage};
@@ -43,7 +43,7 @@ impl Job {
             timeout: spec.build.timeout,
             image: spec.build.image.clone(),
             cache: spec.build.cache.clone(),
-            output: Some(manifest::resolve_output(workspace, &spec.build, origin)),
+            output: Some(recipe::resolve_output(workspace, &spec.build, origin)),
             output_fallback: (origin == SpecOrigin::PackageJson).then(|| "build".to_owned()),
         }
     }

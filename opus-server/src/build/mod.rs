@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use opus_core::error::{ModelError, StoreError};
-use opus_core::manifest;
 use opus_core::model::{Build, BuildState};
+use opus_core::recipe;
 use opus_core::store::MetaStore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
@@ -160,7 +160,7 @@ async fn sequence(
         .await?;
     let build = prepare::record_checkout(store, build, &checkout)?;
     let (spec, origin) =
-        manifest::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
+        recipe::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
     ctx.executor.describe_recipe(&spec, origin, log);
     let mut env = spec.build.env.clone();
     env.extend(prepare::build_env(store, &build)?);

@@ -3,8 +3,8 @@
 //! Either way the version's site options are written in the same commit as its record.
 
 use opus_core::artifact::Origin;
-use opus_core::manifest::{OpusFile, SpecOrigin};
 use opus_core::model::{Build, VersionName};
+use opus_core::recipe::{OpusFile, SpecOrigin};
 use opus_core::store::SiteOptions;
 
 use super::BuildContext;
@@ -13,7 +13,7 @@ use super::failure::{BuildFailure, FailureKind, Stage};
 use crate::logs::BuildLog;
 
 /// How the version is served: opus.yml's `spa`; without opus.yml, `spa` when package.json has a
-/// client-side router ([`opus_core::manifest::package::ROUTERS`]) and the output has an
+/// client-side router ([`opus_core::recipe::package::ROUTERS`]) and the output has an
 /// `index.html` at its root to fall back to (a runner's upload is not looked into: the router
 /// decides alone). The decision is said in the log.
 pub(super) fn site_options(

@@ -4,7 +4,7 @@
 //! 1. `GetAssignment`: the project's git URL, the commit, the version, the steps' environment
 //!    (with the project's secrets) and the artifact store to upload to.
 //! 2. Fetches that commit ([`crate::source::fetch_commit`]), reads `opus.yml`
-//!    ([`opus_core::manifest::discover`]) and runs its job with the same code as local builds
+//!    ([`opus_core::recipe::discover`]) and runs its job with the same code as local builds
 //!    ([`crate::build::run_job`]: the steps, then the output folder's checks), sending every line
 //!    to opusd over `PushLogs`.
 //! 3. Uploads the version to the object store itself
@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use clap::Args;
 use opus_core::artifact::{Origin, Uploaded, Uploader};
-use opus_core::manifest;
 use opus_core::model::{ProjectName, VersionName};
 use opus_core::proto::{self, runner_service_client::RunnerServiceClient};
+use opus_core::recipe;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -283,7 +283,7 @@ async fn fetch_build_upload(
     log.opus("source", &format!("checked out {}", build.commit));
 
     let (spec, origin) =
-        manifest::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
+        recipe::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
     log.opus("recipe", &origin.describe(&spec));
     let mut env: BTreeMap<String, String> = spec.build.env.clone();
     env.extend(assignment.env.clone());

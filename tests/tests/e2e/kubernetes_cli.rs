@@ -250,9 +250,9 @@ impl Drop for KillOnDrop {
 /// binary, not the image: the image itself has not been built here.
 #[test]
 fn statefulset_environment_starts_a_real_opusd_that_passes_its_grpc_probe() {
-    use opus_core::kubernetes::{InstallOptions, Manifests, TOKEN_DIR};
+    use opus_core::kubernetes::{InstallObjects, InstallOptions, TOKEN_DIR};
 
-    let manifests = Manifests::new(&InstallOptions::default(), None);
+    let manifests = InstallObjects::new(&InstallOptions::default(), None);
     let pod = manifests.stateful_set.spec.template.spec.expect("pod spec");
     let container = &pod.containers[0];
     let probe_port = container

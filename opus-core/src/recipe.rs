@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::error::ManifestError;
+use crate::error::RecipeError;
 
 pub mod package;
 
@@ -137,10 +137,10 @@ impl SpecOrigin {
 }
 
 /// Parses `opus.yml` text; errors name the line, column and field.
-pub fn parse(text: &str) -> Result<OpusFile, ManifestError> {
+pub fn parse(text: &str) -> Result<OpusFile, RecipeError> {
     let file: OpusFile = serde_yaml_ng::from_str(text).map_err(|e| {
         let location = e.location().map(|l| (l.line(), l.column()));
-        ManifestError::Invalid {
+        RecipeError::Invalid {
             line: location.map(|l| l.0),
             column: location.map(|l| l.1),
             message: e.to_string(),
@@ -153,8 +153,8 @@ pub fn parse(text: &str) -> Result<OpusFile, ManifestError> {
 
 /// Checks what the types alone cannot: steps present, output a relative path inside the
 /// workspace, cache folders likewise, environment names valid.
-fn validate(file: &OpusFile) -> Result<(), ManifestError> {
-    let invalid = |message: String| ManifestError::Invalid {
+fn validate(file: &OpusFile) -> Result<(), RecipeError> {
+    let invalid = |message: String| RecipeError::Invalid {
         line: None,
         column: None,
         message,
@@ -202,11 +202,11 @@ fn check_relative(field: &str, path: &str) -> Result<(), String> {
 /// `build` script (`package::recipe`: install with the repository's package manager, then its
 /// build script, output `dist` or else `build`, previews on, `spa` for a router dependency), else
 /// an error that says what to add.
-pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), ManifestError> {
+pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), RecipeError> {
     for name in ["opus.yml", "opus.yaml"] {
         let path = dir.join(name);
         if path.is_file() {
-            let text = std::fs::read_to_string(&path).map_err(|e| ManifestError::Unreadable {
+            let text = std::fs::read_to_string(&path).map_err(|e| RecipeError::Unreadable {
                 file: name.to_owned(),
                 detail: e.to_string(),
             })?;
@@ -217,12 +217,12 @@ pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), ManifestError> {
     }
     let pkg_path = dir.join("package.json");
     if pkg_path.is_file() {
-        let text = std::fs::read_to_string(&pkg_path).map_err(|e| ManifestError::Unreadable {
+        let text = std::fs::read_to_string(&pkg_path).map_err(|e| RecipeError::Unreadable {
             file: "package.json".into(),
             detail: e.to_string(),
         })?;
         let pkg: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ManifestError::Invalid {
+            serde_json::from_str(&text).map_err(|e| RecipeError::Invalid {
                 line: Some(e.line()),
                 column: Some(e.column()),
                 message: format!("package.json: {e}"),
@@ -231,11 +231,11 @@ pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), ManifestError> {
         if pkg["scripts"]["build"].is_string() {
             return Ok((package::recipe(dir, &pkg), SpecOrigin::PackageJson));
         }
-        return Err(ManifestError::NoRecipe(
+        return Err(RecipeError::NoRecipe(
             "package.json has no \"build\" script; add one (\"scripts\": {\"build\": \"vite build\"}) or add an opus.yml".into(),
         ));
     }
-    Err(ManifestError::NoRecipe(
+    Err(RecipeError::NoRecipe(
         "no opus.yml and no package.json at the repository root; add an opus.yml such as:\n  build:\n    steps: [npm ci, npm run build]\n    output: dist".into(),
     ))
 }

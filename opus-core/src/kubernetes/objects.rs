@@ -148,14 +148,14 @@ fn is_quantity(text: &str) -> bool {
 
 /// Every object of an installation, in the order they are applied.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Manifests {
+pub struct InstallObjects {
     /// The namespace.
     pub namespace: Namespace,
     /// opusd's identity in the cluster.
     pub service_account: ServiceAccount,
     /// What opusd may do: run build Jobs and read their pods and logs, in its namespace only.
     pub role: Role,
-    /// Grants [`Manifests::role`] to [`Manifests::service_account`].
+    /// Grants [`InstallObjects::role`] to [`InstallObjects::service_account`].
     pub role_binding: RoleBinding,
     /// The API token; `None` when rendering YAML (a token never goes into a file).
     pub secret: Option<Secret>,
@@ -204,11 +204,11 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-impl Manifests {
+impl InstallObjects {
     /// The objects for `options`; `token` fills the Secret (`None` leaves the Secret out).
-    pub fn new(options: &InstallOptions, token: Option<&str>) -> Manifests {
+    pub fn new(options: &InstallOptions, token: Option<&str>) -> InstallObjects {
         let ns = options.namespace.as_str();
-        Manifests {
+        InstallObjects {
             namespace: namespace(ns),
             service_account: ServiceAccount {
                 metadata: meta(OPUSD, ns),
@@ -261,7 +261,7 @@ pub fn render_yaml(options: &InstallOptions) -> Result<String, KubeError> {
          #   kubectl -n {ns} create secret generic {TOKEN_SECRET} --from-literal={TOKEN_KEY}=\"$(openssl rand -hex 32)\"\n\
          #   kubectl apply --server-side --field-manager=opus -f opus.yaml\n"
     );
-    Ok(header + &Manifests::new(options, None).to_yaml()?)
+    Ok(header + &InstallObjects::new(options, None).to_yaml()?)
 }
 
 /// The namespace itself, labelled like every object.
@@ -625,7 +625,7 @@ mod tests {
 
     #[test]
     fn the_pod_runs_non_root_with_grpc_probes_and_env_config() {
-        let m = Manifests::new(
+        let m = InstallObjects::new(
             &InstallOptions {
                 store: Some("s3://b/p".into()),
                 ..InstallOptions::default()
@@ -665,7 +665,7 @@ mod tests {
 
     #[test]
     fn the_role_allows_jobs_pods_and_logs_only() {
-        let m = Manifests::new(&InstallOptions::default(), None);
+        let m = InstallObjects::new(&InstallOptions::default(), None);
         let resources: Vec<String> = m
             .role
             .rules
@@ -719,7 +719,7 @@ mod tests {
 
     #[test]
     fn the_secret_holds_the_token() {
-        let m = Manifests::new(&InstallOptions::default(), Some("abc"));
+        let m = InstallObjects::new(&InstallOptions::default(), Some("abc"));
         let secret = m.secret.clone().expect("secret");
         assert_eq!(secret.data.expect("data")[TOKEN_KEY].0, b"abc");
         assert!(m.to_yaml().expect("yaml").contains("kind: Secret"));

@@ -209,6 +209,27 @@ impl fmt::Display for VersionName {
     }
 }
 
+/// Stores a build's [`Option<VersionName>`] as one string, empty for "not decided yet": the form
+/// build records had when the field was a plain string, so those records read the same.
+mod undecided_version {
+    use super::VersionName;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<VersionName>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_ref().map_or("", VersionName::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<VersionName>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) if s.is_empty() => Ok(None),
+            Some(s) => VersionName::new(s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Turns a branch name into a DNS-label slug for versions and preview environments:
 /// `feature/Login_page` becomes `feature-login-page`.
 pub fn branch_slug(branch: &str) -> String {
@@ -503,8 +524,11 @@ pub struct Build {
     pub git_ref: String,
     /// The commit built, once resolved.
     pub commit: String,
-    /// The version it produces (may be decided once the commit is known).
-    pub version: String,
+    /// The version it produces: `None` until it is decided (a version named from the commit is
+    /// decided once the commit is known). Stored as a string, empty for `None`, as records
+    /// written before this type were.
+    #[serde(with = "undecided_version")]
+    pub version: Option<VersionName>,
     /// Whether the version was named by the trigger.
     #[serde(default)]
     pub version_pinned: bool,

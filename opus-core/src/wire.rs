@@ -90,7 +90,11 @@ impl From<&Build> for proto::Build {
             state: proto::BuildState::from(b.state) as i32,
             r#ref: b.git_ref.clone(),
             commit: b.commit.clone(),
-            version: b.version.clone(),
+            version: b
+                .version
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             reason: b.reason.clone(),
             trigger: b.trigger.to_string(),
             store: b.store.clone(),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use opus_core::model::{Build, BuildState, Project, ProjectName, Source};
+use opus_core::model::{Build, BuildState, Project, ProjectName, Source, VersionName};
 use opus_core::proto::{self, project_service_client::ProjectServiceClient};
 use opus_core::store::MetaStore;
 
@@ -67,7 +67,7 @@ fn seed(data: &Path, projects: u64, builds: u64) {
                 state: BuildState::Succeeded,
                 git_ref: "main".into(),
                 commit: "0123456789abcdef0123456789abcdef01234567".into(),
-                version: format!("main-{i}-0123456"),
+                version: Some(VersionName::new(format!("main-{i}-0123456")).expect("a version")),
                 version_pinned: false,
                 reason: String::new(),
                 trigger: opus_core::model::Trigger::Github,

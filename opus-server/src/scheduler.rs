@@ -183,8 +183,8 @@ impl Scheduler {
             .into());
         }
         let version = match req.version.filter(|v| !v.is_empty()) {
-            Some(v) => VersionName::new(v)?.to_string(),
-            None => String::new(),
+            Some(v) => Some(VersionName::new(v)?),
+            None => None,
         };
         let store_name = if req.store.is_empty() {
             DEFAULT_STORE.to_owned()
@@ -199,7 +199,7 @@ impl Scheduler {
             state: BuildState::Queued,
             git_ref: git_ref.clone(),
             commit: String::new(),
-            version_pinned: !version.is_empty(),
+            version_pinned: version.is_some(),
             version,
             reason: String::new(),
             trigger: req.trigger,
@@ -533,10 +533,12 @@ impl Scheduler {
 /// stopped between the version's commit and the build's outcome), else failed ("opusd
 /// restarted"). Returns the state recorded.
 fn recover_running(store: &MetaStore, build: &Build) -> Result<BuildState, StoreError> {
-    let stored = !build.version.is_empty()
-        && store
-            .get_version(build.project.as_str(), &build.version)?
-            .is_some_and(|v| v.build_id == build.number);
+    let stored = match &build.version {
+        Some(version) => store
+            .get_version(build.project.as_str(), version.as_str())?
+            .is_some_and(|v| v.build_id == build.number),
+        None => false,
+    };
     let (state, reason) = if stored {
         (
             BuildState::Succeeded,

@@ -73,7 +73,8 @@ pub fn build_payload(b: &Build) -> serde_json::Value {
         "state": b.state,
         "ref": b.git_ref,
         "commit": b.commit,
-        "version": b.version,
+        // "" until decided, as hook receivers have always seen it.
+        "version": b.version.as_ref().map_or("", crate::model::VersionName::as_str),
         "reason": b.reason,
         "branch": b.branch,
         "trigger": b.trigger,

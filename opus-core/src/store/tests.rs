@@ -1,7 +1,7 @@
 use std::time::SystemTime;
 
 use super::*;
-use crate::model::{Build, BuildState, EventKind, Project, ProjectName, Source};
+use crate::model::{Build, BuildState, EventKind, Project, ProjectName, Source, VersionName};
 
 fn project(name: &str) -> Project {
     Project {
@@ -21,7 +21,7 @@ fn build(project: &str) -> Build {
         state: BuildState::Queued,
         git_ref: "main".into(),
         commit: String::new(),
-        version: String::new(),
+        version: None,
         version_pinned: false,
         reason: String::new(),
         trigger: crate::model::Trigger::Cli,
@@ -126,10 +126,15 @@ fn a_change_that_keeps_the_state_is_stored_without_an_event() {
     let a = store.create_build(&build("web")).expect("a");
     let seq = *store.subscribe_events().borrow();
     let changed = store
-        .update_build(a.id, |b| b.version = "main-1".into())
+        .update_build(a.id, |b| {
+            b.version = Some(VersionName::new("main-1").expect("version"))
+        })
         .expect("update");
-    assert_eq!(changed.version, "main-1");
-    assert_eq!(store.get_build(a.id).expect("get").version, "main-1");
+    assert_eq!(
+        changed.version.as_ref().map(VersionName::as_str),
+        Some("main-1")
+    );
+    assert_eq!(store.get_build(a.id).expect("get").version, changed.version);
     assert_eq!(*store.subscribe_events().borrow(), seq);
     // A state change in the same call still comes with its event, and keeps the earlier change.
     let running = store
@@ -139,15 +144,19 @@ fn a_change_that_keeps_the_state_is_stored_without_an_event() {
         })
         .expect("update");
     assert_eq!(
-        (running.version.as_str(), running.commit.as_str()),
-        ("main-1", "abc")
+        (
+            running.version.as_ref().map(VersionName::as_str),
+            running.commit.as_str()
+        ),
+        (Some("main-1"), "abc")
     );
     let events = store.events_from(seq + 1, 10).expect("events");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind.as_str(), "build.running");
     assert_eq!(events[0].payload["version"], "main-1");
     assert!(matches!(
-        store.update_build(99, |b| b.version = "x".into()),
+        store.update_build(99, |b| b.version =
+            Some(VersionName::new("x").expect("version"))),
         Err(StoreError::BuildNotFound(99))
     ));
 }
@@ -546,7 +555,9 @@ fn every_committed_change_moves_the_change_count() {
     moved("create_build");
     // No state change: the compare-and-swap path, outside any transaction.
     store
-        .update_build(b.id, |b| b.version = "main-1".into())
+        .update_build(b.id, |b| {
+            b.version = Some(VersionName::new("main-1").expect("version"))
+        })
         .expect("version");
     moved("update_build without a state change");
     store
@@ -683,4 +694,27 @@ fn a_version_an_environment_needs_is_not_removed() {
         store.deploy("web", "staging", "1", "test", ReleaseReason::Deploy, false),
         Err(StoreError::VersionNotFound { .. })
     ));
+}
+
+/// Build records stored the version as a string, empty while undecided: they read the same, and
+/// events keep showing an undecided version as "".
+#[test]
+fn a_build_version_reads_from_the_string_records_stored_before() {
+    let mut record = serde_json::to_value(build("web")).expect("json");
+    assert_eq!(record["version"], "", "undecided is stored as before");
+    assert_eq!(builds::build_payload(&build("web"))["version"], "");
+    let read: Build = serde_json::from_value(record.clone()).expect("an empty version reads");
+    assert_eq!(read.version, None);
+    record["version"] = "main-3-abc1234".into();
+    let read: Build = serde_json::from_value(record.clone()).expect("a version reads");
+    assert_eq!(
+        read.version.as_ref().map(VersionName::as_str),
+        Some("main-3-abc1234")
+    );
+    record["version"] = serde_json::Value::Null;
+    let read: Build = serde_json::from_value(record.clone()).expect("null reads as undecided");
+    assert_eq!(read.version, None);
+    record["version"] = "archive".into();
+    let err = serde_json::from_value::<Build>(record).expect_err("a reserved name is refused");
+    assert!(err.to_string().contains("reserved"), "{err}");
 }

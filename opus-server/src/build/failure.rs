@@ -102,6 +102,9 @@ pub enum FailureKind {
         #[source]
         source: ModelError,
     },
+    /// The build reached a stage that needs its version before the version was decided.
+    #[error("the build's version was not decided before its output was stored")]
+    VersionUndecided,
     /// The version name is invalid.
     #[error(transparent)]
     Version(#[from] ModelError),

@@ -21,7 +21,7 @@ mod executor;
 mod failure;
 mod job;
 mod local;
-mod prepare;
+pub(crate) mod prepare;
 pub mod steps;
 mod store;
 
@@ -179,7 +179,7 @@ async fn sequence(
             &build,
             &project,
             (&spec, origin),
-            &build.version,
+            prepare::decided_version(&build, Stage::Store)?.as_str(),
             log,
         )
         .await;

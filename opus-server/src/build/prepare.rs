@@ -23,7 +23,7 @@ pub(crate) fn record_checkout(
             b.commit = checkout.commit.clone();
             b.branch = checkout.branch.clone();
             b.is_tag = checkout.is_tag;
-            b.version = version.clone();
+            b.version = Some(version.clone());
         })
         .map_err(|e| BuildFailure::new(Stage::Source, e))
 }
@@ -39,7 +39,14 @@ pub(crate) fn build_env(
     env.insert("CI".to_owned(), "true".to_owned());
     env.insert("OPUS_PROJECT".to_owned(), build.project.to_string());
     env.insert("OPUS_BUILD".to_owned(), build.number.to_string());
-    env.insert("OPUS_VERSION".to_owned(), build.version.clone());
+    env.insert(
+        "OPUS_VERSION".to_owned(),
+        build
+            .version
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    );
     env.insert("OPUS_COMMIT".to_owned(), build.commit.clone());
     env.insert("OPUS_REF".to_owned(), build.git_ref.clone());
     let secrets = store
@@ -51,23 +58,23 @@ pub(crate) fn build_env(
 
 /// The version a build produces: named by the trigger; a tag's name; or
 /// `<branch-slug>-<build number>-<short sha>` (`<branch-slug>-<build number>` for a local source).
-fn decide_version(build: &Build, checkout: &Checkout) -> Result<String, BuildFailure> {
-    if build.version_pinned {
-        return Ok(build.version.clone());
+fn decide_version(build: &Build, checkout: &Checkout) -> Result<VersionName, BuildFailure> {
+    if build.version_pinned
+        && let Some(version) = &build.version
+    {
+        return Ok(version.clone());
     }
     if checkout.is_tag {
         let tag = build.git_ref.trim_start_matches("refs/tags/");
-        return VersionName::new(tag)
-            .map(|v| v.to_string())
-            .map_err(|source| {
-                BuildFailure::new(
-                    Stage::Source,
-                    FailureKind::TagNotVersion {
-                        tag: tag.to_owned(),
-                        source,
-                    },
-                )
-            });
+        return VersionName::new(tag).map_err(|source| {
+            BuildFailure::new(
+                Stage::Source,
+                FailureKind::TagNotVersion {
+                    tag: tag.to_owned(),
+                    source,
+                },
+            )
+        });
     }
     let slug = branch_slug(checkout.branch.as_deref().unwrap_or("commit"));
     let short: String = checkout.commit.chars().take(7).collect();
@@ -76,9 +83,16 @@ fn decide_version(build: &Build, checkout: &Checkout) -> Result<String, BuildFai
     } else {
         format!("{slug}-{}-{short}", build.number)
     };
-    VersionName::new(version)
-        .map(|v| v.to_string())
-        .map_err(|e| BuildFailure::new(Stage::Source, e))
+    VersionName::new(version).map_err(|e| BuildFailure::new(Stage::Source, e))
+}
+
+/// The version a build stores: decided by [`record_checkout`], so a build past its checkout has
+/// one; a build without one fails at `stage` rather than storing under a made-up name.
+pub(crate) fn decided_version(build: &Build, stage: Stage) -> Result<&VersionName, BuildFailure> {
+    build
+        .version
+        .as_ref()
+        .ok_or_else(|| BuildFailure::new(stage, FailureKind::VersionUndecided))
 }
 
 /// Creates `dir` empty: a new folder, or an emptied one when a folder of that name is left over.
@@ -107,5 +121,37 @@ mod tests {
         std::fs::write(workspace.join("dist").join("old.html"), "old").expect("write");
         fresh_dir(&workspace).await.expect("emptied");
         assert_eq!(std::fs::read_dir(&workspace).expect("read").count(), 0);
+    }
+
+    #[test]
+    fn a_build_without_a_decided_version_fails_at_the_stage_asking() {
+        let mut build = Build {
+            id: 1,
+            number: 1,
+            project: opus_core::model::ProjectName::new("web").expect("name"),
+            state: opus_core::model::BuildState::Running,
+            git_ref: "main".into(),
+            commit: String::new(),
+            version: None,
+            version_pinned: false,
+            reason: String::new(),
+            trigger: opus_core::model::Trigger::Cli,
+            store: opus_core::model::DEFAULT_STORE.into(),
+            branch: None,
+            is_tag: false,
+            queued_at: std::time::SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let failure = decided_version(&build, Stage::Store).expect_err("undecided");
+        assert_eq!(failure.stage, Stage::Store);
+        assert!(matches!(*failure.kind, FailureKind::VersionUndecided));
+        build.version = Some(VersionName::new("main-1").expect("version"));
+        assert_eq!(
+            decided_version(&build, Stage::Store)
+                .expect("decided")
+                .as_str(),
+            "main-1"
+        );
     }
 }

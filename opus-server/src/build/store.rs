@@ -3,7 +3,7 @@
 //! Either way the version's site options are written in the same commit as its record.
 
 use opus_core::artifact::Origin;
-use opus_core::model::{Build, VersionName};
+use opus_core::model::Build;
 use opus_core::recipe::{OpusFile, SpecOrigin};
 use opus_core::store::SiteOptions;
 
@@ -46,8 +46,7 @@ pub(super) async fn store(
     options: &SiteOptions,
     log: &BuildLog,
 ) -> Result<(), BuildFailure> {
-    let version =
-        VersionName::new(build.version.as_str()).map_err(|e| BuildFailure::new(Stage::Store, e))?;
+    let version = super::prepare::decided_version(build, Stage::Store)?;
     let origin = Origin {
         build_id: build.number,
         commit: build.commit.clone(),
@@ -66,7 +65,7 @@ pub(super) async fn store(
         Produced::Folder(output) => {
             let stored = ctx
                 .artifacts
-                .store_dir(&build.project, &version, &output.dir, &origin, options)
+                .store_dir(&build.project, version, &output.dir, &origin, options)
                 .await
                 .map_err(failed)?;
             // The counts of the walk that stored it: the output is not walked twice.

@@ -11,7 +11,7 @@ use std::path::Path;
 use super::JobState;
 use super::job::{BuildJob, build_job, job_name};
 use opus_core::artifact::{Origin, Reservation, StoredVersion};
-use opus_core::model::{Build, Project, Source, VersionName};
+use opus_core::model::{Build, Project, Source};
 use opus_core::proto;
 use opus_core::store::SiteOptions;
 use tokio::sync::oneshot;
@@ -120,13 +120,16 @@ impl KubeExecutor {
             BuildFailure::new(
                 Stage::Store,
                 FailureKind::Store {
-                    version: build.version.clone(),
+                    version: build
+                        .version
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     source,
                 },
             )
         };
-        let version = VersionName::new(build.version.as_str())
-            .map_err(|e| BuildFailure::new(Stage::Store, e))?;
+        let version = crate::build::prepare::decided_version(build, Stage::Store)?.clone();
         let reservation = ctx
             .artifacts
             .reserve_version(&build.project, &version, &build.store)

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::http::HeaderValue;
 use bytes::Bytes;
@@ -22,6 +22,15 @@ const SMALL_FILE: u64 = 512 * 1024;
 const CACHE_BUDGET: u64 = 64 * 1024 * 1024;
 /// Compressible files smaller than this are not worth gzipping.
 const MIN_GZIP: usize = 256;
+/// How long a visitor's request waits for the remote store to start sending a file before it is
+/// answered 502. The store client's own retries (minutes, with backoff) suit a build storing a
+/// version, not a browser waiting for a page.
+const STORE_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// The remote store did not start sending a file within [`STORE_ANSWER_WAIT`].
+#[derive(Debug, thiserror::Error)]
+#[error("the artifact store did not start sending the file within {} s", .0.as_secs())]
+struct StoreSilent(Duration);
 
 /// Where a version's files come from.
 pub enum Content {
@@ -223,7 +232,12 @@ impl SiteVersion {
             let artifacts = artifacts.clone();
             let (project, version, rel) = (project.clone(), version.clone(), rel.clone());
             async move {
-                let stream = artifacts.file_stream(&project, &version, &rel).await?;
+                let stream = tokio::time::timeout(
+                    STORE_ANSWER_WAIT,
+                    artifacts.file_stream(&project, &version, &rel),
+                )
+                .await
+                .map_err(|_| Box::new(StoreSilent(STORE_ANSWER_WAIT)) as FetchError)??;
                 Ok(stream.map_err(FetchError::from).boxed())
             }
             .boxed()

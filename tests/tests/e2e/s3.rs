@@ -196,4 +196,23 @@ fn sites_in_an_s3_store_are_served_through_the_local_cache() {
         "logged:\n{}",
         d.log()
     );
+    // A store that accepts connections and never answers: the visitor still gets the 502 within
+    // opusd's 5 s wait (the store client alone would retry for minutes), not a hung request.
+    let silent = std::net::TcpListener::bind(("127.0.0.1", moto.port)).expect("moto's port");
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept() {
+            open.push(conn);
+        }
+    });
+    let r = d.get("web.localhost", "/big.bin");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        d.log()
+            .contains("did not start sending the file within 5 s"),
+        "logged:\n{}",
+        d.log()
+    );
+    drop(d);
+    drop(held);
 }

@@ -55,7 +55,7 @@ async fn store(env: &Env, version: &str, dir: &Path) -> Result<(Duration, Stored
     let origin = Origin {
         build_id: 1,
         commit: "bench".into(),
-        store: String::new(),
+        store: opus_core::model::StoreName::default_store(),
     };
     let started = Instant::now();
     let stored = env
@@ -210,7 +210,12 @@ async fn main() -> Result<(), Error> {
         })
         .collect::<Result<_, std::io::Error>>()?;
     let started = Instant::now();
-    let plan = env.store.plan_publish("site", "2", entries, "")?;
+    let plan = env.store.plan_publish(
+        "site",
+        "2",
+        entries,
+        &opus_core::model::StoreName::default_store(),
+    )?;
     let missing = plan.missing.len();
     // Nothing is missing, so nothing was staged.
     let published = env

@@ -6,12 +6,12 @@ use thiserror::Error;
 /// Input that breaks a naming or validation rule of DESIGN.md.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ModelError {
-    /// A project or environment name that is not a DNS label.
+    /// A project, environment or store name that is not a DNS label.
     #[error(
         "invalid {kind} name {name:?}: {why} (use lowercase letters, digits and '-', 1 to 63 characters, starting and ending with a letter or digit)"
     )]
     InvalidName {
-        /// `project` or `environment`.
+        /// `project`, `environment` or `store`.
         kind: &'static str,
         /// The name as given.
         name: String,
@@ -232,7 +232,7 @@ pub enum ArtifactError {
         "no artifact store named {name:?} (this opusd has: {known}; add one with `opusd --extra-store {name}=URL`)"
     )]
     UnknownStore {
-        /// The name asked for.
+        /// The name asked for, as given (it may be no valid store name).
         name: String,
         /// The names configured.
         known: String,
@@ -310,7 +310,7 @@ pub enum ArtifactError {
     #[error("object store {store}: {action}: {source}")]
     ObjectStore {
         /// The store's name.
-        store: String,
+        store: crate::model::StoreName,
         /// What was being done, naming the object.
         action: String,
         /// The object store's error.

@@ -142,6 +142,101 @@ impl EnvName {
 /// `--extra-store`, so no extra store may take this name.
 pub const DEFAULT_STORE: &str = "default";
 
+/// The name of an artifact store: [`DEFAULT_STORE`] or an `--extra-store` name, a DNS label
+/// (checked with the same rule as project names). Stored records and wire messages carry it as a
+/// plain string in which empty means [`DEFAULT_STORE`] (the form of records and requests from
+/// before stores had a type); [`StoreName::or_default`] reads that form, and serde reads it too.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct StoreName(String);
+
+impl StoreName {
+    /// Validates a store name against the DNS-label rule; empty is refused (see
+    /// [`StoreName::or_default`] for the stored and wire form, where it means the default).
+    pub fn new(name: impl Into<String>) -> Result<Self, ModelError> {
+        let name = name.into();
+        check_dns_label("store", &name)?;
+        Ok(Self(name))
+    }
+
+    /// Reads a store name as stored records and wire messages hold it: empty means
+    /// [`DEFAULT_STORE`], anything else must be a valid name.
+    pub fn or_default(name: impl Into<String>) -> Result<Self, ModelError> {
+        let name = name.into();
+        if name.is_empty() {
+            Ok(Self::default_store())
+        } else {
+            Self::new(name)
+        }
+    }
+
+    /// [`DEFAULT_STORE`] as a store name.
+    pub fn default_store() -> StoreName {
+        StoreName(DEFAULT_STORE.to_owned())
+    }
+
+    /// Whether this is [`DEFAULT_STORE`].
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_STORE
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for StoreName {
+    fn default() -> Self {
+        Self::default_store()
+    }
+}
+
+impl std::str::FromStr for StoreName {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        Self::new(s)
+    }
+}
+
+impl From<StoreName> for String {
+    fn from(n: StoreName) -> String {
+        n.0
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreName {
+    /// Reads the stored form: empty (records written before stores were named) means
+    /// [`DEFAULT_STORE`].
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        StoreName::or_default(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for StoreName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for StoreName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for StoreName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl std::borrow::Borrow<str> for StoreName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A version of a project: `^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`, not `archive` or `manifest`
 /// (those are folders of the storage layout).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -536,8 +631,9 @@ pub struct Build {
     pub reason: String,
     /// What triggered it.
     pub trigger: Trigger,
-    /// The artifact store name the version goes to.
-    pub store: String,
+    /// The artifact store the version goes to (stored as its name; empty in old records means
+    /// [`DEFAULT_STORE`]).
+    pub store: StoreName,
     /// The branch it belongs to, when the ref is a branch.
     pub branch: Option<String>,
     /// Whether the ref is a tag.
@@ -564,8 +660,8 @@ pub struct VersionRecord {
     pub project: ProjectName,
     /// The version.
     pub version: VersionName,
-    /// The name of the artifact store holding it (`default` or an `--extra-store` name).
-    pub store: String,
+    /// The artifact store holding it (`default` or an `--extra-store` name).
+    pub store: StoreName,
     /// The number within the project of the build that produced it (`web#3`; 0 for a published
     /// folder). Versions stored before per-project numbers hold the build's id, which is that
     /// build's number too.
@@ -792,6 +888,32 @@ mod tests {
         ] {
             assert!(VersionName::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn store_names_are_dns_labels_and_empty_reads_as_the_default() {
+        for good in ["default", "s3", "backup-eu", "a1"] {
+            let name: StoreName = good.parse().expect(good);
+            assert_eq!(name.to_string(), good);
+            assert_eq!(serde_json::to_value(&name).expect("json"), good);
+        }
+        for bad in ["", "S3", "-x", "x-", "a_b", "a/b", &"x".repeat(64)] {
+            let err = StoreName::new(bad).expect_err(bad);
+            assert!(
+                err.to_string().contains("invalid store name"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(StoreName::or_default("").expect("empty").is_default());
+        assert_eq!(
+            StoreName::or_default("backup").expect("named").as_str(),
+            "backup"
+        );
+        StoreName::or_default("Backup").expect_err("still checked");
+        let read: StoreName = serde_json::from_str("\"\"").expect("empty reads");
+        assert_eq!(read, StoreName::default_store());
+        assert_eq!(read.as_str(), DEFAULT_STORE);
+        serde_json::from_str::<StoreName>("\"no way\"").expect_err("invalid is refused");
     }
 
     #[test]

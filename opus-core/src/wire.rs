@@ -97,7 +97,7 @@ impl From<&Build> for proto::Build {
                 .unwrap_or_default(),
             reason: b.reason.clone(),
             trigger: b.trigger.to_string(),
-            store: b.store.clone(),
+            store: b.store.to_string(),
             queued_at: Some(timestamp(b.queued_at)),
             started_at: b.started_at.map(timestamp),
             finished_at: b.finished_at.map(timestamp),
@@ -131,7 +131,7 @@ impl From<&VersionRecord> for proto::Version {
             created_at: Some(timestamp(v.created_at)),
             build_id: v.build_id,
             commit: v.commit.clone(),
-            store: v.store.clone(),
+            store: v.store.to_string(),
             deployed_to: Vec::new(),
             archive_size: v.archive_size,
         }

@@ -71,7 +71,7 @@ fn seed(data: &Path, projects: u64, builds: u64) {
                 version_pinned: false,
                 reason: String::new(),
                 trigger: opus_core::model::Trigger::Github,
-                store: "default".into(),
+                store: opus_core::model::StoreName::default_store(),
                 branch: Some("main".into()),
                 is_tag: false,
                 queued_at: now,

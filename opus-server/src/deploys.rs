@@ -323,7 +323,7 @@ mod tests {
             let origin = Origin {
                 build_id: 1,
                 commit: String::new(),
-                store: String::new(),
+                store: opus_core::model::StoreName::default_store(),
             };
             artifacts
                 .store_dir(

@@ -18,9 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use opus_core::model::{
-    Build, BuildState, DEFAULT_STORE, ProjectName, Source, Trigger, VersionName,
-};
+use opus_core::model::{Build, BuildState, ProjectName, Source, StoreName, Trigger, VersionName};
 use opus_core::store::MetaStore;
 use opus_core::{CoreError, error::ModelError, error::StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -40,8 +38,8 @@ pub struct TriggerRequest {
     pub git_ref: String,
     /// A version name that overrides the computed one.
     pub version: Option<String>,
-    /// Artifact store name (`default` when empty).
-    pub store: String,
+    /// The artifact store, one opusd was started with ([`Scheduler::configured_store`]).
+    pub store: StoreName,
     /// Who triggers.
     pub trigger: Trigger,
 }
@@ -160,6 +158,11 @@ impl Scheduler {
         Ok(scheduler)
     }
 
+    /// The store a trigger request names (empty: the default), when opusd was started with it.
+    pub fn configured_store(&self, requested: &str) -> Result<StoreName, ModelError> {
+        self.inner.context.check_store(requested)
+    }
+
     /// Queues a build.
     pub fn trigger(&self, req: TriggerRequest) -> Result<Build, CoreError> {
         let store = &self.inner.store;
@@ -186,12 +189,6 @@ impl Scheduler {
             Some(v) => Some(VersionName::new(v)?),
             None => None,
         };
-        let store_name = if req.store.is_empty() {
-            DEFAULT_STORE.to_owned()
-        } else {
-            req.store
-        };
-        self.inner.context.check_store(&store_name)?;
         let template = Build {
             id: 0,
             number: 0,
@@ -203,7 +200,7 @@ impl Scheduler {
             version,
             reason: String::new(),
             trigger: req.trigger,
-            store: store_name,
+            store: req.store,
             branch: None,
             is_tag: false,
             queued_at: SystemTime::now(),

@@ -65,7 +65,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ArtifactError;
 #[cfg(feature = "store")]
 use crate::model::VersionRecord;
-use crate::model::{ProjectName, VersionName};
+use crate::model::{ProjectName, StoreName, VersionName};
 #[cfg(feature = "store")]
 use crate::store::MetaStore;
 
@@ -141,8 +141,8 @@ pub struct Origin {
     pub build_id: u64,
     /// The commit built (empty when unknown).
     pub commit: String,
-    /// The store to put it in: a configured store name; empty means [`DEFAULT_STORE`].
-    pub store: String,
+    /// The store to put it in: a configured store ([`StoreName::default`] is [`DEFAULT_STORE`]).
+    pub store: StoreName,
 }
 
 mod rfc3339 {
@@ -164,7 +164,7 @@ mod rfc3339 {
 /// One configured object store.
 pub(crate) struct Backend {
     /// Its name (`default` or an extra store's name).
-    pub(crate) name: String,
+    pub(crate) name: StoreName,
     /// The URL it was built from.
     pub(crate) url: String,
     /// The object store.
@@ -178,7 +178,7 @@ pub(crate) struct Backend {
 #[cfg(feature = "store")]
 impl Backend {
     /// Builds the object store named `name` from `url`.
-    fn from_url(name: &str, url: &str) -> Result<Backend, ArtifactError> {
+    fn from_url(name: &StoreName, url: &str) -> Result<Backend, ArtifactError> {
         Backend::from_url_with(name, url, &[])
     }
 
@@ -187,7 +187,7 @@ impl Backend {
     /// the URL's query. Names that are no setting of the store's builder are ignored, as the
     /// builders ignore such environment variables.
     fn from_url_with(
-        name: &str,
+        name: &StoreName,
         url: &str,
         settings: &[(String, String)],
     ) -> Result<Backend, ArtifactError> {
@@ -208,7 +208,7 @@ impl Backend {
                 .map_err(|e| invalid(e.to_string()))?;
             let root = std::fs::canonicalize(&path).map_err(|e| invalid(e.to_string()))?;
             return Ok(Backend {
-                name: name.to_owned(),
+                name: name.clone(),
                 url: url.to_owned(),
                 store: Arc::new(local),
                 prefix: String::new(),
@@ -279,7 +279,7 @@ impl Backend {
         let prefix = path.as_ref().trim_matches('/').to_owned();
         Path::parse(&prefix).map_err(|e| invalid(e.to_string()))?;
         Ok(Backend {
-            name: name.to_owned(),
+            name: name.clone(),
             url: url.to_owned(),
             store,
             prefix,
@@ -372,7 +372,7 @@ struct Inner {
     /// The metadata store: version records, the content index, events.
     meta: MetaStore,
     /// The configured stores by name.
-    backends: BTreeMap<String, Backend>,
+    backends: BTreeMap<StoreName, Backend>,
     /// Versions being stored right now, so two writers never write the same keys.
     inflight: Mutex<HashSet<(String, String)>>,
     /// Storing holds it shared, deleting exclusively: a copy from a dedup source never races the
@@ -425,18 +425,16 @@ impl ArtifactStore {
     pub fn open(
         meta: MetaStore,
         default_url: &str,
-        extra: &[(String, String)],
+        extra: &[(StoreName, String)],
     ) -> Result<ArtifactStore, ArtifactError> {
         let mut backends = BTreeMap::new();
-        backends.insert(
-            DEFAULT_STORE.to_owned(),
-            Backend::from_url(DEFAULT_STORE, default_url)?,
-        );
+        let default = StoreName::default_store();
+        backends.insert(default.clone(), Backend::from_url(&default, default_url)?);
         for (name, url) in extra {
             if backends.contains_key(name) {
                 return Err(ArtifactError::InvalidStoreUrl {
                     url: url.clone(),
-                    why: format!("the store name {name:?} is used twice"),
+                    why: format!("the store name {:?} is used twice", name.as_str()),
                 });
             }
             backends.insert(name.clone(), Backend::from_url(name, url)?);
@@ -452,38 +450,57 @@ impl ArtifactStore {
     }
 
     /// The configured stores as `(name, url)`, `default` first.
-    pub fn stores(&self) -> Vec<(String, String)> {
+    pub fn stores(&self) -> Vec<(StoreName, String)> {
         let mut out: Vec<_> = self
             .inner
             .backends
             .values()
             .map(|b| (b.name.clone(), b.url.clone()))
             .collect();
-        out.sort_by_key(|(n, _)| n != DEFAULT_STORE);
+        out.sort_by_key(|(n, _)| !n.is_default());
         out
     }
 
-    /// Resolves a store name (empty means the default) to its configured name, or `UnknownStore`.
-    pub fn store_name(&self, name: &str) -> Result<String, ArtifactError> {
-        Ok(self.backend(name)?.name.clone())
+    /// Checks that `name` is a configured store: `UnknownStore` when it is not.
+    pub fn check_store(&self, name: &StoreName) -> Result<(), ArtifactError> {
+        self.backend(name).map(|_| ())
     }
 
-    /// The store named `name` (empty: the default).
-    pub(crate) fn backend(&self, name: &str) -> Result<&Backend, ArtifactError> {
-        let name = if name.is_empty() { DEFAULT_STORE } else { name };
+    /// Reads a store name as a request carries it (empty means [`DEFAULT_STORE`]): the configured
+    /// store of that name, or `UnknownStore` naming the configured ones (also for a name that
+    /// is no valid store name at all).
+    pub fn configured_store(&self, requested: &str) -> Result<StoreName, ArtifactError> {
+        let name = if requested.is_empty() {
+            DEFAULT_STORE
+        } else {
+            requested
+        };
+        match self.inner.backends.get_key_value(name) {
+            Some((name, _)) => Ok(name.clone()),
+            None => Err(self.unknown_store(name)),
+        }
+    }
+
+    /// The store named `name`, or `UnknownStore`.
+    pub(crate) fn backend(&self, name: &StoreName) -> Result<&Backend, ArtifactError> {
         self.inner
             .backends
             .get(name)
-            .ok_or_else(|| ArtifactError::UnknownStore {
-                name: name.to_owned(),
-                known: self
-                    .inner
-                    .backends
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+            .ok_or_else(|| self.unknown_store(name.as_str()))
+    }
+
+    /// `UnknownStore` for `name`, naming the configured stores.
+    fn unknown_store(&self, name: &str) -> ArtifactError {
+        ArtifactError::UnknownStore {
+            name: name.to_owned(),
+            known: self
+                .inner
+                .backends
+                .keys()
+                .map(StoreName::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
     }
 
     /// The metadata store.

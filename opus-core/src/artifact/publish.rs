@@ -19,7 +19,7 @@ use super::write::{Content, PendingFile};
 use super::{ArtifactStore, ManifestFile, Origin, StoredVersion, is_sha256_hex};
 use crate::archive::{check_relative_path, normalize_mode};
 use crate::error::ArtifactError;
-use crate::model::{ProjectName, VersionName};
+use crate::model::{ProjectName, StoreName, VersionName};
 use crate::store::SiteOptions;
 
 /// A publish checked against the store by [`ArtifactStore::plan_publish`].
@@ -29,8 +29,8 @@ pub struct PublishPlan {
     pub project: ProjectName,
     /// The version to create.
     pub version: VersionName,
-    /// The configured name of the store to put it in.
-    pub store: String,
+    /// The configured store to put it in.
+    pub store: StoreName,
     /// Every file, sorted by path.
     pub files: Vec<ManifestFile>,
     /// Digest -> size of the content the client must upload, each once.
@@ -49,11 +49,11 @@ impl ArtifactStore {
         project: &str,
         version: &str,
         files: Vec<ManifestFile>,
-        store: &str,
+        store: &StoreName,
     ) -> Result<PublishPlan, ArtifactError> {
         let project = ProjectName::new(project)?;
         let version = VersionName::new(version)?;
-        let store = self.store_name(store)?;
+        self.check_store(store)?;
         self.meta().get_project(project.as_str())?;
         if self
             .meta()
@@ -99,7 +99,7 @@ impl ArtifactStore {
         }
         let mut missing = BTreeMap::new();
         for (sha, size) in sizes {
-            if self.meta().blob_holder(&store, &sha)?.is_none() {
+            if self.meta().blob_holder(store, &sha)?.is_none() {
                 missing.insert(sha, size);
             }
         }
@@ -107,7 +107,7 @@ impl ArtifactStore {
         Ok(PublishPlan {
             project,
             version,
-            store,
+            store: store.clone(),
             files,
             missing,
         })

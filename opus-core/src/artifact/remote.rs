@@ -24,12 +24,11 @@ use tracing::{info, instrument, warn};
 
 use super::write::{self, delete_objects, record_of};
 use super::{
-    ArtifactStore, Backend, DEFAULT_STORE, InflightGuard, Origin, StoredVersion, VersionManifest,
-    is_sha256_hex,
+    ArtifactStore, Backend, InflightGuard, Origin, StoredVersion, VersionManifest, is_sha256_hex,
 };
 use crate::archive::check_relative_path;
 use crate::error::ArtifactError;
-use crate::model::{ProjectName, VersionName};
+use crate::model::{ProjectName, StoreName, VersionName};
 use crate::store::SiteOptions;
 
 /// Objects checked at once when a runner's upload is committed.
@@ -66,7 +65,7 @@ impl Uploader {
     /// under the URL's query.
     pub fn open(url: &str, settings: &[(String, String)]) -> Result<Uploader, ArtifactError> {
         Ok(Uploader {
-            backend: Backend::from_url_with(DEFAULT_STORE, url, settings)?,
+            backend: Backend::from_url_with(&StoreName::default_store(), url, settings)?,
         })
     }
 
@@ -123,7 +122,7 @@ pub struct Reservation {
     _guard: InflightGuard,
     project: ProjectName,
     version: VersionName,
-    store: String,
+    store: StoreName,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -137,16 +136,16 @@ impl std::fmt::Debug for Reservation {
 }
 
 impl ArtifactStore {
-    /// Reserves `version` of `project` in store `store` (empty: the default) for a build that
+    /// Reserves `version` of `project` in store `store` for a build that
     /// stores it from elsewhere. `VersionExists` when it is stored, `VersionBusy` when another
     /// build or publish is storing it, `UnknownStore`, `ProjectNotFound`.
     pub fn reserve_version(
         &self,
         project: &ProjectName,
         version: &VersionName,
-        store: &str,
+        store: &StoreName,
     ) -> Result<Reservation, ArtifactError> {
-        let store = self.store_name(store)?;
+        self.check_store(store)?;
         self.meta().get_project(project.as_str())?;
         let guard = self.reserve(project.as_str(), version.as_str())?;
         if self
@@ -164,12 +163,12 @@ impl ArtifactStore {
             _guard: guard,
             project: project.clone(),
             version: version.clone(),
-            store,
+            store: store.clone(),
         })
     }
 
-    /// The URL of a configured store (empty name: the default), for a runner to write to.
-    pub fn store_url(&self, name: &str) -> Result<String, ArtifactError> {
+    /// The URL of a configured store, for a runner to write to.
+    pub fn store_url(&self, name: &StoreName) -> Result<String, ArtifactError> {
         Ok(self.backend(name)?.url.clone())
     }
 }
@@ -181,7 +180,7 @@ impl Reservation {
     }
 
     /// The store it goes to.
-    pub fn store(&self) -> &str {
+    pub fn store(&self) -> &StoreName {
         &self.store
     }
 

@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 use super::write::delete_objects;
 use super::{ArtifactStore, Backend, read::read_manifest};
 use crate::error::ArtifactError;
-use crate::model::{VersionName, VersionRecord};
+use crate::model::{StoreName, VersionName, VersionRecord};
 use crate::store::VersionRemoval;
 
 /// What [`ArtifactStore::remove_orphans`] removed.
@@ -96,7 +96,7 @@ impl ArtifactStore {
         project: &str,
     ) -> Result<Vec<VersionRecord>, ArtifactError> {
         let _exclusive = self.inner.delete_lock.write().await;
-        let prefixes: Vec<(String, String)> = self
+        let prefixes: Vec<(StoreName, String)> = self
             .inner
             .backends
             .values()
@@ -183,7 +183,7 @@ impl ArtifactStore {
     pub async fn remove_orphans(&self) -> Result<OrphanReport, ArtifactError> {
         // Exclusive: no version commits while the sweep compares objects with records.
         let _exclusive = self.inner.delete_lock.write().await;
-        let mut known: HashMap<String, HashSet<(String, String)>> = HashMap::new();
+        let mut known: HashMap<StoreName, HashSet<(String, String)>> = HashMap::new();
         for r in self.meta().all_versions()? {
             known
                 .entry(r.store.clone())

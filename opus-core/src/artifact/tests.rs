@@ -4,7 +4,7 @@ use object_store::ObjectStoreExt;
 
 use super::*;
 use crate::error::{ArchiveError, StoreError};
-use crate::model::{Project, Source};
+use crate::model::{Project, Source, StoreName};
 use crate::store::{ReleaseReason, SiteOptions};
 
 struct Fixture {
@@ -25,7 +25,7 @@ fn fixture() -> Fixture {
     })
     .expect("project");
     let url = format!("file://{}", dir.path().join("artifacts").display());
-    let extra = [("mem".to_owned(), "memory:///".to_owned())];
+    let extra = [(sn("mem"), "memory:///".to_owned())];
     let store = ArtifactStore::open(meta.clone(), &url, &extra).expect("open");
     Fixture { dir, meta, store }
 }
@@ -63,11 +63,16 @@ fn ver(v: &str) -> VersionName {
     VersionName::new(v).expect("version name")
 }
 
+/// A store name as requests carry it: empty is the default store.
+fn sn(s: &str) -> StoreName {
+    StoreName::or_default(s).expect("store name")
+}
+
 fn origin(build: u64) -> Origin {
     Origin {
         build_id: build,
         commit: "abc123".into(),
-        store: String::new(),
+        store: StoreName::default_store(),
     }
 }
 
@@ -75,7 +80,7 @@ async fn store_site(f: &Fixture, version: &str, generation: u8, store: &str) -> 
     let src = f.dir.path().join(format!("src-{version}-{store}"));
     site(&src, generation);
     let o = Origin {
-        store: store.to_owned(),
+        store: sn(store),
         ..origin(7)
     };
     f.store
@@ -291,7 +296,7 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
             &ver("1"),
             &src,
             &Origin {
-                store: "elsewhere".into(),
+                store: sn("elsewhere"),
                 ..origin(1)
             },
             &SiteOptions::default(),
@@ -334,7 +339,7 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
 
 /// Every index entry names an object that exists.
 async fn index_is_sound(f: &Fixture, store_name: &str) {
-    let backend = f.store.backend(store_name).expect("backend");
+    let backend = f.store.backend(&sn(store_name)).expect("backend");
     for record in f.meta.list_versions("web").expect("list") {
         let manifest = f
             .store
@@ -344,7 +349,7 @@ async fn index_is_sound(f: &Fixture, store_name: &str) {
         for file in &manifest.files {
             for holder in f
                 .meta
-                .blob_holders(store_name, &file.sha256)
+                .blob_holders(&sn(store_name), &file.sha256)
                 .expect("holders")
             {
                 assert!(
@@ -473,7 +478,7 @@ async fn orphans_of_interrupted_writes_are_removed() {
     write(&root, "2/static/app.js#12", b"staging");
     write(&root, "archive/2.tar.gz#3", b"partial");
     write(&root, "manifest/3.json", b"{}");
-    let mem = f.store.backend("mem").expect("mem");
+    let mem = f.store.backend(&sn("mem")).expect("mem");
     let key = object_store::path::Path::parse("web/9/index.html").expect("key");
     mem.store
         .put(&key, object_store::PutPayload::from_static(b"x"))
@@ -587,7 +592,7 @@ async fn publishing_uploads_only_what_is_missing() {
     let files = manifest_of(&src);
     let plan = f
         .store
-        .plan_publish("web", "1.0", files.clone(), "")
+        .plan_publish("web", "1.0", files.clone(), &sn(""))
         .expect("plan");
     assert_eq!(plan.missing.len(), files.len());
 
@@ -628,7 +633,7 @@ async fn publishing_uploads_only_what_is_missing() {
     // The same content again: nothing to upload, everything copied.
     let again = f
         .store
-        .plan_publish("web", "1.1", files.clone(), "")
+        .plan_publish("web", "1.1", files.clone(), &sn(""))
         .expect("plan");
     assert!(again.missing.is_empty());
     let stored = f
@@ -650,13 +655,13 @@ async fn publishing_uploads_only_what_is_missing() {
     // Errors of step 1.
     let err = f
         .store
-        .plan_publish("web", "1.0", files.clone(), "")
+        .plan_publish("web", "1.0", files.clone(), &sn(""))
         .expect_err("exists");
     assert!(matches!(err, ArtifactError::VersionExists { .. }));
     for bad in ["archive", "manifest", "../x", ""] {
         let err = f
             .store
-            .plan_publish("web", bad, files.clone(), "")
+            .plan_publish("web", bad, files.clone(), &sn(""))
             .expect_err("bad version");
         assert!(matches!(err, ArtifactError::Model(_)), "{bad}: {err}");
     }
@@ -665,7 +670,7 @@ async fn publishing_uploads_only_what_is_missing() {
         evil[0].path = bad.to_owned();
         let err = f
             .store
-            .plan_publish("web", "2.0", evil, "")
+            .plan_publish("web", "2.0", evil, &sn(""))
             .expect_err("unsafe path");
         assert!(
             matches!(err, ArtifactError::Archive(ArchiveError::UnsafePath { .. })),
@@ -675,32 +680,33 @@ async fn publishing_uploads_only_what_is_missing() {
     let mut dup = files.clone();
     dup.push(files[0].clone());
     assert!(matches!(
-        f.store.plan_publish("web", "2.0", dup, ""),
+        f.store.plan_publish("web", "2.0", dup, &sn("")),
         Err(ArtifactError::InvalidManifest(_))
     ));
     let mut short = files.clone();
     short[0].sha256 = "abc".into();
     assert!(matches!(
-        f.store.plan_publish("web", "2.0", short, ""),
+        f.store.plan_publish("web", "2.0", short, &sn("")),
         Err(ArtifactError::InvalidManifest(_))
     ));
     let mut two_sizes = files.clone();
     two_sizes[1].sha256 = two_sizes[0].sha256.clone();
     two_sizes[1].size = two_sizes[0].size + 1;
     assert!(matches!(
-        f.store.plan_publish("web", "2.0", two_sizes, ""),
+        f.store.plan_publish("web", "2.0", two_sizes, &sn("")),
         Err(ArtifactError::InvalidManifest(_))
     ));
     assert!(matches!(
-        f.store.plan_publish("web", "2.0", Vec::new(), ""),
+        f.store.plan_publish("web", "2.0", Vec::new(), &sn("")),
         Err(ArtifactError::InvalidManifest(_))
     ));
     assert!(matches!(
-        f.store.plan_publish("nope", "2.0", files.clone(), ""),
+        f.store.plan_publish("nope", "2.0", files.clone(), &sn("")),
         Err(ArtifactError::Meta(StoreError::ProjectNotFound(_)))
     ));
     assert!(matches!(
-        f.store.plan_publish("web", "2.0", files.clone(), "nope"),
+        f.store
+            .plan_publish("web", "2.0", files.clone(), &sn("nope")),
         Err(ArtifactError::UnknownStore { .. })
     ));
 }
@@ -718,8 +724,8 @@ fn store_urls_are_checked() {
     }
     let url = format!("file://{}", dir.path().join("a").display());
     let twice = [
-        ("x".to_owned(), "memory:///".to_owned()),
-        ("x".to_owned(), "memory:///".to_owned()),
+        (sn("x"), "memory:///".to_owned()),
+        (sn("x"), "memory:///".to_owned()),
     ];
     assert!(ArtifactStore::open(meta.clone(), &url, &twice).is_err());
     let store = ArtifactStore::open(meta, &url, &twice[..1]).expect("open");
@@ -732,7 +738,7 @@ fn store_urls_are_checked() {
         ["default", "x"]
     );
     assert!(matches!(
-        store.store_name("y"),
+        store.configured_store("y"),
         Err(ArtifactError::UnknownStore { .. })
     ));
 }
@@ -775,7 +781,9 @@ async fn one_version_is_stored_once_when_two_writers_race() {
 
 /// The URL of the fixture's default store, as a runner would be told.
 fn default_url(f: &Fixture) -> String {
-    f.store.store_url("").expect("default store")
+    f.store
+        .store_url(&StoreName::default_store())
+        .expect("default store")
 }
 
 #[tokio::test]
@@ -783,12 +791,12 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     let f = fixture();
     let reservation = f
         .store
-        .reserve_version(&name("web"), &ver("main-5-abc"), "")
+        .reserve_version(&name("web"), &ver("main-5-abc"), &sn(""))
         .expect("reserve");
     // While reserved, nothing else stores that version.
     let err = f
         .store
-        .reserve_version(&name("web"), &ver("main-5-abc"), "")
+        .reserve_version(&name("web"), &ver("main-5-abc"), &sn(""))
         .expect_err("busy");
     assert!(matches!(err, ArtifactError::VersionBusy { .. }), "{err}");
 
@@ -833,7 +841,12 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     );
     // A runner's digests are not trusted for dedup.
     let sha = &manifest.files[0].sha256;
-    assert!(f.meta.blob_holder("default", sha).expect("index").is_none());
+    assert!(
+        f.meta
+            .blob_holder(&StoreName::default_store(), sha)
+            .expect("index")
+            .is_none()
+    );
     // Committed versions are not discarded.
     reservation.discard().await.expect("discard is a no-op");
     assert!(f.store.manifest("web", "main-5-abc").await.is_ok());
@@ -847,7 +860,7 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     assert!(matches!(err, ArtifactError::VersionExists { .. }), "{err}");
     let err = f
         .store
-        .reserve_version(&name("web"), &ver("main-5-abc"), "")
+        .reserve_version(&name("web"), &ver("main-5-abc"), &sn(""))
         .expect_err("exists");
     assert!(matches!(err, ArtifactError::VersionExists { .. }), "{err}");
 }
@@ -860,7 +873,7 @@ async fn a_runner_upload_that_does_not_match_its_assignment_is_refused() {
     let uploader = Uploader::open(&default_url(&f), &[]).expect("uploader");
     let reservation = f
         .store
-        .reserve_version(&name("web"), &ver("v1"), "")
+        .reserve_version(&name("web"), &ver("v1"), &sn(""))
         .expect("reserve");
     uploader
         .upload_dir(&name("web"), &ver("v1"), &src, &origin(5))
@@ -925,7 +938,7 @@ async fn a_runner_that_wrote_elsewhere_is_told_where_the_store_is() {
     let f = fixture();
     let reservation = f
         .store
-        .reserve_version(&name("web"), &ver("v1"), "")
+        .reserve_version(&name("web"), &ver("v1"), &sn(""))
         .expect("reserve");
     let err = reservation
         .commit_uploaded(&origin(5), &SiteOptions::default())

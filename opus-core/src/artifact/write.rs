@@ -28,7 +28,7 @@ use super::{
 };
 use crate::archive::{self, ArchiveFile, TAR_END};
 use crate::error::{ArchiveError, ArtifactError};
-use crate::model::{ProjectName, VersionName, VersionRecord};
+use crate::model::{ProjectName, StoreName, VersionName, VersionRecord};
 use crate::store::{MetaStore, SiteOptions};
 
 /// Files read and hashed at once.
@@ -273,11 +273,11 @@ pub(crate) async fn pending_files(dir: &FsPath) -> Result<Vec<PendingFile>, Arti
 }
 
 /// The version record of a manifest stored in `store`.
-pub(crate) fn record_of(manifest: &VersionManifest, store: &str) -> VersionRecord {
+pub(crate) fn record_of(manifest: &VersionManifest, store: &StoreName) -> VersionRecord {
     VersionRecord {
         project: manifest.project.clone(),
         version: manifest.version.clone(),
-        store: store.to_owned(),
+        store: store.clone(),
         build_id: manifest.build_id,
         commit: manifest.commit.clone(),
         created_at: manifest.created_at,
@@ -485,7 +485,7 @@ impl Backend {
 /// Stores one file: a copy of `holder` when there is one (falling back to writing the bytes when
 /// the holder vanished), else the bytes.
 async fn place(
-    store_name: &str,
+    store_name: &StoreName,
     store: &dyn ObjectStore,
     holder: Option<String>,
     dest: &Path,
@@ -493,7 +493,7 @@ async fn place(
 ) -> Result<Placed, ArtifactError> {
     let size = data.len() as u64;
     let err = |action: String| {
-        let store = store_name.to_owned();
+        let store = store_name.clone();
         move |source| ArtifactError::ObjectStore {
             store,
             action,

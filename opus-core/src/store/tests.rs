@@ -25,7 +25,7 @@ fn build(project: &str) -> Build {
         version_pinned: false,
         reason: String::new(),
         trigger: crate::model::Trigger::Cli,
-        store: "default".into(),
+        store: crate::model::StoreName::default_store(),
         branch: Some("main".into()),
         is_tag: false,
         queued_at: SystemTime::now(),
@@ -448,7 +448,7 @@ fn version(project: &str, v: &str) -> crate::model::VersionRecord {
     crate::model::VersionRecord {
         project: ProjectName::new(project).expect("valid name"),
         version: crate::model::VersionName::new(v).expect("valid version"),
-        store: "default".into(),
+        store: crate::model::StoreName::default_store(),
         build_id: 0,
         commit: String::new(),
         created_at: SystemTime::now(),
@@ -717,4 +717,36 @@ fn a_build_version_reads_from_the_string_records_stored_before() {
     record["version"] = "archive".into();
     let err = serde_json::from_value::<Build>(record).expect_err("a reserved name is refused");
     assert!(err.to_string().contains("reserved"), "{err}");
+}
+
+/// Records name their artifact store as a plain string, and an empty one (the form that meant
+/// the default store) reads as [`crate::model::DEFAULT_STORE`] from the store itself.
+#[test]
+fn an_old_record_with_an_empty_store_reads_as_the_default_store() {
+    use crate::model::{DEFAULT_STORE, StoreName};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("web");
+    let mut record = serde_json::to_value(version("web", "1")).expect("json");
+    assert_eq!(record["store"], DEFAULT_STORE, "stored as a plain string");
+    record["store"] = "".into();
+    store
+        .tree(T::Versions)
+        .expect("tree")
+        .insert(
+            pair_key("web", b"1"),
+            serde_json::to_vec(&record).expect("bytes"),
+        )
+        .expect("record");
+    let read = store
+        .get_version("web", "1")
+        .expect("read")
+        .expect("the version");
+    assert_eq!(read.store, StoreName::default_store());
+    let mut old_build = serde_json::to_value(build("web")).expect("json");
+    old_build["store"] = "".into();
+    let read: Build = serde_json::from_value(old_build.clone()).expect("an old build reads");
+    assert!(read.store.is_default());
+    old_build["store"] = "Not A Store".into();
+    serde_json::from_value::<Build>(old_build).expect_err("an invalid store name is refused");
 }

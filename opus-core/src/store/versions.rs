@@ -9,17 +9,17 @@ use serde_json::json;
 
 use super::{MetaStore, SiteOptions, T, decode, pair_key, prefix};
 use crate::error::StoreError;
-use crate::model::{EventKind, VersionRecord};
+use crate::model::{EventKind, StoreName, VersionRecord};
 
 /// `<store>\0<sha256>\0`: the prefix of every holder of a content in a store.
-fn blob_prefix(store: &str, sha256: &str) -> Vec<u8> {
-    let mut k = pair_key(store, sha256.as_bytes());
+fn blob_prefix(store: &StoreName, sha256: &str) -> Vec<u8> {
+    let mut k = pair_key(store.as_str(), sha256.as_bytes());
     k.push(0);
     k
 }
 
 /// `<store>\0<sha256>\0<object key>`.
-fn blob_key(store: &str, sha256: &str, object: &str) -> Vec<u8> {
+fn blob_key(store: &StoreName, sha256: &str, object: &str) -> Vec<u8> {
     let mut k = blob_prefix(store, sha256);
     k.extend_from_slice(object.as_bytes());
     k
@@ -141,7 +141,7 @@ impl MetaStore {
         if let Some(objects) = objects_prefix {
             for k in self
                 .tree(T::BlobRefs)?
-                .scan_prefix(prefix(&record.store))
+                .scan_prefix(prefix(record.store.as_str()))
                 .keys()
             {
                 let k = k?;
@@ -188,7 +188,7 @@ impl MetaStore {
     pub fn remove_project_versions(
         &self,
         project: &str,
-        object_prefixes: &[(String, String)],
+        object_prefixes: &[(StoreName, String)],
         reason: &str,
     ) -> Result<Vec<VersionRecord>, StoreError> {
         // Collect the keys first: a transaction cannot iterate.
@@ -199,7 +199,11 @@ impl MetaStore {
             .collect::<Result<_, _>>()?;
         let mut blob_keys = Vec::new();
         for (store, objects) in object_prefixes {
-            for k in self.tree(T::BlobRefs)?.scan_prefix(prefix(store)).keys() {
+            for k in self
+                .tree(T::BlobRefs)?
+                .scan_prefix(prefix(store.as_str()))
+                .keys()
+            {
                 let k = k?;
                 let object = k.rsplit(|b| *b == 0).next().unwrap_or_default();
                 if object.starts_with(objects.as_bytes()) {
@@ -229,7 +233,11 @@ impl MetaStore {
     }
 
     /// An object in `store` that holds content `sha256`, if any version has one.
-    pub fn blob_holder(&self, store: &str, sha256: &str) -> Result<Option<String>, StoreError> {
+    pub fn blob_holder(
+        &self,
+        store: &StoreName,
+        sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
         let p = blob_prefix(store, sha256);
         match self.tree(T::BlobRefs)?.scan_prefix(&p).keys().next() {
             Some(k) => Ok(Some(String::from_utf8_lossy(&k?[p.len()..]).into_owned())),
@@ -238,7 +246,7 @@ impl MetaStore {
     }
 
     /// Every object in `store` that holds content `sha256`.
-    pub fn blob_holders(&self, store: &str, sha256: &str) -> Result<Vec<String>, StoreError> {
+    pub fn blob_holders(&self, store: &StoreName, sha256: &str) -> Result<Vec<String>, StoreError> {
         let p = blob_prefix(store, sha256);
         let mut out = Vec::new();
         for k in self.tree(T::BlobRefs)?.scan_prefix(&p).keys() {

@@ -160,7 +160,15 @@ impl ArtifactService for ArtifactsApi {
         let files: Vec<ManifestFile> = req.files.into_iter().map(Into::into).collect();
         let started = self
             .publishes
-            .begin(&req.project, &req.version, files, &req.store)
+            .begin(
+                &req.project,
+                &req.version,
+                files,
+                &self
+                    .artifacts
+                    .configured_store(&req.store)
+                    .map_err(status)?,
+            )
             .map_err(status)?;
         Ok(Response::new(proto::BeginPublishResponse {
             upload_id: started.upload_id,

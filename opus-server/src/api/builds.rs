@@ -97,7 +97,10 @@ impl BuildService for BuildsApi {
                 project: req.project,
                 git_ref: req.r#ref,
                 version: Some(req.version),
-                store: req.store,
+                store: self
+                    .scheduler
+                    .configured_store(&req.store)
+                    .map_err(status)?,
                 trigger: Trigger::Cli,
             })
             .map_err(status)?;

@@ -81,7 +81,7 @@ impl SystemService for SystemApi {
             extra_stores: cfg
                 .extra_stores
                 .iter()
-                .map(|(name, _)| name.clone())
+                .map(|(name, _)| name.to_string())
                 .collect(),
         }))
     }

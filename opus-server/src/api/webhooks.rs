@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opus_core::error::StoreError;
-use opus_core::model::{Trigger, branch_slug};
+use opus_core::model::{StoreName, Trigger, branch_slug};
 use opus_core::store::{KeyKind, MetaStore};
 use serde_json::{Value, json};
 use tracing::instrument;
@@ -227,7 +227,7 @@ async fn github(
             project: project.clone(),
             git_ref: build_ref,
             version,
-            store: String::new(),
+            store: StoreName::default_store(),
             trigger: Trigger::Github,
         },
     );
@@ -326,7 +326,7 @@ async fn trigger(
             project,
             git_ref: git_ref.unwrap_or_default(),
             version,
-            store: String::new(),
+            store: StoreName::default_store(),
             trigger: Trigger::Webhook,
         },
     )

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use opus_core::error::{ModelError, StoreError};
-use opus_core::model::{Build, BuildState};
+use opus_core::model::{Build, BuildState, DEFAULT_STORE, StoreName};
 use opus_core::recipe;
 use opus_core::store::MetaStore;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ pub struct BuildContext {
     /// Source checkouts.
     pub sources: SourceFetcher,
     /// Names of the artifact stores a trigger may name.
-    pub store_names: Vec<String>,
+    pub store_names: Vec<StoreName>,
     /// Where a succeeded build's output is stored as a version.
     pub artifacts: opus_core::artifact::ArtifactStore,
     /// Automatic deploys and retention after a version is stored.
@@ -65,14 +65,17 @@ pub struct BuildContext {
 }
 
 impl BuildContext {
-    /// Refuses a store name opusd was not started with.
-    pub fn check_store(&self, name: &str) -> Result<(), ModelError> {
-        if self.store_names.iter().any(|n| n == name) {
-            return Ok(());
+    /// Reads the store name a trigger asks for (empty means [`DEFAULT_STORE`]) as one of the
+    /// stores opusd was started with; refuses any other.
+    pub fn check_store(&self, name: &str) -> Result<StoreName, ModelError> {
+        let name = if name.is_empty() { DEFAULT_STORE } else { name };
+        if let Some(known) = self.store_names.iter().find(|n| n.as_str() == name) {
+            return Ok(known.clone());
         }
+        let names: Vec<&str> = self.store_names.iter().map(StoreName::as_str).collect();
         Err(ModelError::Invalid(format!(
             "unknown artifact store {name:?}: this opusd has {}; start opusd with --extra-store {name}=URL to add it",
-            self.store_names.join(", ")
+            names.join(", ")
         )))
     }
 }

@@ -136,7 +136,7 @@ mod tests {
             version_pinned: false,
             reason: String::new(),
             trigger: opus_core::model::Trigger::Cli,
-            store: opus_core::model::DEFAULT_STORE.into(),
+            store: opus_core::model::StoreName::default_store(),
             branch: None,
             is_tag: false,
             queued_at: std::time::SystemTime::now(),

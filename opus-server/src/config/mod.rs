@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use opus_core::model::StoreName;
 use thiserror::Error;
 
 use crate::hooks::RetryPolicy;
@@ -88,8 +89,8 @@ pub struct Config {
     pub max_builds: usize,
     /// Default artifact store URL.
     pub store: String,
-    /// Extra artifact stores, `(name, url)`.
-    pub extra_stores: Vec<(String, String)>,
+    /// Extra artifact stores, `(name, url)`, their names checked.
+    pub extra_stores: Vec<(StoreName, String)>,
     /// Where builds run.
     pub executor: ExecutorKind,
     /// Settings of the kubernetes executor.

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use opus_core::model::DEFAULT_STORE;
+use opus_core::model::{DEFAULT_STORE, StoreName};
 
 use super::{ConfigArgs, ConfigError, FileConfig};
 
@@ -37,7 +37,7 @@ pub(super) fn store(args: &ConfigArgs, file: &FileConfig, data_dir: &Path) -> St
 pub(super) fn extra_stores(
     args: &ConfigArgs,
     file: &FileConfig,
-) -> Result<Vec<(String, String)>, ConfigError> {
+) -> Result<Vec<(StoreName, String)>, ConfigError> {
     let extra_stores = if args.extra_store.is_empty() {
         file.extra_stores
             .clone()
@@ -47,10 +47,10 @@ pub(super) fn extra_stores(
     } else {
         extra_store_flags(&args.extra_store)?
     };
-    for (name, url) in &extra_stores {
-        check_extra_store(name, url)?;
-    }
-    Ok(extra_stores)
+    extra_stores
+        .into_iter()
+        .map(|(name, url)| Ok((check_extra_store(&name, &url)?, url)))
+        .collect()
 }
 
 /// Splits each `--extra-store` item at its `=`.
@@ -67,21 +67,25 @@ fn extra_store_flags(items: &[String]) -> Result<Vec<(String, String)>, ConfigEr
         .collect()
 }
 
-/// Refuses a store name that is not a label or is the default store's, and an empty URL.
-fn check_extra_store(name: &str, url: &str) -> Result<(), ConfigError> {
-    if opus_core::model::EnvName::new(name).is_err() || name == DEFAULT_STORE {
-        return Err(ConfigError::Invalid {
-            key: "extra_store",
-            message: format!(
-                "store name {name:?} must be lowercase letters, digits and '-', and not {DEFAULT_STORE:?}"
-            ),
-        });
-    }
+/// Refuses a store name that is not a label or is the default store's, and an empty URL;
+/// answers the checked name.
+fn check_extra_store(name: &str, url: &str) -> Result<StoreName, ConfigError> {
+    let checked = match StoreName::new(name) {
+        Ok(n) if !n.is_default() => n,
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: "extra_store",
+                message: format!(
+                    "store name {name:?} must be lowercase letters, digits and '-', and not {DEFAULT_STORE:?}"
+                ),
+            });
+        }
+    };
     if url.is_empty() {
         return Err(ConfigError::Invalid {
             key: "extra_store",
             message: format!("store {name:?} has no URL"),
         });
     }
-    Ok(())
+    Ok(checked)
 }

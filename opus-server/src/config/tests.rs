@@ -110,7 +110,10 @@ fn extra_stores_come_from_flags_or_the_file() {
     .expect("file");
     assert_eq!(
         cfg.extra_stores,
-        [("backup".to_owned(), "s3://bucket/opus".to_owned())]
+        [(
+            StoreName::new("backup").expect("name"),
+            "s3://bucket/opus".to_owned()
+        )]
     );
     let cfg = Config::resolve(ConfigArgs {
         config: Some(path.clone()),
@@ -118,7 +121,10 @@ fn extra_stores_come_from_flags_or_the_file() {
         ..Default::default()
     })
     .expect("flags");
-    assert_eq!(cfg.extra_stores, [("cdn".to_owned(), "gs://b".to_owned())]);
+    assert_eq!(
+        cfg.extra_stores,
+        [(StoreName::new("cdn").expect("name"), "gs://b".to_owned())]
+    );
     for bad in ["nourl", "default=file:///x", "Bad=s3://b", "x="] {
         let err = Config::resolve(ConfigArgs {
             config: Some(path.clone()),

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::Args;
 use opus_core::artifact::{Origin, Uploaded, Uploader};
-use opus_core::model::{ProjectName, VersionName};
+use opus_core::model::{ProjectName, StoreName, VersionName};
 use opus_core::proto::{self, runner_service_client::RunnerServiceClient};
 use opus_core::recipe;
 use thiserror::Error;
@@ -309,7 +309,8 @@ async fn fetch_build_upload(
             build.number
         },
         commit: build.commit.clone(),
-        store: String::new(),
+        // The uploader writes to the one store it was given; the name is not used.
+        store: StoreName::default_store(),
     };
     let uploaded = uploader
         .upload_dir(&project, &version, &output.dir, &origin)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opus_core::artifact::{ArtifactStore, Origin};
-use opus_core::model::{Project, ProjectName, Source, VersionName};
+use opus_core::model::{Project, ProjectName, Source, StoreName, VersionName};
 use opus_core::store::{MetaStore, ReleaseReason, SiteOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -101,7 +101,10 @@ async fn fixture(store: &str, spa: bool, cache_limit: u64) -> Fixture {
     })
     .expect("project");
     let url = format!("file://{}", dir.path().join("artifacts").display());
-    let extra = [("mem".to_owned(), "memory:///".to_owned())];
+    let extra = [(
+        StoreName::new("mem").expect("name"),
+        "memory:///".to_owned(),
+    )];
     let artifacts = ArtifactStore::open(meta.clone(), &url, &extra).expect("artifact store");
     let src = dir.path().join("src");
     write(&src, "index.html", b"<html><body>remote home</body></html>");
@@ -125,7 +128,7 @@ async fn fixture(store: &str, spa: bool, cache_limit: u64) -> Fixture {
             &Origin {
                 build_id: 1,
                 commit: String::new(),
-                store: store.to_owned(),
+                store: StoreName::or_default(store).expect("store name"),
             },
             &SiteOptions { spa },
         )

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use object_store::ObjectStoreExt;
 use opus_core::artifact::{ArtifactStore, ManifestFile, Origin, sha256_hex};
-use opus_core::model::{Project, ProjectName, Source, VersionName};
+use opus_core::model::{Project, ProjectName, Source, StoreName, VersionName};
 use opus_core::store::{MetaStore, SiteOptions};
 use opus_tests::moto::Moto;
 
@@ -52,12 +52,13 @@ async fn versions_on_a_real_s3_server() {
     })
     .expect("project");
     let default = format!("file://{}", dir.path().join("artifacts").display());
-    let extra = [("s3".to_owned(), moto.store_url(BUCKET, "opus"))];
+    let s3 = StoreName::new("s3").expect("store name");
+    let extra = [(s3.clone(), moto.store_url(BUCKET, "opus"))];
     let store = ArtifactStore::open(meta.clone(), &default, &extra).expect("open");
     let origin = Origin {
         build_id: 1,
         commit: "c0ffee".into(),
-        store: "s3".into(),
+        store: s3.clone(),
     };
     let web = ProjectName::new("web").expect("name");
 
@@ -73,7 +74,7 @@ async fn versions_on_a_real_s3_server() {
         )
         .await
         .expect("store v1");
-    assert_eq!(first.record.store, "s3");
+    assert_eq!(first.record.store, s3);
     assert_eq!(first.files_copied, 0);
 
     // The layout, as a bucket sees it (under the URL's prefix).
@@ -165,7 +166,7 @@ async fn versions_on_a_real_s3_server() {
         })
         .collect();
     let plan = store
-        .plan_publish("web", "3", files.clone(), "s3")
+        .plan_publish("web", "3", files.clone(), &origin.store)
         .expect("plan");
     let new = sha256_hex(b"<html>3</html>");
     assert_eq!(plan.missing.keys().collect::<Vec<_>>(), [&new]);

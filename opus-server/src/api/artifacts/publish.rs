@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opus_core::artifact::{ArtifactStore, ManifestFile, PublishPlan, StoredVersion, sha256_hex};
 use opus_core::error::ArtifactError;
+use opus_core::model::StoreName;
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 use tracing::info;
@@ -94,7 +95,7 @@ impl Publishes {
         project: &str,
         version: &str,
         files: Vec<ManifestFile>,
-        store: &str,
+        store: &StoreName,
     ) -> Result<PublishStarted, ArtifactError> {
         let plan = self
             .inner
@@ -329,7 +330,7 @@ mod tests {
         let files = vec![file("index.html", b"<html>1</html>"), file("a.js", b"js")];
         let started = f
             .publishes
-            .begin("web", "1.0", files.clone(), "")
+            .begin("web", "1.0", files.clone(), &StoreName::default_store())
             .expect("begin");
         assert_eq!(started.missing.len(), 2);
 
@@ -366,7 +367,7 @@ mod tests {
         // A commit before every digest arrived is refused, and forgets the publish.
         let early = f
             .publishes
-            .begin("web", "0.9", files.clone(), "")
+            .begin("web", "0.9", files.clone(), &StoreName::default_store())
             .expect("begin");
         upload(&f.publishes, &early.upload_id, b"js")
             .await
@@ -407,7 +408,7 @@ mod tests {
         let files = vec![file("index.html", b"<html>1</html>")];
         let first = f
             .publishes
-            .begin("web", "1.0", files.clone(), "")
+            .begin("web", "1.0", files.clone(), &StoreName::default_store())
             .expect("begin");
         // Idle means longer than zero: wait until the clock has moved past the first begin.
         let begun = Instant::now();
@@ -415,7 +416,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         f.publishes
-            .begin("web", "1.1", files, "")
+            .begin("web", "1.1", files, &StoreName::default_store())
             .expect("a later begin forgets idle sessions");
         assert!(matches!(
             upload(&f.publishes, &first.upload_id, b"<html>1</html>").await,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use opus_core::CoreError;
 use opus_core::artifact::ArtifactStore;
-use opus_core::model::{ProjectName, SITE_HOST_SEPARATOR};
+use opus_core::model::{EnvName, ProjectName, SITE_HOST_SEPARATOR, VersionName};
 use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
 use tracing::instrument;
 
@@ -69,23 +69,26 @@ impl Deployer {
     /// version. A remote version starts warming the site cache in the background.
     pub async fn load_version(
         &self,
-        project: &str,
-        version: &str,
+        project: &ProjectName,
+        version: &VersionName,
     ) -> Result<Arc<SiteVersion>, CoreError> {
         if let Ok(recent) = self.recent.lock() {
             if let Some(v) = recent
                 .iter()
-                .find(|v| v.project == project && v.version == version)
+                .find(|v| v.project == project.as_str() && v.version == version.as_str())
             {
                 // Its files may have been evicted since; warming a cached file only marks it used.
                 v.warm();
                 return Ok(v.clone());
             }
         }
-        let manifest = self.artifacts.manifest(project, version).await?;
+        let manifest = self
+            .artifacts
+            .manifest(project.as_str(), version.as_str())
+            .await?;
         let content = match self
             .artifacts
-            .local_path(project, version, "index.html")?
+            .local_path(project.as_str(), version.as_str(), "index.html")?
             .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
         {
             Some(root) => Content::Local(root),
@@ -109,8 +112,8 @@ impl Deployer {
             })
             .collect();
         let loaded = Arc::new(SiteVersion::new(
-            project,
-            version,
+            project.as_str(),
+            version.as_str(),
             content,
             spa,
             Some(files),
@@ -130,9 +133,9 @@ impl Deployer {
     #[instrument(skip(self), err(Display))]
     pub async fn deploy(
         &self,
-        project: &str,
-        env: &str,
-        version: &str,
+        project: &ProjectName,
+        env: &EnvName,
+        version: &VersionName,
         actor: &str,
         reason: ReleaseReason,
         preview: bool,
@@ -143,8 +146,10 @@ impl Deployer {
         let record = self
             .store
             .deploy(project, env, version, actor, reason, preview)?;
-        self.sites
-            .apply(&guard, vec![(SiteKey::new(project, env), Some(site))]);
+        self.sites.apply(
+            &guard,
+            vec![(SiteKey::new(project.as_str(), env.as_str()), Some(site))],
+        );
         drop(guard);
         self.flush().await;
         self.metrics
@@ -160,9 +165,9 @@ impl Deployer {
     #[instrument(skip(self), err(Display))]
     pub async fn rollback(
         &self,
-        project: &str,
-        env: &str,
-        to: Option<&str>,
+        project: &ProjectName,
+        env: &EnvName,
+        to: Option<&VersionName>,
         actor: &str,
     ) -> Result<EnvironmentRecord, CoreError> {
         // The lock first: the target stays the target until the commit.
@@ -171,8 +176,10 @@ impl Deployer {
         // Usually a recent version, already loaded and warm.
         let site = self.load_version(project, &target.version).await?;
         let record = self.store.rollback(project, env, &target, actor)?;
-        self.sites
-            .apply(&guard, vec![(SiteKey::new(project, env), Some(site))]);
+        self.sites.apply(
+            &guard,
+            vec![(SiteKey::new(project.as_str(), env.as_str()), Some(site))],
+        );
         drop(guard);
         self.flush().await;
         self.metrics.deploys.with_label_values(&["rollback"]).inc();
@@ -184,8 +191,8 @@ impl Deployer {
     #[instrument(skip(self), err(Display))]
     pub async fn unpin_environment(
         &self,
-        project: &str,
-        env: &str,
+        project: &ProjectName,
+        env: &EnvName,
     ) -> Result<EnvironmentRecord, CoreError> {
         let record = self.store.unpin_environment(project, env)?;
         self.flush().await;
@@ -194,11 +201,17 @@ impl Deployer {
 
     /// Removes an environment and stops serving it.
     #[instrument(skip(self), err(Display))]
-    pub async fn remove_environment(&self, project: &str, env: &str) -> Result<(), CoreError> {
+    pub async fn remove_environment(
+        &self,
+        project: &ProjectName,
+        env: &EnvName,
+    ) -> Result<(), CoreError> {
         let guard = self.sites.lock().await;
         self.store.remove_environment(project, env)?;
-        self.sites
-            .apply(&guard, vec![(SiteKey::new(project, env), None)]);
+        self.sites.apply(
+            &guard,
+            vec![(SiteKey::new(project.as_str(), env.as_str()), None)],
+        );
         drop(guard);
         self.flush().await;
         Ok(())
@@ -256,7 +269,14 @@ impl Deployer {
         self.sites.set_project_ages(self.project_ages(&envs)?);
         let mut changes = Vec::with_capacity(envs.len());
         for env in envs {
-            match self.load_version(&env.project, &env.current.version).await {
+            let loaded = match (
+                ProjectName::new(env.project.as_str()),
+                VersionName::new(env.current.version.as_str()),
+            ) {
+                (Ok(project), Ok(version)) => self.load_version(&project, &version).await,
+                (Err(e), _) | (_, Err(e)) => Err(e.into()),
+            };
+            match loaded {
                 Ok(site) => changes.push((SiteKey::new(&env.project, &env.name), Some(site))),
                 Err(e) => tracing::warn!(
                     project = %env.project, env = %env.name, version = %env.current.version, error = %e,
@@ -287,7 +307,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::sites::{PRODUCTION, SiteCache};
+    use crate::sites::SiteCache;
 
     /// `GET /` of project `web`'s production site.
     async fn home(addr: std::net::SocketAddr) -> String {
@@ -348,7 +368,14 @@ mod tests {
         );
         for v in ["1", "2"] {
             deploys
-                .deploy("web", PRODUCTION, v, "test", ReleaseReason::Deploy, false)
+                .deploy(
+                    &web,
+                    &EnvName::production(),
+                    &VersionName::new(v).expect("version"),
+                    "test",
+                    ReleaseReason::Deploy,
+                    false,
+                )
                 .await
                 .expect("deploy");
         }
@@ -369,13 +396,13 @@ mod tests {
             .expect("remove manifest");
         let fresh = Deployer::new(meta.clone(), artifacts, sites, metrics);
         fresh
-            .rollback("web", PRODUCTION, None, "test")
+            .rollback(&web, &EnvName::production(), None, "test")
             .await
             .expect_err("version 1 cannot be loaded");
 
-        let env = meta.environment("web", PRODUCTION).expect("env");
+        let env = meta.environment(&web, &EnvName::production()).expect("env");
         assert_eq!((env.current.version.as_str(), env.pinned), ("2", false));
-        assert_eq!(meta.releases("web", None, 0).expect("releases").len(), 2);
+        assert_eq!(meta.releases(&web, None, 0).expect("releases").len(), 2);
         assert!(home(addr).await.ends_with("version 2"));
     }
 }

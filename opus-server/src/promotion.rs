@@ -13,7 +13,7 @@ use opus_core::error::StoreError;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use opus_core::model::{Build, EnvName, PRODUCTION, Project, branch_slug};
+use opus_core::model::{Build, EnvName, PRODUCTION, Project, VersionName, branch_slug};
 use opus_core::recipe::{EnvironmentSpec, OpusFile, SpecOrigin};
 use opus_core::store::{MetaStore, ReleaseReason};
 
@@ -120,10 +120,9 @@ pub async fn after_stored(
     build: &Build,
     project: &Project,
     (spec, origin): (&OpusFile, SpecOrigin),
-    version: &str,
+    version: &VersionName,
     log: &BuildLog,
 ) {
-    let name = build.project.as_str();
     let environments = environments(spec, origin, &project.branch);
     let targets = deploy_targets(
         &environments,
@@ -132,13 +131,17 @@ pub async fn after_stored(
         build.is_tag,
     );
     if targets.is_empty() {
-        log.opus("deploy", &nowhere(build, origin, version));
+        log.opus("deploy", &nowhere(build, origin, version.as_str()));
     }
     for target in targets {
         deploy_one(store, deployer, build, &environments, version, &target, log).await;
     }
     let keep = keep_count(project, spec.retention);
-    match deployer.artifacts().apply_retention(name, keep).await {
+    match deployer
+        .artifacts()
+        .apply_retention(&build.project, keep)
+        .await
+    {
         Ok(deleted) if !deleted.is_empty() => {
             let names: Vec<_> = deleted.iter().map(|v| v.to_string()).collect();
             log.opus(
@@ -157,26 +160,29 @@ async fn deploy_one(
     deployer: &Deployer,
     build: &Build,
     environments: &BTreeMap<String, EnvironmentSpec>,
-    version: &str,
+    version: &VersionName,
     target: &DeployTarget,
     log: &BuildLog,
 ) {
-    let project = build.project.as_str();
-    if let Err(e) = EnvName::new(target.env.clone()) {
-        log.opus(
-            "deploy",
-            &format!(
-                "no preview: {:?} is not an environment name: {e}",
-                target.env
-            ),
-        );
-        return;
-    }
+    let project = &build.project;
+    let env = match EnvName::new(target.env.clone()) {
+        Ok(env) => env,
+        Err(e) => {
+            log.opus(
+                "deploy",
+                &format!(
+                    "no preview: {:?} is not an environment name: {e}",
+                    target.env
+                ),
+            );
+            return;
+        }
+    };
     if target.preview {
         // A preview never takes over an environment that is not a preview (a branch called
         // `production`, or `staging` deployed by hand).
         let taken = target.env == PRODUCTION || environments.contains_key(&target.env);
-        let existing = match store.environment(project, &target.env) {
+        let existing = match store.environment(project, &env) {
             Ok(env) => Some(env),
             Err(StoreError::EnvironmentNotFound { .. }) => None,
             Err(e) => {
@@ -199,7 +205,7 @@ async fn deploy_one(
     match deployer
         .deploy(
             project,
-            &target.env,
+            &env,
             version,
             &actor,
             ReleaseReason::Auto,
@@ -214,7 +220,7 @@ async fn deploy_one(
                 &format!(
                     "{what}: {version} is live in {} ({}), release #{}",
                     target.env,
-                    deployer.sites().url(project, &target.env),
+                    deployer.sites().url(project.as_str(), &target.env),
                     record.current.seq
                 ),
             );

@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 use super::write::delete_objects;
 use super::{ArtifactStore, Backend, read::read_manifest};
 use crate::error::ArtifactError;
-use crate::model::{StoreName, VersionName, VersionRecord};
+use crate::model::{ProjectName, StoreName, VersionName, VersionRecord};
 use crate::store::VersionRemoval;
 
 /// What [`ArtifactStore::remove_orphans`] removed.
@@ -146,13 +146,13 @@ impl ArtifactStore {
     #[instrument(skip(self))]
     pub async fn apply_retention(
         &self,
-        project: &str,
+        project: &ProjectName,
         keep: usize,
     ) -> Result<Vec<VersionName>, ArtifactError> {
         if keep == 0 {
             return Ok(Vec::new());
         }
-        let versions = self.list_versions(project)?;
+        let versions = self.list_versions(project.as_str())?;
         // Skips reading the manifests of protected versions; the removal itself checks again.
         let protected = self.meta().protected_versions(project)?;
         let mut deleted = Vec::new();
@@ -161,7 +161,7 @@ impl ArtifactStore {
                 continue;
             }
             match self
-                .delete_version(project, record.version.as_str(), "retention")
+                .delete_version(project.as_str(), record.version.as_str(), "retention")
                 .await
             {
                 Ok(_) => deleted.push(record.version),

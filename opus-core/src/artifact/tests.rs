@@ -4,7 +4,7 @@ use object_store::ObjectStoreExt;
 
 use super::*;
 use crate::error::{ArchiveError, StoreError};
-use crate::model::{Project, Source, StoreName};
+use crate::model::{EnvName, Project, Source, StoreName};
 use crate::store::{ReleaseReason, SiteOptions};
 
 struct Fixture {
@@ -373,15 +373,19 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
     // Deployed, so protected: retention keeps it beyond the newest two.
     f.meta
         .deploy(
-            "web",
-            "production",
-            "1",
+            &name("web"),
+            &EnvName::production(),
+            &ver("1"),
             "test",
             ReleaseReason::Deploy,
             false,
         )
         .expect("deploy");
-    let deleted = f.store.apply_retention("web", 2).await.expect("retention");
+    let deleted = f
+        .store
+        .apply_retention(&name("web"), 2)
+        .await
+        .expect("retention");
     assert_eq!(deleted, [ver("2")]);
     let left: Vec<_> = f
         .store
@@ -979,7 +983,12 @@ async fn a_stored_folder_commits_its_site_options_with_the_version() {
         .store_dir(&name("web"), &ver("1"), &src, &origin(1), &spa)
         .await
         .expect("stored");
-    assert_eq!(f.meta.site_options("web", "1").expect("options"), spa);
+    assert_eq!(
+        f.meta
+            .site_options(&name("web"), &ver("1"))
+            .expect("options"),
+        spa
+    );
     // A version that fails to store records no options.
     let missing = f.dir.path().join("missing");
     f.store
@@ -987,7 +996,9 @@ async fn a_stored_folder_commits_its_site_options_with_the_version() {
         .await
         .expect_err("no folder");
     assert_eq!(
-        f.meta.site_options("web", "2").expect("options"),
+        f.meta
+            .site_options(&name("web"), &ver("2"))
+            .expect("options"),
         SiteOptions::default()
     );
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{MetaStore, T, Tx, TxResult, abort, be_u64, decode, pair_key, prefix};
 use crate::error::StoreError;
-use crate::model::EventKind;
+use crate::model::{EnvName, EventKind, ProjectName, VersionName, VersionRecord};
 
 /// Why a release was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub struct EnvironmentRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollbackTarget {
     /// The version the environment goes back to.
-    pub version: String,
+    pub version: VersionName,
     /// The release it restores (none for a rollback to a named version).
     restores: Option<u64>,
     /// Whether the environment is a preview.
@@ -164,7 +164,7 @@ impl Tx<'_> {
         &self,
         project: &str,
         env: &str,
-        to: Option<&str>,
+        to: Option<&VersionName>,
     ) -> TxResult<RollbackTarget> {
         self.project(project)?;
         let Some(current) =
@@ -177,9 +177,9 @@ impl Tx<'_> {
         };
         let preview = current.preview;
         if let Some(v) = to {
-            self.version_exists(project, v)?;
+            self.version_exists(project, v.as_str())?;
             return Ok(RollbackTarget {
-                version: v.to_owned(),
+                version: v.clone(),
                 restores: None,
                 preview,
             });
@@ -195,14 +195,13 @@ impl Tx<'_> {
             if r.version == current.current.version {
                 continue;
             }
-            let exists = self
-                .tree(T::Versions)
-                .get(pair_key(project, r.version.as_bytes()))?
-                .is_some();
-            if exists {
+            // The version's record, when the version still exists: its name comes typed.
+            let stored: Option<VersionRecord> =
+                self.get_json(T::Versions, &pair_key(project, r.version.as_bytes()))?;
+            if let Some(stored) = stored {
                 return Ok(RollbackTarget {
                     restores: Some(r.restores.unwrap_or(r.seq)),
-                    version: r.version,
+                    version: stored.version,
                     preview,
                 });
             }
@@ -268,13 +267,14 @@ impl MetaStore {
     /// changes nothing. `VersionNotFound` when the project has no such version.
     pub fn deploy(
         &self,
-        project: &str,
-        env: &str,
-        version: &str,
+        project: &ProjectName,
+        env: &EnvName,
+        version: &VersionName,
         actor: &str,
         reason: ReleaseReason,
         preview: bool,
     ) -> Result<EnvironmentRecord, StoreError> {
+        let (project, env, version) = (project.as_str(), env.as_str(), version.as_str());
         self.transact(|tx| {
             tx.project(project)?;
             tx.version_exists(project, version)?;
@@ -304,29 +304,30 @@ impl MetaStore {
     /// The deployer loads that version before [`MetaStore::rollback`] commits it.
     pub fn rollback_target(
         &self,
-        project: &str,
-        env: &str,
-        to: Option<&str>,
+        project: &ProjectName,
+        env: &EnvName,
+        to: Option<&VersionName>,
     ) -> Result<RollbackTarget, StoreError> {
-        self.transact(|tx| tx.rollback_target(project, env, to))
+        self.transact(|tx| tx.rollback_target(project.as_str(), env.as_str(), to))
     }
 
     /// Points `env` at `target` (from [`MetaStore::rollback_target`]) and pins it. The caller
     /// keeps the environment from changing in between (the deployer holds the site writer lock).
     pub fn rollback(
         &self,
-        project: &str,
-        env: &str,
+        project: &ProjectName,
+        env: &EnvName,
         target: &RollbackTarget,
         actor: &str,
     ) -> Result<EnvironmentRecord, StoreError> {
+        let (project, env) = (project.as_str(), env.as_str());
         self.transact(|tx| {
             tx.project(project)?;
-            tx.version_exists(project, &target.version)?;
+            tx.version_exists(project, target.version.as_str())?;
             tx.release(&NewRelease {
                 project,
                 env,
-                version: &target.version,
+                version: target.version.as_str(),
                 actor,
                 reason: ReleaseReason::Rollback,
                 restores: target.restores,
@@ -337,18 +338,28 @@ impl MetaStore {
     }
 
     /// One environment.
-    pub fn environment(&self, project: &str, env: &str) -> Result<EnvironmentRecord, StoreError> {
-        self.get_json(T::Environments, &env_key(project, env))?
+    pub fn environment(
+        &self,
+        project: &ProjectName,
+        env: &EnvName,
+    ) -> Result<EnvironmentRecord, StoreError> {
+        self.get_json(T::Environments, &env_key(project.as_str(), env.as_str()))?
             .ok_or_else(|| StoreError::EnvironmentNotFound {
-                project: project.to_owned(),
-                env: env.to_owned(),
+                project: project.to_string(),
+                env: env.to_string(),
             })
     }
 
     /// A project's environments, by name.
-    pub fn environments(&self, project: &str) -> Result<Vec<EnvironmentRecord>, StoreError> {
+    pub fn environments(
+        &self,
+        project: &ProjectName,
+    ) -> Result<Vec<EnvironmentRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree(T::Environments)?.scan_prefix(prefix(project)) {
+        for item in self
+            .tree(T::Environments)?
+            .scan_prefix(prefix(project.as_str()))
+        {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -369,13 +380,13 @@ impl MetaStore {
     /// `limit` (0: all).
     pub fn releases(
         &self,
-        project: &str,
-        env: Option<&str>,
+        project: &ProjectName,
+        env: Option<&EnvName>,
         limit: usize,
     ) -> Result<Vec<Release>, StoreError> {
         let scan = match env {
-            Some(e) => release_prefix(project, e),
-            None => prefix(project),
+            Some(e) => release_prefix(project.as_str(), e.as_str()),
+            None => prefix(project.as_str()),
         };
         let mut out: Vec<Release> = Vec::new();
         for item in self.tree(T::Releases)?.scan_prefix(scan).rev() {
@@ -395,7 +406,12 @@ impl MetaStore {
     }
 
     /// Removes an environment's pointer (its history stays), with an `environment.removed` event.
-    pub fn remove_environment(&self, project: &str, env: &str) -> Result<(), StoreError> {
+    pub fn remove_environment(
+        &self,
+        project: &ProjectName,
+        env: &EnvName,
+    ) -> Result<(), StoreError> {
+        let (project, env) = (project.as_str(), env.as_str());
         self.transact(|tx| {
             let key = env_key(project, env);
             if tx.tree(T::Environments).remove(key)?.is_none() {
@@ -416,9 +432,10 @@ impl MetaStore {
     /// Clears an environment's pin, with an `environment.unpinned` event.
     pub fn unpin_environment(
         &self,
-        project: &str,
-        env: &str,
+        project: &ProjectName,
+        env: &EnvName,
     ) -> Result<EnvironmentRecord, StoreError> {
+        let (project, env) = (project.as_str(), env.as_str());
         self.transact(|tx| {
             let key = env_key(project, env);
             let Some(mut record) = tx.get_json::<EnvironmentRecord>(T::Environments, &key)? else {
@@ -454,14 +471,14 @@ impl MetaStore {
     /// [`MetaStore::remove_version`] refuses them.
     pub fn protected_versions(
         &self,
-        project: &str,
+        project: &ProjectName,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut out = std::collections::HashSet::new();
         for env in self.environments(project)? {
             let current = env.current.version.clone();
             for item in self
                 .tree(T::Releases)?
-                .scan_prefix(release_prefix(project, &env.name))
+                .scan_prefix(release_prefix(project.as_str(), &env.name))
                 .rev()
             {
                 let (k, v) = item?;
@@ -477,9 +494,16 @@ impl MetaStore {
     }
 
     /// How a version is served (defaults when nothing was recorded).
-    pub fn site_options(&self, project: &str, version: &str) -> Result<SiteOptions, StoreError> {
+    pub fn site_options(
+        &self,
+        project: &ProjectName,
+        version: &VersionName,
+    ) -> Result<SiteOptions, StoreError> {
         Ok(self
-            .get_json(T::SiteOptions, &pair_key(project, version.as_bytes()))?
+            .get_json(
+                T::SiteOptions,
+                &pair_key(project.as_str(), version.as_str().as_bytes()),
+            )?
             .unwrap_or_default())
     }
 }

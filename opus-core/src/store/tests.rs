@@ -1,7 +1,9 @@
 use std::time::SystemTime;
 
 use super::*;
-use crate::model::{Build, BuildState, EventKind, Project, ProjectName, Source, VersionName};
+use crate::model::{
+    Build, BuildState, EnvName, EventKind, Project, ProjectName, Source, VersionName,
+};
 
 fn project(name: &str) -> Project {
     Project {
@@ -444,6 +446,18 @@ fn an_old_store_keeps_its_build_numbers_and_continues_after_them() {
     assert_eq!((fresh.id, fresh.number), (8, 1));
 }
 
+fn pn(name: &str) -> ProjectName {
+    ProjectName::new(name).expect("project name")
+}
+
+fn en(name: &str) -> EnvName {
+    EnvName::new(name).expect("environment name")
+}
+
+fn vn(name: &str) -> VersionName {
+    VersionName::new(name).expect("version name")
+}
+
 fn version(project: &str, v: &str) -> crate::model::VersionRecord {
     crate::model::VersionRecord {
         project: ProjectName::new(project).expect("valid name"),
@@ -470,10 +484,12 @@ fn deploys_rollbacks_pins_and_history() {
             .commit_version(&version("web", v), &[], &SiteOptions::default())
             .expect("version");
     }
-    let deploy = |v: &str, reason| store.deploy("web", "production", v, "test", reason, false);
+    let deploy = |v: &str, reason| {
+        store.deploy(&pn("web"), &en("production"), &vn(v), "test", reason, false)
+    };
     let rollback = |store: &MetaStore| {
-        let target = store.rollback_target("web", "production", None)?;
-        store.rollback("web", "production", &target, "test")
+        let target = store.rollback_target(&pn("web"), &en("production"), None)?;
+        store.rollback(&pn("web"), &en("production"), &target, "test")
     };
     assert!(matches!(
         deploy("9", ReleaseReason::Deploy),
@@ -497,16 +513,20 @@ fn deploys_rollbacks_pins_and_history() {
         deploy("3", ReleaseReason::Auto),
         Err(E::EnvironmentPinned { .. })
     ));
-    assert_eq!(store.releases("web", None, 0).expect("list").len(), 5);
-    let protected = store.protected_versions("web").expect("protected");
+    assert_eq!(store.releases(&pn("web"), None, 0).expect("list").len(), 5);
+    let protected = store.protected_versions(&pn("web")).expect("protected");
     assert!(
         protected.contains("1") && protected.contains("2"),
         "{protected:?}"
     );
     assert!(!protected.contains("3"));
-    store.unpin_environment("web", "production").expect("unpin");
+    store
+        .unpin_environment(&pn("web"), &en("production"))
+        .expect("unpin");
     deploy("3", ReleaseReason::Auto).expect("auto after unpin");
-    let list = store.releases("web", Some("production"), 2).expect("list");
+    let list = store
+        .releases(&pn("web"), Some(&en("production")), 2)
+        .expect("list");
     assert_eq!(list.iter().map(|r| r.seq).collect::<Vec<_>>(), [6, 5]);
     // Events in the same transactions.
     let n = store
@@ -526,17 +546,17 @@ fn deploys_rollbacks_pins_and_history() {
     let store = MetaStore::open(dir.path()).expect("reopen");
     assert_eq!(
         store
-            .environment("web", "production")
+            .environment(&pn("web"), &en("production"))
             .expect("env")
             .current
             .version,
         "3"
     );
     store
-        .remove_environment("web", "production")
+        .remove_environment(&pn("web"), &en("production"))
         .expect("remove");
-    assert!(store.environments("web").expect("envs").is_empty());
-    assert_eq!(store.releases("web", None, 0).expect("list").len(), 6);
+    assert!(store.environments(&pn("web")).expect("envs").is_empty());
+    assert_eq!(store.releases(&pn("web"), None, 0).expect("list").len(), 6);
 }
 
 #[test]
@@ -584,14 +604,20 @@ fn a_versions_site_options_are_committed_with_it() {
             .commit_version(&version("web", "1"), &[], &spa)
             .expect("commit")
     );
-    assert_eq!(store.site_options("web", "1").expect("options"), spa);
+    assert_eq!(
+        store.site_options(&pn("web"), &vn("1")).expect("options"),
+        spa
+    );
     // A version that exists keeps the options it was committed with.
     assert!(
         !store
             .commit_version(&version("web", "1"), &[], &SiteOptions::default())
             .expect("commit")
     );
-    assert_eq!(store.site_options("web", "1").expect("options"), spa);
+    assert_eq!(
+        store.site_options(&pn("web"), &vn("1")).expect("options"),
+        spa
+    );
     // A version never committed has none.
     assert!(
         store
@@ -599,7 +625,7 @@ fn a_versions_site_options_are_committed_with_it() {
             .is_err()
     );
     assert_eq!(
-        store.site_options("nope", "1").expect("options"),
+        store.site_options(&pn("nope"), &vn("1")).expect("options"),
         SiteOptions::default()
     );
 }
@@ -674,7 +700,14 @@ fn a_version_an_environment_needs_is_not_removed() {
     let remove = |v: &str| store.remove_version("web", v, &[], None, "test");
     let deploy = |v: &str| {
         store
-            .deploy("web", "production", v, "test", ReleaseReason::Deploy, false)
+            .deploy(
+                &pn("web"),
+                &en("production"),
+                &vn(v),
+                "test",
+                ReleaseReason::Deploy,
+                false,
+            )
             .expect("deploy")
     };
     deploy("1");
@@ -691,7 +724,14 @@ fn a_version_an_environment_needs_is_not_removed() {
     assert_eq!(store.get_version("web", "1").expect("get"), None);
     // And the other way round: a deploy of a removed version is refused in its transaction.
     assert!(matches!(
-        store.deploy("web", "staging", "1", "test", ReleaseReason::Deploy, false),
+        store.deploy(
+            &pn("web"),
+            &en("staging"),
+            &vn("1"),
+            "test",
+            ReleaseReason::Deploy,
+            false
+        ),
         Err(StoreError::VersionNotFound { .. })
     ));
 }

@@ -153,7 +153,7 @@ impl MetaStore {
         }
         loop {
             let releases_made = self.releases_made(project)?;
-            if self.protected_versions(project)?.contains(version) {
+            if self.protected_versions(&record.project)?.contains(version) {
                 return Ok(VersionRemoval::Protected);
             }
             let removal = self.transact(|tx| {

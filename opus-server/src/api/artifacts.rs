@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use opus_core::artifact::ManifestFile;
+use opus_core::model::ProjectName;
 use opus_core::proto::{self, artifact_service_server::ArtifactService};
 use opus_core::store::EnvironmentRecord;
 use tonic::{Request, Response, Status, Streaming};
@@ -51,13 +52,13 @@ impl ArtifactsApi {
 
     /// Applies the project's retention after a version was published (`keep N`, see
     /// [`crate::promotion::keep_count`]); failures are logged, the publish itself succeeded.
-    async fn apply_retention(&self, project: &str) {
-        let keep = match self.store.get_project(project) {
+    async fn apply_retention(&self, project: &ProjectName) {
+        let keep = match self.store.get_project(project.as_str()) {
             Ok(p) => crate::promotion::keep_count(&p, None),
             Err(_) => return,
         };
         if let Err(e) = self.artifacts.apply_retention(project, keep).await {
-            tracing::warn!(project, error = %e, "retention failed");
+            tracing::warn!(project = %project, error = %e, "retention failed");
         }
     }
 }
@@ -87,9 +88,12 @@ impl ArtifactService for ArtifactsApi {
         &self,
         req: Request<proto::ListVersionsRequest>,
     ) -> Result<Response<proto::ListVersionsResponse>, Status> {
-        let project = &req.get_ref().project;
-        let versions = self.artifacts.list_versions(project).map_err(status)?;
-        let environments = self.store.environments(project).map_err(status)?;
+        let project = ProjectName::new(req.get_ref().project.as_str()).map_err(status)?;
+        let versions = self
+            .artifacts
+            .list_versions(project.as_str())
+            .map_err(status)?;
+        let environments = self.store.environments(&project).map_err(status)?;
         let serving = serving_environments(&environments);
         Ok(Response::new(proto::ListVersionsResponse {
             versions: versions
@@ -215,7 +219,7 @@ impl ArtifactService for ArtifactsApi {
             .commit(&req.get_ref().upload_id)
             .await
             .map_err(status)?;
-        self.apply_retention(stored.record.project.as_str()).await;
+        self.apply_retention(&stored.record.project).await;
         Ok(Response::new((&stored.record).into()))
     }
 

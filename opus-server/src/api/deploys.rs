@@ -9,7 +9,6 @@ use tracing::instrument;
 
 use super::status;
 use crate::deploys::Deployer;
-use crate::sites::PRODUCTION;
 use opus_core::store::MetaStore;
 
 /// Implements `DeployService` over the [`crate::deploys::Deployer`].
@@ -63,16 +62,16 @@ fn release(r: &Release) -> proto::Release {
 }
 
 /// Validates a project name.
-fn project(name: &str) -> Result<String, Status> {
-    Ok(ProjectName::new(name).map_err(status)?.as_str().to_owned())
+fn project(name: &str) -> Result<ProjectName, Status> {
+    ProjectName::new(name).map_err(status)
 }
 
 /// Validates an environment name; empty means production.
-fn env(name: &str) -> Result<String, Status> {
+fn env(name: &str) -> Result<EnvName, Status> {
     if name.is_empty() {
-        return Ok(PRODUCTION.to_owned());
+        return Ok(EnvName::production());
     }
-    Ok(EnvName::new(name).map_err(status)?.as_str().to_owned())
+    EnvName::new(name).map_err(status)
 }
 
 #[tonic::async_trait]
@@ -87,13 +86,13 @@ impl DeployService for DeploysApi {
         let env = env(&r.env)?;
         EnvName::for_new(env.as_str()).map_err(status)?;
         let version = VersionName::new(r.version).map_err(status)?;
-        self.store.get_project(&project).map_err(status)?;
+        self.store.get_project(project.as_str()).map_err(status)?;
         let record = self
             .deployer
             .deploy(
                 &project,
                 &env,
-                version.as_str(),
+                &version,
                 "api",
                 ReleaseReason::Deploy,
                 false,
@@ -118,7 +117,7 @@ impl DeployService for DeploysApi {
         };
         let record = self
             .deployer
-            .rollback(&project, &env, to.as_ref().map(VersionName::as_str), "api")
+            .rollback(&project, &env, to.as_ref(), "api")
             .await
             .map_err(status)?;
         Ok(Response::new(self.response(&record)))
@@ -131,7 +130,7 @@ impl DeployService for DeploysApi {
     ) -> Result<Response<proto::ListReleasesResponse>, Status> {
         let r = req.into_inner();
         let project = project(&r.project)?;
-        self.store.get_project(&project).map_err(status)?;
+        self.store.get_project(project.as_str()).map_err(status)?;
         let env = if r.env.is_empty() {
             None
         } else {
@@ -139,7 +138,7 @@ impl DeployService for DeploysApi {
         };
         let releases = self
             .store
-            .releases(&project, env.as_deref(), r.limit as usize)
+            .releases(&project, env.as_ref(), r.limit as usize)
             .map_err(status)?;
         Ok(Response::new(proto::ListReleasesResponse {
             releases: releases.iter().map(release).collect(),
@@ -163,7 +162,7 @@ impl DeployService for DeploysApi {
         req: Request<proto::ListEnvironmentsRequest>,
     ) -> Result<Response<proto::ListEnvironmentsResponse>, Status> {
         let project = project(&req.into_inner().project)?;
-        self.store.get_project(&project).map_err(status)?;
+        self.store.get_project(project.as_str()).map_err(status)?;
         let envs = self.store.environments(&project).map_err(status)?;
         Ok(Response::new(proto::ListEnvironmentsResponse {
             environments: envs.iter().map(|e| self.environment(e)).collect(),

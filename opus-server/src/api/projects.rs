@@ -216,7 +216,7 @@ impl ProjectService for ProjectsApi {
             let keep = crate::promotion::keep_count(&project, None);
             self.deployer
                 .artifacts()
-                .apply_retention(project.name.as_str(), keep)
+                .apply_retention(&project.name, keep)
                 .await
                 .map_err(status)?;
         }

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use opus_core::error::StoreError;
-use opus_core::model::{StoreName, Trigger, branch_slug};
+use opus_core::model::{EnvName, ProjectName, StoreName, Trigger, branch_slug};
 use opus_core::store::{KeyKind, MetaStore};
 use serde_json::{Value, json};
 use tracing::instrument;
@@ -246,8 +246,13 @@ async fn branch_deleted(state: &Webhooks, project: &str, git_ref: &str) -> Respo
         tracing::info!(git_ref, "ref deleted: nothing to remove");
         return answer(StatusCode::OK, json!({ "deleted": git_ref }));
     };
-    let env = branch_slug(branch);
-    let preview = match state.store.environment(project, &env) {
+    // A slug is always an environment name; a name that is none has no environment either.
+    let names = (ProjectName::new(project), EnvName::new(branch_slug(branch)));
+    let (Ok(project), Ok(env)) = names else {
+        tracing::info!(branch, "branch deleted: it has no preview");
+        return answer(StatusCode::OK, json!({ "deleted": git_ref }));
+    };
+    let preview = match state.store.environment(&project, &env) {
         Ok(record) => record.preview,
         Err(StoreError::EnvironmentNotFound { .. }) => false,
         Err(e) => {
@@ -261,9 +266,9 @@ async fn branch_deleted(state: &Webhooks, project: &str, git_ref: &str) -> Respo
         tracing::info!(branch, "branch deleted: it has no preview");
         return answer(StatusCode::OK, json!({ "deleted": git_ref }));
     }
-    match state.deployer.remove_environment(project, &env).await {
+    match state.deployer.remove_environment(&project, &env).await {
         Ok(()) => {
-            tracing::info!(branch, env, "branch deleted: preview removed");
+            tracing::info!(branch, env = %env, "branch deleted: preview removed");
             answer(
                 StatusCode::OK,
                 json!({ "deleted": git_ref, "removed_preview": env }),

@@ -182,7 +182,7 @@ async fn sequence(
             &build,
             &project,
             (&spec, origin),
-            prepare::decided_version(&build, Stage::Store)?.as_str(),
+            prepare::decided_version(&build, Stage::Store)?,
             log,
         )
         .await;

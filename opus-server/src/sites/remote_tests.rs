@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opus_core::artifact::{ArtifactStore, Origin};
-use opus_core::model::{Project, ProjectName, Source, StoreName, VersionName};
+use opus_core::model::{EnvName, Project, ProjectName, Source, StoreName, VersionName};
 use opus_core::store::{MetaStore, ReleaseReason, SiteOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -146,9 +146,9 @@ async fn fixture(store: &str, spa: bool, cache_limit: u64) -> Fixture {
     );
     deployer
         .deploy(
-            "web",
-            PRODUCTION,
-            "1.0",
+            &ProjectName::new("web").expect("name"),
+            &EnvName::production(),
+            &VersionName::new("1.0").expect("version"),
             "test",
             ReleaseReason::Deploy,
             false,
@@ -308,9 +308,9 @@ async fn a_deploy_warms_the_cache_and_a_redeploy_fetches_nothing() {
     assert_eq!(f.metrics.site_cache_fetches.get(), 4);
     f.deployer
         .deploy(
-            "web",
-            "staging",
-            "1.0",
+            &ProjectName::new("web").expect("name"),
+            &EnvName::new("staging").expect("env"),
+            &VersionName::new("1.0").expect("version"),
             "test",
             ReleaseReason::Deploy,
             false,
@@ -343,7 +343,10 @@ async fn a_store_failure_is_a_502_that_names_nothing_internal() {
     // Behind the site server's back: the environment goes from the store alone (the table still
     // serves it), so the version is no longer protected and can be deleted.
     f.meta
-        .remove_environment("web", PRODUCTION)
+        .remove_environment(
+            &ProjectName::new("web").expect("name"),
+            &EnvName::production(),
+        )
         .expect("remove the environment from the store");
     f.artifacts
         .delete_version("web", "1.0", "test")

@@ -177,7 +177,7 @@ async fn versions_on_a_real_s3_server() {
     assert_eq!((third.files_written, third.files_copied), (1, 2));
 
     // Retention and deletion keep the index sound: version 3 still verifies after 1 and 2 go.
-    let deleted = store.apply_retention("web", 1).await.expect("retention");
+    let deleted = store.apply_retention(&web, 1).await.expect("retention");
     assert_eq!(deleted.len(), 2);
     assert!(
         s3.head(&object_store::path::Path::from("opus/web/1/index.html"))

@@ -166,7 +166,7 @@ impl Scheduler {
     /// Queues a build.
     pub fn trigger(&self, req: TriggerRequest) -> Result<Build, CoreError> {
         let store = &self.inner.store;
-        let project = store.get_project(&req.project)?;
+        let project = store.get_project(&ProjectName::new(req.project)?)?;
         let git_ref = match req.git_ref.trim() {
             "" | "latest" => project.branch.clone(),
             r => r.to_owned(),
@@ -192,7 +192,7 @@ impl Scheduler {
         let template = Build {
             id: 0,
             number: 0,
-            project: ProjectName::new(project.name.to_string())?,
+            project: project.name.clone(),
             state: BuildState::Queued,
             git_ref: git_ref.clone(),
             commit: String::new(),

@@ -553,9 +553,12 @@ impl ArtifactStore {
     }
 
     /// A project's versions, newest first; `ProjectNotFound` when the project does not exist.
-    pub fn list_versions(&self, project: &str) -> Result<Vec<VersionRecord>, ArtifactError> {
+    pub fn list_versions(
+        &self,
+        project: &ProjectName,
+    ) -> Result<Vec<VersionRecord>, ArtifactError> {
         self.inner.meta.get_project(project)?;
-        Ok(self.inner.meta.list_versions(project)?)
+        Ok(self.inner.meta.list_versions(project.as_str())?)
     }
 }
 

@@ -54,7 +54,7 @@ impl ArtifactStore {
         let project = ProjectName::new(project)?;
         let version = VersionName::new(version)?;
         self.check_store(store)?;
-        self.meta().get_project(project.as_str())?;
+        self.meta().get_project(&project)?;
         if self
             .meta()
             .get_version(project.as_str(), version.as_str())?

@@ -14,7 +14,7 @@ use tracing::instrument;
 use super::{ArtifactStore, Backend, VersionManifest, sha256_hex};
 use crate::archive::check_relative_path;
 use crate::error::ArtifactError;
-use crate::model::VersionRecord;
+use crate::model::{ProjectName, VersionRecord};
 
 /// Files re-hashed at once by verify.
 const VERIFY_AT_ONCE: usize = 8;
@@ -150,11 +150,11 @@ impl ArtifactStore {
     #[instrument(skip(self))]
     pub async fn verify(
         &self,
-        project: &str,
+        project: &ProjectName,
         version: Option<&str>,
     ) -> Result<VerifyReport, ArtifactError> {
         let records = match version {
-            Some(v) => vec![self.version(project, v)?],
+            Some(v) => vec![self.version(project.as_str(), v)?],
             None => self.list_versions(project)?,
         };
         let mut report = VerifyReport::default();

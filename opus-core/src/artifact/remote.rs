@@ -146,7 +146,7 @@ impl ArtifactStore {
         store: &StoreName,
     ) -> Result<Reservation, ArtifactError> {
         self.check_store(store)?;
-        self.meta().get_project(project.as_str())?;
+        self.meta().get_project(project)?;
         let guard = self.reserve(project.as_str(), version.as_str())?;
         if self
             .meta()

@@ -152,7 +152,7 @@ impl ArtifactStore {
         if keep == 0 {
             return Ok(Vec::new());
         }
-        let versions = self.list_versions(project.as_str())?;
+        let versions = self.list_versions(project)?;
         // Skips reading the manifests of protected versions; the removal itself checks again.
         let protected = self.meta().protected_versions(project)?;
         let mut deleted = Vec::new();
@@ -203,7 +203,8 @@ impl ArtifactStore {
                 // Only what Opus could have written: a registered project and a valid version
                 // name, so a store URL pointing at a folder with other content never loses it.
                 let ours = VersionName::new(version.as_str()).is_ok()
-                    && self.meta().get_project(&project).is_ok();
+                    && ProjectName::new(project.as_str())
+                        .is_ok_and(|p| self.meta().get_project(&p).is_ok());
                 if !ours {
                     continue;
                 }

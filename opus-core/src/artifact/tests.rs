@@ -195,9 +195,9 @@ async fn a_stored_folder_reads_back_in_the_layout() {
         events.last().map(|e| e.kind.as_str()),
         Some("version.stored")
     );
-    let listed = f.store.list_versions("web").expect("list");
+    let listed = f.store.list_versions(&name("web")).expect("list");
     assert_eq!(listed.len(), 1);
-    let report = f.store.verify("web", None).await.expect("verify");
+    let report = f.store.verify(&name("web"), None).await.expect("verify");
     assert_eq!(
         (report.versions_checked, report.problems.len()),
         (1, 0),
@@ -329,7 +329,7 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
     // The failed attempt did not touch the stored version.
     assert_eq!(
         f.store
-            .verify("web", Some("1"))
+            .verify(&name("web"), Some("1"))
             .await
             .expect("verify")
             .problems,
@@ -389,7 +389,7 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
     assert_eq!(deleted, [ver("2")]);
     let left: Vec<_> = f
         .store
-        .list_versions("web")
+        .list_versions(&name("web"))
         .expect("list")
         .into_iter()
         .map(|r| r.version.to_string())
@@ -407,7 +407,7 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
     for v in ["1", "3", "4"] {
         assert_eq!(
             f.store
-                .verify("web", Some(v))
+                .verify(&name("web"), Some(v))
                 .await
                 .expect("verify")
                 .problems,
@@ -445,7 +445,7 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
     assert!(again.files_copied >= 2, "{again:?}");
     assert_eq!(
         f.store
-            .verify("web", Some("5"))
+            .verify(&name("web"), Some("5"))
             .await
             .expect("verify")
             .problems,
@@ -522,7 +522,11 @@ async fn orphans_of_interrupted_writes_are_removed() {
             .is_some()
     );
     assert_eq!(
-        f.store.verify("web", None).await.expect("verify").problems,
+        f.store
+            .verify(&name("web"), None)
+            .await
+            .expect("verify")
+            .problems,
         []
     );
 }
@@ -538,7 +542,11 @@ async fn verify_reports_damage() {
     std::fs::remove_file(root.join("robots.txt")).expect("rm");
     std::fs::remove_file(root.join("static/js/app.js")).expect("rm");
     std::fs::write(root.join("static/js/app.js"), b"short").expect("write");
-    let report = f.store.verify("web", Some("1")).await.expect("verify");
+    let report = f
+        .store
+        .verify(&name("web"), Some("1"))
+        .await
+        .expect("verify");
     let mut kinds: Vec<_> = report
         .problems
         .iter()
@@ -556,7 +564,7 @@ async fn verify_reports_damage() {
     assert_eq!(report.files_checked, 4);
     let err = f
         .store
-        .verify("web", Some("2"))
+        .verify(&name("web"), Some("2"))
         .await
         .expect_err("no version");
     assert!(matches!(err, ArtifactError::VersionNotFound { .. }));
@@ -613,7 +621,12 @@ async fn publishing_uploads_only_what_is_missing() {
         matches!(err, ArtifactError::ContentMissing { count: 1, .. }),
         "{err}"
     );
-    assert!(f.store.list_versions("web").expect("list").is_empty());
+    assert!(
+        f.store
+            .list_versions(&name("web"))
+            .expect("list")
+            .is_empty()
+    );
 
     stage(&staged, &src, &files, &missing);
     let stored = f
@@ -627,7 +640,7 @@ async fn publishing_uploads_only_what_is_missing() {
     );
     assert_eq!(
         f.store
-            .verify("web", Some("1.0"))
+            .verify(&name("web"), Some("1.0"))
             .await
             .expect("verify")
             .problems,
@@ -649,7 +662,7 @@ async fn publishing_uploads_only_what_is_missing() {
     assert_eq!(stored.bytes_written, 0);
     assert_eq!(
         f.store
-            .verify("web", Some("1.1"))
+            .verify(&name("web"), Some("1.1"))
             .await
             .expect("verify")
             .problems,
@@ -771,7 +784,7 @@ async fn one_version_is_stored_once_when_two_writers_race() {
     );
     assert_eq!(
         f.store
-            .verify("web", Some("1"))
+            .verify(&name("web"), Some("1"))
             .await
             .expect("verify")
             .problems,
@@ -837,7 +850,7 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     );
     assert!(
         f.store
-            .verify("web", Some("main-5-abc"))
+            .verify(&name("web"), Some("main-5-abc"))
             .await
             .expect("verify")
             .problems

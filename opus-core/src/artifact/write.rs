@@ -126,7 +126,7 @@ impl ArtifactStore {
         options: &SiteOptions,
     ) -> Result<StoredVersion, ArtifactError> {
         let backend = self.backend(&origin.store)?;
-        self.meta().get_project(project.as_str())?;
+        self.meta().get_project(project)?;
         let exists = || ArtifactError::VersionExists {
             project: project.to_string(),
             version: version.to_string(),

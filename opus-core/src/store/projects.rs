@@ -73,9 +73,9 @@ impl MetaStore {
     }
 
     /// One project.
-    pub fn get_project(&self, name: &str) -> Result<Project, StoreError> {
-        self.get_json(T::Projects, name.as_bytes())?
-            .ok_or_else(|| StoreError::ProjectNotFound(name.to_owned()))
+    pub fn get_project(&self, name: &ProjectName) -> Result<Project, StoreError> {
+        self.get_json(T::Projects, name.as_str().as_bytes())?
+            .ok_or_else(|| StoreError::ProjectNotFound(name.to_string()))
     }
 
     /// Every project with its newest build, in name order, each passed through `view`: the
@@ -126,9 +126,10 @@ impl MetaStore {
     /// Applies `change` to a project and stores it, with a `project.updated` event.
     pub fn update_project(
         &self,
-        name: &str,
+        name: &ProjectName,
         change: impl Fn(&mut Project),
     ) -> Result<Project, StoreError> {
+        let name = name.as_str();
         self.transact(|tx| {
             let mut project = tx.project(name)?;
             change(&mut project);
@@ -221,7 +222,13 @@ impl MetaStore {
     }
 
     /// Sets a secret's value. The event names the secret, never its value.
-    pub fn set_secret(&self, project: &str, name: &str, value: &str) -> Result<(), StoreError> {
+    pub fn set_secret(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        let project = project.as_str();
         self.transact(|tx| {
             tx.project(project)?;
             tx.tree(T::Secrets)
@@ -232,7 +239,8 @@ impl MetaStore {
     }
 
     /// Removes a secret; `SecretNotFound` when there is none by that name.
-    pub fn unset_secret(&self, project: &str, name: &str) -> Result<(), StoreError> {
+    pub fn unset_secret(&self, project: &ProjectName, name: &str) -> Result<(), StoreError> {
+        let project = project.as_str();
         self.transact(|tx| {
             tx.project(project)?;
             if tx
@@ -251,8 +259,8 @@ impl MetaStore {
     }
 
     /// A project's secrets, names and values, for the executor only.
-    pub fn secrets(&self, project: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let p = prefix(project);
+    pub fn secrets(&self, project: &ProjectName) -> Result<Vec<(String, String)>, StoreError> {
+        let p = prefix(project.as_str());
         let mut out = Vec::new();
         for item in self.tree(T::Secrets)?.scan_prefix(&p) {
             let (k, v) = item?;
@@ -265,7 +273,7 @@ impl MetaStore {
     }
 
     /// The names of a project's secrets (what the API may show).
-    pub fn secret_names(&self, project: &str) -> Result<Vec<String>, StoreError> {
+    pub fn secret_names(&self, project: &ProjectName) -> Result<Vec<String>, StoreError> {
         self.get_project(project)?;
         Ok(self.secrets(project)?.into_iter().map(|(n, _)| n).collect())
     }

@@ -58,12 +58,14 @@ fn projects_round_trip_and_survive_reopen() {
             Err(StoreError::ProjectExists(_))
         ));
         store.create_project(&project("api")).expect("create");
-        store.set_secret("web", "TOKEN", "s3cret").expect("secret");
+        store
+            .set_secret(&pn("web"), "TOKEN", "s3cret")
+            .expect("secret");
     }
     let store = MetaStore::open(dir.path()).expect("reopen");
     let names = listed(&store, "");
     assert_eq!(names, ["api", "web"]);
-    assert_eq!(store.secret_names("web").expect("names"), ["TOKEN"]);
+    assert_eq!(store.secret_names(&pn("web")).expect("names"), ["TOKEN"]);
     assert_eq!(listed(&store, "we").len(), 1);
     assert_eq!(listed(&store, "*p*").len(), 1);
     let events = store.events_from(0, 100).expect("events");
@@ -79,8 +81,12 @@ fn tail_start_finds_the_newest_events_of_a_project() {
     assert_eq!(store.tail_start(None, 5).expect("empty log"), 1);
     store.create_project(&project("web")).expect("create");
     store.create_project(&project("api")).expect("create");
-    store.set_secret("web", "TOKEN", "s3cret").expect("secret");
-    store.set_secret("api", "TOKEN", "s3cret").expect("secret");
+    store
+        .set_secret(&pn("web"), "TOKEN", "s3cret")
+        .expect("secret");
+    store
+        .set_secret(&pn("api"), "TOKEN", "s3cret")
+        .expect("secret");
     // Seqs: 1 web, 2 api, 3 web, 4 api.
     assert_eq!(store.tail_start(None, 1).expect("tail"), 4);
     assert_eq!(store.tail_start(None, 3).expect("tail"), 2);
@@ -95,8 +101,8 @@ fn tail_start_finds_the_newest_events_of_a_project() {
 fn a_failed_change_writes_no_event() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = MetaStore::open(dir.path()).expect("open");
-    assert!(store.set_secret("nope", "A", "b").is_err());
-    assert!(store.unset_secret("nope", "A").is_err());
+    assert!(store.set_secret(&pn("nope"), "A", "b").is_err());
+    assert!(store.unset_secret(&pn("nope"), "A").is_err());
     assert_eq!(store.events_from(0, 10).expect("events").len(), 0);
 }
 
@@ -105,17 +111,17 @@ fn delete_removes_secrets_and_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = MetaStore::open(dir.path()).expect("open");
     store.create_project(&project("web")).expect("create");
-    store.set_secret("web", "A", "1").expect("secret");
+    store.set_secret(&pn("web"), "A", "1").expect("secret");
     let b = store.create_build(&build("web")).expect("build");
     store
         .delete_project(&ProjectName::new("web").expect("name"))
         .expect("delete");
     assert!(matches!(
-        store.get_project("web"),
+        store.get_project(&pn("web")),
         Err(StoreError::ProjectNotFound(_))
     ));
     store.create_project(&project("web")).expect("re-create");
-    assert!(store.secret_names("web").expect("names").is_empty());
+    assert!(store.secret_names(&pn("web")).expect("names").is_empty());
     assert!(store.last_build("web").expect("last").is_none());
     assert_eq!(store.get_build(b.id).expect("still readable").id, b.id);
 }
@@ -654,7 +660,7 @@ fn after_a_full_disk_writes_fail_naming_it_until_the_store_is_reopened() {
     let clone = store.clone();
     for err in [
         clone
-            .set_secret("web", "TOKEN", "s3cret")
+            .set_secret(&pn("web"), "TOKEN", "s3cret")
             .expect_err("secret"),
         clone
             .update_build(id, |b| b.state = BuildState::Failed)
@@ -668,12 +674,14 @@ fn after_a_full_disk_writes_fail_naming_it_until_the_store_is_reopened() {
     // clone of the handle.
     assert!(store.reopen().expect("reopen"));
     assert!(clone.failure().is_none());
-    clone.set_secret("web", "TOKEN", "s3cret").expect("secret");
+    clone
+        .set_secret(&pn("web"), "TOKEN", "s3cret")
+        .expect("secret");
     clone
         .update_build(id, |b| b.state = BuildState::Failed)
         .expect("outcome");
     assert_eq!(store.get_build(id).expect("read").state, BuildState::Failed);
-    assert_eq!(store.secret_names("web").expect("names"), ["TOKEN"]);
+    assert_eq!(store.secret_names(&pn("web")).expect("names"), ["TOKEN"]);
 }
 
 #[test]

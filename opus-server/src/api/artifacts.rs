@@ -53,7 +53,7 @@ impl ArtifactsApi {
     /// Applies the project's retention after a version was published (`keep N`, see
     /// [`crate::promotion::keep_count`]); failures are logged, the publish itself succeeded.
     async fn apply_retention(&self, project: &ProjectName) {
-        let keep = match self.store.get_project(project.as_str()) {
+        let keep = match self.store.get_project(&project) {
             Ok(p) => crate::promotion::keep_count(&p, None),
             Err(_) => return,
         };
@@ -89,10 +89,7 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::ListVersionsRequest>,
     ) -> Result<Response<proto::ListVersionsResponse>, Status> {
         let project = ProjectName::new(req.get_ref().project.as_str()).map_err(status)?;
-        let versions = self
-            .artifacts
-            .list_versions(project.as_str())
-            .map_err(status)?;
+        let versions = self.artifacts.list_versions(&project).map_err(status)?;
         let environments = self.store.environments(&project).map_err(status)?;
         let serving = serving_environments(&environments);
         Ok(Response::new(proto::ListVersionsResponse {
@@ -229,10 +226,11 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::VerifyVersionRequest>,
     ) -> Result<Response<proto::VerifyVersionResponse>, Status> {
         let req = req.into_inner();
+        let project = ProjectName::new(req.project).map_err(status)?;
         let version = (!req.version.is_empty()).then_some(req.version.as_str());
         let report = self
             .artifacts
-            .verify(&req.project, version)
+            .verify(&project, version)
             .await
             .map_err(status)?;
         Ok(Response::new((&report).into()))

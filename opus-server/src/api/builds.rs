@@ -3,7 +3,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use opus_core::model::{BuildState, Trigger};
+use opus_core::model::{BuildState, ProjectName, Trigger};
 use opus_core::proto::{self, build_service_server::BuildService};
 use opus_core::store::BuildFilter;
 use opus_core::wire;
@@ -123,7 +123,8 @@ impl BuildService for BuildsApi {
         let req = req.into_inner();
         let project = (!req.project.is_empty()).then_some(req.project);
         if let Some(p) = &project {
-            self.store.get_project(p).map_err(status)?;
+            let p = ProjectName::new(p.as_str()).map_err(status)?;
+            self.store.get_project(&p).map_err(status)?;
         }
         let state = proto::BuildState::try_from(req.state)
             .ok()

@@ -86,7 +86,7 @@ impl DeployService for DeploysApi {
         let env = env(&r.env)?;
         EnvName::for_new(env.as_str()).map_err(status)?;
         let version = VersionName::new(r.version).map_err(status)?;
-        self.store.get_project(project.as_str()).map_err(status)?;
+        self.store.get_project(&project).map_err(status)?;
         let record = self
             .deployer
             .deploy(
@@ -130,7 +130,7 @@ impl DeployService for DeploysApi {
     ) -> Result<Response<proto::ListReleasesResponse>, Status> {
         let r = req.into_inner();
         let project = project(&r.project)?;
-        self.store.get_project(project.as_str()).map_err(status)?;
+        self.store.get_project(&project).map_err(status)?;
         let env = if r.env.is_empty() {
             None
         } else {
@@ -162,7 +162,7 @@ impl DeployService for DeploysApi {
         req: Request<proto::ListEnvironmentsRequest>,
     ) -> Result<Response<proto::ListEnvironmentsResponse>, Status> {
         let project = project(&req.into_inner().project)?;
-        self.store.get_project(project.as_str()).map_err(status)?;
+        self.store.get_project(&project).map_err(status)?;
         let envs = self.store.environments(&project).map_err(status)?;
         Ok(Response::new(proto::ListEnvironmentsResponse {
             environments: envs.iter().map(|e| self.environment(e)).collect(),

@@ -3,6 +3,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use opus_core::model::ProjectName;
 use opus_core::proto::{self, event_service_server::EventService};
 use tonic::{Request, Response, Status};
 
@@ -34,7 +35,8 @@ impl EventService for EventsApi {
         let req = req.into_inner();
         let store = self.store.clone();
         if !req.project.is_empty() {
-            store.get_project(&req.project).map_err(status)?;
+            let project = ProjectName::new(req.project.as_str()).map_err(status)?;
+            store.get_project(&project).map_err(status)?;
         }
         // Subscribe before the first read so that nothing committed in between is missed.
         let mut changes = store.subscribe_events();

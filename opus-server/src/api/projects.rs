@@ -97,7 +97,7 @@ impl ProjectsApi {
             .map_err(status)?
             .as_ref()
             .map(Into::into);
-        out.secret_names = store.secret_names(project.name.as_str()).map_err(status)?;
+        out.secret_names = store.secret_names(&project.name).map_err(status)?;
         Ok(out)
     }
 }
@@ -140,10 +140,8 @@ impl ProjectService for ProjectsApi {
         &self,
         req: Request<proto::GetProjectRequest>,
     ) -> Result<Response<proto::Project>, Status> {
-        let project = self
-            .store
-            .get_project(&req.get_ref().name)
-            .map_err(status)?;
+        let name = ProjectName::new(req.get_ref().name.as_str()).map_err(status)?;
+        let project = self.store.get_project(&name).map_err(status)?;
         Ok(Response::new(self.describe(&project)?))
     }
 
@@ -180,7 +178,7 @@ impl ProjectService for ProjectsApi {
             tracing::warn!(builds = ?left, "removing the project while cancelled builds are still ending");
         }
         // Refuses an unknown name before touching any folder.
-        self.store.get_project(name.as_str()).map_err(status)?;
+        self.store.get_project(&name).map_err(status)?;
         // The folders first: if removing one fails, the project is still there to remove again.
         self.scheduler
             .remove_project_files(&name)
@@ -200,9 +198,10 @@ impl ProjectService for ProjectsApi {
         if let Some(b) = &req.branch {
             validate_branch(b).map_err(status)?;
         }
+        let name = ProjectName::new(req.name.as_str()).map_err(status)?;
         let project = self
             .store
-            .update_project(&req.name, |p| {
+            .update_project(&name, |p| {
                 if let Some(b) = &req.branch {
                     p.branch = b.clone();
                 }
@@ -231,8 +230,9 @@ impl ProjectService for ProjectsApi {
         let req = req.into_inner();
         validate_secret_name(&req.name).map_err(status)?;
         validate_secret_value(&req.value).map_err(status)?;
+        let project = ProjectName::new(req.project).map_err(status)?;
         self.store
-            .set_secret(&req.project, &req.name, &req.value)
+            .set_secret(&project, &req.name, &req.value)
             .map_err(status)?;
         Ok(Response::new(proto::SetSecretResponse {}))
     }
@@ -243,8 +243,9 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::UnsetSecretRequest>,
     ) -> Result<Response<proto::UnsetSecretResponse>, Status> {
         let req = req.into_inner();
+        let project = ProjectName::new(req.project).map_err(status)?;
         self.store
-            .unset_secret(&req.project, &req.name)
+            .unset_secret(&project, &req.name)
             .map_err(status)?;
         Ok(Response::new(proto::UnsetSecretResponse {}))
     }
@@ -254,10 +255,8 @@ impl ProjectService for ProjectsApi {
         &self,
         req: Request<proto::ListSecretsRequest>,
     ) -> Result<Response<proto::ListSecretsResponse>, Status> {
-        let names = self
-            .store
-            .secret_names(&req.get_ref().project)
-            .map_err(status)?;
+        let project = ProjectName::new(req.get_ref().project.as_str()).map_err(status)?;
+        let names = self.store.secret_names(&project).map_err(status)?;
         Ok(Response::new(proto::ListSecretsResponse { names }))
     }
 
@@ -348,7 +347,8 @@ impl ProjectService for ProjectsApi {
         let project = req.into_inner().project;
         let store = &self.store;
         if !project.is_empty() {
-            store.get_project(&project).map_err(status)?;
+            let name = ProjectName::new(project.as_str()).map_err(status)?;
+            store.get_project(&name).map_err(status)?;
         }
         let hooks = store
             .list_hooks(Some(project.as_str()).filter(|p| !p.is_empty()))

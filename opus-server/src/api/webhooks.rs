@@ -91,8 +91,10 @@ fn check(
     proof_holds: impl FnOnce(&str) -> bool,
     message: &str,
 ) -> Option<Response> {
-    let key = store
-        .get_project(project)
+    // A name that is no project name is an unknown project, refused like any other.
+    let key = ProjectName::new(project)
+        .map_err(|_| StoreError::ProjectNotFound(project.to_owned()))
+        .and_then(|name| store.get_project(&name))
         .and_then(|_| store.project_key(project, kind));
     let refusal = match key {
         Ok(Some(key)) if proof_holds(&key) => return None,

@@ -108,7 +108,7 @@ pub async fn run(
     let span = info_span!("build", build = id, project = %build.project, number = build.number);
     async {
         let masks = store
-            .secrets(build.project.as_str())
+            .secrets(&build.project)
             .map(|s| s.into_iter().map(|(_, v)| v).collect())
             .unwrap_or_default();
         let log = match ctx.logs.open(id, masks) {
@@ -146,7 +146,7 @@ async fn sequence(
     cancel: &CancellationToken,
 ) -> Result<(), BuildFailure> {
     let project = store
-        .get_project(build.project.as_str())
+        .get_project(&build.project)
         .map_err(|e| BuildFailure::new(Stage::Start, e))?;
     prepare::fresh_dir(workspace).await.map_err(|source| {
         BuildFailure::new(

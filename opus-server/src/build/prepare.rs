@@ -50,7 +50,7 @@ pub(crate) fn build_env(
     env.insert("OPUS_COMMIT".to_owned(), build.commit.clone());
     env.insert("OPUS_REF".to_owned(), build.git_ref.clone());
     let secrets = store
-        .secrets(build.project.as_str())
+        .secrets(&build.project)
         .map_err(|e| BuildFailure::new(Stage::Recipe, FailureKind::Secrets(e)))?;
     env.extend(secrets);
     Ok(env)

@@ -217,8 +217,20 @@ async fn only_wanted_events_of_its_project() {
         .add_hook(&hook("web", &["secret.*"], None))
         .expect("hook");
     let (_deliverer, mut rx) = start(&store, vec![]);
-    store.set_secret("api", "A", "1").expect("secret");
-    store.set_secret("web", "B", "1").expect("secret");
+    store
+        .set_secret(
+            &opus_core::model::ProjectName::new("api").expect("name"),
+            "A",
+            "1",
+        )
+        .expect("secret");
+    store
+        .set_secret(
+            &opus_core::model::ProjectName::new("web").expect("name"),
+            "B",
+            "1",
+        )
+        .expect("secret");
     let (_, p) = next(&mut rx).await;
     let body: serde_json::Value = serde_json::from_slice(&p.body).expect("JSON");
     assert_eq!(body["project"], "web");

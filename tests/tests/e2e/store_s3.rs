@@ -141,7 +141,7 @@ async fn versions_on_a_real_s3_server() {
     let listed = opus_core::archive::list(&gz[..]).expect("list");
     assert_eq!(listed.len(), 3);
 
-    let report = store.verify("web", None).await.expect("verify");
+    let report = store.verify(&web, None).await.expect("verify");
     assert_eq!(
         (report.versions_checked, report.problems.len()),
         (2, 0),
@@ -191,7 +191,7 @@ async fn versions_on_a_real_s3_server() {
     );
     assert_eq!(
         store
-            .verify("web", Some("3"))
+            .verify(&web, Some("3"))
             .await
             .expect("verify")
             .problems,
@@ -214,7 +214,7 @@ async fn versions_on_a_real_s3_server() {
     );
     assert_eq!(
         store
-            .verify("web", Some("3"))
+            .verify(&web, Some("3"))
             .await
             .expect("verify")
             .problems,

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{MetaStore, T, Tx, TxResult, abort, decode, encode, pair_key, prefix};
 use crate::error::StoreError;
-use crate::model::{Build, BuildState, EventKind};
+use crate::model::{Build, BuildState, EventKind, ProjectName};
 
 /// Which builds `list_builds` returns.
 #[derive(Debug, Clone, Default)]
@@ -159,14 +159,14 @@ impl MetaStore {
 
     /// One build, by its project and number (`web#3`). Builds of a removed project stay
     /// readable this way, as their records do.
-    pub fn build_by_number(&self, project: &str, number: u64) -> Result<Build, StoreError> {
+    pub fn build_by_number(&self, project: &ProjectName, number: u64) -> Result<Build, StoreError> {
         let not_found = || StoreError::BuildNumberNotFound {
-            project: project.to_owned(),
+            project: project.to_string(),
             number,
         };
         let id = self
             .tree(T::BuildNumbers)?
-            .get(pair_key(project, &number.to_be_bytes()))?
+            .get(pair_key(project.as_str(), &number.to_be_bytes()))?
             .ok_or_else(not_found)?;
         self.get_build(super::be_u64(&id))
     }
@@ -212,8 +212,8 @@ impl MetaStore {
     }
 
     /// The newest build of a project: one read of the `last_builds` index and one of the build.
-    pub fn last_build(&self, project: &str) -> Result<Option<Build>, StoreError> {
-        match self.tree(T::LastBuilds)?.get(project.as_bytes())? {
+    pub fn last_build(&self, project: &ProjectName) -> Result<Option<Build>, StoreError> {
+        match self.tree(T::LastBuilds)?.get(project.as_str().as_bytes())? {
             Some(id) => Ok(Some(self.get_build(super::be_u64(&id))?)),
             None => Ok(None),
         }

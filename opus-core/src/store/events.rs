@@ -4,7 +4,7 @@ use tokio::sync::watch;
 
 use super::{MetaStore, T, decode};
 use crate::error::StoreError;
-use crate::model::Event;
+use crate::model::{Event, ProjectName};
 
 impl MetaStore {
     /// Events with `seq >= from`, oldest first, at most `limit` of them.
@@ -24,7 +24,11 @@ impl MetaStore {
     /// Where to start reading to get the newest `count` events (of `project`, when given): the
     /// sequence number of the oldest of them, or 1 past the newest event when `count` is 0.
     /// Read from the newest event backwards, so it costs the events it skips, not the whole log.
-    pub fn tail_start(&self, project: Option<&str>, count: usize) -> Result<u64, StoreError> {
+    pub fn tail_start(
+        &self,
+        project: Option<&ProjectName>,
+        count: usize,
+    ) -> Result<u64, StoreError> {
         let mut start = self.last_event_seq() + 1;
         let mut found = 0;
         for item in self.tree(T::Events)?.iter().rev() {
@@ -33,7 +37,7 @@ impl MetaStore {
             }
             let (k, v) = item?;
             let event: Event = decode(&k, &v)?;
-            if project.is_none_or(|p| event.project == p) {
+            if project.is_none_or(|p| event.project == p.as_str()) {
                 start = event.seq;
                 found += 1;
             }

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{MetaStore, T, Tx, TxResult, abort, be_u64, decode, pair_key, prefix};
 use crate::error::StoreError;
 use crate::hook::{Delivery, Hook};
-use crate::model::EventKind;
+use crate::model::{EventKind, ProjectName};
 
 /// Which per-project key of the inbound webhooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,12 +108,12 @@ impl MetaStore {
 
     /// Hooks in id order: all of them, or those that get `project`'s events (its own and the
     /// all-project ones).
-    pub fn list_hooks(&self, project: Option<&str>) -> Result<Vec<Hook>, StoreError> {
+    pub fn list_hooks(&self, project: Option<&ProjectName>) -> Result<Vec<Hook>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree(T::Hooks)?.iter() {
             let (k, v) = item?;
             let hook: Hook = decode(&k, &v)?;
-            if project.is_none_or(|p| hook.project.is_empty() || hook.project == p) {
+            if project.is_none_or(|p| hook.project.is_empty() || hook.project == p.as_str()) {
                 out.push(hook);
             }
         }
@@ -140,11 +140,11 @@ impl MetaStore {
     }
 
     /// The ids of `project`'s own hooks (not the all-project ones), for removing the project.
-    pub(crate) fn project_hook_ids(&self, project: &str) -> Result<Vec<u64>, StoreError> {
+    pub(crate) fn project_hook_ids(&self, project: &ProjectName) -> Result<Vec<u64>, StoreError> {
         Ok(self
             .list_hooks(Some(project))?
             .into_iter()
-            .filter(|h| h.project == project)
+            .filter(|h| h.project == project.as_str())
             .map(|h| h.id)
             .collect())
     }
@@ -238,10 +238,14 @@ impl MetaStore {
     }
 
     /// A project's webhook key of `kind`, if it has one.
-    pub fn project_key(&self, project: &str, kind: KeyKind) -> Result<Option<String>, StoreError> {
+    pub fn project_key(
+        &self,
+        project: &ProjectName,
+        kind: KeyKind,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self
             .tree(T::ProjectKeys)?
-            .get(pair_key(project, kind.name().as_bytes()))?
+            .get(pair_key(project.as_str(), kind.name().as_bytes()))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
@@ -249,11 +253,12 @@ impl MetaStore {
     /// or `rotate` is set (with a `webhook.key_set` event that names the kind, never the value).
     pub fn ensure_project_key(
         &self,
-        project: &str,
+        project: &ProjectName,
         kind: KeyKind,
         rotate: bool,
         fresh: &str,
     ) -> Result<String, StoreError> {
+        let project = project.as_str();
         self.transact(|tx| {
             tx.project(project)?;
             let key = pair_key(project, kind.name().as_bytes());
@@ -272,7 +277,11 @@ impl MetaStore {
 
     /// Records GitHub delivery `id` for `project`; false when it was seen before (a redelivery,
     /// to be ignored).
-    pub fn record_github_delivery(&self, project: &str, id: &str) -> Result<bool, StoreError> {
+    pub fn record_github_delivery(
+        &self,
+        project: &ProjectName,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -280,7 +289,7 @@ impl MetaStore {
         let previous = self
             .tree(T::GithubDeliveries)?
             .compare_and_swap(
-                pair_key(project, id.as_bytes()),
+                pair_key(project.as_str(), id.as_bytes()),
                 None as Option<&[u8]>,
                 Some(&now.to_be_bytes()[..]),
             )
@@ -291,9 +300,13 @@ impl MetaStore {
 
     /// Forgets GitHub delivery `id` (when queueing its build failed, so GitHub's redelivery can
     /// try again).
-    pub fn forget_github_delivery(&self, project: &str, id: &str) -> Result<(), StoreError> {
+    pub fn forget_github_delivery(
+        &self,
+        project: &ProjectName,
+        id: &str,
+    ) -> Result<(), StoreError> {
         self.tree(T::GithubDeliveries)?
-            .remove(pair_key(project, id.as_bytes()))
+            .remove(pair_key(project.as_str(), id.as_bytes()))
             .map_err(|e| self.failed(e))?;
         self.changed();
         Ok(())

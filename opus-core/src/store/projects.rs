@@ -91,7 +91,7 @@ impl MetaStore {
         let per_thread = records.len().div_ceil(threads).max(256);
         let one = |(k, v): &(sled::IVec, sled::IVec)| -> Result<R, StoreError> {
             let project: Project = decode(k, v)?;
-            let last = self.last_build(project.name.as_str())?;
+            let last = self.last_build(&project.name)?;
             Ok(view(project, last))
         };
         let chunks: Vec<Result<Vec<R>, StoreError>> = std::thread::scope(|scope| {
@@ -186,7 +186,7 @@ impl MetaStore {
                 super::deploys::releases_made_key(name.as_str()).as_bytes(),
             ))))
             .collect::<Result<_, _>>()?;
-        let hooks = self.project_hook_ids(name.as_str())?;
+        let hooks = self.project_hook_ids(name)?;
         let delivery_keys = self.delivery_keys(&hooks)?;
         let (project_keys, github_ids) = self.project_webhook_keys(name.as_str())?;
         self.transact(|tx| {

@@ -91,9 +91,9 @@ fn tail_start_finds_the_newest_events_of_a_project() {
     assert_eq!(store.tail_start(None, 1).expect("tail"), 4);
     assert_eq!(store.tail_start(None, 3).expect("tail"), 2);
     assert_eq!(store.tail_start(None, 100).expect("tail"), 1);
-    assert_eq!(store.tail_start(Some("web"), 1).expect("tail"), 3);
-    assert_eq!(store.tail_start(Some("web"), 2).expect("tail"), 1);
-    assert_eq!(store.tail_start(Some("nope"), 2).expect("tail"), 5);
+    assert_eq!(store.tail_start(Some(&pn("web")), 1).expect("tail"), 3);
+    assert_eq!(store.tail_start(Some(&pn("web")), 2).expect("tail"), 1);
+    assert_eq!(store.tail_start(Some(&pn("nope")), 2).expect("tail"), 5);
     assert_eq!(store.tail_start(None, 0).expect("tail"), 5);
 }
 
@@ -122,7 +122,7 @@ fn delete_removes_secrets_and_index() {
     ));
     store.create_project(&project("web")).expect("re-create");
     assert!(store.secret_names(&pn("web")).expect("names").is_empty());
-    assert!(store.last_build("web").expect("last").is_none());
+    assert!(store.last_build(&pn("web")).expect("last").is_none());
     assert_eq!(store.get_build(b.id).expect("still readable").id, b.id);
 }
 
@@ -217,7 +217,7 @@ fn builds_get_increasing_ids_and_events() {
         .expect("list");
     assert_eq!(running.len(), 1);
     assert_eq!(
-        store.last_build("web").expect("last").map(|b| b.id),
+        store.last_build(&pn("web")).expect("last").map(|b| b.id),
         Some(2)
     );
     let kinds: Vec<_> = store
@@ -243,7 +243,7 @@ fn indexes(store: &MetaStore) -> (Vec<u64>, Vec<u64>, Vec<Option<u64>>) {
     };
     let last = ["web", "api", "docs"]
         .iter()
-        .map(|p| store.last_build(p).expect("last").map(|b| b.id))
+        .map(|p| store.last_build(&pn(p)).expect("last").map(|b| b.id))
         .collect();
     (
         ids(&[BuildState::Queued, BuildState::Running]),
@@ -329,12 +329,12 @@ fn each_project_numbers_its_builds_from_one() {
         ],
         [(1, 1), (2, 2), (3, 1)]
     );
-    let found = |p: &str, n| store.build_by_number(p, n).expect("found");
+    let found = |p: &str, n| store.build_by_number(&pn(p), n).expect("found");
     assert_eq!(found("web", 1).id, web1.id);
     assert_eq!(found("site", 1).id, site1.id);
     assert_eq!(found("site", 1).number, 1);
     assert!(matches!(
-        store.build_by_number("site", 2),
+        store.build_by_number(&pn("site"), 2),
         Err(StoreError::BuildNumberNotFound { project, number: 2 }) if project == "site"
     ));
     assert_eq!(
@@ -421,7 +421,7 @@ fn an_old_store_keeps_its_build_numbers_and_continues_after_them() {
     let store = MetaStore::open(dir.path()).expect("reopen");
     for (id, p) in [(1, "web"), (2, "web"), (3, "site"), (4, "site"), (5, "web")] {
         let b = store
-            .build_by_number(p, id)
+            .build_by_number(&pn(p), id)
             .expect("an old build by its number");
         assert_eq!((b.id, b.number, b.project.as_str()), (id, id, p));
         assert_eq!(store.get_build(id).expect("by id").number, id);
@@ -437,14 +437,14 @@ fn an_old_store_keeps_its_build_numbers_and_continues_after_them() {
         .collect();
     assert_eq!(listed, [5, 2, 1]);
     assert!(matches!(
-        store.build_by_number("web", 3),
+        store.build_by_number(&pn("web"), 3),
         Err(StoreError::BuildNumberNotFound { .. })
     ));
     let web = store.create_build(&build("web")).expect("web#6");
     let site = store.create_build(&build("site")).expect("site#5");
     assert_eq!((web.id, web.number), (6, 6));
     assert_eq!((site.id, site.number), (7, 5));
-    assert_eq!(store.build_by_number("site", 5).expect("new").id, 7);
+    assert_eq!(store.build_by_number(&pn("site"), 5).expect("new").id, 7);
     let fresh = {
         store.create_project(&project("docs")).expect("docs");
         store.create_build(&build("docs")).expect("docs#1")

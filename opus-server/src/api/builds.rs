@@ -64,7 +64,8 @@ fn named_build(
         }
         return store.get_build(id).map_err(status);
     }
-    store.build_by_number(project, number).map_err(status)
+    let project = ProjectName::new(project).map_err(status)?;
+    store.build_by_number(&project, number).map_err(status)
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogLine, Status>> + Send>>;

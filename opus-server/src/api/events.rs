@@ -34,17 +34,19 @@ impl EventService for EventsApi {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let req = req.into_inner();
         let store = self.store.clone();
-        if !req.project.is_empty() {
+        let project = if req.project.is_empty() {
+            None
+        } else {
             let project = ProjectName::new(req.project.as_str()).map_err(status)?;
             store.get_project(&project).map_err(status)?;
-        }
+            Some(project)
+        };
         // Subscribe before the first read so that nothing committed in between is missed.
         let mut changes = store.subscribe_events();
         let first = match req.tail {
-            Some(count) => {
-                let project = (!req.project.is_empty()).then_some(req.project.as_str());
-                store.tail_start(project, count as usize).map_err(status)?
-            }
+            Some(count) => store
+                .tail_start(project.as_ref(), count as usize)
+                .map_err(status)?,
             None => req.from,
         };
         let stream = async_stream::try_stream! {

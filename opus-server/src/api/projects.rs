@@ -93,7 +93,7 @@ impl ProjectsApi {
         let mut out = proto::Project::from(project);
         let store = &self.store;
         out.last_build = store
-            .last_build(project.name.as_str())
+            .last_build(&project.name)
             .map_err(status)?
             .as_ref()
             .map(Into::into);
@@ -266,14 +266,10 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::GetGithubHookRequest>,
     ) -> Result<Response<proto::GithubHook>, Status> {
         let req = req.into_inner();
+        let project = ProjectName::new(req.project.as_str()).map_err(status)?;
         let secret = self
             .store
-            .ensure_project_key(
-                &req.project,
-                KeyKind::GithubSecret,
-                req.rotate,
-                &random_key()?,
-            )
+            .ensure_project_key(&project, KeyKind::GithubSecret, req.rotate, &random_key()?)
             .map_err(status)?;
         Ok(Response::new(proto::GithubHook {
             path: format!("/hooks/github/{}", req.project),
@@ -287,14 +283,10 @@ impl ProjectService for ProjectsApi {
         req: Request<proto::GetTriggerTokenRequest>,
     ) -> Result<Response<proto::TriggerToken>, Status> {
         let req = req.into_inner();
+        let project = ProjectName::new(req.project.as_str()).map_err(status)?;
         let token = self
             .store
-            .ensure_project_key(
-                &req.project,
-                KeyKind::TriggerToken,
-                req.rotate,
-                &random_key()?,
-            )
+            .ensure_project_key(&project, KeyKind::TriggerToken, req.rotate, &random_key()?)
             .map_err(status)?;
         Ok(Response::new(proto::TriggerToken {
             path: format!("/hooks/trigger/{}", req.project),
@@ -346,13 +338,14 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::ListHooksResponse>, Status> {
         let project = req.into_inner().project;
         let store = &self.store;
-        if !project.is_empty() {
-            let name = ProjectName::new(project.as_str()).map_err(status)?;
+        let project = if project.is_empty() {
+            None
+        } else {
+            let name = ProjectName::new(project).map_err(status)?;
             store.get_project(&name).map_err(status)?;
-        }
-        let hooks = store
-            .list_hooks(Some(project.as_str()).filter(|p| !p.is_empty()))
-            .map_err(status)?;
+            Some(name)
+        };
+        let hooks = store.list_hooks(project.as_ref()).map_err(status)?;
         Ok(Response::new(proto::ListHooksResponse {
             hooks: hooks.iter().map(Into::into).collect(),
         }))

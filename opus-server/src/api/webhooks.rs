@@ -81,35 +81,38 @@ impl Refusal {
     }
 }
 
-/// Checks the proof a webhook call carries against the project's key of `kind`; `None` when it
-/// holds, else the answer: the same 401 (with `message`) whatever the refusal, or a 500 when the
-/// store failed.
+/// Checks the proof a webhook call carries against the project's key of `kind`: the project's
+/// name when it holds, else the answer: the same 401 (with `message`) whatever the refusal, or a
+/// 500 when the store failed.
 fn check(
     store: &MetaStore,
     project: &str,
     kind: KeyKind,
     proof_holds: impl FnOnce(&str) -> bool,
     message: &str,
-) -> Option<Response> {
+) -> Result<ProjectName, Response> {
     // A name that is no project name is an unknown project, refused like any other.
-    let key = ProjectName::new(project)
-        .map_err(|_| StoreError::ProjectNotFound(project.to_owned()))
-        .and_then(|name| store.get_project(&name))
-        .and_then(|_| store.project_key(project, kind));
+    let key = match ProjectName::new(project) {
+        Ok(name) => store
+            .get_project(&name)
+            .and_then(|_| store.project_key(&name, kind))
+            .map(|key| (name, key)),
+        Err(_) => Err(StoreError::ProjectNotFound(project.to_owned())),
+    };
     let refusal = match key {
-        Ok(Some(key)) if proof_holds(&key) => return None,
-        Ok(Some(_)) => Refusal::WrongProof,
-        Ok(None) => Refusal::NoKey,
+        Ok((name, Some(key))) if proof_holds(&key) => return Ok(name),
+        Ok((_, Some(_))) => Refusal::WrongProof,
+        Ok((_, None)) => Refusal::NoKey,
         Err(StoreError::ProjectNotFound(_)) => Refusal::UnknownProject,
         Err(e) => {
-            return Some(answer(
+            return Err(answer(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "error": e.to_string() }),
             ));
         }
     };
     tracing::warn!(reason = refusal.reason(), "webhook call refused");
-    Some(answer(
+    Err(answer(
         StatusCode::UNAUTHORIZED,
         json!({ "error": message }),
     ))
@@ -147,15 +150,16 @@ async fn github(
         header(&headers, "x-hub-signature-256")
             .is_some_and(|sig| signature::verify(secret.as_bytes(), &body, sig))
     };
-    if let Some(refused) = check(
+    let project = match check(
         &state.store,
         &project,
         KeyKind::GithubSecret,
         signed,
         "missing or wrong X-Hub-Signature-256 (check the secret from `opus hook github`)",
     ) {
-        return refused;
-    }
+        Ok(name) => name,
+        Err(refused) => return refused,
+    };
     let event = header(&headers, "x-github-event").unwrap_or("").to_owned();
     let delivery = header(&headers, "x-github-delivery")
         .unwrap_or("")
@@ -226,7 +230,7 @@ async fn github(
     let response = queue(
         &state,
         TriggerRequest {
-            project: project.clone(),
+            project: project.to_string(),
             git_ref: build_ref,
             version,
             store: StoreName::default_store(),
@@ -243,18 +247,17 @@ async fn github(
 /// A deleted branch: its preview environment (named by the branch slug) stops being served and
 /// is removed. Environments that are not previews are never touched; a deleted tag changes
 /// nothing.
-async fn branch_deleted(state: &Webhooks, project: &str, git_ref: &str) -> Response {
+async fn branch_deleted(state: &Webhooks, project: &ProjectName, git_ref: &str) -> Response {
     let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
         tracing::info!(git_ref, "ref deleted: nothing to remove");
         return answer(StatusCode::OK, json!({ "deleted": git_ref }));
     };
     // A slug is always an environment name; a name that is none has no environment either.
-    let names = (ProjectName::new(project), EnvName::new(branch_slug(branch)));
-    let (Ok(project), Ok(env)) = names else {
+    let Ok(env) = EnvName::new(branch_slug(branch)) else {
         tracing::info!(branch, "branch deleted: it has no preview");
         return answer(StatusCode::OK, json!({ "deleted": git_ref }));
     };
-    let preview = match state.store.environment(&project, &env) {
+    let preview = match state.store.environment(project, &env) {
         Ok(record) => record.preview,
         Err(StoreError::EnvironmentNotFound { .. }) => false,
         Err(e) => {
@@ -268,7 +271,7 @@ async fn branch_deleted(state: &Webhooks, project: &str, git_ref: &str) -> Respo
         tracing::info!(branch, "branch deleted: it has no preview");
         return answer(StatusCode::OK, json!({ "deleted": git_ref }));
     }
-    match state.deployer.remove_environment(&project, &env).await {
+    match state.deployer.remove_environment(project, &env).await {
         Ok(()) => {
             tracing::info!(branch, env = %env, "branch deleted: preview removed");
             answer(
@@ -291,15 +294,16 @@ async fn trigger(
     body: Bytes,
 ) -> Response {
     let given = header(&headers, "authorization").and_then(bearer_token);
-    if let Some(refused) = check(
+    let project = match check(
         &state.store,
         &project,
         KeyKind::TriggerToken,
         |token| given.is_some_and(|g| same_token(g, token)),
         "missing or wrong bearer token (see `opus hook trigger`)",
     ) {
-        return refused;
-    }
+        Ok(name) => name,
+        Err(refused) => return refused,
+    };
     let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -330,7 +334,7 @@ async fn trigger(
     queue(
         &state,
         TriggerRequest {
-            project,
+            project: project.to_string(),
             git_ref: git_ref.unwrap_or_default(),
             version,
             store: StoreName::default_store(),

@@ -141,7 +141,7 @@ pub struct Origin {
     pub build_id: u64,
     /// The commit built (empty when unknown).
     pub commit: String,
-    /// The store to put it in: a configured store ([`StoreName::default`] is [`DEFAULT_STORE`]).
+    /// The store to put it in: a configured store (the default one is [`StoreName::default_store`]).
     pub store: StoreName,
 }
 

@@ -16,7 +16,7 @@ use crate::model::{Build, BuildState, EventKind, ProjectName};
 #[derive(Debug, Clone, Default)]
 pub struct BuildFilter {
     /// Only this project's builds.
-    pub project: Option<String>,
+    pub project: Option<ProjectName>,
     /// Only builds in this state.
     pub state: Option<BuildState>,
     /// At most this many (newest first); 0 means 50.
@@ -180,7 +180,7 @@ impl MetaStore {
             Some(project) => {
                 for key in self
                     .tree(T::ProjectBuilds)?
-                    .scan_prefix(prefix(project))
+                    .scan_prefix(prefix(project.as_str()))
                     .keys()
                     .rev()
                 {

@@ -204,7 +204,7 @@ fn builds_get_increasing_ids_and_events() {
         .expect("update");
     let listed = store
         .list_builds(&BuildFilter {
-            project: Some("web".into()),
+            project: Some(pn("web")),
             ..Default::default()
         })
         .expect("list");
@@ -428,7 +428,7 @@ fn an_old_store_keeps_its_build_numbers_and_continues_after_them() {
     }
     let listed: Vec<u64> = store
         .list_builds(&BuildFilter {
-            project: Some("web".into()),
+            project: Some(pn("web")),
             ..BuildFilter::default()
         })
         .expect("list")

@@ -122,11 +122,13 @@ impl BuildService for BuildsApi {
         req: Request<proto::ListBuildsRequest>,
     ) -> Result<Response<proto::ListBuildsResponse>, Status> {
         let req = req.into_inner();
-        let project = (!req.project.is_empty()).then_some(req.project);
-        if let Some(p) = &project {
-            let p = ProjectName::new(p.as_str()).map_err(status)?;
+        let project = if req.project.is_empty() {
+            None
+        } else {
+            let p = ProjectName::new(req.project).map_err(status)?;
             self.store.get_project(&p).map_err(status)?;
-        }
+            Some(p)
+        };
         let state = proto::BuildState::try_from(req.state)
             .ok()
             .and_then(wire::build_state);

@@ -225,7 +225,7 @@ impl Deployer {
     #[instrument(skip(self), err(Display))]
     pub async fn remove_project(&self, name: &ProjectName) -> Result<(), CoreError> {
         let guard = self.sites.lock().await;
-        self.store.get_project(&name)?;
+        self.store.get_project(name)?;
         self.sites.remove_project(&guard, name.as_str());
         self.artifacts
             .delete_project_versions(name.as_str())

@@ -53,7 +53,7 @@ impl ArtifactsApi {
     /// Applies the project's retention after a version was published (`keep N`, see
     /// [`crate::promotion::keep_count`]); failures are logged, the publish itself succeeded.
     async fn apply_retention(&self, project: &ProjectName) {
-        let keep = match self.store.get_project(&project) {
+        let keep = match self.store.get_project(project) {
             Ok(p) => crate::promotion::keep_count(&p, None),
             Err(_) => return,
         };

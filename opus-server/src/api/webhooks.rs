@@ -90,7 +90,7 @@ fn check(
     kind: KeyKind,
     proof_holds: impl FnOnce(&str) -> bool,
     message: &str,
-) -> Result<ProjectName, Response> {
+) -> Result<ProjectName, Box<Response>> {
     // A name that is no project name is an unknown project, refused like any other.
     let key = match ProjectName::new(project) {
         Ok(name) => store
@@ -105,17 +105,17 @@ fn check(
         Ok((_, None)) => Refusal::NoKey,
         Err(StoreError::ProjectNotFound(_)) => Refusal::UnknownProject,
         Err(e) => {
-            return Err(answer(
+            return Err(Box::new(answer(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "error": e.to_string() }),
-            ));
+            )));
         }
     };
     tracing::warn!(reason = refusal.reason(), "webhook call refused");
-    Err(answer(
+    Err(Box::new(answer(
         StatusCode::UNAUTHORIZED,
         json!({ "error": message }),
-    ))
+    )))
 }
 
 /// Queues a build and answers 202 with its number within the project.
@@ -158,7 +158,7 @@ async fn github(
         "missing or wrong X-Hub-Signature-256 (check the secret from `opus hook github`)",
     ) {
         Ok(name) => name,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let event = header(&headers, "x-github-event").unwrap_or("").to_owned();
     let delivery = header(&headers, "x-github-delivery")
@@ -302,7 +302,7 @@ async fn trigger(
         "missing or wrong bearer token (see `opus hook trigger`)",
     ) {
         Ok(name) => name,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})

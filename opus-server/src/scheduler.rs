@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct TriggerRequest {
     /// The project.
-    pub project: String,
+    pub project: ProjectName,
     /// Branch, tag, commit, or `latest`/empty for the default branch.
     pub git_ref: String,
     /// A version name that overrides the computed one.
@@ -166,7 +166,7 @@ impl Scheduler {
     /// Queues a build.
     pub fn trigger(&self, req: TriggerRequest) -> Result<Build, CoreError> {
         let store = &self.inner.store;
-        let project = store.get_project(&ProjectName::new(req.project)?)?;
+        let project = store.get_project(&req.project)?;
         let git_ref = match req.git_ref.trim() {
             "" | "latest" => project.branch.clone(),
             r => r.to_owned(),

@@ -95,7 +95,7 @@ impl BuildService for BuildsApi {
         let build = self
             .scheduler
             .trigger(TriggerRequest {
-                project: req.project,
+                project: ProjectName::new(req.project).map_err(status)?,
                 git_ref: req.r#ref,
                 version: Some(req.version),
                 store: self

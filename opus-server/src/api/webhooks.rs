@@ -230,7 +230,7 @@ async fn github(
     let response = queue(
         &state,
         TriggerRequest {
-            project: project.to_string(),
+            project: project.clone(),
             git_ref: build_ref,
             version,
             store: StoreName::default_store(),
@@ -334,7 +334,7 @@ async fn trigger(
     queue(
         &state,
         TriggerRequest {
-            project: project.to_string(),
+            project,
             git_ref: git_ref.unwrap_or_default(),
             version,
             store: StoreName::default_store(),

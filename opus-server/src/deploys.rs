@@ -75,20 +75,17 @@ impl Deployer {
         if let Ok(recent) = self.recent.lock() {
             if let Some(v) = recent
                 .iter()
-                .find(|v| v.project == project.as_str() && v.version == version.as_str())
+                .find(|v| &v.project == project && &v.version == version)
             {
                 // Its files may have been evicted since; warming a cached file only marks it used.
                 v.warm();
                 return Ok(v.clone());
             }
         }
-        let manifest = self
-            .artifacts
-            .manifest(project.as_str(), version.as_str())
-            .await?;
+        let manifest = self.artifacts.manifest(project, version).await?;
         let content = match self
             .artifacts
-            .local_path(project.as_str(), version.as_str(), "index.html")?
+            .local_path(project, version, "index.html")?
             .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
         {
             Some(root) => Content::Local(root),
@@ -112,8 +109,8 @@ impl Deployer {
             })
             .collect();
         let loaded = Arc::new(SiteVersion::new(
-            project.as_str(),
-            version.as_str(),
+            project,
+            version,
             content,
             spa,
             Some(files),
@@ -227,9 +224,7 @@ impl Deployer {
         let guard = self.sites.lock().await;
         self.store.get_project(name)?;
         self.sites.remove_project(&guard, name.as_str());
-        self.artifacts
-            .delete_project_versions(name.as_str())
-            .await?;
+        self.artifacts.delete_project_versions(name).await?;
         self.store.delete_project(name)?;
         drop(guard);
         self.flush().await;

@@ -532,7 +532,7 @@ impl Scheduler {
 fn recover_running(store: &MetaStore, build: &Build) -> Result<BuildState, StoreError> {
     let stored = match &build.version {
         Some(version) => store
-            .get_version(build.project.as_str(), version.as_str())?
+            .get_version(&build.project, version)?
             .is_some_and(|v| v.build_id == build.number),
         None => false,
     };

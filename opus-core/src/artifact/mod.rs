@@ -542,13 +542,17 @@ impl ArtifactStore {
     }
 
     /// A version's record, or `VersionNotFound`.
-    pub fn version(&self, project: &str, version: &str) -> Result<VersionRecord, ArtifactError> {
+    pub fn version(
+        &self,
+        project: &ProjectName,
+        version: &VersionName,
+    ) -> Result<VersionRecord, ArtifactError> {
         self.inner
             .meta
             .get_version(project, version)?
             .ok_or_else(|| ArtifactError::VersionNotFound {
-                project: project.to_owned(),
-                version: version.to_owned(),
+                project: project.to_string(),
+                version: version.to_string(),
             })
     }
 
@@ -558,7 +562,7 @@ impl ArtifactStore {
         project: &ProjectName,
     ) -> Result<Vec<VersionRecord>, ArtifactError> {
         self.inner.meta.get_project(project)?;
-        Ok(self.inner.meta.list_versions(project.as_str())?)
+        Ok(self.inner.meta.list_versions(project)?)
     }
 }
 

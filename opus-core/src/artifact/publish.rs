@@ -55,10 +55,7 @@ impl ArtifactStore {
         let version = VersionName::new(version)?;
         self.check_store(store)?;
         self.meta().get_project(&project)?;
-        if self
-            .meta()
-            .get_version(project.as_str(), version.as_str())?
-            .is_some()
+        if self.meta().get_version(&project, &version)?.is_some()
             || self.is_inflight(project.as_str(), version.as_str())
         {
             return Err(ArtifactError::VersionExists {

@@ -14,7 +14,7 @@ use tracing::instrument;
 use super::{ArtifactStore, Backend, VersionManifest, sha256_hex};
 use crate::archive::check_relative_path;
 use crate::error::ArtifactError;
-use crate::model::{ProjectName, VersionRecord};
+use crate::model::{ProjectName, VersionName, VersionRecord};
 
 /// Files re-hashed at once by verify.
 const VERIFY_AT_ONCE: usize = 8;
@@ -47,8 +47,8 @@ impl ArtifactStore {
     /// A version's manifest, read from its store.
     pub async fn manifest(
         &self,
-        project: &str,
-        version: &str,
+        project: &ProjectName,
+        version: &VersionName,
     ) -> Result<VersionManifest, ArtifactError> {
         let record = self.version(project, version)?;
         let backend = self.backend(&record.store)?;
@@ -59,11 +59,12 @@ impl ArtifactStore {
     /// site server's disk cache) without holding it in memory.
     pub async fn file_stream(
         &self,
-        project: &str,
-        version: &str,
+        project: &ProjectName,
+        version: &VersionName,
         path: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, ArtifactError>>, ArtifactError> {
         let (backend, key) = self.file_location(project, version, path)?;
+        let (project, version) = (project.as_str(), version.as_str());
         let result = backend
             .store
             .get(&key)
@@ -88,12 +89,13 @@ impl ArtifactStore {
     /// manifest's to say.
     pub fn local_path(
         &self,
-        project: &str,
-        version: &str,
+        project: &ProjectName,
+        version: &VersionName,
         path: &str,
     ) -> Result<Option<PathBuf>, ArtifactError> {
         check_relative_path(path)?;
         let record = self.version(project, version)?;
+        let (project, version) = (project.as_str(), version.as_str());
         let backend = self.backend(&record.store)?;
         Ok(backend.local_root.as_ref().map(|root| {
             let mut p = root.join(project).join(version);
@@ -104,24 +106,25 @@ impl ArtifactStore {
 
     fn file_location(
         &self,
-        project: &str,
-        version: &str,
+        project: &ProjectName,
+        version: &VersionName,
         path: &str,
     ) -> Result<(&Backend, object_store::path::Path), ArtifactError> {
         check_relative_path(path)?;
         let record = self.version(project, version)?;
         let backend = self.backend(&record.store)?;
-        let key = backend.file_key(project, version, path)?;
+        let key = backend.file_key(project.as_str(), version.as_str(), path)?;
         Ok((backend, key))
     }
 
     /// A version's tar.gz archive: its size and a stream of its bytes.
     pub async fn archive(
         &self,
-        project: &str,
-        version: &str,
+        project: &ProjectName,
+        version: &VersionName,
     ) -> Result<(u64, BoxStream<'static, Result<Bytes, ArtifactError>>), ArtifactError> {
         let record = self.version(project, version)?;
+        let (project, version) = (project.as_str(), version.as_str());
         let backend = self.backend(&record.store)?;
         let key = backend.archive_key(project, version)?;
         let result = backend
@@ -151,10 +154,10 @@ impl ArtifactStore {
     pub async fn verify(
         &self,
         project: &ProjectName,
-        version: Option<&str>,
+        version: Option<&VersionName>,
     ) -> Result<VerifyReport, ArtifactError> {
         let records = match version {
-            Some(v) => vec![self.version(project.as_str(), v)?],
+            Some(v) => vec![self.version(project, v)?],
             None => self.list_versions(project)?,
         };
         let mut report = VerifyReport::default();

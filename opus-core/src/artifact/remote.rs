@@ -148,11 +148,7 @@ impl ArtifactStore {
         self.check_store(store)?;
         self.meta().get_project(project)?;
         let guard = self.reserve(project.as_str(), version.as_str())?;
-        if self
-            .meta()
-            .get_version(project.as_str(), version.as_str())?
-            .is_some()
-        {
+        if self.meta().get_version(project, version)?.is_some() {
             return Err(ArtifactError::VersionExists {
                 project: project.to_string(),
                 version: version.to_string(),
@@ -274,7 +270,7 @@ impl Reservation {
         let artifacts = &self.artifacts;
         if artifacts
             .meta()
-            .get_version(self.project.as_str(), self.version.as_str())?
+            .get_version(&self.project, &self.version)?
             .is_some()
         {
             return Ok(());

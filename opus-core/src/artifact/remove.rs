@@ -31,12 +31,13 @@ impl ArtifactStore {
     #[instrument(skip(self))]
     pub async fn delete_version(
         &self,
-        project: &str,
-        version: &str,
+        name: &ProjectName,
+        version_name: &VersionName,
         reason: &str,
     ) -> Result<VersionRecord, ArtifactError> {
         let _exclusive = self.inner.delete_lock.write().await;
-        let record = self.version(project, version)?;
+        let record = self.version(name, version_name)?;
+        let (project, version) = (name.as_str(), version_name.as_str());
         let backend = self.backend(&record.store)?;
         let (blobs, scan) = match read_manifest(backend, &record).await {
             Ok(m) => {
@@ -55,8 +56,8 @@ impl ArtifactStore {
             }
         };
         let record = match self.meta().remove_version(
-            project,
-            version,
+            name,
+            version_name,
             &blobs,
             scan.as_deref(),
             reason,
@@ -93,8 +94,9 @@ impl ArtifactStore {
     #[instrument(skip(self))]
     pub async fn delete_project_versions(
         &self,
-        project: &str,
+        name: &ProjectName,
     ) -> Result<Vec<VersionRecord>, ArtifactError> {
+        let project = name.as_str();
         let _exclusive = self.inner.delete_lock.write().await;
         let prefixes: Vec<(StoreName, String)> = self
             .inner
@@ -104,7 +106,7 @@ impl ArtifactStore {
             .collect();
         let removed = self
             .meta()
-            .remove_project_versions(project, &prefixes, "project removed")?;
+            .remove_project_versions(name, &prefixes, "project removed")?;
         // The removal is durable before any object goes (as in `delete_version`).
         self.meta().flush().await?;
         for backend in self.inner.backends.values() {
@@ -161,7 +163,7 @@ impl ArtifactStore {
                 continue;
             }
             match self
-                .delete_version(project.as_str(), record.version.as_str(), "retention")
+                .delete_version(project, &record.version, "retention")
                 .await
             {
                 Ok(_) => deleted.push(record.version),

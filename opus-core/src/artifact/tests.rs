@@ -138,7 +138,11 @@ async fn a_stored_folder_reads_back_in_the_layout() {
     assert!(root.join("archive/1.0.0.tar.gz").is_file());
     assert!(root.join("manifest/1.0.0.json").is_file());
 
-    let manifest = f.store.manifest("web", "1.0.0").await.expect("manifest");
+    let manifest = f
+        .store
+        .manifest(&name("web"), &ver("1.0.0"))
+        .await
+        .expect("manifest");
     let paths: Vec<_> = manifest.files.iter().map(|e| e.path.as_str()).collect();
     assert!(paths.windows(2).all(|w| w[0] < w[1]), "sorted: {paths:?}");
     let index = manifest.file("index.html").expect("index.html listed");
@@ -150,7 +154,7 @@ async fn a_stored_folder_reads_back_in_the_layout() {
     let mut streamed = Vec::new();
     let mut chunks = f
         .store
-        .file_stream("web", "1.0.0", "static/js/app.js")
+        .file_stream(&name("web"), &ver("1.0.0"), "static/js/app.js")
         .await
         .expect("stream");
     while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
@@ -159,24 +163,28 @@ async fn a_stored_folder_reads_back_in_the_layout() {
     assert_eq!(streamed, "console.log('hello');\n".repeat(5000).as_bytes());
     assert!(
         f.store
-            .file_stream("web", "1.0.0", "nope.txt")
+            .file_stream(&name("web"), &ver("1.0.0"), "nope.txt")
             .await
             .is_err(),
         "a missing file is an error"
     );
     let local = f
         .store
-        .local_path("web", "1.0.0", "static/js/app.js")
+        .local_path(&name("web"), &ver("1.0.0"), "static/js/app.js")
         .expect("path")
         .expect("local store");
     assert!(local.is_file());
     assert!(matches!(
-        f.store.local_path("web", "1.0.0", "../x"),
+        f.store.local_path(&name("web"), &ver("1.0.0"), "../x"),
         Err(ArtifactError::Archive(_))
     ));
 
     // The archive holds exactly the files, and extracts to the same bytes.
-    let (size, mut stream) = f.store.archive("web", "1.0.0").await.expect("archive");
+    let (size, mut stream) = f
+        .store
+        .archive(&name("web"), &ver("1.0.0"))
+        .await
+        .expect("archive");
     let mut gz = Vec::new();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
         gz.extend_from_slice(&chunk.expect("chunk"));
@@ -268,7 +276,12 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
             ),
             "{err}"
         );
-        assert!(f.meta.get_version("web", "1").expect("get").is_none());
+        assert!(
+            f.meta
+                .get_version(&name("web"), &ver("1"))
+                .expect("get")
+                .is_none()
+        );
         assert!(!f.dir.path().join("artifacts/web/1").exists());
     }
 
@@ -329,7 +342,7 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
     // The failed attempt did not touch the stored version.
     assert_eq!(
         f.store
-            .verify(&name("web"), Some("1"))
+            .verify(&name("web"), Some(&ver("1")))
             .await
             .expect("verify")
             .problems,
@@ -340,10 +353,10 @@ async fn output_errors_name_the_folder_and_leave_nothing() {
 /// Every index entry names an object that exists.
 async fn index_is_sound(f: &Fixture, store_name: &str) {
     let backend = f.store.backend(&sn(store_name)).expect("backend");
-    for record in f.meta.list_versions("web").expect("list") {
+    for record in f.meta.list_versions(&name("web")).expect("list") {
         let manifest = f
             .store
-            .manifest("web", record.version.as_str())
+            .manifest(&name("web"), &ver(record.version.as_str()))
             .await
             .expect("manifest");
         for file in &manifest.files {
@@ -407,7 +420,7 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
     for v in ["1", "3", "4"] {
         assert_eq!(
             f.store
-                .verify(&name("web"), Some(v))
+                .verify(&name("web"), Some(&ver(v)))
                 .await
                 .expect("verify")
                 .problems,
@@ -417,17 +430,17 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
     }
     let err = f
         .store
-        .delete_version("web", "1", "api")
+        .delete_version(&name("web"), &ver("1"), "api")
         .await
         .expect_err("protected");
     assert!(matches!(err, ArtifactError::VersionProtected { .. }));
     f.store
-        .delete_version("web", "4", "api")
+        .delete_version(&name("web"), &ver("4"), "api")
         .await
         .expect("delete");
     let err = f
         .store
-        .delete_version("web", "4", "api")
+        .delete_version(&name("web"), &ver("4"), "api")
         .await
         .expect_err("gone");
     assert!(matches!(err, ArtifactError::VersionNotFound { .. }));
@@ -445,7 +458,7 @@ async fn retention_keeps_protected_and_index_sound(store_name: &str) {
     assert!(again.files_copied >= 2, "{again:?}");
     assert_eq!(
         f.store
-            .verify(&name("web"), Some("5"))
+            .verify(&name("web"), Some(&ver("5")))
             .await
             .expect("verify")
             .problems,
@@ -544,7 +557,7 @@ async fn verify_reports_damage() {
     std::fs::write(root.join("static/js/app.js"), b"short").expect("write");
     let report = f
         .store
-        .verify(&name("web"), Some("1"))
+        .verify(&name("web"), Some(&ver("1")))
         .await
         .expect("verify");
     let mut kinds: Vec<_> = report
@@ -564,7 +577,7 @@ async fn verify_reports_damage() {
     assert_eq!(report.files_checked, 4);
     let err = f
         .store
-        .verify(&name("web"), Some("2"))
+        .verify(&name("web"), Some(&ver("2")))
         .await
         .expect_err("no version");
     assert!(matches!(err, ArtifactError::VersionNotFound { .. }));
@@ -640,7 +653,7 @@ async fn publishing_uploads_only_what_is_missing() {
     );
     assert_eq!(
         f.store
-            .verify(&name("web"), Some("1.0"))
+            .verify(&name("web"), Some(&ver("1.0")))
             .await
             .expect("verify")
             .problems,
@@ -662,7 +675,7 @@ async fn publishing_uploads_only_what_is_missing() {
     assert_eq!(stored.bytes_written, 0);
     assert_eq!(
         f.store
-            .verify(&name("web"), Some("1.1"))
+            .verify(&name("web"), Some(&ver("1.1")))
             .await
             .expect("verify")
             .problems,
@@ -784,14 +797,17 @@ async fn one_version_is_stored_once_when_two_writers_race() {
     );
     assert_eq!(
         f.store
-            .verify(&name("web"), Some("1"))
+            .verify(&name("web"), Some(&ver("1")))
             .await
             .expect("verify")
             .problems,
         []
     );
     assert_eq!(
-        f.store.version("web", "1").expect("record").build_id,
+        f.store
+            .version(&name("web"), &ver("1"))
+            .expect("record")
+            .build_id,
         ok.record.build_id
     );
 }
@@ -828,7 +844,7 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     // Uploaded is not stored: the version exists once opusd commits.
     assert!(
         f.meta
-            .get_version("web", "main-5-abc")
+            .get_version(&name("web"), &ver("main-5-abc"))
             .expect("get")
             .is_none()
     );
@@ -841,7 +857,7 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     assert_eq!(stored.record.build_id, 5);
     let manifest = f
         .store
-        .manifest("web", "main-5-abc")
+        .manifest(&name("web"), &ver("main-5-abc"))
         .await
         .expect("manifest");
     assert_eq!(
@@ -850,7 +866,7 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     );
     assert!(
         f.store
-            .verify(&name("web"), Some("main-5-abc"))
+            .verify(&name("web"), Some(&ver("main-5-abc")))
             .await
             .expect("verify")
             .problems
@@ -866,7 +882,12 @@ async fn a_runner_upload_is_committed_after_its_manifest_and_objects_check_out()
     );
     // Committed versions are not discarded.
     reservation.discard().await.expect("discard is a no-op");
-    assert!(f.store.manifest("web", "main-5-abc").await.is_ok());
+    assert!(
+        f.store
+            .manifest(&name("web"), &ver("main-5-abc"))
+            .await
+            .is_ok()
+    );
     drop(reservation);
 
     // A stored version is never overwritten by a runner.
@@ -941,7 +962,12 @@ async fn a_runner_upload_that_does_not_match_its_assignment_is_refused() {
         .await
         .expect_err("path");
     assert!(matches!(err, ArtifactError::Archive(_)), "{err}");
-    assert!(f.meta.get_version("web", "v1").expect("get").is_none());
+    assert!(
+        f.meta
+            .get_version(&name("web"), &ver("v1"))
+            .expect("get")
+            .is_none()
+    );
 
     // The failed build's objects are removed.
     reservation.discard().await.expect("discard");

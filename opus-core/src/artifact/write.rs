@@ -134,11 +134,7 @@ impl ArtifactStore {
         // Reserve first, then check: a writer that committed before the reservation is seen, and
         // none can start after it, so no two writers ever write the same keys.
         let _guard = self.reserve(project.as_str(), version.as_str())?;
-        if self
-            .meta()
-            .get_version(project.as_str(), version.as_str())?
-            .is_some()
-        {
+        if self.meta().get_version(project, version)?.is_some() {
             return Err(exists());
         }
         let _shared = self.inner.delete_lock.read().await;

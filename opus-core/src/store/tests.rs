@@ -705,7 +705,7 @@ fn a_version_an_environment_needs_is_not_removed() {
             .commit_version(&version("web", v), &[], &SiteOptions::default())
             .expect("version");
     }
-    let remove = |v: &str| store.remove_version("web", v, &[], None, "test");
+    let remove = |v: &str| store.remove_version(&pn("web"), &vn(v), &[], None, "test");
     let deploy = |v: &str| {
         store
             .deploy(
@@ -729,7 +729,7 @@ fn a_version_an_environment_needs_is_not_removed() {
         VersionRemoval::Removed(r) if r.version.as_str() == "1"
     ));
     assert_eq!(remove("1").expect("remove"), VersionRemoval::NotFound);
-    assert_eq!(store.get_version("web", "1").expect("get"), None);
+    assert_eq!(store.get_version(&pn("web"), &vn("1")).expect("get"), None);
     // And the other way round: a deploy of a removed version is refused in its transaction.
     assert!(matches!(
         store.deploy(
@@ -787,7 +787,7 @@ fn an_old_record_with_an_empty_store_reads_as_the_default_store() {
         )
         .expect("record");
     let read = store
-        .get_version("web", "1")
+        .get_version(&pn("web"), &vn("1"))
         .expect("read")
         .expect("the version");
     assert_eq!(read.store, StoreName::default_store());

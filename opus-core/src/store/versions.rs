@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{MetaStore, SiteOptions, T, decode, pair_key, prefix};
 use crate::error::StoreError;
-use crate::model::{EventKind, StoreName, VersionRecord};
+use crate::model::{EventKind, ProjectName, StoreName, VersionName, VersionRecord};
 
 /// `<store>\0<sha256>\0`: the prefix of every holder of a content in a store.
 fn blob_prefix(store: &StoreName, sha256: &str) -> Vec<u8> {
@@ -40,16 +40,22 @@ impl MetaStore {
     /// One version's record, if it exists.
     pub fn get_version(
         &self,
-        project: &str,
-        version: &str,
+        project: &ProjectName,
+        version: &VersionName,
     ) -> Result<Option<VersionRecord>, StoreError> {
-        self.get_json(T::Versions, &pair_key(project, version.as_bytes()))
+        self.get_json(
+            T::Versions,
+            &pair_key(project.as_str(), version.as_str().as_bytes()),
+        )
     }
 
     /// A project's versions, newest first.
-    pub fn list_versions(&self, project: &str) -> Result<Vec<VersionRecord>, StoreError> {
+    pub fn list_versions(&self, project: &ProjectName) -> Result<Vec<VersionRecord>, StoreError> {
         let mut out: Vec<VersionRecord> = Vec::new();
-        for item in self.tree(T::Versions)?.scan_prefix(prefix(project)) {
+        for item in self
+            .tree(T::Versions)?
+            .scan_prefix(prefix(project.as_str()))
+        {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
@@ -124,14 +130,15 @@ impl MetaStore {
     /// made since (a counter both transactions touch), else reads them again.
     pub fn remove_version(
         &self,
-        project: &str,
-        version: &str,
+        name: &ProjectName,
+        version_name: &VersionName,
         blobs: &[(String, String)],
         objects_prefix: Option<&str>,
         reason: &str,
     ) -> Result<VersionRemoval, StoreError> {
+        let (project, version) = (name.as_str(), version_name.as_str());
         let key = pair_key(project, version.as_bytes());
-        let Some(record) = self.get_version(project, version)? else {
+        let Some(record) = self.get_version(name, version_name)? else {
             return Ok(VersionRemoval::NotFound);
         };
         let mut keys: Vec<Vec<u8>> = blobs
@@ -153,7 +160,7 @@ impl MetaStore {
         }
         loop {
             let releases_made = self.releases_made(project)?;
-            if self.protected_versions(&record.project)?.contains(version) {
+            if self.protected_versions(name)?.contains(version) {
                 return Ok(VersionRemoval::Protected);
             }
             let removal = self.transact(|tx| {
@@ -187,10 +194,11 @@ impl MetaStore {
     /// records removed, so the caller deletes their objects after this commit.
     pub fn remove_project_versions(
         &self,
-        project: &str,
+        project: &ProjectName,
         object_prefixes: &[(StoreName, String)],
         reason: &str,
     ) -> Result<Vec<VersionRecord>, StoreError> {
+        let project = project.as_str();
         // Collect the keys first: a transaction cannot iterate.
         let version_keys: Vec<_> = self
             .tree(T::Versions)?

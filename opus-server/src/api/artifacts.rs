@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use opus_core::artifact::ManifestFile;
-use opus_core::model::ProjectName;
+use opus_core::model::{ProjectName, VersionName};
 use opus_core::proto::{self, artifact_service_server::ArtifactService};
 use opus_core::store::EnvironmentRecord;
 use tonic::{Request, Response, Status, Streaming};
@@ -79,6 +79,14 @@ fn serving_environments(environments: &[EnvironmentRecord]) -> HashMap<&str, Vec
     serving
 }
 
+/// The project and version a request names, checked once here.
+fn names(project: &str, version: &str) -> Result<(ProjectName, VersionName), Status> {
+    Ok((
+        ProjectName::new(project).map_err(status)?,
+        VersionName::new(version).map_err(status)?,
+    ))
+}
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<proto::DataChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -111,9 +119,10 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::GetManifestRequest>,
     ) -> Result<Response<proto::Manifest>, Status> {
         let req = req.into_inner();
+        let (project, version) = names(&req.project, &req.version)?;
         let manifest = self
             .artifacts
-            .manifest(&req.project, &req.version)
+            .manifest(&project, &version)
             .await
             .map_err(status)?;
         Ok(Response::new((&manifest).into()))
@@ -127,9 +136,10 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::DownloadArchiveRequest>,
     ) -> Result<Response<Self::DownloadArchiveStream>, Status> {
         let req = req.into_inner();
+        let (project, version) = names(&req.project, &req.version)?;
         let (size, mut source) = self
             .artifacts
-            .archive(&req.project, &req.version)
+            .archive(&project, &version)
             .await
             .map_err(status)?;
         let stream = async_stream::try_stream! {
@@ -227,10 +237,14 @@ impl ArtifactService for ArtifactsApi {
     ) -> Result<Response<proto::VerifyVersionResponse>, Status> {
         let req = req.into_inner();
         let project = ProjectName::new(req.project).map_err(status)?;
-        let version = (!req.version.is_empty()).then_some(req.version.as_str());
+        let version = if req.version.is_empty() {
+            None
+        } else {
+            Some(VersionName::new(req.version).map_err(status)?)
+        };
         let report = self
             .artifacts
-            .verify(&project, version)
+            .verify(&project, version.as_ref())
             .await
             .map_err(status)?;
         Ok(Response::new((&report).into()))
@@ -242,8 +256,9 @@ impl ArtifactService for ArtifactsApi {
         req: Request<proto::DeleteVersionRequest>,
     ) -> Result<Response<proto::DeleteVersionResponse>, Status> {
         let req = req.into_inner();
+        let (project, version) = names(&req.project, &req.version)?;
         self.artifacts
-            .delete_version(&req.project, &req.version, "api")
+            .delete_version(&project, &version, "api")
             .await
             .map_err(status)?;
         Ok(Response::new(proto::DeleteVersionResponse {}))

@@ -193,7 +193,11 @@ async fn a_remote_version_answers_exactly_like_a_local_one() {
     assert!(
         remote
             .artifacts
-            .local_path("web", "1.0", "index.html")
+            .local_path(
+                &ProjectName::new("web").expect("name"),
+                &VersionName::new("1.0").expect("version"),
+                "index.html",
+            )
             .expect("path")
             .is_none(),
         "the mem store is remote to the site server"
@@ -349,7 +353,11 @@ async fn a_store_failure_is_a_502_that_names_nothing_internal() {
         )
         .expect("remove the environment from the store");
     f.artifacts
-        .delete_version("web", "1.0", "test")
+        .delete_version(
+            &ProjectName::new("web").expect("name"),
+            &VersionName::new("1.0").expect("version"),
+            "test",
+        )
         .await
         .expect("delete the version");
     let r = req(f.addr, "GET", "/big.bin", &[]).await;

@@ -11,6 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::handler::{clean_path, is_fingerprinted};
 use super::*;
 
+fn pn(name: &str) -> opus_core::model::ProjectName {
+    opus_core::model::ProjectName::new(name).expect("project name")
+}
+
+fn vn(name: &str) -> opus_core::model::VersionName {
+    opus_core::model::VersionName::new(name).expect("version name")
+}
+
 /// A response: status, lowercase headers, body.
 struct Resp {
     status: u16,
@@ -119,8 +127,8 @@ pub(super) async fn start_with(
                 (
                     SiteKey::new("web", PRODUCTION),
                     Some(Arc::new(SiteVersion::new(
-                        "web",
-                        "1.0",
+                        &pn("web"),
+                        &vn("1.0"),
                         Content::Local(web),
                         false,
                         None,
@@ -129,8 +137,8 @@ pub(super) async fn start_with(
                 (
                     SiteKey::new("app", "staging"),
                     Some(Arc::new(SiteVersion::new(
-                        "app",
-                        "2.0",
+                        &pn("app"),
+                        &vn("2.0"),
                         Content::Local(app),
                         true,
                         Some(files),
@@ -383,8 +391,8 @@ async fn a_swap_is_atomic_for_new_requests() {
             vec![(
                 SiteKey::new("web", PRODUCTION),
                 Some(Arc::new(SiteVersion::new(
-                    "web",
-                    "2.0",
+                    &pn("web"),
+                    &vn("2.0"),
                     Content::Local(v2),
                     false,
                     None,
@@ -416,8 +424,8 @@ async fn a_swap_is_atomic_for_new_requests() {
 fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
     let site = |project: &str| {
         Arc::new(SiteVersion::new(
-            project,
-            "1.0",
+            &pn(project),
+            &vn("1.0"),
             Content::Local(std::path::PathBuf::from("/nonexistent")),
             false,
             None,
@@ -435,7 +443,8 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
             sites.insert(SiteKey::new("rb", "staging"), site("rb"));
             let table = SiteTable::new(sites, "localhost", &ages);
             assert_eq!(
-                table.by_host["staging--rb.localhost"].project, older,
+                table.by_host["staging--rb.localhost"].project.as_str(),
+                older,
                 "the older project keeps the host"
             );
         }
@@ -447,7 +456,7 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
     sites.insert(SiteKey::new("rb", "staging"), site("rb"));
     let table = SiteTable::new(sites, "localhost", &ages);
     assert_eq!(
-        table.by_host["staging--rb.localhost"].project,
+        table.by_host["staging--rb.localhost"].project.as_str(),
         "staging--rb"
     );
 }

@@ -12,6 +12,7 @@ use axum::http::HeaderValue;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use opus_core::artifact::ArtifactStore;
+use opus_core::model::{ProjectName, VersionName};
 use tokio::io::AsyncReadExt;
 
 use super::cache::{CacheError, Fetch, FetchError, SiteCache};
@@ -83,9 +84,9 @@ pub struct FileInfo {
 /// One deployed version as the site server sees it.
 pub struct SiteVersion {
     /// The project, for logs.
-    pub project: String,
+    pub project: ProjectName,
     /// The version name, for logs and the `x-opus-version` header.
-    pub version: String,
+    pub version: VersionName,
     /// The `x-opus-version` header value, built once.
     pub(crate) version_header: HeaderValue,
     /// Where the version's files come from.
@@ -139,16 +140,16 @@ impl SiteVersion {
     /// A version served from `content`, with its manifest's files when known (a remote version
     /// needs them: without a manifest entry a file is not found).
     pub fn new(
-        project: &str,
-        version: &str,
+        project: &ProjectName,
+        version: &VersionName,
         content: Content,
         spa: bool,
         files: Option<HashMap<String, FileInfo>>,
     ) -> SiteVersion {
         SiteVersion {
-            project: project.to_owned(),
-            version: version.to_owned(),
-            version_header: HeaderValue::from_str(version)
+            project: project.clone(),
+            version: version.clone(),
+            version_header: HeaderValue::from_str(version.as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             content,
             spa,

@@ -118,7 +118,11 @@ async fn versions_on_a_real_s3_server() {
     );
     let mut body = Vec::new();
     let mut chunks = store
-        .file_stream("web", "2", "static/app.js")
+        .file_stream(
+            &web,
+            &VersionName::new("2").expect("version"),
+            "static/app.js",
+        )
         .await
         .expect("read");
     while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
@@ -127,12 +131,15 @@ async fn versions_on_a_real_s3_server() {
     assert_eq!(body.len(), "let x = 1;\n".len() * 20_000);
     assert!(
         store
-            .local_path("web", "2", "index.html")
+            .local_path(&web, &VersionName::new("2").expect("version"), "index.html")
             .expect("path")
             .is_none()
     );
 
-    let (size, mut stream) = store.archive("web", "2").await.expect("archive");
+    let (size, mut stream) = store
+        .archive(&web, &VersionName::new("2").expect("version"))
+        .await
+        .expect("archive");
     let mut gz = Vec::new();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
         gz.extend_from_slice(&chunk.expect("chunk"));
@@ -191,7 +198,7 @@ async fn versions_on_a_real_s3_server() {
     );
     assert_eq!(
         store
-            .verify(&web, Some("3"))
+            .verify(&web, Some(&VersionName::new("3").expect("version")))
             .await
             .expect("verify")
             .problems,
@@ -214,7 +221,7 @@ async fn versions_on_a_real_s3_server() {
     );
     assert_eq!(
         store
-            .verify(&web, Some("3"))
+            .verify(&web, Some(&VersionName::new("3").expect("version")))
             .await
             .expect("verify")
             .problems,

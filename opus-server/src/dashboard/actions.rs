@@ -122,6 +122,8 @@ pub(super) async fn confirm_trigger(
 /// The trigger form.
 #[derive(Debug, Deserialize)]
 pub(super) struct TriggerForm {
+    /// Missing reads as empty, which the check refuses (403, not a form error).
+    #[serde(default)]
     csrf: String,
     #[serde(rename = "ref", default)]
     git_ref: String,
@@ -188,6 +190,8 @@ pub(super) async fn confirm_cancel(
 /// A form with nothing but its CSRF token.
 #[derive(Debug, Deserialize)]
 pub(super) struct CsrfOnly {
+    /// Missing reads as empty, which the check refuses (403, not a form error).
+    #[serde(default)]
     csrf: String,
 }
 
@@ -278,6 +282,8 @@ pub(super) async fn confirm_deploy(
 /// The deploy form.
 #[derive(Debug, Deserialize)]
 pub(super) struct DeployForm {
+    /// Missing reads as empty, which the check refuses (403, not a form error).
+    #[serde(default)]
     csrf: String,
     version: String,
     env: Option<String>,
@@ -356,6 +362,8 @@ pub(super) async fn confirm_rollback(
 /// The rollback form: the version the confirmation page saw served.
 #[derive(Debug, Deserialize)]
 pub(super) struct RollbackForm {
+    /// Missing reads as empty, which the check refuses (403, not a form error).
+    #[serde(default)]
     csrf: String,
     from: Option<String>,
 }

@@ -317,6 +317,8 @@ pub(super) async fn login(State(d): State<Arc<Dashboard>>, Form(form): Form<Logi
 /// The logout form: its CSRF token.
 #[derive(Deserialize)]
 pub(super) struct CsrfForm {
+    /// Missing reads as empty, which the check refuses (403, not a form error).
+    #[serde(default)]
     csrf: String,
 }
 

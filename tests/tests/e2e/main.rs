@@ -4,6 +4,7 @@ mod artifacts;
 mod auto_deploys;
 mod builds;
 mod config;
+mod dashboard;
 mod deploys;
 mod disk_full;
 mod hooks;

@@ -5,6 +5,7 @@ mod auto_deploys;
 mod builds;
 mod config;
 mod dashboard;
+mod dashboard_browser;
 mod deploys;
 mod disk_full;
 mod hooks;

@@ -24,8 +24,8 @@
 pub mod api;
 pub mod build;
 pub mod config;
-pub mod dashboard;
 pub mod daemon;
+pub mod dashboard;
 pub mod deploys;
 pub mod health;
 pub mod hooks;

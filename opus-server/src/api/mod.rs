@@ -159,16 +159,18 @@ fn http_routes(d: &Daemon) -> axum::Router {
 
 /// The web dashboard ([`crate::dashboard`]) at `/`.
 fn dashboard_routes(d: &Daemon, stop: CancellationToken) -> Result<axum::Router, ServeError> {
-    Ok(crate::dashboard::router(crate::dashboard::DashboardParts {
-        store: d.store.clone(),
-        scheduler: d.scheduler.clone(),
-        deployer: d.deployer.clone(),
-        logs: d.logs.clone(),
-        token: d.config.token.clone(),
-        viewer_token: d.config.viewer_token.clone(),
-        tls: d.config.tls.is_some(),
-        stopping: stop,
-    })?)
+    Ok(crate::dashboard::router(
+        crate::dashboard::DashboardParts {
+            store: d.store.clone(),
+            scheduler: d.scheduler.clone(),
+            deployer: d.deployer.clone(),
+            logs: d.logs.clone(),
+            token: d.config.token.clone(),
+            viewer_token: d.config.viewer_token.clone(),
+            tls: d.config.tls.is_some(),
+            stopping: stop,
+        },
+    )?)
 }
 
 /// The accepted connections of the API listener, with `TCP_NODELAY` set: without it a streamed

@@ -348,7 +348,10 @@ fn the_viewer_token_comes_from_a_flag_or_a_file_and_needs_an_api_token() {
         })
         .expect_err("refused");
         let text = err.to_string();
-        assert!(text.contains("viewer_token") && text.contains(needle), "{text}");
+        assert!(
+            text.contains("viewer_token") && text.contains(needle),
+            "{text}"
+        );
     }
     let err = Config::resolve(ConfigArgs {
         token: Some("api".into()),

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Form;
 use maud::{Markup, html};
 use opus_core::model::{EnvName, ProjectName, Trigger, VersionName};
 use opus_core::store::ReleaseReason;
@@ -101,7 +101,11 @@ pub(super) async fn confirm_trigger(
     let project = d.store.get_project(ProjectName::new(project)?.as_str())?;
     let name = project.name.as_str();
     let git_ref = q.git_ref.as_deref().map(str::trim).unwrap_or("");
-    let shown_ref = if git_ref.is_empty() { project.branch.as_str() } else { git_ref };
+    let shown_ref = if git_ref.is_empty() {
+        project.branch.as_str()
+    } else {
+        git_ref
+    };
     let version = optional_version(q.version.as_deref())?;
     let what = html! {
         "Build " strong { (shown_ref) } " of " strong { (name) } ", as version "

@@ -31,9 +31,13 @@ struct Style {
 impl Style {
     /// Applies one SGR sequence's parameters (`1;31`).
     fn apply(&mut self, params: &str) {
-        let mut codes = params
-            .split(';')
-            .map(|p| if p.is_empty() { 0 } else { p.parse::<u16>().unwrap_or(u16::MAX) });
+        let mut codes = params.split(';').map(|p| {
+            if p.is_empty() {
+                0
+            } else {
+                p.parse::<u16>().unwrap_or(u16::MAX)
+            }
+        });
         while let Some(code) = codes.next() {
             match code {
                 0 => *self = Style::default(),
@@ -145,8 +149,18 @@ pub(super) fn to_html(out: &mut String, text: &str) {
                     }
                 }
                 Some(n) => {
+                    // ESC, intermediate bytes (` ` to `/`, as in `ESC ( B`), one final byte.
                     chars.next();
                     end += n.len_utf8();
+                    if (' '..='/').contains(&n) {
+                        while let Some(&(j, m)) = chars.peek() {
+                            chars.next();
+                            end = j + m.len_utf8();
+                            if !(' '..='/').contains(&m) {
+                                break;
+                            }
+                        }
+                    }
                 }
                 None => {}
             }
@@ -187,7 +201,10 @@ mod tests {
             html("\x1b[1;92mbold green"),
             "<span class=\"a-b f10\">bold green</span>"
         );
-        assert_eq!(html("\x1b[38;5;4mblue\x1b[39m."), "<span class=\"f4\">blue</span>.");
+        assert_eq!(
+            html("\x1b[38;5;4mblue\x1b[39m."),
+            "<span class=\"f4\">blue</span>."
+        );
         assert_eq!(html("\x1b[38;2;1;2;3mrgb"), "rgb");
         assert_eq!(html("\x1b[44mon blue"), "<span class=\"g4\">on blue</span>");
     }

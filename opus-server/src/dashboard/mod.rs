@@ -3,12 +3,12 @@
 //! behind a confirmation page.
 //!
 //! Server-rendered HTML (maud: compile-time templates, every value escaped), one stylesheet and
-//! one script embedded in the binary ([`assets`]); everything but the live log works with
-//! JavaScript off. Modules, one job each: [`routes`] (the route table and the request span),
-//! [`session`] (who the visitor is: login, session cookie, CSRF), [`layout`] (the page shell and
-//! the error page), [`pages`] (what each page shows), [`actions`] (confirmation pages and the
-//! POSTs that act), [`sse`] (a running build's log as Server-Sent Events), [`ansi`] (ANSI
-//! colours as HTML spans), [`assets`] (the embedded CSS and JS under content-hashed names).
+//! one script embedded in the binary (`assets`); everything but the live log works with
+//! JavaScript off. Modules, one job each: `routes` (the route table and the request span),
+//! `session` (who the visitor is: login, session cookie, CSRF), `layout` (the page shell and
+//! the error page), `pages` (what each page shows), `actions` (confirmation pages and the
+//! POSTs that act), `sse` (a running build's log as Server-Sent Events), `ansi` (ANSI
+//! colours as HTML spans), `assets` (the embedded CSS and JS under content-hashed names).
 //!
 //! Architecture Invariant: the dashboard changes nothing the API could not; it calls the same
 //! scheduler and deployer, records its actor as `dashboard`, and never renders a secret value
@@ -102,10 +102,14 @@ pub enum DashboardError {
     #[error("{0}")]
     BadRequest(String),
     /// A viewer (read-only token) asked to act.
-    #[error("you are logged in with the viewer token, which can see everything but change nothing; log in with the API token to {0}")]
+    #[error(
+        "you are logged in with the viewer token, which can see everything but change nothing; log in with the API token to {0}"
+    )]
     ReadOnly(&'static str),
     /// A POST without the form's CSRF token, or with another session's.
-    #[error("this form has expired or did not come from this dashboard (its CSRF token is missing or wrong); go back, reload the page and try again")]
+    #[error(
+        "this form has expired or did not come from this dashboard (its CSRF token is missing or wrong); go back, reload the page and try again"
+    )]
     Csrf,
     /// The token given at the login form is neither the API token nor the viewer token.
     #[error("that token is not this opusd's API token or viewer token")]

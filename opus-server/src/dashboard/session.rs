@@ -221,7 +221,8 @@ impl FromRequestParts<Arc<Dashboard>> for Visitor {
                 logged_in: false,
             });
         }
-        if let Some((role, csrf)) = session_cookie(&parts.headers).and_then(|id| sessions.find(id)) {
+        if let Some((role, csrf)) = session_cookie(&parts.headers).and_then(|id| sessions.find(id))
+        {
             return Ok(Visitor {
                 role,
                 csrf,
@@ -295,7 +296,10 @@ pub(super) struct LoginForm {
 
 /// `POST /login`: a right token starts a session and goes on to `next`; a wrong one shows the
 /// form again with the reason (401).
-pub(super) async fn login(State(d): State<Arc<Dashboard>>, Form(form): Form<LoginForm>) -> Response {
+pub(super) async fn login(
+    State(d): State<Arc<Dashboard>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
     match d.sessions.role_of(form.token.trim()) {
         Some(role) => match d.sessions.start(role) {

@@ -63,11 +63,7 @@ fn csrf_of(page: &str) -> String {
         .find("name=\"csrf\" value=\"")
         .unwrap_or_else(|| panic!("no CSRF field in {page}"))
         + "name=\"csrf\" value=\"".len();
-    page[start..]
-        .split('"')
-        .next()
-        .expect("a value")
-        .to_owned()
+    page[start..].split('"').next().expect("a value").to_owned()
 }
 
 /// Logs in with `token`; returns the `Cookie` value of the session.
@@ -152,7 +148,11 @@ fn every_page_answers_and_user_values_are_text() {
             "{path} lets markup through: {text}"
         );
     }
-    assert!(get(&d, "/projects/web", None).text().contains("&lt;script&gt;alert(2)"));
+    assert!(
+        get(&d, "/projects/web", None)
+            .text()
+            .contains("&lt;script&gt;alert(2)")
+    );
 
     // The assets the pages name: long-cached under their hashed names.
     let css = text
@@ -162,7 +162,10 @@ fn every_page_answers_and_user_values_are_text() {
         .expect("a stylesheet link");
     let r = get(&d, &format!("/assets/{css}"), None);
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("cache-control"), "public, max-age=31536000, immutable");
+    assert_eq!(
+        r.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
     assert!(r.header("content-type").starts_with("text/css"));
     assert_eq!(get(&d, "/assets/app.000000000000.css", None).status, 404);
     // gRPC keeps its paths: the CLI still works beside the pages.
@@ -184,7 +187,12 @@ fn a_token_asks_for_login_and_actions_need_the_csrf_token() {
     assert!(wrong.header("set-cookie").is_empty());
     assert!(wrong.text().contains("not this opusd"), "{}", wrong.text());
 
-    let r = post(&d, "/login", None, &[("token", TOKEN), ("next", "//evil.example/")]);
+    let r = post(
+        &d,
+        "/login",
+        None,
+        &[("token", TOKEN), ("next", "//evil.example/")],
+    );
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), "/", "never another site");
     let set = r.header("set-cookie").to_owned();
@@ -195,7 +203,11 @@ fn a_token_asks_for_login_and_actions_need_the_csrf_token() {
     let cookie = set.split(';').next().expect("name=value").to_owned();
     assert_eq!(get(&d, "/", Some("opus_session=forged")).status, 303);
 
-    let confirm = get(&d, "/projects/web/environments/production/rollback", Some(&cookie));
+    let confirm = get(
+        &d,
+        "/projects/web/environments/production/rollback",
+        Some(&cookie),
+    );
     assert_eq!(confirm.status, 200, "{}", confirm.text());
     let page = confirm.text();
     assert!(
@@ -206,7 +218,10 @@ fn a_token_asks_for_login_and_actions_need_the_csrf_token() {
     let csrf = csrf_of(&page);
 
     let path = "/projects/web/environments/production/rollback";
-    for fields in [vec![("from", "1.0.4")], vec![("csrf", "forged"), ("from", "1.0.4")]] {
+    for fields in [
+        vec![("from", "1.0.4")],
+        vec![("csrf", "forged"), ("from", "1.0.4")],
+    ] {
         let r = post(&d, path, Some(&cookie), &fields);
         assert_eq!(r.status, 403, "{}", r.text());
         assert!(r.text().contains("CSRF"), "{}", r.text());
@@ -216,13 +231,27 @@ fn a_token_asks_for_login_and_actions_need_the_csrf_token() {
     assert_eq!(d.get("web.localhost", "/").text(), "version 1.0.4");
 
     // Another deploy since the confirmation: nothing happens.
-    let r = post(&d, path, Some(&cookie), &[("csrf", &csrf), ("from", "1.0.2")]);
+    let r = post(
+        &d,
+        path,
+        Some(&cookie),
+        &[("csrf", &csrf), ("from", "1.0.2")],
+    );
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(d.get("web.localhost", "/").text(), "version 1.0.4");
 
-    let r = post(&d, path, Some(&cookie), &[("csrf", &csrf), ("from", "1.0.4")]);
+    let r = post(
+        &d,
+        path,
+        Some(&cookie),
+        &[("csrf", &csrf), ("from", "1.0.4")],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("back to <strong>1.0.3</strong>"), "{}", r.text());
+    assert!(
+        r.text().contains("back to <strong>1.0.3</strong>"),
+        "{}",
+        r.text()
+    );
     assert_eq!(d.get("web.localhost", "/").text(), "version 1.0.3");
     let releases = d.opus(&["releases", "web", "-o", "json"]).json();
     assert_eq!(releases[0]["actor"], "dashboard", "{releases}");
@@ -275,11 +304,17 @@ fn deploy_trigger_and_cancel_behind_their_confirmation_pages() {
     let d = Daemon::start();
     with_two_releases(&d);
     // Without a token nobody logs in, but actions still carry the CSRF token.
-    let confirm = get(&d, "/projects/web/deploy?version=1.0.3&env=production", None);
+    let confirm = get(
+        &d,
+        "/projects/web/deploy?version=1.0.3&env=production",
+        None,
+    );
     assert_eq!(confirm.status, 200);
     let page = confirm.text();
     assert!(
-        page.contains("<strong>production</strong> goes from <strong>1.0.4</strong> to <strong>1.0.3</strong>"),
+        page.contains(
+            "<strong>production</strong> goes from <strong>1.0.4</strong> to <strong>1.0.3</strong>"
+        ),
         "{page}"
     );
     let csrf = csrf_of(&page);
@@ -292,7 +327,10 @@ fn deploy_trigger_and_cancel_behind_their_confirmation_pages() {
         &[("csrf", &csrf), ("version", "1.0.3"), ("env", "staging")],
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("<strong>staging</strong> now serves <strong>1.0.3</strong>"));
+    assert!(
+        r.text()
+            .contains("<strong>staging</strong> now serves <strong>1.0.3</strong>")
+    );
     assert_eq!(d.get("staging--web.localhost", "/").text(), "version 1.0.3");
     let r = post(
         &d,
@@ -327,10 +365,20 @@ fn deploy_trigger_and_cancel_behind_their_confirmation_pages() {
     d.wait_for_state("web", 1, "running", 30);
     assert_eq!(d.build("web", 1)["trigger"], "dashboard");
     assert_eq!(get(&d, "/projects/web/builds/1/cancel", None).status, 200);
-    let r = post(&d, "/projects/web/builds/1/cancel", None, &[("csrf", &csrf)]);
+    let r = post(
+        &d,
+        "/projects/web/builds/1/cancel",
+        None,
+        &[("csrf", &csrf)],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     d.wait_for_state("web", 1, "cancelled", 30);
-    let r = post(&d, "/projects/web/builds/1/cancel", None, &[("csrf", &csrf)]);
+    let r = post(
+        &d,
+        "/projects/web/builds/1/cancel",
+        None,
+        &[("csrf", &csrf)],
+    );
     assert_eq!(r.status, 409, "{}", r.text());
 }
 
@@ -360,12 +408,16 @@ fn a_running_build_streams_its_log_as_server_sent_events() {
             let start = page.find("data-stream=\"").expect("a live log") + "data-stream=\"".len();
             break page[start..].split('"').next().expect("a path").to_owned();
         }
-        assert!(Instant::now() < deadline, "the step's first line never showed: {page}");
+        assert!(
+            Instant::now() < deadline,
+            "the step's first line never showed: {page}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let addr = d.server.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     write!(
         s,
         "GET {stream_path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
@@ -387,7 +439,13 @@ fn a_running_build_streams_its_log_as_server_sent_events() {
         }
     }
     let text = seen.join("\n");
-    assert!(text.contains("data: after &lt;b&gt;gate&lt;/b&gt;"), "{text}");
-    assert!(!text.contains("before-gate"), "the stream starts where the page ended: {text}");
+    assert!(
+        text.contains("data: after &lt;b&gt;gate&lt;/b&gt;"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("before-gate"),
+        "the stream starts where the page ended: {text}"
+    );
     assert!(text.contains("event: end\ndata: succeeded"), "{text}");
 }

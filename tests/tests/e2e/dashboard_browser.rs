@@ -139,7 +139,11 @@ async fn wait_for_text(c: &Client, css: &str, needle: &str) -> String {
             return text;
         }
         if Instant::now() >= deadline {
-            let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
             let source = c.source().await.unwrap_or_default();
             panic!("{css} did not show {needle:?} within {WAIT:?} at {url}: {text}\n{source}");
         }
@@ -150,7 +154,9 @@ async fn wait_for_text(c: &Client, css: &str, needle: &str) -> String {
 /// Clicks the submit button labelled `label` and waits for the next page's `h1` to show `h1`.
 async fn submit(c: &Client, label: &str, h1: &str) {
     let button = c
-        .find(Locator::XPath(&format!("//button[normalize-space(.)='{label}']")))
+        .find(Locator::XPath(&format!(
+            "//button[normalize-space(.)='{label}']"
+        )))
         .await
         .unwrap_or_else(|e| panic!("no button {label:?}: {e}"));
     button.click().await.expect("click");
@@ -159,7 +165,9 @@ async fn submit(c: &Client, label: &str, h1: &str) {
 
 /// Logs in with `token` from the login page the dashboard redirects to.
 async fn log_in(c: &Client, d: &Daemon, token: &str) {
-    c.goto(&format!("{}/", d.server)).await.expect("open the dashboard");
+    c.goto(&format!("{}/", d.server))
+        .await
+        .expect("open the dashboard");
     wait_for_text(c, "h1", "Log in").await;
     c.find(Locator::Id("token"))
         .await
@@ -189,7 +197,10 @@ async fn fits_375(c: &Client) {
     let inner = width[0].as_u64().expect("a width");
     let scroll = width[1].as_u64().expect("a width");
     assert!(inner <= 375, "the window is {inner} px wide");
-    assert!(scroll <= 375, "the page scrolls sideways: {scroll} px wide at {inner} px");
+    assert!(
+        scroll <= 375,
+        "the page scrolls sideways: {scroll} px wide at {inner} px"
+    );
 }
 
 /// A daemon with a token and a viewer token, and project `web` (a local folder).
@@ -298,7 +309,9 @@ fn deploy_and_roll_back_from_the_ui() {
     });
     assert_eq!(d.get("web.localhost", "/").text(), "version 1.0.4");
     browser.run(async |c| {
-        c.goto(&format!("{}/projects/web", d.server)).await.expect("open");
+        c.goto(&format!("{}/projects/web", d.server))
+            .await
+            .expect("open");
         c.find(Locator::LinkText("Roll back…"))
             .await
             .expect("the rollback link")
@@ -306,7 +319,10 @@ fn deploy_and_roll_back_from_the_ui() {
             .await
             .expect("click");
         let what = wait_for_text(c, "main", "back to").await;
-        assert!(what.contains("production goes from 1.0.4 back to 1.0.3"), "{what}");
+        assert!(
+            what.contains("production goes from 1.0.4 back to 1.0.3"),
+            "{what}"
+        );
         submit(c, "Roll back", "Rolled back").await;
     });
     assert_eq!(d.get("web.localhost", "/").text(), "version 1.0.3");

@@ -56,10 +56,9 @@ pub(crate) fn step_timings(lines: &[LogRecord]) -> Vec<StepTiming> {
             .and_then(|t| t.strip_suffix(" s"))
             .and_then(|s| s.parse::<f64>().ok())
             .and_then(|s| Duration::try_from_secs_f64(s).ok());
-        if let (Some(took), Some(step)) = (
-            took,
-            steps.iter_mut().rev().find(|s| s.name == line.step),
-        ) {
+        if let (Some(took), Some(step)) =
+            (took, steps.iter_mut().rev().find(|s| s.name == line.step))
+        {
             step.took = Some(took);
         }
     }

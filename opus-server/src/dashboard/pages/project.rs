@@ -217,7 +217,11 @@ fn builds(v: &ProjectView, state: Option<BuildState>, page: usize) -> Markup {
 
 fn versions(v: &ProjectView, visitor: &Visitor) -> Markup {
     let name = v.project.name.as_str();
-    let mut targets: Vec<&str> = v.environments.iter().map(|(e, _)| e.name.as_str()).collect();
+    let mut targets: Vec<&str> = v
+        .environments
+        .iter()
+        .map(|(e, _)| e.name.as_str())
+        .collect();
     if !targets.contains(&PRODUCTION) {
         targets.insert(0, PRODUCTION);
     }

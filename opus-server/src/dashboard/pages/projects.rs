@@ -101,11 +101,9 @@ pub(in crate::dashboard) async fn projects(
 pub(crate) fn render(listed: &ProjectsPage, filter: &str, page: usize) -> Markup {
     let pages = listed.matching.div_ceil(PER_PAGE).max(1);
     let link = |n: usize| {
-        let q: String = percent_encoding::utf8_percent_encode(
-            filter,
-            percent_encoding::NON_ALPHANUMERIC,
-        )
-        .to_string();
+        let q: String =
+            percent_encoding::utf8_percent_encode(filter, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
         format!("/?q={q}&page={n}")
     };
     html! {

@@ -259,7 +259,9 @@ pub(super) async fn confirm_deploy(
     let project = ProjectName::new(project)?;
     let env = target_env(q.env.as_deref())?;
     let version = VersionName::new(q.version.trim())?;
-    d.store.get_version(project.as_str(), version.as_str())?;
+    d.store
+        .get_version(project.as_str(), version.as_str())?
+        .ok_or_else(|| super::pages::version::not_found(&project, &version))?;
     let current = match d.store.environment(project.as_str(), &env) {
         Ok(e) => Some(e.current.version),
         Err(opus_core::error::StoreError::EnvironmentNotFound { .. }) => None,

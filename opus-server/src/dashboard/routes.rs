@@ -21,6 +21,10 @@ pub(super) fn routes(d: Arc<Dashboard>) -> Router {
         .route("/assets/{name}", get(assets::serve))
         .route("/projects/{project}", get(pages::project::project))
         .route(
+            "/projects/{project}/versions/{version}",
+            get(pages::version::version),
+        )
+        .route(
             "/projects/{project}/trigger",
             get(actions::confirm_trigger).post(actions::trigger),
         )

@@ -318,6 +318,23 @@ fn deploy_trigger_and_cancel_behind_their_confirmation_pages() {
         "{page}"
     );
     let csrf = csrf_of(&page);
+    assert_eq!(
+        get(&d, "/projects/web/deploy?version=9.9.9&env=production", None).status,
+        404
+    );
+
+    // A version's files, and its diff against another, from the two manifests.
+    let r = get(&d, "/projects/web/versions/1.0.4?against=1.0.3", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("0 added, 1 changed, 0 removed"), "{text}");
+    assert!(text.contains("<code>index.html</code>"), "{text}");
+    assert_eq!(get(&d, "/projects/web/versions/0.0.1", None).status, 404);
+    assert_eq!(
+        get(&d, "/projects/web/versions/1.0.4?against=0.0.1", None).status,
+        404
+    );
+
     let deploy = [("version", "1.0.3"), ("env", "staging")];
     assert_eq!(post(&d, "/projects/web/deploy", None, &deploy).status, 403);
     let r = post(

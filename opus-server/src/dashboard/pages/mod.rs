@@ -1,12 +1,14 @@
 //! What each page shows, one module per page: [`projects`] (all projects at once), [`project`]
 //! (one project's builds, versions, environments, releases, hooks), [`build`] (one build with
-//! its log and step timings), [`queue`] (what runs and what waits). Here: what several pages
+//! its log and step timings), [`version`] (a version's files and its diff against another),
+//! [`queue`] (what runs and what waits). Here: what several pages
 //! share.
 
 pub(super) mod build;
 pub(super) mod project;
 pub(super) mod projects;
 pub(super) mod queue;
+pub(super) mod version;
 
 /// Rows per page of a paged list.
 pub(super) const PER_PAGE: usize = 50;

@@ -235,7 +235,7 @@ fn versions(v: &ProjectView, visitor: &Visitor) -> Markup {
                     @for ver in &v.versions {
                         @let serving: Vec<&str> = v.environments.iter().filter(|(e, _)| e.current.version == ver.version.as_str()).map(|(e, _)| e.name.as_str()).collect();
                         tr {
-                            td data-label="Version" { (ver.version.as_str()) @if ver.build_id > 0 { " " a.muted href={ "/projects/" (name) "/builds/" (ver.build_id) } { "#" (ver.build_id) } } }
+                            td data-label="Version" { a href={ "/projects/" (name) "/versions/" (ver.version.as_str()) } { (ver.version.as_str()) } @if ver.build_id > 0 { " " a.muted href={ "/projects/" (name) "/builds/" (ver.build_id) } { "#" (ver.build_id) } } }
                             td data-label="Size" { (size(ver.size)) }
                             td data-label="Files" { (ver.file_count) }
                             td data-label="Stored" { (ago(ver.created_at)) }

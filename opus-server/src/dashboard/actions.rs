@@ -1,4 +1,4 @@
-//! The actions: trigger, cancel, deploy, rollback. Each is a `GET` confirmation page that names
+//! The actions: trigger, cancel, deploy, rollback, unpin, remove an environment. Each is a `GET` confirmation page that names
 //! what will happen ("production goes from 1.0.4 back to 1.0.3") holding a form that `POST`s to
 //! the same path with the visitor's CSRF token; the POST acts through the scheduler or the
 //! deployer (actor `dashboard`) and shows the result at once. Viewers get 403 on both.
@@ -415,4 +415,151 @@ pub(super) async fn rollback(
         &format!("/projects/{project}"),
         "Back to the project",
     ))
+}
+
+/// What a change of an environment other than a deploy is.
+#[derive(Debug, Clone, Copy)]
+enum EnvChange {
+    /// Clear the rollback's pin.
+    Unpin,
+    /// Stop serving it and forget its pointer (its releases stay in the history).
+    Remove,
+}
+
+impl EnvChange {
+    fn doing(self) -> &'static str {
+        match self {
+            EnvChange::Unpin => "unpin an environment",
+            EnvChange::Remove => "remove an environment",
+        }
+    }
+}
+
+/// The confirmation page of an unpin or a removal.
+async fn confirm_env_change(
+    d: &Dashboard,
+    visitor: &Visitor,
+    project: String,
+    env: String,
+    change: EnvChange,
+) -> Result<Response, DashboardError> {
+    visitor.must_act(change.doing())?;
+    let project = ProjectName::new(project)?;
+    let env = EnvName::new(env)?;
+    let record = d.store.environment(project.as_str(), env.as_str())?;
+    let (title, what, button, path) = match change {
+        EnvChange::Unpin => (
+            format!("Unpin {} of {project}", env.as_str()),
+            html! {
+                strong { (env.as_str()) } " keeps serving " strong { (record.current.version) }
+                "; automatic deploys from its branch go to it again."
+                @if !record.pinned { " (It is not pinned now.)" }
+            },
+            "Unpin",
+            "unpin",
+        ),
+        EnvChange::Remove => (
+            format!("Remove {} of {project}", env.as_str()),
+            html! {
+                strong { (env.as_str()) } " stops serving " strong { (record.current.version) }
+                " at once, and its URL answers 404. Its release history stays."
+            },
+            "Remove the environment",
+            "remove",
+        ),
+    };
+    Ok(confirm(
+        visitor,
+        &title,
+        what,
+        &format!("/projects/{project}/environments/{}/{path}", env.as_str()),
+        &[],
+        button,
+        &format!("/projects/{project}"),
+    ))
+}
+
+/// Unpins or removes an environment.
+async fn env_change(
+    d: &Dashboard,
+    visitor: &Visitor,
+    project: String,
+    env: String,
+    csrf: &str,
+    change: EnvChange,
+) -> Result<Response, DashboardError> {
+    visitor.must_act(change.doing())?;
+    visitor.check_csrf(csrf)?;
+    let project = ProjectName::new(project)?;
+    let env = EnvName::new(env)?;
+    let (title, what) = match change {
+        EnvChange::Unpin => {
+            let record = d
+                .deployer
+                .unpin_environment(project.as_str(), env.as_str())
+                .await?;
+            (
+                "Unpinned",
+                html! { strong { (env.as_str()) } " serves " strong { (record.current.version) } " and follows its branch again." },
+            )
+        }
+        EnvChange::Remove => {
+            d.deployer
+                .remove_environment(project.as_str(), env.as_str())
+                .await?;
+            (
+                "Environment removed",
+                html! { strong { (env.as_str()) } " of " (project) " is removed; its URL answers 404 now." },
+            )
+        }
+    };
+    Ok(done(
+        visitor,
+        title,
+        what,
+        &format!("/projects/{project}"),
+        "Back to the project",
+    ))
+}
+
+/// `GET /projects/{project}/environments/{env}/unpin`.
+#[instrument(skip_all, fields(project = %project, env = %env))]
+pub(super) async fn confirm_unpin(
+    State(d): State<Arc<Dashboard>>,
+    visitor: Visitor,
+    Path((project, env)): Path<(String, String)>,
+) -> Result<Response, DashboardError> {
+    confirm_env_change(&d, &visitor, project, env, EnvChange::Unpin).await
+}
+
+/// `POST /projects/{project}/environments/{env}/unpin`.
+#[instrument(skip_all, fields(project = %project, env = %env))]
+pub(super) async fn unpin(
+    State(d): State<Arc<Dashboard>>,
+    visitor: Visitor,
+    Path((project, env)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, DashboardError> {
+    env_change(&d, &visitor, project, env, &form.csrf, EnvChange::Unpin).await
+}
+
+/// `GET /projects/{project}/environments/{env}/remove`.
+#[instrument(skip_all, fields(project = %project, env = %env))]
+pub(super) async fn confirm_remove(
+    State(d): State<Arc<Dashboard>>,
+    visitor: Visitor,
+    Path((project, env)): Path<(String, String)>,
+) -> Result<Response, DashboardError> {
+    confirm_env_change(&d, &visitor, project, env, EnvChange::Remove).await
+}
+
+/// `POST /projects/{project}/environments/{env}/remove`.
+#[instrument(skip_all, fields(project = %project, env = %env))]
+pub(super) async fn remove(
+    State(d): State<Arc<Dashboard>>,
+    visitor: Visitor,
+    Path((project, env)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, DashboardError> {
+    env_change(&d, &visitor, project, env, &form.csrf, EnvChange::Remove).await
 }

@@ -16,6 +16,7 @@ pub(super) fn routes(d: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(pages::projects::projects))
         .route("/queue", get(pages::queue::queue))
+        .route("/events", get(sse::events_stream))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", axum::routing::post(session::logout))
         .route("/assets/{name}", get(assets::serve))
@@ -35,6 +36,14 @@ pub(super) fn routes(d: Arc<Dashboard>) -> Router {
         .route(
             "/projects/{project}/environments/{env}/rollback",
             get(actions::confirm_rollback).post(actions::rollback),
+        )
+        .route(
+            "/projects/{project}/environments/{env}/unpin",
+            get(actions::confirm_unpin).post(actions::unpin),
+        )
+        .route(
+            "/projects/{project}/environments/{env}/remove",
+            get(actions::confirm_remove).post(actions::remove),
         )
         .route(
             "/projects/{project}/builds/{number}",

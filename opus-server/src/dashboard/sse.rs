@@ -1,3 +1,6 @@
+//! Server-Sent Events: a running build's log ([`log_stream`]) and the event log
+//! ([`events_stream`]), each ending when opusd stops.
+//!
 //! `GET /projects/{project}/builds/{number}/log?from=<offset>`: a build's log from byte
 //! `offset` on as Server-Sent Events, following it live until the build ends. It reads the same
 //! log file, and waits on the same progress signal, as `StreamLogs` (what `opus logs -f`
@@ -122,6 +125,66 @@ pub(super) async fn log_stream(
                         () = d.stopping.cancelled() => break,
                     }
                 }
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `?project=`: only this project's events.
+#[derive(Debug, Deserialize)]
+pub(super) struct EventsQuery {
+    project: Option<String>,
+}
+
+/// Events read at once.
+const EVENT_BATCH: usize = 200;
+
+/// `GET /events?project=`: the event log from now on (or from after `Last-Event-ID`), as `change`
+/// events carrying `<kind> <project>`, the event's sequence number as their id. The projects and
+/// project pages refresh their tables on each (the page's script fetches the page again).
+#[instrument(skip_all, fields(project = ?q.project))]
+pub(super) async fn events_stream(
+    State(d): State<Arc<Dashboard>>,
+    _visitor: Visitor,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, DashboardError> {
+    let project = match q.project.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(ProjectName::new(p)?.as_str().to_owned()),
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut next = resume.map_or_else(|| d.store.last_event_seq() + 1, |seq| seq + 1);
+    let stream = async_stream::stream! {
+        let mut events = d.store.subscribe_events();
+        loop {
+            let batch = match d.store.events_from(next, EVENT_BATCH) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read events for the dashboard");
+                    break;
+                }
+            };
+            let full = batch.len() == EVENT_BATCH;
+            for event in batch {
+                next = event.seq + 1;
+                if project.as_ref().is_none_or(|p| *p == event.project) {
+                    yield Ok(Event::default()
+                        .event("change")
+                        .id(event.seq.to_string())
+                        .data(format!("{} {}", event.kind.as_str(), event.project)));
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                changed = events.changed() => if changed.is_err() { break },
+                () = d.stopping.cancelled() => break,
             }
         }
     };

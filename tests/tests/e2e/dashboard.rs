@@ -257,6 +257,21 @@ fn a_token_asks_for_login_and_actions_need_the_csrf_token() {
     assert_eq!(releases[0]["actor"], "dashboard", "{releases}");
     assert_eq!(releases[0]["version"], "1.0.3");
 
+    // The rollback pinned production; unpin it from its confirmation page.
+    let unpin = "/projects/web/environments/production/unpin";
+    let r = get(&d, unpin, Some(&cookie));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("keeps serving <strong>1.0.3</strong>"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(post(&d, unpin, Some(&cookie), &[]).status, 403);
+    let r = post(&d, unpin, Some(&cookie), &[("csrf", &csrf)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let env = d.opus(&["env", "list", "web", "-o", "json"]).json();
+    assert_eq!(env[0]["pinned"], false, "{env}");
+
     // Logging out ends the session.
     let r = post(&d, "/logout", Some(&cookie), &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);
@@ -319,7 +334,12 @@ fn deploy_trigger_and_cancel_behind_their_confirmation_pages() {
     );
     let csrf = csrf_of(&page);
     assert_eq!(
-        get(&d, "/projects/web/deploy?version=9.9.9&env=production", None).status,
+        get(
+            &d,
+            "/projects/web/deploy?version=9.9.9&env=production",
+            None
+        )
+        .status,
         404
     );
 
@@ -349,6 +369,18 @@ fn deploy_trigger_and_cancel_behind_their_confirmation_pages() {
             .contains("<strong>staging</strong> now serves <strong>1.0.3</strong>")
     );
     assert_eq!(d.get("staging--web.localhost", "/").text(), "version 1.0.3");
+    let remove = "/projects/web/environments/staging/remove";
+    let r = get(&d, remove, None);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("stops serving <strong>1.0.3</strong>"),
+        "{}",
+        r.text()
+    );
+    let r = post(&d, remove, None, &[("csrf", &csrf)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(d.get("staging--web.localhost", "/").status, 404);
+    assert_eq!(get(&d, remove, None).status, 404, "no such environment now");
     let r = post(
         &d,
         "/projects/web/deploy",
@@ -465,4 +497,52 @@ fn a_running_build_streams_its_log_as_server_sent_events() {
         "the stream starts where the page ended: {text}"
     );
     assert!(text.contains("event: end\ndata: succeeded"), "{text}");
+}
+
+#[test]
+fn the_event_stream_tells_each_change_of_a_project() {
+    use std::io::{BufRead, BufReader, Write};
+    let d = Daemon::start();
+    with_two_releases(&d);
+    let addr = d.server.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /events?project=web HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("send");
+    let mut reader = BufReader::new(s);
+    let mut head = String::new();
+    reader.read_line(&mut head).expect("status line");
+    assert!(head.contains("200"), "{head}");
+    // Read the headers: the stream starts after them, with events from now on only.
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header");
+        if line == "\r\n" {
+            break;
+        }
+    }
+    d.opus(&["rollback", "web"]).ok();
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).expect("read the stream");
+        assert!(read > 0, "the stream ended: {seen:?}");
+        let line = line.trim_end().to_owned();
+        let done = line.starts_with("data: ");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("event: change"), "{text}");
+    assert!(text.contains("data: environment.rolled_back web"), "{text}");
+    assert!(
+        !text.contains("environment.deployed"),
+        "only what happened since: {text}"
+    );
 }

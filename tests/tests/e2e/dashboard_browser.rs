@@ -289,6 +289,12 @@ fn deploy_and_roll_back_from_the_ui() {
     d.opus(&["deploy", "web", "1.0.3"]).ok();
     browser.run(async |c| {
         log_in(c, &d, TOKEN).await;
+        wait_for_text(c, "#live", "production: 1.0.3").await;
+    });
+    // A deploy made elsewhere shows on the open projects page, from the event stream.
+    d.opus(&["deploy", "web", "--env", "staging", "1.0.4"]).ok();
+    browser.run(async |c| {
+        wait_for_text(c, "#live", "staging: 1.0.4").await;
         c.goto(&format!("{}/projects/web", d.server)).await.expect("open");
         // The Deploy… form of version 1.0.4 (newest first) to production.
         let form = c

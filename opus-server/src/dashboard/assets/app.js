@@ -23,3 +23,25 @@
     });
   }
 })();
+(function () {
+  // Tables that follow the event log: on each change (debounced), the page is fetched again and
+  // the live region swapped for the fresh one. Without JavaScript a reload does the same.
+  var live = document.querySelector("[data-live]");
+  if (!live || !window.EventSource || !window.fetch || !window.DOMParser) { return; }
+  var source = new EventSource(live.dataset.live);
+  var pending = null;
+  source.addEventListener("change", function () {
+    if (pending) { return; }
+    pending = setTimeout(function () {
+      pending = null;
+      fetch(window.location.href, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) { return; }
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById(live.id);
+          if (fresh) { live.innerHTML = fresh.innerHTML; }
+        })
+        .catch(function () {});
+    }, 200);
+  });
+})();

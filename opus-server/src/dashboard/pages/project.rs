@@ -124,16 +124,18 @@ fn render(v: &ProjectView, visitor: &Visitor, state: Option<BuildState>, page: u
                 }
             }
         }
-        h2 { "Environments" }
-        (environments(v, visitor))
-        h2 id="builds" { "Builds" }
-        (builds(v, state, page))
-        h2 { "Versions " span.muted { "(" (v.version_count) ")" } }
-        (versions(v, visitor))
-        h2 { "Releases" }
-        (releases(&v.releases))
-        h2 { "Hooks" }
-        (hooks(&v.hooks))
+        div id="live" data-live={ "/events?project=" (name) } {
+            h2 { "Environments" }
+            (environments(v, visitor))
+            h2 id="builds" { "Builds" }
+            (builds(v, state, page))
+            h2 { "Versions " span.muted { "(" (v.version_count) ")" } }
+            (versions(v, visitor))
+            h2 { "Releases" }
+            (releases(&v.releases))
+            h2 { "Hooks" }
+            (hooks(&v.hooks))
+        }
     }
 }
 
@@ -154,7 +156,11 @@ fn environments(v: &ProjectView, visitor: &Visitor) -> Markup {
                             td data-label="Last release" { (e.current.reason.as_str()) " by " (e.current.actor) ", " (ago(e.current.time)) }
                             td {
                                 @if visitor.can_act() {
-                                    a href={ "/projects/" (name) "/environments/" (e.name) "/rollback" } { "Roll back…" }
+                                    div.envs {
+                                        a href={ "/projects/" (name) "/environments/" (e.name) "/rollback" } { "Roll back…" }
+                                        @if e.pinned { a href={ "/projects/" (name) "/environments/" (e.name) "/unpin" } { "Unpin…" } }
+                                        a href={ "/projects/" (name) "/environments/" (e.name) "/remove" } { "Remove…" }
+                                    }
                                 }
                             }
                         }

@@ -114,25 +114,27 @@ pub(crate) fn render(listed: &ProjectsPage, filter: &str, page: usize) -> Markup
             }
             button type="submit" { "Filter" }
         }
-        @if listed.rows.is_empty() {
-            p.notice { @if filter.is_empty() { "No projects yet: add one with " code { "opus add NAME SOURCE" } "." } @else { "No project matches." } }
-        } @else {
-            div.table {
-                table.stack {
-                    thead { tr { th { "Project" } th { "Last build" } th { "Version" } th { "Environments" } } }
-                    tbody {
-                        @for row in &listed.rows {
-                            (project_row(row))
+        div id="live" data-live="/events" {
+            @if listed.rows.is_empty() {
+                p.notice { @if filter.is_empty() { "No projects yet: add one with " code { "opus add NAME SOURCE" } "." } @else { "No project matches." } }
+            } @else {
+                div.table {
+                    table.stack {
+                        thead { tr { th { "Project" } th { "Last build" } th { "Version" } th { "Environments" } } }
+                        tbody {
+                            @for row in &listed.rows {
+                                (project_row(row))
+                            }
                         }
                     }
                 }
             }
-        }
-        @if pages > 1 {
-            nav.pager aria-label="Pages" {
-                @if page > 1 { a href=(link(page - 1)) rel="prev" { "← Newer" } }
-                span.muted { "Page " (page) " of " (pages) }
-                @if page < pages { a href=(link(page + 1)) rel="next" { "Older →" } }
+            @if pages > 1 {
+                nav.pager aria-label="Pages" {
+                    @if page > 1 { a href=(link(page - 1)) rel="prev" { "← Previous" } }
+                    span.muted { "Page " (page) " of " (pages) }
+                    @if page < pages { a href=(link(page + 1)) rel="next" { "Next →" } }
+                }
             }
         }
     }

@@ -63,7 +63,10 @@ pub(crate) fn diff<'a>(this: &'a [ManifestFile], other: &'a [ManifestFile]) -> M
 }
 
 /// The error of a version the project does not have.
-pub(in crate::dashboard) fn not_found(project: &ProjectName, version: &VersionName) -> DashboardError {
+pub(in crate::dashboard) fn not_found(
+    project: &ProjectName,
+    version: &VersionName,
+) -> DashboardError {
     opus_core::error::StoreError::VersionNotFound {
         project: project.as_str().to_owned(),
         version: version.as_str().to_owned(),

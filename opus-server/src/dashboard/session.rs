@@ -6,14 +6,15 @@
 //!
 //! Every action is a POST carrying the session's CSRF token in a hidden field; without a token,
 //! one random CSRF token for the process plays that part (a page of another site can neither
-//! read it nor send it).
+//! read it nor send it), and only requests to a loopback host name are answered (a name of another
+//! site rebound to 127.0.0.1 is refused).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, State};
-use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::{COOKIE, HOST, LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -215,6 +216,21 @@ impl FromRequestParts<Arc<Dashboard>> for Visitor {
     ) -> Result<Visitor, Response> {
         let sessions = &d.sessions;
         if !sessions.login_required() {
+            // Without a token, a page of another site whose name was rebound to 127.0.0.1 must
+            // not read the dashboard (nor its CSRF token): only loopback names are answered.
+            let host = parts
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            if !is_loopback_host(host) {
+                return Err(layout::error_page(
+                    StatusCode::FORBIDDEN,
+                    "this opusd has no API token, so its dashboard answers only at a loopback \
+                     address (http://127.0.0.1:<port>/ or http://localhost:<port>/); start opusd \
+                     with --token to reach it by another name",
+                ));
+            }
             return Ok(Visitor {
                 role: Role::Operator,
                 csrf: sessions.anonymous_csrf.clone(),
@@ -243,6 +259,22 @@ impl FromRequestParts<Arc<Dashboard>> for Visitor {
             "log in first: this opusd asks for its API token (or viewer token) at /login",
         ))
     }
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost` (or a name under it),
+/// `127.0.0.1` and the rest of 127/8, or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Percent-encodes a query value.
@@ -370,6 +402,30 @@ mod tests {
             .expect("sessions")
             .cookie("abc");
         assert!(tls.ends_with("; Secure"), "{tls}");
+    }
+
+    #[test]
+    fn only_loopback_host_names_pass_without_a_token() {
+        for ok in [
+            "127.0.0.1:7070",
+            "127.0.0.1",
+            "localhost:7070",
+            "LOCALHOST",
+            "web.localhost:1",
+            "[::1]:7070",
+            "127.1.2.3:80",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:7070",
+            "192.168.1.2:7070",
+            "localhost.evil.example",
+            "",
+            "[::2]:1",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
     }
 
     #[test]

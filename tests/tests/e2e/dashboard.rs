@@ -168,6 +168,11 @@ fn every_page_answers_and_user_values_are_text() {
     );
     assert!(r.header("content-type").starts_with("text/css"));
     assert_eq!(get(&d, "/assets/app.000000000000.css", None).status, 404);
+    // Without a token, only loopback names are answered (a rebound name of another site is not).
+    let r = http(&d.server, "GET", "evil.example", "/", &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("loopback"), "{}", r.text());
+    assert_eq!(http(&d.server, "GET", "localhost", "/", &[]).status, 200);
     // gRPC keeps its paths: the CLI still works beside the pages.
     d.opus(&["list"]).ok();
 }
@@ -453,7 +458,8 @@ fn a_running_build_streams_its_log_as_server_sent_events() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let stream_path = loop {
         let page = get(&d, &format!("/projects/web/builds/{n}"), None).text();
-        if page.contains("before-gate") {
+        // The step's own line (its command, shown above it, names it too).
+        if page.contains("\nbefore-gate\n") {
             let start = page.find("data-stream=\"").expect("a live log") + "data-stream=\"".len();
             break page[start..].split('"').next().expect("a path").to_owned();
         }

@@ -233,7 +233,7 @@ fn log_in_and_watch_a_running_build_write_its_log() {
     std::fs::write(
         d.root.path().join("src/opus.yml"),
         format!(
-            "build:\n  steps:\n    - \"printf '\\\\033[32mready\\\\033[0m: waiting for the gate\\\\n'; while [ ! -f {} ]; do sleep 0.05; done; echo after the gate\"\n    - mkdir -p dist && echo built > dist/index.html\n  output: dist\n",
+            "build:\n  steps:\n    - \"printf '\\\\033[32mready\\\\033[0m: waiting for the gate\\\\n'; while [ ! -f {} ]; do sleep 0.05; done; echo line-$((6*7))-after-the-gate\"\n    - mkdir -p dist && echo built > dist/index.html\n  output: dist\n",
             gate.display()
         ),
     )
@@ -250,14 +250,19 @@ fn log_in_and_watch_a_running_build_write_its_log() {
         c.goto(&format!("{}/projects/web/builds/{n}", d.server))
             .await
             .expect("open the build");
-        wait_for_text(c, "#log", "waiting for the gate").await;
+        // The step's output (its command, shown above it, reads differently).
+        wait_for_text(c, "#log", "ready: waiting for the gate").await;
         let log = wait_for_text(c, "#state", "running").await;
         assert_eq!(log, "running");
     });
     // Written by the step only now, after the page opened.
     std::fs::write(&gate, "").expect("open the gate");
     browser.run(async |c| {
-        wait_for_text(c, "#log", "after the gate").await;
+        let log = wait_for_text(c, "#log", "line-42-after-the-gate").await;
+        assert!(
+            log.contains("$((6*7))"),
+            "the command line shows as written: {log}"
+        );
         wait_for_text(c, "#state", "succeeded").await;
         let green = c
             .find(Locator::Css("#log .f2"))

@@ -1,13 +1,14 @@
 //! The web dashboard, served on the API listener at `/` beside the gRPC services: projects,
-//! builds with live logs, environments, and the actions (trigger, cancel, deploy, rollback), each
-//! behind a confirmation page.
+//! builds with live logs, versions and their diffs, environments, the queue, and the actions
+//! (trigger, cancel, deploy, rollback, unpin, remove an environment), each behind a confirmation
+//! page.
 //!
 //! Server-rendered HTML (maud: compile-time templates, every value escaped), one stylesheet and
-//! one script embedded in the binary (`assets`); everything but the live log works with
-//! JavaScript off. Modules, one job each: `routes` (the route table and the request span),
+//! one script embedded in the binary (`assets`); everything but the live parts (a running
+//! build's log, tables following the event log) works with JavaScript off. Modules, one job each: `routes` (the route table and the request span),
 //! `session` (who the visitor is: login, session cookie, CSRF), `layout` (the page shell and
 //! the error page), `pages` (what each page shows), `actions` (confirmation pages and the
-//! POSTs that act), `sse` (a running build's log as Server-Sent Events), `ansi` (ANSI
+//! POSTs that act), `sse` (a running build's log and the event log as Server-Sent Events), `ansi` (ANSI
 //! colours as HTML spans), `assets` (the embedded CSS and JS under content-hashed names).
 //!
 //! Architecture Invariant: the dashboard changes nothing the API could not; it calls the same

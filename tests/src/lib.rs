@@ -4,6 +4,7 @@
 //! The binaries are the ones `cargo test --workspace` builds next to the test executable; run the
 //! tests through that command so they are fresh.
 
+pub mod browser;
 pub mod fake_apiserver;
 pub mod moto;
 

@@ -552,3 +552,38 @@ fn the_event_stream_tells_each_change_of_a_project() {
         "only what happened since: {text}"
     );
 }
+
+#[test]
+fn a_queued_build_says_why_it_waits_and_the_queue_page_lists_it() {
+    let d = Daemon::start_with(&["--max-builds", "1"]);
+    let src = d.root.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let gate = d.root.path().join("gate");
+    std::fs::write(
+        src.join("opus.yml"),
+        format!(
+            "build:\n  steps:\n    - while [ ! -f {} ]; do sleep 0.05; done; mkdir -p dist && echo hi > dist/index.html\n  output: dist\n",
+            gate.display()
+        ),
+    )
+    .expect("write opus.yml");
+    d.opus(&["add", "web", src.to_str().expect("utf-8")]).ok();
+    let first = d.trigger(&["web", "--version", "1.0.0"]);
+    d.wait_for_state("web", first, "running", 30);
+    let second = d.trigger(&["web", "--version", "2.0.0"]);
+    let page = get(&d, &format!("/projects/web/builds/{second}"), None).text();
+    assert!(
+        page.contains("queued: 1st, waiting for a free slot (1/1 running)"),
+        "{page}"
+    );
+    let queue = get(&d, "/queue", None).text();
+    assert!(queue.contains("1 running, 1 waiting."), "{queue}");
+    assert!(queue.contains(&format!("web#{first}")) && queue.contains(&format!("web#{second}")));
+    std::fs::write(&gate, "").expect("open the gate");
+    d.wait_for_state("web", second, "succeeded", 60);
+    assert!(
+        get(&d, "/queue", None)
+            .text()
+            .contains("Nothing runs and nothing waits.")
+    );
+}

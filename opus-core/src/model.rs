@@ -576,7 +576,8 @@ impl fmt::Display for BuildState {
     }
 }
 
-/// What started a build. Stored and sent as its lowercase name (`cli`, `github`, `webhook`).
+/// What started a build. Stored and sent as its lowercase name (`cli`, `github`, `webhook`,
+/// `dashboard`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -586,6 +587,8 @@ pub enum Trigger {
     Github,
     /// The generic webhook.
     Webhook,
+    /// The web dashboard's trigger button.
+    Dashboard,
 }
 
 impl Trigger {
@@ -595,6 +598,7 @@ impl Trigger {
             Trigger::Cli => "cli",
             Trigger::Github => "github",
             Trigger::Webhook => "webhook",
+            Trigger::Dashboard => "dashboard",
         }
     }
 }
@@ -1020,6 +1024,7 @@ mod tests {
             (Trigger::Cli, "cli"),
             (Trigger::Github, "github"),
             (Trigger::Webhook, "webhook"),
+            (Trigger::Dashboard, "dashboard"),
         ] {
             assert_eq!(
                 serde_json::to_string(&t).expect("serialize"),

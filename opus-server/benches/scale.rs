@@ -4,7 +4,9 @@
 //! 2. `opus list` with 10,000 projects and 1,000,000 builds: the metadata store is seeded through
 //!    `MetaStore` (the same code opusd uses), then the real `opus list` binary is timed end to end
 //!    (process start, gRPC, 10,000 rows printed), and the `ListProjects` RPC alone;
-//! 3. the RSS of that loaded opusd once idle, and its start-up time on that data.
+//! 3. the RSS of that loaded opusd once idle, and its start-up time on that data;
+//! 4. the dashboard's projects page on that store (`GET /`, its first page of 50 rows, and a
+//!    filtered page), over HTTP from request to the last byte: the median of repeated requests.
 //!
 //! Run: `bash bench/scale.sh` (builds the release `opus` the bench times, then runs
 //! `cargo bench -p opus-server --bench scale`). `OPUS_BENCH_PROJECTS` and `OPUS_BENCH_BUILDS`
@@ -227,6 +229,40 @@ fn main() {
             "`opus list`: not timed, no release opus next to opusd (run bench/scale.sh, which builds it)"
         ),
     }
+    for (what, path) in [
+        ("first page", "/"),
+        ("filtered (site-09*)", "/?q=site-09*"),
+        ("last page", "/?page=200"),
+    ] {
+        let times: Vec<Duration> = (0..21).map(|_| dashboard_get(&server, path)).collect();
+        println!(
+            "dashboard projects page, {what}: median {} (target < 50 ms server side)",
+            ms(median(times))
+        );
+    }
     std::thread::sleep(Duration::from_secs(2));
     println!("loaded opusd idle RSS: {:.1} MiB", rss_mib(daemon.0.id()));
+}
+
+/// Times one `GET path` of the dashboard, from sending the request to its last byte.
+fn dashboard_get(server: &str, path: &str) -> Duration {
+    use std::io::{Read, Write};
+    let addr = server.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the API listener");
+    conn.set_nodelay(true).expect("nodelay");
+    let began = Instant::now();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut page = Vec::new();
+    conn.read_to_end(&mut page).expect("read the page");
+    let took = began.elapsed();
+    assert!(
+        page.starts_with(b"HTTP/1.1 200"),
+        "GET {path}: {}",
+        String::from_utf8_lossy(&page[..page.len().min(200)])
+    );
+    took
 }

@@ -193,7 +193,7 @@ impl Daemon {
         );
         info!(api = %self.config.listen, sites = %self.config.sites_listen, data_dir = %self.config.data_dir.display(), "opusd started");
 
-        let api_result = api::run(listeners.api, &self, stop.clone().cancelled_owned()).await;
+        let api_result = api::run(listeners.api, &self, stop.clone()).await;
         // An API that failed stops the sites too.
         stop.cancel();
         match sites_task.await {

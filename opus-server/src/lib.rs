@@ -19,11 +19,13 @@
 //! - [`promotion`]: what follows a build's stored version: automatic deploys and
 //!   previews from opus.yml, retention.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
+//! - [`dashboard`]: the web dashboard on the API listener at `/`.
 
 pub mod api;
 pub mod build;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod deploys;
 pub mod health;
 pub mod hooks;
@@ -53,6 +55,9 @@ pub enum ServeError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The dashboard could not be set up.
+    #[error(transparent)]
+    Dashboard(#[from] dashboard::DashboardError),
     /// The address a listener is bound to could not be read back.
     #[error("cannot read the address of a bound listener: {0}")]
     LocalAddr(#[source] std::io::Error),

@@ -4,6 +4,7 @@
 //! The binaries are the ones `cargo test --workspace` builds next to the test executable; run the
 //! tests through that command so they are fresh.
 
+pub mod browser;
 pub mod fake_apiserver;
 pub mod moto;
 
@@ -513,6 +514,18 @@ impl HttpResponse {
 /// Sends `method path` with `Host: host` to `addr` (`http://127.0.0.1:<port>`) exactly as written
 /// (no client-side path normalisation), with extra header lines, and reads the whole answer.
 pub fn http(addr: &str, method: &str, host: &str, path: &str, extra: &[&str]) -> HttpResponse {
+    http_with_body(addr, method, host, path, extra, b"")
+}
+
+/// As [`http`], with a request body (its `Content-Length` is added).
+pub fn http_with_body(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    extra: &[&str],
+    body: &[u8],
+) -> HttpResponse {
     use std::io::{Read, Write};
     let hostport = addr.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(hostport).expect("connect to the site server");
@@ -522,8 +535,12 @@ pub fn http(addr: &str, method: &str, host: &str, path: &str, extra: &[&str]) ->
         text.push_str(h);
         text.push_str("\r\n");
     }
+    if !body.is_empty() {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     text.push_str("\r\n");
     s.write_all(text.as_bytes()).expect("send the request");
+    s.write_all(body).expect("send the body");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read the answer");
     let split = raw

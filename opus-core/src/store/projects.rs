@@ -118,6 +118,26 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// The names of the projects passing `keep`, in name order, read from the keys alone (no
+    /// record is decoded): the dashboard pages through 10,000 projects with it. Keys are written
+    /// from valid names only; one that is not is skipped.
+    pub fn project_names(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ProjectName>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.tree(T::Projects)?.iter().keys() {
+            let key = key?;
+            let name = String::from_utf8_lossy(&key);
+            if keep(&name)
+                && let Ok(name) = ProjectName::new(name.into_owned())
+            {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of projects.
     pub fn project_count(&self) -> usize {
         self.tree(T::Projects).map(|t| t.len()).unwrap_or(0)

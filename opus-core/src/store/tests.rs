@@ -65,6 +65,14 @@ fn projects_round_trip_and_survive_reopen() {
     let store = MetaStore::open(dir.path()).expect("reopen");
     let names = listed(&store, "");
     assert_eq!(names, ["api", "web"]);
+    assert_eq!(
+        store.project_names(|_| true).expect("names"),
+        [pn("api"), pn("web")]
+    );
+    assert_eq!(
+        store.project_names(|n| n.starts_with('w')).expect("names"),
+        [pn("web")]
+    );
     assert_eq!(store.secret_names(&pn("web")).expect("names"), ["TOKEN"]);
     assert_eq!(listed(&store, "we").len(), 1);
     assert_eq!(listed(&store, "*p*").len(), 1);

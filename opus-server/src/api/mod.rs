@@ -5,7 +5,7 @@
 //! load balancers and Kubernetes probes can ask without a token.
 
 mod artifacts;
-mod auth;
+pub(crate) mod auth;
 mod builds;
 mod deploys;
 mod events;
@@ -14,8 +14,6 @@ mod runner;
 mod status;
 mod system;
 mod webhooks;
-
-use std::future::Future;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -26,6 +24,7 @@ use opus_core::proto::event_service_server::EventServiceServer;
 use opus_core::proto::project_service_server::ProjectServiceServer;
 use opus_core::proto::system_service_server::SystemServiceServer;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -34,12 +33,12 @@ use crate::{Daemon, ServeError};
 
 pub use status::status;
 
-/// Serves the API on `listener` until `shutdown` completes. Each service is given the parts of the
-/// `daemon` it uses.
+/// Serves the API and the dashboard on `listener` until `stop` is cancelled. Each service is
+/// given the parts of the `daemon` it uses.
 pub(crate) async fn run(
     listener: TcpListener,
     daemon: &Daemon,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
 ) -> Result<(), ServeError> {
     let mut server = Server::builder().accept_http1(true);
     if let Some(tls) = &daemon.config.tls {
@@ -52,10 +51,11 @@ pub(crate) async fn run(
         .await?
         .into_axum_router()
         .merge(http_routes(daemon))
+        .merge(dashboard_routes(daemon, stop.clone())?)
         .fallback(not_implemented);
     server
         .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
         .await?;
     Ok(())
 }
@@ -155,6 +155,22 @@ fn http_routes(d: &Daemon) -> axum::Router {
             scheduler: d.scheduler.clone(),
             deployer: d.deployer.clone(),
         }))
+}
+
+/// The web dashboard ([`crate::dashboard`]) at `/`.
+fn dashboard_routes(d: &Daemon, stop: CancellationToken) -> Result<axum::Router, ServeError> {
+    Ok(crate::dashboard::router(
+        crate::dashboard::DashboardParts {
+            store: d.store.clone(),
+            scheduler: d.scheduler.clone(),
+            deployer: d.deployer.clone(),
+            logs: d.logs.clone(),
+            token: d.config.token.clone(),
+            viewer_token: d.config.viewer_token.clone(),
+            tls: d.config.tls.is_some(),
+            stopping: stop,
+        },
+    )?)
 }
 
 /// The accepted connections of the API listener, with `TCP_NODELAY` set: without it a streamed

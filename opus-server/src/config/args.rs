@@ -41,6 +41,17 @@ pub struct ConfigArgs {
     /// File holding the API token.
     #[arg(long, env = "OPUS_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Read-only token of the dashboard: who logs in with it sees everything and acts on nothing.
+    #[arg(
+        long,
+        env = "OPUS_VIEWER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "viewer_token_file"
+    )]
+    pub viewer_token: Option<String>,
+    /// File holding the dashboard's read-only token.
+    #[arg(long, env = "OPUS_VIEWER_TOKEN_FILE", value_name = "FILE")]
+    pub viewer_token_file: Option<PathBuf>,
     /// TLS certificate (PEM) for the API.
     #[arg(long, env = "OPUS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// See [`super::ConfigArgs::token_file`] (a token itself does not belong in a file that may be shared).
     pub token_file: Option<PathBuf>,
+    /// See [`super::ConfigArgs::viewer_token_file`] (like the token, the file, not the value).
+    pub viewer_token_file: Option<PathBuf>,
     /// See [`super::ConfigArgs::tls_cert`].
     pub tls_cert: Option<PathBuf>,
     /// See [`super::ConfigArgs::tls_key`].

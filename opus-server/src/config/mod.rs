@@ -83,6 +83,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// API token, when one is required.
     pub token: Option<String>,
+    /// The dashboard's read-only token ([`crate::dashboard`]), when there is one.
+    pub viewer_token: Option<String>,
     /// The API's TLS certificate and key, already read.
     pub tls: Option<TlsIdentity>,
     /// Builds at once.
@@ -114,6 +116,7 @@ impl Config {
         let site_connections = tuning::site_connections(&args, &file)?;
         let data_dir = stores::data_dir(&args, &file)?;
         let token = security::token(&args, &file)?;
+        let viewer_token = security::viewer_token(&args, &file, token.as_deref())?;
         let tls = security::tls(&args, &file)?;
         let max_builds = tuning::max_builds(&args, &file)?;
         let executor = executor::executor(&args, &file);
@@ -127,6 +130,7 @@ impl Config {
             domain: domain(&args, &file),
             data_dir,
             token,
+            viewer_token,
             tls,
             max_builds,
             store,

@@ -54,6 +54,47 @@ pub(super) fn token(args: &ConfigArgs, file: &FileConfig) -> Result<Option<Strin
     Ok(token)
 }
 
+/// The dashboard's read-only token: `--viewer-token`, else the viewer token file of the flags or
+/// the file (trimmed). Refused when empty, when it equals the API token (it would then grant
+/// everything), or when there is no API token (without one, nobody logs in).
+pub(super) fn viewer_token(
+    args: &ConfigArgs,
+    file: &FileConfig,
+    token: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    let token_file = args
+        .viewer_token_file
+        .as_ref()
+        .or(file.viewer_token_file.as_ref());
+    let viewer = match (&args.viewer_token, token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => {
+            let t = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+                key: "viewer_token_file",
+                path: path.clone(),
+                source,
+            })?;
+            Some(t.trim().to_owned())
+        }
+        (None, None) => None,
+    };
+    let invalid = |message: &str| ConfigError::Invalid {
+        key: "viewer_token",
+        message: message.into(),
+    };
+    match (viewer.as_deref(), token) {
+        (Some(""), _) => Err(invalid("the viewer token is empty")),
+        (Some(_), None) => Err(invalid(
+            "a viewer token needs an API token too (--token or --token-file): without one the \
+             dashboard asks nobody to log in",
+        )),
+        (Some(v), Some(t)) if v == t => Err(invalid(
+            "the viewer token is the API token; give the viewer a token of its own",
+        )),
+        _ => Ok(viewer),
+    }
+}
+
 /// The API's TLS identity, read now: both files or neither.
 pub(super) fn tls(
     args: &ConfigArgs,

@@ -315,3 +315,55 @@ fn tuning_settings_come_from_flags_or_the_file_and_zero_is_refused() {
         "{msg}"
     );
 }
+
+#[test]
+fn the_viewer_token_comes_from_a_flag_or_a_file_and_needs_an_api_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("viewer");
+    std::fs::write(&file, "viewer-secret-1234\n").expect("write");
+    let conf = dir.path().join("opusd.toml");
+    std::fs::write(
+        &conf,
+        format!("viewer_token_file = {:?}\n", file.display().to_string()),
+    )
+    .expect("write");
+    let cfg = Config::resolve(ConfigArgs {
+        config: Some(conf.clone()),
+        token: Some("api-token".into()),
+        ..Default::default()
+    })
+    .expect("from the file");
+    assert_eq!(cfg.viewer_token.as_deref(), Some("viewer-secret-1234"));
+    let cfg = Config::resolve(ConfigArgs {
+        token: Some("api-token".into()),
+        viewer_token: Some("flag-viewer".into()),
+        ..Default::default()
+    })
+    .expect("from the flag");
+    assert_eq!(cfg.viewer_token.as_deref(), Some("flag-viewer"));
+
+    for (token, viewer, needle) in [
+        (None, "v", "needs an API token"),
+        (Some("same"), "same", "is the API token"),
+        (Some("api"), "", "empty"),
+    ] {
+        let err = Config::resolve(ConfigArgs {
+            token: token.map(Into::into),
+            viewer_token: Some(viewer.into()),
+            ..Default::default()
+        })
+        .expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("viewer_token") && text.contains(needle),
+            "{text}"
+        );
+    }
+    let err = Config::resolve(ConfigArgs {
+        token: Some("api".into()),
+        viewer_token_file: Some(dir.path().join("missing")),
+        ..Default::default()
+    })
+    .expect_err("unreadable");
+    assert!(err.to_string().contains("viewer_token_file"), "{err}");
+}

@@ -22,6 +22,8 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--data-dir", "OPUS_DATA_DIR"),
         ("--token", "OPUS_TOKEN"),
         ("--token-file", "OPUS_TOKEN_FILE"),
+        ("--viewer-token", "OPUS_VIEWER_TOKEN"),
+        ("--viewer-token-file", "OPUS_VIEWER_TOKEN_FILE"),
         ("--config", "OPUS_CONFIG"),
         ("--max-builds", "OPUS_MAX_BUILDS"),
         ("--store", "OPUS_STORE"),

@@ -4,6 +4,8 @@ mod artifacts;
 mod auto_deploys;
 mod builds;
 mod config;
+mod dashboard;
+mod dashboard_browser;
 mod deploys;
 mod disk_full;
 mod hooks;

@@ -133,16 +133,15 @@ pub async fn run_steps<L: LogSink>(
                 log.opus(&step, &format!("{step} finished in {took:.1} s"));
             };
             let mut child = processes
-                .step_command(&sh, command)
-                .current_dir(workspace)
-                .envs(inherited.iter().cloned())
-                .envs(env)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
+                .spawn_step(&sh, command, |cmd| {
+                    cmd.current_dir(workspace)
+                        .envs(inherited.iter().cloned())
+                        .envs(env)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped());
+                })
                 .map_err(|e| StepFailure::Spawn(e.to_string()))?;
-            processes.started(child.id());
             let first = pumps.len();
             if let Some(s) = child.stdout.take() {
                 pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stdout")));

@@ -1,9 +1,10 @@
 //! Every process a build's steps start, found and ended together: at the build's end (success
 //! included), at its timeout or cancel, and at the next start of opusd after a crash.
 //!
-//! Two ways to find them, both used when both are available:
+//! Two ways to find them ([`Containment`]):
 //!
-//! - A cgroup (v2) per build, where the machine lets opusd create one below its own cgroup: a step
+//! - A cgroup (v2) per build, when opusd is told to (`--build-cgroups`) and the machine lets it
+//!   create one below its own cgroup: a step
 //!   joins it before it runs anything (the step's shell writes its own pid into the cgroup's
 //!   `cgroup.procs`, then runs the step itself: no second shell), and nothing started below it can
 //!   leave. Ending the build writes
@@ -13,9 +14,14 @@
 //!   it carries the build's scope in its environment ([`SCOPE_ENV`], inherited by everything a
 //!   step starts), is in the process group of one of the build's steps (which `setsid` leaves but
 //!   the scope does not), or descends from such a process. The sweep repeats until it finds
-//!   nothing, so children forked while it runs are caught too. It reads every process's
-//!   environment, so a build whose steps all joined its cgroup skips it (that is most of the cost
-//!   of ending a build).
+//!   nothing, so children forked while it runs are caught too. It only looks closer at processes
+//!   started since the build's first step (`/proc/<pid>/stat`'s start time), and a build whose
+//!   steps all joined its cgroup skips it.
+//!
+//! The sweep is the default: it costs about a millisecond at the end of a build. A cgroup also
+//! holds a process that clears its environment and detaches (`env -i setsid ...`), but each step
+//! joining it waits for an RCU grace period in the kernel (10 to 15 ms measured here; nothing
+//! with cgroup2 mounted `favordynmods`), which is most of a trivial build's time.
 //!
 //! opusd does not make itself a child subreaper: orphans it adopted would become its zombies, and
 //! the only way to reap an unknown child (`waitpid(-1)`) would also steal the exit status of the
@@ -52,6 +58,28 @@ const SWEEP_ROUNDS: usize = 50;
 /// knows to sweep); then it runs the step (`$3`) itself, with no arguments, as `sh -c` would.
 const JOIN_CGROUP: &str = r#"{ echo $$ > "$1"; } 2>/dev/null || : > "$2"; eval "set --; $3""#;
 
+/// How a build's processes are kept together, so that all of them end with it (see the module
+/// documentation for what each finds and costs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Containment {
+    /// Found in `/proc` by the build's scope, its steps' process groups, and parentage.
+    #[default]
+    Sweep,
+    /// A cgroup per build where one can be created (and the sweep where it cannot).
+    Cgroup,
+}
+
+/// Whether opusd can create build cgroups on this machine: `Ok` with the folder they go in, or
+/// why not (for the log at start when `--build-cgroups` is asked for).
+pub fn cgroups_available() -> Result<PathBuf, String> {
+    let own = own_cgroup().ok_or("no cgroup v2 hierarchy is mounted")?;
+    let probe = own.join(format!("opus-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .map_err(|e| format!("cannot create a cgroup in {}: {e}", own.display()))?;
+    let _ = std::fs::remove_dir(&probe);
+    Ok(own)
+}
+
 /// A build's cgroup, and the file a step creates when it could not join it.
 struct Cgroup {
     dir: PathBuf,
@@ -63,17 +91,21 @@ struct Cgroup {
 pub struct BuildProcesses {
     scope: String,
     cgroup: Option<Cgroup>,
-    /// Process groups of the build's steps (each step leads its own).
-    groups: Mutex<Vec<i32>>,
+    /// The build's steps, as the sweep looks for what they started.
+    steps: Mutex<StartedSteps>,
     ended: AtomicBool,
 }
 
 impl BuildProcesses {
-    /// Starts tracking the processes of the build whose workspace is `workspace`: creates its
-    /// cgroup when the machine allows it.
-    pub fn new(workspace: &Path) -> BuildProcesses {
+    /// Starts tracking the processes of the build whose workspace is `workspace`, kept together
+    /// as `containment` says (a cgroup only where the machine allows one).
+    pub fn new(workspace: &Path, containment: Containment) -> BuildProcesses {
         let scope = scope_of(workspace);
-        let cgroup = create_cgroup(&scope).map(|dir| Cgroup {
+        let cgroup = match containment {
+            Containment::Cgroup => create_cgroup(&scope),
+            Containment::Sweep => None,
+        }
+        .map(|dir| Cgroup {
             dir,
             unjoined: std::env::temp_dir().join(format!("opus-{scope}.unjoined")),
         });
@@ -84,7 +116,7 @@ impl BuildProcesses {
         BuildProcesses {
             scope,
             cgroup,
-            groups: Mutex::default(),
+            steps: Mutex::default(),
             ended: AtomicBool::new(false),
         }
     }
@@ -133,12 +165,18 @@ impl BuildProcesses {
 
     /// Records a started step (its pid, which is its process group).
     fn started(&self, pid: Option<u32>) {
-        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-            self.groups
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(pid);
+        let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+            return;
+        };
+        let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        if steps.since.is_none() {
+            // The step has not been waited for, so its /proc entry is there (a zombie at worst).
+            steps.since = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(pid, &stat))
+                .map(|p| p.start);
         }
+        steps.groups.push(pid);
     }
 
     /// Kills every process of the build and waits until they are gone (the cgroup empty, the
@@ -150,7 +188,7 @@ impl BuildProcesses {
         }
         let scope = self.scope.clone();
         let cgroup = self.cgroup().map(Path::to_path_buf);
-        let sweep = self.needs_sweep().then(|| self.groups());
+        let sweep = self.needs_sweep().then(|| self.started_steps());
         let unjoined = self.cgroup.as_ref().map(|c| c.unjoined.clone());
         tokio::task::spawn_blocking(move || {
             let killed = end_blocking(&scope, cgroup.as_deref(), sweep);
@@ -163,8 +201,8 @@ impl BuildProcesses {
         .unwrap_or(0)
     }
 
-    fn groups(&self) -> Vec<i32> {
-        self.groups
+    fn started_steps(&self) -> StartedSteps {
+        self.steps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -174,7 +212,7 @@ impl BuildProcesses {
 impl Drop for BuildProcesses {
     fn drop(&mut self) {
         if !self.ended.swap(true, Ordering::SeqCst) {
-            let sweep = self.needs_sweep().then(|| self.groups());
+            let sweep = self.needs_sweep().then(|| self.started_steps());
             end_blocking(&self.scope, self.cgroup(), sweep);
             if let Some(c) = &self.cgroup {
                 let _ = std::fs::remove_file(&c.unjoined);
@@ -191,16 +229,26 @@ pub fn kill_leftovers(workspace: &Path) -> usize {
     let cgroup = own_cgroup()
         .map(|dir| dir.join(cgroup_name(&scope)))
         .filter(|dir| dir.is_dir());
-    end_blocking(&scope, cgroup.as_deref(), Some(Vec::new()))
+    end_blocking(&scope, cgroup.as_deref(), Some(StartedSteps::default()))
+}
+
+/// What the sweep knows of a build's steps.
+#[derive(Debug, Clone, Default)]
+struct StartedSteps {
+    /// Their process groups (each step leads its own).
+    groups: Vec<i32>,
+    /// When the first one started (`/proc/<pid>/stat`'s start time, in clock ticks since boot):
+    /// nothing older belongs to the build. `None` when unknown (every process is looked at).
+    since: Option<u64>,
 }
 
 /// Kills the build's cgroup, then (when `sweep` names the steps' process groups) every process
 /// marked with its scope; removes the cgroup. Returns how many processes the sweep killed.
-fn end_blocking(scope: &str, cgroup: Option<&Path>, sweep: Option<Vec<i32>>) -> usize {
+fn end_blocking(scope: &str, cgroup: Option<&Path>, sweep: Option<StartedSteps>) -> usize {
     if let Some(cgroup) = cgroup {
         kill_cgroup(cgroup);
     }
-    let killed = sweep.map_or(0, |groups| sweep_scope(scope, &groups));
+    let killed = sweep.map_or(0, |steps| sweep_scope(scope, &steps));
     if let Some(cgroup) = cgroup {
         remove_cgroup(cgroup);
     }
@@ -325,11 +373,14 @@ struct ProcInfo {
     ppid: i32,
     pgrp: i32,
     zombie: bool,
+    /// When it started, in clock ticks since boot.
+    start: u64,
 }
 
-/// Kills, until none is left, the processes that carry `scope`, are in one of `groups`, or descend
-/// from one that does. Returns how many it killed.
-fn sweep_scope(scope: &str, groups: &[i32]) -> usize {
+/// Kills, until none is left, the processes that carry `scope`, are in one of the steps' process
+/// groups, or descend from one that does (only processes started since the first step can).
+/// Returns how many it killed.
+fn sweep_scope(scope: &str, steps: &StartedSteps) -> usize {
     let marker = format!("{SCOPE_ENV}={scope}");
     let me = std::process::id() as i32;
     let mut killed = HashSet::new();
@@ -340,7 +391,8 @@ fn sweep_scope(scope: &str, groups: &[i32]) -> usize {
             .filter(|p| {
                 p.pid != me
                     && !p.zombie
-                    && (groups.contains(&p.pgrp) || carries(p.pid, marker.as_bytes()))
+                    && steps.since.is_none_or(|since| p.start >= since)
+                    && (steps.groups.contains(&p.pgrp) || carries(p.pid, marker.as_bytes()))
             })
             .map(|p| p.pid)
             .collect();
@@ -392,11 +444,14 @@ fn parse_stat(pid: i32, stat: &str) -> Option<ProcInfo> {
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
+    // Field 22 of the line; `pgrp` was field 5.
+    let start = fields.nth(16)?.parse().ok()?;
     Some(ProcInfo {
         pid,
         ppid,
         pgrp,
         zombie: state == "Z" || state == "X",
+        start,
     })
 }
 
@@ -412,10 +467,13 @@ mod tests {
 
     #[test]
     fn stat_fields_are_read_after_the_command_name() {
-        let p = parse_stat(42, "42 (a) b (c)) S 7 42 42 0 -1").expect("parsed");
+        let tail = "0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 2265088 218";
+        let p = parse_stat(42, &format!("42 (a) b (c)) S 7 42 42 {tail}")).expect("parsed");
         assert_eq!((p.pid, p.ppid, p.pgrp, p.zombie), (42, 7, 42, false));
-        let z = parse_stat(43, "43 (sh) Z 1 43 43 0").expect("parsed");
+        assert_eq!(p.start, 987_654);
+        let z = parse_stat(43, &format!("43 (sh) Z 1 43 43 {tail}")).expect("parsed");
         assert!(z.zombie);
+        assert!(parse_stat(45, "45 (short) S 1 45 45 0").is_none());
         assert!(parse_stat(44, "44 (broken").is_none());
     }
 
@@ -482,7 +540,7 @@ mod tests {
     #[tokio::test]
     async fn background_and_setsid_processes_end_with_the_build() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let processes = BuildProcesses::new(&dir.path().join("work"));
+        let processes = BuildProcesses::new(&dir.path().join("work"), Containment::Cgroup);
         let bg = dir.path().join("bg");
         let detached = dir.path().join("detached");
         let script = format!(
@@ -505,7 +563,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_cgroup_the_scope_finds_what_left_the_group() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut processes = BuildProcesses::new(&dir.path().join("work"));
+        let mut processes = BuildProcesses::new(&dir.path().join("work"), Containment::Cgroup);
         // The sweep alone: as in a container where no cgroup can be made.
         if let Some(cgroup) = processes.cgroup.take() {
             remove_cgroup(&cgroup.dir);
@@ -525,7 +583,7 @@ mod tests {
     #[tokio::test]
     async fn a_step_that_cannot_join_the_cgroup_runs_and_its_processes_are_swept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut processes = BuildProcesses::new(&dir.path().join("work"));
+        let mut processes = BuildProcesses::new(&dir.path().join("work"), Containment::Cgroup);
         if let Some(cgroup) = processes.cgroup.take() {
             remove_cgroup(&cgroup.dir);
         }
@@ -553,7 +611,7 @@ mod tests {
     #[tokio::test]
     async fn a_step_in_the_cgroup_runs_as_sh_c_would_with_no_arguments() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let processes = BuildProcesses::new(&dir.path().join("work"));
+        let processes = BuildProcesses::new(&dir.path().join("work"), Containment::Cgroup);
         let out = dir.path().join("out");
         let script = format!("echo \"$# [$1] $0\" > {}; exit 7", out.display());
         let mut step = start(&processes, &script);
@@ -570,7 +628,7 @@ mod tests {
     async fn leftovers_of_a_build_are_found_again_by_its_workspace() {
         let dir = tempfile::tempdir().expect("tempdir");
         let workspace = dir.path().join("work");
-        let processes = BuildProcesses::new(&workspace);
+        let processes = BuildProcesses::new(&workspace, Containment::Cgroup);
         let bg = dir.path().join("bg");
         let mut step = start(
             &processes,

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::{Config, ExecutorKind};
+use crate::process_tree::{self, Containment};
 use crate::{
     ServeError, api, build, deploys, health, hooks, kubernetes, logs, metrics, runners, scheduler,
     sites, source,
@@ -241,7 +242,10 @@ fn start_builds(
             .collect(),
         artifacts: artifacts.clone(),
         deployer: deployer.clone(),
-        executor: kubernetes.map_or(build::Executor::Local, build::Executor::Kubernetes),
+        executor: kubernetes.map_or_else(
+            || build::Executor::Local(local_containment(config.containment)),
+            build::Executor::Kubernetes,
+        ),
     };
     // Workspaces of builds that were running when a previous opusd stopped.
     let _ = std::fs::remove_dir_all(&context.work_dir);
@@ -256,6 +260,24 @@ fn start_builds(
 }
 
 /// Flushes the metadata store; a failure is logged (there is nothing left to stop).
+/// The containment local builds get: a cgroup each when asked for and the machine allows it
+/// (said at start either way, so that a missing cgroup is not a surprise), else the sweep.
+fn local_containment(asked: Containment) -> Containment {
+    if asked == Containment::Sweep {
+        return asked;
+    }
+    match process_tree::cgroups_available() {
+        Ok(dir) => {
+            info!(cgroups = %dir.display(), "each build's processes are kept in a cgroup of its own");
+            Containment::Cgroup
+        }
+        Err(why) => {
+            tracing::warn!("--build-cgroups: {why}; builds' processes are found in /proc instead");
+            Containment::Sweep
+        }
+    }
+}
+
 async fn flush(store: &MetaStore) {
     info!("shutting down: flushing the metadata store");
     if let Err(e) = store.flush().await {

@@ -1,18 +1,27 @@
 //! Every process a build's steps start, found and ended together: at the build's end (success
 //! included), at its timeout or cancel, and at the next start of opusd after a crash.
 //!
-//! Two ways to find them, both used when both are available:
+//! Two ways to find them ([`Containment`]):
 //!
-//! - A cgroup (v2) per build, where the machine lets opusd create one below its own cgroup: a step
-//!   joins it before it runs anything (its first shell writes its own pid into `cgroup.procs` and
-//!   then `exec`s the step), and nothing started below it can leave. Ending the build writes
+//! - A cgroup (v2) per build, when opusd is told to (`--build-cgroups`) and the machine lets it
+//!   create one below its own cgroup: a step
+//!   joins it before it runs anything (the step's shell writes its own pid into the cgroup's
+//!   `cgroup.procs`, then runs the step itself: no second shell), and nothing started below it can
+//!   leave. Ending the build writes
 //!   `cgroup.kill` (or, on kernels before 5.14, freezes the cgroup and kills what it holds).
-//! - A sweep of `/proc`, which also works where there is no cgroup to create (a build pod, a
-//!   container with `/sys/fs/cgroup` read-only): a process belongs to the build when it carries the
-//!   build's scope in its environment ([`SCOPE_ENV`], inherited by everything a step starts), is in
-//!   the process group of one of the build's steps (which `setsid` leaves but the scope does not),
-//!   or descends from such a process. The sweep repeats until it finds nothing, so children forked
-//!   while it runs are caught too.
+//! - A sweep of `/proc`, for where there is no cgroup to create (a build pod, a container with
+//!   `/sys/fs/cgroup` read-only) or a step could not join it: a process belongs to the build when
+//!   it carries the build's scope in its environment ([`SCOPE_ENV`], inherited by everything a
+//!   step starts), is in the process group of one of the build's steps (which `setsid` leaves but
+//!   the scope does not), or descends from such a process. The sweep repeats until it finds
+//!   nothing, so children forked while it runs are caught too. It only looks closer at processes
+//!   started since the build's first step (`/proc/<pid>/stat`'s start time), and a build whose
+//!   steps all joined its cgroup skips it.
+//!
+//! The sweep is the default: it costs about a millisecond at the end of a build. A cgroup also
+//! holds a process that clears its environment and detaches (`env -i setsid ...`), but each step
+//! joining it waits for an RCU grace period in the kernel (10 to 15 ms measured here; nothing
+//! with cgroup2 mounted `favordynmods`), which is most of a trivial build's time.
 //!
 //! opusd does not make itself a child subreaper: orphans it adopted would become its zombies, and
 //! the only way to reap an unknown child (`waitpid(-1)`) would also steal the exit status of the
@@ -27,13 +36,13 @@ use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 /// The environment variable that marks every process of a build: its value is the build's scope.
 pub const SCOPE_ENV: &str = "OPUS_BUILD_SCOPE";
@@ -44,55 +53,97 @@ const CGROUP_EMPTY_WAIT: Duration = Duration::from_secs(2);
 /// How many times a sweep looks again for processes forked while it was killing.
 const SWEEP_ROUNDS: usize = 50;
 
-/// What a step's first shell runs when the build has a cgroup: it moves itself into the cgroup
-/// (`$1` is its `cgroup.procs`), then becomes the step (`$2`). Should the move fail, the step runs
-/// anyway and the sweep finds its processes.
-const JOIN_CGROUP: &str = r#"{ echo $$ > "$1"; } 2>/dev/null; exec sh -c "$2""#;
+/// What a step's shell runs when the build has a cgroup: it moves itself into the cgroup (`$1` is
+/// its `cgroup.procs`), or, should that fail, creates the file `$2` (so that the end of the build
+/// knows to sweep); then it runs the step (`$3`) itself, with no arguments, as `sh -c` would.
+const JOIN_CGROUP: &str = r#"{ echo $$ > "$1"; } 2>/dev/null || : > "$2"; eval "set --; $3""#;
+
+/// How a build's processes are kept together, so that all of them end with it (see the module
+/// documentation for what each finds and costs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Containment {
+    /// Found in `/proc` by the build's scope, its steps' process groups, and parentage.
+    #[default]
+    Sweep,
+    /// A cgroup per build where one can be created (and the sweep where it cannot).
+    Cgroup,
+}
+
+/// Whether opusd can create build cgroups on this machine: `Ok` with the folder they go in, or
+/// why not (for the log at start when `--build-cgroups` is asked for).
+pub fn cgroups_available() -> Result<PathBuf, String> {
+    let own = own_cgroup().ok_or("no cgroup v2 hierarchy is mounted")?;
+    let probe = own.join(format!("opus-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .map_err(|e| format!("cannot create a cgroup in {}: {e}", own.display()))?;
+    let _ = std::fs::remove_dir(&probe);
+    Ok(own)
+}
+
+/// A build's cgroup, and the file a step creates when it could not join it.
+struct Cgroup {
+    dir: PathBuf,
+    unjoined: PathBuf,
+}
 
 /// The processes of one running build. Ends them all when dropped, should [`BuildProcesses::end`]
 /// not have been called.
 pub struct BuildProcesses {
     scope: String,
-    cgroup: Option<PathBuf>,
-    /// Process groups of the build's steps (each step leads its own).
-    groups: Mutex<Vec<i32>>,
+    cgroup: Option<Cgroup>,
+    /// The build's steps, as the sweep looks for what they started.
+    steps: Mutex<StartedSteps>,
     ended: AtomicBool,
 }
 
 impl BuildProcesses {
-    /// Starts tracking the processes of the build whose workspace is `workspace`: creates its
-    /// cgroup when the machine allows it.
-    pub fn new(workspace: &Path) -> BuildProcesses {
+    /// Starts tracking the processes of the build whose workspace is `workspace`, kept together
+    /// as `containment` says (a cgroup only where the machine allows one).
+    pub fn new(workspace: &Path, containment: Containment) -> BuildProcesses {
         let scope = scope_of(workspace);
-        let cgroup = create_cgroup(&scope);
+        let cgroup = match containment {
+            Containment::Cgroup => create_cgroup(&scope),
+            Containment::Sweep => None,
+        }
+        .map(|dir| Cgroup {
+            dir,
+            unjoined: std::env::temp_dir().join(format!("opus-{scope}.unjoined")),
+        });
         match &cgroup {
-            Some(path) => tracing::debug!(cgroup = %path.display(), "build processes in a cgroup"),
+            Some(c) => tracing::debug!(cgroup = %c.dir.display(), "build processes in a cgroup"),
             None => tracing::debug!("no cgroup for the build: its processes are found in /proc"),
         }
         BuildProcesses {
             scope,
             cgroup,
-            groups: Mutex::default(),
+            steps: Mutex::default(),
             ended: AtomicBool::new(false),
         }
     }
 
     /// The cgroup that holds the build's processes, when there is one.
     pub fn cgroup(&self) -> Option<&Path> {
-        self.cgroup.as_deref()
+        self.cgroup.as_ref().map(|c| c.dir.as_path())
     }
 
-    /// A command that runs `step` with the shell `sh` (`sh -c <step>`, `$0` being `sh`), in its own
-    /// process group, marked with the build's scope, in the build's cgroup when it has one. Set
-    /// the command's environment with `envs`, not `env_clear` (which would drop the scope).
-    pub fn step_command(&self, sh: &Path, step: &str) -> Command {
+    /// Starts `step` with the shell `sh` (`sh -c <step>`, `$0` being `sh`), in its own process
+    /// group, marked with the build's scope, in the build's cgroup when it has one; `configure`
+    /// sets the rest (folder, stdio, environment: with `envs`, not `env_clear`, which would drop
+    /// the scope).
+    pub fn spawn_step(
+        &self,
+        sh: &Path,
+        step: &str,
+        configure: impl FnOnce(&mut Command),
+    ) -> std::io::Result<Child> {
         let mut cmd = Command::new(sh);
         cmd.arg0("sh").arg("-c");
         match &self.cgroup {
             Some(cgroup) => cmd
                 .arg(JOIN_CGROUP)
                 .arg("sh")
-                .arg(cgroup.join("cgroup.procs"))
+                .arg(cgroup.dir.join("cgroup.procs"))
+                .arg(&cgroup.unjoined)
                 .arg(step),
             None => cmd.arg(step),
         };
@@ -100,17 +151,32 @@ impl BuildProcesses {
             .env(SCOPE_ENV, &self.scope)
             .process_group(0)
             .kill_on_drop(true);
-        cmd
+        configure(&mut cmd);
+        let child = cmd.spawn()?;
+        self.started(child.id());
+        Ok(child)
+    }
+
+    /// Whether ending the build must sweep `/proc` for its processes: it has no cgroup, or a step
+    /// could not join it.
+    fn needs_sweep(&self) -> bool {
+        self.cgroup.as_ref().is_none_or(|c| c.unjoined.exists())
     }
 
     /// Records a started step (its pid, which is its process group).
-    pub fn started(&self, pid: Option<u32>) {
-        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-            self.groups
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(pid);
+    fn started(&self, pid: Option<u32>) {
+        let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+            return;
+        };
+        let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        if steps.since.is_none() {
+            // The step has not been waited for, so its /proc entry is there (a zombie at worst).
+            steps.since = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(pid, &stat))
+                .map(|p| p.start);
         }
+        steps.groups.push(pid);
     }
 
     /// Kills every process of the build and waits until they are gone (the cgroup empty, the
@@ -121,15 +187,22 @@ impl BuildProcesses {
             return 0;
         }
         let scope = self.scope.clone();
-        let cgroup = self.cgroup.clone();
-        let groups = self.groups();
-        tokio::task::spawn_blocking(move || end_blocking(&scope, cgroup.as_deref(), &groups))
-            .await
-            .unwrap_or(0)
+        let cgroup = self.cgroup().map(Path::to_path_buf);
+        let sweep = self.needs_sweep().then(|| self.started_steps());
+        let unjoined = self.cgroup.as_ref().map(|c| c.unjoined.clone());
+        tokio::task::spawn_blocking(move || {
+            let killed = end_blocking(&scope, cgroup.as_deref(), sweep);
+            if let Some(file) = unjoined {
+                let _ = std::fs::remove_file(file);
+            }
+            killed
+        })
+        .await
+        .unwrap_or(0)
     }
 
-    fn groups(&self) -> Vec<i32> {
-        self.groups
+    fn started_steps(&self) -> StartedSteps {
+        self.steps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -139,7 +212,11 @@ impl BuildProcesses {
 impl Drop for BuildProcesses {
     fn drop(&mut self) {
         if !self.ended.swap(true, Ordering::SeqCst) {
-            end_blocking(&self.scope, self.cgroup.as_deref(), &self.groups());
+            let sweep = self.needs_sweep().then(|| self.started_steps());
+            end_blocking(&self.scope, self.cgroup(), sweep);
+            if let Some(c) = &self.cgroup {
+                let _ = std::fs::remove_file(&c.unjoined);
+            }
         }
     }
 }
@@ -152,14 +229,26 @@ pub fn kill_leftovers(workspace: &Path) -> usize {
     let cgroup = own_cgroup()
         .map(|dir| dir.join(cgroup_name(&scope)))
         .filter(|dir| dir.is_dir());
-    end_blocking(&scope, cgroup.as_deref(), &[])
+    end_blocking(&scope, cgroup.as_deref(), Some(StartedSteps::default()))
 }
 
-fn end_blocking(scope: &str, cgroup: Option<&Path>, groups: &[i32]) -> usize {
+/// What the sweep knows of a build's steps.
+#[derive(Debug, Clone, Default)]
+struct StartedSteps {
+    /// Their process groups (each step leads its own).
+    groups: Vec<i32>,
+    /// When the first one started (`/proc/<pid>/stat`'s start time, in clock ticks since boot):
+    /// nothing older belongs to the build. `None` when unknown (every process is looked at).
+    since: Option<u64>,
+}
+
+/// Kills the build's cgroup, then (when `sweep` names the steps' process groups) every process
+/// marked with its scope; removes the cgroup. Returns how many processes the sweep killed.
+fn end_blocking(scope: &str, cgroup: Option<&Path>, sweep: Option<StartedSteps>) -> usize {
     if let Some(cgroup) = cgroup {
         kill_cgroup(cgroup);
     }
-    let killed = sweep(scope, groups);
+    let killed = sweep.map_or(0, |steps| sweep_scope(scope, &steps));
     if let Some(cgroup) = cgroup {
         remove_cgroup(cgroup);
     }
@@ -179,8 +268,13 @@ fn cgroup_name(scope: &str) -> String {
     format!("opus-build-{scope}")
 }
 
-/// opusd's own cgroup (v2) directory, if the unified hierarchy is mounted.
+/// opusd's own cgroup (v2) directory, if the unified hierarchy is mounted: read once.
 fn own_cgroup() -> Option<PathBuf> {
+    static OWN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    OWN.get_or_init(find_own_cgroup).clone()
+}
+
+fn find_own_cgroup() -> Option<PathBuf> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let own = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -279,11 +373,14 @@ struct ProcInfo {
     ppid: i32,
     pgrp: i32,
     zombie: bool,
+    /// When it started, in clock ticks since boot.
+    start: u64,
 }
 
-/// Kills, until none is left, the processes that carry `scope`, are in one of `groups`, or descend
-/// from one that does. Returns how many it killed.
-fn sweep(scope: &str, groups: &[i32]) -> usize {
+/// Kills, until none is left, the processes that carry `scope`, are in one of the steps' process
+/// groups, or descend from one that does (only processes started since the first step can).
+/// Returns how many it killed.
+fn sweep_scope(scope: &str, steps: &StartedSteps) -> usize {
     let marker = format!("{SCOPE_ENV}={scope}");
     let me = std::process::id() as i32;
     let mut killed = HashSet::new();
@@ -294,7 +391,8 @@ fn sweep(scope: &str, groups: &[i32]) -> usize {
             .filter(|p| {
                 p.pid != me
                     && !p.zombie
-                    && (groups.contains(&p.pgrp) || carries(p.pid, marker.as_bytes()))
+                    && steps.since.is_none_or(|since| p.start >= since)
+                    && (steps.groups.contains(&p.pgrp) || carries(p.pid, marker.as_bytes()))
             })
             .map(|p| p.pid)
             .collect();
@@ -346,11 +444,14 @@ fn parse_stat(pid: i32, stat: &str) -> Option<ProcInfo> {
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
+    // Field 22 of the line; `pgrp` was field 5.
+    let start = fields.nth(16)?.parse().ok()?;
     Some(ProcInfo {
         pid,
         ppid,
         pgrp,
         zombie: state == "Z" || state == "X",
+        start,
     })
 }
 
@@ -366,10 +467,13 @@ mod tests {
 
     #[test]
     fn stat_fields_are_read_after_the_command_name() {
-        let p = parse_stat(42, "42 (a) b (c)) S 7 42 42 0 -1").expect("parsed");
+        let tail = "0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 2265088 218";
+        let p = parse_stat(42, &format!("42 (a) b (c)) S 7 42 42 {tail}")).expect("parsed");
         assert_eq!((p.pid, p.ppid, p.pgrp, p.zombie), (42, 7, 42, false));
-        let z = parse_stat(43, "43 (sh) Z 1 43 43 0").expect("parsed");
+        assert_eq!(p.start, 987_654);
+        let z = parse_stat(43, &format!("43 (sh) Z 1 43 43 {tail}")).expect("parsed");
         assert!(z.zombie);
+        assert!(parse_stat(45, "45 (short) S 1 45 45 0").is_none());
         assert!(parse_stat(44, "44 (broken").is_none());
     }
 
@@ -399,14 +503,14 @@ mod tests {
 
     /// Starts `sh -c script` as a step of `processes` would be.
     fn start(processes: &BuildProcesses, script: &str) -> tokio::process::Child {
-        let mut cmd = processes.step_command(Path::new("/bin/sh"), script);
-        cmd.env("PATH", "/bin:/usr/bin")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let child = cmd.spawn().expect("spawn");
-        processes.started(child.id());
-        child
+        processes
+            .spawn_step(Path::new("/bin/sh"), script, |cmd| {
+                cmd.env("PATH", "/bin:/usr/bin")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            })
+            .expect("spawn")
     }
 
     fn alive(pid: i32) -> bool {
@@ -436,7 +540,7 @@ mod tests {
     #[tokio::test]
     async fn background_and_setsid_processes_end_with_the_build() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let processes = BuildProcesses::new(&dir.path().join("work"));
+        let processes = BuildProcesses::new(&dir.path().join("work"), Containment::Cgroup);
         let bg = dir.path().join("bg");
         let detached = dir.path().join("detached");
         let script = format!(
@@ -459,10 +563,10 @@ mod tests {
     #[tokio::test]
     async fn without_a_cgroup_the_scope_finds_what_left_the_group() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut processes = BuildProcesses::new(&dir.path().join("work"));
+        let mut processes = BuildProcesses::new(&dir.path().join("work"), Containment::Cgroup);
         // The sweep alone: as in a container where no cgroup can be made.
         if let Some(cgroup) = processes.cgroup.take() {
-            remove_cgroup(&cgroup);
+            remove_cgroup(&cgroup.dir);
         }
         let detached = dir.path().join("detached");
         let script = format!(
@@ -477,10 +581,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_step_that_cannot_join_the_cgroup_runs_and_its_processes_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut processes = BuildProcesses::new(&dir.path().join("work"), Containment::Cgroup);
+        if let Some(cgroup) = processes.cgroup.take() {
+            remove_cgroup(&cgroup.dir);
+        }
+        // A cgroup whose `cgroup.procs` cannot be written.
+        processes.cgroup = Some(Cgroup {
+            dir: dir.path().join("no-such-cgroup"),
+            unjoined: dir.path().join("unjoined"),
+        });
+        let (ran, detached) = (dir.path().join("ran"), dir.path().join("detached"));
+        let script = format!(
+            "echo yes > {}; setsid sh -c 'echo $$ > {}; exec sleep 3005' &",
+            ran.display(),
+            detached.display()
+        );
+        let mut step = start(&processes, &script);
+        assert!(step.wait().await.expect("wait").success());
+        assert!(ran.exists(), "the step ran outside the cgroup");
+        assert!(processes.needs_sweep());
+        let detached = pid_in(&detached).await;
+        assert!(processes.end().await >= 1);
+        assert!(!alive(detached), "setsid sleep survived the sweep");
+        assert!(!dir.path().join("unjoined").exists(), "marker left behind");
+    }
+
+    #[tokio::test]
+    async fn a_step_in_the_cgroup_runs_as_sh_c_would_with_no_arguments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let processes = BuildProcesses::new(&dir.path().join("work"), Containment::Cgroup);
+        let out = dir.path().join("out");
+        let script = format!("echo \"$# [$1] $0\" > {}; exit 7", out.display());
+        let mut step = start(&processes, &script);
+        assert_eq!(step.wait().await.expect("wait").code(), Some(7));
+        let text = std::fs::read_to_string(&out).expect("written");
+        assert_eq!(text.trim(), "0 [] sh");
+        if processes.cgroup().is_some() {
+            assert!(!processes.needs_sweep(), "the step joined the cgroup");
+        }
+        processes.end().await;
+    }
+
+    #[tokio::test]
     async fn leftovers_of_a_build_are_found_again_by_its_workspace() {
         let dir = tempfile::tempdir().expect("tempdir");
         let workspace = dir.path().join("work");
-        let processes = BuildProcesses::new(&workspace);
+        let processes = BuildProcesses::new(&workspace, Containment::Cgroup);
         let bg = dir.path().join("bg");
         let mut step = start(
             &processes,

@@ -332,7 +332,7 @@ async fn apply_all(
     apply(
         cluster,
         &cluster.api::<Role>(ns),
-        "roles.rbac.authorization.k8s.io",
+        ROLES,
         Some(ns),
         &m.role,
         progress,
@@ -341,7 +341,7 @@ async fn apply_all(
     apply(
         cluster,
         &cluster.api::<RoleBinding>(ns),
-        "rolebindings.rbac.authorization.k8s.io",
+        ROLE_BINDINGS,
         Some(ns),
         &m.role_binding,
         progress,
@@ -427,6 +427,11 @@ pub async fn uninstall(
     }
 }
 
+/// Roles, as `kubectl auth can-i` spells the resource.
+const ROLES: &str = "roles.rbac.authorization.k8s.io";
+/// Role bindings, as `kubectl auth can-i` spells the resource.
+const ROLE_BINDINGS: &str = "rolebindings.rbac.authorization.k8s.io";
+
 /// Deletes opusd and what it runs as (everything but the data volume and the namespace), newest
 /// first.
 async fn delete_release(
@@ -434,61 +439,13 @@ async fn delete_release(
     namespace: &str,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), KubeError> {
-    let ns = Some(namespace);
-    delete(
-        cluster,
-        &cluster.api::<Service>(namespace),
-        "services",
-        ns,
-        OPUSD,
-        progress,
-    )
-    .await?;
-    delete(
-        cluster,
-        &cluster.api::<StatefulSet>(namespace),
-        "statefulsets.apps",
-        ns,
-        OPUSD,
-        progress,
-    )
-    .await?;
-    delete(
-        cluster,
-        &cluster.api::<Secret>(namespace),
-        "secrets",
-        ns,
-        TOKEN_SECRET,
-        progress,
-    )
-    .await?;
-    delete(
-        cluster,
-        &cluster.api::<RoleBinding>(namespace),
-        "rolebindings.rbac.authorization.k8s.io",
-        ns,
-        OPUSD,
-        progress,
-    )
-    .await?;
-    delete(
-        cluster,
-        &cluster.api::<Role>(namespace),
-        "roles.rbac.authorization.k8s.io",
-        ns,
-        OPUSD,
-        progress,
-    )
-    .await?;
-    delete(
-        cluster,
-        &cluster.api::<ServiceAccount>(namespace),
-        "serviceaccounts",
-        ns,
-        OPUSD,
-        progress,
-    )
-    .await?;
+    let n = namespace;
+    delete_in::<Service>(cluster, n, "services", OPUSD, progress).await?;
+    delete_in::<StatefulSet>(cluster, n, "statefulsets.apps", OPUSD, progress).await?;
+    delete_in::<Secret>(cluster, n, "secrets", TOKEN_SECRET, progress).await?;
+    delete_in::<RoleBinding>(cluster, n, ROLE_BINDINGS, OPUSD, progress).await?;
+    delete_in::<Role>(cluster, n, ROLES, OPUSD, progress).await?;
+    delete_in::<ServiceAccount>(cluster, n, "serviceaccounts", OPUSD, progress).await?;
     Ok(())
 }
 
@@ -498,12 +455,10 @@ async fn purge(
     namespace: &str,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), KubeError> {
-    let ns = Some(namespace);
-    delete(
+    delete_in::<PersistentVolumeClaim>(
         cluster,
-        &cluster.api::<PersistentVolumeClaim>(namespace),
+        namespace,
         "persistentvolumeclaims",
-        ns,
         DATA_PVC,
         progress,
     )
@@ -555,6 +510,31 @@ where
         name,
     });
     Ok(())
+}
+
+/// Deletes the `K` named `name` in `namespace`.
+async fn delete_in<K>(
+    cluster: &Cluster,
+    namespace: &str,
+    resource: &'static str,
+    name: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), KubeError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + fmt::Debug,
+{
+    delete(
+        cluster,
+        &cluster.api::<K>(namespace),
+        resource,
+        Some(namespace),
+        name,
+        progress,
+    )
+    .await
 }
 
 async fn delete<K>(

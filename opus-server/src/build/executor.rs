@@ -16,14 +16,16 @@ use super::job::{Job, Output};
 use super::{BuildContext, local};
 use crate::kubernetes::{KubeExecutor, Uploaded};
 use crate::logs::BuildLog;
+use crate::process_tree::Containment;
 use crate::source::Checkout;
 
 /// Runs builds' jobs: the two executors differ in how the source reaches the steps, how the steps
 /// run and where the output comes from; everything else is [`super::run`]'s.
 #[derive(Clone, Debug)]
 pub enum Executor {
-    /// Steps run here, as child processes of opusd, in `<data-dir>/work/<build>`.
-    Local,
+    /// Steps run here, as child processes of opusd, in `<data-dir>/work/<build>`, their
+    /// processes kept together as the containment says (`--build-cgroups`).
+    Local(Containment),
     /// Steps run in a Kubernetes Job's pod (`opusd runner`), which uploads the output.
     Kubernetes(KubeExecutor),
 }
@@ -49,7 +51,7 @@ impl Executor {
         cancel: &CancellationToken,
     ) -> Result<Checkout, BuildFailure> {
         match self {
-            Executor::Local => local::source(ctx, project, build, workspace, log, cancel).await,
+            Executor::Local(_) => local::source(ctx, project, build, workspace, log, cancel).await,
             Executor::Kubernetes(k) => k.source(ctx, project, build, workspace, log, cancel).await,
         }
     }
@@ -57,7 +59,7 @@ impl Executor {
     /// Says in the log which recipe the build follows (and, for a Job, which image).
     pub(crate) fn describe_recipe(&self, spec: &OpusFile, origin: SpecOrigin, log: &BuildLog) {
         match self {
-            Executor::Local => log.opus("recipe", &origin.describe(spec)),
+            Executor::Local(_) => log.opus("recipe", &origin.describe(spec)),
             Executor::Kubernetes(k) => log.opus(
                 "recipe",
                 &format!(
@@ -83,7 +85,9 @@ impl Executor {
         cancel: &CancellationToken,
     ) -> Result<Option<Produced>, BuildFailure> {
         match self {
-            Executor::Local => local::execute(ctx, build, job, &env, workspace, log, cancel).await,
+            Executor::Local(containment) => {
+                local::execute(ctx, *containment, build, job, &env, workspace, log, cancel).await
+            }
             Executor::Kubernetes(k) => k.execute(ctx, project, build, job, env, log, cancel).await,
         }
     }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::failure::{BuildFailure, FailureKind, Stage};
 use super::steps::{self, LogSink};
+use crate::process_tree::Containment;
 
 /// What runs in one workspace: steps, under one time limit, and the folder they produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +59,8 @@ pub struct Output {
     pub dir: PathBuf,
 }
 
-/// Runs `job` in `workspace` with `env` (stopping at the first failure, at `cancel`, or at the
+/// Runs `job` in `workspace` with `env`, its processes kept together as `containment` says
+/// (stopping at the first failure, at `cancel`, or at the
 /// job's time limit), then checks its output folder ([`check_output`]).
 pub async fn run_job<L: LogSink>(
     job: &Job,
@@ -66,10 +68,19 @@ pub async fn run_job<L: LogSink>(
     env: &BTreeMap<String, String>,
     log: &L,
     cancel: &CancellationToken,
+    containment: Containment,
 ) -> Result<Option<Output>, BuildFailure> {
-    steps::run_steps(&job.steps, workspace, env, log, cancel, job.timeout)
-        .await
-        .map_err(BuildFailure::steps)?;
+    steps::run_steps(
+        &job.steps,
+        workspace,
+        env,
+        log,
+        cancel,
+        job.timeout,
+        containment,
+    )
+    .await
+    .map_err(BuildFailure::steps)?;
     let Some(output) = &job.output else {
         return Ok(None);
     };

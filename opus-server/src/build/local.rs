@@ -12,6 +12,7 @@ use super::executor::Produced;
 use super::failure::{BuildFailure, FailureKind, Stage};
 use super::job::{Job, run_job};
 use crate::logs::BuildLog;
+use crate::process_tree::Containment;
 use crate::source::Checkout;
 
 /// Checks the project's source out at the build's ref into `workspace`.
@@ -39,8 +40,10 @@ pub(super) async fn source(
 }
 
 /// Runs `job` in `workspace`, with the recipe's cache folders restored before and kept after.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn execute(
     ctx: &BuildContext,
+    containment: Containment,
     build: &Build,
     job: &Job,
     env: &BTreeMap<String, String>,
@@ -50,7 +53,7 @@ pub(super) async fn execute(
 ) -> Result<Option<Produced>, BuildFailure> {
     let cache_root = ctx.cache_dir.join(build.project.as_str());
     restore_cache(&cache_root, workspace, &job.cache, log).await;
-    let ran = run_job(job, workspace, env, log, cancel).await;
+    let ran = run_job(job, workspace, env, log, cancel, containment).await;
     save_cache(&cache_root, workspace, &job.cache, log).await;
     Ok(ran?.map(Produced::Folder))
 }

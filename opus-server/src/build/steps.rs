@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logs::BuildLog;
 use crate::output_lines::LineSplitter;
-use crate::process_tree::BuildProcesses;
+use crate::process_tree::{BuildProcesses, Containment};
 
 /// Where the lines of a build go: the seam between running steps and keeping their output. opusd
 /// writes them to the build's log file ([`BuildLog`]); `opusd runner` sends them to opusd
@@ -113,6 +113,7 @@ pub async fn run_steps<L: LogSink>(
     log: &L,
     cancel: &CancellationToken,
     timeout: Duration,
+    containment: Containment,
 ) -> Result<(), StepFailure> {
     let deadline = tokio::time::Instant::now() + timeout;
     let inherited = inherited_env();
@@ -120,7 +121,7 @@ pub async fn run_steps<L: LogSink>(
         .get("PATH")
         .or_else(|| inherited.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v));
     let sh = shell(path.map(String::as_str), workspace);
-    let processes = BuildProcesses::new(workspace);
+    let processes = BuildProcesses::new(workspace, containment);
     let mut pumps: Vec<JoinHandle<()>> = Vec::new();
     let result: Result<(), StepFailure> = async {
         for (i, command) in steps.iter().enumerate() {
@@ -133,16 +134,15 @@ pub async fn run_steps<L: LogSink>(
                 log.opus(&step, &format!("{step} finished in {took:.1} s"));
             };
             let mut child = processes
-                .step_command(&sh, command)
-                .current_dir(workspace)
-                .envs(inherited.iter().cloned())
-                .envs(env)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
+                .spawn_step(&sh, command, |cmd| {
+                    cmd.current_dir(workspace)
+                        .envs(inherited.iter().cloned())
+                        .envs(env)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped());
+                })
                 .map_err(|e| StepFailure::Spawn(e.to_string()))?;
-            processes.started(child.id());
             let first = pumps.len();
             if let Some(s) = child.stdout.take() {
                 pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stdout")));
@@ -330,6 +330,7 @@ mod tests {
             &log,
             &CancellationToken::new(),
             Duration::from_secs(10),
+            Containment::Sweep,
         )
         .await
         .expect_err("no shell");
@@ -354,6 +355,8 @@ mod tests {
             &log,
             &CancellationToken::new(),
             Duration::from_secs(10),
+            // The step's shell joins the cgroup first, where the machine has one.
+            Containment::Cgroup,
         )
         .await
         .expect("step succeeds");

@@ -97,6 +97,11 @@ pub struct ConfigArgs {
     /// Seconds running builds get to finish on shutdown before they are stopped [default: 10].
     #[arg(long, env = "OPUS_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+    /// Keep each local build's processes in a cgroup (v2) of its own, which even a process that
+    /// clears its environment and detaches cannot leave; each step then waits 10-15 ms on the
+    /// kernel, unless cgroup2 is mounted with favordynmods. Without it, they are found in /proc.
+    #[arg(long, env = "OPUS_BUILD_CGROUPS")]
+    pub build_cgroups: bool,
     /// Bound of the disk cache (`<data-dir>/site-cache`) that sites in remote stores (s3, gs, az)
     /// are served through, in bytes; 0 keeps nothing [default: 1073741824, 1 GiB].
     #[arg(long, env = "OPUS_SITE_CACHE_SIZE", value_name = "BYTES")]

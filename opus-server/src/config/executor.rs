@@ -6,9 +6,20 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigArgs, ConfigError, FileConfig, duration};
+use crate::process_tree::Containment;
 
 /// How often the kubernetes executor asks for the state of a build Job, by default.
 pub const DEFAULT_KUBERNETES_POLL: Duration = Duration::from_secs(2);
+
+/// How local builds' processes are kept together: a cgroup each with `--build-cgroups` (or
+/// `build_cgroups = true`), else found in /proc [default].
+pub(super) fn containment(args: &ConfigArgs, file: &FileConfig) -> Containment {
+    if args.build_cgroups || file.build_cgroups == Some(true) {
+        Containment::Cgroup
+    } else {
+        Containment::Sweep
+    }
+}
 
 /// Where builds run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]

@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub log_limit: Option<u64>,
     /// See [`super::ConfigArgs::shutdown_grace`].
     pub shutdown_grace: Option<u64>,
+    /// See [`super::ConfigArgs::build_cgroups`].
+    pub build_cgroups: Option<bool>,
     /// See [`super::ConfigArgs::site_cache_size`].
     pub site_cache_size: Option<u64>,
     /// See [`super::ConfigArgs::kubernetes_poll_ms`].

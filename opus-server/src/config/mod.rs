@@ -23,6 +23,7 @@ use opus_core::model::StoreName;
 use thiserror::Error;
 
 use crate::hooks::RetryPolicy;
+use crate::process_tree::Containment;
 use crate::sites::ConnectionLimits;
 
 pub use args::ConfigArgs;
@@ -101,6 +102,8 @@ pub struct Config {
     pub log_limit: u64,
     /// Time running builds get on shutdown.
     pub shutdown_grace: Duration,
+    /// How local builds' processes are kept together (`--build-cgroups`).
+    pub containment: Containment,
     /// Bound of the site server's disk cache of remote versions, in bytes.
     pub site_cache_size: u64,
     /// How failed hook deliveries are retried, and how long one attempt may take.
@@ -139,6 +142,7 @@ impl Config {
             kubernetes,
             log_limit: tuning::log_limit(&args, &file),
             shutdown_grace: tuning::shutdown_grace(&args, &file),
+            containment: executor::containment(&args, &file),
             site_cache_size: tuning::site_cache_size(&args, &file),
             hook_retry,
             site_connections,

@@ -34,6 +34,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::build::steps::LogSink;
 use crate::build::{BuildFailure, FailureKind, Job, Stage, run_job};
+use crate::process_tree::Containment;
 use remote_log::RemoteLog;
 
 /// The environment variable holding the build's token (never a flag: flags show in `ps`).
@@ -288,7 +289,7 @@ async fn fetch_build_upload(
     let mut env: BTreeMap<String, String> = spec.build.env.clone();
     env.extend(assignment.env.clone());
     let job = Job::from_recipe(&spec, origin, workspace);
-    let output = run_job(&job, workspace, &env, log, cancel)
+    let output = run_job(&job, workspace, &env, log, cancel, Containment::Sweep)
         .await?
         .ok_or_else(|| BuildFailure::new(Stage::Output, FailureKind::NoOutput))?;
 

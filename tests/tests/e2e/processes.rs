@@ -106,6 +106,35 @@ fn a_successful_build_leaves_no_process_behind() {
 }
 
 #[test]
+fn with_build_cgroups_a_process_that_clears_its_environment_and_detaches_ends_too() {
+    let d = Daemon::start_with(&["--build-cgroups"]);
+    if d.log()
+        .contains("builds' processes are found in /proc instead")
+    {
+        // Said at start: this machine lets opusd create no cgroup (a read-only /sys/fs/cgroup).
+        eprintln!("SKIPPED: no cgroup can be created here:\n{}", d.log());
+        return;
+    }
+    assert!(
+        d.log().contains("kept in a cgroup of its own"),
+        "opusd says at start that builds get cgroups:\n{}",
+        d.log()
+    );
+    // Neither the build's scope (env -i), nor its process group (setsid), nor a live parent
+    // (the step's shell is gone) leads to it: only the cgroup does.
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "build:\n  steps: [\"env -i setsid sleep 7351 > /dev/null 2>&1 &\", \"{WRITE_DIST}\"]\n"
+        ),
+    );
+    let id = d.trigger(&["web"]);
+    d.wait_for_state("web", id, "succeeded", 20);
+    assert_gone("7351");
+}
+
+#[test]
 fn cancel_ends_a_build_and_its_background_processes_within_a_second() {
     let d = Daemon::start();
     add_site(

@@ -14,9 +14,9 @@
 //!   it carries the build's scope in its environment ([`SCOPE_ENV`], inherited by everything a
 //!   step starts), is in the process group of one of the build's steps (which `setsid` leaves but
 //!   the scope does not), or descends from such a process. The sweep repeats until it finds
-//!   nothing, so children forked while it runs are caught too. It only looks closer at processes
-//!   started since the build's first step (`/proc/<pid>/stat`'s start time), and a build whose
-//!   steps all joined its cgroup skips it.
+//!   nothing, so children forked while it runs are caught too. It only reads the processes whose
+//!   pid the kernel can have handed out since the build's first step ([`PidWindow`]), and a build
+//!   whose steps all joined its cgroup skips it.
 //!
 //! The sweep is the default: it costs about a millisecond at the end of a build. A cgroup also
 //! holds a process that clears its environment and detaches (`env -i setsid ...`), but each step
@@ -169,12 +169,8 @@ impl BuildProcesses {
             return;
         };
         let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
-        if steps.since.is_none() {
-            // The step has not been waited for, so its /proc entry is there (a zombie at worst).
-            steps.since = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| parse_stat(pid, &stat))
-                .map(|p| p.start);
+        if steps.window.is_none() {
+            steps.window = Some(PidWindow::open(pid));
         }
         steps.groups.push(pid);
     }
@@ -186,11 +182,12 @@ impl BuildProcesses {
         if self.ended.swap(true, Ordering::SeqCst) {
             return 0;
         }
+        let began = Instant::now();
         let scope = self.scope.clone();
         let cgroup = self.cgroup().map(Path::to_path_buf);
         let sweep = self.needs_sweep().then(|| self.started_steps());
         let unjoined = self.cgroup.as_ref().map(|c| c.unjoined.clone());
-        tokio::task::spawn_blocking(move || {
+        let killed = tokio::task::spawn_blocking(move || {
             let killed = end_blocking(&scope, cgroup.as_deref(), sweep);
             if let Some(file) = unjoined {
                 let _ = std::fs::remove_file(file);
@@ -198,7 +195,9 @@ impl BuildProcesses {
             killed
         })
         .await
-        .unwrap_or(0)
+        .unwrap_or(0);
+        tracing::debug!(killed, took = ?began.elapsed(), "the build's processes ended");
+        killed
     }
 
     fn started_steps(&self) -> StartedSteps {
@@ -237,9 +236,72 @@ pub fn kill_leftovers(workspace: &Path) -> usize {
 struct StartedSteps {
     /// Their process groups (each step leads its own).
     groups: Vec<i32>,
-    /// When the first one started (`/proc/<pid>/stat`'s start time, in clock ticks since boot):
-    /// nothing older belongs to the build. `None` when unknown (every process is looked at).
-    since: Option<u64>,
+    /// The pids handed out since the first one started: no other belongs to the build. `None`
+    /// when unknown (every process is looked at).
+    window: Option<PidWindow>,
+}
+
+/// The pids the kernel can have handed out since a build's first step: it gives them in a cycle
+/// (the next free one after the last, wrapping at `pid_max`), so they lie between the first
+/// step's pid and the last one handed out, unless the cycle may have come round again. That takes
+/// `pid_max` forks, so a window is trusted for `pid_max` / [`FORKS_PER_SECOND`] seconds (4 s at
+/// Linux's usual 4194304); a longer build's sweep reads every process, which costs it nothing
+/// noticeable.
+#[derive(Debug, Clone, Copy)]
+struct PidWindow {
+    /// The first step's pid.
+    first: i32,
+    /// When it started.
+    opened: Instant,
+}
+
+/// More forks a second than any machine makes, for how long a [`PidWindow`] can be trusted.
+const FORKS_PER_SECOND: u64 = 1_000_000;
+
+impl PidWindow {
+    /// The window opened by the step whose pid is `first`.
+    fn open(first: i32) -> PidWindow {
+        PidWindow {
+            first,
+            opened: Instant::now(),
+        }
+    }
+
+    /// Whether a process with `pid` can have been started since the window opened, as of now;
+    /// `None` when any pid can (the cycle may have come round, or the kernel does not say).
+    fn test(&self) -> Option<impl Fn(i32) -> bool + use<>> {
+        let trusted = Duration::from_secs_f64(*pid_max()? as f64 / FORKS_PER_SECOND as f64);
+        if self.opened.elapsed() >= trusted {
+            return None;
+        }
+        let last: i32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let first = self.first;
+        Some(move |pid: i32| {
+            if last >= first {
+                (first..=last).contains(&pid)
+            } else {
+                pid >= first || pid <= last
+            }
+        })
+    }
+}
+
+/// The kernel's `pid_max`, read once.
+fn pid_max() -> Option<&'static u64> {
+    static PID_MAX: OnceLock<Option<u64>> = OnceLock::new();
+    PID_MAX
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/pid_max")
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .as_ref()
 }
 
 /// Kills the build's cgroup, then (when `sweep` names the steps' process groups) every process
@@ -373,25 +435,25 @@ struct ProcInfo {
     ppid: i32,
     pgrp: i32,
     zombie: bool,
-    /// When it started, in clock ticks since boot.
-    start: u64,
 }
 
 /// Kills, until none is left, the processes that carry `scope`, are in one of the steps' process
-/// groups, or descend from one that does (only processes started since the first step can).
+/// groups, or descend from one that does (only those started since the first step can).
 /// Returns how many it killed.
 fn sweep_scope(scope: &str, steps: &StartedSteps) -> usize {
     let marker = format!("{SCOPE_ENV}={scope}");
     let me = std::process::id() as i32;
     let mut killed = HashSet::new();
     for _ in 0..SWEEP_ROUNDS {
-        let procs = processes();
+        let procs = match steps.window.as_ref().and_then(PidWindow::test) {
+            Some(in_window) => processes(in_window),
+            None => processes(|_| true),
+        };
         let mut members: HashSet<i32> = procs
             .iter()
             .filter(|p| {
                 p.pid != me
                     && !p.zombie
-                    && steps.since.is_none_or(|since| p.start >= since)
                     && (steps.groups.contains(&p.pgrp) || carries(p.pid, marker.as_bytes()))
             })
             .map(|p| p.pid)
@@ -422,13 +484,14 @@ fn sweep_scope(scope: &str, steps: &StartedSteps) -> usize {
 }
 
 /// Every process in `/proc` (those that vanish while read are left out).
-fn processes() -> Vec<ProcInfo> {
+fn processes(pids: impl Fn(i32) -> bool) -> Vec<ProcInfo> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pids(pid))
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             parse_stat(pid, &stat)
@@ -444,14 +507,11 @@ fn parse_stat(pid: i32, stat: &str) -> Option<ProcInfo> {
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    // Field 22 of the line; `pgrp` was field 5.
-    let start = fields.nth(16)?.parse().ok()?;
     Some(ProcInfo {
         pid,
         ppid,
         pgrp,
         zombie: state == "Z" || state == "X",
-        start,
     })
 }
 
@@ -467,14 +527,32 @@ mod tests {
 
     #[test]
     fn stat_fields_are_read_after_the_command_name() {
-        let tail = "0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 2265088 218";
-        let p = parse_stat(42, &format!("42 (a) b (c)) S 7 42 42 {tail}")).expect("parsed");
+        let p = parse_stat(42, "42 (a) b (c)) S 7 42 42 0 -1").expect("parsed");
         assert_eq!((p.pid, p.ppid, p.pgrp, p.zombie), (42, 7, 42, false));
-        assert_eq!(p.start, 987_654);
-        let z = parse_stat(43, &format!("43 (sh) Z 1 43 43 {tail}")).expect("parsed");
+        let z = parse_stat(43, "43 (sh) Z 1 43 43 0").expect("parsed");
         assert!(z.zombie);
-        assert!(parse_stat(45, "45 (short) S 1 45 45 0").is_none());
         assert!(parse_stat(44, "44 (broken").is_none());
+    }
+
+    #[test]
+    fn the_pid_window_holds_what_started_since_and_not_what_started_before() {
+        let mut spawn = || {
+            let mut child = std::process::Command::new("true").spawn().expect("spawn");
+            let pid = i32::try_from(child.id()).expect("a pid");
+            child.wait().expect("wait");
+            pid
+        };
+        let before = spawn();
+        let first = spawn();
+        let window = PidWindow::open(first);
+        let after = spawn();
+        let test = window.test().expect("the kernel says its last pid");
+        assert!(
+            test(first) && test(after),
+            "{first} and {after} are in the window"
+        );
+        assert!(!test(before), "{before} started before the window");
+        assert!(!test(1), "init");
     }
 
     #[test]

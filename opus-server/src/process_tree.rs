@@ -536,7 +536,7 @@ mod tests {
 
     #[test]
     fn the_pid_window_holds_what_started_since_and_not_what_started_before() {
-        let mut spawn = || {
+        let spawn = || {
             let mut child = std::process::Command::new("true").spawn().expect("spawn");
             let pid = i32::try_from(child.id()).expect("a pid");
             child.wait().expect("wait");

@@ -15,7 +15,7 @@
 //!   step starts), is in the process group of one of the build's steps (which `setsid` leaves but
 //!   the scope does not), or descends from such a process. The sweep repeats until it finds
 //!   nothing, so children forked while it runs are caught too. It only reads the processes whose
-//!   pid the kernel can have handed out since the build's first step ([`PidWindow`]), and a build
+//!   pid the kernel can have handed out since the build's first step (`PidWindow`), and a build
 //!   whose steps all joined its cgroup skips it.
 //!
 //! The sweep is the default: it costs about a millisecond at the end of a build. A cgroup also

@@ -230,45 +230,27 @@ impl Backend {
         let bad_option = |k: &str, e: object_store::Error| {
             invalid(format!("unknown setting {k:?} in the query: {e}"))
         };
+        // The three cloud builders differ only in their type and their variables' prefix.
+        macro_rules! cloud_store {
+            ($builder:ty, $prefix:literal) => {{
+                let mut b = <$builder>::from_env().with_url(base.as_str());
+                for (k, v) in settings_with(settings, $prefix) {
+                    if let Ok(key) = k.parse() {
+                        b = b.with_config(key, v);
+                    }
+                }
+                for (k, v) in &options {
+                    b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
+                }
+                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
+            }};
+        }
         let store: Arc<dyn ObjectStore> = match scheme {
-            S::AmazonS3 => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(base.as_str());
-                for (k, v) in settings_with(settings, "AWS_") {
-                    if let Ok(key) = k.parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                for (k, v) in &options {
-                    b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
-                }
-                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
-            }
+            S::AmazonS3 => cloud_store!(object_store::aws::AmazonS3Builder, "AWS_"),
             S::GoogleCloudStorage => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(base.as_str());
-                for (k, v) in settings_with(settings, "GOOGLE_") {
-                    if let Ok(key) = k.parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                for (k, v) in &options {
-                    b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
-                }
-                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
+                cloud_store!(object_store::gcp::GoogleCloudStorageBuilder, "GOOGLE_")
             }
-            S::MicrosoftAzure => {
-                let mut b =
-                    object_store::azure::MicrosoftAzureBuilder::from_env().with_url(base.as_str());
-                for (k, v) in settings_with(settings, "AZURE_") {
-                    if let Ok(key) = k.parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                for (k, v) in &options {
-                    b = b.with_config(k.parse().map_err(|e| bad_option(k, e))?, v);
-                }
-                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
-            }
+            S::MicrosoftAzure => cloud_store!(object_store::azure::MicrosoftAzureBuilder, "AZURE_"),
             S::Memory => Arc::new(object_store::memory::InMemory::new()),
             _ => {
                 return Err(invalid(

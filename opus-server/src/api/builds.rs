@@ -1,5 +1,6 @@
 //! `opus.v1.BuildService`: trigger, inspect, cancel, and stream the logs of builds.
 
+use std::path::Path;
 use std::pin::Pin;
 
 use futures::Stream;
@@ -69,6 +70,15 @@ fn named_build(
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogLine, Status>> + Send>>;
+
+/// The log lines of `path` from byte `offset` on, as sent; moves `offset` past them.
+async fn read_lines(path: &Path, offset: &mut u64) -> Result<Vec<proto::LogLine>, Status> {
+    let (lines, next) = logs::read_from(path, *offset)
+        .await
+        .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
+    *offset = next;
+    Ok(lines.into_iter().map(log_line).collect())
+}
 
 fn log_line(r: logs::LogRecord) -> proto::LogLine {
     proto::LogLine {
@@ -193,11 +203,8 @@ impl BuildService for BuildsApi {
                 match live {
                     Some(mut progress) if follow => {
                         loop {
-                            let (lines, next) = logs::read_from(&path, offset).await
-                                .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
-                            offset = next;
-                            for line in lines {
-                                yield log_line(line);
+                            for line in read_lines(&path, &mut offset).await? {
+                                yield line;
                             }
                             let p = *progress.borrow_and_update();
                             if p.finished && offset >= p.len {
@@ -208,22 +215,16 @@ impl BuildService for BuildsApi {
                             }
                             if progress.changed().await.is_err() {
                                 // The writer is gone: read what is left once more.
-                                let (lines, next) = logs::read_from(&path, offset).await
-                                    .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
-                                offset = next;
-                                for line in lines {
-                                    yield log_line(line);
+                                for line in read_lines(&path, &mut offset).await? {
+                                    yield line;
                                 }
                                 break;
                             }
                         }
                     }
                     _ => {
-                        let (lines, next) = logs::read_from(&path, offset).await
-                            .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
-                        offset = next;
-                        for line in lines {
-                            yield log_line(line);
+                        for line in read_lines(&path, &mut offset).await? {
+                            yield line;
                         }
                     }
                 }
@@ -245,10 +246,8 @@ impl BuildService for BuildsApi {
                         ),
                         _ => (build.state, build.reason.clone()),
                     };
-                    let (lines, _) = logs::read_from(&path, offset).await
-                        .map_err(|e| Status::internal(format!("cannot read the log: {e}")))?;
-                    for line in lines {
-                        yield log_line(line);
+                    for line in read_lines(&path, &mut offset).await? {
+                        yield line;
                     }
                     yield proto::LogLine {
                         final_state: proto::BuildState::from(state) as i32,

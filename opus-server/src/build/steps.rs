@@ -115,102 +115,133 @@ pub async fn run_steps<L: LogSink>(
     timeout: Duration,
     containment: Containment,
 ) -> Result<(), StepFailure> {
-    let deadline = tokio::time::Instant::now() + timeout;
     let inherited = inherited_env();
     let path = env
         .get("PATH")
         .or_else(|| inherited.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v));
-    let sh = shell(path.map(String::as_str), workspace);
-    let processes = BuildProcesses::new(workspace, containment);
-    let mut pumps: Vec<JoinHandle<()>> = Vec::new();
-    let result: Result<(), StepFailure> = async {
-        for (i, command) in steps.iter().enumerate() {
-            let step = format!("step {}", i + 1);
-            log.opus(&step, &format!("$ {command}"));
-            let started = tokio::time::Instant::now();
-            // `opus builds <build>` reads step durations from these lines.
-            let finished = || {
-                let took = started.elapsed().as_secs_f64();
-                log.opus(&step, &format!("{step} finished in {took:.1} s"));
-            };
-            let mut child = processes
-                .spawn_step(&sh, command, |cmd| {
-                    cmd.current_dir(workspace)
-                        .envs(inherited.iter().cloned())
-                        .envs(env)
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped());
-                })
-                .map_err(|e| StepFailure::Spawn(e.to_string()))?;
-            let first = pumps.len();
-            if let Some(s) = child.stdout.take() {
-                pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stdout")));
-            }
-            if let Some(s) = child.stderr.take() {
-                pumps.push(tokio::spawn(pump(s, log.clone(), step.clone(), "stderr")));
-            }
+    let mut run = StepRun {
+        sh: shell(path.map(String::as_str), workspace),
+        workspace,
+        inherited,
+        env,
+        log,
+        cancel,
+        deadline: tokio::time::Instant::now() + timeout,
+        timeout,
+        processes: BuildProcesses::new(workspace, containment),
+        pumps: Vec::new(),
+    };
+    let mut result = Ok(());
+    for (i, command) in steps.iter().enumerate() {
+        result = run.step(i + 1, command).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    run.end().await;
+    result
+}
 
-            // The step ends when its shell exits, not when its output closes (which a process
-            // left in the background holds open); the rest of its output is read for a moment.
-            let status = tokio::select! {
-                status = child.wait() => status.map_err(|e| StepFailure::Spawn(e.to_string()))?,
-                () = cancel.cancelled() => {
-                    finished();
-                    return Err(StepFailure::Cancelled);
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    finished();
-                    return Err(StepFailure::TimedOut(timeout));
-                }
-            };
+/// The steps of one build as they run: what each is started with, the limits, the processes
+/// they started and the tasks copying their output into the log.
+struct StepRun<'a, L: LogSink> {
+    sh: PathBuf,
+    workspace: &'a Path,
+    inherited: Vec<(String, String)>,
+    env: &'a BTreeMap<String, String>,
+    log: &'a L,
+    cancel: &'a CancellationToken,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    processes: BuildProcesses,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+impl<L: LogSink> StepRun<'_, L> {
+    /// Runs step `number` (`command`) until its shell exits, then reads the rest of its output
+    /// for a moment; fails when it exits non-zero, is cancelled or runs past the deadline.
+    async fn step(&mut self, number: usize, command: &str) -> Result<(), StepFailure> {
+        let step = format!("step {number}");
+        self.log.opus(&step, &format!("$ {command}"));
+        let started = tokio::time::Instant::now();
+        let mut child = self
+            .processes
+            .spawn_step(&self.sh, command, |cmd| {
+                cmd.current_dir(self.workspace)
+                    .envs(self.inherited.iter().cloned())
+                    .envs(self.env)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+            })
+            .map_err(|e| StepFailure::Spawn(e.to_string()))?;
+        let first = self.pumps.len();
+        if let Some(s) = child.stdout.take() {
+            let log = self.log.clone();
+            self.pumps
+                .push(tokio::spawn(pump(s, log, step.clone(), "stdout")));
+        }
+        if let Some(s) = child.stderr.take() {
+            let log = self.log.clone();
+            self.pumps
+                .push(tokio::spawn(pump(s, log, step.clone(), "stderr")));
+        }
+        // The step ends when its shell exits, not when its output closes (which a process left
+        // in the background holds open); the rest of its output is read for a moment.
+        let (cancel, deadline, timeout) = (self.cancel, self.deadline, self.timeout);
+        let pumps = &mut self.pumps[first..];
+        let ran = async {
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| StepFailure::Spawn(e.to_string()))?;
             let rest_of_output = async {
-                for pump in &mut pumps[first..] {
+                for pump in pumps {
                     let _ = pump.await;
                 }
             };
-            tokio::select! {
-                _ = tokio::time::timeout(OUTPUT_GRACE, rest_of_output) => {}
-                () = cancel.cancelled() => {
-                    finished();
-                    return Err(StepFailure::Cancelled);
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    finished();
-                    return Err(StepFailure::TimedOut(timeout));
-                }
-            }
-            finished();
-            if !status.success() {
-                let failure = StepFailure::Exited {
-                    step: i + 1,
-                    command: command.clone(),
-                    code: status.code(),
-                };
-                log.opus(&step, &failure.to_string());
-                return Err(failure);
-            }
+            let _ = tokio::time::timeout(OUTPUT_GRACE, rest_of_output).await;
+            Ok(status)
+        };
+        let status = tokio::select! {
+            status = ran => status,
+            () = cancel.cancelled() => Err(StepFailure::Cancelled),
+            () = tokio::time::sleep_until(deadline) => Err(StepFailure::TimedOut(timeout)),
+        };
+        // `opus builds <build>` reads step durations from these lines.
+        let took = started.elapsed().as_secs_f64();
+        self.log
+            .opus(&step, &format!("{step} finished in {took:.1} s"));
+        let status = status?;
+        if !status.success() {
+            let failure = StepFailure::Exited {
+                step: number,
+                command: command.to_owned(),
+                code: status.code(),
+            };
+            self.log.opus(&step, &failure.to_string());
+            return Err(failure);
         }
         Ok(())
     }
-    .await;
-    // Whatever way the steps ended, nothing they started outlives them.
-    let killed = processes.end().await;
-    if killed > 0 {
-        tracing::debug!(killed, "ended processes the steps left running");
-    }
-    // With every writer gone the pipes close; a process that escaped (see process_tree) could
-    // still hold one, so the wait is bounded.
-    let last_output = async {
-        for pump in pumps.iter_mut().filter(|p| !p.is_finished()) {
-            let _ = pump.await;
+
+    /// Kills whatever the steps left running, then reads their last output (bounded: a process
+    /// that escaped, see process_tree, could hold a pipe open).
+    async fn end(mut self) {
+        let killed = self.processes.end().await;
+        if killed > 0 {
+            tracing::debug!(killed, "ended processes the steps left running");
         }
-    };
-    let _ = tokio::time::timeout(FINAL_OUTPUT_WAIT, last_output).await;
-    for pump in &pumps {
-        pump.abort();
+        let last_output = async {
+            for pump in self.pumps.iter_mut().filter(|p| !p.is_finished()) {
+                let _ = pump.await;
+            }
+        };
+        let _ = tokio::time::timeout(FINAL_OUTPUT_WAIT, last_output).await;
+        for pump in &self.pumps {
+            pump.abort();
+        }
     }
-    result
 }
 
 /// Where `sh` is for a step whose `PATH` is `path` (`execvp`'s default `/bin:/usr/bin` when it

@@ -135,7 +135,7 @@ fn render(
         section.card {
             dl.facts {
                 dt { "Ref" } dd { (b.git_ref) @if b.is_tag { " " span.muted { "(tag)" } } }
-                dt { "Commit" } dd { @if b.commit.is_empty() { span.muted { "not resolved yet" } } @else { code { (b.commit) } } }
+                dt { "Commit" } dd { @if !b.commit.is_empty() { code { (b.commit) } } @else if b.state.is_finished() { span.muted { "none (a folder source, or the build ended before its checkout)" } } @else { span.muted { "not resolved yet" } } }
                 dt { "Version" } dd { @match &b.version { Some(v) => (v.as_str()), None => span.muted { "not decided yet" } } }
                 dt { "Trigger" } dd { (b.trigger.as_str()) }
                 dt { "Queued" } dd { (ago(b.queued_at)) }

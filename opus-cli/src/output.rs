@@ -2,7 +2,6 @@
 //! to stderr.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tabwriter::TabWriter;
@@ -84,18 +83,8 @@ pub fn time(t: Option<&prost_types::Timestamp>) -> String {
 
 /// How long ago a timestamp was, for tables ("3m ago").
 pub fn ago(t: Option<&prost_types::Timestamp>) -> String {
-    let Some(t) = t else { return String::new() };
-    let then = opus_core::wire::system_time(t);
-    let secs = SystemTime::now()
-        .duration_since(then)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86400),
-    }
+    t.map(|t| opus_core::age::ago(opus_core::wire::system_time(t)))
+        .unwrap_or_default()
 }
 
 /// A duration in seconds as `1h2m3s`.

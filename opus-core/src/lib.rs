@@ -20,6 +20,7 @@
 //! `opus install` and opusd's kubernetes executor). Both are on by default; the CLI takes only
 //! `kubernetes`. Without `store`, [`artifact`] holds only a version's manifest types and digests.
 
+pub mod age;
 pub mod archive;
 pub mod artifact;
 pub mod error;

@@ -1,7 +1,7 @@
 //! The page shell every page shares (head, navigation, who is logged in), the error page, the
 //! login page, and the small pieces pages repeat (a state badge, an age, a duration).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderName, StatusCode};
@@ -119,19 +119,8 @@ pub(super) fn state_badge(state: BuildState) -> Markup {
     html! { span class={ "state state-" (name) } { (name) } }
 }
 
-/// How long ago `t` was: `42s ago`, `5m ago`, `3h ago`, `2d ago`.
-pub(super) fn ago(t: SystemTime) -> String {
-    let secs = SystemTime::now()
-        .duration_since(t)
-        .unwrap_or_default()
-        .as_secs();
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86400),
-    }
-}
+/// How long ago a time was, as the CLI says it (`5m ago`).
+pub(super) use opus_core::age::ago;
 
 /// A duration as people read it: `850 ms`, `12.3 s`, `4m 05s`.
 pub(super) fn duration(d: Duration) -> String {
@@ -163,6 +152,8 @@ pub(super) fn size(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     #[test]

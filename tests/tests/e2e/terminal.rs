@@ -107,7 +107,7 @@ impl Drop for Terminal {
     }
 }
 
-/// The seconds the status line shows for the line holding `what` (`⠁   2s step 1: sleep 3`).
+/// The seconds the status line shows for the line holding `what` (`⠁   2s step 1: sleep 6`).
 fn shown_seconds(screen: &str, what: &str) -> Option<u64> {
     let line = screen.lines().find(|l| l.contains(what))?;
     line.split_whitespace()
@@ -122,17 +122,18 @@ fn add_site(d: &Daemon, name: &str, opus_yml: &str) {
 #[test]
 fn a_silent_step_shows_its_name_and_time_on_a_terminal() {
     let d = Daemon::start();
+    // Long enough that the status line shows while the whole suite loads both cores.
     add_site(
         &d,
         "web",
-        &format!("build:\n  steps:\n    - sleep 3\n    - {WRITE_DIST}\n"),
+        &format!("build:\n  steps:\n    - sleep 6\n    - {WRITE_DIST}\n"),
     );
     let Some(term) = Terminal::opus(&d, "trigger web --wait") else {
         return;
     };
     // While the step prints nothing, the status line names it and counts its seconds.
     term.wait_for("status line with a running time", 20, |s| {
-        shown_seconds(s, "step 1: sleep 3").is_some_and(|secs| secs >= 1)
+        shown_seconds(s, "step 1: sleep 6").is_some_and(|secs| secs >= 1)
     });
     let done = term.wait_for("the end of the build", 30, |s| s.contains("exit="));
     assert!(
@@ -141,7 +142,7 @@ fn a_silent_step_shows_its_name_and_time_on_a_terminal() {
     );
     assert!(done.contains("==> step 1 finished in"), "{done}");
     // The status line is gone once the build ended.
-    assert!(!done.contains("step 1: sleep 3"), "{done}");
+    assert!(!done.contains("step 1: sleep 6"), "{done}");
     assert!(!done.contains("step 2: mkdir"), "{done}");
 
     // `logs -f` of a build that is already running shows the same, timed from the step's start.
@@ -152,12 +153,12 @@ fn a_silent_step_shows_its_name_and_time_on_a_terminal() {
         return;
     };
     let screen = term.wait_for("status line of the running step", 20, |s| {
-        shown_seconds(s, "step 1: sleep 3").is_some()
+        shown_seconds(s, "step 1: sleep 6").is_some()
     });
-    assert!(screen.contains("==> $ sleep 3"), "{screen}");
+    assert!(screen.contains("==> $ sleep 6"), "{screen}");
     let done = term.wait_for("the end of the build", 30, |s| s.contains("exit="));
     assert!(
-        done.contains("exit=0") && !done.contains("step 1: sleep 3"),
+        done.contains("exit=0") && !done.contains("step 1: sleep 6"),
         "{done}"
     );
 }

@@ -14,7 +14,7 @@ mod examples;
 
 /// Opus: build, store, deploy and roll back frontend sites on your own servers.
 #[derive(Debug, Parser)]
-#[command(name = "opus", version, about, long_about = None)]
+#[command(name = "opus", version = crate::version::LONG, about, long_about = None)]
 pub struct Cli {
     /// Connection and output flags, valid on every command.
     #[command(flatten)]
@@ -123,6 +123,8 @@ pub enum Command {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = examples::COMPLETIONS)]
     Completions(CompletionsArgs),
+    /// Print opus's version and the git commit it was built from (`status` shows opusd's).
+    Version,
 }
 
 /// `opus completions`.

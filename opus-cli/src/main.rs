@@ -11,6 +11,7 @@ mod error;
 mod output;
 mod step_status;
 mod steps;
+mod version;
 
 use clap::Parser;
 

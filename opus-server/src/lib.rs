@@ -20,6 +20,7 @@
 //!   previews from opus.yml, retention.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - [`dashboard`]: the web dashboard on the API listener at `/`.
+//! - [`version`]: which build this opusd is (version and git commit).
 
 pub mod api;
 pub mod build;
@@ -40,6 +41,7 @@ pub mod runners;
 pub mod scheduler;
 pub mod sites;
 pub mod source;
+pub mod version;
 
 use std::future::Future;
 

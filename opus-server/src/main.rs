@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 /// The Opus daemon: builds frontend projects, stores versions, deploys and serves them.
 #[derive(Debug, Parser)]
-#[command(name = "opusd", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "opusd", version = opus_server::version::LONG, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

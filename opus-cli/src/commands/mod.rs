@@ -10,13 +10,15 @@ mod install;
 mod projects;
 mod secret;
 mod status;
+mod version;
 
 use crate::cli::{Cli, Command};
 use crate::connection::Connection;
 use crate::error::CliError;
 
 /// Runs the parsed command line. Every command but `install` and `uninstall` (which talk to
-/// Kubernetes, not to opusd, which may not exist yet) opens the connection first.
+/// Kubernetes, not to opusd, which may not exist yet), `completions` and `version` opens the
+/// connection first.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let global = cli.global;
     let conn = || Connection::open(&global);
@@ -24,6 +26,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Install(args) => install::install(&global, args).await,
         Command::Uninstall(args) => install::uninstall(&global, args).await,
         Command::Completions(args) => completions::print(args),
+        Command::Version => version::print(&global),
         Command::Add(args) => projects::add(&conn().await?, &global, args).await,
         Command::Remove(args) => projects::remove(&conn().await?, &global, args).await,
         Command::Keep(args) => projects::keep(&conn().await?, &global, args).await,

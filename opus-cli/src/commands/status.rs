@@ -7,6 +7,7 @@ use crate::cli::{GlobalArgs, OutputFormat};
 use crate::connection::Connection;
 use crate::error::CliError;
 use crate::output;
+use crate::version::{self, Build};
 
 #[derive(Serialize)]
 struct StatusJson {
@@ -28,6 +29,8 @@ struct StatusJson {
     /// Why the server is degraded; absent while it is healthy.
     #[serde(skip_serializing_if = "Option::is_none")]
     degraded: Option<String>,
+    /// The git commit opusd was built from; empty from an opusd that does not say.
+    commit: String,
 }
 
 pub async fn show(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError> {
@@ -36,6 +39,13 @@ pub async fn show(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError
         .get_server_info(proto::GetServerInfoRequest {})
         .await?
         .into_inner();
+    let server = Build {
+        version: &info.version,
+        commit: &info.commit,
+    };
+    if let Some(warning) = version::mismatch_warning(Build::THIS, server) {
+        eprintln!("opus: {warning}");
+    }
     let s = StatusJson {
         server: conn.server.clone(),
         version: info.version,
@@ -51,6 +61,7 @@ pub async fn show(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError
         data_dir_free_bytes: info.data_dir_free_bytes,
         store_free_bytes: info.store_free_bytes,
         degraded: Some(info.degraded).filter(|d| !d.is_empty()),
+        commit: info.commit,
     };
     match global.output {
         OutputFormat::Json => output::print_json(&s),
@@ -62,7 +73,14 @@ pub async fn show(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError
             };
             let mut lines = vec![
                 ("server", s.server.clone()),
-                ("version", s.version.clone()),
+                (
+                    "version",
+                    if s.commit.is_empty() {
+                        s.version.clone()
+                    } else {
+                        format!("{} (commit {})", s.version, s.commit)
+                    },
+                ),
                 (
                     "data dir",
                     format!("{}{}", s.data_dir, free(s.data_dir_free_bytes)),

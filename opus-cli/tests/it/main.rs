@@ -31,6 +31,40 @@ fn help_matches_the_snapshot() {
     );
 }
 
+/// The commit `git` says the checkout is at (12 digits), or `unknown` outside a repository: what
+/// the binaries must say they were built from.
+fn expected_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let line = format!(
+        "opus {} (commit {})\n",
+        env!("CARGO_PKG_VERSION"),
+        expected_commit()
+    );
+    for args in [&["--version"][..], &["version"]] {
+        let out = opus(args);
+        assert!(out.status.success(), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), line, "{args:?}");
+    }
+    let out = opus(&["version", "-o", "json"]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "commit": expected_commit()})
+    );
+}
+
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(opus(&[]).status.code(), Some(2));

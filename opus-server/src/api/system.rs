@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::config::Config;
 use crate::health::Health;
 use crate::scheduler::Scheduler;
+use crate::version;
 
 /// Implements `GetServerInfo`.
 pub(crate) struct SystemApi {
@@ -67,7 +68,8 @@ impl SystemService for SystemApi {
             data_dir_free_bytes,
             store_free_bytes,
             degraded: degraded.unwrap_or_default(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: version::VERSION.to_owned(),
+            commit: version::COMMIT.to_owned(),
             data_dir: cfg.data_dir.display().to_string(),
             store: cfg.store.clone(),
             started_at: Some(timestamp(self.started_at)),

@@ -8,6 +8,27 @@ mod serve;
 use std::process::Command;
 
 #[test]
+fn version_names_the_commit_it_was_built_from() {
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let out = Command::new(env!("CARGO_BIN_EXE_opusd"))
+        .arg("--version")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("opusd {} (commit {commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
 fn help_lists_every_flag_with_its_environment_variable() {
     let out = Command::new(env!("CARGO_BIN_EXE_opusd"))
         .arg("--help")

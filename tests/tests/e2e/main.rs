@@ -19,5 +19,6 @@ mod s3;
 mod security;
 mod store_s3;
 mod terminal;
+mod version;
 mod vite;
 mod webhooks;

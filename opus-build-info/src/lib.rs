@@ -25,20 +25,51 @@ const ABBREV: usize = 12;
 /// script when the commit changes (a new commit, a checkout, or a new [`OVERRIDE_VAR`]).
 pub fn emit_commit() {
     println!("cargo::rerun-if-env-changed={OVERRIDE_VAR}");
-    let from_env = std::env::var(OVERRIDE_VAR)
-        .ok()
-        .and_then(|c| clean_commit(&c));
-    let commit = from_env.or_else(|| {
-        let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?);
-        for watched in git_files_that_move_head(&dir) {
-            println!("cargo::rerun-if-changed={}", watched.display());
-        }
-        git(&dir, &["rev-parse", "HEAD"]).and_then(|c| clean_commit(&c))
-    });
-    println!(
-        "cargo::rustc-env=OPUS_COMMIT={}",
-        commit.as_deref().unwrap_or(UNKNOWN)
-    );
+    let from_env = std::env::var(OVERRIDE_VAR).ok();
+    if let Some(raw) = from_env
+        .as_deref()
+        .filter(|raw| clean_commit(raw).is_none())
+    {
+        println!("cargo::warning={OVERRIDE_VAR}={raw:?} is not a commit id (hex digits): ignored");
+    }
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let found = find_commit(from_env.as_deref(), dir.as_deref());
+    for watched in &found.watched {
+        println!("cargo::rerun-if-changed={}", watched.display());
+    }
+    println!("cargo::rustc-env=OPUS_COMMIT={}", found.commit);
+}
+
+/// The commit a build names, and the files whose change means another commit.
+#[derive(Debug)]
+struct Found {
+    /// 12 hex digits, or [`UNKNOWN`].
+    commit: String,
+    /// Git's files that move with HEAD (none when the commit did not come from git).
+    watched: Vec<PathBuf>,
+}
+
+/// The commit from `from_env` (the value of [`OVERRIDE_VAR`]) when it is one, else from git in
+/// `dir`, else [`UNKNOWN`].
+fn find_commit(from_env: Option<&str>, dir: Option<&Path>) -> Found {
+    if let Some(commit) = from_env.and_then(clean_commit) {
+        return Found {
+            commit,
+            watched: Vec::new(),
+        };
+    }
+    let Some(dir) = dir else {
+        return Found {
+            commit: UNKNOWN.to_owned(),
+            watched: Vec::new(),
+        };
+    };
+    Found {
+        commit: git(dir, &["rev-parse", "HEAD"])
+            .and_then(|c| clean_commit(&c))
+            .unwrap_or_else(|| UNKNOWN.to_owned()),
+        watched: git_files_that_move_head(dir),
+    }
 }
 
 /// The commit abbreviated to [`ABBREV`] digits, or `None` unless `raw` is a hex commit id.
@@ -126,7 +157,7 @@ mod tests {
         ];
         git(repo, &commit);
         let head = git(repo, &["rev-parse", "HEAD"]).and_then(|c| clean_commit(&c));
-        assert_eq!(head.map(|h| h.len()), Some(ABBREV));
+        assert_eq!(head.as_ref().map(String::len), Some(ABBREV));
         let watched = git_files_that_move_head(repo);
         assert!(
             watched.iter().any(|p| p.ends_with("HEAD")),
@@ -136,5 +167,25 @@ mod tests {
             watched.iter().any(|p| p.ends_with("refs/heads/main")),
             "the branch is watched: {watched:?}"
         );
+
+        // What a build finds there: git's commit, unless the environment names one.
+        let found = find_commit(None, Some(repo));
+        assert_eq!(Some(found.commit.clone()), head);
+        assert!(!found.watched.is_empty());
+        let named = find_commit(Some("0123456789abcdef"), Some(repo));
+        assert_eq!(named.commit, "0123456789ab");
+        assert!(named.watched.is_empty());
+        // A value that is not a commit id is ignored (emit_commit warns of it).
+        assert_eq!(find_commit(Some("v1.2"), Some(repo)).commit, found.commit);
+    }
+
+    #[test]
+    fn without_git_or_a_named_commit_the_commit_is_unknown() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let found = find_commit(None, Some(dir.path()));
+        assert_eq!(found.commit, UNKNOWN);
+        assert!(found.watched.is_empty(), "{:?}", found.watched);
+        assert_eq!(find_commit(Some(""), None).commit, UNKNOWN);
+        assert_eq!(find_commit(Some("abcdef1"), None).commit, "abcdef1");
     }
 }

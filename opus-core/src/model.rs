@@ -127,6 +127,14 @@ dns_name!(
     "environment"
 );
 
+// Pipelines (opus.yml `pipeline:`).
+dns_name!(
+    /// A job's name in an opus.yml pipeline: a DNS label, because it names the job's workspace,
+    /// its log lines (`opus logs web#12 --job unit`) and, on Kubernetes, its Job.
+    JobName,
+    "job"
+);
+
 /// The environment a build deploys to when nothing else is named, and the one served at the bare
 /// project host (`<project>.<domain>`).
 pub const PRODUCTION: &str = "production";

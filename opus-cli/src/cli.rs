@@ -272,6 +272,9 @@ pub struct TriggerArgs {
     /// Follow the log; exit 0 when the build succeeds, 1 when it fails or is cancelled.
     #[arg(long, short = 'w')]
     pub wait: bool,
+    /// With --wait: print only this pipeline job's lines.
+    #[arg(long, requires = "wait")]
+    pub job: Option<String>,
 }
 
 /// `opus builds`.
@@ -297,6 +300,9 @@ pub struct LogsArgs {
     /// Keep printing until the build ends.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Only this pipeline job's lines (`--job unit`).
+    #[arg(long)]
+    pub job: Option<String>,
 }
 
 /// `opus cancel`.

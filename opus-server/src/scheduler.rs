@@ -452,8 +452,26 @@ impl Scheduler {
     }
 
     /// The dispatcher loop: one slot, one build, oldest first.
+    ///
+    /// It takes a slot only once a build is queued: a slot held while the queue is empty would
+    /// be one that a running pipeline's jobs cannot use (see `build::pipeline`).
     async fn dispatch(&self) {
         loop {
+            let queued = || {
+                !self
+                    .inner
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
+            };
+            while !queued() {
+                // `notify_one` keeps its wake-up for a dispatcher not yet waiting.
+                tokio::select! {
+                    () = self.inner.queued.notified() => {}
+                    () = self.inner.stopping.cancelled() => return,
+                }
+            }
             let permit = tokio::select! {
                 p = self.inner.slots.clone().acquire_owned() => match p {
                     Ok(p) => p,
@@ -461,20 +479,15 @@ impl Scheduler {
                 },
                 () = self.inner.stopping.cancelled() => return,
             };
-            let next = loop {
-                let popped = self
-                    .inner
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop_front();
-                if let Some(id) = popped {
-                    break id;
-                }
-                tokio::select! {
-                    () = self.inner.queued.notified() => {}
-                    () = self.inner.stopping.cancelled() => return,
-                }
+            let popped = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            // Cancelled while the dispatcher waited for the slot: give it back.
+            let Some(next) = popped else {
+                continue;
             };
             let token = self.inner.stopping.child_token();
             self.inner

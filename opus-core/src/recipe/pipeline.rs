@@ -248,8 +248,12 @@ pub(super) fn validate(text: &str, stages: &[StageSpec]) -> Result<(), RecipeErr
     for (i, stage) in stages.iter().enumerate() {
         let stage_line = lines::stage(text, &stage.stage);
         let field = format!("pipeline[{i}] (stage {})", stage.stage);
-        JobName::new(stage.stage.as_str())
-            .map_err(|e| at(stage_line, format!("{field}.stage: {e}").replace("job name", "stage name")))?;
+        JobName::new(stage.stage.as_str()).map_err(|e| {
+            at(
+                stage_line,
+                format!("{field}.stage: {e}").replace("job name", "stage name"),
+            )
+        })?;
         if stages[..i].iter().any(|s| s.stage == stage.stage) {
             return Err(at(
                 stage_line,
@@ -259,7 +263,9 @@ pub(super) fn validate(text: &str, stages: &[StageSpec]) -> Result<(), RecipeErr
         if stage.jobs.is_empty() {
             return Err(at(
                 stage_line,
-                format!("{field}.jobs: a stage needs at least one job, e.g. `jobs: {{ test: {{ steps: [npm test] }} }}`"),
+                format!(
+                    "{field}.jobs: a stage needs at least one job, e.g. `jobs: {{ test: {{ steps: [npm test] }} }}`"
+                ),
             ));
         }
         check_settings(&field, stage.timeout, stage.cache.as_deref())
@@ -272,7 +278,9 @@ pub(super) fn validate(text: &str, stages: &[StageSpec]) -> Result<(), RecipeErr
             if stages[..i].iter().any(|s| s.jobs.contains_key(name)) {
                 return Err(at(
                     job_line,
-                    format!("{jfield}: another stage has a job named {name}; job names are unique in a pipeline"),
+                    format!(
+                        "{jfield}: another stage has a job named {name}; job names are unique in a pipeline"
+                    ),
                 ));
             }
             if job.steps.is_empty() {
@@ -290,13 +298,17 @@ pub(super) fn validate(text: &str, stages: &[StageSpec]) -> Result<(), RecipeErr
                 if let Some(first) = output {
                     return Err(at(
                         out_line,
-                        format!("{jfield}.output: jobs {first} and {name} both have `output`; exactly one job of a pipeline has `output` (the folder stored as the version)"),
+                        format!(
+                            "{jfield}.output: jobs {first} and {name} both have `output`; exactly one job of a pipeline has `output` (the folder stored as the version)"
+                        ),
                     ));
                 }
                 if job.when.is_some() || stage.when.is_some() {
                     return Err(at(
                         out_line,
-                        format!("{jfield}.when: the job with `output` cannot be skipped: every build stores a version"),
+                        format!(
+                            "{jfield}.when: the job with `output` cannot be skipped: every build stores a version"
+                        ),
                     ));
                 }
                 output = Some(name);
@@ -464,7 +476,10 @@ pipeline:
     #[test]
     fn env_timeout_and_cache_come_from_the_nearest_level() {
         let err = parse(ISSUE).expect_err("output job under when").to_string();
-        assert!(err.contains("cannot be skipped") && err.contains("line 14"), "{err}");
+        assert!(
+            err.contains("cannot be skipped") && err.contains("line 14"),
+            "{err}"
+        );
         let text = ISSUE.replace("    when: { branch: [main, \"release/*\"] }\n", "");
         let plan = parse(&text).expect("parses").plan();
         let job = |name: &str| plan.jobs().find(|j| j.name.as_str() == name).expect(name);
@@ -490,7 +505,10 @@ pipeline:
         assert!(!plan.is_pipeline);
         assert_eq!(plan.job_count(), 1);
         let job = plan.output_job().expect("output");
-        assert_eq!((job.name.as_str(), job.output.as_deref()), ("build", Some("out")));
+        assert_eq!(
+            (job.name.as_str(), job.output.as_deref()),
+            ("build", Some("out"))
+        );
     }
 
     fn error(text: &str) -> String {
@@ -503,15 +521,21 @@ pipeline:
             "pipeline:\n  - stage: a\n    jobs:\n      one: { steps: [x], output: dist }\n  - stage: b\n    jobs:\n      two:\n        steps: [y]\n        output: out\n",
         );
         assert!(
-            err.contains("jobs.two.output") && err.contains("one and two") && err.contains("line 9"),
+            err.contains("jobs.two.output")
+                && err.contains("one and two")
+                && err.contains("line 9"),
             "{err}"
         );
     }
 
     #[test]
     fn no_job_with_output_names_the_pipeline_line() {
-        let err = error("# a comment\npipeline:\n  - stage: a\n    jobs:\n      one: { steps: [x] }\n");
-        assert!(err.contains("no job has `output`") && err.contains("line 2"), "{err}");
+        let err =
+            error("# a comment\npipeline:\n  - stage: a\n    jobs:\n      one: { steps: [x] }\n");
+        assert!(
+            err.contains("no job has `output`") && err.contains("line 2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -109,7 +109,13 @@ mod tests {
 
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let copied = copy_checkout(checkout.clone(), a.clone()).await.expect("a");
-        assert_eq!(copied, Copied { copied: 1, linked: 1 });
+        assert_eq!(
+            copied,
+            Copied {
+                copied: 1,
+                linked: 1
+            }
+        );
         copy_checkout(checkout.clone(), b.clone()).await.expect("b");
 
         // In-place writes, which a hard link would share.
@@ -125,7 +131,10 @@ mod tests {
         assert_eq!(read(checkout.join("src/app.js")), "original\n");
         assert_eq!(read(a.join("src/app.js")), "original\njob a was here\n");
         assert_eq!(read(b.join("src/app.js")), "b wrote through the link\n");
-        assert_eq!(std::fs::read_link(a.join("link")).expect("link"), Path::new("src/app.js"));
+        assert_eq!(
+            std::fs::read_link(a.join("link")).expect("link"),
+            Path::new("src/app.js")
+        );
         // Git objects are shared: the same inode.
         let ino = |p: PathBuf| std::fs::metadata(p).expect("stat").ino();
         assert_eq!(

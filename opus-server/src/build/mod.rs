@@ -196,10 +196,7 @@ async fn sequence(
         }
         _ => {
             let job = Job::from_recipe(&spec, origin, workspace)?;
-            let mut env = plan
-                .output_job()
-                .map(|j| j.env.clone())
-                .unwrap_or_default();
+            let mut env = plan.output_job().map(|j| j.env.clone()).unwrap_or_default();
             env.extend(base_env);
             ctx.executor
                 .execute(ctx, &project, &build, &job, env, workspace, log, cancel)

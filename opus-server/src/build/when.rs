@@ -78,7 +78,9 @@ pub(crate) fn skip_reason(when: Option<&When>, facts: &Facts) -> Option<String> 
         match &facts.branch {
             None => return Some(format!("not on a branch (when.branch: {patterns})")),
             Some(b) if !when.branch.iter().any(|p| matches(p, b)) => {
-                return Some(format!("branch {b} matches none of {patterns} (when.branch)"));
+                return Some(format!(
+                    "branch {b} matches none of {patterns} (when.branch)"
+                ));
             }
             Some(_) => {}
         }
@@ -127,7 +129,10 @@ mod tests {
     fn branches_match_patterns() {
         let w = when(&["main", "release/*"], &[]);
         assert_eq!(skip_reason(Some(&w), &facts(Some("main"), None)), None);
-        assert_eq!(skip_reason(Some(&w), &facts(Some("release/1.2"), None)), None);
+        assert_eq!(
+            skip_reason(Some(&w), &facts(Some("release/1.2"), None)),
+            None
+        );
         let reason = skip_reason(Some(&w), &facts(Some("feature/x"), None)).expect("skips");
         assert_eq!(
             reason,
@@ -143,7 +148,10 @@ mod tests {
         let changed = ["apps/web/src/main.js", "README.md"];
         assert_eq!(skip_reason(Some(&w), &facts(None, Some(&changed))), None);
         let reason = skip_reason(Some(&w), &facts(None, Some(&["apps/api/x.rs"]))).expect("skips");
-        assert!(reason.contains("no changed file matches apps/web/**"), "{reason}");
+        assert!(
+            reason.contains("no changed file matches apps/web/**"),
+            "{reason}"
+        );
         // Unknown: runs, with a note.
         assert_eq!(skip_reason(Some(&w), &facts(None, None)), None);
         assert!(note(Some(&w), &facts(None, None)).is_some());
@@ -169,12 +177,23 @@ mod tests {
         git(&["add", "."]);
         git(&["commit", "-qm", "first"]);
         let first = Facts::gather(None, "c", dir.path(), true).await;
-        assert_eq!(first.changed.as_deref(), Some(&["README.md".to_owned()][..]));
+        assert_eq!(
+            first.changed.as_deref(),
+            Some(&["README.md".to_owned()][..])
+        );
         std::fs::write(dir.path().join("apps/web/x.js"), "b").expect("write");
         git(&["add", "."]);
         git(&["commit", "-qm", "second"]);
         let second = Facts::gather(None, "c", dir.path(), true).await;
-        assert_eq!(second.changed.as_deref(), Some(&["apps/web/x.js".to_owned()][..]));
-        assert!(Facts::gather(None, "", dir.path(), true).await.changed.is_none());
+        assert_eq!(
+            second.changed.as_deref(),
+            Some(&["apps/web/x.js".to_owned()][..])
+        );
+        assert!(
+            Facts::gather(None, "", dir.path(), true)
+                .await
+                .changed
+                .is_none()
+        );
     }
 }

@@ -13,6 +13,7 @@ mod kubernetes;
 mod kubernetes_cli;
 mod kubernetes_exec;
 mod metrics;
+mod pipelines;
 mod processes;
 mod projects;
 mod s3;

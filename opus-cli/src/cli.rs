@@ -195,6 +195,26 @@ pub enum EnvCommand {
         #[arg(default_value = PRODUCTION)]
         env: String,
     },
+    /// Lock an environment: every deploy to it (automatic or by hand) fails with the reason
+    /// until `opus env unlock`; a rollback is still allowed.
+    Lock {
+        /// The project.
+        project: String,
+        /// The environment.
+        #[arg(default_value = PRODUCTION)]
+        env: String,
+        /// Why (every refused deploy says it).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Unlock an environment locked by `opus env lock`.
+    Unlock {
+        /// The project.
+        project: String,
+        /// The environment.
+        #[arg(default_value = PRODUCTION)]
+        env: String,
+    },
 }
 
 /// `opus artifacts`.

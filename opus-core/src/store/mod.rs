@@ -12,6 +12,7 @@ mod builds;
 mod deploys;
 mod events;
 mod hooks;
+mod jobs;
 mod locks;
 mod projects;
 mod versions;

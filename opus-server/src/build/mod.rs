@@ -182,6 +182,7 @@ async fn sequence(
         Executor::Local(containment) if plan.is_pipeline => {
             pipeline::run(
                 ctx,
+                store,
                 *containment,
                 &build,
                 &plan,

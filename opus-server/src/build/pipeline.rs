@@ -9,15 +9,18 @@
 //!   cancels its running siblings, and the build fails naming the job, its stage and its step.
 //! - `when:` skips a job or a stage, with the reason in the log ([`super::when`]).
 //! - A job's log lines are named `<job>/<step>` (`unit/step 1`, `unit/job`), which
-//!   `opus logs web#12 --job unit` selects.
+//!   `opus logs web#12 --job unit` selects; each change of a job is an event (`job.started`,
+//!   `job.succeeded`, `job.failed`, `job.cancelled`, `job.skipped`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use opus_core::model::Build;
+use opus_core::model::{Build, EventKind, ProjectName};
 use opus_core::recipe::{Plan, PlannedJob, SpecOrigin, When};
+use opus_core::store::MetaStore;
+use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -105,8 +108,10 @@ pub(crate) fn jobs_dir(workspace: &Path) -> PathBuf {
 /// What every job of one build shares.
 struct Shared {
     ctx: BuildContext,
+    store: MetaStore,
     containment: Containment,
-    project: String,
+    project: ProjectName,
+    number: u64,
     origin: SpecOrigin,
     base_env: BTreeMap<String, String>,
     checkout: PathBuf,
@@ -114,11 +119,32 @@ struct Shared {
     slots: JobSlots,
 }
 
+impl Shared {
+    /// Appends the event `kind` of `job` (of `stage`), with `extra` fields; a store that cannot
+    /// take it is logged, and the build goes on.
+    fn event(&self, kind: EventKind, job: &str, stage: &str, extra: serde_json::Value) {
+        let mut payload = json!({
+            "project": self.project.as_str(),
+            "build": self.number,
+            "job": job,
+            "stage": stage,
+        });
+        if let (Some(payload), serde_json::Value::Object(extra)) = (payload.as_object_mut(), extra)
+        {
+            payload.extend(extra);
+        }
+        if let Err(e) = self.store.record_job_event(kind, &self.project, payload) {
+            tracing::warn!(job, event = kind.as_str(), error = %e, "cannot record a job event");
+        }
+    }
+}
+
 /// Runs `plan` for `build`, whose checkout is `workspace`; `base_env` is what opusd gives every
 /// step (it wins over opus.yml's `env`). The output job's folder is what it returns.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     ctx: &BuildContext,
+    store: &MetaStore,
     containment: Containment,
     build: &Build,
     plan: &Plan,
@@ -135,8 +161,10 @@ pub(super) async fn run(
     let facts = Facts::gather(build.branch.clone(), &build.commit, workspace, needs_paths).await;
     let shared = Arc::new(Shared {
         ctx: ctx.clone(),
+        store: store.clone(),
         containment,
-        project: build.project.to_string(),
+        project: build.project.clone(),
+        number: build.number,
         origin,
         base_env,
         checkout: workspace.to_path_buf(),
@@ -151,8 +179,14 @@ pub(super) async fn run(
                 &format!("stage {} skipped: {reason}", stage.name),
             );
             for job in &stage.jobs {
-                JobLog::new(log, job.name.as_str())
-                    .opus("job", &format!("skipped: stage {} skipped", stage.name));
+                let why = format!("stage {} skipped: {reason}", stage.name);
+                JobLog::new(log, job.name.as_str()).opus("job", &format!("skipped: {why}"));
+                shared.event(
+                    EventKind::JobSkipped,
+                    job.name.as_str(),
+                    &stage.name,
+                    json!({ "reason": why }),
+                );
             }
             continue;
         }
@@ -166,6 +200,12 @@ pub(super) async fn run(
             let job_log = JobLog::new(log, job.name.as_str());
             if let Some(reason) = skip_reason(job.when.as_ref(), &facts) {
                 job_log.opus("job", &format!("skipped: {reason}"));
+                shared.event(
+                    EventKind::JobSkipped,
+                    job.name.as_str(),
+                    &stage.name,
+                    json!({ "reason": reason }),
+                );
                 continue;
             }
             if let Some(n) = note(job.when.as_ref(), &facts) {
@@ -175,7 +215,7 @@ pub(super) async fn run(
             let (shared, job, cancel) = (shared.clone(), job.clone(), stage_cancel.clone());
             let stage_name = stage.name.clone();
             running.spawn(async move {
-                let ran = run_one(&shared, &job, &job_log, &cancel).await;
+                let ran = run_one(&shared, &stage_name, &job, &job_log, &cancel).await;
                 (job.name, stage_name, ran)
             });
         }
@@ -233,6 +273,7 @@ pub(super) async fn run(
 /// ended (a failure's reason included).
 async fn run_one(
     shared: &Shared,
+    stage: &str,
     planned: &PlannedJob,
     log: &JobLog,
     cancel: &CancellationToken,
@@ -247,6 +288,12 @@ async fn run_one(
         let copied = copy_checkout(shared.checkout.clone(), workspace.clone())
             .await
             .map_err(|e| BuildFailure::new(Stage::Start, FailureKind::JobCopy(e)))?;
+        shared.event(
+            EventKind::JobStarted,
+            planned.name.as_str(),
+            stage,
+            json!({}),
+        );
         log.opus(
             "job",
             &format!(
@@ -271,13 +318,28 @@ async fn run_one(
         ran
     }
     .await;
-    let took = started.elapsed().as_secs_f64();
+    let took = started.elapsed();
+    let (secs, ms) = (took.as_secs_f64(), took.as_millis() as u64);
+    let name = planned.name.as_str();
     match &result {
-        Ok(_) => log.opus("job", &format!("succeeded in {took:.1} s")),
-        Err(f) if f.is_cancel() => log.opus("job", "cancelled"),
+        Ok(_) => {
+            log.opus("job", &format!("succeeded in {secs:.1} s"));
+            shared.event(EventKind::JobSucceeded, name, stage, json!({ "ms": ms }));
+        }
+        Err(f) if f.is_cancel() => {
+            log.opus("job", "cancelled");
+            shared.event(EventKind::JobCancelled, name, stage, json!({ "ms": ms }));
+        }
         Err(f) => {
             f.report(log);
-            log.opus("job", &format!("failed in {took:.1} s: {f}"));
+            log.opus("job", &format!("failed in {secs:.1} s: {f}"));
+            let reason = f.to_string();
+            shared.event(
+                EventKind::JobFailed,
+                name,
+                stage,
+                json!({ "ms": ms, "reason": reason }),
+            );
         }
     }
     result

@@ -182,6 +182,42 @@ fn a_failing_job_fails_the_build_ends_its_siblings_and_is_named() {
     let log = log.ok();
     assert!(log.contains("==> [slow] cancelled"), "{log}");
     assert!(!log.contains("never-ran"), "{log}");
+
+    // Each change of a job is an event, with the job, its stage and (failed) the reason.
+    let events = d.opus(&["events", "-p", "web", "-o", "json"]);
+    let jobs: Vec<(String, String)> = events
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("job.")))
+        .map(|e| {
+            assert_eq!(e["payload"]["build"], id, "{e}");
+            assert_eq!(e["payload"]["stage"], "test", "{e}");
+            if e["type"] == "job.failed" {
+                assert_eq!(
+                    e["payload"]["reason"], "step 2 `exit 3` exited with code 3",
+                    "{e}"
+                );
+            }
+            (
+                e["type"].as_str().expect("type").to_owned(),
+                e["payload"]["job"].as_str().expect("job").to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("job.started", "bad"),
+        ("job.started", "slow"),
+        ("job.failed", "bad"),
+        ("job.cancelled", "slow"),
+    ] {
+        assert!(
+            jobs.iter()
+                .any(|(t, j)| (t.as_str(), j.as_str()) == expected),
+            "{expected:?} not in {jobs:?}"
+        );
+    }
+    assert!(!jobs.iter().any(|(_, j)| j == "site"), "{jobs:?}");
 }
 
 #[test]
@@ -201,6 +237,18 @@ fn when_skips_a_job_with_the_reason() {
         "{log}"
     );
     assert!(!log.contains("should-not-run"), "{log}");
+    let events = d.opus(&["events", "-p", "web", "-o", "json"]);
+    let skipped = events
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|e| e["type"] == "job.skipped")
+        .expect("a job.skipped event");
+    assert_eq!(skipped["payload"]["job"], "release-only");
+    assert_eq!(
+        skipped["payload"]["reason"],
+        "branch main matches none of release/* (when.branch)"
+    );
 }
 
 #[test]

@@ -208,6 +208,9 @@ pub enum FailureKind {
         /// How it failed: the step, the output, its copy.
         failure: BuildFailure,
     },
+    /// A job's task ended without an outcome (it panicked): a bug, said as such.
+    #[error("a job ended abnormally (a bug in opusd, please report it): {0}")]
+    JobTask(String),
     /// A job's copy of the checkout could not be made.
     #[error(transparent)]
     JobCopy(#[from] super::job_copy::CopyError),

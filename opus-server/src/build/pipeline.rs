@@ -231,7 +231,7 @@ pub(super) async fn run(
                     stage_cancel.cancel();
                     failed.get_or_insert(BuildFailure::new(
                         Stage::Steps,
-                        FailureKind::Assignment(format!("a job's task ended abnormally: {e}")),
+                        FailureKind::JobTask(e.to_string()),
                     ));
                     continue;
                 }
@@ -307,10 +307,12 @@ async fn run_one(
         let mut env = planned.env.clone();
         env.insert("OPUS_JOB".to_owned(), planned.name.to_string());
         env.extend(shared.base_env.clone());
+        // Each job its own cache, inside the project's (removed with the project).
         let cache_root = shared
             .ctx
             .cache_dir
-            .join(format!("{}.jobs", shared.project))
+            .join(shared.project.as_str())
+            .join(".jobs")
             .join(planned.name.as_str());
         local::restore_cache(&cache_root, &workspace, &job.cache, log).await;
         let ran = run_job(&job, &workspace, &env, log, cancel, shared.containment).await;

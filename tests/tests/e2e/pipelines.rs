@@ -302,3 +302,33 @@ fn opusd_killed_while_a_stage_runs_fails_the_build_and_ends_its_jobs() {
         "the jobs' copies are removed at restart"
     );
 }
+
+#[test]
+fn each_job_keeps_its_own_cache_between_builds() {
+    let d = Daemon::start();
+    let step = "if [ -f node_modules/seen ]; then echo cache-hit-$OPUS_JOB; else mkdir -p node_modules && touch node_modules/seen && echo cache-miss-$OPUS_JOB; fi";
+    add_site(
+        &d,
+        "web",
+        &format!(
+            "cache: [node_modules]\npipeline:\n  - stage: test\n    jobs:\n      unit: {{ steps: [{step:?}] }}\n      lint: {{ steps: [{step:?}], cache: [] }}\n  - stage: build\n    jobs:\n      site: {{ steps: [{step:?}, \"mkdir -p dist\"], output: dist }}\n"
+        ),
+    );
+    for (id, unit, lint, site) in [
+        (1, "cache-miss-unit", "cache-miss-lint", "cache-miss-site"),
+        (2, "cache-hit-unit", "cache-miss-lint", "cache-hit-site"),
+    ] {
+        assert_eq!(d.trigger(&["web"]), id);
+        d.wait_for_state("web", id, "succeeded", 30);
+        let log = d.opus(&["logs", &format!("web#{id}")]);
+        let log = log.ok();
+        for expected in [unit, lint, site] {
+            assert!(log.contains(expected), "{expected} in {log}");
+        }
+    }
+    assert!(
+        d.data_dir()
+            .join("cache/web/.jobs/unit/node_modules/seen")
+            .is_file()
+    );
+}

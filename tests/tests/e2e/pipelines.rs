@@ -228,8 +228,12 @@ fn when_skips_a_job_with_the_reason() {
         "web",
         "pipeline:\n  - stage: test\n    jobs:\n      release-only: { steps: [\"echo should-not-run\"], when: { branch: [\"release/*\"] } }\n      site: { steps: [\"mkdir -p dist && touch dist/index.html\"], output: dist }\n",
     );
-    let id = d.trigger(&["web"]);
-    d.wait_for_state("web", id, "succeeded", 30);
+    // `--wait --job` follows one job's lines.
+    let waited = d.opus(&["trigger", "web", "--wait", "--job", "site"]);
+    let text = waited.ok();
+    assert!(text.contains("==> $ mkdir -p dist && touch dist/index.html"), "{text}");
+    assert!(!text.contains("skipped") && !text.contains("stage test"), "{text}");
+    let id = 1;
     let log = d.opus(&["logs", &format!("web#{id}"), "--job", "release-only"]);
     let log = log.ok();
     assert!(

@@ -231,8 +231,14 @@ fn when_skips_a_job_with_the_reason() {
     // `--wait --job` follows one job's lines.
     let waited = d.opus(&["trigger", "web", "--wait", "--job", "site"]);
     let text = waited.ok();
-    assert!(text.contains("==> $ mkdir -p dist && touch dist/index.html"), "{text}");
-    assert!(!text.contains("skipped") && !text.contains("stage test"), "{text}");
+    assert!(
+        text.contains("==> $ mkdir -p dist && touch dist/index.html"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("skipped") && !text.contains("stage test"),
+        "{text}"
+    );
     let id = 1;
     let log = d.opus(&["logs", &format!("web#{id}"), "--job", "release-only"]);
     let log = log.ok();

@@ -197,6 +197,26 @@ pub enum EnvCommand {
         #[arg(default_value = PRODUCTION)]
         env: String,
     },
+    /// Lock an environment: every deploy to it (automatic or by hand) fails with the reason
+    /// until `opus env unlock`; a rollback is still allowed.
+    Lock {
+        /// The project.
+        project: String,
+        /// The environment.
+        #[arg(default_value = PRODUCTION)]
+        env: String,
+        /// Why (every refused deploy says it).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Unlock an environment locked by `opus env lock`.
+    Unlock {
+        /// The project.
+        project: String,
+        /// The environment.
+        #[arg(default_value = PRODUCTION)]
+        env: String,
+    },
 }
 
 /// `opus artifacts`.
@@ -274,6 +294,9 @@ pub struct TriggerArgs {
     /// Follow the log; exit 0 when the build succeeds, 1 when it fails or is cancelled.
     #[arg(long, short = 'w')]
     pub wait: bool,
+    /// With --wait: print only this pipeline job's lines.
+    #[arg(long, requires = "wait")]
+    pub job: Option<String>,
 }
 
 /// `opus builds`.
@@ -299,6 +322,9 @@ pub struct LogsArgs {
     /// Keep printing until the build ends.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Only this pipeline job's lines (`--job unit`).
+    #[arg(long)]
+    pub job: Option<String>,
 }
 
 /// `opus cancel`.

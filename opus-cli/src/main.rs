@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod connection;
 mod error;
+mod job_lines;
 mod output;
 mod step_status;
 mod steps;

@@ -123,6 +123,18 @@ pub enum StoreError {
         /// The environment.
         env: String,
     },
+    /// A deploy to an environment locked by `opus env lock`.
+    #[error(
+        "environment {env:?} of project {project:?} is locked: {reason} (a rollback is still allowed; `opus env unlock {project} {env}` lets deploys through again)"
+    )]
+    EnvironmentLocked {
+        /// The project.
+        project: String,
+        /// The environment.
+        env: String,
+        /// The lock's reason.
+        reason: String,
+    },
     /// No outgoing hook with that id.
     #[error("no hook {0} (see `opus hook list`)")]
     HookNotFound(u64),

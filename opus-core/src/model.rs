@@ -127,6 +127,14 @@ dns_name!(
     "environment"
 );
 
+// Pipelines (opus.yml `pipeline:`).
+dns_name!(
+    /// A job's name in an opus.yml pipeline: a DNS label, because it names the job's workspace,
+    /// its log lines (`opus logs web#12 --job unit`) and, on Kubernetes, its Job.
+    JobName,
+    "job"
+);
+
 /// The environment a build deploys to when nothing else is named, and the one served at the bare
 /// project host (`<project>.<domain>`).
 pub const PRODUCTION: &str = "production";
@@ -723,11 +731,22 @@ pub enum EventKind {
     WebhookKeySet,
     /// The test event `opus hook test` sends; never stored.
     Ping,
+    // Pipelines: one event per change of a job of a `pipeline:` (not for a `build:`).
+    /// A pipeline job started (it has its slot and its copy of the checkout).
+    JobStarted,
+    /// A pipeline job's steps succeeded.
+    JobSucceeded,
+    /// A pipeline job failed (the payload says how).
+    JobFailed,
+    /// A pipeline job was cancelled (a sibling failed, or the build was cancelled).
+    JobCancelled,
+    /// A pipeline job was skipped by `when:` (the payload says why).
+    JobSkipped,
 }
 
 impl EventKind {
     /// Every kind, in the order the wire strings are documented.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::ProjectAdded,
         EventKind::ProjectUpdated,
         EventKind::ProjectRemoved,
@@ -749,6 +768,11 @@ impl EventKind {
         EventKind::HookDisabled,
         EventKind::WebhookKeySet,
         EventKind::Ping,
+        EventKind::JobStarted,
+        EventKind::JobSucceeded,
+        EventKind::JobFailed,
+        EventKind::JobCancelled,
+        EventKind::JobSkipped,
     ];
 
     /// The wire string.
@@ -775,6 +799,11 @@ impl EventKind {
             EventKind::HookDisabled => "hook.disabled",
             EventKind::WebhookKeySet => "webhook.key_set",
             EventKind::Ping => "ping",
+            EventKind::JobStarted => "job.started",
+            EventKind::JobSucceeded => "job.succeeded",
+            EventKind::JobFailed => "job.failed",
+            EventKind::JobCancelled => "job.cancelled",
+            EventKind::JobSkipped => "job.skipped",
         }
     }
 

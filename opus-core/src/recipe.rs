@@ -13,13 +13,17 @@ use serde::{Deserialize, Deserializer};
 use crate::error::RecipeError;
 
 pub mod package;
+pub mod pipeline;
+
+pub use pipeline::{Plan, PlannedJob, PlannedStage, When};
 
 /// The whole `opus.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpusFile {
-    /// How to build.
-    pub build: BuildSpec,
+    /// How to build, as one job (absent when `pipeline:` is given).
+    #[serde(default)]
+    pub build: Option<BuildSpec>,
     /// Named environments and the branches that deploy to them automatically.
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentSpec>,
@@ -32,6 +36,53 @@ pub struct OpusFile {
     /// How many versions to keep (0 or absent: all).
     #[serde(default)]
     pub retention: Option<u32>,
+    // Pipelines: stages of jobs instead of `build:` (see `pipeline`).
+    /// Stages of parallel jobs, instead of `build:`.
+    #[serde(default)]
+    pub pipeline: Option<Vec<pipeline::StageSpec>>,
+    /// Environment of every job of the pipeline.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Each job's time limit, unless its stage or itself sets one.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// Cache folders of every job, unless its stage or itself sets them.
+    #[serde(default)]
+    pub cache: Option<Vec<String>>,
+}
+
+impl OpusFile {
+    /// What a build runs: the stages of `pipeline:`, or `build:` as one stage of one job, both
+    /// named `build`.
+    pub fn plan(&self) -> Plan {
+        if let Some(stages) = &self.pipeline {
+            return pipeline::plan_of(stages, &self.env, self.timeout, self.cache.as_ref());
+        }
+        let Some(build) = &self.build else {
+            return Plan {
+                stages: Vec::new(),
+                is_pipeline: false,
+            };
+        };
+        let name = crate::model::JobName::new("build").unwrap_or_else(|_| unreachable!());
+        Plan {
+            stages: vec![PlannedStage {
+                name: "build".to_owned(),
+                when: None,
+                jobs: vec![PlannedJob {
+                    name,
+                    steps: build.steps.clone(),
+                    image: build.image.clone(),
+                    output: Some(build.output.clone()),
+                    env: build.env.clone(),
+                    timeout: build.timeout,
+                    cache: build.cache.clone(),
+                    when: None,
+                }],
+            }],
+            is_pipeline: false,
+        }
+    }
 }
 
 /// The `build:` section.
@@ -104,6 +155,11 @@ fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
     d.deserialize_any(DurationVisitor)
 }
 
+/// An optional duration, read like `build.timeout` (absent: `None`, with `#[serde(default)]`).
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    human_duration(d).map(Some)
+}
+
 /// Where a build's recipe came from, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpecOrigin {
@@ -117,15 +173,20 @@ impl SpecOrigin {
     /// The build log's line about the recipe `spec` found here: "opus.yml: 2 step(s), output dist",
     /// or that package.json's build script is used. Every executor logs the same line.
     pub fn describe(self, spec: &OpusFile) -> String {
+        let plan = spec.plan();
+        let steps: Vec<String> = plan.jobs().flat_map(|j| j.steps.clone()).collect();
+        let output = plan
+            .output_job()
+            .and_then(|j| j.output.clone())
+            .unwrap_or_default();
         match self {
-            SpecOrigin::OpusYml => format!(
-                "opus.yml: {} step(s), output {}",
-                spec.build.steps.len(),
-                spec.build.output
-            ),
+            SpecOrigin::OpusYml if plan.is_pipeline => {
+                format!("opus.yml: pipeline of {}", plan.describe())
+            }
+            SpecOrigin::OpusYml => format!("opus.yml: {} step(s), output {output}", steps.len()),
             SpecOrigin::PackageJson => format!(
                 "no opus.yml: package.json has a build script: {}; production deploys from the project's branch, other branches get previews{}",
-                spec.build.steps.join(", then "),
+                steps.join(", then "),
                 if spec.spa {
                     "; a single-page app (a client-side router is a dependency): unknown paths serve index.html"
                 } else {
@@ -148,6 +209,9 @@ pub fn parse(text: &str) -> Result<OpusFile, RecipeError> {
         }
     })?;
     validate(&file)?;
+    if let Some(stages) = &file.pipeline {
+        pipeline::validate(text, stages)?;
+    }
     Ok(file)
 }
 
@@ -160,22 +224,44 @@ fn validate(file: &OpusFile) -> Result<(), RecipeError> {
         message,
         file: None,
     };
-    if file.build.steps.is_empty() {
+    for name in file.environments.keys() {
+        crate::model::EnvName::for_new(name.clone())
+            .map_err(|e| invalid(format!("environments.{name}: {e}")))?;
+    }
+    let build = match (&file.build, &file.pipeline) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "opus.yml has both `build:` and `pipeline:`; keep one (`build:` is a pipeline of one job)".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                "opus.yml needs `build:` (one job) or `pipeline:` (stages of jobs), e.g. `build: { steps: [npm ci, npm run build], output: dist }`".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return pipeline::check_settings("pipeline", file.timeout, file.cache.as_deref())
+                .map_err(invalid);
+        }
+        (Some(build), None) => build,
+    };
+    if !file.env.is_empty() || file.timeout.is_some() || file.cache.is_some() {
+        return Err(invalid(
+            "top-level `env`, `timeout` and `cache` are the pipeline's; with `build:`, set them under `build:`".into(),
+        ));
+    }
+    if build.steps.is_empty() {
         return Err(invalid(
             "build.steps: at least one step is needed, e.g. `steps: [npm ci, npm run build]`"
                 .into(),
         ));
     }
-    check_relative("build.output", &file.build.output).map_err(invalid)?;
-    for c in &file.build.cache {
+    check_relative("build.output", &build.output).map_err(invalid)?;
+    for c in &build.cache {
         check_relative("build.cache", c).map_err(invalid)?;
     }
-    if file.build.timeout.is_zero() {
+    if build.timeout.is_zero() {
         return Err(invalid("build.timeout: must be more than zero".into()));
-    }
-    for name in file.environments.keys() {
-        crate::model::EnvName::for_new(name.clone())
-            .map_err(|e| invalid(format!("environments.{name}: {e}")))?;
     }
     Ok(())
 }
@@ -242,14 +328,12 @@ pub fn discover(dir: &Path) -> Result<(OpusFile, SpecOrigin), RecipeError> {
 
 /// For a recipe detected from package.json, the output folder is `dist`, or else `build` when only
 /// that exists after the build.
-pub fn resolve_output(dir: &Path, spec: &BuildSpec, origin: SpecOrigin) -> String {
-    if origin == SpecOrigin::PackageJson
-        && !dir.join(&spec.output).is_dir()
-        && dir.join("build").is_dir()
+pub fn resolve_output(dir: &Path, output: &str, origin: SpecOrigin) -> String {
+    if origin == SpecOrigin::PackageJson && !dir.join(output).is_dir() && dir.join("build").is_dir()
     {
         return "build".to_owned();
     }
-    spec.output.clone()
+    output.to_owned()
 }
 
 #[cfg(test)]
@@ -271,13 +355,19 @@ previews: true
 spa: true
 "#;
 
+    impl OpusFile {
+        fn build(&self) -> &BuildSpec {
+            self.build.as_ref().expect("a build: recipe")
+        }
+    }
+
     #[test]
     fn the_design_example_parses() {
         let f = parse(FULL).expect("parses");
-        assert_eq!(f.build.steps, ["npm ci", "npm run build"]);
-        assert_eq!(f.build.timeout, Duration::from_secs(900));
-        assert_eq!(f.build.env["NODE_ENV"], "production");
-        assert_eq!(f.build.cache, ["node_modules"]);
+        assert_eq!(f.build().steps, ["npm ci", "npm run build"]);
+        assert_eq!(f.build().timeout, Duration::from_secs(900));
+        assert_eq!(f.build().env["NODE_ENV"], "production");
+        assert_eq!(f.build().cache, ["node_modules"]);
         assert!(f.environments["production"].auto_deploy);
         assert!(f.previews && f.spa);
     }
@@ -285,8 +375,8 @@ spa: true
     #[test]
     fn defaults_apply() {
         let f = parse("build:\n  steps: [make]\n").expect("parses");
-        assert_eq!(f.build.output, "dist");
-        assert_eq!(f.build.timeout, Duration::from_secs(900));
+        assert_eq!(f.build().output, "dist");
+        assert_eq!(f.build().timeout, Duration::from_secs(900));
         assert!(!f.spa);
     }
 
@@ -351,14 +441,14 @@ spa: true
         .expect("write");
         let (f, origin) = discover(dir.path()).expect("detected");
         assert_eq!(origin, SpecOrigin::PackageJson);
-        assert_eq!(f.build.steps, ["npm install", "npm run build"]);
+        assert_eq!(f.build().steps, ["npm install", "npm run build"]);
         std::fs::write(dir.path().join("package-lock.json"), "{}").expect("write");
         assert_eq!(
-            discover(dir.path()).expect("detected").0.build.steps[0],
+            discover(dir.path()).expect("detected").0.build().steps[0],
             "npm ci"
         );
         std::fs::create_dir(dir.path().join("build")).expect("mkdir");
-        assert_eq!(resolve_output(dir.path(), &f.build, origin), "build");
+        assert_eq!(resolve_output(dir.path(), "dist", origin), "build");
     }
 
     #[test]

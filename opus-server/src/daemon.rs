@@ -247,8 +247,8 @@ fn start_builds(
             build::Executor::Kubernetes,
         ),
     };
-    // Workspaces of builds that were running when a previous opusd stopped.
-    let _ = std::fs::remove_dir_all(&context.work_dir);
+    // Workspaces of builds that were running when a previous opusd stopped are removed by the
+    // scheduler's start, once it has ended what they left running.
     std::fs::create_dir_all(&context.work_dir).map_err(data_dir_error(context.work_dir.clone()))?;
     let scheduler =
         scheduler::Scheduler::start(store.clone(), context, config.max_builds, metrics.clone())

@@ -196,6 +196,32 @@ impl Deployer {
         Ok(record)
     }
 
+    /// Locks an environment (`opus env lock`): deploys to it fail with `reason` until
+    /// [`Deployer::unlock_environment`]; what is served does not change.
+    #[instrument(skip(self), err(Display))]
+    pub async fn lock_environment(
+        &self,
+        project: &ProjectName,
+        env: &EnvName,
+        reason: &str,
+    ) -> Result<EnvironmentRecord, CoreError> {
+        let record = self.store.lock_environment(project, env, reason)?;
+        self.flush().await;
+        Ok(record)
+    }
+
+    /// Unlocks an environment: deploys go to it again.
+    #[instrument(skip(self), err(Display))]
+    pub async fn unlock_environment(
+        &self,
+        project: &ProjectName,
+        env: &EnvName,
+    ) -> Result<EnvironmentRecord, CoreError> {
+        let record = self.store.unlock_environment(project, env)?;
+        self.flush().await;
+        Ok(record)
+    }
+
     /// Removes an environment and stops serving it.
     #[instrument(skip(self), err(Display))]
     pub async fn remove_environment(

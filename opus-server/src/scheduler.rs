@@ -133,7 +133,8 @@ impl Scheduler {
                 inner.metrics.build_finished(state.as_str(), None);
                 // Its steps' processes outlived the opusd that ran them.
                 let workspace = inner.context.work_dir.join(build.id.to_string());
-                let killed = crate::process_tree::kill_leftovers(&workspace);
+                let killed = crate::process_tree::kill_leftovers(&workspace)
+                    + kill_job_leftovers(&workspace);
                 if killed > 0 {
                     warn!(
                         build = build.id,
@@ -148,6 +149,7 @@ impl Scheduler {
                     .push_back(build.id);
             }
         }
+        clear_work_dir(&inner.context.work_dir);
         let scheduler = Scheduler { inner };
         scheduler.publish_gauges();
         let dispatcher = scheduler.clone();
@@ -450,8 +452,26 @@ impl Scheduler {
     }
 
     /// The dispatcher loop: one slot, one build, oldest first.
+    ///
+    /// It takes a slot only once a build is queued: a slot held while the queue is empty would
+    /// be one that a running pipeline's jobs cannot use (see `build::pipeline`).
     async fn dispatch(&self) {
         loop {
+            let queued = || {
+                !self
+                    .inner
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
+            };
+            while !queued() {
+                // `notify_one` keeps its wake-up for a dispatcher not yet waiting.
+                tokio::select! {
+                    () = self.inner.queued.notified() => {}
+                    () = self.inner.stopping.cancelled() => return,
+                }
+            }
             let permit = tokio::select! {
                 p = self.inner.slots.clone().acquire_owned() => match p {
                     Ok(p) => p,
@@ -459,20 +479,15 @@ impl Scheduler {
                 },
                 () = self.inner.stopping.cancelled() => return,
             };
-            let next = loop {
-                let popped = self
-                    .inner
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop_front();
-                if let Some(id) = popped {
-                    break id;
-                }
-                tokio::select! {
-                    () = self.inner.queued.notified() => {}
-                    () = self.inner.stopping.cancelled() => return,
-                }
+            let popped = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            // Cancelled while the dispatcher waited for the slot: give it back.
+            let Some(next) = popped else {
+                continue;
             };
             let token = self.inner.stopping.child_token();
             self.inner
@@ -489,6 +504,7 @@ impl Scheduler {
                     next,
                     token,
                     &this.inner.stopping,
+                    crate::build::JobSlots::new(this.inner.slots.clone()),
                 )
                 .await;
                 this.inner
@@ -524,6 +540,36 @@ impl Scheduler {
         self.inner.stopping.cancel();
         self.inner.tasks.wait().await;
     }
+}
+
+/// Removes the workspaces a previous opusd left (before any build of this one starts).
+fn clear_work_dir(work_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            warn!(path = %path.display(), error = %e, "cannot remove a workspace left by the previous run");
+        }
+    }
+}
+
+/// Ends what the jobs of a pipeline left running when opusd was killed: each job's processes
+/// are scoped by its own copy of the checkout (`<work>/<build>.jobs/<job>`), so the copies are
+/// listed (the work folder is emptied only after this, see `daemon`).
+fn kill_job_leftovers(workspace: &std::path::Path) -> usize {
+    let Ok(jobs) = std::fs::read_dir(crate::build::pipeline::jobs_dir(workspace)) else {
+        return 0;
+    };
+    jobs.flatten()
+        .map(|job| crate::process_tree::kill_leftovers(&job.path()))
+        .sum()
 }
 
 /// Records a build a previous opusd left running: succeeded when its version was committed (opusd

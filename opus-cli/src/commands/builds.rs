@@ -10,6 +10,7 @@ use tokio_stream::StreamExt;
 use crate::cli::{BuildsArgs, CancelArgs, GlobalArgs, LogsArgs, OutputFormat, TriggerArgs};
 use crate::connection::Connection;
 use crate::error::CliError;
+use crate::job_lines::JobLines;
 use crate::output;
 use crate::step_status::StepStatus;
 use crate::steps::Steps;
@@ -117,7 +118,13 @@ pub async fn trigger(
     if global.output == OutputFormat::Table {
         output::print_line(&format!("{}#{}", build.project, build.number))?;
     }
-    let finished = follow(conn, &build, global.output == OutputFormat::Table).await?;
+    let finished = follow(
+        conn,
+        &build,
+        global.output == OutputFormat::Table,
+        JobLines::new(args.job),
+    )
+    .await?;
     if global.output == OutputFormat::Json {
         output::print_json(&build_json(&finished))?;
     } else {
@@ -146,6 +153,7 @@ async fn follow(
     conn: &Connection,
     build: &proto::Build,
     print: bool,
+    jobs: JobLines,
 ) -> Result<proto::Build, CliError> {
     let mut stream = open_log(conn, build, true).await?;
     let waiting = |b: &proto::Build| {
@@ -168,7 +176,7 @@ async fn follow(
         }
         current = conn.builds().get_build(named(build)).await?.into_inner();
     }
-    let end = print_lines(first, stream, print, true).await?;
+    let end = print_lines(first, stream, print, true, jobs).await?;
     let mut finished = conn.builds().get_build(named(build)).await?.into_inner();
     // The stream's last line says how the build ended, also when the server could not record
     // that yet (its disk is full): the record follows once it can write.
@@ -203,20 +211,28 @@ async fn open_log(
 }
 
 /// Prints a build's whole log to stdout (a build that is still running: what it wrote so far).
-async fn print_log(conn: &Connection, build: &proto::Build) -> Result<(), CliError> {
+async fn print_log(
+    conn: &Connection,
+    build: &proto::Build,
+    jobs: JobLines,
+) -> Result<(), CliError> {
     let stream = open_log(conn, build, false).await?;
-    print_lines(None, stream, true, false).await.map(|_| ())
+    print_lines(None, stream, true, false, jobs)
+        .await
+        .map(|_| ())
 }
 
 /// Prints the lines of a log stream (after `first`, one already taken from it: `Some(None)` when
 /// the stream had ended) to stdout, when `print`; reads it to its end either way. A `live`
 /// (followed) stream shows the running step below the lines on a terminal (see [`StepStatus`]).
-/// Returns the final line (the build's end state), when the stream sent one.
+/// Returns the final line (the build's end state), when the stream sent one. `jobs` selects and
+/// marks a pipeline's lines; naming a job the build does not have is an error once the log ends.
 async fn print_lines(
     first: Option<Option<Result<proto::LogLine, tonic::Status>>>,
     mut stream: tonic::Streaming<proto::LogLine>,
     print: bool,
     live: bool,
+    mut jobs: JobLines,
 ) -> Result<Option<proto::LogLine>, CliError> {
     let mut status = StepStatus::on_stderr(live);
     let mut next = first;
@@ -227,6 +243,9 @@ async fn print_lines(
             None => stream.next().await,
         };
         let Some(line) = line else {
+            if print && let Some(message) = jobs.unmatched() {
+                return Err(CliError::Usage(message));
+            }
             return Ok(end);
         };
         let line = line?;
@@ -238,12 +257,15 @@ async fn print_lines(
         if !print {
             continue;
         }
+        let Some(text) = jobs.show(&line.step, &line.text) else {
+            continue;
+        };
         status.suspend(|| {
             let mut out = std::io::stdout().lock();
             if line.stream == "opus" {
-                writeln!(out, "==> {}", line.text)
+                writeln!(out, "==> {text}")
             } else {
-                writeln!(out, "{}", line.text)
+                writeln!(out, "{text}")
             }
         })?;
     }
@@ -401,10 +423,11 @@ async fn show(conn: &Connection, global: &GlobalArgs, text: &str) -> Result<(), 
 
 pub async fn logs(conn: &Connection, _global: &GlobalArgs, args: LogsArgs) -> Result<(), CliError> {
     let build = get_build(conn, &args.build).await?;
+    let jobs = JobLines::new(args.job);
     if args.follow {
-        follow(conn, &build, true).await.map(drop)
+        follow(conn, &build, true, jobs).await.map(drop)
     } else {
-        print_log(conn, &build).await
+        print_log(conn, &build, jobs).await
     }
 }
 

@@ -1,4 +1,4 @@
-//! `opus deploy`, `opus rollback`, `opus releases`, `opus env list|remove|unpin`.
+//! `opus deploy`, `opus rollback`, `opus releases`, `opus env list|remove|unpin|lock|unlock`.
 
 use opus_core::proto;
 use serde_json::json;
@@ -41,6 +41,7 @@ fn print_deployed(
             let mut v = release_json(&release);
             v["url"] = json!(resp.url);
             v["pinned"] = json!(resp.pinned);
+            v["lock_reason"] = json!(resp.lock_reason);
             output::print_json(&v)
         }
         OutputFormat::Table => {
@@ -48,7 +49,12 @@ fn print_deployed(
                 "{verb} {}@{} to {} (release #{}): {}",
                 release.project, release.version, release.env, release.seq, resp.url
             ))?;
-            if resp.pinned {
+            if !resp.lock_reason.is_empty() {
+                eprintln!(
+                    "{} is locked ({}): a rollback is allowed on a locked environment; deploys stay refused until `opus env unlock {} {}`",
+                    release.env, resp.lock_reason, release.project, release.env
+                );
+            } else if resp.pinned {
                 eprintln!(
                     "{} is pinned: automatic deploys pause until the next `opus deploy` or `opus env unpin {} {}`",
                     release.env, release.project, release.env
@@ -142,6 +148,7 @@ fn env_json(e: &proto::Environment) -> serde_json::Value {
         "pinned": e.pinned,
         "preview": e.preview,
         "url": e.url,
+        "lock_reason": e.lock_reason,
     })
 }
 
@@ -200,6 +207,40 @@ pub async fn env(conn: &Connection, global: &GlobalArgs, cmd: EnvCommand) -> Res
                 OutputFormat::Json => output::print_json(&env_json(&e)),
                 OutputFormat::Table => output::print_line(&format!(
                     "unpinned {} of {}: automatic deploys move it again",
+                    e.name, e.project
+                )),
+            }
+        }
+        EnvCommand::Lock {
+            project,
+            env,
+            reason,
+        } => {
+            let e = client
+                .lock_environment(proto::LockEnvironmentRequest {
+                    project,
+                    env,
+                    reason,
+                })
+                .await?
+                .into_inner();
+            match global.output {
+                OutputFormat::Json => output::print_json(&env_json(&e)),
+                OutputFormat::Table => output::print_line(&format!(
+                    "locked {} of {} ({}): deploys to it fail until `opus env unlock {} {}`",
+                    e.name, e.project, e.lock_reason, e.project, e.name
+                )),
+            }
+        }
+        EnvCommand::Unlock { project, env } => {
+            let e = client
+                .unlock_environment(proto::UnlockEnvironmentRequest { project, env })
+                .await?
+                .into_inner();
+            match global.output {
+                OutputFormat::Json => output::print_json(&env_json(&e)),
+                OutputFormat::Table => output::print_line(&format!(
+                    "unlocked {} of {}: deploys go to it again",
                     e.name, e.project
                 )),
             }

@@ -169,11 +169,15 @@ pub(super) fn recipe(dir: &Path, pkg: &serde_json::Value) -> OpusFile {
         cache: Vec::new(),
     };
     OpusFile {
-        build,
+        build: Some(build),
         environments: BTreeMap::new(),
         previews: true,
         spa: router_dependency(pkg).is_some(),
         retention: None,
+        pipeline: None,
+        env: BTreeMap::new(),
+        timeout: None,
+        cache: None,
     }
 }
 
@@ -188,7 +192,9 @@ mod tests {
             std::fs::write(dir.path().join(f), "").expect("write");
         }
         let pkg: serde_json::Value = serde_json::from_str(package_json).expect("json");
-        recipe(dir.path(), &pkg).build.steps
+        recipe(dir.path(), &pkg).plan().stages[0].jobs[0]
+            .steps
+            .clone()
     }
 
     const PLAIN: &str = r#"{"scripts":{"build":"vite build"}}"#;
@@ -290,9 +296,15 @@ mod tests {
         let pkg: serde_json::Value = serde_json::from_str(PLAIN).expect("json");
         let file = recipe(dir.path(), &pkg);
         assert!(file.previews);
-        assert_eq!(file.build.image.as_deref(), Some("node:20"));
+        assert_eq!(
+            file.plan().stages[0].jobs[0].image.as_deref(),
+            Some("node:20")
+        );
         std::fs::write(dir.path().join("bun.lockb"), "").expect("write");
         let file = recipe(dir.path(), &pkg);
-        assert_eq!(file.build.image.as_deref(), Some("oven/bun:1"));
+        assert_eq!(
+            file.plan().stages[0].jobs[0].image.as_deref(),
+            Some("oven/bun:1")
+        );
     }
 }

@@ -73,6 +73,10 @@ pub struct EnvironmentRecord {
     pub pinned: bool,
     /// Whether it is a per-branch preview.
     pub preview: bool,
+    /// Set by `opus env lock`: every deploy to it fails with the lock's reason until unlocked
+    /// (a rollback still goes through). See `locks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<super::locks::EnvLock>,
 }
 
 /// Where a rollback goes ([`MetaStore::rollback_target`]), to commit with
@@ -95,7 +99,7 @@ pub struct SiteOptions {
     pub spa: bool,
 }
 
-fn env_key(project: &str, env: &str) -> Vec<u8> {
+pub(super) fn env_key(project: &str, env: &str) -> Vec<u8> {
     pair_key(project, env.as_bytes())
 }
 
@@ -214,6 +218,10 @@ impl Tx<'_> {
 
     /// Appends a release, moves the pointer, appends the event.
     fn release(&self, new: &NewRelease<'_>) -> TxResult<EnvironmentRecord> {
+        // A lock outlives the releases made while it holds (rollbacks).
+        let lock = self
+            .get_json::<EnvironmentRecord>(T::Environments, &env_key(new.project, new.env))?
+            .and_then(|r| r.lock);
         let counter = format!("release\0{}\0{}", new.project, new.env);
         let seq = self.next_counter(&counter)?;
         self.next_counter(&releases_made_key(new.project))?;
@@ -238,6 +246,7 @@ impl Tx<'_> {
             current: release,
             pinned: new.pinned,
             preview: new.preview,
+            lock,
         };
         self.put_json(T::Environments, &env_key(new.project, new.env), &record)?;
         let kind = match new.reason {
@@ -280,6 +289,13 @@ impl MetaStore {
             tx.version_exists(project, version)?;
             let current: Option<EnvironmentRecord> =
                 tx.get_json(T::Environments, &env_key(project, env))?;
+            if let Some(lock) = current.as_ref().and_then(|c| c.lock.as_ref()) {
+                return abort(StoreError::EnvironmentLocked {
+                    project: project.to_owned(),
+                    env: env.to_owned(),
+                    reason: lock.reason.clone(),
+                });
+            }
             if reason == ReleaseReason::Auto && current.as_ref().is_some_and(|c| c.pinned) {
                 return abort(StoreError::EnvironmentPinned {
                     project: project.to_owned(),

@@ -12,6 +12,8 @@ mod builds;
 mod deploys;
 mod events;
 mod hooks;
+mod jobs;
+mod locks;
 mod projects;
 mod versions;
 
@@ -35,6 +37,7 @@ use crate::model::{Event, EventKind};
 pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use hooks::KeyKind;
+pub use locks::EnvLock;
 pub use projects::NameFilter;
 pub use versions::VersionRemoval;
 

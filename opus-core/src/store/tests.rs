@@ -5,7 +5,7 @@ use crate::model::{
     Build, BuildState, EnvName, EventKind, Project, ProjectName, Source, VersionName,
 };
 
-fn project(name: &str) -> Project {
+pub(super) fn project(name: &str) -> Project {
     Project {
         name: ProjectName::new(name).expect("valid name"),
         source: Source::Git("https://example.com/x.git".into()),
@@ -472,7 +472,7 @@ fn vn(name: &str) -> VersionName {
     VersionName::new(name).expect("version name")
 }
 
-fn version(project: &str, v: &str) -> crate::model::VersionRecord {
+pub(super) fn version(project: &str, v: &str) -> crate::model::VersionRecord {
     crate::model::VersionRecord {
         project: ProjectName::new(project).expect("valid name"),
         version: crate::model::VersionName::new(v).expect("valid version"),

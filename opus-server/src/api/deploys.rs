@@ -32,6 +32,7 @@ impl DeploysApi {
             pinned: e.pinned,
             preview: e.preview,
             url: self.deployer.sites().url(&e.project, &e.name),
+            lock_reason: lock_reason(e),
         }
     }
 
@@ -40,8 +41,17 @@ impl DeploysApi {
             release: Some(release(&e.current)),
             url: self.deployer.sites().url(&e.project, &e.name),
             pinned: e.pinned,
+            lock_reason: lock_reason(e),
         }
     }
+}
+
+/// The reason of an environment's lock, empty when it has none.
+fn lock_reason(e: &EnvironmentRecord) -> String {
+    e.lock
+        .as_ref()
+        .map(|l| l.reason.clone())
+        .unwrap_or_default()
 }
 
 /// A release on the wire.
@@ -193,6 +203,42 @@ impl DeployService for DeploysApi {
         let record = self
             .deployer
             .unpin_environment(&project, &env)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.environment(&record)))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, env = %req.get_ref().env))]
+    async fn lock_environment(
+        &self,
+        req: Request<proto::LockEnvironmentRequest>,
+    ) -> Result<Response<proto::Environment>, Status> {
+        let r = req.into_inner();
+        let (project, env) = (project(&r.project)?, env(&r.env)?);
+        let reason = r.reason.trim();
+        if reason.is_empty() {
+            return Err(Status::invalid_argument(
+                "a lock needs a reason, which every refused deploy says (--reason \"freeze until Monday\")",
+            ));
+        }
+        let record = self
+            .deployer
+            .lock_environment(&project, &env, reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.environment(&record)))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, env = %req.get_ref().env))]
+    async fn unlock_environment(
+        &self,
+        req: Request<proto::UnlockEnvironmentRequest>,
+    ) -> Result<Response<proto::Environment>, Status> {
+        let r = req.into_inner();
+        let (project, env) = (project(&r.project)?, env(&r.env)?);
+        let record = self
+            .deployer
+            .unlock_environment(&project, &env)
             .await
             .map_err(status)?;
         Ok(Response::new(self.environment(&record)))

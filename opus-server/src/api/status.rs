@@ -44,9 +44,9 @@ fn store_status(e: StoreError) -> Status {
         | StoreError::VersionNotFound { .. }
         | StoreError::EnvironmentNotFound { .. }
         | StoreError::HookNotFound(_) => Status::not_found(msg),
-        StoreError::NoEarlierRelease { .. } | StoreError::EnvironmentPinned { .. } => {
-            Status::failed_precondition(msg)
-        }
+        StoreError::NoEarlierRelease { .. }
+        | StoreError::EnvironmentPinned { .. }
+        | StoreError::EnvironmentLocked { .. } => Status::failed_precondition(msg),
         StoreError::Corrupt { .. } => Status::data_loss(msg),
         StoreError::DiskFull { .. } => Status::resource_exhausted(msg),
         StoreError::Reopening(_) => Status::unavailable(msg),

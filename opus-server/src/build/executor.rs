@@ -65,7 +65,7 @@ impl Executor {
                 &format!(
                     "{}; image {}",
                     origin.describe(spec),
-                    k.image_of(spec.build.image.as_deref())
+                    k.image_of(spec.plan().output_job().and_then(|j| j.image.as_deref()))
                 ),
             ),
         }

@@ -197,6 +197,32 @@ pub enum FailureKind {
     /// The runner reported a failure (its reason; the runner logged it).
     #[error("{0}")]
     Runner(String),
+    // Pipelines.
+    /// A job of a pipeline failed (its own log lines say how).
+    #[error("job {job} (stage {stage}) failed: {failure}")]
+    InJob {
+        /// The job.
+        job: String,
+        /// Its stage.
+        stage: String,
+        /// How it failed: the step, the output, its copy.
+        failure: BuildFailure,
+    },
+    /// A job's task ended without an outcome (it panicked): a bug, said as such.
+    #[error("a job ended abnormally (a bug in opusd, please report it): {0}")]
+    JobTask(String),
+    /// A job's copy of the checkout could not be made.
+    #[error(transparent)]
+    JobCopy(#[from] super::job_copy::CopyError),
+    /// A pipeline of several jobs on the kubernetes executor, which runs one Job per build.
+    #[error(
+        "this opus.yml has a pipeline of {jobs} jobs, and the kubernetes executor runs a build as one Job: \
+         use a single job (`build:`) on Kubernetes, or run opusd with --executor local"
+    )]
+    PipelineOnKubernetes {
+        /// How many jobs the pipeline has.
+        jobs: usize,
+    },
 }
 
 /// A build that did not succeed: the stage and why. Its `Display` is the reason recorded on the
@@ -245,6 +271,7 @@ impl BuildFailure {
             FailureKind::Cancelled
             | FailureKind::Stopped
             | FailureKind::Runner(_)
+            | FailureKind::InJob { .. }
             | FailureKind::JobFailed(_) => return,
             FailureKind::Steps(StepFailure::Exited { .. }) => return,
             FailureKind::Steps(StepFailure::TimedOut(_)) | FailureKind::JobTimedOut { .. } => {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opus_core::recipe::{self, OpusFile, SpecOrigin};
+use opus_core::recipe::{self, OpusFile, PlannedJob, SpecOrigin};
 use tokio_util::sync::CancellationToken;
 
 use super::failure::{BuildFailure, FailureKind, Stage};
@@ -36,16 +36,42 @@ pub struct Job {
 }
 
 impl Job {
-    /// The job of a build's recipe, read from `workspace`: its steps, timeout, image, and its
-    /// output folder (`build.output`, or what package.json's tooling writes).
-    pub fn from_recipe(spec: &OpusFile, origin: SpecOrigin, workspace: &Path) -> Job {
+    /// The job of a one-job recipe (`build:`, or a pipeline of one job), read from
+    /// `workspace`: its steps, timeout, image, and its output folder (`build.output`, or what
+    /// package.json's tooling writes). A pipeline of several jobs is refused: one place runs
+    /// them all ([`super::pipeline`]).
+    pub fn from_recipe(
+        spec: &OpusFile,
+        origin: SpecOrigin,
+        workspace: &Path,
+    ) -> Result<Job, BuildFailure> {
+        let plan = spec.plan();
+        if plan.job_count() > 1 {
+            return Err(BuildFailure::new(
+                Stage::Recipe,
+                FailureKind::PipelineOnKubernetes {
+                    jobs: plan.job_count(),
+                },
+            ));
+        }
+        plan.output_job()
+            .map(|job| Job::from_planned(job, origin, workspace))
+            .ok_or_else(|| BuildFailure::new(Stage::Output, FailureKind::NoOutput))
+    }
+
+    /// A job of a recipe's plan, run in `workspace`.
+    pub fn from_planned(job: &PlannedJob, origin: SpecOrigin, workspace: &Path) -> Job {
         Job {
-            steps: spec.build.steps.clone(),
-            timeout: spec.build.timeout,
-            image: spec.build.image.clone(),
-            cache: spec.build.cache.clone(),
-            output: Some(recipe::resolve_output(workspace, &spec.build, origin)),
-            output_fallback: (origin == SpecOrigin::PackageJson).then(|| "build".to_owned()),
+            steps: job.steps.clone(),
+            timeout: job.timeout,
+            image: job.image.clone(),
+            cache: job.cache.clone(),
+            output: job
+                .output
+                .as_deref()
+                .map(|output| recipe::resolve_output(workspace, output, origin)),
+            output_fallback: (origin == SpecOrigin::PackageJson && job.output.is_some())
+                .then(|| "build".to_owned()),
         }
     }
 }

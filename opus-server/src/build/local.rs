@@ -11,6 +11,7 @@ use super::BuildContext;
 use super::executor::Produced;
 use super::failure::{BuildFailure, FailureKind, Stage};
 use super::job::{Job, run_job};
+use super::steps::LogSink;
 use crate::logs::BuildLog;
 use crate::process_tree::Containment;
 use crate::source::Checkout;
@@ -59,7 +60,12 @@ pub(super) async fn execute(
 }
 
 /// Moves cached folders into the workspace (a rename: no copying).
-async fn restore_cache(cache_root: &Path, workspace: &Path, folders: &[String], log: &BuildLog) {
+pub(super) async fn restore_cache<L: LogSink>(
+    cache_root: &Path,
+    workspace: &Path,
+    folders: &[String],
+    log: &L,
+) {
     for folder in folders {
         let cached = cache_root.join(folder);
         let target = workspace.join(folder);
@@ -78,7 +84,12 @@ async fn restore_cache(cache_root: &Path, workspace: &Path, folders: &[String], 
 }
 
 /// Moves the workspace's cache folders back for the next build.
-async fn save_cache(cache_root: &Path, workspace: &Path, folders: &[String], log: &BuildLog) {
+pub(super) async fn save_cache<L: LogSink>(
+    cache_root: &Path,
+    workspace: &Path,
+    folders: &[String],
+    log: &L,
+) {
     for folder in folders {
         let source = workspace.join(folder);
         if tokio::fs::metadata(&source).await.is_err() {

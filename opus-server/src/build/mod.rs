@@ -15,15 +15,23 @@
 //!
 //! Modules: `failure` (the failure and outcome types), `prepare` (version and environment),
 //! `job` (a job: steps and output checks, shared with `opusd runner`), [`steps`] (running steps
-//! as processes), `local` (the local executor), `store` (a version from the executor's output).
+//! as processes), `local` (the local executor), `store` (a version from the executor's output),
+//! [`pipeline`] (a pipeline's stages of parallel jobs, on the local executor), `job_copy` (each
+//! job's copy of the checkout), `when` (`when:` of jobs and stages).
+//!
+//! A `build:` recipe is one job and runs in the checkout itself, as it always did; a
+//! `pipeline:` runs through [`pipeline::run`].
 
 mod executor;
 mod failure;
 mod job;
+pub mod job_copy;
 mod local;
+pub mod pipeline;
 pub(crate) mod prepare;
 pub mod steps;
 mod store;
+mod when;
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -39,6 +47,7 @@ pub use executor::Executor;
 pub(crate) use executor::Produced;
 pub use failure::{BuildFailure, FailureKind, Outcome, Stage};
 pub use job::{Job, Output, check_output, run_job};
+pub use pipeline::JobSlots;
 
 use crate::logs::{BuildLog, LogHub};
 use crate::source::SourceFetcher;
@@ -81,13 +90,14 @@ impl BuildContext {
 }
 
 /// Runs build `id` to its end. `cancel` stops it (user cancel or shutdown); `stopping` tells the
-/// two apart.
+/// two apart; `slots` are where a pipeline's jobs run.
 pub async fn run(
     ctx: &BuildContext,
     store: &MetaStore,
     id: u64,
     cancel: CancellationToken,
     stopping: &CancellationToken,
+    slots: JobSlots,
 ) {
     let started = store.update_build(id, |b| {
         if b.state == BuildState::Queued {
@@ -120,7 +130,7 @@ pub async fn run(
             }
         };
         let workspace = ctx.work_dir.join(id.to_string());
-        let outcome = match sequence(ctx, store, &build, &workspace, &log, &cancel).await {
+        let outcome = match sequence(ctx, store, &build, &workspace, &log, &cancel, slots).await {
             Ok(()) => Outcome::succeeded(),
             Err(failure) if failure.is_cancel() && stopping.is_cancelled() => {
                 Outcome::from(BuildFailure::new(failure.stage, FailureKind::Stopped))
@@ -144,6 +154,7 @@ async fn sequence(
     workspace: &std::path::Path,
     log: &BuildLog,
     cancel: &CancellationToken,
+    slots: JobSlots,
 ) -> Result<(), BuildFailure> {
     let project = store
         .get_project(&build.project)
@@ -165,14 +176,34 @@ async fn sequence(
     let (spec, origin) =
         recipe::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
     ctx.executor.describe_recipe(&spec, origin, log);
-    let mut env = spec.build.env.clone();
-    env.extend(prepare::build_env(store, &build)?);
-    let job = Job::from_recipe(&spec, origin, workspace);
-
-    let produced = ctx
-        .executor
-        .execute(ctx, &project, &build, &job, env, workspace, log, cancel)
-        .await?;
+    let plan = spec.plan();
+    let base_env = prepare::build_env(store, &build)?;
+    let produced = match &ctx.executor {
+        Executor::Local(containment) if plan.is_pipeline => {
+            pipeline::run(
+                ctx,
+                store,
+                *containment,
+                &build,
+                &plan,
+                origin,
+                base_env,
+                workspace,
+                log,
+                cancel,
+                slots,
+            )
+            .await?
+        }
+        _ => {
+            let job = Job::from_recipe(&spec, origin, workspace)?;
+            let mut env = plan.output_job().map(|j| j.env.clone()).unwrap_or_default();
+            env.extend(base_env);
+            ctx.executor
+                .execute(ctx, &project, &build, &job, env, workspace, log, cancel)
+                .await?
+        }
+    };
     if let Some(produced) = produced {
         let options = store::site_options(&spec, origin, &produced, log);
         store::store(ctx, &build, produced, &options, log).await?;
@@ -200,10 +231,12 @@ async fn finish(
     log: &BuildLog,
     outcome: Outcome,
 ) {
-    if let Err(e) = tokio::fs::remove_dir_all(workspace).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        log.opus("cleanup", &format!("cannot remove the workspace: {e}"));
+    for dir in [workspace.to_path_buf(), pipeline::jobs_dir(workspace)] {
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            log.opus("cleanup", &format!("cannot remove the workspace: {e}"));
+        }
     }
     let line = match outcome.state() {
         BuildState::Succeeded => "build succeeded".to_owned(),

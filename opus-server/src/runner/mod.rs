@@ -286,9 +286,13 @@ async fn fetch_build_upload(
     let (spec, origin) =
         recipe::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
     log.opus("recipe", &origin.describe(&spec));
-    let mut env: BTreeMap<String, String> = spec.build.env.clone();
+    let job = Job::from_recipe(&spec, origin, workspace)?;
+    let mut env: BTreeMap<String, String> = spec
+        .plan()
+        .output_job()
+        .map(|j| j.env.clone())
+        .unwrap_or_default();
     env.extend(assignment.env.clone());
-    let job = Job::from_recipe(&spec, origin, workspace);
     let output = run_job(&job, workspace, &env, log, cancel, Containment::Sweep)
         .await?
         .ok_or_else(|| BuildFailure::new(Stage::Output, FailureKind::NoOutput))?;

@@ -524,6 +524,25 @@ fn fake_apiserver_a_local_directory_source_is_refused_with_what_to_do() {
 }
 
 #[test]
+fn fake_apiserver_a_pipeline_of_several_jobs_is_refused_before_any_job() {
+    let c = cluster();
+    let d = &c.d;
+    git_project(
+        d,
+        "web",
+        "pipeline:\n  - stage: test\n    jobs:\n      unit: { steps: [\"true\"] }\n  - stage: build\n    jobs:\n      site: { steps: [\"mkdir -p dist\"], output: dist }\n",
+    );
+    let id = d.trigger(&["web"]);
+    let b = d.wait_for_state("web", id, "failed", 20);
+    let reason = b["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("a pipeline of 2 jobs") && reason.contains("--executor local"),
+        "{reason}"
+    );
+    assert!(requests_to(&c.fake, "POST", JOBS).is_empty(), "no Job");
+}
+
+#[test]
 fn fake_apiserver_runner_tokens_open_their_own_build_only() {
     let mut c = cluster_with(&["--token", "api-token", "--max-builds", "2"]);
     c.d.token = Some("api-token".into());

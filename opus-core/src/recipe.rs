@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use crate::error::RecipeError;
 
 pub mod package;
+pub mod site;
 
 /// The whole `opus.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -32,6 +33,10 @@ pub struct OpusFile {
     /// How many versions to keep (0 or absent: all).
     #[serde(default)]
     pub retention: Option<u32>,
+    /// Redirect and header rules (`site: { redirects: [...], headers: {...} }`), applied after
+    /// those of the output's `_redirects` and `_headers` files.
+    #[serde(default)]
+    pub site: site::SiteSpec,
 }
 
 /// The `build:` section.

@@ -9,8 +9,7 @@
 //! rollback, unpin, removal); versions are the artifact store's, which refuses to delete one an
 //! environment points at or would roll back to.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use opus_core::CoreError;
 use opus_core::artifact::ArtifactStore;
@@ -19,11 +18,8 @@ use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
 use tracing::instrument;
 
 use crate::metrics::Metrics;
-use crate::sites::{Content, FileInfo, ProjectAges, SiteKey, SiteServer, SiteVersion};
-
-/// How many loaded versions are kept for reuse (a rollback to one of them is served from its
-/// warm cache at once).
-const RECENT_VERSIONS: usize = 16;
+use crate::sites::{ProjectAges, SiteKey, SiteServer, SiteVersion};
+use crate::version_loader::VersionLoader;
 
 /// Changes deployments: store and site table together.
 #[derive(Clone)]
@@ -32,8 +28,8 @@ pub struct Deployer {
     artifacts: ArtifactStore,
     sites: Arc<SiteServer>,
     metrics: Metrics,
-    /// Versions loaded lately, newest last, reused instead of loading their manifest again.
-    recent: Arc<Mutex<VecDeque<Arc<SiteVersion>>>>,
+    /// Loads versions (and keeps the recent ones); also serves version hosts.
+    loader: VersionLoader,
 }
 
 impl Deployer {
@@ -44,12 +40,14 @@ impl Deployer {
         sites: Arc<SiteServer>,
         metrics: Metrics,
     ) -> Deployer {
+        let loader = VersionLoader::new(store.clone(), artifacts.clone(), sites.cache().clone());
+        sites.set_version_source(Arc::new(loader.clone()));
         Deployer {
             store,
             artifacts,
             sites,
             metrics,
-            recent: Arc::new(Mutex::new(VecDeque::new())),
+            loader,
         }
     }
 
@@ -65,64 +63,14 @@ impl Deployer {
     }
 
     /// A version ready to serve: its local folder (or, for a remote store, the site cache), its
-    /// manifest's files and its site options. `VersionNotFound` when the project has no such
-    /// version. A remote version starts warming the site cache in the background.
+    /// manifest's files, its site options and rules. `VersionNotFound` when the project has no
+    /// such version. A remote version starts warming the site cache in the background.
     pub async fn load_version(
         &self,
         project: &ProjectName,
         version: &VersionName,
     ) -> Result<Arc<SiteVersion>, CoreError> {
-        if let Ok(recent) = self.recent.lock() {
-            if let Some(v) = recent
-                .iter()
-                .find(|v| &v.project == project && &v.version == version)
-            {
-                // Its files may have been evicted since; warming a cached file only marks it used.
-                v.warm();
-                return Ok(v.clone());
-            }
-        }
-        let manifest = self.artifacts.manifest(project, version).await?;
-        let content = match self
-            .artifacts
-            .local_path(project, version, "index.html")?
-            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
-        {
-            Some(root) => Content::Local(root),
-            None => Content::Remote {
-                artifacts: self.artifacts.clone(),
-                cache: self.sites.cache().clone(),
-            },
-        };
-        let spa = self.store.site_options(project, version)?.spa;
-        let files: HashMap<String, FileInfo> = manifest
-            .files
-            .into_iter()
-            .map(|f| {
-                (
-                    f.path,
-                    FileInfo {
-                        size: f.size,
-                        sha256: f.sha256,
-                    },
-                )
-            })
-            .collect();
-        let loaded = Arc::new(SiteVersion::new(
-            project,
-            version,
-            content,
-            spa,
-            Some(files),
-        ));
-        loaded.warm();
-        if let Ok(mut recent) = self.recent.lock() {
-            recent.push_back(loaded.clone());
-            while recent.len() > RECENT_VERSIONS {
-                recent.pop_front();
-            }
-        }
-        Ok(loaded)
+        self.loader.load(project, version).await
     }
 
     /// Deploys `version` to `env` (a new release), then serves it. An `Auto` deploy to a pinned

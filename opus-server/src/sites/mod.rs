@@ -18,7 +18,10 @@
 mod cache;
 mod connections;
 mod handler;
+mod policy;
+mod rules;
 mod version;
+mod version_host;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -31,7 +34,11 @@ use tokio::net::TcpListener;
 
 pub use cache::{CacheError, SiteCache};
 pub use connections::ConnectionLimits;
+pub use policy::HostPolicy;
 pub use version::{Content, FileInfo, SiteVersion};
+pub use version_host::{VersionSource, version_host_label, version_label};
+
+use opus_core::model::{ProjectName, VersionName};
 
 use crate::metrics::Metrics;
 
@@ -62,6 +69,9 @@ pub struct SiteTable {
     /// The same, by the host name that reaches it (`web.localhost`, `staging--web.localhost`),
     /// so that routing a request is one lookup with no allocation.
     by_host: HashMap<String, Arc<SiteVersion>>,
+    /// What applies to each host besides its content (`X-Robots-Tag`), for hosts where anything
+    /// does: a host not listed (production, and custom domains) gets nothing added.
+    policies: HashMap<String, HostPolicy>,
 }
 
 impl SiteTable {
@@ -88,11 +98,16 @@ impl SiteTable {
                 }
             }
         }
+        let policies = policy::of_hosts(owners.iter().map(|(host, (key, _))| (host, *key)));
         let by_host = owners
             .into_iter()
             .map(|(host, (_, version))| (host, version.clone()))
             .collect();
-        SiteTable { sites, by_host }
+        SiteTable {
+            sites,
+            by_host,
+            policies,
+        }
     }
 }
 
@@ -145,6 +160,8 @@ pub struct SiteServer {
     cache: SiteCache,
     /// The projects' ages, which settle two sites reaching one host (set once on load).
     ages: std::sync::RwLock<ProjectAges>,
+    /// Loads versions for their own hosts (`<label>--v--<project>`); set by the deployer.
+    versions: std::sync::RwLock<Option<Arc<dyn VersionSource>>>,
 }
 
 impl SiteServer {
@@ -158,6 +175,7 @@ impl SiteServer {
             metrics,
             cache,
             ages: std::sync::RwLock::default(),
+            versions: std::sync::RwLock::default(),
         }
     }
 
@@ -200,6 +218,53 @@ impl SiteServer {
             Some(80) | None => format!("http://{host}/"),
             Some(p) => format!("http://{host}:{p}/"),
         }
+    }
+
+    /// The URL that serves `version` of `project` whether or not an environment does: its own
+    /// immutable host (see `version_host`). The one place this URL is made: `opus artifacts`
+    /// shows it, and checks before a promotion fetch it.
+    pub fn version_url(&self, project: &ProjectName, version: &VersionName) -> String {
+        let host = format!("{}.{}", version_host_label(project, version), self.domain);
+        match self.url_port.get() {
+            Some(80) | None => format!("http://{host}/"),
+            Some(p) => format!("http://{host}:{p}/"),
+        }
+    }
+
+    /// Sets what loads versions for their own hosts (the deployer's loader).
+    pub fn set_version_source(&self, source: Arc<dyn VersionSource>) {
+        *self
+            .versions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(source);
+    }
+
+    /// The version a version host names (`42--v--web.<domain>`), loaded through the version
+    /// source; `None` for any other host, or a version that does not exist.
+    pub(crate) async fn version_site(&self, host: &str) -> Option<Arc<SiteVersion>> {
+        let host = host_without_port(host)
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let label = host.strip_suffix(&self.domain)?.strip_suffix('.')?;
+        let (project, version) = version_host::parse_version_host_label(label)?;
+        let source = self
+            .versions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        source.load(&project, version).await
+    }
+
+    /// What applies to `host` besides its content (nothing for production and custom domains).
+    pub(crate) fn policy<'t>(&self, table: &'t SiteTable, host: &str) -> Option<&'t HostPolicy> {
+        if table.policies.is_empty() {
+            return None;
+        }
+        let host = host_without_port(host).trim_end_matches('.');
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return table.policies.get(&host.to_ascii_lowercase());
+        }
+        table.policies.get(host)
     }
 
     /// Takes the writer lock: callers hold it across "commit in the store, then [`Self::apply`]" so

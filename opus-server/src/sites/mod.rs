@@ -351,3 +351,6 @@ mod remote_tests;
 
 #[cfg(test)]
 mod connection_tests;
+
+#[cfg(test)]
+mod rules_tests;

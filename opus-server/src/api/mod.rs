@@ -111,6 +111,7 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
             d.store.clone(),
             d.artifacts.clone(),
             &d.config.data_dir,
+            d.deployer.sites().clone(),
         ))
         .max_decoding_message_size(artifacts::MAX_MESSAGE)
         .max_encoding_message_size(artifacts::MAX_MESSAGE),

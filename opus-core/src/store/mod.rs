@@ -14,6 +14,7 @@ mod events;
 mod hooks;
 mod projects;
 mod versions;
+mod protection;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use hooks::KeyKind;
 pub use projects::NameFilter;
+pub use protection::{Protection, ProtectionTarget};
 pub use versions::VersionRemoval;
 
 /// The trees of the store, in the order [`Tx`] sees them.
@@ -47,7 +49,7 @@ pub use versions::VersionRemoval;
 /// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
-const TREE_NAMES: [&str; 19] = [
+const TREE_NAMES: [&str; 20] = [
     "projects",
     "secrets",
     "builds",
@@ -67,6 +69,7 @@ const TREE_NAMES: [&str; 19] = [
     "unfinished_builds",
     "last_builds",
     "build_numbers",
+    "site_protection",
 ];
 
 /// sled's page cache, in bytes.
@@ -165,6 +168,9 @@ enum T {
     /// `<project>\0<number>` -> build id: builds by the name users give them (`web#3`). Kept
     /// when the project is removed, as the build records are.
     BuildNumbers = 18,
+    /// `<project>\0env:<env>` or `<project>\0previews` -> a password's argon2 PHC string:
+    /// basic auth in front of an environment or all previews.
+    SiteProtection = 19,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::SiteServer;
 use super::policy::HostPolicy;
+use super::protect;
 use super::rules;
 use super::version::{CachedFile, FileMeta, Found, OpenError, SiteVersion};
 
@@ -47,7 +48,10 @@ async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Respon
         Some(site) => (site, policy),
         // Not an environment's host: perhaps a version's own (`42--v--web`).
         None => match server.version_site(host).await {
-            Some(site) => (site, Some(HostPolicy::version_host())),
+            Some(site) => {
+                let auth = server.version_host_credential(site.project.as_str());
+                (site, Some(HostPolicy::version_host(auth)))
+            }
             None => {
                 return plain(
                     StatusCode::NOT_FOUND,
@@ -56,6 +60,15 @@ async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Respon
             }
         },
     };
+    if let Some(auth) = policy.as_ref().and_then(|p| p.auth.as_ref()) {
+        if !auth.allows(&req.headers).await {
+            let mut r = protect::challenge();
+            if let Some(policy) = &policy {
+                policy.apply(&mut r);
+            }
+            return r;
+        }
+    }
     let mut resp = answer_site(&site, req).await;
     if let Some(policy) = policy {
         policy.apply(&mut resp);

@@ -19,6 +19,7 @@ mod cache;
 mod connections;
 mod handler;
 mod policy;
+mod protect;
 mod rules;
 mod version;
 mod version_host;
@@ -34,7 +35,8 @@ use tokio::net::TcpListener;
 
 pub use cache::{CacheError, SiteCache};
 pub use connections::ConnectionLimits;
-pub use policy::HostPolicy;
+pub use policy::{Access, HostPolicy};
+pub use protect::{Credential, ProtectError, hash_password};
 pub use version::{Content, FileInfo, SiteVersion};
 pub use version_host::{VersionSource, version_host_label, version_label};
 
@@ -83,6 +85,7 @@ impl SiteTable {
         sites: HashMap<SiteKey, Arc<SiteVersion>>,
         domain: &str,
         ages: &ProjectAges,
+        access: &Access,
     ) -> SiteTable {
         let mut owners: HashMap<String, (&SiteKey, &Arc<SiteVersion>)> =
             HashMap::with_capacity(sites.len());
@@ -98,7 +101,10 @@ impl SiteTable {
                 }
             }
         }
-        let policies = policy::of_hosts(owners.iter().map(|(host, (key, _))| (host, *key)));
+        let policies = policy::of_hosts(
+            owners.iter().map(|(host, (key, _))| (host, *key)),
+            access,
+        );
         let by_host = owners
             .into_iter()
             .map(|(host, (_, version))| (host, version.clone()))
@@ -162,6 +168,9 @@ pub struct SiteServer {
     ages: std::sync::RwLock<ProjectAges>,
     /// Loads versions for their own hosts (`<label>--v--<project>`); set by the deployer.
     versions: std::sync::RwLock<Option<Arc<dyn VersionSource>>>,
+    /// Passwords in front of environments and previews, and which environments are previews;
+    /// set by the deployer, read when a table is built.
+    access: std::sync::RwLock<Access>,
 }
 
 impl SiteServer {
@@ -176,6 +185,7 @@ impl SiteServer {
             cache,
             ages: std::sync::RwLock::default(),
             versions: std::sync::RwLock::default(),
+            access: std::sync::RwLock::default(),
         }
     }
 
@@ -193,7 +203,38 @@ impl SiteServer {
             .ages
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        SiteTable::new(sites, &self.domain, &ages)
+        let access = self
+            .access
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        SiteTable::new(sites, &self.domain, &ages, &access)
+    }
+
+    /// Changes who may see what (`change` edits the [`Access`]), then rebuilds the table so the
+    /// change applies to the next request. Call it with the guard of [`Self::lock`] held.
+    pub fn update_access(
+        &self,
+        guard: &tokio::sync::MutexGuard<'_, ()>,
+        change: impl FnOnce(&mut Access),
+    ) {
+        change(
+            &mut self
+                .access
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.apply(guard, Vec::new());
+    }
+
+    /// The password in front of version hosts of `project` (those of its previews: a version
+    /// host shows what was built, before any environment has it).
+    pub(crate) fn version_host_credential(&self, project: &str) -> Option<Arc<Credential>> {
+        self.access
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .previews
+            .get(project)
+            .cloned()
     }
 
     /// The disk cache remote versions are served through.

@@ -59,6 +59,8 @@ pub struct Credential {
     phc: String,
     /// sha256 of `Authorization` values that passed.
     accepted: Mutex<HashSet<[u8; 32]>>,
+    /// argon2 checks made, to show that every password not seen before is checked in full.
+    verifications: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Credential {
@@ -74,6 +76,7 @@ impl Credential {
         Ok(Credential {
             phc: phc.to_owned(),
             accepted: Mutex::new(HashSet::new()),
+            verifications: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -83,7 +86,14 @@ impl Credential {
         Credential {
             phc: String::new(),
             accepted: Mutex::new(HashSet::new()),
+            verifications: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many passwords were checked with argon2.
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The stored form (the PHC string).
@@ -108,6 +118,8 @@ impl Credential {
             return false;
         };
         let me = self.clone();
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&me.phc).is_ok_and(|parsed| {
                 argon2::Argon2::default()
@@ -156,4 +168,59 @@ pub(crate) fn challenge() -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {v}")).expect("header"),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn only_the_password_passes_and_every_wrong_one_is_checked_in_full() {
+        let phc = hash_password("s3cret pass").expect("hash");
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert!(!phc.contains("s3cret"));
+        let c = Arc::new(Credential::new(&phc).expect("credential"));
+        // Wrong passwords of any length, and any user name: each one runs argon2.
+        let long = "x".repeat(10_000);
+        for (user, pw) in [("a", ""), ("a", "s"), ("a", "s3cret pas"), ("", long.as_str()), (long.as_str(), "nope")] {
+            assert!(!c.allows(&basic(user, pw)).await, "{user}:{pw}");
+        }
+        assert_eq!(c.verifications(), 5);
+        // Any user name with the password passes; the same header again is remembered.
+        assert!(c.allows(&basic("anyone", "s3cret pass")).await);
+        assert!(c.allows(&basic("anyone", "s3cret pass")).await);
+        assert_eq!(c.verifications(), 6);
+        assert!(c.allows(&basic("", "s3cret pass")).await);
+        // Not basic auth at all.
+        let mut h = HeaderMap::new();
+        assert!(!c.allows(&h).await);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(!c.allows(&h).await);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert!(!c.allows(&h).await);
+        // A stored hash that cannot be read lets nobody in.
+        let closed = Arc::new(Credential::unusable());
+        assert!(!closed.allows(&basic("a", "")).await);
+        assert!(Credential::new("plain text").is_err());
+        assert!(matches!(hash_password(""), Err(ProtectError::EmptyPassword)));
+    }
+
+    #[test]
+    fn the_challenge_is_401_with_www_authenticate() {
+        let r = challenge();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("Basic realm=")));
+    }
 }

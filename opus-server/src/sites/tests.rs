@@ -441,7 +441,7 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
             let mut sites = HashMap::new();
             sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
             sites.insert(SiteKey::new("rb", "staging"), site("rb"));
-            let table = SiteTable::new(sites, "localhost", &ages);
+            let table = SiteTable::new(sites, "localhost", &ages, &Access::default());
             assert_eq!(
                 table.by_host["staging--rb.localhost"].project.as_str(),
                 older,
@@ -454,7 +454,7 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
     let mut sites = HashMap::new();
     sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
     sites.insert(SiteKey::new("rb", "staging"), site("rb"));
-    let table = SiteTable::new(sites, "localhost", &ages);
+    let table = SiteTable::new(sites, "localhost", &ages, &Access::default());
     assert_eq!(
         table.by_host["staging--rb.localhost"].project.as_str(),
         "staging--rb"

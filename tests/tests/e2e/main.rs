@@ -17,6 +17,7 @@ mod processes;
 mod projects;
 mod s3;
 mod security;
+mod site_access;
 mod site_rules;
 mod store_s3;
 mod terminal;

@@ -217,6 +217,31 @@ pub enum EnvCommand {
         #[arg(default_value = PRODUCTION)]
         env: String,
     },
+    /// Ask for a password (basic auth) before serving an environment, or every preview.
+    Protect {
+        /// The project.
+        project: String,
+        /// The environment (production when neither this nor --previews is given).
+        #[arg(conflicts_with = "previews")]
+        env: Option<String>,
+        /// Every preview of the project, present and future (and its version URLs).
+        #[arg(long)]
+        previews: bool,
+        /// A file holding the password (one line; opusd stores only its argon2 hash).
+        #[arg(long, value_name = "FILE")]
+        password_file: std::path::PathBuf,
+    },
+    /// Serve an environment (or the previews) without a password again.
+    Unprotect {
+        /// The project.
+        project: String,
+        /// The environment (production when neither this nor --previews is given).
+        #[arg(conflicts_with = "previews")]
+        env: Option<String>,
+        /// The previews' password.
+        #[arg(long)]
+        previews: bool,
+    },
 }
 
 /// `opus artifacts`.

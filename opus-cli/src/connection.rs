@@ -96,6 +96,15 @@ impl Connection {
         opus_core::proto::deploy_service_client::DeployServiceClient::new(self.transport())
     }
 
+    /// Passwords in front of sites.
+    pub fn site_access(
+        &self,
+    ) -> opus_core::proto::site_access_service_client::SiteAccessServiceClient<Transport> {
+        opus_core::proto::site_access_service_client::SiteAccessServiceClient::new(
+            self.transport(),
+        )
+    }
+
     /// Stored versions: listing, manifests, archives, publishing, verify. Messages may be large
     /// (the manifest of a site with many files).
     pub fn artifacts(&self) -> ArtifactServiceClient<Transport> {

@@ -329,6 +329,9 @@ pub enum ArtifactError {
         #[source]
         source: object_store::Error,
     },
+    /// A `_redirects` or `_headers` rule of the version is malformed (file and line named).
+    #[error("a site rule cannot be used: {0}")]
+    SiteRules(#[from] crate::site_rules::RuleError),
     /// Local I/O failed.
     #[error("{context}: {source}")]
     Io {

@@ -30,6 +30,7 @@ pub mod kubernetes;
 pub mod model;
 pub mod proto;
 pub mod recipe;
+pub mod site_rules;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod wire;

@@ -14,6 +14,7 @@ use crate::error::RecipeError;
 
 pub mod package;
 pub mod pipeline;
+pub mod site;
 
 pub use pipeline::{Plan, PlannedJob, PlannedStage, When};
 
@@ -49,6 +50,10 @@ pub struct OpusFile {
     /// Cache folders of every job, unless its stage or itself sets them.
     #[serde(default)]
     pub cache: Option<Vec<String>>,
+    /// Redirect and header rules (`site: { redirects: [...], headers: {...} }`), applied after
+    /// those of the output's `_redirects` and `_headers` files.
+    #[serde(default)]
+    pub site: site::SiteSpec,
 }
 
 impl OpusFile {

@@ -134,6 +134,8 @@ impl From<&VersionRecord> for proto::Version {
             store: v.store.to_string(),
             deployed_to: Vec::new(),
             archive_size: v.archive_size,
+            // The site server names it (its domain and port).
+            url: String::new(),
         }
     }
 }

@@ -9,21 +9,17 @@
 //! rollback, unpin, removal); versions are the artifact store's, which refuses to delete one an
 //! environment points at or would roll back to.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use opus_core::CoreError;
 use opus_core::artifact::ArtifactStore;
 use opus_core::model::{EnvName, ProjectName, SITE_HOST_SEPARATOR, VersionName};
-use opus_core::store::{EnvironmentRecord, MetaStore, ReleaseReason};
+use opus_core::store::{EnvironmentRecord, MetaStore, ProtectionTarget, ReleaseReason};
 use tracing::instrument;
 
 use crate::metrics::Metrics;
-use crate::sites::{Content, FileInfo, ProjectAges, SiteKey, SiteServer, SiteVersion};
-
-/// How many loaded versions are kept for reuse (a rollback to one of them is served from its
-/// warm cache at once).
-const RECENT_VERSIONS: usize = 16;
+use crate::sites::{Access, Credential, ProjectAges, SiteKey, SiteServer, SiteVersion};
+use crate::version_loader::VersionLoader;
 
 /// Changes deployments: store and site table together.
 #[derive(Clone)]
@@ -32,8 +28,8 @@ pub struct Deployer {
     artifacts: ArtifactStore,
     sites: Arc<SiteServer>,
     metrics: Metrics,
-    /// Versions loaded lately, newest last, reused instead of loading their manifest again.
-    recent: Arc<Mutex<VecDeque<Arc<SiteVersion>>>>,
+    /// Loads versions (and keeps the recent ones); also serves version hosts.
+    loader: VersionLoader,
 }
 
 impl Deployer {
@@ -44,12 +40,14 @@ impl Deployer {
         sites: Arc<SiteServer>,
         metrics: Metrics,
     ) -> Deployer {
+        let loader = VersionLoader::new(store.clone(), artifacts.clone(), sites.cache().clone());
+        sites.set_version_source(Arc::new(loader.clone()));
         Deployer {
             store,
             artifacts,
             sites,
             metrics,
-            recent: Arc::new(Mutex::new(VecDeque::new())),
+            loader,
         }
     }
 
@@ -65,64 +63,14 @@ impl Deployer {
     }
 
     /// A version ready to serve: its local folder (or, for a remote store, the site cache), its
-    /// manifest's files and its site options. `VersionNotFound` when the project has no such
-    /// version. A remote version starts warming the site cache in the background.
+    /// manifest's files, its site options and rules. `VersionNotFound` when the project has no
+    /// such version. A remote version starts warming the site cache in the background.
     pub async fn load_version(
         &self,
         project: &ProjectName,
         version: &VersionName,
     ) -> Result<Arc<SiteVersion>, CoreError> {
-        if let Ok(recent) = self.recent.lock() {
-            if let Some(v) = recent
-                .iter()
-                .find(|v| &v.project == project && &v.version == version)
-            {
-                // Its files may have been evicted since; warming a cached file only marks it used.
-                v.warm();
-                return Ok(v.clone());
-            }
-        }
-        let manifest = self.artifacts.manifest(project, version).await?;
-        let content = match self
-            .artifacts
-            .local_path(project, version, "index.html")?
-            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
-        {
-            Some(root) => Content::Local(root),
-            None => Content::Remote {
-                artifacts: self.artifacts.clone(),
-                cache: self.sites.cache().clone(),
-            },
-        };
-        let spa = self.store.site_options(project, version)?.spa;
-        let files: HashMap<String, FileInfo> = manifest
-            .files
-            .into_iter()
-            .map(|f| {
-                (
-                    f.path,
-                    FileInfo {
-                        size: f.size,
-                        sha256: f.sha256,
-                    },
-                )
-            })
-            .collect();
-        let loaded = Arc::new(SiteVersion::new(
-            project,
-            version,
-            content,
-            spa,
-            Some(files),
-        ));
-        loaded.warm();
-        if let Ok(mut recent) = self.recent.lock() {
-            recent.push_back(loaded.clone());
-            while recent.len() > RECENT_VERSIONS {
-                recent.pop_front();
-            }
-        }
-        Ok(loaded)
+        self.loader.load(project, version).await
     }
 
     /// Deploys `version` to `env` (a new release), then serves it. An `Auto` deploy to a pinned
@@ -143,6 +91,12 @@ impl Deployer {
         let record = self
             .store
             .deploy(project, env, version, actor, reason, preview)?;
+        if record.preview {
+            self.sites.update_access(&guard, |a| {
+                a.preview_envs
+                    .insert(SiteKey::new(project.as_str(), env.as_str()));
+            });
+        }
         self.sites.apply(
             &guard,
             vec![(SiteKey::new(project.as_str(), env.as_str()), Some(site))],
@@ -250,6 +204,11 @@ impl Deployer {
         let guard = self.sites.lock().await;
         self.store.get_project(name)?;
         self.sites.remove_project(&guard, name.as_str());
+        self.store.remove_project_protections(name)?;
+        self.sites.update_access(&guard, |a| {
+            a.envs.retain(|k, _| k.project != name.as_str());
+            a.previews.remove(name.as_str());
+        });
         self.artifacts.delete_project_versions(name).await?;
         self.store.delete_project(name)?;
         drop(guard);
@@ -289,6 +248,11 @@ impl Deployer {
         let envs = self.store.all_environments()?;
         self.sites.set_project_ages(self.project_ages(&envs)?);
         let mut changes = Vec::with_capacity(envs.len());
+        let previews: Vec<SiteKey> = envs
+            .iter()
+            .filter(|e| e.preview)
+            .map(|e| SiteKey::new(&e.project, &e.name))
+            .collect();
         for env in envs {
             let loaded = match (
                 ProjectName::new(env.project.as_str()),
@@ -305,9 +269,90 @@ impl Deployer {
                 ),
             }
         }
+        let access = self.stored_access(&previews)?;
         let guard = self.sites.lock().await;
+        self.sites.update_access(&guard, |a| *a = access);
         self.sites.apply(&guard, changes);
         Ok(())
+    }
+
+    /// The passwords in the store, ready for the site server, with the preview environments.
+    fn stored_access(&self, previews: &[SiteKey]) -> Result<Access, CoreError> {
+        let mut access = Access {
+            preview_envs: previews.iter().cloned().collect(),
+            ..Access::default()
+        };
+        for p in self.store.all_protections()? {
+            let credential = match Credential::new(&p.phc) {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    // Refusing everyone beats serving a protected site openly.
+                    tracing::error!(project = %p.project, error = %e, "a stored site password cannot be read; its site answers 401 until `opus env protect` sets it again");
+                    Arc::new(Credential::unusable())
+                }
+            };
+            match p.target {
+                ProtectionTarget::Env(env) => {
+                    access
+                        .envs
+                        .insert(SiteKey::new(p.project.as_str(), env.as_str()), credential);
+                }
+                ProtectionTarget::Previews => {
+                    access.previews.insert(p.project.to_string(), credential);
+                }
+            }
+        }
+        Ok(access)
+    }
+
+    /// Puts `credential` (a password's argon2 hash) in front of `target` of `project`: stored,
+    /// then applied to the next request.
+    #[instrument(skip(self, credential), err(Display))]
+    pub async fn protect(
+        &self,
+        project: &ProjectName,
+        target: &ProtectionTarget,
+        credential: Credential,
+    ) -> Result<(), CoreError> {
+        let guard = self.sites.lock().await;
+        self.store
+            .set_protection(project, target, credential.phc())?;
+        let credential = Arc::new(credential);
+        self.sites.update_access(&guard, |a| match target {
+            ProtectionTarget::Env(env) => {
+                a.envs
+                    .insert(SiteKey::new(project.as_str(), env.as_str()), credential);
+            }
+            ProtectionTarget::Previews => {
+                a.previews.insert(project.to_string(), credential);
+            }
+        });
+        drop(guard);
+        self.flush().await;
+        Ok(())
+    }
+
+    /// Removes the password in front of `target`; whether there was one.
+    #[instrument(skip(self), err(Display))]
+    pub async fn unprotect(
+        &self,
+        project: &ProjectName,
+        target: &ProtectionTarget,
+    ) -> Result<bool, CoreError> {
+        let guard = self.sites.lock().await;
+        let removed = self.store.remove_protection(project, target)?;
+        self.sites.update_access(&guard, |a| match target {
+            ProtectionTarget::Env(env) => {
+                a.envs
+                    .remove(&SiteKey::new(project.as_str(), env.as_str()));
+            }
+            ProtectionTarget::Previews => {
+                a.previews.remove(project.as_str());
+            }
+        });
+        drop(guard);
+        self.flush().await;
+        Ok(removed)
     }
 }
 

@@ -40,6 +40,7 @@ pub mod runner;
 pub mod runners;
 pub mod scheduler;
 pub mod sites;
+pub mod version_loader;
 pub mod source;
 pub mod version;
 

@@ -36,6 +36,8 @@ struct VersionJson {
     commit: String,
     store: String,
     deployed_to: Vec<String>,
+    /// The version's own URL, served whether or not an environment serves it.
+    url: String,
 }
 
 fn version_json(v: &proto::Version) -> VersionJson {
@@ -50,6 +52,7 @@ fn version_json(v: &proto::Version) -> VersionJson {
         commit: v.commit.clone(),
         store: v.store.clone(),
         deployed_to: v.deployed_to.clone(),
+        url: v.url.clone(),
     }
 }
 
@@ -156,7 +159,7 @@ pub async fn list(
                 return Ok(());
             }
             let mut t =
-                output::table(&["version", "files", "size", "created", "build", "deployed"]);
+                output::table(&["version", "files", "size", "created", "build", "deployed", "url"]);
             for v in &versions {
                 t.add_row(vec![
                     v.version.clone(),
@@ -165,6 +168,7 @@ pub async fn list(
                     output::ago(v.created_at.as_ref()),
                     build_label(&v.project, v.build_id),
                     v.deployed_to.join(","),
+                    v.url.clone(),
                 ]);
             }
             output::print_table(&t)

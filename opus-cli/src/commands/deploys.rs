@@ -152,7 +152,7 @@ fn env_json(e: &proto::Environment) -> serde_json::Value {
     })
 }
 
-/// `opus env list|remove|unpin`.
+/// `opus env list|remove|unpin|protect|unprotect`.
 pub async fn env(conn: &Connection, global: &GlobalArgs, cmd: EnvCommand) -> Result<(), CliError> {
     let mut client = conn.deploys();
     match cmd {
@@ -198,6 +198,17 @@ pub async fn env(conn: &Connection, global: &GlobalArgs, cmd: EnvCommand) -> Res
                 }
             }
         }
+        EnvCommand::Protect {
+            project,
+            env,
+            previews,
+            password_file,
+        } => super::site_access::protect(conn, global, project, env, previews, &password_file).await,
+        EnvCommand::Unprotect {
+            project,
+            env,
+            previews,
+        } => super::site_access::unprotect(conn, global, project, env, previews).await,
         EnvCommand::Unpin { project, env } => {
             let e = client
                 .unpin_environment(proto::UnpinEnvironmentRequest { project, env })

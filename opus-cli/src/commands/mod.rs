@@ -9,6 +9,7 @@ mod hook;
 mod install;
 mod projects;
 mod secret;
+mod site_access;
 mod status;
 mod version;
 

@@ -47,6 +47,8 @@ mod remote;
 #[cfg(feature = "store")]
 mod remove;
 #[cfg(feature = "store")]
+mod rules;
+#[cfg(feature = "store")]
 mod write;
 
 use std::time::SystemTime;

@@ -241,9 +241,10 @@ impl Reservation {
         .try_collect::<Vec<()>>()
         .await?;
 
+        let options = super::rules::with_file_rules(backend, &manifest, options).await?;
         let record = record_of(&manifest, &backend.name);
         // No content index entries: see the module documentation.
-        if !artifacts.meta().commit_version(&record, &[], options)? {
+        if !artifacts.meta().commit_version(&record, &[], &options)? {
             return Err(ArtifactError::VersionExists {
                 project: project.to_owned(),
                 version: version.to_owned(),

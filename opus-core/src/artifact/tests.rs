@@ -1017,7 +1017,10 @@ async fn a_stored_folder_commits_its_site_options_with_the_version() {
     let f = fixture();
     let src = f.dir.path().join("dist");
     site(&src, 1);
-    let spa = SiteOptions { spa: true };
+    let spa = SiteOptions {
+        spa: true,
+        ..SiteOptions::default()
+    };
     f.store
         .store_dir(&name("web"), &ver("1"), &src, &origin(1), &spa)
         .await
@@ -1040,4 +1043,72 @@ async fn a_stored_folder_commits_its_site_options_with_the_version() {
             .expect("options"),
         SiteOptions::default()
     );
+}
+
+#[tokio::test]
+async fn a_versions_rules_files_are_parsed_and_committed_after_opus_yml_rules() {
+    let f = fixture();
+    let src = f.dir.path().join("dist");
+    site(&src, 1);
+    write(&src, "_redirects", b"# moved\n/old /new 302\n/blog/* /posts/:splat 301!\n");
+    write(&src, "_headers", b"/*\n  X-Frame-Options: DENY\n");
+    let yml = SiteOptions {
+        spa: false,
+        rules: crate::site_rules::SiteRules::from_spec(&["/old /yml 301".into()], [])
+            .expect("rules"),
+    };
+    f.store
+        .store_dir(&name("web"), &ver("1"), &src, &origin(1), &yml)
+        .await
+        .expect("stored");
+    let rules = f
+        .meta
+        .site_options(&name("web"), &ver("1"))
+        .expect("options")
+        .rules;
+    let froms: Vec<(&str, &str)> = rules
+        .redirects
+        .iter()
+        .map(|r| (r.from.as_str(), r.to.as_str()))
+        .collect();
+    assert_eq!(
+        froms,
+        [("/old", "/new"), ("/blog/*", "/posts/:splat"), ("/old", "/yml")]
+    );
+    assert_eq!(rules.headers[0].headers[0].0, "x-frame-options");
+}
+
+#[tokio::test]
+async fn a_malformed_rules_file_fails_the_store_naming_file_and_line_and_leaves_nothing() {
+    let f = fixture();
+    for (file, text, words) in [
+        ("_redirects", "/a /b 302\n/loop /loop 301\n", "_redirects line 2: "),
+        ("_redirects", "/a /b 299\n", "_redirects line 1: status 299"),
+        ("_headers", "/*\n  X-A: 1\n  not a header\n", "_headers line 3: "),
+    ] {
+        let src = f.dir.path().join(format!("dist-{file}-{}", text.len()));
+        site(&src, 1);
+        write(&src, file, text.as_bytes());
+        let e = f
+            .store
+            .store_dir(&name("web"), &ver("1"), &src, &origin(1), &SiteOptions::default())
+            .await
+            .expect_err("malformed");
+        assert!(matches!(e, ArtifactError::SiteRules(_)), "{e}");
+        assert!(e.to_string().contains(words), "{e}");
+        assert!(
+            f.meta
+                .get_version(&name("web"), &ver("1"))
+                .expect("read")
+                .is_none()
+        );
+        assert!(
+            !f.dir.path().join("artifacts/web/1").exists()
+                || std::fs::read_dir(f.dir.path().join("artifacts/web/1"))
+                    .expect("dir")
+                    .next()
+                    .is_none(),
+            "the written files were removed"
+        );
+    }
 }

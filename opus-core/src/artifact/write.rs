@@ -181,10 +181,11 @@ impl ArtifactStore {
         let written = backend
             .write_objects(Some(self.meta()), project, version, files, origin)
             .await?;
+        let options = super::rules::with_file_rules(backend, &written.manifest, options).await?;
         let record = record_of(&written.manifest, &backend.name);
         if !self
             .meta()
-            .commit_version(&record, &written.blobs, options)?
+            .commit_version(&record, &written.blobs, &options)?
         {
             return Err(ArtifactError::VersionExists {
                 project: project.to_string(),

@@ -178,6 +178,7 @@ pub(super) fn recipe(dir: &Path, pkg: &serde_json::Value) -> OpusFile {
         env: BTreeMap::new(),
         timeout: None,
         cache: None,
+        site: super::site::SiteSpec::default(),
     }
 }
 

@@ -97,6 +97,10 @@ pub struct SiteOptions {
     /// Unknown paths serve `index.html`.
     #[serde(default)]
     pub spa: bool,
+    /// Redirect and header rules (`_redirects`, `_headers`, opus.yml `site:`), parsed when the
+    /// version was stored, so a rollback restores them with the version.
+    #[serde(default, skip_serializing_if = "crate::site_rules::SiteRules::is_empty")]
+    pub rules: crate::site_rules::SiteRules,
 }
 
 pub(super) fn env_key(project: &str, env: &str) -> Vec<u8> {

@@ -16,6 +16,7 @@ mod jobs;
 mod locks;
 mod projects;
 mod versions;
+mod protection;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, Sit
 pub use hooks::KeyKind;
 pub use locks::EnvLock;
 pub use projects::NameFilter;
+pub use protection::{Protection, ProtectionTarget};
 pub use versions::VersionRemoval;
 
 /// The trees of the store, in the order [`Tx`] sees them.
@@ -50,7 +52,7 @@ pub use versions::VersionRemoval;
 /// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
-const TREE_NAMES: [&str; 19] = [
+const TREE_NAMES: [&str; 20] = [
     "projects",
     "secrets",
     "builds",
@@ -70,6 +72,7 @@ const TREE_NAMES: [&str; 19] = [
     "unfinished_builds",
     "last_builds",
     "build_numbers",
+    "site_protection",
 ];
 
 /// sled's page cache, in bytes.
@@ -168,6 +171,9 @@ enum T {
     /// `<project>\0<number>` -> build id: builds by the name users give them (`web#3`). Kept
     /// when the project is removed, as the build records are.
     BuildNumbers = 18,
+    /// `<project>\0env:<env>` or `<project>\0previews` -> a password's argon2 PHC string:
+    /// basic auth in front of an environment or all previews.
+    SiteProtection = 19,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -612,7 +612,10 @@ fn a_versions_site_options_are_committed_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = MetaStore::open(dir.path()).expect("open");
     store.create_project(&project("web")).expect("create");
-    let spa = SiteOptions { spa: true };
+    let spa = SiteOptions {
+        spa: true,
+        ..SiteOptions::default()
+    };
     assert!(
         store
             .commit_version(&version("web", "1"), &[], &spa)

@@ -33,6 +33,8 @@ pub(crate) struct ArtifactsApi {
     artifacts: ArtifactStore,
     /// Publishes in progress; their uploads are staged in `<data-dir>/uploads`.
     publishes: Publishes,
+    /// The site server, which names each version's own URL.
+    sites: std::sync::Arc<crate::sites::SiteServer>,
 }
 
 impl ArtifactsApi {
@@ -41,12 +43,14 @@ impl ArtifactsApi {
         store: MetaStore,
         artifacts: ArtifactStore,
         data_dir: &std::path::Path,
+        sites: std::sync::Arc<crate::sites::SiteServer>,
     ) -> Self {
         let publishes = Publishes::new(artifacts.clone(), data_dir.join("uploads"), SESSION_IDLE);
         ArtifactsApi {
             store,
             artifacts,
             publishes,
+            sites,
         }
     }
 
@@ -107,6 +111,7 @@ impl ArtifactService for ArtifactsApi {
                     let mut version = proto::Version::from(v);
                     version.deployed_to =
                         serving.get(v.version.as_str()).cloned().unwrap_or_default();
+                    version.url = self.sites.version_url(&v.project, &v.version);
                     version
                 })
                 .collect(),

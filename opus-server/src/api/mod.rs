@@ -11,6 +11,7 @@ mod deploys;
 mod events;
 mod projects;
 mod runner;
+mod site_access;
 mod status;
 mod system;
 mod webhooks;
@@ -111,11 +112,18 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
             d.store.clone(),
             d.artifacts.clone(),
             &d.config.data_dir,
+            d.deployer.sites().clone(),
         ))
         .max_decoding_message_size(artifacts::MAX_MESSAGE)
         .max_encoding_message_size(artifacts::MAX_MESSAGE),
         auth.interceptor(),
     ));
+    routes = routes.add_service(
+        proto::site_access_service_server::SiteAccessServiceServer::with_interceptor(
+            site_access::SiteAccessApi::new(d.deployer.clone()),
+            auth.interceptor(),
+        ),
+    );
     routes = routes.add_service(DeployServiceServer::with_interceptor(
         deploys::DeploysApi::new(d.store.clone(), d.deployer.clone()),
         auth.interceptor(),

@@ -79,7 +79,8 @@ fn artifact_status(e: ArtifactError) -> Status {
         | A::UnknownStore { .. }
         | A::InvalidManifest(_)
         | A::ContentMismatch(_)
-        | A::UploadInvalid(_) => Status::invalid_argument(msg),
+        | A::UploadInvalid(_)
+        | A::SiteRules(_) => Status::invalid_argument(msg),
         A::VersionExists { .. } | A::VersionBusy { .. } => Status::already_exists(msg),
         A::VersionNotFound { .. } | A::UploadNotFound(_) => Status::not_found(msg),
         A::ManifestCorrupt { .. } => Status::data_loss(msg),

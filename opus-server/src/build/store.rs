@@ -23,7 +23,10 @@ pub(super) fn site_options(
     log: &BuildLog,
 ) -> SiteOptions {
     if origin == SpecOrigin::OpusYml || !spec.spa {
-        return SiteOptions { spa: spec.spa };
+        return SiteOptions {
+            spa: spec.spa,
+            rules: spec.site.rules.clone(),
+        };
     }
     let has_index = match produced {
         Produced::Folder(output) => output.dir.join("index.html").is_file(),
@@ -35,7 +38,10 @@ pub(super) fn site_options(
             "not a single-page app after all: the output has no index.html at its root for unknown paths to serve",
         );
     }
-    SiteOptions { spa: has_index }
+    SiteOptions {
+        spa: has_index,
+        rules: spec.site.rules.clone(),
+    }
 }
 
 /// Stores `produced` as the build's version with `options`.

@@ -10,6 +10,9 @@ use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::SiteServer;
+use super::policy::HostPolicy;
+use super::protect;
+use super::rules;
 use super::version::{CachedFile, FileMeta, Found, OpenError, SiteVersion};
 
 const HTML_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
@@ -34,16 +37,47 @@ async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Respon
         Err(why) => return plain(StatusCode::BAD_REQUEST, why),
     };
     // One snapshot, read once: the whole request is served from the version it names.
-    let site = {
+    let (site, policy) = {
         let table = server.table.load();
-        server.route(&table, host)
+        (
+            server.route(&table, host),
+            server.policy(&table, host).cloned(),
+        )
     };
-    let Some(site) = site else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            "no site is deployed at this address\n",
-        );
+    let (site, policy) = match site {
+        Some(site) => (site, policy),
+        // Not an environment's host: perhaps a version's own (`42--v--web`).
+        None => match server.version_site(host).await {
+            Some(site) => {
+                let auth = server.version_host_credential(site.project.as_str());
+                (site, Some(HostPolicy::version_host(auth)))
+            }
+            None => {
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    "no site is deployed at this address\n",
+                );
+            }
+        },
     };
+    if let Some(auth) = policy.as_ref().and_then(|p| p.auth.as_ref()) {
+        if !auth.allows(&req.headers).await {
+            let mut r = protect::challenge();
+            if let Some(policy) = &policy {
+                policy.apply(&mut r);
+            }
+            return r;
+        }
+    }
+    let mut resp = answer_site(&site, req).await;
+    if let Some(policy) = policy {
+        policy.apply(&mut resp);
+    }
+    resp
+}
+
+/// Answers a request for `site`.
+async fn answer_site(site: &Arc<SiteVersion>, req: &axum::http::request::Parts) -> Response {
     if req.method != Method::GET && req.method != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         r.headers_mut()
@@ -55,37 +89,85 @@ async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Respon
         Err(why) => return plain(StatusCode::BAD_REQUEST, why),
     };
     let head = req.method == Method::HEAD;
-    let headers = &req.headers;
+    let mut resp = answer_path(site, req, &rel, dir, head).await;
+    rules::add_headers(site, req.uri.path(), &mut resp);
+    resp
+}
 
-    // The file itself, then a folder's index.html, then `<path>.html`.
-    if rel.is_empty() {
-        if let Some(r) = serve_path(&site, "index.html", StatusCode::OK, headers, head).await {
+/// Answers a checked path of `site`: its redirect rules first, then the file, the SPA fallback,
+/// the version's 404.html.
+async fn answer_path(
+    site: &SiteVersion,
+    req: &axum::http::request::Parts,
+    rel: &str,
+    dir: bool,
+    head: bool,
+) -> Response {
+    let headers = &req.headers;
+    if rules::is_rules_file(rel) {
+        return not_found(site, headers, head).await;
+    }
+    if let Some(r) = rules::apply_redirects(site, req, rel, dir, head).await {
+        return r;
+    }
+    if let Some(r) = serve_page(site, rel, dir, StatusCode::OK, headers, head).await {
+        return r;
+    }
+    if site.spa && looks_like_page(rel) {
+        if let Some(r) = serve_path(site, "index.html", StatusCode::OK, headers, head).await {
             return r;
-        }
-    } else if dir {
-        let index = format!("{rel}/index.html");
-        if let Some(r) = serve_path(&site, &index, StatusCode::OK, headers, head).await {
-            return r;
-        }
-    } else {
-        if let Some(r) = serve_path(&site, &rel, StatusCode::OK, headers, head).await {
-            return r;
-        }
-        for c in [format!("{rel}/index.html"), format!("{rel}.html")] {
-            if let Some(r) = serve_path(&site, &c, StatusCode::OK, headers, head).await {
-                return r;
-            }
         }
     }
-    if site.spa && looks_like_page(&rel) {
-        if let Some(r) = serve_path(&site, "index.html", StatusCode::OK, headers, head).await {
-            return r;
-        }
-    }
-    if let Some(r) = serve_path(&site, "404.html", StatusCode::NOT_FOUND, headers, head).await {
+    not_found(site, headers, head).await
+}
+
+/// The version's 404.html with status 404, else a plain 404.
+async fn not_found(site: &SiteVersion, headers: &HeaderMap, head: bool) -> Response {
+    if let Some(r) = serve_path(site, "404.html", StatusCode::NOT_FOUND, headers, head).await {
         return r;
     }
     plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// Serves the page at `rel` with `status`: the file itself, then a folder's index.html, then
+/// `<path>.html`. `None` when the version has none of them.
+pub(super) async fn serve_page(
+    site: &SiteVersion,
+    rel: &str,
+    dir: bool,
+    status: StatusCode,
+    headers: &HeaderMap,
+    head: bool,
+) -> Option<Response> {
+    if rel.is_empty() {
+        return serve_path(site, "index.html", status, headers, head).await;
+    }
+    if dir {
+        return serve_path(site, &format!("{rel}/index.html"), status, headers, head).await;
+    }
+    if let Some(r) = serve_path(site, rel, status, headers, head).await {
+        return Some(r);
+    }
+    for c in [format!("{rel}/index.html"), format!("{rel}.html")] {
+        if let Some(r) = serve_path(site, &c, status, headers, head).await {
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// Whether `rel` names a page of the version (as [`serve_page`] looks them up), without serving
+/// it: what a rule that is not forced yields to.
+pub(super) async fn has_page(site: &SiteVersion, rel: &str, dir: bool) -> bool {
+    if rel.is_empty() {
+        return site.find("index.html").await.is_some();
+    }
+    if dir {
+        return site.find(&format!("{rel}/index.html")).await.is_some();
+    }
+    site.find(rel).await.is_some()
+        || site.find(&format!("{rel}/index.html")).await.is_some()
+        || site.find(&format!("{rel}.html")).await.is_some()
 }
 
 /// The host a request asks for: the authority of an absolute-form target
@@ -120,7 +202,7 @@ async fn serve_path(
 }
 
 /// A short plain-text answer.
-fn plain(status: StatusCode, text: &'static str) -> Response {
+pub(super) fn plain(status: StatusCode, text: &'static str) -> Response {
     let mut r = Response::new(Body::from(text));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, TEXT);

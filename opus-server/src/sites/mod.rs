@@ -18,7 +18,11 @@
 mod cache;
 mod connections;
 mod handler;
+mod policy;
+mod protect;
+mod rules;
 mod version;
+mod version_host;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -31,7 +35,12 @@ use tokio::net::TcpListener;
 
 pub use cache::{CacheError, SiteCache};
 pub use connections::ConnectionLimits;
+pub use policy::{Access, HostPolicy};
+pub use protect::{Credential, ProtectError, hash_password};
 pub use version::{Content, FileInfo, SiteVersion};
+pub use version_host::{VersionSource, version_host_label, version_label};
+
+use opus_core::model::{ProjectName, VersionName};
 
 use crate::metrics::Metrics;
 
@@ -62,6 +71,9 @@ pub struct SiteTable {
     /// The same, by the host name that reaches it (`web.localhost`, `staging--web.localhost`),
     /// so that routing a request is one lookup with no allocation.
     by_host: HashMap<String, Arc<SiteVersion>>,
+    /// What applies to each host besides its content (`X-Robots-Tag`), for hosts where anything
+    /// does: a host not listed (production, and custom domains) gets nothing added.
+    policies: HashMap<String, HostPolicy>,
 }
 
 impl SiteTable {
@@ -73,6 +85,7 @@ impl SiteTable {
         sites: HashMap<SiteKey, Arc<SiteVersion>>,
         domain: &str,
         ages: &ProjectAges,
+        access: &Access,
     ) -> SiteTable {
         let mut owners: HashMap<String, (&SiteKey, &Arc<SiteVersion>)> =
             HashMap::with_capacity(sites.len());
@@ -88,11 +101,19 @@ impl SiteTable {
                 }
             }
         }
+        let policies = policy::of_hosts(
+            owners.iter().map(|(host, (key, _))| (host, *key)),
+            access,
+        );
         let by_host = owners
             .into_iter()
             .map(|(host, (_, version))| (host, version.clone()))
             .collect();
-        SiteTable { sites, by_host }
+        SiteTable {
+            sites,
+            by_host,
+            policies,
+        }
     }
 }
 
@@ -145,6 +166,11 @@ pub struct SiteServer {
     cache: SiteCache,
     /// The projects' ages, which settle two sites reaching one host (set once on load).
     ages: std::sync::RwLock<ProjectAges>,
+    /// Loads versions for their own hosts (`<label>--v--<project>`); set by the deployer.
+    versions: std::sync::RwLock<Option<Arc<dyn VersionSource>>>,
+    /// Passwords in front of environments and previews, and which environments are previews;
+    /// set by the deployer, read when a table is built.
+    access: std::sync::RwLock<Access>,
 }
 
 impl SiteServer {
@@ -158,6 +184,8 @@ impl SiteServer {
             metrics,
             cache,
             ages: std::sync::RwLock::default(),
+            versions: std::sync::RwLock::default(),
+            access: std::sync::RwLock::default(),
         }
     }
 
@@ -175,7 +203,38 @@ impl SiteServer {
             .ages
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        SiteTable::new(sites, &self.domain, &ages)
+        let access = self
+            .access
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        SiteTable::new(sites, &self.domain, &ages, &access)
+    }
+
+    /// Changes who may see what (`change` edits the [`Access`]), then rebuilds the table so the
+    /// change applies to the next request. Call it with the guard of [`Self::lock`] held.
+    pub fn update_access(
+        &self,
+        guard: &tokio::sync::MutexGuard<'_, ()>,
+        change: impl FnOnce(&mut Access),
+    ) {
+        change(
+            &mut self
+                .access
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.apply(guard, Vec::new());
+    }
+
+    /// The password in front of version hosts of `project` (those of its previews: a version
+    /// host shows what was built, before any environment has it).
+    pub(crate) fn version_host_credential(&self, project: &str) -> Option<Arc<Credential>> {
+        self.access
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .previews
+            .get(project)
+            .cloned()
     }
 
     /// The disk cache remote versions are served through.
@@ -200,6 +259,53 @@ impl SiteServer {
             Some(80) | None => format!("http://{host}/"),
             Some(p) => format!("http://{host}:{p}/"),
         }
+    }
+
+    /// The URL that serves `version` of `project` whether or not an environment does: its own
+    /// immutable host (see `version_host`). The one place this URL is made: `opus artifacts`
+    /// shows it, and checks before a promotion fetch it.
+    pub fn version_url(&self, project: &ProjectName, version: &VersionName) -> String {
+        let host = format!("{}.{}", version_host_label(project, version), self.domain);
+        match self.url_port.get() {
+            Some(80) | None => format!("http://{host}/"),
+            Some(p) => format!("http://{host}:{p}/"),
+        }
+    }
+
+    /// Sets what loads versions for their own hosts (the deployer's loader).
+    pub fn set_version_source(&self, source: Arc<dyn VersionSource>) {
+        *self
+            .versions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(source);
+    }
+
+    /// The version a version host names (`42--v--web.<domain>`), loaded through the version
+    /// source; `None` for any other host, or a version that does not exist.
+    pub(crate) async fn version_site(&self, host: &str) -> Option<Arc<SiteVersion>> {
+        let host = host_without_port(host)
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let label = host.strip_suffix(&self.domain)?.strip_suffix('.')?;
+        let (project, version) = version_host::parse_version_host_label(label)?;
+        let source = self
+            .versions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        source.load(&project, version).await
+    }
+
+    /// What applies to `host` besides its content (nothing for production and custom domains).
+    pub(crate) fn policy<'t>(&self, table: &'t SiteTable, host: &str) -> Option<&'t HostPolicy> {
+        if table.policies.is_empty() {
+            return None;
+        }
+        let host = host_without_port(host).trim_end_matches('.');
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return table.policies.get(&host.to_ascii_lowercase());
+        }
+        table.policies.get(host)
     }
 
     /// Takes the writer lock: callers hold it across "commit in the store, then [`Self::apply`]" so
@@ -286,3 +392,6 @@ mod remote_tests;
 
 #[cfg(test)]
 mod connection_tests;
+
+#[cfg(test)]
+mod rules_tests;

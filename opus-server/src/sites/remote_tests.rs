@@ -130,7 +130,10 @@ async fn fixture(store: &str, spa: bool, cache_limit: u64) -> Fixture {
                 commit: String::new(),
                 store: StoreName::or_default(store).expect("store name"),
             },
-            &SiteOptions { spa },
+            &SiteOptions {
+                spa,
+                ..SiteOptions::default()
+            },
         )
         .await
         .expect("store the version");

@@ -20,23 +20,23 @@ fn vn(name: &str) -> opus_core::model::VersionName {
 }
 
 /// A response: status, lowercase headers, body.
-struct Resp {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
+pub(super) struct Resp {
+    pub(super) status: u16,
+    pub(super) headers: HashMap<String, String>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Resp {
-    fn header(&self, name: &str) -> &str {
+    pub(super) fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// Sends `GET`-like request `method path` with `Host: host` and extra header lines.
-async fn req(addr: SocketAddr, method: &str, host: &str, path: &str, extra: &[&str]) -> Resp {
+pub(super) async fn req(addr: SocketAddr, method: &str, host: &str, path: &str, extra: &[&str]) -> Resp {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for h in extra {
@@ -70,7 +70,7 @@ async fn req(addr: SocketAddr, method: &str, host: &str, path: &str, extra: &[&s
     }
 }
 
-fn write(root: &std::path::Path, rel: &str, data: &[u8]) {
+pub(super) fn write(root: &std::path::Path, rel: &str, data: &[u8]) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
     std::fs::File::create(&p)
@@ -441,7 +441,7 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
             let mut sites = HashMap::new();
             sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
             sites.insert(SiteKey::new("rb", "staging"), site("rb"));
-            let table = SiteTable::new(sites, "localhost", &ages);
+            let table = SiteTable::new(sites, "localhost", &ages, &Access::default());
             assert_eq!(
                 table.by_host["staging--rb.localhost"].project.as_str(),
                 older,
@@ -454,7 +454,7 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
     let mut sites = HashMap::new();
     sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
     sites.insert(SiteKey::new("rb", "staging"), site("rb"));
-    let table = SiteTable::new(sites, "localhost", &ages);
+    let table = SiteTable::new(sites, "localhost", &ages, &Access::default());
     assert_eq!(
         table.by_host["staging--rb.localhost"].project.as_str(),
         "staging--rb"

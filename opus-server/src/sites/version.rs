@@ -99,6 +99,8 @@ pub struct SiteVersion {
     cache: RwLock<HashMap<String, std::sync::Arc<CachedFile>>>,
     /// Bytes held by `cache`.
     cached_bytes: AtomicU64,
+    /// The version's redirect and header rules, compiled once (empty for most versions).
+    pub(crate) rules: opus_core::site_rules::RuleSet,
 }
 
 /// A file ready to serve from memory.
@@ -156,7 +158,15 @@ impl SiteVersion {
             files,
             cache: RwLock::new(HashMap::new()),
             cached_bytes: AtomicU64::new(0),
+            rules: opus_core::site_rules::RuleSet::default(),
         }
+    }
+
+    /// The same version applying `rules` (its stored `_redirects`, `_headers` and opus.yml
+    /// `site:` rules).
+    pub fn with_rules(mut self, rules: &opus_core::site_rules::SiteRules) -> SiteVersion {
+        self.rules = rules.compile();
+        self
     }
 
     /// The cached file at `rel`, if it was read before.

@@ -19,6 +19,8 @@ mod processes;
 mod projects;
 mod s3;
 mod security;
+mod site_access;
+mod site_rules;
 mod store_s3;
 mod terminal;
 mod version;

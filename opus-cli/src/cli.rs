@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use opus_core::model::PRODUCTION;
 
+mod domain;
 mod examples;
+
+pub use domain::DomainCommand;
 
 /// Opus: build, store, deploy and roll back frontend sites on your own servers.
 #[derive(Debug, Parser)]
@@ -123,6 +126,9 @@ pub enum Command {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = examples::COMPLETIONS)]
     Completions(CompletionsArgs),
+    /// Custom domains: serve an environment at your own host name, with automatic HTTPS.
+    #[command(subcommand)]
+    Domain(DomainCommand),
 }
 
 /// `opus completions`.

@@ -96,6 +96,13 @@ impl Connection {
         opus_core::proto::deploy_service_client::DeployServiceClient::new(self.transport())
     }
 
+    /// Custom domains and their certificates.
+    pub fn domains(
+        &self,
+    ) -> opus_core::proto::domain_service_client::DomainServiceClient<Transport> {
+        opus_core::proto::domain_service_client::DomainServiceClient::new(self.transport())
+    }
+
     /// Stored versions: listing, manifests, archives, publishing, verify. Messages may be large
     /// (the manifest of a site with many files).
     pub fn artifacts(&self) -> ArtifactServiceClient<Transport> {

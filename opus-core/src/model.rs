@@ -723,11 +723,15 @@ pub enum EventKind {
     WebhookKeySet,
     /// The test event `opus hook test` sends; never stored.
     Ping,
+    /// A custom domain was added to a project's environment.
+    DomainAdded,
+    /// A custom domain was removed.
+    DomainRemoved,
 }
 
 impl EventKind {
     /// Every kind, in the order the wire strings are documented.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::ProjectAdded,
         EventKind::ProjectUpdated,
         EventKind::ProjectRemoved,
@@ -749,6 +753,8 @@ impl EventKind {
         EventKind::HookDisabled,
         EventKind::WebhookKeySet,
         EventKind::Ping,
+        EventKind::DomainAdded,
+        EventKind::DomainRemoved,
     ];
 
     /// The wire string.
@@ -775,6 +781,8 @@ impl EventKind {
             EventKind::HookDisabled => "hook.disabled",
             EventKind::WebhookKeySet => "webhook.key_set",
             EventKind::Ping => "ping",
+            EventKind::DomainAdded => "domain.added",
+            EventKind::DomainRemoved => "domain.removed",
         }
     }
 

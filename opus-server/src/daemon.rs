@@ -24,8 +24,8 @@ use tracing::info;
 use crate::config::{Config, ExecutorKind};
 use crate::process_tree::{self, Containment};
 use crate::{
-    ServeError, api, build, deploys, health, hooks, kubernetes, logs, metrics, runners, scheduler,
-    sites, source,
+    ServeError, api, build, deploys, domains, health, hooks, kubernetes, logs, metrics, runners,
+    scheduler, sites, source,
 };
 
 /// The two listeners of an opusd, bound before anything else starts, so that tests bind port 0
@@ -85,6 +85,8 @@ pub struct Daemon {
     site_server: Arc<sites::SiteServer>,
     /// Deploys and rollbacks: the store and the site table together.
     pub(crate) deployer: deploys::Deployer,
+    /// Custom domains: the store and the site table's host map together.
+    pub(crate) domains: domains::DomainRouter,
     /// Builds running elsewhere (Kubernetes Jobs) and their tokens.
     pub(crate) runners: runners::Runners,
     /// Build logs.
@@ -126,6 +128,8 @@ impl Daemon {
             metrics.clone(),
         );
         deployer.load_all().await.map_err(ServeError::Sites)?;
+        let domains = domains::DomainRouter::new(store.clone(), site_server.clone());
+        domains.load().await.map_err(ServeError::Sites)?;
         let runners = runners::Runners::default();
         let kubernetes = connect_kubernetes(&config, &store, &runners).await?;
         let hooks = hook_parts(&config)?;
@@ -141,6 +145,7 @@ impl Daemon {
             metrics,
             site_server,
             deployer,
+            domains,
             runners,
             logs,
             hooks,

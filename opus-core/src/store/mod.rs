@@ -10,6 +10,7 @@
 
 mod builds;
 mod deploys;
+mod domains;
 mod events;
 mod hooks;
 mod projects;
@@ -34,6 +35,7 @@ use crate::model::{Event, EventKind};
 
 pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
+pub use domains::DomainAdded;
 pub use hooks::KeyKind;
 pub use projects::NameFilter;
 pub use versions::VersionRemoval;
@@ -47,7 +49,8 @@ pub use versions::VersionRemoval;
 /// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
-const TREE_NAMES: [&str; 19] = [
+/// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
+const TREE_NAMES: [&str; 20] = [
     "projects",
     "secrets",
     "builds",
@@ -67,6 +70,7 @@ const TREE_NAMES: [&str; 19] = [
     "unfinished_builds",
     "last_builds",
     "build_numbers",
+    "domains",
 ];
 
 /// sled's page cache, in bytes.
@@ -165,6 +169,8 @@ enum T {
     /// `<project>\0<number>` -> build id: builds by the name users give them (`web#3`). Kept
     /// when the project is removed, as the build records are.
     BuildNumbers = 18,
+    /// Host name -> the custom domain's record.
+    Domains = 19,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

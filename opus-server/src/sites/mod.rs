@@ -10,6 +10,7 @@
 //! - [`SiteCache`]: the bounded disk cache of remote versions' files, by sha256 (`cache`).
 //! - `connections`: the accept loop, per-connection timeouts and the per-address connection cap
 //!   ([`ConnectionLimits`]).
+//! - [`CustomDomains`]: the custom host names in the table (`domains`).
 //! - `handler`: the HTTP side (Host routing, safe paths, ETag, Range, gzip, SPA fallback, 404.html).
 //!
 //! Architecture Invariant: the site server never reads the metadata store; what it serves is only
@@ -17,6 +18,7 @@
 
 mod cache;
 mod connections;
+mod domains;
 mod handler;
 mod version;
 
@@ -31,6 +33,7 @@ use tokio::net::TcpListener;
 
 pub use cache::{CacheError, SiteCache};
 pub use connections::ConnectionLimits;
+pub use domains::CustomDomains;
 pub use version::{Content, FileInfo, SiteVersion};
 
 use crate::metrics::Metrics;
@@ -62,6 +65,8 @@ pub struct SiteTable {
     /// The same, by the host name that reaches it (`web.localhost`, `staging--web.localhost`),
     /// so that routing a request is one lookup with no allocation.
     by_host: HashMap<String, Arc<SiteVersion>>,
+    /// The custom domains and the environment each serves (routed through `by_host` too).
+    pub domains: Arc<CustomDomains>,
 }
 
 impl SiteTable {
@@ -73,6 +78,7 @@ impl SiteTable {
         sites: HashMap<SiteKey, Arc<SiteVersion>>,
         domain: &str,
         ages: &ProjectAges,
+        domains: Arc<CustomDomains>,
     ) -> SiteTable {
         let mut owners: HashMap<String, (&SiteKey, &Arc<SiteVersion>)> =
             HashMap::with_capacity(sites.len());
@@ -88,11 +94,16 @@ impl SiteTable {
                 }
             }
         }
-        let by_host = owners
+        let mut by_host = owners
             .into_iter()
             .map(|(host, (_, version))| (host, version.clone()))
             .collect();
-        SiteTable { sites, by_host }
+        domains.route_into(&sites, &mut by_host);
+        SiteTable {
+            sites,
+            by_host,
+            domains,
+        }
     }
 }
 
@@ -169,13 +180,32 @@ impl SiteServer {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = ages;
     }
 
-    /// A snapshot of `sites` with this server's domain and project ages.
-    fn table_of(&self, sites: HashMap<SiteKey, Arc<SiteVersion>>) -> SiteTable {
+    /// A snapshot of `sites` and the custom `domains` with this server's domain and project
+    /// ages.
+    fn table_of(
+        &self,
+        sites: HashMap<SiteKey, Arc<SiteVersion>>,
+        domains: Arc<CustomDomains>,
+    ) -> SiteTable {
         let ages = self
             .ages
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        SiteTable::new(sites, &self.domain, &ages)
+        SiteTable::new(sites, &self.domain, &ages, domains)
+    }
+
+    /// Replaces the custom domains (a new snapshot, swapped in one store). Call it with the guard
+    /// of [`Self::lock`] held, after the change was committed in the store.
+    pub fn set_domains(&self, _guard: &tokio::sync::MutexGuard<'_, ()>, domains: CustomDomains) {
+        let current = self.table.load();
+        let sites = current.sites.clone();
+        self.table
+            .store(Arc::new(self.table_of(sites, Arc::new(domains))));
+    }
+
+    /// The current snapshot (what a request would be served from).
+    pub fn snapshot(&self) -> Arc<SiteTable> {
+        self.table.load_full()
     }
 
     /// The disk cache remote versions are served through.
@@ -195,7 +225,11 @@ impl SiteServer {
 
     /// The URL that serves `project`'s environment `env`.
     pub fn url(&self, project: &str, env: &str) -> String {
-        let host = host_of(project, env, &self.domain);
+        self.host_url(&host_of(project, env, &self.domain))
+    }
+
+    /// The plain HTTP URL of `host` on the site listener.
+    pub fn host_url(&self, host: &str) -> String {
         match self.url_port.get() {
             Some(80) | None => format!("http://{host}/"),
             Some(p) => format!("http://{host}:{p}/"),
@@ -227,7 +261,8 @@ impl SiteServer {
                 }
             }
         }
-        self.table.store(Arc::new(self.table_of(sites)));
+        self.table
+            .store(Arc::new(self.table_of(sites, current.domains.clone())));
     }
 
     /// Removes every environment of `project` from the table (the project was removed).
@@ -239,7 +274,8 @@ impl SiteServer {
             .filter(|(k, _)| k.project != project)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.table.store(Arc::new(self.table_of(sites)));
+        let domains = Arc::new(current.domains.without_project(project));
+        self.table.store(Arc::new(self.table_of(sites, domains)));
     }
 
     /// Finds the site a Host header names: `<project>.<domain>` is production,

@@ -8,6 +8,7 @@ mod dashboard;
 mod dashboard_browser;
 mod deploys;
 mod disk_full;
+mod domains;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;

@@ -12,3 +12,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 bash "$(dirname "$0")/setup-browser.sh"
+bash "$(dirname "$0")/setup-acme.sh"

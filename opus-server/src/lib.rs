@@ -14,6 +14,7 @@
 //! - [`kubernetes`]: the kubernetes executor (a Job per build); [`runners`]: the builds running
 //!   elsewhere and their tokens; [`runner`]: `opusd runner`, what a build Job's pod runs.
 //! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
+//! - [`acme`]: automatic HTTPS of custom domains (ACME orders, renewals, the TLS resolver).
 //! - [`domains`]: the [`domains::DomainRouter`], custom domains in the store and the site table.
 //! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
 //!   table together, and deletes versions (on request and by retention) under the same lock.
@@ -22,6 +23,7 @@
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - [`dashboard`]: the web dashboard on the API listener at `/`.
 
+pub mod acme;
 pub mod api;
 pub mod build;
 pub mod config;

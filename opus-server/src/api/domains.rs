@@ -7,17 +7,52 @@ use opus_core::wire::timestamp;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use std::sync::Arc;
+
 use super::status;
+use crate::acme::{CertManager, CertState};
 use crate::domains::DomainRouter;
 
-/// Implements `DomainService` over the [`DomainRouter`].
+/// Implements `DomainService` over the [`DomainRouter`] and, with HTTPS on, the certificates.
 pub(crate) struct DomainsApi {
     domains: DomainRouter,
+    certs: Option<Arc<CertManager>>,
 }
 
 impl DomainsApi {
-    pub(crate) fn new(domains: DomainRouter) -> Self {
-        DomainsApi { domains }
+    pub(crate) fn new(domains: DomainRouter, certs: Option<Arc<CertManager>>) -> Self {
+        DomainsApi { domains, certs }
+    }
+
+    /// The certificate of `host` on the wire (a domain just added is pending).
+    fn certificate(&self, host: &str) -> Option<proto::Certificate> {
+        let certs = self.certs.as_ref()?;
+        let Some(s) = certs.status(host) else {
+            return Some(proto::Certificate {
+                state: CertState::Pending.as_str().to_owned(),
+                ..Default::default()
+            });
+        };
+        Some(proto::Certificate {
+            state: s.state.as_str().to_owned(),
+            issuer: s
+                .served
+                .as_ref()
+                .map(|(i, _)| i.clone())
+                .unwrap_or_default(),
+            not_after: s.served.as_ref().map(|(_, t)| timestamp(*t)),
+            last_error: s.last_error,
+            next_attempt: Some(timestamp(s.next_attempt)),
+        })
+    }
+
+    /// Where `host` is reached: over HTTPS once it has a certificate.
+    fn url(&self, host: &str) -> String {
+        let sites = self.domains.sites();
+        match sites.https() {
+            Some(h) if h.is_certified(host) => h.https_url(host, "/"),
+            _ => sites.host_url(host),
+        }
     }
 
     /// A domain on the wire, with where it is reached.
@@ -27,8 +62,8 @@ impl DomainsApi {
             project: d.project.clone(),
             env: d.env.clone(),
             added_at: Some(timestamp(d.added_at)),
-            url: self.domains.sites().host_url(d.host.as_str()),
-            certificate: None,
+            url: self.url(d.host.as_str()),
+            certificate: self.certificate(d.host.as_str()),
         }
     }
 }

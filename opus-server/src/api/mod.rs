@@ -123,7 +123,7 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
     ));
     routes = routes.add_service(
         proto::domain_service_server::DomainServiceServer::with_interceptor(
-            domains::DomainsApi::new(d.domains.clone()),
+            domains::DomainsApi::new(d.domains.clone(), d.https.as_ref().map(|h| h.certs.clone())),
             auth.interceptor(),
         ),
     );

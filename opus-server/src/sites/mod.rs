@@ -11,6 +11,8 @@
 //! - `connections`: the accept loop, per-connection timeouts and the per-address connection cap
 //!   ([`ConnectionLimits`]).
 //! - [`CustomDomains`]: the custom host names in the table (`domains`).
+//! - [`https::HttpsState`]: ACME HTTP-01 answers, certified hosts and their redirect to HTTPS
+//!   (`https`); the TLS listener is `connections::serve_tls`.
 //! - `handler`: the HTTP side (Host routing, safe paths, ETag, Range, gzip, SPA fallback, 404.html).
 //!
 //! Architecture Invariant: the site server never reads the metadata store; what it serves is only
@@ -20,6 +22,7 @@ mod cache;
 mod connections;
 mod domains;
 mod handler;
+pub mod https;
 mod version;
 
 use std::collections::HashMap;
@@ -156,6 +159,8 @@ pub struct SiteServer {
     cache: SiteCache,
     /// The projects' ages, which settle two sites reaching one host (set once on load).
     ages: std::sync::RwLock<ProjectAges>,
+    /// HTTPS: challenges, certified hosts, redirects (set once when HTTPS is on).
+    https: std::sync::OnceLock<Arc<https::HttpsState>>,
 }
 
 impl SiteServer {
@@ -169,7 +174,18 @@ impl SiteServer {
             metrics,
             cache,
             ages: std::sync::RwLock::default(),
+            https: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Turns HTTPS on: challenges are answered and certified hosts redirected as `state` says.
+    pub fn set_https(&self, state: Arc<https::HttpsState>) {
+        let _ = self.https.set(state);
+    }
+
+    /// The HTTPS state, when HTTPS is on.
+    pub fn https(&self) -> Option<&Arc<https::HttpsState>> {
+        self.https.get()
     }
 
     /// Records when the projects owning sites were added (on load, before the table is filled).
@@ -299,6 +315,21 @@ impl SiteServer {
             self.set_port(addr.port());
         }
         connections::serve(self, listener, limits, shutdown).await
+    }
+
+    /// Serves sites over TLS on an already-bound listener, with certificates from `tls`, under
+    /// `limits`, until `shutdown` completes.
+    pub async fn run_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        limits: ConnectionLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        if let (Ok(addr), Some(https)) = (listener.local_addr(), self.https()) {
+            https.set_tls_port(addr.port());
+        }
+        connections::serve_tls(self, listener, tls, limits, shutdown).await
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

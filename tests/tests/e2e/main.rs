@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
+mod acme;
 mod artifacts;
 mod auto_deploys;
 mod builds;

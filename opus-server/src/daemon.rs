@@ -191,14 +191,10 @@ impl Daemon {
             sites_stop.cancel();
             result
         });
-        let https_task = self.https.as_ref().map(|h| {
-            h.start(
-                self.site_server.clone(),
-                &self.domains,
-                limits,
-                stop.clone(),
-            )
-        });
+        let https_task = self
+            .https
+            .as_ref()
+            .map(|h| h.start(self.site_server.clone(), limits, stop.clone()));
         let health_watch = CancellationToken::new();
         tokio::spawn(self.health.clone().watch(health_watch.clone()));
         let deliverer = hooks::Deliverer::start(
@@ -491,14 +487,13 @@ impl HttpsParts {
     fn start(
         &self,
         sites: Arc<sites::SiteServer>,
-        domains: &domains::DomainRouter,
         limits: sites::ConnectionLimits,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<std::io::Result<()>> {
         tokio::spawn(
             self.certs
                 .clone()
-                .run(domains.subscribe(), stop.child_token()),
+                .run(sites.watch_domains(), stop.child_token()),
         );
         let listener = self
             .listener

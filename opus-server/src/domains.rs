@@ -4,7 +4,8 @@
 //! [`DomainRouter`] checks a host name (valid, not under the sites' own `--domain`), commits it
 //! in the metadata store under the site writer lock, then hands the new host map to the site
 //! server, so the table follows the commits in order, as deploys do. Whoever needs the set of
-//! domains (the certificate manager) follows [`DomainRouter::subscribe`].
+//! domains (the certificate manager) follows the site table's
+//! ([`crate::sites::SiteServer::watch_domains`]), which also drops a removed project's.
 
 use std::sync::Arc;
 
@@ -13,7 +14,6 @@ use opus_core::domain::{DomainName, DomainRecord};
 use opus_core::error::ModelError;
 use opus_core::model::{EnvName, ProjectName};
 use opus_core::store::{DomainAdded, MetaStore};
-use tokio::sync::watch;
 use tracing::instrument;
 
 use crate::sites::{CustomDomains, SiteKey, SiteServer};
@@ -23,28 +23,17 @@ use crate::sites::{CustomDomains, SiteKey, SiteServer};
 pub struct DomainRouter {
     store: MetaStore,
     sites: Arc<SiteServer>,
-    /// The current domains, for those that follow them (certificates).
-    hosts: Arc<watch::Sender<Vec<DomainName>>>,
 }
 
 impl DomainRouter {
     /// A router over the store and the site server; call [`DomainRouter::load`] before serving.
     pub fn new(store: MetaStore, sites: Arc<SiteServer>) -> DomainRouter {
-        DomainRouter {
-            store,
-            sites,
-            hosts: Arc::new(watch::channel(Vec::new()).0),
-        }
+        DomainRouter { store, sites }
     }
 
     /// The site server the domains route on.
     pub fn sites(&self) -> &Arc<SiteServer> {
         &self.sites
-    }
-
-    /// The custom host names now, and each change after.
-    pub fn subscribe(&self) -> watch::Receiver<Vec<DomainName>> {
-        self.hosts.subscribe()
     }
 
     /// Checks a host name given for a custom domain.
@@ -109,7 +98,6 @@ impl DomainRouter {
     fn publish(&self, guard: &tokio::sync::MutexGuard<'_, ()>) -> Result<(), CoreError> {
         let own = self.sites.domain().to_owned();
         let records = self.store.list_domains(None)?;
-        let mut hosts = Vec::with_capacity(records.len());
         let mut map = Vec::with_capacity(records.len());
         for r in records {
             if r.host.is_under(&own) {
@@ -120,10 +108,8 @@ impl DomainRouter {
                 r.host.as_str().to_owned(),
                 SiteKey::new(r.project.as_str(), r.env.as_str()),
             ));
-            hosts.push(r.host);
         }
         self.sites.set_domains(guard, CustomDomains::new(map));
-        self.hosts.send_replace(hosts);
         Ok(())
     }
 

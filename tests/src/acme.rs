@@ -35,6 +35,8 @@ pub struct PebbleSetup {
     dns: u16,
     challtest_management: u16,
     tls_port: u16,
+    /// Lifetime of the certificates pebble issues, when not its default (5 years).
+    validity_secs: Option<u64>,
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -80,7 +82,14 @@ impl PebbleSetup {
             dns: free_port(),
             challtest_management: free_port(),
             tls_port: free_port(),
+            validity_secs: None,
         })
+    }
+
+    /// Makes pebble issue certificates valid for `secs` seconds (so renewals happen in a test).
+    pub fn cert_validity(mut self, secs: u64) -> PebbleSetup {
+        self.validity_secs = Some(secs);
+        self
     }
 
     /// The ACME directory URL (for `--acme-directory`).
@@ -108,6 +117,10 @@ impl PebbleSetup {
                 "externalAccountBindingRequired": false,
             }
         });
+        let mut config = config;
+        if let Some(secs) = self.validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = secs.into();
+        }
         std::fs::write(d.join("pebble.json"), config.to_string()).expect("write");
         let log = |name: &str| Stdio::from(std::fs::File::create(d.join(name)).expect("log file"));
         let challtestsrv = Command::new(CHALLTESTSRV)

@@ -173,11 +173,12 @@ impl Daemon {
             .open(&self.log_path)
             .expect("log file");
         let mut cmd = Command::new(bin("opusd"));
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--sites-listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
+        cmd.arg("--listen").arg("127.0.0.1:0");
+        // A test that needs the site port to stay the same across restarts names it.
+        if !self.args.iter().any(|a| a == "--sites-listen") {
+            cmd.arg("--sites-listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir")
             .arg(&data)
             .args(&self.args)
             .current_dir(self.root.path())

@@ -1,7 +1,7 @@
 //! Automatic HTTPS for custom domains: certificates from an ACME CA (Let's Encrypt by default,
 //! or a private one such as step-ca or pebble with `--acme-ca-file`), with instant-acme.
 //!
-//! - [`CertManager`] follows the custom domains ([`crate::domains::DomainRouter::subscribe`]):
+//! - [`CertManager`] follows the custom domains ([`crate::sites::SiteServer::watch_domains`]):
 //!   orders a certificate for each domain without one, renews each two thirds into its life,
 //!   retries failures with exponential backoff (10 s doubling to an hour), and keeps each
 //!   domain's [`CertStatus`] for `opus domain list`. Orders never block serving: plain HTTP
@@ -12,7 +12,7 @@
 //! - `resolver`: [`CertResolver`], the TLS listener's SNI -> certificate map, swapped atomically.
 //!
 //! Architecture Invariant: the manager never reads the metadata store; it learns the domains
-//! from the router and tells the site server only through `HttpsState` and the resolver.
+//! from the site table and tells the site server only through `HttpsState` and the resolver.
 
 mod files;
 mod order;
@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{Account, AccountCredentials, NewAccount};
-use opus_core::domain::DomainName;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +32,7 @@ pub use files::{AcmeFiles, LoadedCert};
 pub use resolver::CertResolver;
 
 use crate::config::HttpsConfig;
+use crate::sites::CustomDomains;
 use crate::sites::https::HttpsState;
 
 /// The first wait after a failed order; it doubles after each further failure.
@@ -200,15 +200,16 @@ impl CertManager {
     /// order or a change of the domains.
     pub async fn run(
         self: Arc<Self>,
-        mut domains: watch::Receiver<Vec<DomainName>>,
+        mut domains: watch::Receiver<Arc<CustomDomains>>,
         stop: CancellationToken,
     ) {
         loop {
-            let hosts: Vec<String> = domains
+            let mut hosts: Vec<String> = domains
                 .borrow_and_update()
-                .iter()
-                .map(|d| d.as_str().to_owned())
+                .hosts()
+                .map(str::to_owned)
                 .collect();
+            hosts.sort();
             self.follow(&hosts);
             for host in &hosts {
                 if stop.is_cancelled() {

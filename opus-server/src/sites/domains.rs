@@ -3,7 +3,8 @@
 //! The map is part of each [`super::SiteTable`] snapshot, so a request sees the domains and the
 //! deployed versions of one moment. The site server never reads the metadata store: whoever
 //! changes domains there (`crate::domains::DomainRouter`) hands the new map over
-//! ([`super::SiteServer::set_domains`]).
+//! ([`super::SiteServer::set_domains`]), and whoever follows them (the certificate manager)
+//! watches the table's map ([`super::SiteServer::watch_domains`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,11 @@ impl CustomDomains {
     /// The environment `host` serves, if it is a custom domain.
     pub fn site_of(&self, host: &str) -> Option<&SiteKey> {
         self.0.get(host)
+    }
+
+    /// Every custom host name.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
     }
 
     /// The hosts that serve `key`.

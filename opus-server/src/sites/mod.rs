@@ -161,6 +161,8 @@ pub struct SiteServer {
     ages: std::sync::RwLock<ProjectAges>,
     /// HTTPS: challenges, certified hosts, redirects (set once when HTTPS is on).
     https: std::sync::OnceLock<Arc<https::HttpsState>>,
+    /// The custom domains of the current table, for those that follow them (certificates).
+    domains_watch: tokio::sync::watch::Sender<Arc<CustomDomains>>,
 }
 
 impl SiteServer {
@@ -175,7 +177,14 @@ impl SiteServer {
             cache,
             ages: std::sync::RwLock::default(),
             https: std::sync::OnceLock::new(),
+            domains_watch: tokio::sync::watch::channel(Arc::default()).0,
         }
+    }
+
+    /// The custom domains now, and each change after (added, removed, or gone with their
+    /// project).
+    pub fn watch_domains(&self) -> tokio::sync::watch::Receiver<Arc<CustomDomains>> {
+        self.domains_watch.subscribe()
     }
 
     /// Turns HTTPS on: challenges are answered and certified hosts redirected as `state` says.
@@ -215,8 +224,10 @@ impl SiteServer {
     pub fn set_domains(&self, _guard: &tokio::sync::MutexGuard<'_, ()>, domains: CustomDomains) {
         let current = self.table.load();
         let sites = current.sites.clone();
+        let domains = Arc::new(domains);
         self.table
-            .store(Arc::new(self.table_of(sites, Arc::new(domains))));
+            .store(Arc::new(self.table_of(sites, domains.clone())));
+        self.domains_watch.send_replace(domains);
     }
 
     /// The current snapshot (what a request would be served from).
@@ -291,7 +302,9 @@ impl SiteServer {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let domains = Arc::new(current.domains.without_project(project));
-        self.table.store(Arc::new(self.table_of(sites, domains)));
+        self.table
+            .store(Arc::new(self.table_of(sites, domains.clone())));
+        self.domains_watch.send_replace(domains);
     }
 
     /// Finds the site a Host header names: `<project>.<domain>` is production,

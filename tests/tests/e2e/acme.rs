@@ -11,9 +11,17 @@ use opus_tests::acme::{Pebble, PebbleSetup, WAIT, https_get};
 /// opusd with HTTPS against pebble, and pebble validating on opusd's site port; project `web`
 /// with version `1.0` in production.
 fn https_daemon() -> Option<(Daemon, Pebble)> {
-    let setup = PebbleSetup::prepare()?;
+    https_daemon_with(PebbleSetup::prepare()?)
+}
+
+/// [`https_daemon`] with pebble set up as given; the site port is fixed, so that pebble reaches
+/// opusd after a restart too.
+fn https_daemon_with(setup: PebbleSetup) -> Option<(Daemon, Pebble)> {
     let ca = setup.ca_file();
+    let sites = format!("127.0.0.1:{}", opus_tests::acme::free_port());
     let d = Daemon::start_with(&[
+        "--sites-listen",
+        &sites,
         "--sites-tls-listen",
         "127.0.0.1:0",
         "--acme-directory",
@@ -162,4 +170,87 @@ fn a_refused_order_keeps_http_serving_and_lists_the_reason() {
         entry["url"].as_str().unwrap_or("").starts_with("http://"),
         "{entry}"
     );
+}
+
+/// The `not_after` of `domain`'s certificate as listed.
+fn not_after(d: &Daemon, domain: &str) -> String {
+    listed(d, domain)["certificate"]["not_after"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Waits until `domain` is served a certificate that expires after `than`.
+fn wait_for_renewal(d: &Daemon, pebble: &Pebble, domain: &str, than: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = not_after(d, domain);
+        if !now.is_empty() && now.as_str() > than {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{domain} was not renewed (still {now}, was {than})\nopusd:\n{}\npebble:\n{}",
+            d.log(),
+            pebble.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_short_lived_certificate_is_renewed_two_thirds_into_its_life() {
+    let Some(setup) = PebbleSetup::prepare() else {
+        return;
+    };
+    let Some((d, pebble)) = https_daemon_with(setup.cert_validity(9)) else {
+        return;
+    };
+    d.opus(&["domain", "add", "web", "www.acme.test"]).ok();
+    wait_for_certificate(&d, &pebble, "www.acme.test", "issued");
+    let first = not_after(&d, "www.acme.test");
+    let renewed = wait_for_renewal(&d, &pebble, "www.acme.test", &first);
+    assert_eq!(
+        listed(&d, "www.acme.test")["certificate"]["state"],
+        "issued"
+    );
+    let roots = pebble.issuing_root();
+    let r = https_get(&d.sites_tls(), "www.acme.test", "/", &roots).expect("HTTPS GET");
+    assert_eq!(r.text(), "web 1.0", "served after the renewal to {renewed}");
+}
+
+#[test]
+fn opusd_killed_during_a_renewal_renews_after_its_restart() {
+    let Some(setup) = PebbleSetup::prepare() else {
+        return;
+    };
+    let Some((mut d, pebble)) = https_daemon_with(setup.cert_validity(9)) else {
+        return;
+    };
+    d.opus(&["domain", "add", "web", "www.acme.test"]).ok();
+    wait_for_certificate(&d, &pebble, "www.acme.test", "issued");
+    let first = not_after(&d, "www.acme.test");
+    // The renewal starts 6 s into the certificate's life: SIGKILL as soon as it has.
+    let deadline = Instant::now() + WAIT;
+    while d.log().matches("ordering a certificate").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal started:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.kill();
+    d.restart();
+    // Whatever the kill left (the old certificate or the new one), it loads, and a newer one
+    // follows.
+    let entry = listed(&d, "www.acme.test");
+    assert!(
+        ["issued", "pending"].contains(&entry["certificate"]["state"].as_str().unwrap_or("")),
+        "{entry}"
+    );
+    wait_for_renewal(&d, &pebble, "www.acme.test", &first);
+    let roots = pebble.issuing_root();
+    let r = https_get(&d.sites_tls(), "www.acme.test", "/", &roots).expect("HTTPS GET");
+    assert_eq!(r.text(), "web 1.0");
 }

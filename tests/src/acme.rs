@@ -97,6 +97,11 @@ impl PebbleSetup {
         format!("https://127.0.0.1:{}/dir", self.listen)
     }
 
+    /// The port pebble validates TLS-ALPN-01 on (for opusd's `--sites-tls-listen`).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
     /// The root pebble's HTTPS is signed by (for `--acme-ca-file`).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")

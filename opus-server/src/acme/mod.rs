@@ -7,7 +7,8 @@
 //!   domain's [`CertStatus`] for `opus domain list`. Orders never block serving: plain HTTP
 //!   keeps working whatever the CA says.
 //! - `order`: one order (HTTP-01, answered by the site listener through
-//!   [`crate::sites::https::HttpsState`]).
+//!   [`crate::sites::https::HttpsState`], or TLS-ALPN-01 by the TLS listener through the
+//!   resolver, as `--acme-challenge` says).
 //! - `files`: the account and the certificates in `<data-dir>/acme`, loaded at start.
 //! - `resolver`: [`CertResolver`], the TLS listener's SNI -> certificate map, swapped atomically.
 //!
@@ -29,7 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use files::{AcmeFiles, LoadedCert};
-pub use resolver::CertResolver;
+pub use resolver::{ACME_TLS_ALPN, CertResolver};
 
 use crate::config::HttpsConfig;
 use crate::sites::CustomDomains;
@@ -51,9 +52,9 @@ pub enum AcmeError {
     /// The CA refused the order (a failed validation, say).
     #[error("the CA refused the order: {0}")]
     Refused(String),
-    /// The CA offered no HTTP-01 challenge, the only kind opusd answers.
-    #[error("the CA offered no http-01 challenge")]
-    NoHttp01,
+    /// The CA offered no challenge of the kind opusd answers (`--acme-challenge`).
+    #[error("the CA offered no {0} challenge (see --acme-challenge)")]
+    NoChallenge(&'static str),
     /// A certificate that cannot be served.
     #[error("unusable certificate: {0}")]
     BadCertificate(String),
@@ -162,12 +163,13 @@ impl CertManager {
         manager
     }
 
-    /// The TLS configuration of the site TLS listener: certificates by SNI, HTTP/1.1.
+    /// The TLS configuration of the site TLS listener: certificates by SNI, HTTP/1.1, and
+    /// `acme-tls/1` for TLS-ALPN-01 validation (the connection ends after the handshake).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_cert_resolver(self.resolver.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), resolver::ACME_TLS_ALPN.to_vec()];
         Arc::new(config)
     }
 
@@ -283,7 +285,12 @@ impl CertManager {
         tracing::info!(domain = host, directory = %self.config.acme_directory, "ordering a certificate");
         let result = async {
             let account = self.account().await?;
-            let (key, chain) = order::issue(&account, host, &self.https).await?;
+            let responder = order::Responder {
+                kind: self.config.challenge,
+                https: &self.https,
+                resolver: &self.resolver,
+            };
+            let (key, chain) = order::issue(&account, host, &responder).await?;
             let cert = LoadedCert::parse(&key, &chain)?;
             self.files.write_cert(host, &key, &chain)?;
             Ok::<_, AcmeError>(cert)

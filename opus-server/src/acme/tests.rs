@@ -19,6 +19,7 @@ fn config() -> HttpsConfig {
         acme_email: None,
         acme_ca_file: None,
         redirect: true,
+        challenge: crate::config::AcmeChallenge::Http01,
     }
 }
 

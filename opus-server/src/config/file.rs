@@ -79,6 +79,8 @@ pub struct FileConfig {
     pub acme_ca_file: Option<PathBuf>,
     /// See [`super::HttpsArgs::sites_https_redirect`].
     pub sites_https_redirect: Option<bool>,
+    /// See [`super::HttpsArgs::acme_challenge`].
+    pub acme_challenge: Option<super::AcmeChallenge>,
 }
 
 impl FileConfig {

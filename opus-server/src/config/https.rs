@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigArgs, ConfigError, FileConfig};
 
@@ -33,6 +34,23 @@ pub struct HttpsArgs {
     /// Redirect plain HTTP requests of a domain with a certificate to HTTPS [default: true].
     #[arg(long, env = "OPUS_SITES_HTTPS_REDIRECT", value_name = "BOOL")]
     pub sites_https_redirect: Option<bool>,
+    /// How the CA checks that opusd serves a domain: http-01 on the HTTP site listener (which
+    /// the CA reaches on port 80), or tls-alpn-01 on the HTTPS one (port 443) [default: http-01].
+    #[arg(long, env = "OPUS_ACME_CHALLENGE", value_enum, value_name = "KIND")]
+    pub acme_challenge: Option<AcmeChallenge>,
+}
+
+/// The ACME challenge opusd answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum AcmeChallenge {
+    /// `http-01`: a file under `/.well-known/acme-challenge/` on the HTTP listener.
+    #[value(name = "http-01")]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// `tls-alpn-01`: a certificate for the `acme-tls/1` protocol on the TLS listener.
+    #[value(name = "tls-alpn-01")]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 /// The resolved HTTPS settings; present when `--sites-tls-listen` is set.
@@ -48,6 +66,8 @@ pub struct HttpsConfig {
     pub acme_ca_file: Option<PathBuf>,
     /// Whether certified hosts' plain HTTP requests are redirected to HTTPS.
     pub redirect: bool,
+    /// The challenge opusd answers.
+    pub challenge: AcmeChallenge,
 }
 
 /// The HTTPS settings, or `None` without a TLS listener.
@@ -89,5 +109,9 @@ pub(super) fn https(
             .sites_https_redirect
             .or(file.sites_https_redirect)
             .unwrap_or(true),
+        challenge: a
+            .acme_challenge
+            .or(file.acme_challenge)
+            .unwrap_or(AcmeChallenge::Http01),
     }))
 }

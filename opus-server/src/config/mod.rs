@@ -31,7 +31,7 @@ use crate::sites::ConnectionLimits;
 pub use args::ConfigArgs;
 pub use executor::{DEFAULT_BUILD_IMAGE, DEFAULT_KUBERNETES_POLL, ExecutorKind, KubernetesConfig};
 pub use file::FileConfig;
-pub use https::{HttpsArgs, HttpsConfig, LETS_ENCRYPT};
+pub use https::{AcmeChallenge, HttpsArgs, HttpsConfig, LETS_ENCRYPT};
 pub use security::{MIN_PUBLIC_TOKEN_LEN, TlsIdentity};
 pub use tuning::DEFAULT_SITE_CACHE_SIZE;
 

@@ -350,6 +350,13 @@ async fn accept_loop(
                     let handshake =
                         tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
                     match handshake.await {
+                        // TLS-ALPN-01 validation: the handshake was the answer.
+                        Ok(Ok(tls_stream))
+                            if tls_stream.get_ref().1.alpn_protocol()
+                                == Some(super::https::ACME_TLS_ALPN) =>
+                        {
+                            tracing::debug!(%peer, "answered a tls-alpn-01 validation");
+                        }
                         Ok(Ok(tls_stream)) => {
                             connection(server, tls_stream, peer, limits, stop, slot, true).await
                         }

@@ -14,6 +14,10 @@ use arc_swap::ArcSwap;
 /// The path prefix of HTTP-01 challenges (RFC 8555 section 8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737): a TLS connection that negotiated it
+/// is closed after the handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// HTTPS state shared by the certificate manager (writer) and the site handler (reader).
 #[derive(Debug, Default)]
 pub struct HttpsState {

@@ -11,26 +11,33 @@ use opus_tests::acme::{Pebble, PebbleSetup, WAIT, https_get};
 /// opusd with HTTPS against pebble, and pebble validating on opusd's site port; project `web`
 /// with version `1.0` in production.
 fn https_daemon() -> Option<(Daemon, Pebble)> {
-    https_daemon_with(PebbleSetup::prepare()?)
+    https_daemon_with(PebbleSetup::prepare()?, "127.0.0.1:0", &[])
 }
 
-/// [`https_daemon`] with pebble set up as given; the site port is fixed, so that pebble reaches
-/// opusd after a restart too.
-fn https_daemon_with(setup: PebbleSetup) -> Option<(Daemon, Pebble)> {
+/// [`https_daemon`] with pebble set up as given, the TLS listener at `tls_listen` and `extra`
+/// flags; the site port is fixed, so that pebble reaches opusd after a restart too.
+fn https_daemon_with(
+    setup: PebbleSetup,
+    tls_listen: &str,
+    extra: &[&str],
+) -> Option<(Daemon, Pebble)> {
     let ca = setup.ca_file();
     let sites = format!("127.0.0.1:{}", opus_tests::acme::free_port());
-    let d = Daemon::start_with(&[
+    let directory = setup.directory();
+    let mut args = vec![
         "--sites-listen",
         &sites,
         "--sites-tls-listen",
-        "127.0.0.1:0",
+        tls_listen,
         "--acme-directory",
-        &setup.directory(),
+        &directory,
         "--acme-ca-file",
         ca.to_str().expect("utf-8"),
         "--acme-email",
         "ops@acme.test",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let d = Daemon::start_with(&args);
     let port: u16 = d
         .sites
         .rsplit(':')
@@ -203,7 +210,7 @@ fn a_short_lived_certificate_is_renewed_two_thirds_into_its_life() {
     let Some(setup) = PebbleSetup::prepare() else {
         return;
     };
-    let Some((d, pebble)) = https_daemon_with(setup.cert_validity(9)) else {
+    let Some((d, pebble)) = https_daemon_with(setup.cert_validity(9), "127.0.0.1:0", &[]) else {
         return;
     };
     d.opus(&["domain", "add", "web", "www.acme.test"]).ok();
@@ -224,7 +231,8 @@ fn opusd_killed_during_a_renewal_renews_after_its_restart() {
     let Some(setup) = PebbleSetup::prepare() else {
         return;
     };
-    let Some((mut d, pebble)) = https_daemon_with(setup.cert_validity(9)) else {
+    let Some((mut d, pebble)) = https_daemon_with(setup.cert_validity(9), "127.0.0.1:0", &[])
+    else {
         return;
     };
     d.opus(&["domain", "add", "web", "www.acme.test"]).ok();
@@ -252,5 +260,22 @@ fn opusd_killed_during_a_renewal_renews_after_its_restart() {
     wait_for_renewal(&d, &pebble, "www.acme.test", &first);
     let roots = pebble.issuing_root();
     let r = https_get(&d.sites_tls(), "www.acme.test", "/", &roots).expect("HTTPS GET");
+    assert_eq!(r.text(), "web 1.0");
+}
+
+#[test]
+fn tls_alpn_01_is_answered_on_the_tls_listener() {
+    let Some(setup) = PebbleSetup::prepare() else {
+        return;
+    };
+    let tls = format!("127.0.0.1:{}", setup.tls_port());
+    let Some((d, pebble)) = https_daemon_with(setup, &tls, &["--acme-challenge", "tls-alpn-01"])
+    else {
+        return;
+    };
+    d.opus(&["domain", "add", "web", "alpn.acme.test"]).ok();
+    wait_for_certificate(&d, &pebble, "alpn.acme.test", "issued");
+    let roots = pebble.issuing_root();
+    let r = https_get(&tls, "alpn.acme.test", "/", &roots).expect("HTTPS GET");
     assert_eq!(r.text(), "web 1.0");
 }

@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use opus_core::model::PRODUCTION;
 
+mod domain;
 mod examples;
+
+pub use domain::DomainCommand;
 
 /// Opus: build, store, deploy and roll back frontend sites on your own servers.
 #[derive(Debug, Parser)]
@@ -125,6 +128,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print opus's version and the git commit it was built from (`status` shows opusd's).
     Version,
+    /// Custom domains: serve an environment at your own host name, with automatic HTTPS.
+    #[command(subcommand)]
+    Domain(DomainCommand),
 }
 
 /// `opus completions`.

@@ -105,6 +105,13 @@ impl Connection {
         )
     }
 
+    /// Custom domains and their certificates.
+    pub fn domains(
+        &self,
+    ) -> opus_core::proto::domain_service_client::DomainServiceClient<Transport> {
+        opus_core::proto::domain_service_client::DomainServiceClient::new(self.transport())
+    }
+
     /// Stored versions: listing, manifests, archives, publishing, verify. Messages may be large
     /// (the manifest of a site with many files).
     pub fn artifacts(&self) -> ArtifactServiceClient<Transport> {

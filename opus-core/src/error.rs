@@ -138,6 +138,21 @@ pub enum StoreError {
     /// No outgoing hook with that id.
     #[error("no hook {0} (see `opus hook list`)")]
     HookNotFound(u64),
+    /// A custom domain another project (or another environment) already has.
+    #[error(
+        "domain {host:?} already belongs to project {project:?} (environment {env:?}); remove it there first with `opus domain remove {host}`"
+    )]
+    DomainTaken {
+        /// The domain.
+        host: String,
+        /// The project that owns it.
+        project: String,
+        /// The environment it serves.
+        env: String,
+    },
+    /// No custom domain with that host name.
+    #[error("no custom domain {0:?} (see `opus domain list`)")]
+    DomainNotFound(String),
     /// A stored record that does not decode: the data directory is damaged or from a newer opusd.
     #[error("metadata record {key} does not decode: {detail}")]
     Corrupt {

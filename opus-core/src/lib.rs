@@ -13,6 +13,7 @@
 //! - [`artifact`]: versions in an object store ([`artifact::ArtifactStore`]): files, tar.gz
 //!   archive and manifest per version, dedup by sha256, publish, verify, retention.
 //! - [`archive`]: tar.gz writing and reading, and the path rules that keep files inside a folder.
+//! - [`domain`]: custom domains ([`domain::DomainName`], [`domain::DomainRecord`]).
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
 //!
 //! Cargo features, so that each binary compiles what it uses: `store` (the metadata store, the
@@ -23,6 +24,7 @@
 pub mod age;
 pub mod archive;
 pub mod artifact;
+pub mod domain;
 pub mod error;
 pub mod hook;
 #[cfg(feature = "kubernetes")]

@@ -742,11 +742,15 @@ pub enum EventKind {
     JobCancelled,
     /// A pipeline job was skipped by `when:` (the payload says why).
     JobSkipped,
+    /// A custom domain was added to a project's environment.
+    DomainAdded,
+    /// A custom domain was removed.
+    DomainRemoved,
 }
 
 impl EventKind {
     /// Every kind, in the order the wire strings are documented.
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 28] = [
         EventKind::ProjectAdded,
         EventKind::ProjectUpdated,
         EventKind::ProjectRemoved,
@@ -773,6 +777,8 @@ impl EventKind {
         EventKind::JobFailed,
         EventKind::JobCancelled,
         EventKind::JobSkipped,
+        EventKind::DomainAdded,
+        EventKind::DomainRemoved,
     ];
 
     /// The wire string.
@@ -804,6 +810,8 @@ impl EventKind {
             EventKind::JobFailed => "job.failed",
             EventKind::JobCancelled => "job.cancelled",
             EventKind::JobSkipped => "job.skipped",
+            EventKind::DomainAdded => "domain.added",
+            EventKind::DomainRemoved => "domain.removed",
         }
     }
 

@@ -24,8 +24,8 @@ use tracing::info;
 use crate::config::{Config, ExecutorKind};
 use crate::process_tree::{self, Containment};
 use crate::{
-    ServeError, api, build, deploys, health, hooks, kubernetes, logs, metrics, runners, scheduler,
-    sites, source,
+    ServeError, acme, api, build, deploys, domains, health, hooks, kubernetes, logs, metrics,
+    runners, scheduler, sites, source,
 };
 
 /// The two listeners of an opusd, bound before anything else starts, so that tests bind port 0
@@ -85,6 +85,10 @@ pub struct Daemon {
     site_server: Arc<sites::SiteServer>,
     /// Deploys and rollbacks: the store and the site table together.
     pub(crate) deployer: deploys::Deployer,
+    /// Custom domains: the store and the site table's host map together.
+    pub(crate) domains: domains::DomainRouter,
+    /// The sites' HTTPS (certificates and the bound TLS listener), when it is on.
+    pub(crate) https: Option<HttpsParts>,
     /// Builds running elsewhere (Kubernetes Jobs) and their tokens.
     pub(crate) runners: runners::Runners,
     /// Build logs.
@@ -126,6 +130,12 @@ impl Daemon {
             metrics.clone(),
         );
         deployer.load_all().await.map_err(ServeError::Sites)?;
+        let domains = domains::DomainRouter::new(store.clone(), site_server.clone());
+        domains.load().await.map_err(ServeError::Sites)?;
+        let https = match &config.https {
+            Some(c) => Some(HttpsParts::open(c, &config.data_dir, &site_server).await?),
+            None => None,
+        };
         let runners = runners::Runners::default();
         let kubernetes = connect_kubernetes(&config, &store, &runners).await?;
         let hooks = hook_parts(&config)?;
@@ -141,6 +151,8 @@ impl Daemon {
             metrics,
             site_server,
             deployer,
+            domains,
+            https,
             runners,
             logs,
             hooks,
@@ -179,6 +191,10 @@ impl Daemon {
             sites_stop.cancel();
             result
         });
+        let https_task = self
+            .https
+            .as_ref()
+            .map(|h| h.start(self.site_server.clone(), limits, stop.clone()));
         let health_watch = CancellationToken::new();
         tokio::spawn(self.health.clone().watch(health_watch.clone()));
         let deliverer = hooks::Deliverer::start(
@@ -191,6 +207,7 @@ impl Daemon {
             &self.config.data_dir,
             self.config.listen,
             self.config.sites_listen,
+            self.https.as_ref().map(|h| h.addr),
         );
         info!(api = %self.config.listen, sites = %self.config.sites_listen, data_dir = %self.config.data_dir.display(), "opusd started");
 
@@ -201,6 +218,13 @@ impl Daemon {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "the site server failed"),
             Err(e) => tracing::error!(error = %e, "the site server task failed"),
+        }
+        if let Some(task) = https_task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "the HTTPS site server failed"),
+                Err(e) => tracing::error!(error = %e, "the HTTPS site server task failed"),
+            }
         }
         deliverer.stop();
         health_watch.cancel();
@@ -402,16 +426,87 @@ fn hook_parts(config: &Config) -> Result<HookParts, ServeError> {
 /// Writes `<data-dir>/opusd.json` with the bound API and sites addresses and the process id, so
 /// scripts and tests that start opusd on port 0 learn where it listens. Failing to write it is
 /// only logged.
-fn write_address_file(data_dir: &Path, api: SocketAddr, sites: SocketAddr) {
-    let info = serde_json::json!({
+fn write_address_file(
+    data_dir: &Path,
+    api: SocketAddr,
+    sites: SocketAddr,
+    sites_tls: Option<SocketAddr>,
+) {
+    let mut info = serde_json::json!({
         "api": api.to_string(),
         "sites": sites.to_string(),
         "pid": std::process::id(),
     });
+    if let Some(tls) = sites_tls {
+        info["sites_tls"] = serde_json::Value::String(tls.to_string());
+    }
     let path = data_dir.join("opusd.json");
     let tmp = data_dir.join("opusd.json.tmp");
     let result = std::fs::write(&tmp, info.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the address file");
+    }
+}
+
+/// The sites' HTTPS: the certificate manager and the TLS listener, bound in [`Daemon::open`].
+pub(crate) struct HttpsParts {
+    /// Orders, renews and serves the custom domains' certificates.
+    pub(crate) certs: Arc<acme::CertManager>,
+    /// The bound TLS listener, taken when serving starts.
+    listener: std::sync::Mutex<Option<TcpListener>>,
+    /// The address it is bound to.
+    addr: SocketAddr,
+}
+
+impl HttpsParts {
+    /// Loads the stored certificates, turns HTTPS on in the site server, binds the TLS listener.
+    async fn open(
+        config: &crate::config::HttpsConfig,
+        data_dir: &Path,
+        sites: &Arc<sites::SiteServer>,
+    ) -> Result<HttpsParts, ServeError> {
+        let state = Arc::new(sites::https::HttpsState::new(config.redirect));
+        sites.set_https(state.clone());
+        let certs = Arc::new(acme::CertManager::load(config.clone(), data_dir, state));
+        let bind_error = |source| ServeError::SitesListen {
+            addr: config.tls_listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.tls_listen)
+            .await
+            .map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        Ok(HttpsParts {
+            certs,
+            listener: std::sync::Mutex::new(Some(listener)),
+            addr,
+        })
+    }
+
+    /// Serves sites over TLS and starts the certificate manager, both until `stop`.
+    fn start(
+        &self,
+        sites: Arc<sites::SiteServer>,
+        limits: sites::ConnectionLimits,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        tokio::spawn(
+            self.certs
+                .clone()
+                .run(sites.watch_domains(), stop.child_token()),
+        );
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let tls = self.certs.server_config();
+        info!(sites_tls = %self.addr, "sites served over HTTPS");
+        tokio::spawn(async move {
+            match listener {
+                Some(l) => sites.run_tls(l, tls, limits, stop.cancelled_owned()).await,
+                None => Ok(()),
+            }
+        })
     }
 }

@@ -14,6 +14,8 @@
 //! - [`kubernetes`]: the kubernetes executor (a Job per build); [`runners`]: the builds running
 //!   elsewhere and their tokens; [`runner`]: `opusd runner`, what a build Job's pod runs.
 //! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
+//! - [`acme`]: automatic HTTPS of custom domains (ACME orders, renewals, the TLS resolver).
+//! - [`domains`]: the [`domains::DomainRouter`], custom domains in the store and the site table.
 //! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
 //!   table together, and deletes versions (on request and by retention) under the same lock.
 //! - [`promotion`]: what follows a build's stored version: automatic deploys and
@@ -22,12 +24,14 @@
 //! - [`dashboard`]: the web dashboard on the API listener at `/`.
 //! - [`version`]: which build this opusd is (version and git commit).
 
+pub mod acme;
 pub mod api;
 pub mod build;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
 pub mod deploys;
+pub mod domains;
 pub mod health;
 pub mod hooks;
 pub mod kubernetes;

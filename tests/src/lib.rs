@@ -4,6 +4,7 @@
 //! The binaries are the ones `cargo test --workspace` builds next to the test executable; run the
 //! tests through that command so they are fresh.
 
+pub mod acme;
 pub mod browser;
 pub mod fake_apiserver;
 pub mod moto;
@@ -145,6 +146,18 @@ impl Daemon {
         self.root.path().join("data")
     }
 
+    /// `127.0.0.1:<port>` of the sites' HTTPS listener (`--sites-tls-listen`), from the address
+    /// file.
+    pub fn sites_tls(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.data_dir().join("opusd.json")).expect("address file");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("address file is JSON");
+        v["sites_tls"]
+            .as_str()
+            .expect("opusd serves HTTPS (sites_tls in the address file)")
+            .to_owned()
+    }
+
     /// opusd's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -160,11 +173,12 @@ impl Daemon {
             .open(&self.log_path)
             .expect("log file");
         let mut cmd = Command::new(bin("opusd"));
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--sites-listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
+        cmd.arg("--listen").arg("127.0.0.1:0");
+        // A test that needs the site port to stay the same across restarts names it.
+        if !self.args.iter().any(|a| a == "--sites-listen") {
+            cmd.arg("--sites-listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir")
             .arg(&data)
             .args(&self.args)
             .current_dir(self.root.path())
@@ -543,26 +557,28 @@ pub fn http_with_body(
     s.write_all(body).expect("send the body");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read the answer");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a header block");
+    parse_response(&raw).expect("an HTTP answer")
+}
+
+/// Parses a whole HTTP/1.1 answer (status line, headers, body as read); `None` when it has no
+/// header block or status.
+pub fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
+        .and_then(|s| s.parse().ok())?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    HttpResponse {
+    Some(HttpResponse {
         status,
         headers,
         body: raw[split + 4..].to_vec(),
-    }
+    })
 }
 
 impl Daemon {

@@ -4,6 +4,7 @@ mod artifacts;
 mod builds;
 mod completions;
 mod deploys;
+mod domains;
 mod events;
 mod hook;
 mod install;
@@ -48,5 +49,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Builds(args) => builds::list(&conn().await?, &global, args).await,
         Command::Logs(args) => builds::logs(&conn().await?, &global, args).await,
         Command::Cancel(args) => builds::cancel(&conn().await?, &global, args).await,
+        Command::Domain(cmd) => domains::run(&conn().await?, &global, cmd).await,
     }
 }

@@ -10,6 +10,7 @@
 
 mod builds;
 mod deploys;
+mod domains;
 mod events;
 mod hooks;
 mod jobs;
@@ -37,6 +38,7 @@ use crate::model::{Event, EventKind};
 
 pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
+pub use domains::DomainAdded;
 pub use hooks::KeyKind;
 pub use locks::EnvLock;
 pub use projects::NameFilter;
@@ -52,7 +54,8 @@ pub use versions::VersionRemoval;
 /// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
-const TREE_NAMES: [&str; 20] = [
+/// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
+const TREE_NAMES: [&str; 21] = [
     "projects",
     "secrets",
     "builds",
@@ -73,6 +76,7 @@ const TREE_NAMES: [&str; 20] = [
     "last_builds",
     "build_numbers",
     "site_protection",
+    "domains",
 ];
 
 /// sled's page cache, in bytes.
@@ -174,6 +178,8 @@ enum T {
     /// `<project>\0env:<env>` or `<project>\0previews` -> a password's argon2 PHC string:
     /// basic auth in front of an environment or all previews.
     SiteProtection = 19,
+    /// Host name -> the custom domain's record.
+    Domains = 20,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

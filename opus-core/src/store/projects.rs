@@ -206,6 +206,7 @@ impl MetaStore {
                 super::deploys::releases_made_key(name.as_str()).as_bytes(),
             ))))
             .collect::<Result<_, _>>()?;
+        let domain_keys = self.domain_keys(name)?;
         let hooks = self.project_hook_ids(name)?;
         let delivery_keys = self.delivery_keys(&hooks)?;
         let (project_keys, github_ids) = self.project_webhook_keys(name.as_str())?;
@@ -232,6 +233,7 @@ impl MetaStore {
                 tx.tree(T::Counters).remove(k)?;
             }
             tx.tree(T::LastBuilds).remove(name.as_str().as_bytes())?;
+            tx.remove_domains(&domain_keys)?;
             tx.append_event(
                 EventKind::ProjectRemoved,
                 name.as_str(),

@@ -809,3 +809,62 @@ fn an_old_record_with_an_empty_store_reads_as_the_default_store() {
     old_build["store"] = "Not A Store".into();
     serde_json::from_value::<Build>(old_build).expect_err("an invalid store name is refused");
 }
+
+#[test]
+fn a_domain_belongs_to_one_project_and_goes_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MetaStore::open(dir.path()).expect("open");
+    store.create_project(&project("web")).expect("web");
+    store.create_project(&project("docs")).expect("docs");
+    let web = ProjectName::new("web").expect("name");
+    let docs = ProjectName::new("docs").expect("name");
+    let www = crate::domain::DomainName::new("www.acme.com").expect("domain");
+    let prod = EnvName::production();
+
+    let added = store.add_domain(&www, &web, &prod).expect("added");
+    assert!(matches!(added, DomainAdded::Added(_)));
+    let again = store.add_domain(&www, &web, &prod).expect("same again");
+    assert!(matches!(again, DomainAdded::Unchanged(_)));
+    let taken = store
+        .add_domain(&www, &docs, &prod)
+        .expect_err("owned by web");
+    assert!(
+        matches!(&taken, StoreError::DomainTaken { project, .. } if project == "web"),
+        "{taken}"
+    );
+    assert!(taken.to_string().contains("\"web\""), "{taken}");
+    let staging = EnvName::new("staging").expect("env");
+    assert!(store.add_domain(&www, &web, &staging).is_err());
+    let nobody = ProjectName::new("nobody").expect("name");
+    assert!(matches!(
+        store.add_domain(&www, &nobody, &prod),
+        Err(StoreError::ProjectNotFound(_))
+    ));
+
+    let kinds: Vec<EventKind> = store
+        .events_from(0, 100)
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| matches!(k, EventKind::DomainAdded | EventKind::DomainRemoved))
+        .collect();
+    assert_eq!(kinds, [EventKind::DomainAdded]);
+
+    let docs_www = crate::domain::DomainName::new("docs.acme.com").expect("domain");
+    store.add_domain(&docs_www, &docs, &prod).expect("docs");
+    assert_eq!(store.list_domains(None).expect("all").len(), 2);
+    assert_eq!(store.list_domains(Some(&web)).expect("web's").len(), 1);
+
+    let removed = store.remove_domain(&docs_www).expect("removed");
+    assert_eq!(removed.project, "docs");
+    assert!(matches!(
+        store.remove_domain(&docs_www),
+        Err(StoreError::DomainNotFound(_))
+    ));
+
+    store.delete_project(&web).expect("delete web");
+    assert!(store.list_domains(None).expect("none left").is_empty());
+    store
+        .add_domain(&www, &docs, &prod)
+        .expect("free again once web is gone");
+}

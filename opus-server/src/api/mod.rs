@@ -8,6 +8,7 @@ mod artifacts;
 pub(crate) mod auth;
 mod builds;
 mod deploys;
+mod domains;
 mod events;
 mod projects;
 mod runner;
@@ -128,6 +129,12 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
         deploys::DeploysApi::new(d.store.clone(), d.deployer.clone()),
         auth.interceptor(),
     ));
+    routes = routes.add_service(
+        proto::domain_service_server::DomainServiceServer::with_interceptor(
+            domains::DomainsApi::new(d.domains.clone(), d.https.as_ref().map(|h| h.certs.clone())),
+            auth.interceptor(),
+        ),
+    );
     routes = routes.add_service(proto::runner_service_server::RunnerServiceServer::new(
         runner::RunnerApi::new(d.runners.clone()),
     ));

@@ -36,14 +36,17 @@ fn model_status(e: ModelError) -> Status {
 fn store_status(e: StoreError) -> Status {
     let msg = e.to_string();
     match e {
-        StoreError::ProjectExists(_) => Status::already_exists(msg),
+        StoreError::ProjectExists(_) | StoreError::DomainTaken { .. } => {
+            Status::already_exists(msg)
+        }
         StoreError::ProjectNotFound(_)
         | StoreError::SecretNotFound { .. }
         | StoreError::BuildNotFound(_)
         | StoreError::BuildNumberNotFound { .. }
         | StoreError::VersionNotFound { .. }
         | StoreError::EnvironmentNotFound { .. }
-        | StoreError::HookNotFound(_) => Status::not_found(msg),
+        | StoreError::HookNotFound(_)
+        | StoreError::DomainNotFound(_) => Status::not_found(msg),
         StoreError::NoEarlierRelease { .. }
         | StoreError::EnvironmentPinned { .. }
         | StoreError::EnvironmentLocked { .. } => Status::failed_precondition(msg),

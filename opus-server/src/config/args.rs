@@ -139,4 +139,7 @@ pub struct ConfigArgs {
     /// [default: 256].
     #[arg(long, env = "OPUS_SITE_CONNECTIONS_PER_IP", value_name = "N")]
     pub site_connections_per_ip: Option<usize>,
+    /// The sites' HTTPS: TLS listener and ACME.
+    #[command(flatten)]
+    pub https: super::HttpsArgs,
 }

@@ -69,6 +69,18 @@ pub struct FileConfig {
     pub site_keep_alive_timeout: Option<u64>,
     /// See [`super::ConfigArgs::site_connections_per_ip`].
     pub site_connections_per_ip: Option<usize>,
+    /// See [`super::HttpsArgs::sites_tls_listen`].
+    pub sites_tls_listen: Option<SocketAddr>,
+    /// See [`super::HttpsArgs::acme_directory`].
+    pub acme_directory: Option<String>,
+    /// See [`super::HttpsArgs::acme_email`].
+    pub acme_email: Option<String>,
+    /// See [`super::HttpsArgs::acme_ca_file`].
+    pub acme_ca_file: Option<PathBuf>,
+    /// See [`super::HttpsArgs::sites_https_redirect`].
+    pub sites_https_redirect: Option<bool>,
+    /// See [`super::HttpsArgs::acme_challenge`].
+    pub acme_challenge: Option<super::AcmeChallenge>,
 }
 
 impl FileConfig {

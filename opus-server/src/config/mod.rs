@@ -4,11 +4,13 @@
 //!
 //! [`Config::resolve`] assembles the parts, each in the module that owns it: the flags (`args`),
 //! the file (`file`), the API's token and TLS (`security`), the data directory and stores
-//! (`stores`), the executor (`executor`), and bounds and timeouts (`tuning`).
+//! (`stores`), the executor (`executor`), bounds and timeouts (`tuning`), and the sites' HTTPS
+//! (`https`).
 
 mod args;
 mod executor;
 mod file;
+mod https;
 mod security;
 mod stores;
 #[cfg(test)]
@@ -29,6 +31,7 @@ use crate::sites::ConnectionLimits;
 pub use args::ConfigArgs;
 pub use executor::{DEFAULT_BUILD_IMAGE, DEFAULT_KUBERNETES_POLL, ExecutorKind, KubernetesConfig};
 pub use file::FileConfig;
+pub use https::{AcmeChallenge, HttpsArgs, HttpsConfig, LETS_ENCRYPT};
 pub use security::{MIN_PUBLIC_TOKEN_LEN, TlsIdentity};
 pub use tuning::DEFAULT_SITE_CACHE_SIZE;
 
@@ -110,6 +113,8 @@ pub struct Config {
     pub hook_retry: RetryPolicy,
     /// Timeouts and the per-address cap of site connections.
     pub site_connections: ConnectionLimits,
+    /// HTTPS of the sites (TLS listener, ACME), when `--sites-tls-listen` is set.
+    pub https: Option<HttpsConfig>,
 }
 
 impl Config {
@@ -127,6 +132,7 @@ impl Config {
         let hook_retry = tuning::hook_retry(&args, &file)?;
         let store = stores::store(&args, &file, &data_dir);
         let extra_stores = stores::extra_stores(&args, &file)?;
+        let https = https::https(&args, &file)?;
         Ok(Config {
             listen: listen(&args, &file),
             sites_listen: sites_listen(&args, &file),
@@ -146,6 +152,7 @@ impl Config {
             site_cache_size: tuning::site_cache_size(&args, &file),
             hook_retry,
             site_connections,
+            https,
         })
     }
 }

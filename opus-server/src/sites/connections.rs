@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::SiteServer;
 use super::handler;
+use super::https::OverTls;
 
 /// How long site connections may wait, and how many one client address may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,13 +83,13 @@ fn lock(a: &Shared) -> std::sync::MutexGuard<'_, Activity> {
     a.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A TCP stream that records its traffic in [`Activity`].
-struct TimedIo {
-    inner: TcpStream,
+/// A stream (TCP, or TLS over TCP) that records its traffic in [`Activity`].
+struct TimedIo<S> {
+    inner: S,
     activity: Shared,
 }
 
-impl AsyncRead for TimedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -109,7 +110,7 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl AsyncWrite for TimedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -278,6 +279,31 @@ pub(super) async fn serve(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    accept_loop(server, listener, None, limits, shutdown).await
+}
+
+/// As [`serve`], over TLS: each connection's handshake (certificate by SNI, from `tls`) must end
+/// within the header timeout; its requests are then served as plain ones are, marked
+/// [`OverTls`].
+pub(super) async fn serve_tls(
+    server: Arc<SiteServer>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    accept_loop(server, listener, Some(acceptor), limits, shutdown).await
+}
+
+/// The accept loop of [`serve`] and [`serve_tls`].
+async fn accept_loop(
+    server: Arc<SiteServer>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ips = Arc::new(PerIp::default());
@@ -301,14 +327,45 @@ pub(super) async fn serve(
             tracker.spawn(refuse(stream));
             continue;
         };
-        tracker.spawn(connection(
-            server.clone(),
-            stream,
-            peer,
-            limits,
-            stop.clone(),
-            slot,
-        ));
+        // As nginx's `tcp_nodelay on`: a response's last segment is not held back by Nagle's
+        // algorithm waiting for the client's delayed ACK on a kept-alive connection.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        match &tls {
+            None => {
+                tracker.spawn(connection(
+                    server.clone(),
+                    stream,
+                    peer,
+                    limits,
+                    stop.clone(),
+                    slot,
+                    false,
+                ));
+            }
+            Some(acceptor) => {
+                let (server, acceptor, stop) = (server.clone(), acceptor.clone(), stop.clone());
+                tracker.spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        // TLS-ALPN-01 validation: the handshake was the answer.
+                        Ok(Ok(tls_stream))
+                            if tls_stream.get_ref().1.alpn_protocol()
+                                == Some(super::https::ACME_TLS_ALPN) =>
+                        {
+                            tracing::debug!(%peer, "answered a tls-alpn-01 validation");
+                        }
+                        Ok(Ok(tls_stream)) => {
+                            connection(server, tls_stream, peer, limits, stop, slot, true).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     stop.cancel();
     tracker.close();
@@ -340,19 +397,18 @@ async fn refuse(mut stream: TcpStream) {
 }
 
 /// Serves one connection until it ends, a limit closes it, or shutdown finishes it gracefully.
-async fn connection(
+/// Requests of a TLS connection (`over_tls`) carry [`OverTls`].
+async fn connection<S>(
     server: Arc<SiteServer>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     limits: ConnectionLimits,
     stop: CancellationToken,
     _slot: IpSlot,
-) {
-    // As nginx's `tcp_nodelay on`: a response's last segment is not held back by Nagle's
-    // algorithm waiting for the client's delayed ACK on a kept-alive connection.
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
+    over_tls: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let now = Instant::now();
     let activity: Shared = Arc::new(Mutex::new(Activity {
         last_io: now,
@@ -368,7 +424,10 @@ async fn connection(
     });
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if over_tls {
+                req.extensions_mut().insert(OverTls);
+            }
             let guard = InFlight::start(&activity);
             let server = server.clone();
             async move {

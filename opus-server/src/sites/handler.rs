@@ -36,6 +36,9 @@ async fn answer(server: &SiteServer, req: &axum::http::request::Parts) -> Respon
         Ok(host) => host,
         Err(why) => return plain(StatusCode::BAD_REQUEST, why),
     };
+    if let Some(r) = super::https::answer(server.https().map(|h| h.as_ref()), req, host) {
+        return r;
+    }
     // One snapshot, read once: the whole request is served from the version it names.
     let (site, policy) = {
         let table = server.table.load();

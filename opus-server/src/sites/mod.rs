@@ -10,6 +10,9 @@
 //! - [`SiteCache`]: the bounded disk cache of remote versions' files, by sha256 (`cache`).
 //! - `connections`: the accept loop, per-connection timeouts and the per-address connection cap
 //!   ([`ConnectionLimits`]).
+//! - [`CustomDomains`]: the custom host names in the table (`domains`).
+//! - [`https::HttpsState`]: ACME HTTP-01 answers, certified hosts and their redirect to HTTPS
+//!   (`https`); the TLS listener is `connections::serve_tls`.
 //! - `handler`: the HTTP side (Host routing, safe paths, ETag, Range, gzip, SPA fallback, 404.html).
 //!
 //! Architecture Invariant: the site server never reads the metadata store; what it serves is only
@@ -17,10 +20,12 @@
 
 mod cache;
 mod connections;
+mod domains;
 mod handler;
 mod policy;
 mod protect;
 mod rules;
+pub mod https;
 mod version;
 mod version_host;
 
@@ -37,6 +42,7 @@ pub use cache::{CacheError, SiteCache};
 pub use connections::ConnectionLimits;
 pub use policy::{Access, HostPolicy};
 pub use protect::{Credential, ProtectError, hash_password};
+pub use domains::CustomDomains;
 pub use version::{Content, FileInfo, SiteVersion};
 pub use version_host::{VersionSource, version_host_label, version_label};
 
@@ -74,6 +80,8 @@ pub struct SiteTable {
     /// What applies to each host besides its content (`X-Robots-Tag`), for hosts where anything
     /// does: a host not listed (production, and custom domains) gets nothing added.
     policies: HashMap<String, HostPolicy>,
+    /// The custom domains and the environment each serves (routed through `by_host` too).
+    pub domains: Arc<CustomDomains>,
 }
 
 impl SiteTable {
@@ -86,6 +94,7 @@ impl SiteTable {
         domain: &str,
         ages: &ProjectAges,
         access: &Access,
+        domains: Arc<CustomDomains>,
     ) -> SiteTable {
         let mut owners: HashMap<String, (&SiteKey, &Arc<SiteVersion>)> =
             HashMap::with_capacity(sites.len());
@@ -101,18 +110,23 @@ impl SiteTable {
                 }
             }
         }
-        let policies = policy::of_hosts(
+        let mut policies = policy::of_hosts(
             owners.iter().map(|(host, (key, _))| (host, *key)),
             access,
         );
-        let by_host = owners
+        for (host, policy) in policy::of_custom_domains(domains.hosts(), access) {
+            policies.entry(host).or_insert(policy);
+        }
+        let mut by_host = owners
             .into_iter()
             .map(|(host, (_, version))| (host, version.clone()))
             .collect();
+        domains.route_into(&sites, &mut by_host);
         SiteTable {
             sites,
             by_host,
             policies,
+            domains,
         }
     }
 }
@@ -171,6 +185,10 @@ pub struct SiteServer {
     /// Passwords in front of environments and previews, and which environments are previews;
     /// set by the deployer, read when a table is built.
     access: std::sync::RwLock<Access>,
+    /// HTTPS: challenges, certified hosts, redirects (set once when HTTPS is on).
+    https: std::sync::OnceLock<Arc<https::HttpsState>>,
+    /// The custom domains of the current table, for those that follow them (certificates).
+    domains_watch: tokio::sync::watch::Sender<Arc<CustomDomains>>,
 }
 
 impl SiteServer {
@@ -186,7 +204,25 @@ impl SiteServer {
             ages: std::sync::RwLock::default(),
             versions: std::sync::RwLock::default(),
             access: std::sync::RwLock::default(),
+            https: std::sync::OnceLock::new(),
+            domains_watch: tokio::sync::watch::channel(Arc::default()).0,
         }
+    }
+
+    /// The custom domains now, and each change after (added, removed, or gone with their
+    /// project).
+    pub fn watch_domains(&self) -> tokio::sync::watch::Receiver<Arc<CustomDomains>> {
+        self.domains_watch.subscribe()
+    }
+
+    /// Turns HTTPS on: challenges are answered and certified hosts redirected as `state` says.
+    pub fn set_https(&self, state: Arc<https::HttpsState>) {
+        let _ = self.https.set(state);
+    }
+
+    /// The HTTPS state, when HTTPS is on.
+    pub fn https(&self) -> Option<&Arc<https::HttpsState>> {
+        self.https.get()
     }
 
     /// Records when the projects owning sites were added (on load, before the table is filled).
@@ -197,8 +233,13 @@ impl SiteServer {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = ages;
     }
 
-    /// A snapshot of `sites` with this server's domain and project ages.
-    fn table_of(&self, sites: HashMap<SiteKey, Arc<SiteVersion>>) -> SiteTable {
+    /// A snapshot of `sites` and the custom `domains` with this server's domain and project
+    /// ages.
+    fn table_of(
+        &self,
+        sites: HashMap<SiteKey, Arc<SiteVersion>>,
+        domains: Arc<CustomDomains>,
+    ) -> SiteTable {
         let ages = self
             .ages
             .read()
@@ -207,7 +248,7 @@ impl SiteServer {
             .access
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        SiteTable::new(sites, &self.domain, &ages, &access)
+        SiteTable::new(sites, &self.domain, &ages, &access, domains)
     }
 
     /// Changes who may see what (`change` edits the [`Access`]), then rebuilds the table so the
@@ -237,6 +278,22 @@ impl SiteServer {
             .cloned()
     }
 
+    /// Replaces the custom domains (a new snapshot, swapped in one store). Call it with the guard
+    /// of [`Self::lock`] held, after the change was committed in the store.
+    pub fn set_domains(&self, _guard: &tokio::sync::MutexGuard<'_, ()>, domains: CustomDomains) {
+        let current = self.table.load();
+        let sites = current.sites.clone();
+        let domains = Arc::new(domains);
+        self.table
+            .store(Arc::new(self.table_of(sites, domains.clone())));
+        self.domains_watch.send_replace(domains);
+    }
+
+    /// The current snapshot (what a request would be served from).
+    pub fn snapshot(&self) -> Arc<SiteTable> {
+        self.table.load_full()
+    }
+
     /// The disk cache remote versions are served through.
     pub fn cache(&self) -> &SiteCache {
         &self.cache
@@ -254,7 +311,11 @@ impl SiteServer {
 
     /// The URL that serves `project`'s environment `env`.
     pub fn url(&self, project: &str, env: &str) -> String {
-        let host = host_of(project, env, &self.domain);
+        self.host_url(&host_of(project, env, &self.domain))
+    }
+
+    /// The plain HTTP URL of `host` on the site listener.
+    pub fn host_url(&self, host: &str) -> String {
         match self.url_port.get() {
             Some(80) | None => format!("http://{host}/"),
             Some(p) => format!("http://{host}:{p}/"),
@@ -333,7 +394,8 @@ impl SiteServer {
                 }
             }
         }
-        self.table.store(Arc::new(self.table_of(sites)));
+        self.table
+            .store(Arc::new(self.table_of(sites, current.domains.clone())));
     }
 
     /// Removes every environment of `project` from the table (the project was removed).
@@ -345,7 +407,10 @@ impl SiteServer {
             .filter(|(k, _)| k.project != project)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.table.store(Arc::new(self.table_of(sites)));
+        let domains = Arc::new(current.domains.without_project(project));
+        self.table
+            .store(Arc::new(self.table_of(sites, domains.clone())));
+        self.domains_watch.send_replace(domains);
     }
 
     /// Finds the site a Host header names: `<project>.<domain>` is production,
@@ -369,6 +434,21 @@ impl SiteServer {
             self.set_port(addr.port());
         }
         connections::serve(self, listener, limits, shutdown).await
+    }
+
+    /// Serves sites over TLS on an already-bound listener, with certificates from `tls`, under
+    /// `limits`, until `shutdown` completes.
+    pub async fn run_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        limits: ConnectionLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        if let (Ok(addr), Some(https)) = (listener.local_addr(), self.https()) {
+            https.set_tls_port(addr.port());
+        }
+        connections::serve_tls(self, listener, tls, limits, shutdown).await
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

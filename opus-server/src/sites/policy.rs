@@ -2,8 +2,8 @@
 //! everything that is not production, so previews, staging and version hosts stay out of search
 //! engines; and the password in front of protected environments and previews.
 //!
-//! Seam for custom domains: a host with no policy gets nothing added, so a custom domain routed
-//! to any environment is indexable unless whoever adds it to the table gives it a policy.
+//! A custom domain is indexed whatever environment it serves (someone chose to put it on the
+//! internet), but asks for the password of its environment: see [`of_custom_domains`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -82,4 +82,23 @@ pub(super) fn of_hosts<'a>(
             (policy.noindex || policy.auth.is_some()).then(|| (host.clone(), policy))
         })
         .collect()
+}
+
+/// The policies of custom domains: never `noindex`, but a protected environment asks for its
+/// password on every host that reaches it, its custom domains too.
+pub(super) fn of_custom_domains<'a>(
+    hosts: impl Iterator<Item = (&'a String, &'a SiteKey)>,
+    access: &Access,
+) -> impl Iterator<Item = (String, HostPolicy)> {
+    hosts.filter_map(|(host, key)| {
+        access.credential(key).map(|auth| {
+            (
+                host.clone(),
+                HostPolicy {
+                    noindex: false,
+                    auth: Some(auth),
+                },
+            )
+        })
+    })
 }

@@ -441,7 +441,13 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
             let mut sites = HashMap::new();
             sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
             sites.insert(SiteKey::new("rb", "staging"), site("rb"));
-            let table = SiteTable::new(sites, "localhost", &ages, &Access::default());
+            let table = SiteTable::new(
+                sites,
+                "localhost",
+                &ages,
+                &Access::default(),
+                Default::default(),
+            );
             assert_eq!(
                 table.by_host["staging--rb.localhost"].project.as_str(),
                 older,
@@ -454,9 +460,62 @@ fn a_shared_host_goes_to_the_older_project_whatever_the_load_order() {
     let mut sites = HashMap::new();
     sites.insert(SiteKey::new("staging--rb", PRODUCTION), site("staging--rb"));
     sites.insert(SiteKey::new("rb", "staging"), site("rb"));
-    let table = SiteTable::new(sites, "localhost", &ages, &Access::default());
+    let table = SiteTable::new(
+        sites,
+        "localhost",
+        &ages,
+        &Access::default(),
+        Default::default(),
+    );
     assert_eq!(
         table.by_host["staging--rb.localhost"].project.as_str(),
         "staging--rb"
     );
+}
+
+#[tokio::test]
+async fn a_custom_domain_serves_its_environment_and_follows_the_table() {
+    let (addr, server, _dir) = start().await;
+    assert_eq!(req(addr, "GET", "www.acme.com", "/", &[]).await.status, 404);
+    {
+        let g = server.lock().await;
+        server.set_domains(
+            &g,
+            CustomDomains::new([
+                ("www.acme.com".to_owned(), SiteKey::new("web", PRODUCTION)),
+                ("app.acme.com".to_owned(), SiteKey::new("app", "staging")),
+                // Not deployed: routes nowhere until it is.
+                ("docs.acme.com".to_owned(), SiteKey::new("docs", PRODUCTION)),
+            ]),
+        );
+    }
+    let home = req(addr, "GET", "WWW.Acme.com.:8080", "/", &[]).await;
+    assert_eq!((home.status, home.text().as_str()), (200, "<h1>home</h1>"));
+    assert_eq!(
+        req(addr, "GET", "app.acme.com", "/x", &[]).await.text(),
+        "spa shell"
+    );
+    assert_eq!(
+        req(addr, "GET", "docs.acme.com", "/", &[]).await.status,
+        404
+    );
+    // The wildcard hosts keep working.
+    assert_eq!(
+        req(addr, "GET", "web.localhost", "/", &[]).await.status,
+        200
+    );
+
+    // A deploy keeps the domains; removing the environment's project drops them.
+    {
+        let g = server.lock().await;
+        server.apply(&g, vec![]);
+    }
+    assert_eq!(req(addr, "GET", "www.acme.com", "/", &[]).await.status, 200);
+    {
+        let g = server.lock().await;
+        server.remove_project(&g, "web");
+    }
+    assert_eq!(req(addr, "GET", "www.acme.com", "/", &[]).await.status, 404);
+    assert!(server.snapshot().domains.site_of("www.acme.com").is_none());
+    assert_eq!(req(addr, "GET", "app.acme.com", "/", &[]).await.status, 200);
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
+mod acme;
 mod artifacts;
 mod auto_deploys;
 mod builds;
@@ -9,6 +10,7 @@ mod dashboard_browser;
 mod deploys;
 mod disk_full;
 mod env_locks;
+mod domains;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;

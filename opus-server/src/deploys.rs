@@ -343,8 +343,7 @@ impl Deployer {
         let removed = self.store.remove_protection(project, target)?;
         self.sites.update_access(&guard, |a| match target {
             ProtectionTarget::Env(env) => {
-                a.envs
-                    .remove(&SiteKey::new(project.as_str(), env.as_str()));
+                a.envs.remove(&SiteKey::new(project.as_str(), env.as_str()));
             }
             ProtectionTarget::Previews => {
                 a.previews.remove(project.as_str());

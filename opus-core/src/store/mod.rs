@@ -16,8 +16,8 @@ mod hooks;
 mod jobs;
 mod locks;
 mod projects;
-mod versions;
 mod protection;
+mod versions;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};

@@ -80,7 +80,8 @@ impl MetaStore {
             let (Some(project), Some(target)) = (parts.next(), parts.next()) else {
                 continue;
             };
-            let (Ok(project), Ok(target)) = (std::str::from_utf8(project), std::str::from_utf8(target))
+            let (Ok(project), Ok(target)) =
+                (std::str::from_utf8(project), std::str::from_utf8(target))
             else {
                 continue;
             };

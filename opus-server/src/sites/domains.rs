@@ -51,7 +51,7 @@ impl CustomDomains {
     }
 
     /// Each custom domain and the environment it serves.
-    pub(super) fn hosts(&self) -> impl Iterator<Item = (&String, &SiteKey)> {
+    pub(super) fn routes(&self) -> impl Iterator<Item = (&String, &SiteKey)> {
         self.0.iter()
     }
 

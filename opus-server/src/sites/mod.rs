@@ -22,10 +22,10 @@ mod cache;
 mod connections;
 mod domains;
 mod handler;
+pub mod https;
 mod policy;
 mod protect;
 mod rules;
-pub mod https;
 mod version;
 mod version_host;
 
@@ -40,9 +40,9 @@ use tokio::net::TcpListener;
 
 pub use cache::{CacheError, SiteCache};
 pub use connections::ConnectionLimits;
+pub use domains::CustomDomains;
 pub use policy::{Access, HostPolicy};
 pub use protect::{Credential, ProtectError, hash_password};
-pub use domains::CustomDomains;
 pub use version::{Content, FileInfo, SiteVersion};
 pub use version_host::{VersionSource, version_host_label, version_label};
 
@@ -110,11 +110,9 @@ impl SiteTable {
                 }
             }
         }
-        let mut policies = policy::of_hosts(
-            owners.iter().map(|(host, (key, _))| (host, *key)),
-            access,
-        );
-        for (host, policy) in policy::of_custom_domains(domains.hosts(), access) {
+        let mut policies =
+            policy::of_hosts(owners.iter().map(|(host, (key, _))| (host, *key)), access);
+        for (host, policy) in policy::of_custom_domains(domains.routes(), access) {
             policies.entry(host).or_insert(policy);
         }
         let mut by_host = owners

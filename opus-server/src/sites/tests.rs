@@ -36,7 +36,13 @@ impl Resp {
 }
 
 /// Sends `GET`-like request `method path` with `Host: host` and extra header lines.
-pub(super) async fn req(addr: SocketAddr, method: &str, host: &str, path: &str, extra: &[&str]) -> Resp {
+pub(super) async fn req(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    extra: &[&str],
+) -> Resp {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for h in extra {
@@ -518,4 +524,42 @@ async fn a_custom_domain_serves_its_environment_and_follows_the_table() {
     assert_eq!(req(addr, "GET", "www.acme.com", "/", &[]).await.status, 404);
     assert!(server.snapshot().domains.site_of("www.acme.com").is_none());
     assert_eq!(req(addr, "GET", "app.acme.com", "/", &[]).await.status, 200);
+}
+
+#[test]
+fn a_custom_domain_asks_for_its_environments_password_and_is_indexed() {
+    let site = Arc::new(SiteVersion::new(
+        &pn("web"),
+        &vn("1.0"),
+        Content::Local(std::path::PathBuf::from("/nonexistent")),
+        false,
+        None,
+    ));
+    let staging = SiteKey::new("web", "staging");
+    let mut sites = HashMap::new();
+    sites.insert(staging.clone(), site.clone());
+    sites.insert(SiteKey::new("web", PRODUCTION), site);
+    let domains = CustomDomains::new([
+        ("staging.acme.com".to_owned(), staging.clone()),
+        ("www.acme.com".to_owned(), SiteKey::new("web", PRODUCTION)),
+    ]);
+    let mut access = Access::default();
+    access
+        .envs
+        .insert(staging, Arc::new(Credential::unusable()));
+    let table = SiteTable::new(
+        sites,
+        "localhost",
+        &ProjectAges::default(),
+        &access,
+        Arc::new(domains),
+    );
+    let custom = &table.policies["staging.acme.com"];
+    assert!(custom.auth.is_some(), "the password of staging applies");
+    assert!(!custom.noindex, "a custom domain is indexed");
+    assert!(table.policies["staging--web.localhost"].auth.is_some());
+    assert!(
+        !table.policies.contains_key("www.acme.com"),
+        "an unprotected production domain gets nothing added"
+    );
 }

@@ -100,9 +100,7 @@ impl Connection {
     pub fn site_access(
         &self,
     ) -> opus_core::proto::site_access_service_client::SiteAccessServiceClient<Transport> {
-        opus_core::proto::site_access_service_client::SiteAccessServiceClient::new(
-            self.transport(),
-        )
+        opus_core::proto::site_access_service_client::SiteAccessServiceClient::new(self.transport())
     }
 
     /// Stored versions: listing, manifests, archives, publishing, verify. Messages may be large

@@ -39,8 +39,8 @@ pub mod runner;
 pub mod runners;
 pub mod scheduler;
 pub mod sites;
-pub mod version_loader;
 pub mod source;
+pub mod version_loader;
 
 use std::future::Future;
 

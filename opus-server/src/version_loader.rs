@@ -105,7 +105,11 @@ impl VersionLoader {
     /// label is the name itself (the usual case, one lookup), else the one whose label matches
     /// among the project's versions. `None` when there is none, or two (which takes a sha256
     /// prefix collision).
-    fn resolve(&self, project: &ProjectName, label: &str) -> Result<Option<VersionName>, CoreError> {
+    fn resolve(
+        &self,
+        project: &ProjectName,
+        label: &str,
+    ) -> Result<Option<VersionName>, CoreError> {
         if let Ok(name) = VersionName::new(label) {
             if version_label(&name) == label && self.store.get_version(project, &name)?.is_some() {
                 return Ok(Some(name));

@@ -158,8 +158,9 @@ pub async fn list(
                 );
                 return Ok(());
             }
-            let mut t =
-                output::table(&["version", "files", "size", "created", "build", "deployed", "url"]);
+            let mut t = output::table(&[
+                "version", "files", "size", "created", "build", "deployed", "url",
+            ]);
             for v in &versions {
                 t.add_row(vec![
                     v.version.clone(),

@@ -196,7 +196,9 @@ pub async fn env(conn: &Connection, global: &GlobalArgs, cmd: EnvCommand) -> Res
             env,
             previews,
             password_file,
-        } => super::site_access::protect(conn, global, project, env, previews, &password_file).await,
+        } => {
+            super::site_access::protect(conn, global, project, env, previews, &password_file).await
+        }
         EnvCommand::Unprotect {
             project,
             env,

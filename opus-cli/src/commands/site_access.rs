@@ -56,9 +56,9 @@ pub async fn protect(
         OutputFormat::Json => output::print_json(&json!({
             "project": project, "env": env, "previews": previews, "protected": true,
         })),
-        OutputFormat::Table => output::print_line(&format!(
-            "{what} now asks for the password (any user name)"
-        )),
+        OutputFormat::Table => {
+            output::print_line(&format!("{what} now asks for the password (any user name)"))
+        }
     }
 }
 

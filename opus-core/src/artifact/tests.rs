@@ -1050,7 +1050,11 @@ async fn a_versions_rules_files_are_parsed_and_committed_after_opus_yml_rules() 
     let f = fixture();
     let src = f.dir.path().join("dist");
     site(&src, 1);
-    write(&src, "_redirects", b"# moved\n/old /new 302\n/blog/* /posts/:splat 301!\n");
+    write(
+        &src,
+        "_redirects",
+        b"# moved\n/old /new 302\n/blog/* /posts/:splat 301!\n",
+    );
     write(&src, "_headers", b"/*\n  X-Frame-Options: DENY\n");
     let yml = SiteOptions {
         spa: false,
@@ -1073,7 +1077,11 @@ async fn a_versions_rules_files_are_parsed_and_committed_after_opus_yml_rules() 
         .collect();
     assert_eq!(
         froms,
-        [("/old", "/new"), ("/blog/*", "/posts/:splat"), ("/old", "/yml")]
+        [
+            ("/old", "/new"),
+            ("/blog/*", "/posts/:splat"),
+            ("/old", "/yml")
+        ]
     );
     assert_eq!(rules.headers[0].headers[0].0, "x-frame-options");
 }
@@ -1082,16 +1090,30 @@ async fn a_versions_rules_files_are_parsed_and_committed_after_opus_yml_rules() 
 async fn a_malformed_rules_file_fails_the_store_naming_file_and_line_and_leaves_nothing() {
     let f = fixture();
     for (file, text, words) in [
-        ("_redirects", "/a /b 302\n/loop /loop 301\n", "_redirects line 2: "),
+        (
+            "_redirects",
+            "/a /b 302\n/loop /loop 301\n",
+            "_redirects line 2: ",
+        ),
         ("_redirects", "/a /b 299\n", "_redirects line 1: status 299"),
-        ("_headers", "/*\n  X-A: 1\n  not a header\n", "_headers line 3: "),
+        (
+            "_headers",
+            "/*\n  X-A: 1\n  not a header\n",
+            "_headers line 3: ",
+        ),
     ] {
         let src = f.dir.path().join(format!("dist-{file}-{}", text.len()));
         site(&src, 1);
         write(&src, file, text.as_bytes());
         let e = f
             .store
-            .store_dir(&name("web"), &ver("1"), &src, &origin(1), &SiteOptions::default())
+            .store_dir(
+                &name("web"),
+                &ver("1"),
+                &src,
+                &origin(1),
+                &SiteOptions::default(),
+            )
             .await
             .expect_err("malformed");
         assert!(matches!(e, ArtifactError::SiteRules(_)), "{e}");

@@ -70,7 +70,11 @@ pub(super) fn header_line(line: &str) -> Result<(String, String), String> {
 /// name.
 pub(super) fn check_header(name: &str, value: &str) -> Result<(String, String), String> {
     const TOKEN: &[u8] = b"!#$%&'*+-.^_`|~";
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || TOKEN.contains(&b)) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN.contains(&b))
+    {
         return Err(format!("{name:?} is not a valid header name"));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {

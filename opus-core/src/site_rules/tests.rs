@@ -50,7 +50,12 @@ fn netlify_redirect_examples_match_as_documented() {
         // Paths are case-sensitive.
         ("/home /", "/Home", None, None),
         // HTTP status codes.
-        ("/my-redirect / 302", "/my-redirect", None, hit(302, "/", false)),
+        (
+            "/my-redirect / 302",
+            "/my-redirect",
+            None,
+            hit(302, "/", false),
+        ),
         (
             "/pass-through /index.html 200",
             "/pass-through",
@@ -72,7 +77,12 @@ fn netlify_redirect_examples_match_as_documented() {
             None,
             hit(301, "/blog/2004/01/10/my-story", false),
         ),
-        ("/news/* /blog/:splat", "/news", None, hit(301, "/blog/", false)),
+        (
+            "/news/* /blog/:splat",
+            "/news",
+            None,
+            hit(301, "/blog/", false),
+        ),
         ("/news/* /blog/:splat", "/newsletter", None, None),
         // Placeholders.
         (
@@ -107,14 +117,39 @@ fn netlify_redirect_examples_match_as_documented() {
             Some("id=123&tag=rust"),
             hit(301, "/posts/rust/123", false),
         ),
-        ("/articles id=:id tag=:tag /posts/:tag/:id 301", "/articles", Some("id=1"), None),
+        (
+            "/articles id=:id tag=:tag /posts/:tag/:id 301",
+            "/articles",
+            Some("id=1"),
+            None,
+        ),
         // Without conditions, the query string plays no part in matching and is passed on.
-        ("/old /new 301", "/old", Some("a=1"), hit(301, "/new?a=1", false)),
-        ("/old /new?b=2 301", "/old", Some("a=1"), hit(301, "/new?b=2", false)),
+        (
+            "/old /new 301",
+            "/old",
+            Some("a=1"),
+            hit(301, "/new?a=1", false),
+        ),
+        (
+            "/old /new?b=2 301",
+            "/old",
+            Some("a=1"),
+            hit(301, "/new?b=2", false),
+        ),
         // The single-page-app rewrite.
-        ("/* /index.html 200", "/some/route", None, hit(200, "/index.html", false)),
+        (
+            "/* /index.html 200",
+            "/some/route",
+            None,
+            hit(200, "/index.html", false),
+        ),
         // Custom 404 pages.
-        ("/en/* /en/404.html 404", "/en/missing", None, hit(404, "/en/404.html", false)),
+        (
+            "/en/* /en/404.html 404",
+            "/en/missing",
+            None,
+            hit(404, "/en/404.html", false),
+        ),
         // Force (shadowing).
         (
             "/app/* /app/index.html 200!",
@@ -162,7 +197,11 @@ fn malformed_redirect_lines_fail_naming_the_file_and_line() {
             1,
             "rules for other hosts are not supported",
         ),
-        ("/api/* https://api.example.com/:splat 200", 1, "does not proxy"),
+        (
+            "/api/* https://api.example.com/:splat 200",
+            1,
+            "does not proxy",
+        ),
         ("/a/*/b /c", 1, "may only end"),
         ("/a* /c", 1, "whole segment"),
         ("/a junk /c", 1, "neither a query condition"),
@@ -172,10 +211,18 @@ fn malformed_redirect_lines_fail_naming_the_file_and_line() {
         let e = parse_redirects(text, "_redirects").expect_err(text);
         assert_eq!((e.file.as_str(), e.line), ("_redirects", *line), "{text}");
         assert!(e.to_string().contains(words), "{text}: {e}");
-        assert!(e.to_string().starts_with(&format!("_redirects line {line}: ")), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("_redirects line {line}: ")),
+            "{e}"
+        );
     }
     // Not loops: a rewrite to itself, a redirect elsewhere, a query condition.
-    for ok in ["/a /a 200", "/a/* /b/:splat 301", "/store id=:id /store 301"] {
+    for ok in [
+        "/a /a 200",
+        "/a/* /b/:splat 301",
+        "/store id=:id /store 301",
+    ] {
         parse_redirects(ok, "_redirects").expect(ok);
     }
 }
@@ -227,7 +274,10 @@ fn netlify_header_examples_apply_as_documented() {
         h("/assets/app.js"),
         pairs(&[
             ("link", "</style.css>; rel=preload; as=style"),
-            ("cache-control", "max-age=0, no-cache, public, max-age=31536000"),
+            (
+                "cache-control",
+                "max-age=0, no-cache, public, max-age=31536000"
+            ),
             ("access-control-allow-origin", "*"),
         ])
     );
@@ -241,13 +291,21 @@ fn malformed_header_lines_fail_naming_the_file_and_line() {
         ("  X-Frame-Options: DENY", 1, "comes before any path"),
         ("/*\n  X Frame: DENY", 2, "not a valid header name"),
         ("/*\n  just words", 2, "is not a header"),
-        ("/*\n  X-A: 1\n/empty\n/next\n  X-B: 2", 3, "has no header under it"),
+        (
+            "/*\n  X-A: 1\n/empty\n/next\n  X-B: 2",
+            3,
+            "has no header under it",
+        ),
         ("/*\n  X-A: 1\n/last", 3, "has no header under it"),
         ("/a*\n  X-A: 1", 1, "whole segment"),
     ];
     for (text, line, words) in cases {
         let e = parse_headers(text, "_headers").expect_err(text);
-        assert_eq!((e.file.as_str(), e.line), ("_headers", *line), "{text}: {e}");
+        assert_eq!(
+            (e.file.as_str(), e.line),
+            ("_headers", *line),
+            "{text}: {e}"
+        );
         assert!(e.to_string().contains(words), "{text}: {e}");
     }
 }
@@ -287,5 +345,8 @@ fn rules_survive_the_store_s_json_and_files_come_before_opus_yml() {
     assert_eq!(back, all);
     assert_eq!(back.compile().redirect("/a", None), hit(302, "/b", true));
     assert!(SiteRules::default().is_empty());
-    assert_eq!(serde_json::to_string(&SiteRules::default()).expect("json"), "{}");
+    assert_eq!(
+        serde_json::to_string(&SiteRules::default()).expect("json"),
+        "{}"
+    );
 }

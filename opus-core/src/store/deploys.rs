@@ -95,7 +95,10 @@ pub struct SiteOptions {
     pub spa: bool,
     /// Redirect and header rules (`_redirects`, `_headers`, opus.yml `site:`), parsed when the
     /// version was stored, so a rollback restores them with the version.
-    #[serde(default, skip_serializing_if = "crate::site_rules::SiteRules::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::site_rules::SiteRules::is_empty"
+    )]
     pub rules: crate::site_rules::SiteRules,
 }
 

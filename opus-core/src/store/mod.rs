@@ -13,8 +13,8 @@ mod deploys;
 mod events;
 mod hooks;
 mod projects;
-mod versions;
 mod protection;
+mod versions;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};

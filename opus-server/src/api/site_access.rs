@@ -30,9 +30,7 @@ fn target(env: &str, previews: bool) -> Result<ProtectionTarget, Status> {
             "give an environment or --previews, not both",
         )),
         (false, true) => Ok(ProtectionTarget::Env(EnvName::production())),
-        (false, false) => EnvName::new(env)
-            .map(ProtectionTarget::Env)
-            .map_err(status),
+        (false, false) => EnvName::new(env).map(ProtectionTarget::Env).map_err(status),
     }
 }
 

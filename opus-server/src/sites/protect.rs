@@ -21,8 +21,7 @@ use sha2::Digest;
 const REMEMBERED: usize = 64;
 
 /// The realm browsers show in their password prompt.
-const CHALLENGE: HeaderValue =
-    HeaderValue::from_static("Basic realm=\"opus\", charset=\"UTF-8\"");
+const CHALLENGE: HeaderValue = HeaderValue::from_static("Basic realm=\"opus\", charset=\"UTF-8\"");
 
 /// Why a password cannot be hashed or a stored hash used.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +157,9 @@ fn basic_password(value: &HeaderValue) -> Option<String> {
 
 /// The 401 answer asking for the password.
 pub(crate) fn challenge() -> Response {
-    let mut r = Response::new(Body::from("this site is protected: sign in with its password\n"));
+    let mut r = Response::new(Body::from(
+        "this site is protected: sign in with its password\n",
+    ));
     *r.status_mut() = StatusCode::UNAUTHORIZED;
     let h = r.headers_mut();
     h.insert(header::WWW_AUTHENTICATE, CHALLENGE);
@@ -192,7 +193,13 @@ mod tests {
         let c = Arc::new(Credential::new(&phc).expect("credential"));
         // Wrong passwords of any length, and any user name: each one runs argon2.
         let long = "x".repeat(10_000);
-        for (user, pw) in [("a", ""), ("a", "s"), ("a", "s3cret pas"), ("", long.as_str()), (long.as_str(), "nope")] {
+        for (user, pw) in [
+            ("a", ""),
+            ("a", "s"),
+            ("a", "s3cret pas"),
+            ("", long.as_str()),
+            (long.as_str(), "nope"),
+        ] {
             assert!(!c.allows(&basic(user, pw)).await, "{user}:{pw}");
         }
         assert_eq!(c.verifications(), 5);
@@ -212,15 +219,20 @@ mod tests {
         let closed = Arc::new(Credential::unusable());
         assert!(!closed.allows(&basic("a", "")).await);
         assert!(Credential::new("plain text").is_err());
-        assert!(matches!(hash_password(""), Err(ProtectError::EmptyPassword)));
+        assert!(matches!(
+            hash_password(""),
+            Err(ProtectError::EmptyPassword)
+        ));
     }
 
     #[test]
     fn the_challenge_is_401_with_www_authenticate() {
         let r = challenge();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert!(r.headers()[header::WWW_AUTHENTICATE]
-            .to_str()
-            .is_ok_and(|v| v.starts_with("Basic realm=")));
+        assert!(
+            r.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("Basic realm="))
+        );
     }
 }

@@ -122,11 +122,11 @@ async fn start() -> (SocketAddr, Arc<SiteServer>, tempfile::TempDir) {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(
-        server
-            .clone()
-            .run(listener, ConnectionLimits::default(), std::future::pending()),
-    );
+    tokio::spawn(server.clone().run(
+        listener,
+        ConnectionLimits::default(),
+        std::future::pending(),
+    ));
     (addr, server, dir)
 }
 
@@ -183,9 +183,17 @@ async fn only_production_is_indexable() {
     let (addr, _server, _dir) = start().await;
     let prod = req(addr, "GET", "web.localhost", "/", &[]).await;
     assert_eq!((prod.status, prod.header("x-robots-tag")), (200, ""));
-    for host in ["staging--web.localhost", "STAGING--web.localhost:80", "2--v--web.localhost"] {
+    for host in [
+        "staging--web.localhost",
+        "STAGING--web.localhost:80",
+        "2--v--web.localhost",
+    ] {
         let r = req(addr, "GET", host, "/", &[]).await;
-        assert_eq!((r.status, r.header("x-robots-tag")), (200, "noindex"), "{host}");
+        assert_eq!(
+            (r.status, r.header("x-robots-tag")),
+            (200, "noindex"),
+            "{host}"
+        );
     }
     // A 404 of a preview is not indexed either.
     let r = req(addr, "GET", "staging--web.localhost", "/en/x", &[]).await;
@@ -208,9 +216,21 @@ async fn every_version_has_its_own_host_and_environments_keep_theirs() {
         (dotted_host, 200, "dotted"),
         // Version 1's rules apply at its own host too.
         ("1--v--web.localhost".into(), 200, "home"),
-        ("9--v--web.localhost".into(), 404, "no site is deployed at this address\n"),
-        ("2--v--nope.localhost".into(), 404, "no site is deployed at this address\n"),
-        ("2--v--web.example.com".into(), 404, "no site is deployed at this address\n"),
+        (
+            "9--v--web.localhost".into(),
+            404,
+            "no site is deployed at this address\n",
+        ),
+        (
+            "2--v--nope.localhost".into(),
+            404,
+            "no site is deployed at this address\n",
+        ),
+        (
+            "2--v--web.example.com".into(),
+            404,
+            "no site is deployed at this address\n",
+        ),
         // The legacy environment `a--v` keeps its host over version `a`.
         ("a--v--web.localhost".into(), 200, "version two"),
     ];

@@ -36,7 +36,13 @@ impl Resp {
 }
 
 /// Sends `GET`-like request `method path` with `Host: host` and extra header lines.
-pub(super) async fn req(addr: SocketAddr, method: &str, host: &str, path: &str, extra: &[&str]) -> Resp {
+pub(super) async fn req(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    extra: &[&str],
+) -> Resp {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for h in extra {

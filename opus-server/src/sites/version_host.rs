@@ -107,12 +107,16 @@ mod tests {
         assert_eq!(version_label(&v("42")), "42");
         assert_eq!(version_label(&v("42-3f9a1c2")), "42-3f9a1c2");
         let dotted = version_label(&v("1.2.0"));
-        assert!(dotted.starts_with("1-2-0-x") && dotted.len() == 17, "{dotted}");
+        assert!(
+            dotted.starts_with("1-2-0-x") && dotted.len() == 17,
+            "{dotted}"
+        );
         // Case and punctuation keep distinct labels.
-        let labels: std::collections::HashSet<String> = ["Rel", "rel", "r.el", "r-el", "r_el", "r+el"]
-            .iter()
-            .map(|n| version_label(&v(n)))
-            .collect();
+        let labels: std::collections::HashSet<String> =
+            ["Rel", "rel", "r.el", "r-el", "r_el", "r+el"]
+                .iter()
+                .map(|n| version_label(&v(n)))
+                .collect();
         assert_eq!(labels.len(), 6, "{labels:?}");
         let long = "a".repeat(128);
         assert!(version_label(&v(&long)).len() <= 40);
@@ -149,7 +153,10 @@ mod tests {
             let p = ProjectName::for_new(p).expect("project");
             for ver in versions {
                 let label = version_host_label(&p, &v(ver));
-                assert!(!env_hosts.contains(&label), "{label} is an environment's host");
+                assert!(
+                    !env_hosts.contains(&label),
+                    "{label} is an environment's host"
+                );
                 let (project, vl) = parse_version_host_label(&label).expect("parses back");
                 assert_eq!((project, vl), (p.clone(), version_label(&v(ver)).as_str()));
             }
@@ -163,9 +170,15 @@ mod tests {
     #[test]
     fn only_legacy_names_reach_a_version_host() {
         // An environment `a--v` (legal before `--` was refused) of project `web`:
-        assert_eq!(format!("{}--{}", "a--v", "web"), version_host_label(&ProjectName::new("web").expect("p"), &v("a")));
+        assert_eq!(
+            format!("{}--{}", "a--v", "web"),
+            version_host_label(&ProjectName::new("web").expect("p"), &v("a"))
+        );
         // The label part never holds `--`, so a legacy project `v--web` is read as `web`'s.
-        assert_eq!(parse_version_host_label("a--v--v--web").map(|(p, l)| (p.to_string(), l.to_owned())), Some(("v--web".into(), "a".into())));
+        assert_eq!(
+            parse_version_host_label("a--v--v--web").map(|(p, l)| (p.to_string(), l.to_owned())),
+            Some(("v--web".into(), "a".into()))
+        );
         assert!(parse_version_host_label("a--b--v--web").is_none());
         assert!(parse_version_host_label("--v--web").is_none());
         assert!(parse_version_host_label("42--v--").is_none());

@@ -47,8 +47,20 @@ fn previews_and_environments_ask_for_their_password() {
 
     let pw = d.root.path().join("pw");
     std::fs::write(&pw, "open sesame\n").expect("write");
-    let out = d.opus(&["env", "protect", "web", "--previews", "--password-file", pw.to_str().expect("utf-8")]);
-    assert!(out.ok().contains("the previews of web now asks for the password"), "{}", out.stdout);
+    let out = d.opus(&[
+        "env",
+        "protect",
+        "web",
+        "--previews",
+        "--password-file",
+        pw.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.ok()
+            .contains("the previews of web now asks for the password"),
+        "{}",
+        out.stdout
+    );
 
     let (status, challenge, _) = get(&d, preview, None);
     assert_eq!(status, 401);
@@ -67,7 +79,15 @@ fn previews_and_environments_ask_for_their_password() {
 
     // One environment; kept across a restart.
     std::fs::write(&pw, "prod-pass").expect("write");
-    d.opus(&["env", "protect", "web", "production", "--password-file", pw.to_str().expect("utf-8")]).ok();
+    d.opus(&[
+        "env",
+        "protect",
+        "web",
+        "production",
+        "--password-file",
+        pw.to_str().expect("utf-8"),
+    ])
+    .ok();
     assert_eq!(get(&d, "web.localhost", None).0, 401);
     let mut d = d;
     d.restart();
@@ -84,13 +104,51 @@ fn previews_and_environments_ask_for_their_password() {
     // Bad input.
     let empty = d.root.path().join("empty");
     std::fs::write(&empty, "\n").expect("write");
-    let err = d.opus(&["env", "protect", "web", "--password-file", empty.to_str().expect("utf-8")]).fails(1).to_owned();
+    let err = d
+        .opus(&[
+            "env",
+            "protect",
+            "web",
+            "--password-file",
+            empty.to_str().expect("utf-8"),
+        ])
+        .fails(1)
+        .to_owned();
     assert!(err.contains("is empty"), "{err}");
-    let err = d.opus(&["env", "protect", "web", "--password-file", "/nonexistent/pw"]).fails(1).to_owned();
+    let err = d
+        .opus(&[
+            "env",
+            "protect",
+            "web",
+            "--password-file",
+            "/nonexistent/pw",
+        ])
+        .fails(1)
+        .to_owned();
     assert!(err.contains("cannot read the password file"), "{err}");
-    let err = d.opus(&["env", "protect", "nope", "--password-file", pw.to_str().expect("utf-8")]).fails(1).to_owned();
+    let err = d
+        .opus(&[
+            "env",
+            "protect",
+            "nope",
+            "--password-file",
+            pw.to_str().expect("utf-8"),
+        ])
+        .fails(1)
+        .to_owned();
     assert!(err.contains("nope"), "{err}");
-    let err = d.opus(&["env", "protect", "web", "staging", "--previews", "--password-file", pw.to_str().expect("utf-8")]).fails(2).to_owned();
+    let err = d
+        .opus(&[
+            "env",
+            "protect",
+            "web",
+            "staging",
+            "--previews",
+            "--password-file",
+            pw.to_str().expect("utf-8"),
+        ])
+        .fails(2)
+        .to_owned();
     assert!(err.contains("cannot be used with"), "{err}");
 }
 

@@ -42,9 +42,15 @@ fn rules_are_kept_with_each_version_and_a_rollback_restores_them() {
     let r = d.get("web.localhost", "/old?ref=mail");
     assert_eq!((r.status, r.header("location")), (301, "/2-new?ref=mail"));
     let r = d.get("web.localhost", "/docs/install/linux");
-    assert_eq!((r.status, r.header("location")), (301, "/manual/install/linux"));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (301, "/manual/install/linux")
+    );
     let r = d.get("web.localhost", "/");
-    assert_eq!((r.text().as_str(), r.header("x-built-from")), ("version 2", "2"));
+    assert_eq!(
+        (r.text().as_str(), r.header("x-built-from")),
+        ("version 2", "2")
+    );
     // The rules files are read when the version is stored, never served.
     assert_eq!(d.get("web.localhost", "/_redirects").status, 404);
 
@@ -60,8 +66,16 @@ fn a_malformed_rules_file_refuses_the_version_naming_file_and_line() {
     add_web(&d);
     let dir = ruled_site(&d, "1", 302);
     for (file, text, words) in [
-        ("_redirects", "/ok /fine\n/loop /loop 301\n", "_redirects line 2: \"/loop\" redirects to itself"),
-        ("_redirects", "/a /b 299\n", "_redirects line 1: status 299 is not supported"),
+        (
+            "_redirects",
+            "/ok /fine\n/loop /loop 301\n",
+            "_redirects line 2: \"/loop\" redirects to itself",
+        ),
+        (
+            "_redirects",
+            "/a /b 299\n",
+            "_redirects line 1: status 299 is not supported",
+        ),
         ("_headers", "/*\n  not a header\n", "_headers line 2:"),
     ] {
         std::fs::write(dir.join(file), text).expect("write");
@@ -93,7 +107,8 @@ fn opus_yml_site_rules_apply_and_a_bad_rules_file_fails_the_build() {
     let r = d.get("web.localhost", "/from-file");
     assert_eq!((r.status, r.header("location")), (302, "/to-file"));
     assert_eq!(
-        d.get("web.localhost", "/").header("strict-transport-security"),
+        d.get("web.localhost", "/")
+            .header("strict-transport-security"),
         "max-age=63072000"
     );
 
@@ -143,7 +158,10 @@ fn every_version_has_its_own_url_and_only_production_is_indexed() {
     };
     assert_eq!(url_of("1"), format!("http://1--v--web.localhost:{port}/"));
     let rc = url_of("2.0-RC");
-    assert!(rc.starts_with("http://2-0-rc-x") && rc.ends_with(&format!("--v--web.localhost:{port}/")), "{rc}");
+    assert!(
+        rc.starts_with("http://2-0-rc-x") && rc.ends_with(&format!("--v--web.localhost:{port}/")),
+        "{rc}"
+    );
     let table = d.opus(&["artifacts", "web"]).ok().to_owned();
     assert!(table.contains(&url_of("1")), "{table}");
 
@@ -152,19 +170,32 @@ fn every_version_has_its_own_url_and_only_production_is_indexed() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    for (host, body) in [("1--v--web.localhost".to_owned(), "version 1"), (rc_host, "version 2.0-RC")] {
+    for (host, body) in [
+        ("1--v--web.localhost".to_owned(), "version 1"),
+        (rc_host, "version 2.0-RC"),
+    ] {
         let r = d.get(&host, "/");
         assert_eq!((r.status, r.text().as_str()), (200, body), "{host}");
         assert_eq!(r.header("x-robots-tag"), "noindex", "{host}");
     }
     d.publish("web", "3", &ruled_site(&d, "3", 302));
     let r = d.get("3--v--web.localhost", "/old");
-    assert_eq!((r.status, r.header("location")), (302, "/3-new"), "not deployed anywhere");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, "/3-new"),
+        "not deployed anywhere"
+    );
     assert_eq!(d.get("4--v--web.localhost", "/").status, 404);
     assert_eq!(d.get("1--v--nope.localhost", "/").status, 404);
 
     let prod = d.get("web.localhost", "/");
-    assert_eq!((prod.text().as_str(), prod.header("x-robots-tag")), ("version 2.0-RC", ""));
+    assert_eq!(
+        (prod.text().as_str(), prod.header("x-robots-tag")),
+        ("version 2.0-RC", "")
+    );
     let staging = d.get("staging--web.localhost", "/");
-    assert_eq!((staging.text().as_str(), staging.header("x-robots-tag")), ("version 1", "noindex"));
+    assert_eq!(
+        (staging.text().as_str(), staging.header("x-robots-tag")),
+        ("version 1", "noindex")
+    );
 }

@@ -204,13 +204,14 @@ impl Deployer {
         let guard = self.sites.lock().await;
         self.store.get_project(name)?;
         self.sites.remove_project(&guard, name.as_str());
+        self.artifacts.delete_project_versions(name).await?;
+        self.store.delete_project(name)?;
+        // Last: a removal that fails part-way leaves the project still protected.
         self.store.remove_project_protections(name)?;
         self.sites.update_access(&guard, |a| {
             a.envs.retain(|k, _| k.project != name.as_str());
             a.previews.remove(name.as_str());
         });
-        self.artifacts.delete_project_versions(name).await?;
-        self.store.delete_project(name)?;
         drop(guard);
         self.flush().await;
         Ok(())

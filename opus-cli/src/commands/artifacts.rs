@@ -159,7 +159,7 @@ pub async fn list(
                 return Ok(());
             }
             let mut t = output::table(&[
-                "version", "files", "size", "created", "build", "deployed", "url",
+                "version", "files", "size", "created", "build", "url", "deployed",
             ]);
             for v in &versions {
                 t.add_row(vec![
@@ -168,8 +168,8 @@ pub async fn list(
                     size(v.size),
                     output::ago(v.created_at.as_ref()),
                     build_label(&v.project, v.build_id),
-                    v.deployed_to.join(","),
                     v.url.clone(),
+                    v.deployed_to.join(","),
                 ]);
             }
             output::print_table(&t)

@@ -143,12 +143,12 @@ impl Matched {
 }
 
 impl RuleSet {
-    /// Whether there is no redirect rule.
+    /// Whether there is any redirect rule (most versions have none: nothing to match).
     pub fn has_redirects(&self) -> bool {
         !self.redirects.is_empty()
     }
 
-    /// Whether there is no header rule.
+    /// Whether there is any header rule.
     pub fn has_headers(&self) -> bool {
         !self.headers.is_empty()
     }

@@ -110,3 +110,58 @@ impl MetaStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::model::{Project, Source};
+
+    #[test]
+    fn protections_are_set_replaced_listed_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MetaStore::open(&dir.path().join("meta")).expect("open");
+        let web = ProjectName::new("web").expect("name");
+        store
+            .create_project(&Project {
+                name: web.clone(),
+                source: Source::Git("https://example.com/web.git".into()),
+                branch: "main".into(),
+                created_at: SystemTime::now(),
+                keep_versions: 0,
+            })
+            .expect("project");
+        let staging = ProtectionTarget::Env(EnvName::new("staging").expect("env"));
+        store
+            .set_protection(&web, &ProtectionTarget::Previews, "$argon2id$a")
+            .expect("set");
+        store
+            .set_protection(&web, &staging, "$argon2id$b")
+            .expect("set");
+        store
+            .set_protection(&web, &staging, "$argon2id$c")
+            .expect("replace");
+        let mut all = store.all_protections().expect("all");
+        all.sort_by_key(|p| p.phc.clone());
+        assert_eq!(
+            all.iter()
+                .map(|p| (&p.target, p.phc.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (&ProtectionTarget::Previews, "$argon2id$a"),
+                (&staging, "$argon2id$c")
+            ]
+        );
+        assert!(store.remove_protection(&web, &staging).expect("remove"));
+        assert!(!store.remove_protection(&web, &staging).expect("again"));
+        store.remove_project_protections(&web).expect("project");
+        assert!(store.all_protections().expect("all").is_empty());
+
+        let nope = ProjectName::new("nope").expect("name");
+        let e = store
+            .set_protection(&nope, &ProtectionTarget::Previews, "$argon2id$a")
+            .expect_err("no project");
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}

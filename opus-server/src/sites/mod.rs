@@ -265,14 +265,18 @@ impl SiteServer {
         self.apply(guard, Vec::new());
     }
 
-    /// The password in front of version hosts of `project` (those of its previews: a version
-    /// host shows what was built, before any environment has it).
+    /// The password in front of version hosts of `project`: its previews' (a version host shows
+    /// what was built, before any environment has it), else production's (a protected site's
+    /// versions are not opened by their own hosts); none when neither is protected.
     pub(crate) fn version_host_credential(&self, project: &str) -> Option<Arc<Credential>> {
-        self.access
+        let access = self
+            .access
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        access
             .previews
             .get(project)
+            .or_else(|| access.envs.get(&SiteKey::new(project, PRODUCTION)))
             .cloned()
     }
 

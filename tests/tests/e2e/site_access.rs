@@ -74,6 +74,18 @@ fn previews_and_environments_ask_for_their_password() {
     );
     // Production is not a preview: open.
     assert_eq!(get(&d, "web.localhost", None).0, 200);
+    // A version's own host shows what was built before any environment has it: the previews'
+    // password applies there too.
+    let listed = d.opus(&["artifacts", "web", "-o", "json"]).json();
+    let url = listed[0]["url"].as_str().expect("a version URL").to_owned();
+    let host = url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .expect("host")
+        .to_owned();
+    assert_eq!(get(&d, &host, None).0, 401, "{host}");
+    assert_eq!(get(&d, &host, Some("open sesame")).0, 200, "{host}");
     // The hash only is stored, never the password.
     assert!(!holds(&d.data_dir(), b"open sesame"));
 

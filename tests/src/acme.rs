@@ -224,14 +224,10 @@ impl Drop for Pebble {
     }
 }
 
-/// `GET path` over TLS to `addr`, naming `sni` and trusting only `roots`; the TLS error when the
-/// handshake fails.
-pub fn https_get(
-    addr: &str,
-    sni: &str,
-    path: &str,
+/// A client config trusting only `roots`.
+fn client_config(
     roots: &[CertificateDer<'static>],
-) -> Result<HttpResponse, std::io::Error> {
+) -> Result<Arc<rustls::ClientConfig>, std::io::Error> {
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store.add(r.clone()).map_err(std::io::Error::other)?;
@@ -243,9 +239,67 @@ pub fn https_get(
     .map_err(std::io::Error::other)?
     .with_root_certificates(store)
     .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// One kept-alive TLS connection, for requests one after another (a certificate swapped in the
+/// meantime must not end it).
+pub struct TlsSession {
+    stream: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    sni: String,
+}
+
+impl TlsSession {
+    /// Connects to `addr` naming `sni`, trusting only `roots`.
+    pub fn connect(
+        addr: &str,
+        sni: &str,
+        roots: &[CertificateDer<'static>],
+    ) -> Result<TlsSession, std::io::Error> {
+        let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
+        let conn = rustls::ClientConnection::new(client_config(roots)?, name)
+            .map_err(std::io::Error::other)?;
+        let tcp = std::net::TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(TlsSession {
+            stream: rustls::StreamOwned::new(conn, tcp),
+            sni: sni.to_owned(),
+        })
+    }
+
+    /// `GET path` on this connection, keeping it open; the answer must have a Content-Length.
+    pub fn get(&mut self, path: &str) -> Result<HttpResponse, std::io::Error> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.sni);
+        self.stream.write_all(request.as_bytes())?;
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            if self.stream.read(&mut byte)? == 0 {
+                return Err(std::io::Error::other("the connection ended"));
+            }
+            raw.push(byte[0]);
+        }
+        let head = crate::parse_response(&raw)
+            .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
+        let length: usize = head.header("content-length").parse().unwrap_or(0);
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body)?;
+        raw.extend_from_slice(&body);
+        crate::parse_response(&raw).ok_or_else(|| std::io::Error::other("not an HTTP answer"))
+    }
+}
+
+/// `GET path` over TLS to `addr`, naming `sni` and trusting only `roots`; the TLS error when the
+/// handshake fails.
+pub fn https_get(
+    addr: &str,
+    sni: &str,
+    path: &str,
+    roots: &[CertificateDer<'static>],
+) -> Result<HttpResponse, std::io::Error> {
     let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(client_config(roots)?, name)
+        .map_err(std::io::Error::other)?;
     let tcp = std::net::TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);

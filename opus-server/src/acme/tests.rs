@@ -116,3 +116,24 @@ async fn an_unreachable_ca_is_a_failed_order_retried_later() {
         "{wait:?}"
     );
 }
+
+#[tokio::test]
+async fn a_renewal_the_ca_refuses_keeps_the_certificate_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = AcmeFiles::new(dir.path().join("acme"));
+    let (key, chain) = self_signed("www.acme.com");
+    files
+        .write_cert("www.acme.com", &key, &chain)
+        .expect("write");
+    let https = Arc::new(HttpsState::new(true));
+    // The CA is down (nothing listens at its address).
+    let m = CertManager::load(config(), dir.path(), https.clone());
+    m.attempt("www.acme.com").await;
+    let s = m.status("www.acme.com").expect("followed");
+    assert_eq!(s.state, CertState::Failed);
+    assert!(!s.last_error.is_empty());
+    assert!(s.served.is_some(), "the certificate is still listed");
+    assert!(https.is_certified("www.acme.com"), "and still served");
+    assert!(m.resolver.hosts().contains(&"www.acme.com".to_owned()));
+    assert!(files.read_cert("www.acme.com").expect("read").is_some());
+}

@@ -14,7 +14,12 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// The HTTPS flags (a block of their own in `opusd --help`'s list).
 #[derive(Debug, Clone, Default, Args)]
-#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+// clap's help text, printed as written (a URL is shown, not linked).
+#[allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::bare_urls
+)]
 pub struct HttpsArgs {
     /// Address of the sites' HTTPS listener (`:443` in production); custom domains get
     /// certificates from the ACME CA. Without it, sites are plain HTTP only.

@@ -367,3 +367,64 @@ fn the_viewer_token_comes_from_a_flag_or_a_file_and_needs_an_api_token() {
     .expect_err("unreadable");
     assert!(err.to_string().contains("viewer_token_file"), "{err}");
 }
+
+#[test]
+fn https_is_off_without_a_tls_listener_and_layered_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("opusd.toml");
+    let ca = dir.path().join("root.pem");
+    std::fs::write(&ca, "a root").expect("write");
+    std::fs::write(
+        &path,
+        format!(
+            "sites_tls_listen = \"127.0.0.1:8443\"\nsites_https_redirect = false\nacme_challenge = \"tls-alpn-01\"\nacme_ca_file = {:?}\n",
+            ca.display().to_string()
+        ),
+    )
+    .expect("write");
+    let off = Config::resolve(ConfigArgs::default()).expect("resolves");
+    assert!(off.https.is_none());
+
+    let cfg = Config::resolve(ConfigArgs {
+        config: Some(path.clone()),
+        https: super::HttpsArgs {
+            acme_email: Some("ops@example.com".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .expect("resolves");
+    let https = cfg.https.expect("on");
+    assert_eq!(https.tls_listen, ([127, 0, 0, 1], 8443).into());
+    assert_eq!(https.acme_directory, super::LETS_ENCRYPT);
+    assert_eq!(https.acme_email.as_deref(), Some("ops@example.com"));
+    assert!(!https.redirect);
+    assert_eq!(https.challenge, super::AcmeChallenge::TlsAlpn01);
+
+    // A plain-HTTP directory and a CA file that cannot be read are refused, naming the key.
+    for (args, key) in [
+        (
+            super::HttpsArgs {
+                acme_directory: Some("http://ca.example.com/dir".into()),
+                ..Default::default()
+            },
+            "acme_directory",
+        ),
+        (
+            super::HttpsArgs {
+                acme_ca_file: Some(dir.path().join("missing.pem")),
+                ..Default::default()
+            },
+            "acme_ca_file",
+        ),
+    ] {
+        let e = Config::resolve(ConfigArgs {
+            config: Some(path.clone()),
+            https: args,
+            ..Default::default()
+        })
+        .expect_err("refused")
+        .to_string();
+        assert!(e.contains(key), "{e}");
+    }
+}

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use opus_tests::Daemon;
-use opus_tests::acme::{Pebble, PebbleSetup, WAIT, https_get};
+use opus_tests::acme::{Pebble, PebbleSetup, TlsSession, WAIT, https_get};
 
 /// opusd with HTTPS against pebble, and pebble validating on opusd's site port; project `web`
 /// with version `1.0` in production.
@@ -216,12 +216,18 @@ fn a_short_lived_certificate_is_renewed_two_thirds_into_its_life() {
     d.opus(&["domain", "add", "web", "www.acme.test"]).ok();
     wait_for_certificate(&d, &pebble, "www.acme.test", "issued");
     let first = not_after(&d, "www.acme.test");
+    // A kept-alive connection opened with the first certificate...
+    let roots = pebble.issuing_root();
+    let mut session =
+        TlsSession::connect(&d.sites_tls(), "www.acme.test", &roots).expect("TLS connection");
+    assert_eq!(session.get("/").expect("first request").text(), "web 1.0");
     let renewed = wait_for_renewal(&d, &pebble, "www.acme.test", &first);
     assert_eq!(
         listed(&d, "www.acme.test")["certificate"]["state"],
         "issued"
     );
-    let roots = pebble.issuing_root();
+    // ...is not dropped by the swap to the renewed one.
+    assert_eq!(session.get("/").expect("same connection").text(), "web 1.0");
     let r = https_get(&d.sites_tls(), "www.acme.test", "/", &roots).expect("HTTPS GET");
     assert_eq!(r.text(), "web 1.0", "served after the renewal to {renewed}");
 }

@@ -13,6 +13,9 @@ use serde::{Deserialize, Deserializer};
 use crate::error::RecipeError;
 
 pub mod package;
+mod pull_requests;
+
+pub use pull_requests::PullRequestsSpec;
 
 /// The whole `opus.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -32,6 +35,9 @@ pub struct OpusFile {
     /// How many versions to keep (0 or absent: all).
     #[serde(default)]
     pub retention: Option<u32>,
+    /// Which pull requests build into their preview `pr-<number>` (absent: none).
+    #[serde(default)]
+    pub pull_requests: PullRequestsSpec,
 }
 
 /// The `build:` section.
@@ -177,6 +183,7 @@ fn validate(file: &OpusFile) -> Result<(), RecipeError> {
         crate::model::EnvName::for_new(name.clone())
             .map_err(|e| invalid(format!("environments.{name}: {e}")))?;
     }
+    file.pull_requests.validate().map_err(invalid)?;
     Ok(())
 }
 

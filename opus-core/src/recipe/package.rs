@@ -174,6 +174,7 @@ pub(super) fn recipe(dir: &Path, pkg: &serde_json::Value) -> OpusFile {
         previews: true,
         spa: router_dependency(pkg).is_some(),
         retention: None,
+        pull_requests: super::PullRequestsSpec::detected(),
     }
 }
 

@@ -57,6 +57,10 @@ pub enum FailureKind {
     /// opusd stopped while the build was running.
     #[error("opusd stopped while the build was running")]
     Stopped,
+    /// The build must not run (a pull request its base branch's opus.yml does not build); it
+    /// is recorded as cancelled with this reason.
+    #[error("skipped: {0}")]
+    Skipped(String),
     /// The build log could not be opened.
     #[error("cannot open the build log: {0}")]
     Log(#[source] std::io::Error),
@@ -244,6 +248,7 @@ impl BuildFailure {
         let step = match &*self.kind {
             FailureKind::Cancelled
             | FailureKind::Stopped
+            | FailureKind::Skipped(_)
             | FailureKind::Runner(_)
             | FailureKind::JobFailed(_) => return,
             FailureKind::Steps(StepFailure::Exited { .. }) => return,
@@ -311,6 +316,12 @@ impl From<BuildFailure> for Outcome {
             return Outcome {
                 state: BuildState::Cancelled,
                 reason: "cancelled by a user".into(),
+            };
+        }
+        if matches!(*failure.kind, FailureKind::Skipped(_)) {
+            return Outcome {
+                state: BuildState::Cancelled,
+                reason: failure.kind.to_string(),
             };
         }
         Outcome {

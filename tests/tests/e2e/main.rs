@@ -8,6 +8,7 @@ mod dashboard;
 mod dashboard_browser;
 mod deploys;
 mod disk_full;
+mod github;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;

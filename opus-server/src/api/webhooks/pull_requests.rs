@@ -56,9 +56,7 @@ impl PullRequestEvent {
         }
         let pr = &payload["pull_request"];
         let text = |v: &Value, field: &'static str| {
-            v.as_str()
-                .map(str::to_owned)
-                .ok_or(MalformedPayload(field))
+            v.as_str().map(str::to_owned).ok_or(MalformedPayload(field))
         };
         let head_sha = text(&pr["head"]["sha"], "\"pull_request.head.sha\"")?;
         if head_sha.len() < 7 || !head_sha.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -135,7 +133,10 @@ mod tests {
         };
         assert_eq!(pr.number, 12);
         assert_eq!(pr.head_sha, "0123456789abcdef0123456789abcdef01234567");
-        assert_eq!((pr.head_repo.as_str(), pr.base_repo.as_str()), ("mallory/web", "acme/web"));
+        assert_eq!(
+            (pr.head_repo.as_str(), pr.base_repo.as_str()),
+            ("mallory/web", "acme/web")
+        );
         assert!(pr.is_fork());
         assert_eq!(pr.base_ref, "main");
         assert_eq!(pr.labels, ["preview"]);
@@ -165,7 +166,9 @@ mod tests {
         };
         assert!(pr.is_fork());
         p["pull_request"]["head"]["sha"] = json!("not a sha");
-        let err = PullRequestEvent::parse(&p).expect_err("bad sha").to_string();
+        let err = PullRequestEvent::parse(&p)
+            .expect_err("bad sha")
+            .to_string();
         assert!(err.contains("pull_request.head.sha"), "{err}");
         let err = PullRequestEvent::parse(&json!({ "action": "opened" }))
             .expect_err("no number")

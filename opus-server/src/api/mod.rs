@@ -84,7 +84,8 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
             d.scheduler.clone(),
             d.hooks.transport.clone(),
             d.hooks.links.clone(),
-        ),
+        )
+        .with_public_url(d.config.public_url.clone()),
         auth.interceptor(),
     ));
     routes = routes.add_service(BuildServiceServer::with_interceptor(

@@ -69,6 +69,8 @@ pub struct FileConfig {
     pub site_keep_alive_timeout: Option<u64>,
     /// See [`super::ConfigArgs::site_connections_per_ip`].
     pub site_connections_per_ip: Option<usize>,
+    /// See [`super::ConfigArgs::public_url`].
+    pub public_url: Option<String>,
 }
 
 impl FileConfig {

@@ -9,6 +9,7 @@
 mod args;
 mod executor;
 mod file;
+mod public_url;
 mod security;
 mod stores;
 #[cfg(test)]
@@ -29,6 +30,7 @@ use crate::sites::ConnectionLimits;
 pub use args::ConfigArgs;
 pub use executor::{DEFAULT_BUILD_IMAGE, DEFAULT_KUBERNETES_POLL, ExecutorKind, KubernetesConfig};
 pub use file::FileConfig;
+pub use public_url::PublicUrl;
 pub use security::{MIN_PUBLIC_TOKEN_LEN, TlsIdentity};
 pub use tuning::DEFAULT_SITE_CACHE_SIZE;
 
@@ -110,6 +112,8 @@ pub struct Config {
     pub hook_retry: RetryPolicy,
     /// Timeouts and the per-address cap of site connections.
     pub site_connections: ConnectionLimits,
+    /// How the world reaches the API port (`--public-url`), when set.
+    pub public_url: Option<PublicUrl>,
 }
 
 impl Config {
@@ -146,6 +150,7 @@ impl Config {
             site_cache_size: tuning::site_cache_size(&args, &file),
             hook_retry,
             site_connections,
+            public_url: public_url::public_url(&args, &file)?,
         })
     }
 }

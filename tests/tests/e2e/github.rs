@@ -384,3 +384,53 @@ fn bad_signatures_unknown_actions_and_malformed_pull_requests() {
     assert_eq!(with_signature(Some(good)), 200);
     assert_eq!(h.d.builds("web").len(), 1);
 }
+
+#[test]
+fn the_public_url_is_the_payload_url_given_out() {
+    // Without one, the CLI's own address, with a note that GitHub cannot reach it.
+    let d = Daemon::start();
+    d.opus(&["add", "web", d.root.path().to_str().expect("utf-8")])
+        .ok();
+    let out = d.opus(&["hook", "github", "web"]);
+    assert!(
+        out.ok()
+            .contains(&format!("Payload URL:  {}/hooks/github/web", d.server)),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("--public-url"), "{}", out.stderr);
+
+    // The flag, and the environment variable, with a path prefix and a trailing slash.
+    let d = Daemon::start_with(&["--public-url", "https://opus.example.com/ci/"]);
+    d.opus(&["add", "web", d.root.path().to_str().expect("utf-8")])
+        .ok();
+    let hook = d.opus(&["hook", "github", "web", "-o", "json"]);
+    assert_eq!(
+        hook.json()["url"],
+        "https://opus.example.com/ci/hooks/github/web"
+    );
+    assert!(!hook.stderr.contains("--public-url"), "{}", hook.stderr);
+    let trigger = d.opus(&["hook", "trigger", "web", "-o", "json"]).json();
+    assert_eq!(
+        trigger["url"],
+        "https://opus.example.com/ci/hooks/trigger/web"
+    );
+    let d = Daemon::start_with_env(&[], &[("OPUS_PUBLIC_URL", "http://10.1.2.3:7070")]);
+    d.opus(&["add", "web", d.root.path().to_str().expect("utf-8")])
+        .ok();
+    let hook = d.opus(&["hook", "github", "web", "-o", "json"]).json();
+    assert_eq!(hook["url"], "http://10.1.2.3:7070/hooks/github/web");
+
+    // Something that is no public URL: opusd says so and does not start.
+    let out = std::process::Command::new(opus_tests::bin("opusd"))
+        .args(["--public-url", "opus.example.com", "--data-dir"])
+        .arg(d.root.path().join("other"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("public_url") && err.contains("opus.example.com"),
+        "{err}"
+    );
+}

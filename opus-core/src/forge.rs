@@ -1,9 +1,59 @@
-//! What a build knows of the forge (GitHub) pull request it was triggered for: enough to decide,
-//! from the base branch's opus.yml, whether it may run ([`crate::recipe::PullRequestsSpec`]),
-//! where its preview goes (environment `pr-<number>`), and whether it gets secrets (a fork never
-//! does).
+//! What a build knows of the forge (GitHub) it was triggered from: the pull request (enough to
+//! decide, from the base branch's opus.yml, whether it may run ([`crate::recipe::PullRequestsSpec`]),
+//! where its preview goes (environment `pr-<number>`), and whether it gets secrets: a fork never
+//! does), the commit its statuses go on ([`GithubCommit`]), and the record of each status sent
+//! ([`StatusDelivery`]).
+
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+
+use crate::hook::DeliveryState;
+
+/// The GitHub commit a GitHub-triggered build reports its status on: the pushed commit, or a
+/// pull request's head commit in its base repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GithubCommit {
+    /// `owner/name` (`repository.full_name`).
+    pub repository: String,
+    /// The commit id.
+    pub sha: String,
+}
+
+/// One commit status opusd sends to GitHub (`POST /repos/{repository}/statuses/{sha}`), made from
+/// the build event it describes, and how its delivery went: the GitHub outbox's record, listed
+/// by `opus github deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusDelivery {
+    /// The event it comes from: its key in the outbox, and its place in the order of sending.
+    pub event_seq: u64,
+    /// The project.
+    pub project: String,
+    /// The build's number within its project.
+    pub build: u64,
+    /// Where the status goes.
+    pub commit: GithubCommit,
+    /// `pending`, `success`, `failure` or `error`.
+    pub state: String,
+    /// GitHub's one line (at most 140 characters).
+    pub description: String,
+    /// The build's page, when opusd has a `--public-url`.
+    pub target_url: Option<String>,
+    /// Where the delivery stands.
+    pub delivery: DeliveryState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last HTTP status (0: no answer).
+    pub last_status: u16,
+    /// The last error, for people.
+    pub last_error: String,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<SystemTime>,
+    /// When it was first attempted.
+    pub created_at: SystemTime,
+    /// When it last changed.
+    pub updated_at: SystemTime,
+}
 
 /// The pull request a build builds: its number, the head commit and where that commit comes
 /// from, and the base branch whose opus.yml decides whether it runs.

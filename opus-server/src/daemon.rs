@@ -24,8 +24,8 @@ use tracing::info;
 use crate::config::{Config, ExecutorKind};
 use crate::process_tree::{self, Containment};
 use crate::{
-    ServeError, api, build, deploys, health, hooks, kubernetes, logs, metrics, runners, scheduler,
-    sites, source,
+    ServeError, api, build, deploys, github, health, hooks, kubernetes, logs, metrics, runners,
+    scheduler, sites, source,
 };
 
 /// The two listeners of an opusd, bound before anything else starts, so that tests bind port 0
@@ -187,6 +187,12 @@ impl Daemon {
             self.hooks.policy.clone(),
             self.hooks.links.clone(),
         );
+        let github = github::StatusOutbox::start(
+            self.store.clone(),
+            self.config.github_api_url.clone(),
+            self.hooks.policy.clone(),
+            self.config.public_url.clone(),
+        );
         write_address_file(
             &self.config.data_dir,
             self.config.listen,
@@ -203,6 +209,7 @@ impl Daemon {
             Err(e) => tracing::error!(error = %e, "the site server task failed"),
         }
         deliverer.stop();
+        github.stop();
         health_watch.cancel();
         self.close().await;
         api_result

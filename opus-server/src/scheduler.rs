@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use opus_core::forge::PullRequest;
+use opus_core::forge::{GithubCommit, PullRequest};
 use opus_core::model::{Build, BuildState, ProjectName, Source, StoreName, Trigger, VersionName};
 use opus_core::store::MetaStore;
 use opus_core::{CoreError, error::ModelError, error::StoreError};
@@ -29,6 +29,15 @@ use tracing::{info, warn};
 
 use crate::build::BuildContext;
 use crate::metrics::Metrics;
+
+/// What GitHub tells of a build it triggers.
+#[derive(Debug, Clone, Default)]
+pub struct GithubOrigin {
+    /// The commit its statuses go on (none: no statuses, e.g. a push without a repository).
+    pub commit: Option<GithubCommit>,
+    /// The pull request it builds.
+    pub pull_request: Option<PullRequest>,
+}
 
 /// Whether a newer build makes the older one's work useless: the same pull request (whatever
 /// its commit), or else the same ref outside any pull request.
@@ -176,17 +185,18 @@ impl Scheduler {
 
     /// Queues a build.
     pub fn trigger(&self, req: TriggerRequest) -> Result<Build, CoreError> {
-        self.queue_build(req, None)
+        self.queue_build(req, GithubOrigin::default())
     }
 
-    /// Queues the build of a pull request's head commit (`req.git_ref`): it supersedes the
-    /// older queued build of the same pull request, whichever commit that was.
-    pub fn trigger_pull_request(
+    /// Queues a build GitHub triggered: its statuses go on `origin.commit`; the build of a pull
+    /// request's head commit (`req.git_ref`) supersedes the older queued build of the same pull
+    /// request, whichever commit that was.
+    pub fn trigger_from_github(
         &self,
         req: TriggerRequest,
-        pull_request: PullRequest,
+        origin: GithubOrigin,
     ) -> Result<Build, CoreError> {
-        self.queue_build(req, Some(pull_request))
+        self.queue_build(req, origin)
     }
 
     /// Cancels the queued and running builds of pull request `number` of `project` (it was
@@ -234,11 +244,7 @@ impl Scheduler {
         Ok(cancelled)
     }
 
-    fn queue_build(
-        &self,
-        req: TriggerRequest,
-        pull_request: Option<PullRequest>,
-    ) -> Result<Build, CoreError> {
+    fn queue_build(&self, req: TriggerRequest, origin: GithubOrigin) -> Result<Build, CoreError> {
         let store = &self.inner.store;
         let project = store.get_project(&req.project)?;
         let git_ref = match req.git_ref.trim() {
@@ -280,7 +286,8 @@ impl Scheduler {
             queued_at: SystemTime::now(),
             started_at: None,
             finished_at: None,
-            pull_request,
+            pull_request: origin.pull_request,
+            github: origin.commit,
         };
         let build = store.create_build(&template)?;
         // A newer trigger of the same project and ref supersedes older builds still waiting.

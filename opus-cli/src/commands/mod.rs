@@ -5,6 +5,7 @@ mod builds;
 mod completions;
 mod deploys;
 mod events;
+mod github;
 mod hook;
 mod install;
 mod projects;
@@ -44,5 +45,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Builds(args) => builds::list(&conn().await?, &global, args).await,
         Command::Logs(args) => builds::logs(&conn().await?, &global, args).await,
         Command::Cancel(args) => builds::cancel(&conn().await?, &global, args).await,
+        Command::Github(cmd) => github::run(&conn().await?, &global, cmd).await,
     }
 }

@@ -11,6 +11,7 @@
 mod builds;
 mod deploys;
 mod events;
+mod github;
 mod hooks;
 mod projects;
 mod versions;
@@ -47,7 +48,7 @@ pub use versions::VersionRemoval;
 /// - `releases`: `<project>\0<env>\0<seq be>` -> [`Release`] JSON, never capped.
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
-const TREE_NAMES: [&str; 19] = [
+const TREE_NAMES: [&str; 21] = [
     "projects",
     "secrets",
     "builds",
@@ -67,6 +68,8 @@ const TREE_NAMES: [&str; 19] = [
     "unfinished_builds",
     "last_builds",
     "build_numbers",
+    "github_statuses",
+    "github",
 ];
 
 /// sled's page cache, in bytes.
@@ -165,6 +168,11 @@ enum T {
     /// `<project>\0<number>` -> build id: builds by the name users give them (`web#3`). Kept
     /// when the project is removed, as the build records are.
     BuildNumbers = 18,
+    /// Event seq -> [`crate::forge::StatusDelivery`]: the GitHub outbox's records.
+    GithubStatuses = 19,
+    /// `token` (the GitHub API token) and `status_cursor` (the next event the GitHub outbox has
+    /// not finished).
+    Github = 20,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -34,6 +34,7 @@ fn build(project: &str) -> Build {
         started_at: None,
         finished_at: None,
         pull_request: None,
+        github: None,
     }
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod auth;
 mod builds;
 mod deploys;
 mod events;
+mod github;
 mod projects;
 mod runner;
 mod status;
@@ -121,6 +122,12 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
         deploys::DeploysApi::new(d.store.clone(), d.deployer.clone()),
         auth.interceptor(),
     ));
+    routes = routes.add_service(
+        proto::github_service_server::GithubServiceServer::with_interceptor(
+            github::GithubApi::new(d.store.clone(), d.config.github_api_url.clone()),
+            auth.interceptor(),
+        ),
+    );
     routes = routes.add_service(proto::runner_service_server::RunnerServiceServer::new(
         runner::RunnerApi::new(d.runners.clone()),
     ));

@@ -28,7 +28,8 @@ use tracing::instrument;
 use super::auth::{bearer_token, same_token};
 use crate::deploys::Deployer;
 use crate::hooks::signature;
-use crate::scheduler::{Scheduler, TriggerRequest};
+use crate::scheduler::{GithubOrigin, Scheduler, TriggerRequest};
+use opus_core::forge::GithubCommit;
 
 mod pull_requests;
 
@@ -232,8 +233,20 @@ async fn github(
             None,
         ),
     };
-    let response = queue(
-        &state,
+    let pushed = payload["after"]
+        .as_str()
+        .or_else(|| payload["head_commit"]["id"].as_str());
+    let origin = GithubOrigin {
+        commit: payload["repository"]["full_name"]
+            .as_str()
+            .zip(pushed)
+            .map(|(repository, sha)| GithubCommit {
+                repository: repository.to_owned(),
+                sha: sha.to_owned(),
+            }),
+        pull_request: None,
+    };
+    let response = queued(state.scheduler.trigger_from_github(
         TriggerRequest {
             project: project.clone(),
             git_ref: build_ref,
@@ -241,7 +254,8 @@ async fn github(
             store: StoreName::default_store(),
             trigger: Trigger::Github,
         },
-    );
+        origin,
+    ));
     if !response.status().is_success() && !delivery.is_empty() {
         // Let GitHub's redelivery try again.
         let _ = state.store.forget_github_delivery(&project, &delivery);
@@ -301,7 +315,14 @@ async fn pull_request(
                 store: StoreName::default_store(),
                 trigger: Trigger::Github,
             };
-            queued(state.scheduler.trigger_pull_request(req, pr))
+            let origin = GithubOrigin {
+                commit: Some(GithubCommit {
+                    repository: pr.base_repo.clone(),
+                    sha: pr.head_sha.clone(),
+                }),
+                pull_request: Some(pr),
+            };
+            queued(state.scheduler.trigger_from_github(req, origin))
         }
         PullRequestEvent::Closed { number } => {
             if let Err(answered) = first_delivery(state, project, delivery) {

@@ -158,6 +158,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             pull_request: None,
+            github: None,
         };
         let failure = decided_version(&build, Stage::Store).expect_err("undecided");
         assert_eq!(failure.stage, Stage::Store);

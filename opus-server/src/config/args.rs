@@ -144,4 +144,8 @@ pub struct ConfigArgs {
     /// commit statuses [default: none; the CLI's own server address].
     #[arg(long, env = "OPUS_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// GitHub's REST API, where commit statuses go (GitHub Enterprise Server:
+    /// https://<host>/api/v3) [default: https://api.github.com].
+    #[arg(long, env = "OPUS_GITHUB_API_URL", value_name = "URL")]
+    pub github_api_url: Option<String>,
 }

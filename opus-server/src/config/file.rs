@@ -71,6 +71,8 @@ pub struct FileConfig {
     pub site_connections_per_ip: Option<usize>,
     /// See [`super::ConfigArgs::public_url`].
     pub public_url: Option<String>,
+    /// See [`super::ConfigArgs::github_api_url`].
+    pub github_api_url: Option<String>,
 }
 
 impl FileConfig {

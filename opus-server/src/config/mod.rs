@@ -9,6 +9,7 @@
 mod args;
 mod executor;
 mod file;
+mod github;
 mod public_url;
 mod security;
 mod stores;
@@ -30,6 +31,7 @@ use crate::sites::ConnectionLimits;
 pub use args::ConfigArgs;
 pub use executor::{DEFAULT_BUILD_IMAGE, DEFAULT_KUBERNETES_POLL, ExecutorKind, KubernetesConfig};
 pub use file::FileConfig;
+pub use github::DEFAULT_GITHUB_API_URL;
 pub use public_url::PublicUrl;
 pub use security::{MIN_PUBLIC_TOKEN_LEN, TlsIdentity};
 pub use tuning::DEFAULT_SITE_CACHE_SIZE;
@@ -114,6 +116,8 @@ pub struct Config {
     pub site_connections: ConnectionLimits,
     /// How the world reaches the API port (`--public-url`), when set.
     pub public_url: Option<PublicUrl>,
+    /// GitHub's REST API (`--github-api-url`), without a trailing `/`.
+    pub github_api_url: String,
 }
 
 impl Config {
@@ -151,6 +155,7 @@ impl Config {
             hook_retry,
             site_connections,
             public_url: public_url::public_url(&args, &file)?,
+            github_api_url: github::github_api_url(&args, &file)?,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! made and signed by the test, as GitHub makes them.
 
 use hmac::{Hmac, Mac};
+use opus_tests::fake_github::{Call, FakeGithub, Scripted};
 use opus_tests::{Daemon, GitRepo};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -58,7 +59,8 @@ impl Hooked {
         d.opus(&["add", "web", &repo.url()]).ok();
         let hook = d.opus(&["hook", "github", "web", "-o", "json"]).json();
         Hooked {
-            url: hook["url"].as_str().expect("url").to_owned(),
+            // Posted straight to opusd, whatever --public-url gives out.
+            url: format!("{}/hooks/github/web", d.server),
             secret: hook["secret"].as_str().expect("secret").to_owned(),
             d,
             repo,
@@ -432,5 +434,210 @@ fn the_public_url_is_the_payload_url_given_out() {
     assert!(
         err.contains("public_url") && err.contains("opus.example.com"),
         "{err}"
+    );
+}
+
+/// opusd pointed at a fake GitHub API, with a token, and `web` hooked.
+fn with_fake_github(fake: &FakeGithub, extra: &[&str], opus_yml: &str) -> Hooked {
+    let mut args = vec![
+        "--github-api-url",
+        fake.url.as_str(),
+        "--public-url",
+        "https://opus.example.com",
+        "--hook-retry-base-ms",
+        "50",
+    ];
+    args.extend_from_slice(extra);
+    let h = Hooked::start(&args, opus_yml);
+    let token = h.d.root.path().join("github-token");
+    std::fs::write(&token, "ghp_fake_token_for_tests\n").expect("write token");
+    let out = h.d.opus(&[
+        "github",
+        "connect",
+        "--token-file",
+        token.to_str().expect("utf-8"),
+    ]);
+    assert!(out.ok().contains(&fake.url), "{}", out.stdout);
+    h
+}
+
+fn pr_yml() -> String {
+    format!("build:\n  steps: [\"{SERVE_INDEX}\"]\npull_requests: {{}}\n")
+}
+
+/// The calls for statuses of `sha`, as lines.
+fn status_lines(calls: &[Call], sha: &str) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.path.ends_with(sha))
+        .map(|c| format!("{} {}", c.body["state"].as_str().unwrap_or("?"), c.answered))
+        .collect()
+}
+
+#[test]
+fn commit_statuses_follow_a_pull_requests_life() {
+    let fake = FakeGithub::start();
+    let h = with_fake_github(&fake, &[], &pr_yml());
+    let first = h.push("feature", "one\n");
+    let n1 = h.queued("c-1", &pull_request("opened", 7, &first, "acme/web"));
+    h.d.wait_for_state("web", n1, "succeeded", 60);
+    fake.wait_for(30, "the success status", |c| c.len() >= 2);
+    let second = h.push("feature", "two\n");
+    let n2 = h.queued("c-2", &pull_request("synchronize", 7, &second, "acme/web"));
+    h.d.wait_for_state("web", n2, "succeeded", 60);
+    let calls = fake.wait_for(30, "four statuses", |c| c.len() >= 4);
+    let (code, body) = h.deliver(
+        "pull_request",
+        "c-3",
+        &pull_request("closed", 7, &second, "acme/web"),
+    );
+    assert_eq!(
+        (code, &body["removed_preview"]),
+        (200, &json!("pr-7")),
+        "{body}"
+    );
+
+    // Exactly these calls, in this order: pending then success for each head commit.
+    let lines: Vec<String> = calls.iter().map(Call::line).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("POST /repos/acme/web/statuses/{first} pending"),
+            format!("POST /repos/acme/web/statuses/{first} success"),
+            format!("POST /repos/acme/web/statuses/{second} pending"),
+            format!("POST /repos/acme/web/statuses/{second} success"),
+        ]
+    );
+    let pending = &calls[0];
+    assert_eq!(
+        pending.authorization.as_deref(),
+        Some("Bearer ghp_fake_token_for_tests")
+    );
+    assert_eq!(pending.body["context"], "opus/web");
+    assert_eq!(pending.body["description"], "queued");
+    assert_eq!(
+        pending.body["target_url"],
+        format!("https://opus.example.com/projects/web/builds/{n1}")
+    );
+    let success = calls[1].body["description"].as_str().expect("description");
+    assert!(
+        success.starts_with(&format!("built pr-7-{n1}-")) && success.ends_with(" s"),
+        "{success}"
+    );
+    // Closing sends nothing more; the token is in no log and no listing.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(fake.calls().len(), 4);
+    let deliveries = h.d.opus(&["github", "deliveries", "-o", "json"]).json();
+    let states: Vec<_> = deliveries
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["delivery"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(states, ["delivered"; 4]);
+    assert!(!h.d.log().contains("ghp_fake_token_for_tests"));
+    assert!(!deliveries.to_string().contains("ghp_fake_token_for_tests"));
+}
+
+#[test]
+fn a_status_github_answers_500_three_times_arrives_once() {
+    let fake = FakeGithub::start();
+    fake.script([500, 500, 500].map(Scripted::status));
+    let h = with_fake_github(&fake, &[], &pr_yml());
+    let sha = h.push("feature", "x\n");
+    let n = h.queued("r-1", &pull_request("opened", 2, &sha, "acme/web"));
+    h.d.wait_for_state("web", n, "succeeded", 60);
+    let calls = fake.wait_for(30, "the success status", |c| {
+        c.iter().any(|c| c.body["state"] == "success")
+    });
+    assert_eq!(
+        status_lines(&calls, &sha),
+        [
+            "pending 500",
+            "pending 500",
+            "pending 500",
+            "pending 201",
+            "success 201"
+        ]
+    );
+}
+
+#[test]
+fn a_rate_limited_status_waits_for_the_reset_github_names() {
+    let fake = FakeGithub::start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    fake.script([Scripted {
+        status: 403,
+        headers: vec![
+            ("x-ratelimit-remaining".into(), "0".into()),
+            ("x-ratelimit-reset".into(), (now + 2).to_string()),
+        ],
+    }]);
+    let h = with_fake_github(&fake, &[], &pr_yml());
+    let sha = h.push("feature", "x\n");
+    let started = std::time::Instant::now();
+    let n = h.queued("l-1", &pull_request("opened", 2, &sha, "acme/web"));
+    fake.wait_for(10, "the rate-limited attempt", |c| !c.is_empty());
+    let deliveries = h.d.opus(&["github", "deliveries", "-o", "json"]).json();
+    assert!(
+        deliveries[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rate limited")),
+        "{deliveries}"
+    );
+    let calls = fake.wait_for(30, "the pending status accepted", |c| {
+        c.iter().any(|c| c.answered == 201)
+    });
+    // Backoff alone (50 ms) would have tried at once; GitHub's reset was at least a second away.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "retried after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        status_lines(&calls, &sha)[..2],
+        ["pending 403", "pending 201"]
+    );
+    h.d.wait_for_state("web", n, "succeeded", 60);
+}
+
+#[test]
+fn a_status_not_sent_when_opusd_is_killed_is_sent_after_the_restart() {
+    let fake = FakeGithub::start();
+    let mut h = with_fake_github(&fake, &[], &pr_yml());
+    let sha = h.push("feature", "x\n");
+    let n = h.queued("k-1", &pull_request("opened", 4, &sha, "acme/web"));
+    fake.wait_for(30, "the pending status", |c| c.len() == 1);
+    // From now on GitHub fails: the success status cannot get through before the kill.
+    fake.script(std::iter::repeat_n(Scripted::status(502), 10_000));
+    h.d.wait_for_state("web", n, "succeeded", 60);
+    fake.wait_for(30, "a failed attempt of the success status", |c| {
+        c.iter().any(|c| c.body["state"] == "success")
+    });
+    h.d.kill();
+    fake.clear_script();
+    h.d.restart();
+    let calls = fake.wait_for(30, "the success status accepted", |c| {
+        c.iter()
+            .any(|c| c.body["state"] == "success" && c.answered == 201)
+    });
+    let lines = status_lines(&calls, &sha);
+    assert_eq!(lines[0], "pending 201");
+    assert_eq!(
+        lines.iter().filter(|l| *l == "pending 201").count(),
+        1,
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("success 201"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1..lines.len() - 1].iter().all(|l| l == "success 502"),
+        "{lines:?}"
     );
 }

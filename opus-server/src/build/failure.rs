@@ -336,6 +336,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_skipped_build_is_recorded_cancelled_with_its_reason() {
+        let skipped = Outcome::from(BuildFailure::new(
+            Stage::Source,
+            FailureKind::Skipped("the pull request is a draft".into()),
+        ));
+        assert_eq!(skipped.state(), BuildState::Cancelled);
+        assert_eq!(skipped.reason(), "skipped: the pull request is a draft");
+    }
+
+    #[test]
     fn a_cancel_is_recorded_cancelled_and_any_other_failure_failed() {
         let cancelled = Outcome::from(BuildFailure::steps(StepFailure::Cancelled));
         assert_eq!(cancelled.state(), BuildState::Cancelled);

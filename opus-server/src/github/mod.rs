@@ -2,7 +2,7 @@
 //! durable outbox.
 //!
 //! The outbox is the event log: a build's state change and its event are one sled transaction, so
-//! the status an event makes ([`status::status_for`]) is stored as soon as its cause is. One task
+//! the status an event makes (`status::status_for`) is stored as soon as its cause is. One task
 //! reads the events from the persisted cursor ([`MetaStore::github_status_cursor`]) and sends
 //! their statuses one after the other, so the statuses of a commit arrive in the order of its
 //! events. After each attempt the status's record ([`StatusDelivery`], listed by

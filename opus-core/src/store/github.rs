@@ -43,6 +43,19 @@ impl MetaStore {
             .unwrap_or(1))
     }
 
+    /// Starts the outbox's cursor after the newest event when it has none (the first start of
+    /// an opusd that sends statuses): the events of an older store made no statuses, and reading
+    /// them all would only cost time.
+    pub fn init_github_status_cursor(&self) -> Result<(), StoreError> {
+        let next = self.last_event_seq() + 1;
+        self.transact(|tx| {
+            if tx.tree(T::Github).get(CURSOR)?.is_none() {
+                tx.tree(T::Github).insert(CURSOR, &next.to_be_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Moves the outbox's cursor forward past events that send no status.
     pub fn advance_github_status_cursor(&self, next: u64) -> Result<(), StoreError> {
         self.transact(|tx| {
@@ -122,6 +135,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = MetaStore::open(dir.path()).expect("open");
         assert_eq!(store.github_status_cursor().expect("cursor"), 1);
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let other = MetaStore::open(fresh.path()).expect("open");
+        other.init_github_status_cursor().expect("init");
+        assert_eq!(
+            other.github_status_cursor().expect("cursor"),
+            other.last_event_seq() + 1
+        );
         store
             .record_github_status(&status(3, DeliveryState::Pending))
             .expect("record");
@@ -133,6 +153,12 @@ mod tests {
         store.advance_github_status_cursor(2).expect("not back");
         assert_eq!(store.github_status_cursor().expect("cursor"), 4);
         assert_eq!(store.github_token().expect("token"), None);
+        store.init_github_status_cursor().expect("init");
+        assert_eq!(
+            store.github_status_cursor().expect("cursor"),
+            4,
+            "a cursor is kept"
+        );
         store.set_github_token("ghp_secret").expect("token");
         assert_eq!(
             store.github_token().expect("token").as_deref(),

@@ -56,6 +56,10 @@ impl StatusOutbox {
         policy: RetryPolicy,
         public_url: Option<PublicUrl>,
     ) -> StatusOutbox {
+        // Before any request can queue a build: no event of this run may fall before the cursor.
+        if let Err(e) = store.init_github_status_cursor() {
+            warn!(error = %e, "cannot start the outbox's cursor; it reads the event log from its start");
+        }
         let ctx = Arc::new(Ctx {
             store,
             api,

@@ -131,6 +131,27 @@ pub enum Command {
     /// Custom domains: serve an environment at your own host name, with automatic HTTPS.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// GitHub: the token commit statuses are sent with, and the statuses sent.
+    #[command(subcommand)]
+    Github(GithubCommand),
+}
+
+/// `opus github ...`.
+#[derive(Debug, Subcommand)]
+pub enum GithubCommand {
+    /// Store the token opusd calls GitHub's API with (commit statuses); it is never shown again.
+    Connect {
+        /// A file holding the token (a personal access token with `repo:status`), so that it is
+        /// in no shell history or process list.
+        #[arg(long, value_name = "FILE")]
+        token_file: std::path::PathBuf,
+    },
+    /// List the commit statuses sent to GitHub (or being retried), newest first.
+    Deliveries {
+        /// Show at most this many (0: 50).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
 }
 
 /// `opus completions`.

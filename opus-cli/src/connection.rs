@@ -132,4 +132,11 @@ impl Connection {
     pub fn events(&self) -> EventServiceClient<Transport> {
         EventServiceClient::new(self.transport())
     }
+
+    /// GitHub: the token and the commit statuses.
+    pub fn github(
+        &self,
+    ) -> opus_core::proto::github_service_client::GithubServiceClient<Transport> {
+        opus_core::proto::github_service_client::GithubServiceClient::new(self.transport())
+    }
 }

@@ -5,6 +5,7 @@
 //!   [`model::Project`], [`model::Build`]...). Prost types never leave [`wire`].
 //! - [`wire`]: the one place that converts between domain types and prost messages.
 //! - [`hook`]: outgoing hooks and their delivery records.
+//! - [`forge`]: the pull request a build was triggered for ([`forge::PullRequest`]).
 //! - [`store`]: the sled metadata store ([`store::MetaStore`]), where every multi-key change and the
 //!   event describing it are one transaction.
 //! - [`kubernetes`]: what `opus install` applies to a cluster ([`kubernetes::InstallObjects`],
@@ -26,6 +27,7 @@ pub mod archive;
 pub mod artifact;
 pub mod domain;
 pub mod error;
+pub mod forge;
 pub mod hook;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;

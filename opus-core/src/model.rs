@@ -661,6 +661,13 @@ pub struct Build {
     /// `id`, which was the number shown then, so old builds keep their names.
     #[serde(default)]
     pub number: u64,
+    /// The pull request it builds, when a `pull_request` webhook queued it: its preview goes to
+    /// `pr-<number>`, and a fork's build gets no secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<crate::forge::PullRequest>,
+    /// The GitHub commit its statuses go on, when GitHub triggered it (a push or a pull request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<crate::forge::GithubCommit>,
 }
 
 /// A stored version of a project: what the metadata store knows about it. The files, archive and

@@ -14,9 +14,11 @@ use crate::error::RecipeError;
 
 pub mod package;
 pub mod pipeline;
+mod pull_requests;
 pub mod site;
 
 pub use pipeline::{Plan, PlannedJob, PlannedStage, When};
+pub use pull_requests::PullRequestsSpec;
 
 /// The whole `opus.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -54,6 +56,9 @@ pub struct OpusFile {
     /// those of the output's `_redirects` and `_headers` files.
     #[serde(default)]
     pub site: site::SiteSpec,
+    /// Which pull requests build into their preview `pr-<number>` (absent: none).
+    #[serde(default)]
+    pub pull_requests: PullRequestsSpec,
 }
 
 impl OpusFile {
@@ -233,6 +238,7 @@ fn validate(file: &OpusFile) -> Result<(), RecipeError> {
         crate::model::EnvName::for_new(name.clone())
             .map_err(|e| invalid(format!("environments.{name}: {e}")))?;
     }
+    file.pull_requests.validate().map_err(invalid)?;
     let build = match (&file.build, &file.pipeline) {
         (Some(_), Some(_)) => {
             return Err(invalid(

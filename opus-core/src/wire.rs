@@ -243,3 +243,25 @@ impl From<&crate::hook::Delivery> for proto::Delivery {
         }
     }
 }
+
+/// A commit status's outbox record as `ListGithubDeliveries` sends it.
+impl From<&crate::forge::StatusDelivery> for proto::GithubDelivery {
+    fn from(d: &crate::forge::StatusDelivery) -> Self {
+        proto::GithubDelivery {
+            event_seq: d.event_seq,
+            project: d.project.clone(),
+            build: d.build,
+            repository: d.commit.repository.clone(),
+            sha: d.commit.sha.clone(),
+            state: d.state.clone(),
+            description: d.description.clone(),
+            target_url: d.target_url.clone().unwrap_or_default(),
+            delivery: d.delivery.as_str().to_owned(),
+            attempts: d.attempts,
+            last_status: u32::from(d.last_status),
+            last_error: d.last_error.clone(),
+            next_attempt_at: d.next_attempt_at.map(timestamp),
+            updated_at: Some(timestamp(d.updated_at)),
+        }
+    }
+}

@@ -79,6 +79,8 @@ fn seed(data: &Path, projects: u64, builds: u64) {
                 queued_at: now,
                 started_at: Some(now),
                 finished_at: Some(now),
+                pull_request: None,
+                github: None,
             })
             .expect("create build");
         if i > 0 && i % 200_000 == 0 {

@@ -24,8 +24,8 @@ use tracing::info;
 use crate::config::{Config, ExecutorKind};
 use crate::process_tree::{self, Containment};
 use crate::{
-    ServeError, acme, api, build, deploys, domains, health, hooks, kubernetes, logs, metrics,
-    runners, scheduler, sites, source,
+    ServeError, acme, api, build, deploys, domains, github, health, hooks, kubernetes, logs,
+    metrics, runners, scheduler, sites, source,
 };
 
 /// The two listeners of an opusd, bound before anything else starts, so that tests bind port 0
@@ -203,6 +203,12 @@ impl Daemon {
             self.hooks.policy.clone(),
             self.hooks.links.clone(),
         );
+        let github = github::StatusOutbox::start(
+            self.store.clone(),
+            self.config.github_api_url.clone(),
+            self.hooks.policy.clone(),
+            self.config.public_url.clone(),
+        );
         write_address_file(
             &self.config.data_dir,
             self.config.listen,
@@ -227,6 +233,7 @@ impl Daemon {
             }
         }
         deliverer.stop();
+        github.stop();
         health_watch.cancel();
         self.close().await;
         api_result

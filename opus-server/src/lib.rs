@@ -8,6 +8,7 @@
 //! - [`config`]: the layered [`config::Config`].
 //! - [`api`]: the gRPC services, authentication, and the mapping of errors to status codes.
 //! - [`hooks`]: the deliverer of events to outgoing hooks, and HMAC signatures.
+//! - [`github`]: commit statuses of GitHub-triggered builds, through a durable outbox.
 //! - [`scheduler`]: the build queue and its slots; [`build`]: one build from source to outcome;
 //!   [`source`]: git mirrors and local copies; [`build::steps`]: steps as process groups;
 //!   [`logs`]: build log files and live tails.
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod dashboard;
 pub mod deploys;
 pub mod domains;
+pub mod github;
 pub mod health;
 pub mod hooks;
 pub mod kubernetes;

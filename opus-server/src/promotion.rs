@@ -112,7 +112,8 @@ pub fn keep_count(project: &Project, from_opus_yml: Option<u32>) -> usize {
 }
 
 /// Deploys the stored version where its recipe says (opus.yml, or without one production from the
-/// project's branch and previews from the others), then applies retention. Every outcome goes to
+/// project's branch and previews from the others; a pull request's build to its preview
+/// `pr-<number>`), then applies retention. Every outcome goes to
 /// the build log.
 pub async fn after_stored(
     store: &MetaStore,
@@ -124,12 +125,19 @@ pub async fn after_stored(
     log: &BuildLog,
 ) {
     let environments = environments(spec, origin, &project.branch);
-    let targets = deploy_targets(
-        &environments,
-        spec.previews,
-        build.branch.as_deref(),
-        build.is_tag,
-    );
+    let targets = match &build.pull_request {
+        // Admitted by its base branch's opus.yml: it goes to its own preview, nowhere else.
+        Some(pr) => vec![DeployTarget {
+            env: pr.environment(),
+            preview: true,
+        }],
+        None => deploy_targets(
+            &environments,
+            spec.previews,
+            build.branch.as_deref(),
+            build.is_tag,
+        ),
+    };
     if targets.is_empty() {
         log.opus("deploy", &nowhere(build, origin, version.as_str()));
     }

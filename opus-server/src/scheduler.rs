@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use opus_core::forge::{GithubCommit, PullRequest};
 use opus_core::model::{Build, BuildState, ProjectName, Source, StoreName, Trigger, VersionName};
 use opus_core::store::MetaStore;
 use opus_core::{CoreError, error::ModelError, error::StoreError};
@@ -28,6 +29,25 @@ use tracing::{info, warn};
 
 use crate::build::BuildContext;
 use crate::metrics::Metrics;
+
+/// What GitHub tells of a build it triggers.
+#[derive(Debug, Clone, Default)]
+pub struct GithubOrigin {
+    /// The commit its statuses go on (none: no statuses, e.g. a push without a repository).
+    pub commit: Option<GithubCommit>,
+    /// The pull request it builds.
+    pub pull_request: Option<PullRequest>,
+}
+
+/// Whether a newer build makes the older one's work useless: the same pull request (whatever
+/// its commit), or else the same ref outside any pull request.
+fn same_work(old: &Build, new: &Build) -> bool {
+    match (&old.pull_request, &new.pull_request) {
+        (Some(a), Some(b)) => a.number == b.number,
+        (None, None) => old.git_ref == new.git_ref,
+        _ => false,
+    }
+}
 
 /// What a trigger asks for.
 #[derive(Debug, Clone)]
@@ -167,6 +187,66 @@ impl Scheduler {
 
     /// Queues a build.
     pub fn trigger(&self, req: TriggerRequest) -> Result<Build, CoreError> {
+        self.queue_build(req, GithubOrigin::default())
+    }
+
+    /// Queues a build GitHub triggered: its statuses go on `origin.commit`; the build of a pull
+    /// request's head commit (`req.git_ref`) supersedes the older queued build of the same pull
+    /// request, whichever commit that was.
+    pub fn trigger_from_github(
+        &self,
+        req: TriggerRequest,
+        origin: GithubOrigin,
+    ) -> Result<Build, CoreError> {
+        self.queue_build(req, origin)
+    }
+
+    /// Cancels the queued and running builds of pull request `number` of `project` (it was
+    /// closed: their preview would outlive it); returns how many.
+    pub fn cancel_pull_request(
+        &self,
+        project: &ProjectName,
+        number: u64,
+        reason: &str,
+    ) -> Result<usize, StoreError> {
+        let store = &self.inner.store;
+        let of_it = |id: u64| {
+            store.get_build(id).is_ok_and(|b| {
+                &b.project == project && b.pull_request.as_ref().map(|p| p.number) == Some(number)
+            })
+        };
+        let queued: Vec<u64> = {
+            let queue = self
+                .inner
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queue.iter().copied().collect()
+        };
+        let mut cancelled = 0;
+        for id in queued {
+            if of_it(id) && self.cancel_queued(id, reason)? {
+                cancelled += 1;
+            }
+        }
+        let running: Vec<(u64, CancellationToken)> = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, token)| (*id, token.clone()))
+            .collect();
+        for (id, token) in running {
+            if of_it(id) {
+                token.cancel();
+                cancelled += 1;
+            }
+        }
+        Ok(cancelled)
+    }
+
+    fn queue_build(&self, req: TriggerRequest, origin: GithubOrigin) -> Result<Build, CoreError> {
         let store = &self.inner.store;
         let project = store.get_project(&req.project)?;
         let git_ref = match req.git_ref.trim() {
@@ -208,6 +288,8 @@ impl Scheduler {
             queued_at: SystemTime::now(),
             started_at: None,
             finished_at: None,
+            pull_request: origin.pull_request,
+            github: origin.commit,
         };
         let build = store.create_build(&template)?;
         // A newer trigger of the same project and ref supersedes older builds still waiting.
@@ -222,7 +304,7 @@ impl Scheduler {
         for id in superseded {
             if let Ok(old) = store.get_build(id)
                 && old.project == build.project
-                && old.git_ref == build.git_ref
+                && same_work(&old, &build)
                 && !old.version_pinned
             {
                 let reason = format!("superseded by {}#{}", build.project, build.number);

@@ -261,6 +261,31 @@ async fn deliveries(
     print_deliveries(global, &ds)
 }
 
+/// The URL a webhook posts to: the one opusd gives under its `--public-url`; else `path` on the
+/// address this CLI reaches opusd by, with a note on stderr when that is one only this machine
+/// can reach.
+fn webhook_url(conn: &Connection, public: &str, path: &str) -> String {
+    if !public.is_empty() {
+        return public.to_owned();
+    }
+    let server = conn.server.trim_end_matches('/');
+    let host = server
+        .parse::<tonic::codegen::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        .unwrap_or_default();
+    let local = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if local {
+        eprintln!(
+            "note: {server} is reachable from this machine only; start opusd with --public-url https://<its public address> to give out a URL GitHub can reach"
+        );
+    }
+    format!("{server}{path}")
+}
+
 /// `opus hook github`.
 async fn github(
     conn: &Connection,
@@ -273,7 +298,7 @@ async fn github(
         .get_github_hook(proto::GetGithubHookRequest { project, rotate })
         .await?
         .into_inner();
-    let url = format!("{}{}", conn.server, h.path);
+    let url = webhook_url(conn, &h.url, &h.path);
     match global.output {
         OutputFormat::Json => {
             output::print_json(&serde_json::json!({ "url": url, "secret": h.secret }))
@@ -282,7 +307,7 @@ async fn github(
             output::print_line(&format!("Payload URL:  {url}"))?;
             output::print_line("Content type: application/json")?;
             output::print_line(&format!("Secret:       {}", h.secret))?;
-            output::print_line("Events:       just the push event")
+            output::print_line("Events:       pushes and pull requests")
         }
     }
 }
@@ -299,7 +324,7 @@ async fn trigger(
         .get_trigger_token(proto::GetTriggerTokenRequest { project, rotate })
         .await?
         .into_inner();
-    let url = format!("{}{}", conn.server, t.path);
+    let url = webhook_url(conn, &t.url, &t.path);
     match global.output {
         OutputFormat::Json => {
             output::print_json(&serde_json::json!({ "url": url, "token": t.token }))

@@ -6,6 +6,7 @@ mod completions;
 mod deploys;
 mod domains;
 mod events;
+mod github;
 mod hook;
 mod install;
 mod projects;
@@ -50,5 +51,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logs(args) => builds::logs(&conn().await?, &global, args).await,
         Command::Cancel(args) => builds::cancel(&conn().await?, &global, args).await,
         Command::Domain(cmd) => domains::run(&conn().await?, &global, cmd).await,
+        Command::Github(cmd) => github::run(&conn().await?, &global, cmd).await,
     }
 }

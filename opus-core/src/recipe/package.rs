@@ -179,6 +179,7 @@ pub(super) fn recipe(dir: &Path, pkg: &serde_json::Value) -> OpusFile {
         timeout: None,
         cache: None,
         site: super::site::SiteSpec::default(),
+        pull_requests: super::PullRequestsSpec::detected(),
     }
 }
 

@@ -12,6 +12,7 @@ mod builds;
 mod deploys;
 mod domains;
 mod events;
+mod github;
 mod hooks;
 mod jobs;
 mod locks;
@@ -55,7 +56,7 @@ pub use versions::VersionRemoval;
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
 /// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
-const TREE_NAMES: [&str; 21] = [
+const TREE_NAMES: [&str; 23] = [
     "projects",
     "secrets",
     "builds",
@@ -77,6 +78,8 @@ const TREE_NAMES: [&str; 21] = [
     "build_numbers",
     "site_protection",
     "domains",
+    "github_statuses",
+    "github",
 ];
 
 /// sled's page cache, in bytes.
@@ -180,6 +183,11 @@ enum T {
     SiteProtection = 19,
     /// Host name -> the custom domain's record.
     Domains = 20,
+    /// Event seq -> [`crate::forge::StatusDelivery`]: the GitHub outbox's records.
+    GithubStatuses = 21,
+    /// `token` (the GitHub API token) and `status_cursor` (the next event the GitHub outbox has
+    /// not finished).
+    Github = 22,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

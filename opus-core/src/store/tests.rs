@@ -33,6 +33,8 @@ fn build(project: &str) -> Build {
         queued_at: SystemTime::now(),
         started_at: None,
         finished_at: None,
+        pull_request: None,
+        github: None,
     }
 }
 

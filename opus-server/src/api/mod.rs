@@ -10,6 +10,7 @@ mod builds;
 mod deploys;
 mod domains;
 mod events;
+mod github;
 mod projects;
 mod runner;
 mod site_access;
@@ -86,7 +87,8 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
             d.scheduler.clone(),
             d.hooks.transport.clone(),
             d.hooks.links.clone(),
-        ),
+        )
+        .with_public_url(d.config.public_url.clone()),
         auth.interceptor(),
     ));
     routes = routes.add_service(BuildServiceServer::with_interceptor(
@@ -132,6 +134,8 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
     routes = routes.add_service(
         proto::domain_service_server::DomainServiceServer::with_interceptor(
             domains::DomainsApi::new(d.domains.clone(), d.https.as_ref().map(|h| h.certs.clone())),
+        proto::github_service_server::GithubServiceServer::with_interceptor(
+            github::GithubApi::new(d.store.clone(), d.config.github_api_url.clone()),
             auth.interceptor(),
         ),
     );

@@ -38,6 +38,8 @@ pub(crate) struct ProjectsApi {
     /// The whole project list as `ListProjects` last read it, with the store's change count at
     /// that read: while nothing changed, `opus list` costs a copy, not 20,000 records.
     list_cache: Mutex<Option<(u64, Arc<Vec<proto::Project>>)>>,
+    /// How the world reaches the API port (`--public-url`): the webhook URLs given out.
+    public_url: Option<crate::config::PublicUrl>,
 }
 
 impl ProjectsApi {
@@ -55,7 +57,22 @@ impl ProjectsApi {
             hook_transport,
             site_links,
             list_cache: Mutex::new(None),
+            public_url: None,
         }
+    }
+
+    /// Gives out webhook URLs under `public_url` (`--public-url`).
+    pub(crate) fn with_public_url(self, public_url: Option<crate::config::PublicUrl>) -> Self {
+        ProjectsApi { public_url, ..self }
+    }
+
+    /// The whole URL of `path` under `--public-url`; empty without one (the client joins the
+    /// path with its own server address).
+    fn public(&self, path: &str) -> String {
+        self.public_url
+            .as_ref()
+            .map(|u| u.join(path))
+            .unwrap_or_default()
     }
 
     /// Every project with its last build, from the cache when the store has not changed since.
@@ -271,8 +288,10 @@ impl ProjectService for ProjectsApi {
             .store
             .ensure_project_key(&project, KeyKind::GithubSecret, req.rotate, &random_key()?)
             .map_err(status)?;
+        let path = format!("/hooks/github/{}", req.project);
         Ok(Response::new(proto::GithubHook {
-            path: format!("/hooks/github/{}", req.project),
+            url: self.public(&path),
+            path,
             secret,
         }))
     }
@@ -288,8 +307,10 @@ impl ProjectService for ProjectsApi {
             .store
             .ensure_project_key(&project, KeyKind::TriggerToken, req.rotate, &random_key()?)
             .map_err(status)?;
+        let path = format!("/hooks/trigger/{}", req.project);
         Ok(Response::new(proto::TriggerToken {
-            path: format!("/hooks/trigger/{}", req.project),
+            url: self.public(&path),
+            path,
             token,
         }))
     }

@@ -1,9 +1,13 @@
-//! Inbound webhooks on the API port: `POST /hooks/github/<project>` (GitHub's `ping` and `push`,
-//! signed with the project's webhook secret) and `POST /hooks/trigger/<project>` (a bearer trigger
-//! token, for other CI systems and scripts).
+//! Inbound webhooks on the API port: `POST /hooks/github/<project>` (GitHub's `ping`, `push` and
+//! `pull_request`, signed with the project's webhook secret) and `POST /hooks/trigger/<project>`
+//! (a bearer trigger token, for other CI systems and scripts).
+//!
+//! A pull request's head commit builds into its preview `pr-<number>` (`pull_requests`); closing
+//! it removes that preview.
 //!
 //! Answers: 202 with the build id when a build is queued; 200 for a ping, a repeated
-//! `X-GitHub-Delivery`, a deleted branch, or an event Opus does not handle; 401 for a missing or
+//! `X-GitHub-Delivery`, a deleted branch, a closed pull request, or an event or action Opus does
+//! not handle (saying why); 401 for a missing or
 //! wrong signature or token (nothing is queued), and in the same words for a project that does not
 //! exist or has no webhook key yet, so that the answers do not tell which projects exist (the log
 //! says which it was); 400 for a malformed body; 413 for a body over GitHub's 25 MB cap (not read
@@ -24,7 +28,12 @@ use tracing::instrument;
 use super::auth::{bearer_token, same_token};
 use crate::deploys::Deployer;
 use crate::hooks::signature;
-use crate::scheduler::{Scheduler, TriggerRequest};
+use crate::scheduler::{GithubOrigin, Scheduler, TriggerRequest};
+use opus_core::forge::GithubCommit;
+
+mod pull_requests;
+
+use pull_requests::PullRequestEvent;
 
 /// GitHub's own cap on a webhook payload.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
@@ -120,11 +129,21 @@ fn check(
 
 /// Queues a build and answers 202 with its number within the project.
 fn queue(state: &Webhooks, req: TriggerRequest) -> Response {
-    match state.scheduler.trigger(req) {
-        Ok(build) => answer(
-            StatusCode::ACCEPTED,
-            json!({ "build": build.number, "project": build.project, "ref": build.git_ref }),
-        ),
+    queued(state.scheduler.trigger(req))
+}
+
+/// The answer to a trigger: 202 with the build's number within the project, or the error.
+fn queued(result: Result<opus_core::model::Build, opus_core::CoreError>) -> Response {
+    match result {
+        Ok(build) => {
+            let mut body =
+                json!({ "build": build.number, "project": build.project, "ref": build.git_ref });
+            if let Some(pr) = &build.pull_request {
+                body["pull_request"] = json!(pr.number);
+                body["environment"] = json!(pr.environment());
+            }
+            answer(StatusCode::ACCEPTED, body)
+        }
         Err(e) => {
             let status = crate::api::status(e);
             let code = match status.code() {
@@ -178,6 +197,7 @@ async fn github(
     match event.as_str() {
         "ping" => return answer(StatusCode::OK, json!({ "ok": true, "zen": payload["zen"] })),
         "push" => {}
+        "pull_request" => return pull_request(&state, &project, &delivery, &payload).await,
         other => {
             return answer(
                 StatusCode::OK,
@@ -191,22 +211,8 @@ async fn github(
             json!({ "error": "a push event without \"ref\"" }),
         );
     };
-    if !delivery.is_empty() {
-        match state.store.record_github_delivery(&project, &delivery) {
-            Ok(true) => {}
-            Ok(false) => {
-                return answer(
-                    StatusCode::OK,
-                    json!({ "ignored": "a repeated X-GitHub-Delivery" }),
-                );
-            }
-            Err(e) => {
-                return answer(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": e.to_string() }),
-                );
-            }
-        }
+    if let Err(answered) = first_delivery(&state, &project, &delivery) {
+        return *answered;
     }
     if payload["deleted"].as_bool() == Some(true) {
         return branch_deleted(&state, &project, git_ref).await;
@@ -227,8 +233,20 @@ async fn github(
             None,
         ),
     };
-    let response = queue(
-        &state,
+    let pushed = payload["after"]
+        .as_str()
+        .or_else(|| payload["head_commit"]["id"].as_str());
+    let origin = GithubOrigin {
+        commit: payload["repository"]["full_name"]
+            .as_str()
+            .zip(pushed)
+            .map(|(repository, sha)| GithubCommit {
+                repository: repository.to_owned(),
+                sha: sha.to_owned(),
+            }),
+        pull_request: None,
+    };
+    let response = queued(state.scheduler.trigger_from_github(
         TriggerRequest {
             project: project.clone(),
             git_ref: build_ref,
@@ -236,12 +254,150 @@ async fn github(
             store: StoreName::default_store(),
             trigger: Trigger::Github,
         },
-    );
+        origin,
+    ));
     if !response.status().is_success() && !delivery.is_empty() {
         // Let GitHub's redelivery try again.
         let _ = state.store.forget_github_delivery(&project, &delivery);
     }
     response
+}
+
+/// Records a GitHub delivery id (none: nothing to record); a repeated one is answered 200 and
+/// acted on no more.
+fn first_delivery(
+    state: &Webhooks,
+    project: &ProjectName,
+    delivery: &str,
+) -> Result<(), Box<Response>> {
+    if delivery.is_empty() {
+        return Ok(());
+    }
+    match state.store.record_github_delivery(project, delivery) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Box::new(answer(
+            StatusCode::OK,
+            json!({ "ignored": "a repeated X-GitHub-Delivery" }),
+        ))),
+        Err(e) => Err(Box::new(answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ))),
+    }
+}
+
+/// A `pull_request` delivery: builds the head commit into `pr-<number>`, removes that preview
+/// when the pull request is closed, or says why the action is ignored.
+async fn pull_request(
+    state: &Webhooks,
+    project: &ProjectName,
+    delivery: &str,
+    payload: &Value,
+) -> Response {
+    let event = match PullRequestEvent::parse(payload) {
+        Ok(event) => event,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
+    };
+    let response = match event {
+        PullRequestEvent::Ignored(why) => {
+            tracing::info!(why = %why, "pull_request action ignored");
+            return answer(StatusCode::OK, json!({ "ignored": why }));
+        }
+        PullRequestEvent::Build(pr) => {
+            if let Err(answered) = first_delivery(state, project, delivery) {
+                return *answered;
+            }
+            tracing::info!(number = pr.number, action = %pr.action, head = %pr.head_sha, "pull request build");
+            let req = TriggerRequest {
+                project: project.clone(),
+                git_ref: pr.head_sha.clone(),
+                version: None,
+                store: StoreName::default_store(),
+                trigger: Trigger::Github,
+            };
+            let origin = GithubOrigin {
+                commit: Some(GithubCommit {
+                    repository: pr.base_repo.clone(),
+                    sha: pr.head_sha.clone(),
+                }),
+                pull_request: Some(pr),
+            };
+            queued(state.scheduler.trigger_from_github(req, origin))
+        }
+        PullRequestEvent::Closed { number } => {
+            if let Err(answered) = first_delivery(state, project, delivery) {
+                return *answered;
+            }
+            pull_request_closed(state, project, number).await
+        }
+    };
+    if !response.status().is_success() && !delivery.is_empty() {
+        // Let GitHub's redelivery try again.
+        let _ = state.store.forget_github_delivery(project, delivery);
+    }
+    response
+}
+
+/// A closed pull request (merged or not): its builds still waiting or running are cancelled and
+/// its preview `pr-<number>` is removed; when it never had one, that is said.
+async fn pull_request_closed(state: &Webhooks, project: &ProjectName, number: u64) -> Response {
+    let cancelled = match state.scheduler.cancel_pull_request(
+        project,
+        number,
+        &format!("pull request #{number} was closed"),
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+            );
+        }
+    };
+    let name = opus_core::forge::preview_environment(number);
+    let env = match EnvName::new(name.clone()) {
+        Ok(env) => env,
+        Err(e) => {
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+            );
+        }
+    };
+    let preview = match state.store.environment(project, &env) {
+        Ok(record) => record.preview,
+        Err(StoreError::EnvironmentNotFound { .. }) => false,
+        Err(e) => {
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+            );
+        }
+    };
+    if !preview {
+        tracing::info!(number, "pull request closed: it had no preview");
+        return answer(
+            StatusCode::OK,
+            json!({
+                "closed": number,
+                "cancelled_builds": cancelled,
+                "nothing_to_do": format!("pull request #{number} has no preview {name} to remove"),
+            }),
+        );
+    }
+    match state.deployer.remove_environment(project, &env).await {
+        Ok(()) => {
+            tracing::info!(number, env = %env, "pull request closed: preview removed");
+            answer(
+                StatusCode::OK,
+                json!({ "closed": number, "cancelled_builds": cancelled, "removed_preview": name }),
+            )
+        }
+        Err(e) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({ "error": e.to_string() }),
+        ),
+    }
 }
 
 /// A deleted branch: its preview environment (named by the branch slug) stops being served and

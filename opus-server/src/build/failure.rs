@@ -57,6 +57,10 @@ pub enum FailureKind {
     /// opusd stopped while the build was running.
     #[error("opusd stopped while the build was running")]
     Stopped,
+    /// The build must not run (a pull request its base branch's opus.yml does not build); it
+    /// is recorded as cancelled with this reason.
+    #[error("skipped: {0}")]
+    Skipped(String),
     /// The build log could not be opened.
     #[error("cannot open the build log: {0}")]
     Log(#[source] std::io::Error),
@@ -270,6 +274,7 @@ impl BuildFailure {
         let step = match &*self.kind {
             FailureKind::Cancelled
             | FailureKind::Stopped
+            | FailureKind::Skipped(_)
             | FailureKind::Runner(_)
             | FailureKind::InJob { .. }
             | FailureKind::JobFailed(_) => return,
@@ -340,6 +345,12 @@ impl From<BuildFailure> for Outcome {
                 reason: "cancelled by a user".into(),
             };
         }
+        if matches!(*failure.kind, FailureKind::Skipped(_)) {
+            return Outcome {
+                state: BuildState::Cancelled,
+                reason: failure.kind.to_string(),
+            };
+        }
         Outcome {
             state: BuildState::Failed,
             reason: failure.to_string(),
@@ -350,6 +361,16 @@ impl From<BuildFailure> for Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skipped_build_is_recorded_cancelled_with_its_reason() {
+        let skipped = Outcome::from(BuildFailure::new(
+            Stage::Source,
+            FailureKind::Skipped("the pull request is a draft".into()),
+        ));
+        assert_eq!(skipped.state(), BuildState::Cancelled);
+        assert_eq!(skipped.reason(), "skipped: the pull request is a draft");
+    }
 
     #[test]
     fn a_cancel_is_recorded_cancelled_and_any_other_failure_failed() {

@@ -2,7 +2,8 @@
 //!
 //! [`run`] is called by the scheduler with a slot held, and owns the whole sequence:
 //!
-//! 1. prepare: start the build, open its log, make its workspace, fetch the source
+//! 1. prepare: start the build, open its log, admit a pull request by its base branch's opus.yml
+//!    (`pull_request`), make its workspace, fetch the source
 //!    (`Executor::source`), decide the version (`prepare::record_checkout`), read the recipe,
 //!    make the steps' environment (`prepare::build_env`);
 //! 2. execute the recipe's [`Job`] on the [`Executor`]: the local one runs the steps here
@@ -29,6 +30,7 @@ pub mod job_copy;
 mod local;
 pub mod pipeline;
 pub(crate) mod prepare;
+mod pull_request;
 pub mod steps;
 mod store;
 mod when;
@@ -159,6 +161,10 @@ async fn sequence(
     let project = store
         .get_project(&build.project)
         .map_err(|e| BuildFailure::new(Stage::Start, e))?;
+    if let Some(pr) = &build.pull_request {
+        let scratch = ctx.work_dir.join(format!("{}.base", build.id));
+        pull_request::admit(ctx, &project, build, pr, &scratch, log).await?;
+    }
     prepare::fresh_dir(workspace).await.map_err(|source| {
         BuildFailure::new(
             Stage::Start,

@@ -29,8 +29,9 @@ pub(crate) fn record_checkout(
 }
 
 /// The variables opusd gives every build step, whichever executor runs it: `CI`, the `OPUS_*`
-/// variables of the build (after its checkout is recorded), and the project's secrets, which win
-/// over the rest. opus.yml's own `env` goes under these.
+/// variables of the build (after its checkout is recorded, with `OPUS_PULL_REQUEST` for a pull
+/// request), and the project's secrets, which win over the rest (none for a fork's pull
+/// request). opus.yml's own `env` goes under these.
 pub(crate) fn build_env(
     store: &MetaStore,
     build: &Build,
@@ -49,6 +50,13 @@ pub(crate) fn build_env(
     );
     env.insert("OPUS_COMMIT".to_owned(), build.commit.clone());
     env.insert("OPUS_REF".to_owned(), build.git_ref.clone());
+    if let Some(pr) = &build.pull_request {
+        env.insert("OPUS_PULL_REQUEST".to_owned(), pr.number.to_string());
+        if pr.is_fork() {
+            // Code from a fork is nobody's reviewed code: it never sees the project's secrets.
+            return Ok(env);
+        }
+    }
     let secrets = store
         .secrets(&build.project)
         .map_err(|e| BuildFailure::new(Stage::Recipe, FailureKind::Secrets(e)))?;
@@ -57,7 +65,8 @@ pub(crate) fn build_env(
 }
 
 /// The version a build produces: named by the trigger; a tag's name; or
-/// `<branch-slug>-<build number>-<short sha>` (`<branch-slug>-<build number>` for a local source).
+/// `<branch-slug>-<build number>-<short sha>` (`<branch-slug>-<build number>` for a local source);
+/// a pull request's head commit: `pr-<number>-<build number>-<short sha>`.
 fn decide_version(build: &Build, checkout: &Checkout) -> Result<VersionName, BuildFailure> {
     if build.version_pinned
         && let Some(version) = &build.version
@@ -76,7 +85,13 @@ fn decide_version(build: &Build, checkout: &Checkout) -> Result<VersionName, Bui
             )
         });
     }
-    let slug = branch_slug(checkout.branch.as_deref().unwrap_or("commit"));
+    // A pull request's head is a commit; its version is named by the preview it goes to.
+    let named_by = match (&checkout.branch, &build.pull_request) {
+        (Some(branch), _) => branch.clone(),
+        (None, Some(pr)) => pr.environment(),
+        (None, None) => "commit".to_owned(),
+    };
+    let slug = branch_slug(&named_by);
     let short: String = checkout.commit.chars().take(7).collect();
     let version = if short.is_empty() {
         format!("{slug}-{}", build.number)
@@ -142,6 +157,8 @@ mod tests {
             queued_at: std::time::SystemTime::now(),
             started_at: None,
             finished_at: None,
+            pull_request: None,
+            github: None,
         };
         let failure = decided_version(&build, Stage::Store).expect_err("undecided");
         assert_eq!(failure.stage, Stage::Store);

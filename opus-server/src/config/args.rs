@@ -142,4 +142,13 @@ pub struct ConfigArgs {
     /// The sites' HTTPS: TLS listener and ACME.
     #[command(flatten)]
     pub https: super::HttpsArgs,
+    /// The URL the world reaches this opusd's API port (and dashboard) by, e.g.
+    /// `https://opus.example.com`: the payload URL `opus hook github` prints, and the links of
+    /// commit statuses [default: none; the CLI's own server address].
+    #[arg(long, env = "OPUS_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// GitHub's REST API, where commit statuses go (GitHub Enterprise Server:
+    /// `https://<host>/api/v3`) [default: `https://api.github.com`].
+    #[arg(long, env = "OPUS_GITHUB_API_URL", value_name = "URL")]
+    pub github_api_url: Option<String>,
 }

@@ -81,6 +81,10 @@ pub struct FileConfig {
     pub sites_https_redirect: Option<bool>,
     /// See [`super::HttpsArgs::acme_challenge`].
     pub acme_challenge: Option<super::AcmeChallenge>,
+    /// See [`super::ConfigArgs::public_url`].
+    pub public_url: Option<String>,
+    /// See [`super::ConfigArgs::github_api_url`].
+    pub github_api_url: Option<String>,
 }
 
 impl FileConfig {

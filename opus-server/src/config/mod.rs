@@ -11,6 +11,8 @@ mod args;
 mod executor;
 mod file;
 mod https;
+mod github;
+mod public_url;
 mod security;
 mod stores;
 #[cfg(test)]
@@ -32,6 +34,8 @@ pub use args::ConfigArgs;
 pub use executor::{DEFAULT_BUILD_IMAGE, DEFAULT_KUBERNETES_POLL, ExecutorKind, KubernetesConfig};
 pub use file::FileConfig;
 pub use https::{AcmeChallenge, HttpsArgs, HttpsConfig, LETS_ENCRYPT};
+pub use github::DEFAULT_GITHUB_API_URL;
+pub use public_url::PublicUrl;
 pub use security::{MIN_PUBLIC_TOKEN_LEN, TlsIdentity};
 pub use tuning::DEFAULT_SITE_CACHE_SIZE;
 
@@ -115,6 +119,10 @@ pub struct Config {
     pub site_connections: ConnectionLimits,
     /// HTTPS of the sites (TLS listener, ACME), when `--sites-tls-listen` is set.
     pub https: Option<HttpsConfig>,
+    /// How the world reaches the API port (`--public-url`), when set.
+    pub public_url: Option<PublicUrl>,
+    /// GitHub's REST API (`--github-api-url`), without a trailing `/`.
+    pub github_api_url: String,
 }
 
 impl Config {
@@ -153,6 +161,8 @@ impl Config {
             hook_retry,
             site_connections,
             https,
+            public_url: public_url::public_url(&args, &file)?,
+            github_api_url: github::github_api_url(&args, &file)?,
         })
     }
 }

@@ -54,6 +54,8 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--kubernetes-namespace", "OPUS_KUBERNETES_NAMESPACE"),
         ("--runner-image", "OPUS_RUNNER_IMAGE"),
         ("--runner-server-url", "OPUS_RUNNER_SERVER_URL"),
+        ("--public-url", "OPUS_PUBLIC_URL"),
+        ("--github-api-url", "OPUS_GITHUB_API_URL"),
         ("--build-image", "OPUS_BUILD_IMAGE"),
         ("--site-cache-size", "OPUS_SITE_CACHE_SIZE"),
         ("--kubernetes-poll-ms", "OPUS_KUBERNETES_POLL_MS"),

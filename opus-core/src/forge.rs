@@ -1,0 +1,134 @@
+//! What a build knows of the forge (GitHub) it was triggered from: the pull request (enough to
+//! decide, from the base branch's opus.yml, whether it may run ([`crate::recipe::PullRequestsSpec`]),
+//! where its preview goes (environment `pr-<number>`), and whether it gets secrets: a fork never
+//! does), the commit its statuses go on ([`GithubCommit`]), and the record of each status sent
+//! ([`StatusDelivery`]).
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hook::DeliveryState;
+
+/// The GitHub commit a GitHub-triggered build reports its status on: the pushed commit, or a
+/// pull request's head commit in its base repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GithubCommit {
+    /// `owner/name` (`repository.full_name`).
+    pub repository: String,
+    /// The commit id.
+    pub sha: String,
+}
+
+/// One commit status opusd sends to GitHub (`POST /repos/{repository}/statuses/{sha}`), made from
+/// the build event it describes, and how its delivery went: the GitHub outbox's record, listed
+/// by `opus github deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusDelivery {
+    /// The event it comes from: its key in the outbox, and its place in the order of sending.
+    pub event_seq: u64,
+    /// The project.
+    pub project: String,
+    /// The build's number within its project.
+    pub build: u64,
+    /// Where the status goes.
+    pub commit: GithubCommit,
+    /// `pending`, `success`, `failure` or `error`.
+    pub state: String,
+    /// GitHub's one line (at most 140 characters).
+    pub description: String,
+    /// The build's page, when opusd has a `--public-url`.
+    pub target_url: Option<String>,
+    /// Where the delivery stands.
+    pub delivery: DeliveryState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last HTTP status (0: no answer).
+    pub last_status: u16,
+    /// The last error, for people.
+    pub last_error: String,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<SystemTime>,
+    /// When it was first attempted.
+    pub created_at: SystemTime,
+    /// When it last changed.
+    pub updated_at: SystemTime,
+}
+
+/// The pull request a build builds: its number, the head commit and where that commit comes
+/// from, and the base branch whose opus.yml decides whether it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The pull request's number in its repository.
+    pub number: u64,
+    /// The webhook action that queued the build (`opened`, `synchronize`, `reopened`,
+    /// `ready_for_review`, `labeled`).
+    pub action: String,
+    /// The head commit (`pull_request.head.sha`): what is built.
+    pub head_sha: String,
+    /// The head branch's name (`pull_request.head.ref`), for the log.
+    pub head_ref: String,
+    /// The repository the head lives in (`pull_request.head.repo.full_name`; empty when that
+    /// repository was deleted).
+    pub head_repo: String,
+    /// The base repository (`pull_request.base.repo.full_name`).
+    pub base_repo: String,
+    /// The base branch (`pull_request.base.ref`): its opus.yml, not the head's, decides whether
+    /// the pull request builds, so a fork cannot allow itself.
+    pub base_ref: String,
+    /// Whether the pull request is a draft.
+    #[serde(default)]
+    pub draft: bool,
+    /// The names of its labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// With action `labeled`: the label just added.
+    #[serde(default)]
+    pub added_label: Option<String>,
+}
+
+impl PullRequest {
+    /// Whether the head commit comes from another repository than the base (a fork): such a
+    /// build runs code nobody with access to the project reviewed, so it never gets secrets.
+    pub fn is_fork(&self) -> bool {
+        self.head_repo != self.base_repo
+    }
+
+    /// The preview environment of the pull request: `pr-<number>`.
+    pub fn environment(&self) -> String {
+        preview_environment(self.number)
+    }
+}
+
+/// The preview environment of pull request `number`: `pr-<number>`.
+pub fn preview_environment(number: u64) -> String {
+    format!("pr-{number}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fork_is_a_head_from_another_repository() {
+        let mut pr = PullRequest {
+            number: 7,
+            action: "opened".into(),
+            head_sha: "a".repeat(40),
+            head_ref: "feature".into(),
+            head_repo: "acme/web".into(),
+            base_repo: "acme/web".into(),
+            base_ref: "main".into(),
+            draft: false,
+            labels: Vec::new(),
+            added_label: None,
+        };
+        assert!(!pr.is_fork());
+        assert_eq!(pr.environment(), "pr-7");
+        pr.head_repo = "mallory/web".into();
+        assert!(pr.is_fork());
+        // A deleted fork has no head repository: still not the base.
+        pr.head_repo = String::new();
+        assert!(pr.is_fork());
+    }
+}

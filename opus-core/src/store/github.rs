@@ -1,0 +1,171 @@
+//! GitHub's side of the store: the API token (`opus github connect`) and the outbox of commit
+//! statuses.
+//!
+//! The outbox is the event log itself: a build's state change and its event are one transaction,
+//! and the status is made from that event. `github` holds the cursor (the next event not
+//! finished); `github_statuses` the record of each status, stored after every attempt, with the
+//! cursor moved past its event in the same transaction once it is over. So a status is never
+//! lost to a crash, and after one the status in flight is sent again.
+//!
+//! Trees:
+//! - `github`: `token` -> the token (never returned by the API), `status_cursor` -> seq (be).
+//! - `github_statuses`: event seq (be) -> [`StatusDelivery`].
+
+use super::{MetaStore, T, be_u64, decode};
+use crate::error::StoreError;
+use crate::forge::StatusDelivery;
+use crate::hook::DeliveryState;
+
+const TOKEN: &[u8] = b"token";
+const CURSOR: &[u8] = b"status_cursor";
+
+impl MetaStore {
+    /// Stores the GitHub API token, replacing any before it.
+    pub fn set_github_token(&self, token: &str) -> Result<(), StoreError> {
+        self.tree(T::Github)?.insert(TOKEN, token.as_bytes())?;
+        Ok(())
+    }
+
+    /// The GitHub API token, when one is stored.
+    pub fn github_token(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree(T::Github)?
+            .get(TOKEN)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The next event the GitHub outbox has not finished (1 when it never ran).
+    pub fn github_status_cursor(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .tree(T::Github)?
+            .get(CURSOR)?
+            .map(|v| be_u64(&v))
+            .unwrap_or(1))
+    }
+
+    /// Starts the outbox's cursor after the newest event when it has none (the first start of
+    /// an opusd that sends statuses): the events of an older store made no statuses, and reading
+    /// them all would only cost time.
+    pub fn init_github_status_cursor(&self) -> Result<(), StoreError> {
+        let next = self.last_event_seq() + 1;
+        self.transact(|tx| {
+            if tx.tree(T::Github).get(CURSOR)?.is_none() {
+                tx.tree(T::Github).insert(CURSOR, &next.to_be_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Moves the outbox's cursor forward past events that send no status.
+    pub fn advance_github_status_cursor(&self, next: u64) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            let current = tx
+                .tree(T::Github)
+                .get(CURSOR)?
+                .map(|v| be_u64(&v))
+                .unwrap_or(1);
+            if next > current {
+                tx.tree(T::Github).insert(CURSOR, &next.to_be_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores a status's record after an attempt; once it is over (delivered or failed), the
+    /// cursor moves past its event in the same transaction.
+    pub fn record_github_status(&self, d: &StatusDelivery) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            tx.put_json(T::GithubStatuses, &d.event_seq.to_be_bytes(), d)?;
+            if d.delivery != DeliveryState::Pending {
+                tx.tree(T::Github)
+                    .insert(CURSOR, &(d.event_seq + 1).to_be_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The status made from event `seq`, if one was attempted.
+    pub fn github_status(&self, seq: u64) -> Result<Option<StatusDelivery>, StoreError> {
+        self.get_json(T::GithubStatuses, &seq.to_be_bytes())
+    }
+
+    /// The statuses sent, newest first, at most `limit` (0: 50).
+    pub fn list_github_statuses(&self, limit: usize) -> Result<Vec<StatusDelivery>, StoreError> {
+        let limit = if limit == 0 { 50 } else { limit };
+        let mut out = Vec::new();
+        for item in self.tree(T::GithubStatuses)?.iter().rev().take(limit) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::forge::GithubCommit;
+
+    fn status(seq: u64, delivery: DeliveryState) -> StatusDelivery {
+        StatusDelivery {
+            event_seq: seq,
+            project: "web".into(),
+            build: 1,
+            commit: GithubCommit {
+                repository: "acme/web".into(),
+                sha: "a".repeat(40),
+            },
+            state: "pending".into(),
+            description: "queued".into(),
+            target_url: None,
+            delivery,
+            attempts: 1,
+            last_status: 500,
+            last_error: String::new(),
+            next_attempt_at: None,
+            created_at: SystemTime::now(),
+            updated_at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn the_cursor_moves_only_when_a_status_is_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MetaStore::open(dir.path()).expect("open");
+        assert_eq!(store.github_status_cursor().expect("cursor"), 1);
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let other = MetaStore::open(fresh.path()).expect("open");
+        other.init_github_status_cursor().expect("init");
+        assert_eq!(
+            other.github_status_cursor().expect("cursor"),
+            other.last_event_seq() + 1
+        );
+        store
+            .record_github_status(&status(3, DeliveryState::Pending))
+            .expect("record");
+        assert_eq!(store.github_status_cursor().expect("cursor"), 1);
+        store
+            .record_github_status(&status(3, DeliveryState::Delivered))
+            .expect("record");
+        assert_eq!(store.github_status_cursor().expect("cursor"), 4);
+        store.advance_github_status_cursor(2).expect("not back");
+        assert_eq!(store.github_status_cursor().expect("cursor"), 4);
+        assert_eq!(store.github_token().expect("token"), None);
+        store.init_github_status_cursor().expect("init");
+        assert_eq!(
+            store.github_status_cursor().expect("cursor"),
+            4,
+            "a cursor is kept"
+        );
+        store.set_github_token("ghp_secret").expect("token");
+        assert_eq!(
+            store.github_token().expect("token").as_deref(),
+            Some("ghp_secret")
+        );
+        let listed = store.list_github_statuses(0).expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].delivery, DeliveryState::Delivered);
+    }
+}

@@ -1,0 +1,250 @@
+//! GitHub's side of opusd: commit statuses for every build GitHub triggered, sent through a
+//! durable outbox.
+//!
+//! The outbox is the event log: a build's state change and its event are one sled transaction, so
+//! the status an event makes (`status::status_for`) is stored as soon as its cause is. One task
+//! reads the events from the persisted cursor ([`MetaStore::github_status_cursor`]) and sends
+//! their statuses one after the other, so the statuses of a commit arrive in the order of its
+//! events. After each attempt the status's record ([`StatusDelivery`], listed by
+//! `opus github deliveries`) is stored; once it is over the cursor moves past its event in the
+//! same transaction, so after a crash the status in flight is sent again, and none is lost.
+//!
+//! Answers ([`client::judge`]): 2xx delivered; 5xx, 408, 429, a rate-limited 403 and no answer
+//! retry with the hooks' capped exponential backoff, never sooner than GitHub's `Retry-After` or
+//! `x-ratelimit-reset`; other 4xx fail at once. Without a token (`opus github connect`) a status
+//! fails saying so.
+
+pub mod client;
+mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use opus_core::forge::StatusDelivery;
+use opus_core::hook::DeliveryState;
+use opus_core::model::{Event, ProjectName};
+use opus_core::store::MetaStore;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info_span, warn};
+
+pub use client::{Client, GithubError, Verdict};
+
+use crate::config::PublicUrl;
+use crate::hooks::RetryPolicy;
+
+/// What the outbox needs.
+struct Ctx {
+    store: MetaStore,
+    /// GitHub's REST API, without a trailing `/`.
+    api: String,
+    /// How failed attempts are retried (the hooks' policy).
+    policy: RetryPolicy,
+    /// Where status links point.
+    public_url: Option<PublicUrl>,
+}
+
+/// The running outbox; stopped when dropped.
+pub struct StatusOutbox {
+    task: JoinHandle<()>,
+}
+
+impl StatusOutbox {
+    /// Starts sending the statuses of events from the stored cursor on.
+    pub fn start(
+        store: MetaStore,
+        api: String,
+        policy: RetryPolicy,
+        public_url: Option<PublicUrl>,
+    ) -> StatusOutbox {
+        // Before any request can queue a build: no event of this run may fall before the cursor.
+        if let Err(e) = store.init_github_status_cursor() {
+            warn!(error = %e, "cannot start the outbox's cursor; it reads the event log from its start");
+        }
+        let ctx = Arc::new(Ctx {
+            store,
+            api,
+            policy,
+            public_url,
+        });
+        let task = tokio::spawn(run(ctx).instrument(info_span!("github")));
+        StatusOutbox { task }
+    }
+
+    /// Stops it; a status in flight is sent again by the next start.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for StatusOutbox {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads events from the cursor and sends their statuses, waiting for new events at the end.
+async fn run(ctx: Arc<Ctx>) {
+    let store = &ctx.store;
+    let mut changes = store.subscribe_events();
+    loop {
+        let batch = match store
+            .github_status_cursor()
+            .and_then(|cursor| store.events_from(cursor, 256))
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn!(error = %e, "cannot read the event log; trying again on the next event");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let mut passed = None;
+        for event in &batch {
+            match status_of(&ctx, event) {
+                Some(record) => {
+                    if let Some(next) = passed.take()
+                        && let Err(e) = store.advance_github_status_cursor(next)
+                    {
+                        warn!(error = %e, "cannot store the outbox's cursor");
+                    }
+                    send(&ctx, record).await;
+                }
+                None => passed = Some(event.seq + 1),
+            }
+        }
+        if let Some(next) = passed
+            && let Err(e) = store.advance_github_status_cursor(next)
+        {
+            warn!(error = %e, "cannot store the outbox's cursor");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// The record of the status `event` makes: the stored one when it was attempted before (a
+/// restart), else a new one; none when the event makes no status.
+fn status_of(ctx: &Ctx, event: &Event) -> Option<StatusDelivery> {
+    status::build_state(event)?;
+    if let Ok(Some(record)) = ctx.store.github_status(event.seq) {
+        return Some(record);
+    }
+    let project = ProjectName::new(event.project.as_str()).ok()?;
+    let number = event.payload["number"].as_u64()?;
+    let build = ctx.store.build_by_number(&project, number).ok()?;
+    let status = status::status_for(event, &build, ctx.public_url.as_ref())?;
+    Some(status.record(event.seq, &event.project, number))
+}
+
+/// Sends one status until it is over (delivered or failed), storing its record after each
+/// attempt.
+async fn send(ctx: &Ctx, mut record: StatusDelivery) {
+    if record.delivery != DeliveryState::Pending {
+        // Over before a crash that came before the cursor moved: move it now.
+        save(&ctx.store, &record).await;
+        return;
+    }
+    let age_before = SystemTime::now()
+        .duration_since(record.created_at)
+        .unwrap_or_default();
+    let taken_up = tokio::time::Instant::now();
+    if let Some(due) = record.next_attempt_at
+        && let Ok(wait) = due.duration_since(SystemTime::now())
+    {
+        tokio::time::sleep(wait.min(ctx.policy.cap)).await;
+    }
+    let status = status::Status {
+        commit: record.commit.clone(),
+        state: match record.state.as_str() {
+            "success" => "success",
+            "failure" => "failure",
+            "error" => "error",
+            _ => "pending",
+        },
+        description: record.description.clone(),
+        target_url: record.target_url.clone(),
+    };
+    loop {
+        let verdict = match ctx.store.github_token() {
+            Ok(Some(token)) => match Client::new(&ctx.api, &token, ctx.policy.timeout) {
+                Ok(client) => client.create_status(&record.project, &status).await,
+                Err(e) => Verdict::Refused(0, e.to_string()),
+            },
+            Ok(None) => Verdict::Refused(
+                0,
+                "no GitHub token: run `opus github connect --token-file FILE`".into(),
+            ),
+            Err(e) => Verdict::Retry {
+                status: 0,
+                error: e.to_string(),
+                at_least: None,
+            },
+        };
+        record.attempts += 1;
+        let now = SystemTime::now();
+        record.updated_at = now;
+        record.next_attempt_at = None;
+        let wait = match verdict {
+            Verdict::Delivered(code) => {
+                record.delivery = DeliveryState::Delivered;
+                record.last_status = code;
+                record.last_error = String::new();
+                None
+            }
+            Verdict::Refused(code, error) => {
+                record.delivery = DeliveryState::Failed;
+                record.last_status = code;
+                record.last_error = error;
+                None
+            }
+            Verdict::Retry {
+                status,
+                error,
+                at_least,
+            } => {
+                record.last_status = status;
+                record.last_error = error;
+                if age_before + taken_up.elapsed() >= ctx.policy.give_up_after {
+                    record.delivery = DeliveryState::Failed;
+                    record.last_error = format!(
+                        "{}; gave up after {} attempts",
+                        record.last_error, record.attempts
+                    );
+                    None
+                } else {
+                    let backoff = ctx.policy.delay(record.attempts);
+                    let wait = at_least.map_or(backoff, |least| least.max(backoff));
+                    record.next_attempt_at = Some(now + wait);
+                    Some(wait)
+                }
+            }
+        };
+        save(&ctx.store, &record).await;
+        match wait {
+            Some(wait) => {
+                warn!(
+                    build = record.build,
+                    status = record.last_status,
+                    error = %record.last_error,
+                    wait_ms = wait.as_millis() as u64,
+                    "commit status not accepted; retrying"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Stores a record, retrying while the store refuses (a full disk): the cursor must not move
+/// past a status whose outcome is not kept.
+async fn save(store: &MetaStore, record: &StatusDelivery) {
+    while let Err(e) = store.record_github_status(record) {
+        warn!(error = %e, "cannot store a commit status's record; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

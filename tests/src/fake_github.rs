@@ -1,0 +1,225 @@
+//! An HTTP fake of GitHub's REST API (no github.com here), for the commit statuses opusd sends.
+//!
+//! It answers `POST /repos/{owner}/{repo}/statuses/{sha}` with 201 and the status, as GitHub
+//! documents it, and records every request it gets (method, path, `Authorization`, JSON body, and
+//! what it answered), so that tests assert the exact calls and their order. Tests script faults
+//! in advance ([`FakeGithub::script`]): a queue of answers (a status with headers such as
+//! `Retry-After` or `x-ratelimit-reset`) given to the next requests before it answers 201 again.
+//! What it proves is which calls opusd makes with which bodies, and how it takes GitHub's
+//! answers; not that github.com accepts them.
+
+use std::collections::VecDeque;
+use std::net::TcpListener as StdListener;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// One request the fake received, and what it answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// `POST`...
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The body parsed as JSON.
+    pub body: Value,
+    /// The status it answered.
+    pub answered: u16,
+}
+
+impl Call {
+    /// `"POST /repos/acme/web/statuses/<sha> pending"`: the call and the status's state.
+    pub fn line(&self) -> String {
+        match self.body["state"].as_str() {
+            Some(state) => format!("{} {} {state}", self.method, self.path),
+            None => format!("{} {}", self.method, self.path),
+        }
+    }
+}
+
+/// An answer scripted for a coming request.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    /// Its status.
+    pub status: u16,
+    /// Its headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Scripted {
+    /// An answer with `status` and no headers.
+    pub fn status(status: u16) -> Scripted {
+        Scripted {
+            status,
+            headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    calls: Vec<Call>,
+    script: VecDeque<Scripted>,
+}
+
+/// A running fake on 127.0.0.1 and a port of its own.
+pub struct FakeGithub {
+    /// `http://127.0.0.1:<port>`: opusd's `--github-api-url`.
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeGithub {
+    /// Starts the fake, answering every status with 201.
+    pub fn start() -> FakeGithub {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = inner.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let app = Router::new().fallback(handle).with_state(state);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        FakeGithub {
+            url,
+            inner,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every call so far, in the order received.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Queues answers for the next requests (then 201 again).
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.lock().script.extend(answers);
+    }
+
+    /// Drops the answers still scripted (201 again from the next request).
+    pub fn clear_script(&self) {
+        self.lock().script.clear();
+    }
+
+    /// Waits up to `secs` seconds until `done` holds for the calls so far; returns them, or
+    /// panics with them.
+    pub fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&[Call]) -> bool) -> Vec<Call> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let calls = self.calls();
+            if done(&calls) {
+                return calls;
+            }
+            if Instant::now() > deadline {
+                let lines: Vec<_> = calls.iter().map(Call::line).collect();
+                panic!("the fake GitHub did not get {what} within {secs}s; it got {lines:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FakeGithub {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let is_status =
+        method == Method::POST && path.starts_with("/repos/") && path.contains("/statuses/");
+    let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+    let scripted = if is_status {
+        inner.script.pop_front()
+    } else {
+        None
+    };
+    let (status, extra, answer) = match (is_status, scripted) {
+        (false, _) => (404, Vec::new(), json!({ "message": "Not Found" })),
+        (true, Some(s)) => (
+            s.status,
+            s.headers,
+            json!({ "message": format!("scripted {}", s.status) }),
+        ),
+        (true, None) => (
+            201,
+            Vec::new(),
+            json!({
+                "id": inner.calls.len() + 1,
+                "state": body["state"],
+                "description": body["description"],
+                "target_url": body["target_url"],
+                "context": body["context"],
+            }),
+        ),
+    };
+    inner.calls.push(Call {
+        method: method.to_string(),
+        path,
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body,
+        answered: status,
+    });
+    drop(inner);
+    let mut response = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(answer),
+    )
+        .into_response();
+    for (k, v) in extra {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(k.as_bytes()),
+            axum::http::HeaderValue::from_str(&v),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

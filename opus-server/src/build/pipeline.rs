@@ -346,3 +346,39 @@ async fn run_one(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_use_free_slots_and_always_their_builds_own() {
+        // Two slots, both held by two builds (the scheduler's permits).
+        let global = Arc::new(Semaphore::new(2));
+        let _first = global.clone().acquire_owned().await.expect("permit");
+        let second = global.clone().acquire_owned().await.expect("permit");
+        let (a, b) = (JobSlots::new(global.clone()), JobSlots::new(global.clone()));
+        // Each build still runs a job on its own slot: no deadlock with every slot taken.
+        let a1 = a.acquire().await;
+        let b1 = b.acquire().await;
+        // A second job of `a` waits: no slot is free.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), a.acquire());
+        assert!(waiting.await.is_err(), "a second job ran without a slot");
+        // A slot freed by another build is taken by the waiting job.
+        drop(second);
+        let a2 = a.acquire().await;
+        assert_eq!(global.available_permits(), 0);
+        drop((a1, b1, a2));
+        // Shut down (closed): jobs still run on their build's own slot.
+        global.close();
+        let _own = a.acquire().await;
+    }
+
+    #[test]
+    fn job_copies_sit_beside_the_checkout() {
+        assert_eq!(
+            jobs_dir(Path::new("/data/work/12")),
+            Path::new("/data/work/12.jobs")
+        );
+    }
+}

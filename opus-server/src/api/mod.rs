@@ -134,6 +134,10 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
     routes = routes.add_service(
         proto::domain_service_server::DomainServiceServer::with_interceptor(
             domains::DomainsApi::new(d.domains.clone(), d.https.as_ref().map(|h| h.certs.clone())),
+            auth.interceptor(),
+        ),
+    );
+    routes = routes.add_service(
         proto::github_service_server::GithubServiceServer::with_interceptor(
             github::GithubApi::new(d.store.clone(), d.config.github_api_url.clone()),
             auth.interceptor(),

@@ -102,7 +102,7 @@ impl Deployer {
             vec![(SiteKey::new(project.as_str(), env.as_str()), Some(site))],
         );
         drop(guard);
-        self.flush().await;
+        self.flush().await?;
         self.metrics
             .deploys
             .with_label_values(&[reason.as_str()])
@@ -132,7 +132,7 @@ impl Deployer {
             vec![(SiteKey::new(project.as_str(), env.as_str()), Some(site))],
         );
         drop(guard);
-        self.flush().await;
+        self.flush().await?;
         self.metrics.deploys.with_label_values(&["rollback"]).inc();
         Ok(record)
     }
@@ -146,7 +146,7 @@ impl Deployer {
         env: &EnvName,
     ) -> Result<EnvironmentRecord, CoreError> {
         let record = self.store.unpin_environment(project, env)?;
-        self.flush().await;
+        self.flush().await?;
         Ok(record)
     }
 
@@ -160,7 +160,7 @@ impl Deployer {
         reason: &str,
     ) -> Result<EnvironmentRecord, CoreError> {
         let record = self.store.lock_environment(project, env, reason)?;
-        self.flush().await;
+        self.flush().await?;
         Ok(record)
     }
 
@@ -172,7 +172,7 @@ impl Deployer {
         env: &EnvName,
     ) -> Result<EnvironmentRecord, CoreError> {
         let record = self.store.unlock_environment(project, env)?;
-        self.flush().await;
+        self.flush().await?;
         Ok(record)
     }
 
@@ -190,7 +190,7 @@ impl Deployer {
             vec![(SiteKey::new(project.as_str(), env.as_str()), None)],
         );
         drop(guard);
-        self.flush().await;
+        self.flush().await?;
         Ok(())
     }
 
@@ -213,16 +213,19 @@ impl Deployer {
             a.previews.remove(name.as_str());
         });
         drop(guard);
-        self.flush().await;
+        self.flush().await?;
         Ok(())
     }
 
     /// Makes a committed change durable before the RPC answers (the store otherwise syncs on a
-    /// timer, and a crash would forget a deploy the caller was told about).
-    async fn flush(&self) {
-        if let Err(e) = self.store.flush().await {
-            tracing::error!(error = %e, "cannot flush the metadata store after a deploy");
-        }
+    /// timer, and a crash would forget a deploy the caller was told about). A change that could
+    /// not be written (a full disk) is an error for the caller: it was not saved, whatever the
+    /// site table serves until the store is reopened.
+    async fn flush(&self) -> Result<(), CoreError> {
+        self.store.flush().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot flush the metadata store after a change of environments");
+            CoreError::from(e)
+        })
     }
 
     /// When each project was added, and a warning for each name holding `--` (such names are
@@ -329,7 +332,7 @@ impl Deployer {
             }
         });
         drop(guard);
-        self.flush().await;
+        self.flush().await?;
         Ok(())
     }
 
@@ -351,7 +354,7 @@ impl Deployer {
             }
         });
         drop(guard);
-        self.flush().await;
+        self.flush().await?;
         Ok(removed)
     }
 }

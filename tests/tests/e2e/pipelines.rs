@@ -165,13 +165,19 @@ fn slots_count_jobs_so_one_slot_runs_a_stages_jobs_one_at_a_time() {
 #[test]
 fn a_failing_job_fails_the_build_ends_its_siblings_and_is_named() {
     let d = Daemon::start();
-    add_site(
-        &d,
-        "web",
-        "pipeline:\n  - stage: test\n    jobs:\n      bad: { steps: [true, \"exit 3\"] }\n      slow: { steps: [\"sleep 7411\"] }\n  - stage: build\n    jobs:\n      site: { steps: [\"echo never-ran\"], output: dist }\n",
+    let out = d.root.path().join("stamps");
+    std::fs::create_dir(&out).expect("mkdir");
+    // `bad` fails only once the test has seen `slow`'s sleep running, so that there is a running
+    // sibling to end, however loaded the machine.
+    let yml = format!(
+        "env: {{ OUT: {out:?} }}\npipeline:\n  - stage: test\n    jobs:\n      bad: {{ steps: [{go:?}, \"exit 3\"] }}\n      slow: {{ steps: [\"sleep 7411\"] }}\n  - stage: build\n    jobs:\n      site: {{ steps: [\"echo never-ran\"], output: dist }}\n",
+        out = out.display().to_string(),
+        go = wait_for("go"),
     );
+    add_site(&d, "web", &yml);
     let id = d.trigger(&["web"]);
     wait_for_sleep("7411");
+    std::fs::write(out.join("go"), "").expect("write go");
     let b = d.wait_for_state("web", id, "failed", 30);
     assert_eq!(
         b["reason"],

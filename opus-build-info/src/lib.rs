@@ -28,7 +28,7 @@ pub fn emit_commit() {
     let from_env = std::env::var(OVERRIDE_VAR).ok();
     if let Some(raw) = from_env
         .as_deref()
-        .filter(|raw| clean_commit(raw).is_none())
+        .filter(|raw| !raw.trim().is_empty() && clean_commit(raw).is_none())
     {
         println!("cargo::warning={OVERRIDE_VAR}={raw:?} is not a commit id (hex digits): ignored");
     }

@@ -31,16 +31,22 @@ fn help_matches_the_snapshot() {
     );
 }
 
-/// The commit `git` says the checkout is at (12 digits), or `unknown` outside a repository: what
-/// the binaries must say they were built from.
+/// The commit `git` says the checkout is at (its first 12 digits), or `unknown` outside a
+/// repository: what the binaries must say they were built from.
 fn expected_commit() -> String {
     Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .args(["rev-parse", "HEAD"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .ok()
         .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .chars()
+                .take(12)
+                .collect()
+        })
         .unwrap_or_else(|| "unknown".to_owned())
 }
 

@@ -10,12 +10,18 @@ use std::process::Command;
 #[test]
 fn version_names_the_commit_it_was_built_from() {
     let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .args(["rev-parse", "HEAD"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .ok()
         .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .chars()
+                .take(12)
+                .collect()
+        })
         .unwrap_or_else(|| "unknown".to_owned());
     let out = Command::new(env!("CARGO_BIN_EXE_opusd"))
         .arg("--version")

@@ -3,7 +3,7 @@
 //! deploys it; the site server asks for one when a request names a version's own host
 //! (`<label>--v--<project>`), through [`crate::sites::VersionSource`].
 //!
-//! Bounded: the [`RECENT_VERSIONS`] versions loaded last are kept (with their memory caches), so
+//! Bounded: the `RECENT_VERSIONS` versions loaded last are kept (with their memory caches), so
 //! a rollback to one of them, or a reviewer's next request to a version host, is served warm;
 //! older ones are dropped unless an environment still serves them.
 

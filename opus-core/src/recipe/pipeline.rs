@@ -18,8 +18,8 @@
 //! job's keys over the stage's over the pipeline's). `when:` skips a job or a stage.
 //!
 //! The rules the types cannot hold (exactly one `output`, no empty stage, names that are DNS
-//! labels) are checked by [`validate`], whose errors name the line, found in the file's text
-//! ([`lines`]), since serde only knows lines while it reads.
+//! labels) are checked by `validate`, whose errors name the line, found in the file's text
+//! (`lines`), since serde only knows lines while it reads.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub struct StageSpec {
     /// The stage's name (a DNS label).
     pub stage: String,
     /// Its jobs, run in parallel; at least one. Names are read as text and checked by
-    /// [`validate`] (a [`JobName`] key would fail in serde, which places the error at the start
+    /// `validate` (a [`JobName`] key would fail in serde, which places the error at the start
     /// of the map rather than at the name).
     pub jobs: BTreeMap<String, JobSpec>,
     /// When the stage runs (absent: always).

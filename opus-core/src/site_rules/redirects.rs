@@ -10,7 +10,7 @@ pub const REDIRECTS_FILE: &str = "_redirects";
 const STATUSES: [u16; 8] = [200, 301, 302, 303, 307, 308, 404, 410];
 
 /// Parses a `_redirects` file (`file` names it in errors). Refused, naming the line: a status
-/// that is not in [`STATUSES`]; a redirect that sends a path to itself; a rewrite or error
+/// that is not in `STATUSES`; a redirect that sends a path to itself; a rewrite or error
 /// status with an absolute URL as target (Opus does not proxy); conditions on country, language,
 /// role or cookie (not supported); a pattern that is not a path.
 pub fn parse_redirects(text: &str, file: &str) -> Result<Vec<Redirect>, RuleError> {

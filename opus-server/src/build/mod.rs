@@ -21,7 +21,7 @@
 //! job's copy of the checkout), `when` (`when:` of jobs and stages).
 //!
 //! A `build:` recipe is one job and runs in the checkout itself, as it always did; a
-//! `pipeline:` runs through [`pipeline::run`].
+//! `pipeline:` runs through `pipeline::run`.
 
 mod executor;
 mod failure;

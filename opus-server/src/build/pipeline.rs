@@ -7,7 +7,7 @@
 //!   (waiting only for other builds' slots could deadlock two pipelines holding one each).
 //! - A stage starts when every job of the previous one succeeded. The first job that fails
 //!   cancels its running siblings, and the build fails naming the job, its stage and its step.
-//! - `when:` skips a job or a stage, with the reason in the log ([`super::when`]).
+//! - `when:` skips a job or a stage, with the reason in the log (`super::when`).
 //! - A job's log lines are named `<job>/<step>` (`unit/step 1`, `unit/job`), which
 //!   `opus logs web#12 --job unit` selects; each change of a job is an event (`job.started`,
 //!   `job.succeeded`, `job.failed`, `job.cancelled`, `job.skipped`).

@@ -109,16 +109,7 @@ impl Client {
         });
         let url = format!("{}/repos/{repository}/deployments", self.api);
         let (verdict, answer) = self.post(url, &body).await;
-        match verdict {
-            Verdict::Delivered(code) => match answer.as_ref().and_then(|a| a["id"].as_u64()) {
-                Some(id) => (Verdict::Delivered(code), Some(id)),
-                None => (
-                    Verdict::Refused(code, format!("HTTP {code}: no deployment id in the answer")),
-                    None,
-                ),
-            },
-            other => (other, None),
-        }
+        deployment_id(verdict, answer.as_ref())
     }
 
     /// `POST /repos/{repository}/deployments/{id}/statuses` with `state`, and the site's URL
@@ -222,6 +213,22 @@ pub fn judge(
     }
 }
 
+/// The id of the deployment an accepted `POST .../deployments` created; an answer without one
+/// (GitHub's 202 "auto-merged", which `auto_merge: false` should prevent) is refused: no
+/// status could name it.
+fn deployment_id(verdict: Verdict, answer: Option<&serde_json::Value>) -> (Verdict, Option<u64>) {
+    match verdict {
+        Verdict::Delivered(code) => match answer.and_then(|a| a["id"].as_u64()) {
+            Some(id) => (Verdict::Delivered(code), Some(id)),
+            None => (
+                Verdict::Refused(code, format!("HTTP {code}: no deployment id in the answer")),
+                None,
+            ),
+        },
+        other => (other, None),
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
@@ -260,6 +267,30 @@ mod tests {
             judge(403, None, Some("4999"), Some("2000"), at(1000)),
             Verdict::Refused(403, _)
         ));
+    }
+
+    #[test]
+    fn a_created_deployment_needs_an_id() {
+        let answer = json!({ "id": 1001, "environment": "pr-7" });
+        assert_eq!(
+            deployment_id(Verdict::Delivered(201), Some(&answer)),
+            (Verdict::Delivered(201), Some(1001))
+        );
+        let merged = json!({ "message": "Auto-merged master into topic-branch on deployment." });
+        assert!(matches!(
+            deployment_id(Verdict::Delivered(202), Some(&merged)),
+            (Verdict::Refused(202, _), None)
+        ));
+        assert!(matches!(
+            deployment_id(Verdict::Delivered(201), None),
+            (Verdict::Refused(201, _), None)
+        ));
+        let retry = Verdict::Retry {
+            status: 502,
+            error: "HTTP 502; retrying".into(),
+            at_least: None,
+        };
+        assert_eq!(deployment_id(retry.clone(), None), (retry, None));
     }
 
     #[test]

@@ -207,4 +207,37 @@ mod tests {
         c.done = 4;
         assert_eq!(next_step(&c), None);
     }
+
+    #[test]
+    fn a_status_names_the_created_deployment_only_once_github_gave_its_id() {
+        let mut record = StatusDelivery {
+            event_seq: 9,
+            project: "web".into(),
+            build: 2,
+            commit: GithubCommit {
+                repository: "acme/web".into(),
+                sha: "b".repeat(40),
+            },
+            state: "deployment".into(),
+            description: String::new(),
+            target_url: None,
+            delivery: DeliveryState::Pending,
+            attempts: 0,
+            last_status: 0,
+            last_error: String::new(),
+            next_attempt_at: None,
+            created_at: SystemTime::now(),
+            updated_at: SystemTime::now(),
+            deployment: Some(calls(true, true)),
+        };
+        assert_eq!(target(&record, Target::Created), None);
+        assert_eq!(target(&record, Target::Previous).map(|d| d.id), Some(3));
+        if let Some(c) = record.deployment.as_mut() {
+            c.created = Some(1001);
+        }
+        let created = target(&record, Target::Created).expect("the created one");
+        assert_eq!((created.id, created.commit.sha), (1001, "b".repeat(40)));
+        record.deployment = None;
+        assert_eq!(target(&record, Target::Previous), None);
+    }
 }

@@ -6,8 +6,10 @@
 //! on), and `POST /repos/{owner}/{repo}/deployments/{id}/statuses` with 201 and the deployment
 //! status, as GitHub documents them, and records every request it gets (method, path, `Authorization`, JSON body, and
 //! what it answered), so that tests assert the exact calls and their order. Tests script faults
-//! in advance ([`FakeGithub::script`]): a queue of answers (a status with headers such as
-//! `Retry-After` or `x-ratelimit-reset`) given to the next requests before it answers 201 again.
+//! in advance ([`FakeGithub::script`] for commit statuses,
+//! [`FakeGithub::script_deployment_statuses`]): a queue of answers (a status with headers such
+//! as `Retry-After` or `x-ratelimit-reset`) given to the next requests before it answers 201
+//! again.
 //! What it proves is which calls opusd makes with which bodies, and how it takes GitHub's
 //! answers; not that github.com accepts them.
 
@@ -73,6 +75,8 @@ impl Scripted {
 struct Inner {
     calls: Vec<Call>,
     script: VecDeque<Scripted>,
+    /// Answers scripted for deployment statuses.
+    deployment_script: VecDeque<Scripted>,
     /// Deployments created so far.
     deployments: u64,
 }
@@ -164,9 +168,16 @@ impl FakeGithub {
         self.lock().script.extend(answers);
     }
 
+    /// Queues answers for the next deployment statuses (then 201 again).
+    pub fn script_deployment_statuses(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.lock().deployment_script.extend(answers);
+    }
+
     /// Drops the answers still scripted (201 again from the next request).
     pub fn clear_script(&self) {
-        self.lock().script.clear();
+        let mut inner = self.lock();
+        inner.script.clear();
+        inner.deployment_script.clear();
     }
 
     /// Waits up to `secs` seconds until `done` holds for the calls so far; returns them, or
@@ -211,6 +222,7 @@ async fn handle(
     let kind = endpoint(&method, &path);
     let scripted = match kind {
         Endpoint::CommitStatus => inner.script.pop_front(),
+        Endpoint::DeploymentStatus => inner.deployment_script.pop_front(),
         _ => None,
     };
     let (status, extra, answer) = match (kind, scripted) {

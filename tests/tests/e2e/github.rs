@@ -741,3 +741,50 @@ fn a_status_not_sent_when_opusd_is_killed_is_sent_after_the_restart() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_deploy_cut_by_a_kill_goes_on_with_the_same_deployment_after_the_restart() {
+    let fake = FakeGithub::start();
+    // GitHub takes the deployment, then fails its statuses until opusd is killed.
+    fake.script_deployment_statuses(std::iter::repeat_n(Scripted::status(502), 10_000));
+    let mut h = with_fake_github(&fake, &[], &pr_yml());
+    let sha = h.push("feature", "x\n");
+    let n = h.queued("m-1", &pull_request("opened", 5, &sha, "acme/web"));
+    h.d.wait_for_state("web", n, "succeeded", 60);
+    fake.wait_for(30, "a failed in_progress attempt", |c| {
+        c.iter().any(|c| c.answered == 502)
+    });
+    let deliveries = h.d.opus(&["github", "deliveries", "-o", "json"]).json();
+    assert_eq!(deliveries[0]["state"], "in_progress", "{deliveries}");
+    assert_eq!(deliveries[0]["delivery"], "pending", "{deliveries}");
+    h.d.kill();
+    fake.clear_script();
+    h.d.restart();
+    let calls = fake.wait_for(30, "the build's success status", |c| {
+        c.iter()
+            .any(|c| c.path.ends_with(&sha) && c.body["state"] == "success")
+    });
+    let lines: Vec<String> = calls
+        .iter()
+        .map(|c| format!("{} {}", c.line(), c.answered))
+        .filter(|l| !l.contains(" 502"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("POST /repos/acme/web/statuses/{sha} pending 201"),
+            "POST /repos/acme/web/deployments 201".to_owned(),
+            "POST /repos/acme/web/deployments/1001/statuses in_progress 201".to_owned(),
+            "POST /repos/acme/web/deployments/1001/statuses success 201".to_owned(),
+            format!("POST /repos/acme/web/statuses/{sha} success 201"),
+        ],
+        "one deployment, its statuses sent after the restart"
+    );
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.answered == 502)
+            .all(|c| c.line() == "POST /repos/acme/web/deployments/1001/statuses in_progress"),
+        "only in_progress failed"
+    );
+}

@@ -53,6 +53,47 @@ pub struct StatusDelivery {
     pub created_at: SystemTime,
     /// When it last changed.
     pub updated_at: SystemTime,
+    /// For a deploy, rollback or removal of an environment: the GitHub Deployment calls it
+    /// makes (then `state` names the call in flight or the last one made). None for a commit
+    /// status.
+    #[serde(default)]
+    pub deployment: Option<DeploymentCalls>,
+}
+
+/// A GitHub Deployment opusd created (`POST /repos/{repository}/deployments`): the id its later
+/// statuses name, kept per environment so that the next deploy or the removal can mark it
+/// inactive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GithubDeployment {
+    /// The id GitHub gave it.
+    pub id: u64,
+    /// The commit deployed (its repository is where the statuses go).
+    pub commit: GithubCommit,
+    /// The environment's name.
+    pub environment: String,
+}
+
+/// The GitHub Deployment calls one environment event makes, in order: create a deployment of
+/// the record's commit (when `create`), its `in_progress` then `success` statuses, then
+/// `inactive` for the deployment it supersedes or removes (`previous`). Stored after every call
+/// with the outbox record, so a restart goes on from the call that was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentCalls {
+    /// The environment (`production`, `pr-7`...).
+    pub environment: String,
+    /// Whether a deployment is created (false: the version did not come from GitHub, or the
+    /// environment was removed; only `previous` is marked inactive).
+    pub create: bool,
+    /// Whether GitHub is told the environment goes away (`transient_environment`): previews.
+    pub transient: bool,
+    /// The site's URL (`environment_url` of the `success` status).
+    pub environment_url: Option<String>,
+    /// The id GitHub gave the created deployment, once it answered.
+    pub created: Option<u64>,
+    /// The deployment the environment showed before, marked inactive last.
+    pub previous: Option<GithubDeployment>,
+    /// How many of the calls GitHub accepted.
+    pub done: u32,
 }
 
 /// The pull request a build builds: its number, the head commit and where that commit comes

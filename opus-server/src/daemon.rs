@@ -208,6 +208,7 @@ impl Daemon {
             self.config.github_api_url.clone(),
             self.hooks.policy.clone(),
             self.config.public_url.clone(),
+            self.site_server.clone(),
         );
         write_address_file(
             &self.config.data_dir,

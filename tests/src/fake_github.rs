@@ -1,10 +1,15 @@
-//! An HTTP fake of GitHub's REST API (no github.com here), for the commit statuses opusd sends.
+//! An HTTP fake of GitHub's REST API (no github.com here), for the commit statuses and
+//! deployments opusd sends.
 //!
-//! It answers `POST /repos/{owner}/{repo}/statuses/{sha}` with 201 and the status, as GitHub
-//! documents it, and records every request it gets (method, path, `Authorization`, JSON body, and
+//! It answers `POST /repos/{owner}/{repo}/statuses/{sha}` with 201 and the status,
+//! `POST /repos/{owner}/{repo}/deployments` with 201 and a deployment with a new id (from 1001
+//! on), and `POST /repos/{owner}/{repo}/deployments/{id}/statuses` with 201 and the deployment
+//! status, as GitHub documents them, and records every request it gets (method, path, `Authorization`, JSON body, and
 //! what it answered), so that tests assert the exact calls and their order. Tests script faults
-//! in advance ([`FakeGithub::script`]): a queue of answers (a status with headers such as
-//! `Retry-After` or `x-ratelimit-reset`) given to the next requests before it answers 201 again.
+//! in advance ([`FakeGithub::script`] for commit statuses,
+//! [`FakeGithub::script_deployment_statuses`]): a queue of answers (a status with headers such
+//! as `Retry-After` or `x-ratelimit-reset`) given to the next requests before it answers 201
+//! again.
 //! What it proves is which calls opusd makes with which bodies, and how it takes GitHub's
 //! answers; not that github.com accepts them.
 
@@ -33,6 +38,8 @@ pub struct Call {
     pub body: Value,
     /// The status it answered.
     pub answered: u16,
+    /// The JSON it answered.
+    pub answer: Value,
 }
 
 impl Call {
@@ -68,6 +75,40 @@ impl Scripted {
 struct Inner {
     calls: Vec<Call>,
     script: VecDeque<Scripted>,
+    /// Answers scripted for deployment statuses.
+    deployment_script: VecDeque<Scripted>,
+    /// Deployments created so far.
+    deployments: u64,
+}
+
+/// What a request is, by its method and path.
+enum Endpoint {
+    /// `POST /repos/{owner}/{repo}/statuses/{sha}`: scripted answers apply.
+    CommitStatus,
+    /// `POST /repos/{owner}/{repo}/deployments`.
+    Deployment,
+    /// `POST /repos/{owner}/{repo}/deployments/{id}/statuses`.
+    DeploymentStatus,
+    /// Anything else: 404.
+    Unknown,
+}
+
+fn endpoint(method: &Method, path: &str) -> Endpoint {
+    let Some(rest) = path.strip_prefix("/repos/") else {
+        return Endpoint::Unknown;
+    };
+    if method != Method::POST {
+        return Endpoint::Unknown;
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [_, _, "statuses", sha] if !sha.is_empty() => Endpoint::CommitStatus,
+        [_, _, "deployments"] => Endpoint::Deployment,
+        [_, _, "deployments", id, "statuses"] if id.parse::<u64>().is_ok() => {
+            Endpoint::DeploymentStatus
+        }
+        _ => Endpoint::Unknown,
+    }
 }
 
 /// A running fake on 127.0.0.1 and a port of its own.
@@ -127,9 +168,16 @@ impl FakeGithub {
         self.lock().script.extend(answers);
     }
 
+    /// Queues answers for the next deployment statuses (then 201 again).
+    pub fn script_deployment_statuses(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.lock().deployment_script.extend(answers);
+    }
+
     /// Drops the answers still scripted (201 again from the next request).
     pub fn clear_script(&self) {
-        self.lock().script.clear();
+        let mut inner = self.lock();
+        inner.script.clear();
+        inner.deployment_script.clear();
     }
 
     /// Waits up to `secs` seconds until `done` holds for the calls so far; returns them, or
@@ -170,22 +218,21 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let is_status =
-        method == Method::POST && path.starts_with("/repos/") && path.contains("/statuses/");
     let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
-    let scripted = if is_status {
-        inner.script.pop_front()
-    } else {
-        None
+    let kind = endpoint(&method, &path);
+    let scripted = match kind {
+        Endpoint::CommitStatus => inner.script.pop_front(),
+        Endpoint::DeploymentStatus => inner.deployment_script.pop_front(),
+        _ => None,
     };
-    let (status, extra, answer) = match (is_status, scripted) {
-        (false, _) => (404, Vec::new(), json!({ "message": "Not Found" })),
-        (true, Some(s)) => (
+    let (status, extra, answer) = match (kind, scripted) {
+        (Endpoint::Unknown, _) => (404, Vec::new(), json!({ "message": "Not Found" })),
+        (_, Some(s)) => (
             s.status,
             s.headers,
             json!({ "message": format!("scripted {}", s.status) }),
         ),
-        (true, None) => (
+        (Endpoint::CommitStatus, None) => (
             201,
             Vec::new(),
             json!({
@@ -194,6 +241,29 @@ async fn handle(
                 "description": body["description"],
                 "target_url": body["target_url"],
                 "context": body["context"],
+            }),
+        ),
+        (Endpoint::Deployment, None) => {
+            inner.deployments += 1;
+            (
+                201,
+                Vec::new(),
+                json!({
+                    "id": 1000 + inner.deployments,
+                    "sha": body["ref"],
+                    "ref": body["ref"],
+                    "environment": body["environment"],
+                    "transient_environment": body["transient_environment"],
+                }),
+            )
+        }
+        (Endpoint::DeploymentStatus, None) => (
+            201,
+            Vec::new(),
+            json!({
+                "id": inner.calls.len() + 1,
+                "state": body["state"],
+                "environment_url": body["environment_url"],
             }),
         ),
     };
@@ -206,6 +276,7 @@ async fn handle(
             .map(str::to_owned),
         body,
         answered: status,
+        answer: answer.clone(),
     });
     drop(inner);
     let mut response = (

@@ -271,6 +271,7 @@ impl Tx<'_> {
                 "reason": new.reason.as_str(),
                 "actor": new.actor,
                 "pinned": new.pinned,
+                "preview": new.preview,
             }),
         )?;
         Ok(record)

@@ -7,17 +7,28 @@
 //! cursor moved past its event in the same transaction once it is over. So a status is never
 //! lost to a crash, and after one the status in flight is sent again.
 //!
+//! A deploy's record also carries its GitHub Deployment calls ([`crate::forge::DeploymentCalls`]);
+//! the deployment each environment shows ([`GithubDeployment`]) is kept in the same transaction
+//! as the record that created it (or that marked it inactive for good), so the next deploy or
+//! the removal names it, across restarts.
+//!
 //! Trees:
-//! - `github`: `token` -> the token (never returned by the API), `status_cursor` -> seq (be).
+//! - `github`: `token` -> the token (never returned by the API), `status_cursor` -> seq (be),
+//!   `deployment\0<project>\0<env>` -> [`GithubDeployment`].
 //! - `github_statuses`: event seq (be) -> [`StatusDelivery`].
 
 use super::{MetaStore, T, be_u64, decode};
 use crate::error::StoreError;
-use crate::forge::StatusDelivery;
+use crate::forge::{GithubDeployment, StatusDelivery};
 use crate::hook::DeliveryState;
 
 const TOKEN: &[u8] = b"token";
 const CURSOR: &[u8] = b"status_cursor";
+
+/// The key of the deployment `env` of `project` shows.
+fn deployment_key(project: &str, env: &str) -> Vec<u8> {
+    format!("deployment\0{project}\0{env}").into_bytes()
+}
 
 impl MetaStore {
     /// Stores the GitHub API token, replacing any before it.
@@ -72,16 +83,40 @@ impl MetaStore {
     }
 
     /// Stores a status's record after an attempt; once it is over (delivered or failed), the
-    /// cursor moves past its event in the same transaction.
+    /// cursor moves past its event in the same transaction. A deploy's record whose deployment
+    /// GitHub created becomes its environment's deployment; one that creates none (a version
+    /// not from GitHub, a removal) leaves its environment with none.
     pub fn record_github_status(&self, d: &StatusDelivery) -> Result<(), StoreError> {
         self.transact(|tx| {
             tx.put_json(T::GithubStatuses, &d.event_seq.to_be_bytes(), d)?;
+            if let Some(calls) = &d.deployment {
+                let key = deployment_key(&d.project, &calls.environment);
+                if let Some(id) = calls.created {
+                    let shown = GithubDeployment {
+                        id,
+                        commit: d.commit.clone(),
+                        environment: calls.environment.clone(),
+                    };
+                    tx.put_json(T::Github, &key, &shown)?;
+                } else if !calls.create {
+                    tx.tree(T::Github).remove(key)?;
+                }
+            }
             if d.delivery != DeliveryState::Pending {
                 tx.tree(T::Github)
                     .insert(CURSOR, &(d.event_seq + 1).to_be_bytes())?;
             }
             Ok(())
         })
+    }
+
+    /// The GitHub Deployment environment `env` of `project` shows, when opusd created one.
+    pub fn github_deployment(
+        &self,
+        project: &str,
+        env: &str,
+    ) -> Result<Option<GithubDeployment>, StoreError> {
+        self.get_json(T::Github, &deployment_key(project, env))
     }
 
     /// The status made from event `seq`, if one was attempted.
@@ -127,7 +162,49 @@ mod tests {
             next_attempt_at: None,
             created_at: SystemTime::now(),
             updated_at: SystemTime::now(),
+            deployment: None,
         }
+    }
+
+    fn deploy_record(seq: u64, create: bool, created: Option<u64>) -> StatusDelivery {
+        let mut d = status(seq, DeliveryState::Pending);
+        d.deployment = Some(crate::forge::DeploymentCalls {
+            environment: "pr-7".into(),
+            create,
+            transient: true,
+            environment_url: None,
+            created,
+            previous: None,
+            done: 0,
+        });
+        d
+    }
+
+    #[test]
+    fn an_environment_shows_the_deployment_created_until_one_creates_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MetaStore::open(dir.path()).expect("open");
+        store
+            .record_github_status(&deploy_record(5, true, None))
+            .expect("record");
+        assert_eq!(store.github_deployment("web", "pr-7").expect("get"), None);
+        store
+            .record_github_status(&deploy_record(5, true, Some(77)))
+            .expect("record");
+        let shown = store
+            .github_deployment("web", "pr-7")
+            .expect("get")
+            .expect("a deployment");
+        assert_eq!((shown.id, shown.environment.as_str()), (77, "pr-7"));
+        assert_eq!(shown.commit.repository, "acme/web");
+        assert_eq!(
+            store.github_deployment("web", "production").expect("get"),
+            None
+        );
+        store
+            .record_github_status(&deploy_record(6, false, None))
+            .expect("record");
+        assert_eq!(store.github_deployment("web", "pr-7").expect("get"), None);
     }
 
     #[test]

@@ -85,7 +85,57 @@ impl Client {
             "{}/repos/{}/statuses/{}",
             self.api, status.commit.repository, status.commit.sha
         );
-        match self.octocrab._post(url, Some(&body)).await {
+        self.post(url, &body).await.0
+    }
+
+    /// `POST /repos/{repository}/deployments` of `sha` to `environment`: no merge of the base
+    /// into it, no required contexts (opusd deploys what it built), transient for previews.
+    /// Answers the deployment's id with a delivered verdict.
+    pub(super) async fn create_deployment(
+        &self,
+        repository: &str,
+        sha: &str,
+        environment: &str,
+        transient: bool,
+    ) -> (Verdict, Option<u64>) {
+        let body = json!({
+            "ref": sha,
+            "environment": environment,
+            "auto_merge": false,
+            "required_contexts": [],
+            "transient_environment": transient,
+            "production_environment": environment == opus_core::model::PRODUCTION,
+            "description": format!("opus deploys {environment}"),
+        });
+        let url = format!("{}/repos/{repository}/deployments", self.api);
+        let (verdict, answer) = self.post(url, &body).await;
+        deployment_id(verdict, answer.as_ref())
+    }
+
+    /// `POST /repos/{repository}/deployments/{id}/statuses` with `state`, and the site's URL
+    /// when given.
+    pub(super) async fn create_deployment_status(
+        &self,
+        repository: &str,
+        id: u64,
+        state: &str,
+        environment_url: Option<&str>,
+    ) -> Verdict {
+        let mut body = json!({ "state": state });
+        if let Some(url) = environment_url {
+            body["environment_url"] = json!(url);
+        }
+        let url = format!("{}/repos/{repository}/deployments/{id}/statuses", self.api);
+        self.post(url, &body).await.0
+    }
+
+    /// Posts `body` to `url`; the judged answer, and its JSON body when delivered.
+    async fn post(
+        &self,
+        url: String,
+        body: &serde_json::Value,
+    ) -> (Verdict, Option<serde_json::Value>) {
+        match self.octocrab._post(url, Some(body)).await {
             Ok(resp) => {
                 let header = |name: &str| {
                     resp.headers()
@@ -93,19 +143,32 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned)
                 };
-                judge(
+                let verdict = judge(
                     resp.status().as_u16(),
                     header("retry-after").as_deref(),
                     header("x-ratelimit-remaining").as_deref(),
                     header("x-ratelimit-reset").as_deref(),
                     SystemTime::now(),
-                )
+                );
+                if !matches!(verdict, Verdict::Delivered(_)) {
+                    return (verdict, None);
+                }
+                let answer = self
+                    .octocrab
+                    .body_to_string(resp)
+                    .await
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok());
+                (verdict, answer)
             }
-            Err(e) => Verdict::Retry {
-                status: 0,
-                error: error_chain(&e),
-                at_least: None,
-            },
+            Err(e) => (
+                Verdict::Retry {
+                    status: 0,
+                    error: error_chain(&e),
+                    at_least: None,
+                },
+                None,
+            ),
         }
     }
 }
@@ -150,6 +213,22 @@ pub fn judge(
     }
 }
 
+/// The id of the deployment an accepted `POST .../deployments` created; an answer without one
+/// (GitHub's 202 "auto-merged", which `auto_merge: false` should prevent) is refused: no
+/// status could name it.
+fn deployment_id(verdict: Verdict, answer: Option<&serde_json::Value>) -> (Verdict, Option<u64>) {
+    match verdict {
+        Verdict::Delivered(code) => match answer.and_then(|a| a["id"].as_u64()) {
+            Some(id) => (Verdict::Delivered(code), Some(id)),
+            None => (
+                Verdict::Refused(code, format!("HTTP {code}: no deployment id in the answer")),
+                None,
+            ),
+        },
+        other => (other, None),
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
@@ -188,6 +267,30 @@ mod tests {
             judge(403, None, Some("4999"), Some("2000"), at(1000)),
             Verdict::Refused(403, _)
         ));
+    }
+
+    #[test]
+    fn a_created_deployment_needs_an_id() {
+        let answer = json!({ "id": 1001, "environment": "pr-7" });
+        assert_eq!(
+            deployment_id(Verdict::Delivered(201), Some(&answer)),
+            (Verdict::Delivered(201), Some(1001))
+        );
+        let merged = json!({ "message": "Auto-merged master into topic-branch on deployment." });
+        assert!(matches!(
+            deployment_id(Verdict::Delivered(202), Some(&merged)),
+            (Verdict::Refused(202, _), None)
+        ));
+        assert!(matches!(
+            deployment_id(Verdict::Delivered(201), None),
+            (Verdict::Refused(201, _), None)
+        ));
+        let retry = Verdict::Retry {
+            status: 502,
+            error: "HTTP 502; retrying".into(),
+            at_least: None,
+        };
+        assert_eq!(deployment_id(retry.clone(), None), (retry, None));
     }
 
     #[test]

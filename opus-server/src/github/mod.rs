@@ -1,5 +1,5 @@
-//! GitHub's side of opusd: commit statuses for every build GitHub triggered, sent through a
-//! durable outbox.
+//! GitHub's side of opusd: commit statuses for every build GitHub triggered, and GitHub
+//! Deployments for every deploy of a version such a build made, sent through a durable outbox.
 //!
 //! The outbox is the event log: a build's state change and its event are one sled transaction, so
 //! the status an event makes (`status::status_for`) is stored as soon as its cause is. One task
@@ -13,8 +13,14 @@
 //! retry with the hooks' capped exponential backoff, never sooner than GitHub's `Retry-After` or
 //! `x-ratelimit-reset`; other 4xx fail at once. Without a token (`opus github connect`) a status
 //! fails saying so.
+//!
+//! An environment event (deploy, rollback, removal) makes several calls (`deployment`): one
+//! record whose progress (the calls made, the deployment id GitHub answered) is stored after
+//! each call, so a restart goes on with the call not answered, and the environment's deployment
+//! id survives it for the next deploy or removal to mark inactive.
 
 pub mod client;
+mod deployment;
 mod status;
 
 use std::sync::Arc;
@@ -31,6 +37,8 @@ pub use client::{Client, GithubError, Verdict};
 
 use crate::config::PublicUrl;
 use crate::hooks::RetryPolicy;
+use crate::sites::SiteServer;
+use deployment::Step;
 
 /// What the outbox needs.
 struct Ctx {
@@ -41,6 +49,8 @@ struct Ctx {
     policy: RetryPolicy,
     /// Where status links point.
     public_url: Option<PublicUrl>,
+    /// Names the environments' URLs (deployments' `environment_url`).
+    sites: Arc<SiteServer>,
 }
 
 /// The running outbox; stopped when dropped.
@@ -49,12 +59,13 @@ pub struct StatusOutbox {
 }
 
 impl StatusOutbox {
-    /// Starts sending the statuses of events from the stored cursor on.
+    /// Starts sending the statuses and deployments of events from the stored cursor on.
     pub fn start(
         store: MetaStore,
         api: String,
         policy: RetryPolicy,
         public_url: Option<PublicUrl>,
+        sites: Arc<SiteServer>,
     ) -> StatusOutbox {
         // Before any request can queue a build: no event of this run may fall before the cursor.
         if let Err(e) = store.init_github_status_cursor() {
@@ -65,6 +76,7 @@ impl StatusOutbox {
             api,
             policy,
             public_url,
+            sites,
         });
         let task = tokio::spawn(run(ctx).instrument(info_span!("github")));
         StatusOutbox { task }
@@ -126,10 +138,17 @@ async fn run(ctx: Arc<Ctx>) {
     }
 }
 
-/// The record of the status `event` makes: the stored one when it was attempted before (a
-/// restart), else a new one; none when the event makes no status.
+/// The record of the status or deployment calls `event` makes: the stored one when it was
+/// attempted before (a restart), else a new one; none when the event makes no call.
 fn status_of(ctx: &Ctx, event: &Event) -> Option<StatusDelivery> {
-    status::build_state(event)?;
+    if status::build_state(event).is_none() {
+        if let Ok(Some(record)) = ctx.store.github_status(event.seq) {
+            return Some(record);
+        }
+        return deployment::record_for(&ctx.store, event, |project, env| {
+            ctx.sites.url(project, env)
+        });
+    }
     if let Ok(Some(record)) = ctx.store.github_status(event.seq) {
         return Some(record);
     }
@@ -140,8 +159,8 @@ fn status_of(ctx: &Ctx, event: &Event) -> Option<StatusDelivery> {
     Some(status.record(event.seq, &event.project, number))
 }
 
-/// Sends one status until it is over (delivered or failed), storing its record after each
-/// attempt.
+/// Sends one status (or a deploy's calls, one after the other) until it is over (delivered or
+/// failed), storing its record after each attempt.
 async fn send(ctx: &Ctx, mut record: StatusDelivery) {
     if record.delivery != DeliveryState::Pending {
         // Over before a crash that came before the cursor moved: move it now.
@@ -169,20 +188,26 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
         target_url: record.target_url.clone(),
     };
     loop {
-        let verdict = match ctx.store.github_token() {
+        let (verdict, created) = match ctx.store.github_token() {
             Ok(Some(token)) => match Client::new(&ctx.api, &token, ctx.policy.timeout) {
-                Ok(client) => client.create_status(&record.project, &status).await,
-                Err(e) => Verdict::Refused(0, e.to_string()),
+                Ok(client) => attempt(&client, &record, &status).await,
+                Err(e) => (Verdict::Refused(0, e.to_string()), None),
             },
-            Ok(None) => Verdict::Refused(
-                0,
-                "no GitHub token: run `opus github connect --token-file FILE`".into(),
+            Ok(None) => (
+                Verdict::Refused(
+                    0,
+                    "no GitHub token: run `opus github connect --token-file FILE`".into(),
+                ),
+                None,
             ),
-            Err(e) => Verdict::Retry {
-                status: 0,
-                error: e.to_string(),
-                at_least: None,
-            },
+            Err(e) => (
+                Verdict::Retry {
+                    status: 0,
+                    error: e.to_string(),
+                    at_least: None,
+                },
+                None,
+            ),
         };
         record.attempts += 1;
         let now = SystemTime::now();
@@ -190,9 +215,19 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
         record.next_attempt_at = None;
         let wait = match verdict {
             Verdict::Delivered(code) => {
-                record.delivery = DeliveryState::Delivered;
                 record.last_status = code;
                 record.last_error = String::new();
+                if let Some(next) = record.deployment.as_mut().and_then(|calls| {
+                    calls.created = calls.created.or(created);
+                    calls.done += 1;
+                    deployment::next_step(calls)
+                }) {
+                    // The deploy's next call, at once.
+                    record.state = next.name().to_owned();
+                    save(&ctx.store, &record).await;
+                    continue;
+                }
+                record.delivery = DeliveryState::Delivered;
                 None
             }
             Verdict::Refused(code, error) => {
@@ -237,6 +272,46 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
             }
             None => return,
         }
+    }
+}
+
+/// Makes the call `record` stands at: its commit status, or its deploy's next call. A
+/// created deployment's id comes back with the verdict.
+async fn attempt(
+    client: &Client,
+    record: &StatusDelivery,
+    status: &status::Status,
+) -> (Verdict, Option<u64>) {
+    let Some(calls) = &record.deployment else {
+        return (client.create_status(&record.project, status).await, None);
+    };
+    match deployment::next_step(calls) {
+        Some(Step::Create) => {
+            client
+                .create_deployment(
+                    &record.commit.repository,
+                    &record.commit.sha,
+                    &calls.environment,
+                    calls.transient,
+                )
+                .await
+        }
+        Some(Step::Status { on, state }) => match deployment::target(record, on) {
+            Some(target) => {
+                let url = (state == "success")
+                    .then_some(calls.environment_url.as_deref())
+                    .flatten();
+                let verdict = client
+                    .create_deployment_status(&target.commit.repository, target.id, state, url)
+                    .await;
+                (verdict, None)
+            }
+            None => (
+                Verdict::Refused(0, "no deployment id to send the status to".into()),
+                None,
+            ),
+        },
+        None => (Verdict::Delivered(0), None),
     }
 }
 

@@ -45,6 +45,7 @@ impl Status {
             next_attempt_at: None,
             created_at: now,
             updated_at: now,
+            deployment: None,
         }
     }
 }

@@ -474,18 +474,42 @@ fn status_lines(calls: &[Call], sha: &str) -> Vec<String> {
         .collect()
 }
 
+/// The site URL of `web`'s environment `env` on opusd's site listener.
+fn site_url(h: &Hooked, env: &str) -> String {
+    let port = h.d.sites.rsplit(':').next().expect("a port");
+    let host = if env == "production" {
+        "web".to_owned()
+    } else {
+        format!("{env}--web")
+    };
+    format!("http://{host}.localhost:{port}/")
+}
+
+/// The lines of a deploy's calls: a deployment `id` with its two statuses.
+fn deployed(id: u64) -> [String; 3] {
+    [
+        "POST /repos/acme/web/deployments".to_owned(),
+        format!("POST /repos/acme/web/deployments/{id}/statuses in_progress"),
+        format!("POST /repos/acme/web/deployments/{id}/statuses success"),
+    ]
+}
+
+fn inactive(id: u64) -> String {
+    format!("POST /repos/acme/web/deployments/{id}/statuses inactive")
+}
+
 #[test]
-fn commit_statuses_follow_a_pull_requests_life() {
+fn commit_statuses_and_deployments_follow_a_pull_requests_life() {
     let fake = FakeGithub::start();
     let h = with_fake_github(&fake, &[], &pr_yml());
     let first = h.push("feature", "one\n");
     let n1 = h.queued("c-1", &pull_request("opened", 7, &first, "acme/web"));
     h.d.wait_for_state("web", n1, "succeeded", 60);
-    fake.wait_for(30, "the success status", |c| c.len() >= 2);
+    fake.wait_for(30, "the first deploy and statuses", |c| c.len() >= 5);
     let second = h.push("feature", "two\n");
     let n2 = h.queued("c-2", &pull_request("synchronize", 7, &second, "acme/web"));
     h.d.wait_for_state("web", n2, "succeeded", 60);
-    let calls = fake.wait_for(30, "four statuses", |c| c.len() >= 4);
+    fake.wait_for(30, "the second deploy and statuses", |c| c.len() >= 11);
     let (code, body) = h.deliver(
         "pull_request",
         "c-3",
@@ -496,18 +520,21 @@ fn commit_statuses_follow_a_pull_requests_life() {
         (200, &json!("pr-7")),
         "{body}"
     );
+    let calls = fake.wait_for(30, "the removed preview's deployment inactive", |c| {
+        c.len() >= 12
+    });
 
-    // Exactly these calls, in this order: pending then success for each head commit.
+    // Exactly these calls, in this order.
     let lines: Vec<String> = calls.iter().map(Call::line).collect();
-    assert_eq!(
-        lines,
-        [
-            format!("POST /repos/acme/web/statuses/{first} pending"),
-            format!("POST /repos/acme/web/statuses/{first} success"),
-            format!("POST /repos/acme/web/statuses/{second} pending"),
-            format!("POST /repos/acme/web/statuses/{second} success"),
-        ]
-    );
+    let mut expected = vec![format!("POST /repos/acme/web/statuses/{first} pending")];
+    expected.extend(deployed(1001));
+    expected.push(format!("POST /repos/acme/web/statuses/{first} success"));
+    expected.push(format!("POST /repos/acme/web/statuses/{second} pending"));
+    expected.extend(deployed(1002));
+    expected.push(inactive(1001));
+    expected.push(format!("POST /repos/acme/web/statuses/{second} success"));
+    expected.push(inactive(1002));
+    assert_eq!(lines, expected);
     let pending = &calls[0];
     assert_eq!(
         pending.authorization.as_deref(),
@@ -519,14 +546,24 @@ fn commit_statuses_follow_a_pull_requests_life() {
         pending.body["target_url"],
         format!("https://opus.example.com/projects/web/builds/{n1}")
     );
-    let success = calls[1].body["description"].as_str().expect("description");
+    let success = calls[4].body["description"].as_str().expect("description");
     assert!(
         success.starts_with(&format!("built pr-7-{n1}-")) && success.ends_with(" s"),
         "{success}"
     );
-    // Closing sends nothing more; the token is in no log and no listing.
+    // The deployments: each head commit to the transient preview, never merged, no contexts.
+    for (call, sha) in [(&calls[1], &first), (&calls[6], &second)] {
+        assert_eq!(call.body["ref"], sha.as_str(), "{}", call.body);
+        assert_eq!(call.body["environment"], "pr-7");
+        assert_eq!(call.body["auto_merge"], false);
+        assert_eq!(call.body["required_contexts"], json!([]));
+        assert_eq!(call.body["transient_environment"], true);
+    }
+    assert_eq!(calls[3].body["environment_url"], site_url(&h, "pr-7"));
+    assert_eq!(calls[2].body.get("environment_url"), None);
+    // Nothing more; the token is in no log and no listing.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(fake.calls().len(), 4);
+    assert_eq!(fake.calls().len(), 12);
     let deliveries = h.d.opus(&["github", "deliveries", "-o", "json"]).json();
     let states: Vec<_> = deliveries
         .as_array()
@@ -534,9 +571,70 @@ fn commit_statuses_follow_a_pull_requests_life() {
         .iter()
         .map(|d| d["delivery"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(states, ["delivered"; 4]);
+    assert_eq!(states, ["delivered"; 7]);
     assert!(!h.d.log().contains("ghp_fake_token_for_tests"));
     assert!(!deliveries.to_string().contains("ghp_fake_token_for_tests"));
+}
+
+#[test]
+fn deploys_by_hand_and_rollbacks_of_github_versions_are_deployments() {
+    let fake = FakeGithub::start();
+    let mut h = with_fake_github(&fake, &[], &pr_yml());
+    let first = h.push("feature", "one\n");
+    let n1 = h.queued("d-1", &pull_request("opened", 7, &first, "acme/web"));
+    let v1 = h.d.wait_for_state("web", n1, "succeeded", 60)["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let second = h.push("feature", "two\n");
+    let n2 = h.queued("d-2", &pull_request("synchronize", 7, &second, "acme/web"));
+    let v2 = h.d.wait_for_state("web", n2, "succeeded", 60)["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let before = fake
+        .wait_for(30, "the previews' calls", |c| c.len() >= 11)
+        .len();
+
+    h.d.opus(&["deploy", "web", &v1]).ok();
+    fake.wait_for(30, "the deploy by hand", |c| c.len() >= before + 3);
+    // The production deployment's id is kept across a restart.
+    h.d.restart();
+    h.d.opus(&["deploy", "web", &v2]).ok();
+    fake.wait_for(30, "the second deploy", |c| c.len() >= before + 7);
+    h.d.opus(&["rollback", "web"]).ok();
+    fake.wait_for(30, "the rollback", |c| c.len() >= before + 11);
+    // A version GitHub did not build makes no deployment, but retires the one it replaces.
+    let dir = h.d.root.path().join("by-hand");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("index.html"), "by hand\n").expect("write");
+    h.d.publish("web", "9.9.9", &dir);
+    h.d.opus(&["deploy", "web", "9.9.9"]).ok();
+    let calls = fake.wait_for(30, "the last deployment inactive", |c| {
+        c.len() >= before + 12
+    });
+
+    let lines: Vec<String> = calls[before..].iter().map(Call::line).collect();
+    let mut expected = deployed(1003).to_vec();
+    expected.extend(deployed(1004));
+    expected.push(inactive(1003));
+    expected.extend(deployed(1005));
+    expected.push(inactive(1004));
+    expected.push(inactive(1005));
+    assert_eq!(lines, expected);
+    let deployments: Vec<_> = [0, 3, 7].iter().map(|&i| &calls[before + i].body).collect();
+    let shas: Vec<_> = deployments.iter().map(|b| b["ref"].clone()).collect();
+    assert_eq!(shas, [json!(first), json!(second), json!(first)]);
+    for body in deployments {
+        assert_eq!(body["environment"], "production");
+        assert_eq!(body["transient_environment"], false);
+    }
+    assert_eq!(
+        calls[before + 5].body["environment_url"],
+        site_url(&h, "production")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(fake.calls().len(), before + 12);
 }
 
 #[test]
@@ -548,7 +646,8 @@ fn a_status_github_answers_500_three_times_arrives_once() {
     let n = h.queued("r-1", &pull_request("opened", 2, &sha, "acme/web"));
     h.d.wait_for_state("web", n, "succeeded", 60);
     let calls = fake.wait_for(30, "the success status", |c| {
-        c.iter().any(|c| c.body["state"] == "success")
+        c.iter()
+            .any(|c| c.path.ends_with(&sha) && c.body["state"] == "success")
     });
     assert_eq!(
         status_lines(&calls, &sha),
@@ -615,14 +714,15 @@ fn a_status_not_sent_when_opusd_is_killed_is_sent_after_the_restart() {
     fake.script(std::iter::repeat_n(Scripted::status(502), 10_000));
     h.d.wait_for_state("web", n, "succeeded", 60);
     fake.wait_for(30, "a failed attempt of the success status", |c| {
-        c.iter().any(|c| c.body["state"] == "success")
+        c.iter()
+            .any(|c| c.path.ends_with(&sha) && c.body["state"] == "success")
     });
     h.d.kill();
     fake.clear_script();
     h.d.restart();
     let calls = fake.wait_for(30, "the success status accepted", |c| {
         c.iter()
-            .any(|c| c.body["state"] == "success" && c.answered == 201)
+            .any(|c| c.path.ends_with(&sha) && c.body["state"] == "success" && c.answered == 201)
     });
     let lines = status_lines(&calls, &sha);
     assert_eq!(lines[0], "pending 201");
@@ -639,5 +739,52 @@ fn a_status_not_sent_when_opusd_is_killed_is_sent_after_the_restart() {
     assert!(
         lines[1..lines.len() - 1].iter().all(|l| l == "success 502"),
         "{lines:?}"
+    );
+}
+
+#[test]
+fn a_deploy_cut_by_a_kill_goes_on_with_the_same_deployment_after_the_restart() {
+    let fake = FakeGithub::start();
+    // GitHub takes the deployment, then fails its statuses until opusd is killed.
+    fake.script_deployment_statuses(std::iter::repeat_n(Scripted::status(502), 10_000));
+    let mut h = with_fake_github(&fake, &[], &pr_yml());
+    let sha = h.push("feature", "x\n");
+    let n = h.queued("m-1", &pull_request("opened", 5, &sha, "acme/web"));
+    h.d.wait_for_state("web", n, "succeeded", 60);
+    fake.wait_for(30, "a failed in_progress attempt", |c| {
+        c.iter().any(|c| c.answered == 502)
+    });
+    let deliveries = h.d.opus(&["github", "deliveries", "-o", "json"]).json();
+    assert_eq!(deliveries[0]["state"], "in_progress", "{deliveries}");
+    assert_eq!(deliveries[0]["delivery"], "pending", "{deliveries}");
+    h.d.kill();
+    fake.clear_script();
+    h.d.restart();
+    let calls = fake.wait_for(30, "the build's success status", |c| {
+        c.iter()
+            .any(|c| c.path.ends_with(&sha) && c.body["state"] == "success")
+    });
+    let lines: Vec<String> = calls
+        .iter()
+        .map(|c| format!("{} {}", c.line(), c.answered))
+        .filter(|l| !l.contains(" 502"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("POST /repos/acme/web/statuses/{sha} pending 201"),
+            "POST /repos/acme/web/deployments 201".to_owned(),
+            "POST /repos/acme/web/deployments/1001/statuses in_progress 201".to_owned(),
+            "POST /repos/acme/web/deployments/1001/statuses success 201".to_owned(),
+            format!("POST /repos/acme/web/statuses/{sha} success 201"),
+        ],
+        "one deployment, its statuses sent after the restart"
+    );
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.answered == 502)
+            .all(|c| c.line() == "POST /repos/acme/web/deployments/1001/statuses in_progress"),
+        "only in_progress failed"
     );
 }

@@ -43,7 +43,7 @@ pub async fn sweep(
     };
     let mut removed = Vec::new();
     for record in environments {
-        if !record.expires_at().is_some_and(|at| at <= now) {
+        if record.expires_at().is_none_or(|at| at > now) {
             continue;
         }
         let (Ok(project), Ok(env)) = (

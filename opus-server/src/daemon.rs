@@ -197,6 +197,7 @@ impl Daemon {
             .map(|h| h.start(self.site_server.clone(), limits, stop.clone()));
         let health_watch = CancellationToken::new();
         tokio::spawn(self.health.clone().watch(health_watch.clone()));
+        // The preview expiry sweep stops with the health watch (before the store's last flush).
         tokio::spawn(crate::preview_expiry::watch(
             self.store.clone(),
             self.deployer.clone(),

@@ -244,6 +244,24 @@ pub enum EnvCommand {
         #[arg(default_value = PRODUCTION)]
         env: String,
     },
+    /// Keep a preview: opus.yml's `previews: { expire: ... }` never removes it (`--off` lets it
+    /// expire again).
+    Keep {
+        /// The project.
+        project: String,
+        /// The preview environment.
+        env: String,
+        /// Let it expire again (the same as `opus env unkeep`).
+        #[arg(long)]
+        off: bool,
+    },
+    /// Let a preview kept by `opus env keep` expire again.
+    Unkeep {
+        /// The project.
+        project: String,
+        /// The preview environment.
+        env: String,
+    },
     /// Ask for a password (basic auth) before serving an environment, or every preview.
     Protect {
         /// The project.

@@ -753,11 +753,14 @@ pub enum EventKind {
     DomainAdded,
     /// A custom domain was removed.
     DomainRemoved,
+    /// A preview environment got no deploy for its opus.yml `previews: { expire: ... }` and was
+    /// removed (its versions stay).
+    PreviewExpired,
 }
 
 impl EventKind {
     /// Every kind, in the order the wire strings are documented.
-    pub const ALL: [EventKind; 28] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::ProjectAdded,
         EventKind::ProjectUpdated,
         EventKind::ProjectRemoved,
@@ -786,6 +789,7 @@ impl EventKind {
         EventKind::JobSkipped,
         EventKind::DomainAdded,
         EventKind::DomainRemoved,
+        EventKind::PreviewExpired,
     ];
 
     /// The wire string.
@@ -819,6 +823,7 @@ impl EventKind {
             EventKind::JobSkipped => "job.skipped",
             EventKind::DomainAdded => "domain.added",
             EventKind::DomainRemoved => "domain.removed",
+            EventKind::PreviewExpired => "preview.expired",
         }
     }
 

@@ -14,10 +14,12 @@ use crate::error::RecipeError;
 
 pub mod package;
 pub mod pipeline;
+mod previews;
 mod pull_requests;
 pub mod site;
 
 pub use pipeline::{Plan, PlannedJob, PlannedStage, When};
+pub use previews::PreviewsSpec;
 pub use pull_requests::PullRequestsSpec;
 
 /// The whole `opus.yml`.
@@ -30,9 +32,10 @@ pub struct OpusFile {
     /// Named environments and the branches that deploy to them automatically.
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentSpec>,
-    /// Whether every other branch deploys to its own preview environment.
+    /// Whether every other branch deploys to its own preview environment, and how long a
+    /// preview lives without a deploy (`previews: true` or `previews: { expire: 7d }`).
     #[serde(default)]
-    pub previews: bool,
+    pub previews: PreviewsSpec,
     /// Whether unknown paths serve `index.html` (single-page apps).
     #[serde(default)]
     pub spa: bool,
@@ -380,7 +383,7 @@ spa: true
         assert_eq!(f.build().env["NODE_ENV"], "production");
         assert_eq!(f.build().cache, ["node_modules"]);
         assert!(f.environments["production"].auto_deploy);
-        assert!(f.previews && f.spa);
+        assert!(f.previews.enabled && f.spa);
     }
 
     #[test]

@@ -197,6 +197,14 @@ impl Daemon {
             .map(|h| h.start(self.site_server.clone(), limits, stop.clone()));
         let health_watch = CancellationToken::new();
         tokio::spawn(self.health.clone().watch(health_watch.clone()));
+        // The preview expiry sweep stops with the health watch (before the store's last flush).
+        tokio::spawn(crate::preview_expiry::watch(
+            self.store.clone(),
+            self.deployer.clone(),
+            crate::preview_expiry::SWEEP_EVERY,
+            crate::preview_expiry::system_clock(),
+            health_watch.clone(),
+        ));
         let deliverer = hooks::Deliverer::start(
             self.store.clone(),
             self.hooks.transport.clone(),

@@ -194,6 +194,58 @@ impl Deployer {
         Ok(())
     }
 
+    /// Exempts a preview from expiry (`opus env keep`), or lets it expire again (`--off`,
+    /// `opus env unkeep`); what is served does not change.
+    #[instrument(skip(self), err(Display))]
+    pub async fn keep_environment(
+        &self,
+        project: &ProjectName,
+        env: &EnvName,
+        kept: bool,
+    ) -> Result<EnvironmentRecord, CoreError> {
+        let record = self.store.keep_environment(project, env, kept)?;
+        self.flush().await?;
+        Ok(record)
+    }
+
+    /// Records how long the preview `env` lives without a deploy (from the opus.yml of the build
+    /// that just deployed it; `None`: forever). Environments that are not previews ignore it.
+    #[instrument(skip(self), err(Display))]
+    pub async fn set_preview_expire(
+        &self,
+        project: &ProjectName,
+        env: &EnvName,
+        expire_after: Option<std::time::Duration>,
+    ) -> Result<EnvironmentRecord, CoreError> {
+        let record = self.store.set_preview_expire(project, env, expire_after)?;
+        self.flush().await?;
+        Ok(record)
+    }
+
+    /// Removes the preview `env` and stops serving it if it has expired by `now` (see
+    /// [`MetaStore::expire_preview`]); returns the removed record.
+    #[instrument(skip(self), err(Display))]
+    pub async fn expire_preview(
+        &self,
+        project: &ProjectName,
+        env: &EnvName,
+        now: std::time::SystemTime,
+    ) -> Result<Option<EnvironmentRecord>, CoreError> {
+        let guard = self.sites.lock().await;
+        let removed = self.store.expire_preview(project, env, now)?;
+        if removed.is_some() {
+            self.sites.apply(
+                &guard,
+                vec![(SiteKey::new(project.as_str(), env.as_str()), None)],
+            );
+        }
+        drop(guard);
+        if removed.is_some() {
+            self.flush().await?;
+        }
+        Ok(removed)
+    }
+
     /// Removes a project: stops serving it, deletes its versions from every store, then removes
     /// it from the metadata store with its environments, releases and site options.
     ///

@@ -40,6 +40,7 @@ pub mod kubernetes;
 pub mod logs;
 pub mod metrics;
 pub mod output_lines;
+pub mod preview_expiry;
 pub mod process_tree;
 pub mod promotion;
 pub mod runner;

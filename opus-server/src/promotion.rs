@@ -133,7 +133,7 @@ pub async fn after_stored(
         }],
         None => deploy_targets(
             &environments,
-            spec.previews,
+            spec.previews.enabled,
             build.branch.as_deref(),
             build.is_tag,
         ),
@@ -142,7 +142,11 @@ pub async fn after_stored(
         log.opus("deploy", &nowhere(build, origin, version.as_str()));
     }
     for target in targets {
-        deploy_one(store, deployer, build, &environments, version, &target, log).await;
+        let deployed =
+            deploy_one(store, deployer, build, &environments, version, &target, log).await;
+        if deployed && target.preview {
+            record_expiry(deployer, build, &target, spec.previews.expire, log).await;
+        }
     }
     let keep = keep_count(project, spec.retention);
     match deployer
@@ -162,7 +166,44 @@ pub async fn after_stored(
     }
 }
 
-/// One automatic deploy, its outcome said in the log.
+/// Keeps the build's opus.yml `previews: { expire: ... }` with the preview it just deployed,
+/// where the expiry sweep (`crate::preview_expiry`) reads it: the latest build decides.
+async fn record_expiry(
+    deployer: &Deployer,
+    build: &Build,
+    target: &DeployTarget,
+    expire: Option<std::time::Duration>,
+    log: &BuildLog,
+) {
+    let Ok(env) = EnvName::new(target.env.clone()) else {
+        return;
+    };
+    match deployer
+        .set_preview_expire(&build.project, &env, expire)
+        .await
+    {
+        Ok(_) => {
+            if let Some(expire) = expire {
+                log.opus(
+                    "deploy",
+                    &format!(
+                        "preview {} expires {} after its last deploy (`opus env keep {} {}` keeps it)",
+                        target.env,
+                        humantime::format_duration(expire),
+                        build.project,
+                        target.env
+                    ),
+                );
+            }
+        }
+        Err(e) => log.opus(
+            "deploy",
+            &format!("cannot record the expiry of preview {}: {e}", target.env),
+        ),
+    }
+}
+
+/// One automatic deploy, its outcome said in the log; whether it deployed.
 async fn deploy_one(
     store: &MetaStore,
     deployer: &Deployer,
@@ -171,7 +212,7 @@ async fn deploy_one(
     version: &VersionName,
     target: &DeployTarget,
     log: &BuildLog,
-) {
+) -> bool {
     let project = &build.project;
     let env = match EnvName::new(target.env.clone()) {
         Ok(env) => env,
@@ -183,7 +224,7 @@ async fn deploy_one(
                     target.env
                 ),
             );
-            return;
+            return false;
         }
     };
     if target.preview {
@@ -195,7 +236,7 @@ async fn deploy_one(
             Err(StoreError::EnvironmentNotFound { .. }) => None,
             Err(e) => {
                 log.opus("deploy", &format!("no preview: {e}"));
-                return;
+                return false;
             }
         };
         if taken || existing.is_some_and(|e| !e.preview) {
@@ -206,7 +247,7 @@ async fn deploy_one(
                     target.env
                 ),
             );
-            return;
+            return false;
         }
     }
     let actor = format!("build {}#{}", build.project, build.number);
@@ -222,7 +263,11 @@ async fn deploy_one(
         .await
     {
         Ok(record) => {
-            let what = if target.preview { "preview" } else { "deployed" };
+            let what = if target.preview {
+                "preview"
+            } else {
+                "deployed"
+            };
             log.opus(
                 "deploy",
                 &format!(
@@ -232,18 +277,25 @@ async fn deploy_one(
                     record.current.seq
                 ),
             );
+            true
         }
-        Err(CoreError::Store(StoreError::EnvironmentPinned { .. })) => log.opus(
+        Err(CoreError::Store(StoreError::EnvironmentPinned { .. })) => {
+            log.opus(
             "deploy",
             &format!(
                 "not deployed to {env}: the environment is pinned by a rollback (`opus env unpin {project} {env}` or the next `opus deploy` to it resumes automatic deploys)",
                 env = target.env
             ),
-        ),
-        Err(e) => log.opus(
-            "deploy",
-            &format!("automatic deploy to {} failed: {e}", target.env),
-        ),
+        );
+            false
+        }
+        Err(e) => {
+            log.opus(
+                "deploy",
+                &format!("automatic deploy to {} failed: {e}", target.env),
+            );
+            false
+        }
     }
 }
 
@@ -259,7 +311,7 @@ mod tests {
     fn targets(yaml: &str, branch: Option<&str>, is_tag: bool) -> Vec<DeployTarget> {
         let s = spec(yaml);
         let envs = environments(&s, SpecOrigin::OpusYml, "main");
-        deploy_targets(&envs, s.previews, branch, is_tag)
+        deploy_targets(&envs, s.previews.enabled, branch, is_tag)
     }
 
     const YML: &str = "build:\n  steps: [\"true\"]\nenvironments:\n  production: { branch: main, auto_deploy: true }\n  staging: { branch: develop }\npreviews: true\n";
@@ -314,20 +366,20 @@ mod tests {
         assert_eq!(origin, SpecOrigin::PackageJson);
         let envs = environments(&s, origin, "trunk");
         assert_eq!(
-            deploy_targets(&envs, s.previews, Some("trunk"), false),
+            deploy_targets(&envs, s.previews.enabled, Some("trunk"), false),
             vec![DeployTarget {
                 env: PRODUCTION.into(),
                 preview: false
             }]
         );
         assert_eq!(
-            deploy_targets(&envs, s.previews, Some("main"), false),
+            deploy_targets(&envs, s.previews.enabled, Some("main"), false),
             vec![DeployTarget {
                 env: "main".into(),
                 preview: true
             }]
         );
-        assert!(deploy_targets(&envs, s.previews, Some("trunk"), true).is_empty());
+        assert!(deploy_targets(&envs, s.previews.enabled, Some("trunk"), true).is_empty());
     }
 
     #[test]

@@ -149,6 +149,8 @@ fn env_json(e: &proto::Environment) -> serde_json::Value {
         "preview": e.preview,
         "url": e.url,
         "lock_reason": e.lock_reason,
+        "kept": e.kept,
+        "expires_at": e.expires_at.map(|t| t.to_string()),
     })
 }
 
@@ -258,5 +260,43 @@ pub async fn env(conn: &Connection, global: &GlobalArgs, cmd: EnvCommand) -> Res
                 )),
             }
         }
+        EnvCommand::Keep { project, env, off } => keep(conn, global, project, env, !off).await,
+        EnvCommand::Unkeep { project, env } => keep(conn, global, project, env, false).await,
+    }
+}
+
+/// `opus env keep|unkeep`: exempts a preview from expiry, or lets it expire again.
+async fn keep(
+    conn: &Connection,
+    global: &GlobalArgs,
+    project: String,
+    env: String,
+    kept: bool,
+) -> Result<(), CliError> {
+    let e = conn
+        .deploys()
+        .keep_environment(proto::KeepEnvironmentRequest { project, env, kept })
+        .await?
+        .into_inner();
+    match global.output {
+        OutputFormat::Json => output::print_json(&env_json(&e)),
+        OutputFormat::Table if !e.preview => output::print_line(&format!(
+            "{} of {} is not a preview: it never expires",
+            e.name, e.project
+        )),
+        OutputFormat::Table if kept => output::print_line(&format!(
+            "kept {} of {}: it does not expire (`opus env unkeep {} {}` lets it)",
+            e.name, e.project, e.project, e.name
+        )),
+        OutputFormat::Table => output::print_line(&format!(
+            "{} of {} expires again{}",
+            e.name,
+            e.project,
+            if e.expires_at.is_some() {
+                " after its opus.yml `previews: { expire: ... }`"
+            } else {
+                " once its opus.yml sets `previews: { expire: ... }`"
+            }
+        )),
     }
 }

@@ -171,7 +171,7 @@ pub(super) fn recipe(dir: &Path, pkg: &serde_json::Value) -> OpusFile {
     OpusFile {
         build: Some(build),
         environments: BTreeMap::new(),
-        previews: true,
+        previews: super::PreviewsSpec::on(),
         spa: router_dependency(pkg).is_some(),
         retention: None,
         pipeline: None,
@@ -297,7 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pkg: serde_json::Value = serde_json::from_str(PLAIN).expect("json");
         let file = recipe(dir.path(), &pkg);
-        assert!(file.previews);
+        assert!(file.previews.enabled);
         assert_eq!(
             file.plan().stages[0].jobs[0].image.as_deref(),
             Some("node:20")

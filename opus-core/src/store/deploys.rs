@@ -77,6 +77,13 @@ pub struct EnvironmentRecord {
     /// (a rollback still goes through). See `locks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<super::locks::EnvLock>,
+    /// For a preview: how long it lives without a deploy, and whether `opus env keep` exempts
+    /// it. See `preview_expiry`.
+    #[serde(
+        default,
+        skip_serializing_if = "super::preview_expiry::PreviewExpiry::is_unset"
+    )]
+    pub expiry: super::preview_expiry::PreviewExpiry,
 }
 
 /// Where a rollback goes ([`MetaStore::rollback_target`]), to commit with
@@ -225,10 +232,12 @@ impl Tx<'_> {
 
     /// Appends a release, moves the pointer, appends the event.
     fn release(&self, new: &NewRelease<'_>) -> TxResult<EnvironmentRecord> {
-        // A lock outlives the releases made while it holds (rollbacks).
-        let lock = self
-            .get_json::<EnvironmentRecord>(T::Environments, &env_key(new.project, new.env))?
-            .and_then(|r| r.lock);
+        // A lock outlives the releases made while it holds (rollbacks); so do a preview's
+        // expiry settings.
+        let existing =
+            self.get_json::<EnvironmentRecord>(T::Environments, &env_key(new.project, new.env))?;
+        let expiry = existing.as_ref().map(|r| r.expiry).unwrap_or_default();
+        let lock = existing.and_then(|r| r.lock);
         let counter = format!("release\0{}\0{}", new.project, new.env);
         let seq = self.next_counter(&counter)?;
         self.next_counter(&releases_made_key(new.project))?;
@@ -254,6 +263,7 @@ impl Tx<'_> {
             pinned: new.pinned,
             preview: new.preview,
             lock,
+            expiry,
         };
         self.put_json(T::Environments, &env_key(new.project, new.env), &record)?;
         let kind = match new.reason {

@@ -16,6 +16,7 @@ mod github;
 mod hooks;
 mod jobs;
 mod locks;
+mod preview_expiry;
 mod projects;
 mod protection;
 mod versions;
@@ -42,6 +43,7 @@ pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, Sit
 pub use domains::DomainAdded;
 pub use hooks::KeyKind;
 pub use locks::EnvLock;
+pub use preview_expiry::PreviewExpiry;
 pub use projects::NameFilter;
 pub use protection::{Protection, ProtectionTarget};
 pub use versions::VersionRemoval;

@@ -33,6 +33,8 @@ impl DeploysApi {
             preview: e.preview,
             url: self.deployer.sites().url(&e.project, &e.name),
             lock_reason: lock_reason(e),
+            kept: e.expiry.kept,
+            expires_at: e.expires_at().map(prost_types::Timestamp::from),
         }
     }
 
@@ -239,6 +241,21 @@ impl DeployService for DeploysApi {
         let record = self
             .deployer
             .unlock_environment(&project, &env)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.environment(&record)))
+    }
+
+    #[instrument(skip_all, fields(project = %req.get_ref().project, env = %req.get_ref().env, kept = req.get_ref().kept))]
+    async fn keep_environment(
+        &self,
+        req: Request<proto::KeepEnvironmentRequest>,
+    ) -> Result<Response<proto::Environment>, Status> {
+        let r = req.into_inner();
+        let (project, env) = (project(&r.project)?, env(&r.env)?);
+        let record = self
+            .deployer
+            .keep_environment(&project, &env, r.kept)
             .await
             .map_err(status)?;
         Ok(Response::new(self.environment(&record)))

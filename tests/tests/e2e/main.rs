@@ -18,6 +18,7 @@ mod kubernetes_cli;
 mod kubernetes_exec;
 mod metrics;
 mod pipelines;
+mod preview_expiry;
 mod processes;
 mod projects;
 mod s3;

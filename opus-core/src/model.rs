@@ -585,7 +585,7 @@ impl fmt::Display for BuildState {
 }
 
 /// What started a build. Stored and sent as its lowercase name (`cli`, `github`, `webhook`,
-/// `dashboard`).
+/// `dashboard`, `schedule`, `after`, `release`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -597,6 +597,13 @@ pub enum Trigger {
     Webhook,
     /// The web dashboard's trigger button.
     Dashboard,
+    // opus.yml `on:` triggers (`recipe::triggers`).
+    /// opus.yml `on: { schedule: ... }`: the cron expression came due.
+    Schedule,
+    /// opus.yml `on: { after: ... }`: another project's event.
+    After,
+    /// opus.yml `on: { release: true }`: a GitHub release was published.
+    Release,
 }
 
 impl Trigger {
@@ -607,6 +614,9 @@ impl Trigger {
             Trigger::Github => "github",
             Trigger::Webhook => "webhook",
             Trigger::Dashboard => "dashboard",
+            Trigger::Schedule => "schedule",
+            Trigger::After => "after",
+            Trigger::Release => "release",
         }
     }
 }
@@ -1074,6 +1084,9 @@ mod tests {
             (Trigger::Github, "github"),
             (Trigger::Webhook, "webhook"),
             (Trigger::Dashboard, "dashboard"),
+            (Trigger::Schedule, "schedule"),
+            (Trigger::After, "after"),
+            (Trigger::Release, "release"),
         ] {
             assert_eq!(
                 serde_json::to_string(&t).expect("serialize"),

@@ -17,10 +17,12 @@ pub mod pipeline;
 mod previews;
 mod pull_requests;
 pub mod site;
+pub mod triggers;
 
 pub use pipeline::{Plan, PlannedJob, PlannedStage, When};
 pub use previews::PreviewsSpec;
 pub use pull_requests::PullRequestsSpec;
+pub use triggers::TriggersSpec;
 
 /// The whole `opus.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -62,6 +64,10 @@ pub struct OpusFile {
     /// Which pull requests build into their preview `pr-<number>` (absent: none).
     #[serde(default)]
     pub pull_requests: PullRequestsSpec,
+    /// What else starts a build (`on: { schedule, after, release }`); opusd keeps the default
+    /// branch's.
+    #[serde(default, rename = "on")]
+    pub on: TriggersSpec,
 }
 
 impl OpusFile {
@@ -242,6 +248,7 @@ fn validate(file: &OpusFile) -> Result<(), RecipeError> {
             .map_err(|e| invalid(format!("environments.{name}: {e}")))?;
     }
     file.pull_requests.validate().map_err(invalid)?;
+    file.on.validate().map_err(invalid)?;
     let build = match (&file.build, &file.pipeline) {
         (Some(_), Some(_)) => {
             return Err(invalid(

@@ -85,7 +85,18 @@ impl MetaStore {
     /// Stores a new build: allocates its id and the next number of its project, indexes it
     /// under its project and its number, appends `build.queued`. The project must exist.
     pub fn create_build(&self, template: &Build) -> Result<Build, StoreError> {
+        self.create_build_with(template, |_| Ok(()))
+    }
+
+    /// [`MetaStore::create_build`], with `also` done in the same transaction (a trigger's
+    /// bookkeeping: the build and the record that it was started commit together).
+    pub(crate) fn create_build_with(
+        &self,
+        template: &Build,
+        also: impl Fn(&Tx<'_>) -> TxResult<()>,
+    ) -> Result<Build, StoreError> {
         self.transact(|tx| {
+            also(tx)?;
             let project = template.project.as_str();
             tx.project(project)?;
             let id = tx.next_counter("build_id")?;

@@ -19,6 +19,7 @@ mod locks;
 mod preview_expiry;
 mod projects;
 mod protection;
+mod triggers;
 mod versions;
 
 use std::cell::Cell;
@@ -46,6 +47,7 @@ pub use locks::EnvLock;
 pub use preview_expiry::PreviewExpiry;
 pub use projects::NameFilter;
 pub use protection::{Protection, ProtectionTarget};
+pub use triggers::{ProjectTriggers, SetTriggersError, TriggerMark};
 pub use versions::VersionRemoval;
 
 /// The trees of the store, in the order [`Tx`] sees them.
@@ -58,7 +60,8 @@ pub use versions::VersionRemoval;
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
 /// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
-const TREE_NAMES: [&str; 23] = [
+/// - `triggers`: project -> [`ProjectTriggers`] JSON (opus.yml `on:` and its bookkeeping).
+const TREE_NAMES: [&str; 24] = [
     "projects",
     "secrets",
     "builds",
@@ -82,6 +85,7 @@ const TREE_NAMES: [&str; 23] = [
     "domains",
     "github_statuses",
     "github",
+    "triggers",
 ];
 
 /// sled's page cache, in bytes.
@@ -190,6 +194,8 @@ enum T {
     /// `token` (the GitHub API token) and `status_cursor` (the next event the GitHub outbox has
     /// not finished).
     Github = 22,
+    /// Project -> its opus.yml `on:` triggers, the last scheduled run and the `after` cursor.
+    Triggers = 23,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

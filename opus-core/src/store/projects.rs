@@ -234,6 +234,7 @@ impl MetaStore {
             }
             tx.tree(T::LastBuilds).remove(name.as_str().as_bytes())?;
             tx.remove_domains(&domain_keys)?;
+            tx.tree(T::Triggers).remove(name.as_str().as_bytes())?;
             tx.append_event(
                 EventKind::ProjectRemoved,
                 name.as_str(),

@@ -15,7 +15,7 @@ pub(super) fn project(name: &str) -> Project {
     }
 }
 
-fn build(project: &str) -> Build {
+pub(super) fn build(project: &str) -> Build {
     Build {
         id: 0,
         number: 0,

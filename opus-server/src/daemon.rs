@@ -205,6 +205,21 @@ impl Daemon {
             crate::preview_expiry::system_clock(),
             health_watch.clone(),
         ));
+        // opus.yml `on:` triggers stop with the health watch too, before the scheduler does.
+        let starter: std::sync::Arc<dyn crate::triggers::Starter> =
+            std::sync::Arc::new(self.scheduler.clone());
+        tokio::spawn(crate::triggers::schedule::watch(
+            self.store.clone(),
+            starter.clone(),
+            crate::triggers::schedule::SWEEP_EVERY,
+            crate::triggers::schedule::system_clock(),
+            health_watch.clone(),
+        ));
+        tokio::spawn(crate::triggers::after::watch(
+            self.store.clone(),
+            starter,
+            health_watch.clone(),
+        ));
         let deliverer = hooks::Deliverer::start(
             self.store.clone(),
             self.hooks.transport.clone(),

@@ -48,6 +48,7 @@ pub mod runners;
 pub mod scheduler;
 pub mod sites;
 pub mod source;
+pub mod triggers;
 pub mod version;
 pub mod version_loader;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use opus_core::forge::{GithubCommit, PullRequest};
 use opus_core::model::{Build, BuildState, ProjectName, Source, StoreName, Trigger, VersionName};
-use opus_core::store::MetaStore;
+use opus_core::store::{MetaStore, TriggerMark};
 use opus_core::{CoreError, error::ModelError, error::StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -187,7 +187,17 @@ impl Scheduler {
 
     /// Queues a build.
     pub fn trigger(&self, req: TriggerRequest) -> Result<Build, CoreError> {
-        self.queue_build(req, GithubOrigin::default())
+        self.queue_build(req, GithubOrigin::default(), None)
+    }
+
+    /// Queues a build an opus.yml `on:` trigger started, recording `mark` (the schedule's run,
+    /// the `after` cursor) in the build's own transaction: it is queued exactly once.
+    pub fn trigger_marked(
+        &self,
+        req: TriggerRequest,
+        mark: TriggerMark,
+    ) -> Result<Build, CoreError> {
+        self.queue_build(req, GithubOrigin::default(), Some(mark))
     }
 
     /// Queues a build GitHub triggered: its statuses go on `origin.commit`; the build of a pull
@@ -198,7 +208,7 @@ impl Scheduler {
         req: TriggerRequest,
         origin: GithubOrigin,
     ) -> Result<Build, CoreError> {
-        self.queue_build(req, origin)
+        self.queue_build(req, origin, None)
     }
 
     /// Cancels the queued and running builds of pull request `number` of `project` (it was
@@ -246,7 +256,12 @@ impl Scheduler {
         Ok(cancelled)
     }
 
-    fn queue_build(&self, req: TriggerRequest, origin: GithubOrigin) -> Result<Build, CoreError> {
+    fn queue_build(
+        &self,
+        req: TriggerRequest,
+        origin: GithubOrigin,
+        mark: Option<TriggerMark>,
+    ) -> Result<Build, CoreError> {
         let store = &self.inner.store;
         let project = store.get_project(&req.project)?;
         let git_ref = match req.git_ref.trim() {
@@ -291,7 +306,10 @@ impl Scheduler {
             pull_request: origin.pull_request,
             github: origin.commit,
         };
-        let build = store.create_build(&template)?;
+        let build = match mark {
+            Some(mark) => store.create_triggered_build(&template, mark)?,
+            None => store.create_build(&template)?,
+        };
         // A newer trigger of the same project and ref supersedes older builds still waiting.
         let superseded: Vec<u64> = {
             let queue = self

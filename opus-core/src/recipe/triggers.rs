@@ -373,7 +373,10 @@ mod tests {
             daily.due(last, t("2026-01-05T12:00:00Z")),
             Some(t("2026-01-02T03:00:00Z"))
         );
-        assert_eq!(daily.due(t("2026-01-05T12:00:00Z"), t("2026-01-05T12:00:00Z")), None);
+        assert_eq!(
+            daily.due(t("2026-01-05T12:00:00Z"), t("2026-01-05T12:00:00Z")),
+            None
+        );
         let minutely = CronSchedule::parse("* * * * *").expect("cron");
         assert_eq!(
             minutely.next_after(last),
@@ -422,7 +425,11 @@ mod tests {
         assert!(deploy.matches(&event("api", EventKind::EnvironmentDeployed, "production")));
         assert!(!deploy.matches(&event("api", EventKind::EnvironmentDeployed, "staging")));
         assert!(!deploy.matches(&event("web", EventKind::EnvironmentDeployed, "production")));
-        assert!(!deploy.matches(&event("api", EventKind::EnvironmentRolledBack, "production")));
+        assert!(!deploy.matches(&event(
+            "api",
+            EventKind::EnvironmentRolledBack,
+            "production"
+        )));
         let build = AfterSpec {
             project: name("api"),
             event: AfterEvent::Build,

@@ -134,7 +134,10 @@ impl MetaStore {
     }
 
     /// One project's triggers, when it has any.
-    pub fn get_triggers(&self, project: &ProjectName) -> Result<Option<ProjectTriggers>, StoreError> {
+    pub fn get_triggers(
+        &self,
+        project: &ProjectName,
+    ) -> Result<Option<ProjectTriggers>, StoreError> {
         self.get_json(T::Triggers, project.as_str().as_bytes())
     }
 
@@ -213,18 +216,38 @@ mod tests {
         let store = store_with(dir.path(), &["web", "api", "db"]);
         let now = SystemTime::now();
         store
-            .set_triggers(&name("api"), &on("  after: { project: web, event: deploy }\n"), "c1", now)
+            .set_triggers(
+                &name("api"),
+                &on("  after: { project: web, event: deploy }\n"),
+                "c1",
+                now,
+            )
             .expect("api after web");
         let err = store
-            .set_triggers(&name("web"), &on("  after: { project: api, event: build }\n"), "c2", now)
+            .set_triggers(
+                &name("web"),
+                &on("  after: { project: api, event: build }\n"),
+                "c2",
+                now,
+            )
             .expect_err("web after api closes the cycle");
         assert_eq!(err.to_string(), "after-trigger cycle: web → api → web");
         assert_eq!(store.get_triggers(&name("web")).expect("read"), None);
         store
-            .set_triggers(&name("db"), &on("  after: { project: api, event: version }\n"), "c3", now)
+            .set_triggers(
+                &name("db"),
+                &on("  after: { project: api, event: version }\n"),
+                "c3",
+                now,
+            )
             .expect("db after api");
         let err = store
-            .set_triggers(&name("web"), &on("  after: { project: db, event: version }\n"), "c4", now)
+            .set_triggers(
+                &name("web"),
+                &on("  after: { project: db, event: version }\n"),
+                "c4",
+                now,
+            )
             .expect_err("a longer cycle");
         assert_eq!(err.to_string(), "after-trigger cycle: web → db → api → web");
     }
@@ -235,7 +258,9 @@ mod tests {
         let store = store_with(dir.path(), &["web", "api"]);
         let t0 = SystemTime::now();
         let spec = on("  schedule: \"0 3 * * *\"\n  after: { project: api, event: build }\n");
-        let first = store.set_triggers(&name("web"), &spec, "c1", t0).expect("set");
+        let first = store
+            .set_triggers(&name("web"), &spec, "c1", t0)
+            .expect("set");
         assert_eq!(first.last_scheduled, Some(t0));
         let cursor = first.after_cursor;
         assert_eq!(cursor, store.last_event_seq() + 1);
@@ -258,7 +283,12 @@ mod tests {
         // A changed schedule counts from now.
         let later = t0 + Duration::from_secs(9000);
         let changed = store
-            .set_triggers(&name("web"), &on("  schedule: \"0 4 * * *\"\n"), "c3", later)
+            .set_triggers(
+                &name("web"),
+                &on("  schedule: \"0 4 * * *\"\n"),
+                "c3",
+                later,
+            )
             .expect("set");
         assert_eq!(changed.last_scheduled, Some(later));
         store
@@ -273,7 +303,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_with(dir.path(), &["web"]);
         store
-            .set_triggers(&name("web"), &on("  release: true\n"), "c1", SystemTime::now())
+            .set_triggers(
+                &name("web"),
+                &on("  release: true\n"),
+                "c1",
+                SystemTime::now(),
+            )
             .expect("set");
         assert_eq!(store.all_triggers().expect("all").len(), 1);
         store.delete_project(&name("web")).expect("removed");

@@ -182,6 +182,9 @@ async fn sequence(
     let (spec, origin) =
         recipe::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
     ctx.executor.describe_recipe(&spec, origin, log);
+    if crate::triggers::reads_triggers(&project.branch, &build) {
+        crate::triggers::record(store, &build, &spec, log)?;
+    }
     let plan = spec.plan();
     let base_env = prepare::build_env(store, &build)?;
     let produced = match &ctx.executor {

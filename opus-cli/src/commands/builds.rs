@@ -306,7 +306,7 @@ pub async fn list(
                 return Ok(());
             }
             let mut t = output::table(&[
-                "build", "state", "ref", "version", "queued", "took", "reason",
+                "build", "state", "ref", "version", "queued", "took", "trigger", "reason",
             ]);
             for b in &builds {
                 t.add_row(vec![
@@ -316,6 +316,7 @@ pub async fn list(
                     b.version.clone(),
                     output::ago(b.queued_at.as_ref()),
                     took(b),
+                    b.trigger.clone(),
                     b.reason.clone(),
                 ]);
             }
@@ -384,6 +385,7 @@ async fn show(conn: &Connection, global: &GlobalArgs, text: &str) -> Result<(), 
         ("version", build.version.clone()),
         ("queued", output::ago(build.queued_at.as_ref())),
         ("took", took(&build)),
+        ("trigger", build.trigger.clone()),
     ];
     if !build.reason.is_empty() {
         details.push(("reason", build.reason.clone()));

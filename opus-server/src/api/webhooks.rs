@@ -3,7 +3,8 @@
 //! (a bearer trigger token, for other CI systems and scripts).
 //!
 //! A pull request's head commit builds into its preview `pr-<number>` (`pull_requests`); closing
-//! it removes that preview.
+//! it removes that preview. A published release builds its tag when opus.yml has
+//! `on: { release: true }` (`releases`).
 //!
 //! Answers: 202 with the build id when a build is queued; 200 for a ping, a repeated
 //! `X-GitHub-Delivery`, a deleted branch, a closed pull request, or an event or action Opus does
@@ -32,6 +33,7 @@ use crate::scheduler::{GithubOrigin, Scheduler, TriggerRequest};
 use opus_core::forge::GithubCommit;
 
 mod pull_requests;
+mod releases;
 
 use pull_requests::PullRequestEvent;
 
@@ -198,6 +200,7 @@ async fn github(
         "ping" => return answer(StatusCode::OK, json!({ "ok": true, "zen": payload["zen"] })),
         "push" => {}
         "pull_request" => return pull_request(&state, &project, &delivery, &payload).await,
+        "release" => return releases::release(&state, &project, &delivery, &payload),
         other => {
             return answer(
                 StatusCode::OK,

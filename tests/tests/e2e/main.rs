@@ -28,6 +28,7 @@ mod site_rules;
 mod sleeps;
 mod store_s3;
 mod terminal;
+mod triggers;
 mod version;
 mod vite;
 mod webhook_post;

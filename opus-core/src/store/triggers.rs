@@ -24,9 +24,9 @@ static STORING: Mutex<()> = Mutex::new(());
 pub struct ProjectTriggers {
     /// The `on:` section.
     pub spec: TriggersSpec,
-    /// The commit whose opus.yml it is.
+    /// The commit whose opus.yml last changed them.
     pub commit: String,
-    /// When it was stored.
+    /// When they last changed.
     pub recorded_at: SystemTime,
     /// When the schedule last started a build (or, before its first run, when the schedule was
     /// stored: runs before that are not missed runs).
@@ -84,6 +84,21 @@ impl MetaStore {
         commit: &str,
         now: SystemTime,
     ) -> Result<ProjectTriggers, SetTriggersError> {
+        // Every build of the default branch comes here: when its `on:` is the stored one (or
+        // there is none and none is stored), nothing is written.
+        match self.get_triggers(project)? {
+            Some(current) if current.spec == *spec => return Ok(current),
+            None if spec.is_empty() => {
+                return Ok(ProjectTriggers {
+                    spec: TriggersSpec::default(),
+                    commit: commit.to_owned(),
+                    recorded_at: now,
+                    last_scheduled: None,
+                    after_cursor: 0,
+                });
+            }
+            _ => {}
+        }
         let _storing = STORING.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(after) = &spec.after {
             let others = self.all_triggers()?;
@@ -273,13 +288,26 @@ mod tests {
         store
             .create_triggered_build(&template, TriggerMark::AfterCursor(cursor + 5))
             .expect("build");
-        // The same opus.yml read again (a later build) keeps both.
+        // The same opus.yml read again (a later build) keeps both, and writes nothing.
+        let changes = store.change_count();
         let again = store
             .set_triggers(&name("web"), &spec, "c2", t0 + Duration::from_secs(7200))
             .expect("set");
         assert_eq!(again.last_scheduled, Some(ran));
         assert_eq!(again.after_cursor, cursor + 5);
-        assert_eq!(again.commit, "c2");
+        assert_eq!(again.commit, "c1", "the commit that last changed them");
+        assert_eq!(store.change_count(), changes);
+        // An `after` trigger changed keeps its cursor.
+        let moved = store
+            .set_triggers(
+                &name("web"),
+                &on("  schedule: \"0 3 * * *\"\n  after: { project: api, event: version }\n"),
+                "c3",
+                t0,
+            )
+            .expect("set");
+        assert_eq!(moved.after_cursor, cursor + 5);
+        assert_eq!(moved.last_scheduled, Some(ran));
         // A changed schedule counts from now.
         let later = t0 + Duration::from_secs(9000);
         let changed = store

@@ -8,12 +8,21 @@ use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
 
 use super::{MetaStore, T, Tx, TxResult, be_u64, decode};
 use crate::error::StoreError;
 use crate::model::{Build, ProjectName};
 use crate::recipe::TriggersSpec;
 use crate::recipe::triggers::{TriggerCycle, after_cycle};
+
+/// A record that cannot be decoded reads as none (it is written anew); other errors stay.
+fn unreadable_as_none(e: StoreError) -> Result<Option<ProjectTriggers>, StoreError> {
+    match e {
+        StoreError::Corrupt { .. } => Ok(None),
+        e => Err(e),
+    }
+}
 
 /// Held across "read every project's `after`, check for a cycle, store": two projects storing
 /// triggers at once could otherwise each close half of a cycle.
@@ -86,7 +95,8 @@ impl MetaStore {
     ) -> Result<ProjectTriggers, SetTriggersError> {
         // Every build of the default branch comes here: when its `on:` is the stored one (or
         // there is none and none is stored), nothing is written.
-        match self.get_triggers(project)? {
+        // An unreadable record (a damaged store) is replaced, as if there were none.
+        match self.get_triggers(project).or_else(unreadable_as_none)? {
             Some(current) if current.spec == *spec => return Ok(current),
             None if spec.is_empty() => {
                 return Ok(ProjectTriggers {
@@ -114,7 +124,10 @@ impl MetaStore {
         }
         let key = project.as_str().as_bytes();
         Ok(self.transact(|tx| {
-            let old = tx.get_json::<ProjectTriggers>(T::Triggers, key)?;
+            let old = match tx.get_json::<ProjectTriggers>(T::Triggers, key) {
+                Err(ConflictableTransactionError::Abort(StoreError::Corrupt { .. })) => None,
+                other => other?,
+            };
             let next_event = tx
                 .tree(T::Counters)
                 .get("event_seq")?
@@ -156,19 +169,28 @@ impl MetaStore {
         self.get_json(T::Triggers, project.as_str().as_bytes())
     }
 
-    /// Every project that has triggers, in name order.
+    /// Every project that has triggers, in name order. A record that cannot be read (a damaged
+    /// store) is logged and left out, so it stops only its own project's triggers, until the
+    /// next build of that project's default branch replaces it.
     pub fn all_triggers(&self) -> Result<Vec<(ProjectName, ProjectTriggers)>, StoreError> {
         let mut out = Vec::new();
         for entry in self.tree(T::Triggers)?.iter() {
             let (k, v) = entry?;
-            let record: ProjectTriggers = decode(&k, &v)?;
-            let name = ProjectName::new(String::from_utf8_lossy(&k).into_owned()).map_err(|e| {
-                StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    detail: e.to_string(),
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let read = decode::<ProjectTriggers>(&k, &v).and_then(|record| {
+                ProjectName::new(key.clone())
+                    .map(|name| (name, record))
+                    .map_err(|e| StoreError::Corrupt {
+                        key: key.clone(),
+                        detail: e.to_string(),
+                    })
+            });
+            match read {
+                Ok(pair) => out.push(pair),
+                Err(e) => {
+                    tracing::warn!(project = %key, error = %e, "a project's opus.yml triggers cannot be read; its next build of the default branch stores them again")
                 }
-            })?;
-            out.push((name, record));
+            }
         }
         Ok(out)
     }

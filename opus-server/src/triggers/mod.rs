@@ -219,4 +219,50 @@ pub(crate) mod tests {
             .filter(|b| b.trigger == trigger)
             .count()
     }
+
+    /// Reopens the store at `dir` (made by [`store_with`]) with `web`'s triggers record replaced
+    /// by bytes that are no record.
+    pub(crate) fn corrupted(dir: &std::path::Path, store: MetaStore) -> MetaStore {
+        drop(store);
+        {
+            let db = sled::open(dir.join("meta")).expect("sled");
+            db.open_tree("triggers")
+                .expect("tree")
+                .insert("web", b"not a record".to_vec())
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        MetaStore::open(&dir.join("meta")).expect("reopen")
+    }
+
+    #[test]
+    fn an_unreadable_triggers_record_starts_nothing_until_a_build_replaces_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with(
+            dir.path(),
+            "{ schedule: \"* * * * *\", after: { project: api, event: build } }",
+            SystemTime::UNIX_EPOCH,
+        );
+        let store = corrupted(dir.path(), store);
+        let starter = Recorder {
+            store: store.clone(),
+            failing: AtomicBool::new(false),
+        };
+        assert!(schedule::sweep(&store, &starter, SystemTime::now()).is_empty());
+        assert!(after::pass(&store, &starter).started.is_empty());
+        assert_eq!(scheduled(&store, Trigger::Schedule), 0);
+        assert!(store.all_triggers().expect("the others").is_empty());
+        // The next build of the default branch stores them again.
+        let spec =
+            opus_core::recipe::parse("build:\n  steps: [make]\non: { schedule: \"* * * * *\" }\n")
+                .expect("opus.yml")
+                .on;
+        let web = ProjectName::new("web").expect("name");
+        let stored = SystemTime::now();
+        store
+            .set_triggers(&web, &spec, "c2", stored)
+            .expect("replaced");
+        let later = stored + std::time::Duration::from_secs(61);
+        assert_eq!(schedule::sweep(&store, &starter, later).len(), 1);
+    }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::RecipeError;
 
+pub mod checks;
 pub mod package;
 pub mod pipeline;
 mod previews;
@@ -62,6 +63,10 @@ pub struct OpusFile {
     /// Which pull requests build into their preview `pr-<number>` (absent: none).
     #[serde(default)]
     pub pull_requests: PullRequestsSpec,
+    // Checks before promotion (see `checks`).
+    /// Checks a stored version must pass before any environment moves to it, by name.
+    #[serde(default)]
+    pub checks: BTreeMap<String, checks::CheckSpec>,
 }
 
 impl OpusFile {
@@ -130,6 +135,10 @@ pub struct EnvironmentSpec {
     /// Whether each successful build of the branch deploys at once.
     #[serde(default)]
     pub auto_deploy: bool,
+    /// Checks run again against the environment for a while after each deploy to it; a failure
+    /// rolls it back (see `checks`).
+    #[serde(default)]
+    pub verify: Option<checks::VerifySpec>,
 }
 
 fn default_output() -> String {
@@ -225,6 +234,7 @@ pub fn parse(text: &str) -> Result<OpusFile, RecipeError> {
     if let Some(stages) = &file.pipeline {
         pipeline::validate(text, stages)?;
     }
+    checks::validate_file(text, &file)?;
     Ok(file)
 }
 

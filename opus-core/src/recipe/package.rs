@@ -180,6 +180,7 @@ pub(super) fn recipe(dir: &Path, pkg: &serde_json::Value) -> OpusFile {
         cache: None,
         site: super::site::SiteSpec::default(),
         pull_requests: super::PullRequestsSpec::detected(),
+        checks: BTreeMap::new(),
     }
 }
 

@@ -12,6 +12,7 @@ mod builds;
 mod deploys;
 mod domains;
 mod events;
+mod gates;
 mod github;
 mod hooks;
 mod jobs;
@@ -40,7 +41,9 @@ use crate::model::{Event, EventKind};
 
 pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
+pub use deploys::VerifyFailure;
 pub use domains::DomainAdded;
+pub use gates::Blocked;
 pub use hooks::KeyKind;
 pub use locks::EnvLock;
 pub use preview_expiry::PreviewExpiry;
@@ -58,7 +61,7 @@ pub use versions::VersionRemoval;
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
 /// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
-const TREE_NAMES: [&str; 23] = [
+const TREE_NAMES: [&str; 24] = [
     "projects",
     "secrets",
     "builds",
@@ -82,6 +85,7 @@ const TREE_NAMES: [&str; 23] = [
     "domains",
     "github_statuses",
     "github",
+    "verify_policies",
 ];
 
 /// sled's page cache, in bytes.
@@ -190,6 +194,9 @@ enum T {
     /// `token` (the GitHub API token) and `status_cursor` (the next event the GitHub outbox has
     /// not finished).
     Github = 22,
+    /// `<project>\0<env>` -> [`crate::recipe::checks::VerifyPolicy`] JSON: what opus.yml's
+    /// `verify:` of the project's latest stored build asks for after a deploy to `env`.
+    VerifyPolicies = 23,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

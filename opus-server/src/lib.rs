@@ -28,6 +28,7 @@
 pub mod acme;
 pub mod api;
 pub mod build;
+pub mod checks;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;

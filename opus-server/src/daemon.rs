@@ -205,6 +205,15 @@ impl Daemon {
             crate::preview_expiry::system_clock(),
             health_watch.clone(),
         ));
+        // Verification after deploys (opus.yml `verify:`) stops with it too.
+        tokio::spawn(
+            crate::verify::Verifier::new(
+                self.store.clone(),
+                self.deployer.clone(),
+                self.config.data_dir.join("verify"),
+            )
+            .watch(health_watch.clone()),
+        );
         let deliverer = hooks::Deliverer::start(
             self.store.clone(),
             self.hooks.transport.clone(),

@@ -50,6 +50,7 @@ pub mod scheduler;
 pub mod sites;
 pub mod source;
 pub mod version;
+pub mod verify;
 pub mod version_loader;
 
 use std::future::Future;

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::deploys::env_key;
-use super::{MetaStore, T, decode, prefix};
+use super::{MetaStore, T, decode};
 use crate::error::StoreError;
 use crate::model::{EnvName, Event, EventKind, ProjectName};
 use crate::recipe::checks::VerifyPolicy;
@@ -54,32 +54,21 @@ impl MetaStore {
         })
     }
 
-    /// Replaces the verify policies of `project` with `policies` (environment -> policy): what the
-    /// project's latest stored build's opus.yml asks for. Environments it leaves out lose theirs.
-    pub fn set_verify_policies(
+    /// Keeps (or, with `None`, forgets) the verify policy of `env`: what the opus.yml of the
+    /// latest stored build of the environment's branch asks for.
+    pub fn set_verify_policy(
         &self,
         project: &ProjectName,
-        policies: &[(EnvName, VerifyPolicy)],
+        env: &EnvName,
+        policy: Option<&VerifyPolicy>,
     ) -> Result<(), StoreError> {
-        let mut stale = Vec::new();
-        for item in self
-            .tree(T::VerifyPolicies)?
-            .scan_prefix(prefix(project.as_str()))
-        {
-            let (k, _) = item?;
-            stale.push(k.to_vec());
-        }
+        let key = env_key(project.as_str(), env.as_str());
         self.transact(|tx| {
-            let tree = tx.tree(T::VerifyPolicies);
-            for key in &stale {
-                tree.remove(key.as_slice())?;
-            }
-            for (env, policy) in policies {
-                tx.put_json(
-                    T::VerifyPolicies,
-                    &env_key(project.as_str(), env.as_str()),
-                    policy,
-                )?;
+            match policy {
+                Some(policy) => tx.put_json(T::VerifyPolicies, &key, policy)?,
+                None => {
+                    tx.tree(T::VerifyPolicies).remove(key.as_slice())?;
+                }
             }
             Ok(())
         })
@@ -114,22 +103,21 @@ mod tests {
     }
 
     #[test]
-    fn policies_are_replaced_per_project_and_blocked_events_are_appended() {
+    fn policies_are_kept_per_environment_and_blocked_events_are_appended() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = MetaStore::open(&dir.path().join("meta")).expect("open");
         let web = ProjectName::new("web").expect("name");
         let api = ProjectName::new("api").expect("name");
         let prod = EnvName::new("production").expect("name");
         let staging = EnvName::new("staging").expect("name");
-        store
-            .set_verify_policies(&web, &[(prod.clone(), policy(5)), (staging.clone(), policy(6))])
-            .expect("set");
-        store
-            .set_verify_policies(&api, &[(prod.clone(), policy(7))])
-            .expect("set");
-        store
-            .set_verify_policies(&web, &[(staging.clone(), policy(8))])
-            .expect("replace");
+        let set = |p: &ProjectName, e: &EnvName, v: Option<VerifyPolicy>| {
+            store.set_verify_policy(p, e, v.as_ref()).expect("set");
+        };
+        set(&web, &prod, Some(policy(5)));
+        set(&web, &staging, Some(policy(6)));
+        set(&api, &prod, Some(policy(7)));
+        set(&web, &staging, Some(policy(8)));
+        set(&web, &prod, None);
         assert_eq!(store.verify_policy("web", "production").expect("read"), None);
         assert_eq!(
             store.verify_policy("web", "staging").expect("read"),

@@ -5,7 +5,7 @@
 //! A shell check runs its steps as a build's steps run ([`crate::build::steps::run_steps`]:
 //! `sh -c` per step, every process it starts tracked by [`crate::process_tree`] and killed at
 //! its end or its timeout), with `OPUS_URL` set to the URL checked. The built-in `http` check
-//! (`http`) makes one GET. Either way its lines go to a [`LogSink`] under `check <name>`, and
+//! (`http`) makes one GET. Either way its lines go to a [`LogSink`] under `check <name>/`, and
 //! the last of them are kept ([`OutputTail`]) for the event a failure appends.
 
 mod http;
@@ -106,12 +106,12 @@ pub async fn run_check<L: LogSink>(
     };
     match result {
         Ok(()) => {
-            log.opus(&label, "passed");
+            log.opus(&format!("{label}/check"), "passed");
             CheckOutcome::Passed
         }
         Err(None) => CheckOutcome::Cancelled,
         Err(Some(reason)) => {
-            log.opus(&label, &format!("failed: {reason}"));
+            log.opus(&format!("{label}/check"), &format!("failed: {reason}"));
             CheckOutcome::Failed {
                 reason,
                 output: tail.text(),

@@ -12,8 +12,9 @@ const KEEP_LINES: usize = 20;
 /// How many bytes of them at most (a line is cut to fit).
 const KEEP_BYTES: usize = 4096;
 
-/// A [`LogSink`] in front of another: lines go on under `label` (`check smoke`, or `check
-/// smoke: step 2` for the second of several steps), and the last [`KEEP_LINES`] are kept.
+/// A [`LogSink`] in front of another: lines go on with their step under `label`, as a
+/// pipeline job's do (`check smoke/step 1`: `opus logs` marks them `[check smoke]`, and `--job
+/// "check smoke"` shows only them), and the last [`KEEP_LINES`] are kept.
 #[derive(Clone)]
 pub struct OutputTail<L: LogSink> {
     inner: L,
@@ -62,12 +63,8 @@ impl<L: LogSink> OutputTail<L> {
 
 impl<L: LogSink> LogSink for OutputTail<L> {
     fn line(&self, step: &str, stream: &str, text: &str) {
-        // The step runner names its lines `step N`; the first step is the check itself.
-        let label = match step.strip_prefix("step ") {
-            Some("1") | None => self.label.clone(),
-            Some(n) => format!("{}: step {n}", self.label),
-        };
         self.keep(text);
-        self.inner.line(&label, stream, text);
+        self.inner
+            .line(&format!("{}/{step}", self.label), stream, text);
     }
 }

@@ -97,7 +97,7 @@ async fn an_http_check_passes_on_the_status_and_the_string() {
     let lines = Lines::default();
     let check = http(200, Some("<div id=\"root\">"), Duration::from_secs(5));
     assert_eq!(run(&check, &url, &lines).await, CheckOutcome::Passed);
-    assert!(lines.text().contains("check smoke: passed"), "{}", lines.text());
+    assert!(lines.text().contains("check smoke/check: passed"), "{}", lines.text());
 }
 
 #[tokio::test]
@@ -139,8 +139,8 @@ async fn a_shell_check_gets_the_url_and_its_lines_are_labelled() {
     );
     assert_eq!(run(&check, "http://x.localhost/", &lines).await, CheckOutcome::Passed);
     let text = lines.text();
-    assert!(text.contains("check smoke: checking http://x.localhost/"), "{text}");
-    assert!(text.contains("check smoke: step 2: $ test"), "{text}");
+    assert!(text.contains("check smoke/step 1: checking http://x.localhost/"), "{text}");
+    assert!(text.contains("check smoke/step 2: $ test"), "{text}");
     let outcome = run(&check, "http://y.localhost/", &lines).await;
     assert!(
         matches!(&outcome, CheckOutcome::Failed { reason, output } if reason.contains("step 2") && output.contains("checking http://y.localhost/")),

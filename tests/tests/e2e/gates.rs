@@ -239,3 +239,50 @@ fn a_verify_naming_an_unknown_check_fails_the_build_with_the_line_and_field() {
         "{reason}"
     );
 }
+
+#[test]
+fn an_automatic_deploy_is_verified_against_the_environment_and_rolled_back() {
+    let d = Daemon::start();
+    // The check passes on a version's own host and fails on the environment's.
+    let dir = project(
+        &d,
+        "checks:\n  versioned: { run: \"echo $OPUS_URL | grep -- --v--\" }\nenvironments:\n  production:\n    branch: main\n    auto_deploy: true\n    verify: { checks: [versioned], for: 60s, every: 200ms }\n",
+        "",
+    );
+    let first = build(&d, &dir, "one", "succeeded");
+    let v1 = first["version"].as_str().expect("a version").to_owned();
+    // The first deploy fails its verification too, but there is nothing to go back to.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.log().contains("verification failed and the rollback could not be made") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(production(&d)["version"], v1.as_str());
+    let second = build(&d, &dir, "two", "succeeded");
+    let v2 = second["version"].as_str().expect("a version").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while production(&d)["version"] != v1.as_str() {
+        assert!(
+            Instant::now() < deadline,
+            "production was not rolled back to {v1}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(production(&d)["pinned"], true);
+    assert_eq!(d.get("web.localhost", "/").text(), "one");
+    let rolled = events(&d)
+        .into_iter()
+        .find(|e| e["type"] == "deploy.rolled_back")
+        .expect("a deploy.rolled_back event");
+    assert_eq!(rolled["payload"]["from"], v2.as_str(), "{rolled}");
+    assert_eq!(rolled["payload"]["check"], "versioned", "{rolled}");
+    // Pinned: the next build of the branch does not deploy.
+    let third = build(&d, &dir, "three", "succeeded");
+    assert!(
+        log(&d, &third).contains("pinned by a rollback"),
+        "{}",
+        log(&d, &third)
+    );
+    assert_eq!(d.get("web.localhost", "/").text(), "one");
+}

@@ -78,3 +78,79 @@ impl MetaStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::VersionName;
+    use crate::store::SiteOptions;
+
+    fn failure(release: u64) -> VerifyFailure {
+        VerifyFailure {
+            release,
+            version: "2".into(),
+            check: "smoke".into(),
+            reason: "GET / answered 500, expected 200".into(),
+            output: "HTTP 500".into(),
+        }
+    }
+
+    #[test]
+    fn a_verified_release_is_rolled_back_and_pinned_but_a_newer_one_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MetaStore::open(dir.path()).expect("open");
+        store
+            .create_project(&crate::store::tests::project("web"))
+            .expect("create");
+        let (web, prod) = (
+            ProjectName::new("web").expect("name"),
+            EnvName::new("production").expect("name"),
+        );
+        for v in ["1", "2", "3"] {
+            store
+                .commit_version(
+                    &crate::store::tests::version("web", v),
+                    &[],
+                    &SiteOptions::default(),
+                )
+                .expect("version");
+        }
+        let deploy = |v: &str| {
+            store
+                .deploy(
+                    &web,
+                    &prod,
+                    &VersionName::new(v).expect("v"),
+                    "test",
+                    ReleaseReason::Deploy,
+                    false,
+                )
+                .expect("deploy")
+        };
+        deploy("1");
+        let second = deploy("2");
+        // Verification of release 2 failed, but release 3 came first: nothing changes.
+        deploy("3");
+        let target = store.rollback_target(&web, &prod, None).expect("target");
+        let stale = store
+            .rollback_after_verify(&web, &prod, &target, "verify", &failure(second.current.seq))
+            .expect("no error");
+        assert_eq!(stale, None);
+        assert_eq!(store.environment(&web, &prod).expect("env").current.version, "3");
+        // Verification of release 3 failed: back to 2, pinned, with the event.
+        let third = store.environment(&web, &prod).expect("env").current.seq;
+        let record = store
+            .rollback_after_verify(&web, &prod, &target, "verify: check smoke failed", &failure(third))
+            .expect("no error")
+            .expect("rolled back");
+        assert_eq!(record.current.version, "2");
+        assert!(record.pinned);
+        let events = store.events_from(0, 100).expect("events");
+        let last = events.last().expect("an event");
+        assert_eq!(last.kind, EventKind::DeployRolledBack);
+        assert_eq!(last.payload["to"], "2");
+        assert_eq!(last.payload["check"], "smoke");
+        let before = &events[events.len() - 2];
+        assert_eq!(before.kind, EventKind::EnvironmentRolledBack);
+    }
+}

@@ -3,10 +3,14 @@
 //! body contains it.
 //!
 //! Site hosts under `localhost` (`1-0-3--v--web.localhost`) are sent to the loopback address
-//! without asking a resolver (curl does the same; the system resolver may not know them).
+//! without asking a resolver (curl does the same; the system resolver may not know them). One
+//! client serves every check (making one costs tens of milliseconds: its TLS set-up), so
+//! connections to the site server are reused.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use opus_core::recipe::checks::HttpCheckSpec;
 
@@ -15,29 +19,17 @@ use crate::build::steps::LogSink;
 /// How much of a body is shown when it lacks what it should contain.
 const BODY_SHOWN: usize = 512;
 
-/// GETs `spec.path` relative to `base`; `Err` says why the check failed.
+/// GETs `spec.path` relative to `base`; `Err` says why the check failed. The caller bounds its
+/// time (the check's timeout).
 pub(super) async fn get<L: LogSink>(
     spec: &HttpCheckSpec,
     base: &str,
-    timeout: Duration,
     log: &L,
 ) -> Result<(), String> {
     let url = reqwest::Url::parse(base)
         .and_then(|b| b.join(spec.path.trim_start_matches('/')))
         .map_err(|e| format!("cannot make a URL of {base:?} and {:?}: {e}", spec.path))?;
-    // reqwest is built without a default crypto provider (see `hooks::HttpTransport::new`).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .user_agent(concat!("opus-checks/", env!("CARGO_PKG_VERSION")));
-    if let Some(host) = url.host_str().filter(|h| is_localhost(h)) {
-        // Port 0: the URL's own port is used.
-        client = client.resolve(host, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-    }
-    let client = client
-        .build()
-        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    let client = client().map_err(|e| format!("cannot make an HTTP client: {e}"))?;
     log.opus("step 1", &format!("GET {url}"));
     let response = client
         .get(url.clone())
@@ -75,6 +67,43 @@ pub(super) async fn get<L: LogSink>(
         ));
     }
     Ok(())
+}
+
+/// The client of every check: no redirects followed, `localhost` names resolved to loopback.
+fn client() -> Result<reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            // reqwest is built without a default crypto provider (see `hooks::HttpTransport::new`).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(Arc::new(LocalhostFirst))
+                .user_agent(concat!("opus-checks/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| error_chain(&e))
+        })
+        .clone()
+}
+
+/// Resolves `localhost` and names under it to the loopback address, others with the system's
+/// resolver.
+struct LocalhostFirst;
+
+impl Resolve for LocalhostFirst {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            if is_localhost(&host) {
+                // Port 0: the URL's own port is used.
+                let addrs: Addrs = Box::new(std::iter::once(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))));
+                return Ok(addrs);
+            }
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
 }
 
 /// Whether `host` is `localhost` or a name under it.

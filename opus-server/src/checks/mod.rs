@@ -91,7 +91,7 @@ pub async fn run_check<L: LogSink>(
         CheckKind::Http(spec) => {
             tokio::select! {
                 _ = cancel.cancelled() => Err(None),
-                r = tokio::time::timeout(check.timeout, http::get(spec, url, check.timeout, &tail)) => {
+                r = tokio::time::timeout(check.timeout, http::get(spec, url, &tail)) => {
                     match r {
                         Ok(r) => r.map_err(Some),
                         Err(_) => Err(Some(format!(

@@ -49,8 +49,8 @@ pub mod runners;
 pub mod scheduler;
 pub mod sites;
 pub mod source;
-pub mod version;
 pub mod verify;
+pub mod version;
 pub mod version_loader;
 
 use std::future::Future;

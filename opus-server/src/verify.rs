@@ -137,7 +137,12 @@ impl Verifier {
 
     /// Runs the policy's checks against the environment until the window passes, one fails
     /// (rollback), the environment moves on, or opusd stops.
-    async fn window(&self, deployed: &Deployed, policy: &VerifyPolicy, shutdown: &CancellationToken) {
+    async fn window(
+        &self,
+        deployed: &Deployed,
+        policy: &VerifyPolicy,
+        shutdown: &CancellationToken,
+    ) {
         let url = self
             .deployer
             .sites()
@@ -152,7 +157,9 @@ impl Verifier {
         }
         info!(url = %url, window = %humantime::format_duration(policy.window), every = %humantime::format_duration(policy.every), "verifying the deploy");
         let end = Instant::now() + policy.window;
-        let ended = self.rounds(deployed, policy, &url, &dir, end, shutdown).await;
+        let ended = self
+            .rounds(deployed, policy, &url, &dir, end, shutdown)
+            .await;
         match ended {
             WindowEnd::Passed => info!("deploy verified: every check passed for the whole window"),
             WindowEnd::MovedOn => info!("verification ended: the environment has a newer release"),
@@ -231,8 +238,12 @@ impl Verifier {
                 to = %record.current.version,
                 "verification failed: rolled back and pinned"
             ),
-            Ok(None) => info!(check = %failure.check, "verification failed, but the environment has a newer release already: nothing rolled back"),
-            Err(e) => warn!(check = %failure.check, reason = %failure.reason, error = %e, "verification failed and the rollback could not be made"),
+            Ok(None) => {
+                info!(check = %failure.check, "verification failed, but the environment has a newer release already: nothing rolled back")
+            }
+            Err(e) => {
+                warn!(check = %failure.check, reason = %failure.reason, error = %e, "verification failed and the rollback could not be made")
+            }
         }
     }
 }

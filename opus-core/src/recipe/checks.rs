@@ -194,8 +194,12 @@ fn validate(
     for (name, spec) in checks {
         let line = checks_line.and_then(|l| lines::key(text, l, name));
         let field = format!("checks.{name}");
-        JobName::new(name.as_str())
-            .map_err(|e| at(line, format!("{field}: {e}").replace("job name", "check name")))?;
+        JobName::new(name.as_str()).map_err(|e| {
+            at(
+                line,
+                format!("{field}: {e}").replace("job name", "check name"),
+            )
+        })?;
         check_one(&field, spec).map_err(|(key, m)| {
             let key_line = key.and_then(|k| line.and_then(|l| lines::key(text, l, k)));
             at(key_line.or(line), m)
@@ -241,7 +245,11 @@ fn validate(
 
 /// One check's rules; the error names the key whose line is the best place to point at.
 fn check_one(field: &str, spec: &CheckSpec) -> Result<(), (Option<&'static str>, String)> {
-    let kinds = [spec.run.is_some(), spec.steps.is_some(), spec.http.is_some()];
+    let kinds = [
+        spec.run.is_some(),
+        spec.steps.is_some(),
+        spec.http.is_some(),
+    ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err((
             None,
@@ -351,7 +359,10 @@ environments:
                 contains: Some("<div id=\"root\">".into())
             })
         );
-        assert_eq!(checks[2].kind, CheckKind::Shell(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            checks[2].kind,
+            CheckKind::Shell(vec!["a".into(), "b".into()])
+        );
         let prod = f.verify_policy("production").expect("verify");
         assert_eq!(prod.window, Duration::from_secs(60));
         assert_eq!(prod.every, Duration::from_secs(5));
@@ -378,7 +389,10 @@ environments:
         let err = error(
             "build:\n  steps: [make]\nenvironments:\n  production: { branch: main, verify: { checks: [smoke] } }\n",
         );
-        assert!(err.contains("opus.yml has none") && err.contains("line 4"), "{err}");
+        assert!(
+            err.contains("opus.yml has none") && err.contains("line 4"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -387,7 +401,9 @@ environments:
             "build:\n  steps: [make]\nchecks:\n  root:\n    http:\n      path: /\n      status: 999\n",
         );
         assert!(
-            err.contains("checks.root.http.status") && err.contains("999") && err.contains("line 7"),
+            err.contains("checks.root.http.status")
+                && err.contains("999")
+                && err.contains("line 7"),
             "{err}"
         );
         let err = error("build:\n  steps: [make]\nchecks:\n  root: { http: { status: ok } }\n");
@@ -397,13 +413,28 @@ environments:
     #[test]
     fn other_mistakes_are_refused_with_their_field() {
         let cases = [
-            ("checks:\n  a: { run: x, http: {} }\n", "checks.a: give exactly one"),
-            ("checks:\n  a: { timeout: 5s }\n", "checks.a: give exactly one"),
+            (
+                "checks:\n  a: { run: x, http: {} }\n",
+                "checks.a: give exactly one",
+            ),
+            (
+                "checks:\n  a: { timeout: 5s }\n",
+                "checks.a: give exactly one",
+            ),
             ("checks:\n  a: { run: \" \" }\n", "not empty"),
             ("checks:\n  a: { steps: [] }\n", "not empty"),
-            ("checks:\n  a: { run: x, timeout: 0s }\n", "checks.a.timeout"),
-            ("checks:\n  a: { http: { path: index.html } }\n", "checks.a.http.path"),
-            ("checks:\n  a: { http: { contains: \"\" } }\n", "checks.a.http.contains"),
+            (
+                "checks:\n  a: { run: x, timeout: 0s }\n",
+                "checks.a.timeout",
+            ),
+            (
+                "checks:\n  a: { http: { path: index.html } }\n",
+                "checks.a.http.path",
+            ),
+            (
+                "checks:\n  a: { http: { contains: \"\" } }\n",
+                "checks.a.http.contains",
+            ),
             ("checks:\n  Bad_Name: { run: x }\n", "check name"),
             ("checks:\n  a: { run: x, retries: 3 }\n", "retries"),
             (

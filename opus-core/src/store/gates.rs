@@ -118,7 +118,10 @@ mod tests {
         set(&api, &prod, Some(policy(7)));
         set(&web, &staging, Some(policy(8)));
         set(&web, &prod, None);
-        assert_eq!(store.verify_policy("web", "production").expect("read"), None);
+        assert_eq!(
+            store.verify_policy("web", "production").expect("read"),
+            None
+        );
         assert_eq!(
             store.verify_policy("web", "staging").expect("read"),
             Some(policy(8))

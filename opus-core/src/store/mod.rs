@@ -40,8 +40,8 @@ use crate::error::StoreError;
 use crate::model::{Event, EventKind};
 
 pub use builds::BuildFilter;
-pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use deploys::VerifyFailure;
+pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use domains::DomainAdded;
 pub use gates::Blocked;
 pub use hooks::KeyKind;

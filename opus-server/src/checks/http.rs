@@ -41,7 +41,11 @@ pub(super) async fn get<L: LogSink>(
         .text()
         .await
         .map_err(|e| format!("GET {url}: reading the body: {}", error_chain(&e)))?;
-    log.line("step 1", "stdout", &format!("HTTP {status}, {} bytes", body.len()));
+    log.line(
+        "step 1",
+        "stdout",
+        &format!("HTTP {status}, {} bytes", body.len()),
+    );
     if status.as_u16() != spec.status {
         return Err(format!(
             "GET {} answered {}, expected {}",
@@ -96,10 +100,12 @@ impl Resolve for LocalhostFirst {
         Box::pin(async move {
             if is_localhost(&host) {
                 // Port 0: the URL's own port is used.
-                let addrs: Addrs = Box::new(std::iter::once(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))));
+                let addrs: Addrs =
+                    Box::new(std::iter::once(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))));
                 return Ok(addrs);
             }
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let addrs: Addrs = Box::new(found.into_iter());
             Ok(addrs)
         })

@@ -97,14 +97,23 @@ async fn an_http_check_passes_on_the_status_and_the_string() {
     let lines = Lines::default();
     let check = http(200, Some("<div id=\"root\">"), Duration::from_secs(5));
     assert_eq!(run(&check, &url, &lines).await, CheckOutcome::Passed);
-    assert!(lines.text().contains("check smoke/check: passed"), "{}", lines.text());
+    assert!(
+        lines.text().contains("check smoke/check: passed"),
+        "{}",
+        lines.text()
+    );
 }
 
 #[tokio::test]
 async fn an_http_check_fails_on_another_status_or_a_missing_string() {
     let url = server(200, "<p>hello</p>").await;
     let lines = Lines::default();
-    let outcome = run(&http(200, Some("root"), Duration::from_secs(5)), &url, &lines).await;
+    let outcome = run(
+        &http(200, Some("root"), Duration::from_secs(5)),
+        &url,
+        &lines,
+    )
+    .await;
     let CheckOutcome::Failed { reason, output } = outcome else {
         panic!("passed: {}", lines.text());
     };
@@ -122,7 +131,12 @@ async fn an_http_check_fails_on_another_status_or_a_missing_string() {
 async fn an_http_check_that_gets_no_answer_times_out() {
     let url = server(0, "").await;
     let started = Instant::now();
-    let outcome = run(&http(200, None, Duration::from_millis(300)), &url, &Lines::default()).await;
+    let outcome = run(
+        &http(200, None, Duration::from_millis(300)),
+        &url,
+        &Lines::default(),
+    )
+    .await;
     assert!(
         matches!(&outcome, CheckOutcome::Failed { reason, .. } if reason.contains("timed out after 300ms")),
         "{outcome:?}"
@@ -134,12 +148,21 @@ async fn an_http_check_that_gets_no_answer_times_out() {
 async fn a_shell_check_gets_the_url_and_its_lines_are_labelled() {
     let lines = Lines::default();
     let check = shell(
-        &["echo \"checking $OPUS_URL\"", "test \"$OPUS_URL\" = http://x.localhost/"],
+        &[
+            "echo \"checking $OPUS_URL\"",
+            "test \"$OPUS_URL\" = http://x.localhost/",
+        ],
         Duration::from_secs(10),
     );
-    assert_eq!(run(&check, "http://x.localhost/", &lines).await, CheckOutcome::Passed);
+    assert_eq!(
+        run(&check, "http://x.localhost/", &lines).await,
+        CheckOutcome::Passed
+    );
     let text = lines.text();
-    assert!(text.contains("check smoke/step 1: checking http://x.localhost/"), "{text}");
+    assert!(
+        text.contains("check smoke/step 1: checking http://x.localhost/"),
+        "{text}"
+    );
     assert!(text.contains("check smoke/step 2: $ test"), "{text}");
     let outcome = run(&check, "http://y.localhost/", &lines).await;
     assert!(
@@ -154,7 +177,12 @@ async fn a_hanging_shell_check_is_killed_at_its_timeout() {
     let pid_file = marker.path().join("pid");
     let step = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
     let started = Instant::now();
-    let outcome = run(&shell(&[&step], Duration::from_millis(500)), "http://x.localhost/", &Lines::default()).await;
+    let outcome = run(
+        &shell(&[&step], Duration::from_millis(500)),
+        "http://x.localhost/",
+        &Lines::default(),
+    )
+    .await;
     assert!(
         matches!(&outcome, CheckOutcome::Failed { reason, .. } if reason.contains("timed out after 500ms (checks.smoke.timeout")),
         "{outcome:?}"
@@ -170,7 +198,10 @@ async fn a_hanging_shell_check_is_killed_at_its_timeout() {
     while std::path::Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
     {
-        assert!(Instant::now() < deadline, "the check's sleep {pid} still runs");
+        assert!(
+            Instant::now() < deadline,
+            "the check's sleep {pid} still runs"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -187,6 +218,13 @@ async fn a_cancelled_check_says_so() {
     let cancel = CancellationToken::new();
     cancel.cancel();
     let check = shell(&["sleep 30"], Duration::from_secs(60));
-    let outcome = run_check(&check, "http://x.localhost/", &place, &Lines::default(), &cancel).await;
+    let outcome = run_check(
+        &check,
+        "http://x.localhost/",
+        &place,
+        &Lines::default(),
+        &cancel,
+    )
+    .await;
     assert_eq!(outcome, CheckOutcome::Cancelled);
 }

@@ -52,14 +52,17 @@ fn production(d: &Daemon) -> serde_json::Value {
         .expect("production listed")
 }
 
-const ROOT_CHECK: &str = "checks:\n  root: { http: { path: /, status: 200, contains: \"<div id=\\\"root\\\">\" } }\n";
+const ROOT_CHECK: &str =
+    "checks:\n  root: { http: { path: /, status: 200, contains: \"<div id=\\\"root\\\">\" } }\n";
 
 #[test]
 fn a_passing_http_check_lets_production_move_and_a_failing_one_keeps_it_where_it_was() {
     let d = Daemon::start();
     let dir = project(
         &d,
-        &format!("{ROOT_CHECK}environments:\n  production: {{ branch: main, auto_deploy: true }}\n"),
+        &format!(
+            "{ROOT_CHECK}environments:\n  production: {{ branch: main, auto_deploy: true }}\n"
+        ),
         "",
     );
     let first = build(&d, &dir, "<div id=\"root\">one</div>", "succeeded");
@@ -70,7 +73,10 @@ fn a_passing_http_check_lets_production_move_and_a_failing_one_keeps_it_where_it
             && first_log.contains("[check root] passed"),
         "{first_log}"
     );
-    assert_eq!(d.get("web.localhost", "/").text(), "<div id=\"root\">one</div>");
+    assert_eq!(
+        d.get("web.localhost", "/").text(),
+        "<div id=\"root\">one</div>"
+    );
     let v1 = first["version"].as_str().expect("a version").to_owned();
 
     let second = build(&d, &dir, "<p>broken</p>", "failed");
@@ -80,7 +86,10 @@ fn a_passing_http_check_lets_production_move_and_a_failing_one_keeps_it_where_it
         "{second}"
     );
     // Production still serves the first version; the second is stored and has its own URL.
-    assert_eq!(d.get("web.localhost", "/").text(), "<div id=\"root\">one</div>");
+    assert_eq!(
+        d.get("web.localhost", "/").text(),
+        "<div id=\"root\">one</div>"
+    );
     assert_eq!(production(&d)["version"], v1.as_str());
     let second_log = log(&d, &second);
     assert!(
@@ -93,7 +102,10 @@ fn a_passing_http_check_lets_production_move_and_a_failing_one_keeps_it_where_it
         .find(|e| e["type"] == "deploy.blocked")
         .expect("a deploy.blocked event");
     assert_eq!(blocked["payload"]["check"], "root", "{blocked}");
-    assert_eq!(blocked["payload"]["version"], second["version"], "{blocked}");
+    assert_eq!(
+        blocked["payload"]["version"], second["version"],
+        "{blocked}"
+    );
     assert!(
         blocked["payload"]["output"]
             .as_str()
@@ -112,8 +124,7 @@ fn a_shell_check_gets_the_version_url_and_a_failure_with_no_deploy_yet_says_so()
     );
     let failed = build(&d, &dir, "goodbye", "failed");
     assert_eq!(
-        failed["reason"],
-        "check smoke failed; production has no version yet",
+        failed["reason"], "check smoke failed; production has no version yet",
         "{failed}"
     );
     assert_eq!(d.get("web.localhost", "/").status, 404);
@@ -122,7 +133,9 @@ fn a_shell_check_gets_the_version_url_and_a_failure_with_no_deploy_yet_says_so()
     // The version's own host (a branch build's version, `main-2`, is its own label).
     let version = ok["version"].as_str().expect("a version");
     assert!(
-        text.contains(&format!("[check smoke] checking http://{version}--v--web.localhost:")),
+        text.contains(&format!(
+            "[check smoke] checking http://{version}--v--web.localhost:"
+        )),
         "{text}"
     );
     assert!(text.contains("[check smoke] hello"), "{text}");
@@ -210,14 +223,14 @@ fn a_deploy_that_fails_its_verification_is_rolled_back_and_pinned() {
             .is_some_and(|r| r.contains("without \"<div id=\\\"root\\\">\"")),
         "{rolled}"
     );
-    assert_eq!(d.get("web.localhost", "/").text(), "<div id=\"root\">one</div>");
+    assert_eq!(
+        d.get("web.localhost", "/").text(),
+        "<div id=\"root\">one</div>"
+    );
     let env = production(&d);
     assert_eq!(env["version"], v1.as_str(), "{env}");
     assert_eq!(env["pinned"], true, "{env}");
-    let releases = d
-        .opus(&["releases", "web", "-o", "json"])
-        .ok()
-        .to_owned();
+    let releases = d.opus(&["releases", "web", "-o", "json"]).ok().to_owned();
     assert!(releases.contains("verify: check root failed"), "{releases}");
 }
 
@@ -253,7 +266,10 @@ fn an_automatic_deploy_is_verified_against_the_environment_and_rolled_back() {
     let v1 = first["version"].as_str().expect("a version").to_owned();
     // The first deploy fails its verification too, but there is nothing to go back to.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !d.log().contains("verification failed and the rollback could not be made") {
+    while !d
+        .log()
+        .contains("verification failed and the rollback could not be made")
+    {
         assert!(Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -42,7 +42,8 @@ impl MetaStore {
     ) -> Result<Option<EnvironmentRecord>, StoreError> {
         let (project, env) = (project.as_str(), env.as_str());
         self.transact(|tx| {
-            let current = tx.get_json::<EnvironmentRecord>(T::Environments, &env_key(project, env))?;
+            let current =
+                tx.get_json::<EnvironmentRecord>(T::Environments, &env_key(project, env))?;
             if current.is_none_or(|c| c.current.seq != failure.release) {
                 return Ok(None);
             }
@@ -136,11 +137,20 @@ mod tests {
             .rollback_after_verify(&web, &prod, &target, "verify", &failure(second.current.seq))
             .expect("no error");
         assert_eq!(stale, None);
-        assert_eq!(store.environment(&web, &prod).expect("env").current.version, "3");
+        assert_eq!(
+            store.environment(&web, &prod).expect("env").current.version,
+            "3"
+        );
         // Verification of release 3 failed: back to 2, pinned, with the event.
         let third = store.environment(&web, &prod).expect("env").current.seq;
         let record = store
-            .rollback_after_verify(&web, &prod, &target, "verify: check smoke failed", &failure(third))
+            .rollback_after_verify(
+                &web,
+                &prod,
+                &target,
+                "verify: check smoke failed",
+                &failure(third),
+            )
             .expect("no error")
             .expect("rolled back");
         assert_eq!(record.current.version, "2");

@@ -205,8 +205,9 @@ impl Daemon {
             crate::preview_expiry::system_clock(),
             health_watch.clone(),
         ));
-        // Verification after deploys (opus.yml `verify:`) stops with it too.
-        tokio::spawn(
+        // Verification after deploys (opus.yml `verify:`) stops with it too, and is waited for
+        // (its checks' processes end before opusd does).
+        let verifier = tokio::spawn(
             crate::verify::Verifier::new(
                 self.store.clone(),
                 self.deployer.clone(),
@@ -253,6 +254,9 @@ impl Daemon {
         deliverer.stop();
         github.stop();
         health_watch.cancel();
+        if let Err(e) = verifier.await {
+            tracing::error!(error = %e, "the verification task failed");
+        }
         self.close().await;
         api_result
     }

@@ -21,6 +21,7 @@ use opus_core::recipe::checks::VerifyPolicy;
 use opus_core::store::{MetaStore, VerifyFailure};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::build::steps::LogSink;
@@ -86,8 +87,17 @@ impl Verifier {
     }
 
     /// Follows the event log from its current end and verifies each deploy that asks for it,
-    /// until `shutdown`, which abandons the windows still open.
+    /// until `shutdown`, which abandons the windows still open; returns once they have ended
+    /// (their checks' processes with them).
     pub async fn watch(self, shutdown: CancellationToken) {
+        let windows = TaskTracker::new();
+        self.follow(&windows, &shutdown).await;
+        windows.close();
+        windows.wait().await;
+    }
+
+    /// Reads the event log and starts windows until `shutdown`.
+    async fn follow(&self, windows: &TaskTracker, shutdown: &CancellationToken) {
         let mut changes = self.store.subscribe_events();
         let mut next = self.store.last_event_seq() + 1;
         loop {
@@ -101,7 +111,7 @@ impl Verifier {
             for event in &events {
                 next = event.seq + 1;
                 if let Some(deployed) = Deployed::from_event(event) {
-                    self.consider(deployed, &shutdown);
+                    self.consider(deployed, windows, shutdown);
                 }
             }
             if events.len() == EVENTS_PER_READ {
@@ -115,7 +125,7 @@ impl Verifier {
     }
 
     /// Starts the window of `deployed` when its environment has a verify policy.
-    fn consider(&self, deployed: Deployed, shutdown: &CancellationToken) {
+    fn consider(&self, deployed: Deployed, windows: &TaskTracker, shutdown: &CancellationToken) {
         let policy = match self
             .store
             .verify_policy(deployed.project.as_str(), deployed.env.as_str())
@@ -130,7 +140,7 @@ impl Verifier {
         let span = info_span!("verify", project = %deployed.project, env = %deployed.env, version = %deployed.version, release = deployed.release);
         let verifier = self.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(
+        windows.spawn(
             async move { verifier.window(&deployed, &policy, &shutdown).await }.instrument(span),
         );
     }

@@ -302,3 +302,68 @@ fn an_automatic_deploy_is_verified_against_the_environment_and_rolled_back() {
     );
     assert_eq!(d.get("web.localhost", "/").text(), "one");
 }
+
+/// The pids of processes whose command line is exactly `command`.
+fn pids_of(command: &str) -> String {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("^{command}$")])
+        .output()
+        .expect("pgrep runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {secs}s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_verification_opusd_stops_or_is_killed_in_is_abandoned_and_leaves_nothing_running() {
+    let mut d = Daemon::start();
+    // Quick on a version's own host, hanging on the environment's.
+    let dir = project(
+        &d,
+        "checks:\n  slow: { run: \"echo $OPUS_URL | grep -q -- --v-- || sleep 611\", timeout: 5m }\nenvironments:\n  production:\n    branch: main\n    auto_deploy: true\n    verify: { checks: [slow], for: 10m, every: 1s }\n",
+        "",
+    );
+    let first = build(&d, &dir, "one", "succeeded");
+    wait_for("the verification's check runs", 20, || {
+        !pids_of("sleep 611").is_empty()
+    });
+    // Stopped: the window is abandoned, said so, and its check ended.
+    assert_eq!(d.stop(), 0);
+    assert!(
+        d.log()
+            .contains("verification abandoned: opusd is stopping"),
+        "{}",
+        d.log()
+    );
+    wait_for("the check ends with opusd", 10, || {
+        pids_of("sleep 611").is_empty()
+    });
+    d.restart();
+    assert_eq!(production(&d)["version"], first["version"]);
+    // Killed: what the check left is ended when opusd starts again.
+    build(&d, &dir, "two", "succeeded");
+    wait_for("the second verification's check runs", 20, || {
+        !pids_of("sleep 611").is_empty()
+    });
+    d.kill();
+    assert!(
+        !pids_of("sleep 611").is_empty(),
+        "the check outlives a SIGKILL of opusd"
+    );
+    d.restart();
+    wait_for("the restarted opusd ends the check", 20, || {
+        pids_of("sleep 611").is_empty()
+    });
+    assert!(
+        d.log()
+            .contains("ended the processes of a verification opusd left running"),
+        "{}",
+        d.log()
+    );
+}

@@ -77,6 +77,8 @@ pub(super) async fn before_promotion(
             CheckOutcome::Passed => {}
             CheckOutcome::Cancelled => return Err(BuildFailure::cancelled()),
             CheckOutcome::Failed { reason, output } => {
+                // The event leaves the build: the secrets its steps saw stay masked.
+                let (reason, output) = (log.mask(&reason), log.mask(&output));
                 let stays = where_environments_stay(store, &gate);
                 let build_name = format!("{}#{}", gate.build.project, gate.build.number);
                 let blocked = Blocked {

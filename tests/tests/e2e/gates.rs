@@ -367,3 +367,30 @@ fn a_verification_opusd_stops_or_is_killed_in_is_abandoned_and_leaves_nothing_ru
         d.log()
     );
 }
+
+#[test]
+fn a_failed_checks_output_keeps_the_secrets_masked_in_its_event() {
+    let d = Daemon::start();
+    let dir = project(
+        &d,
+        "checks:\n  leak: { run: \"echo token=$NPM_TOKEN; exit 1\" }\n",
+        "",
+    );
+    d.opus(&["secret", "set", "web", "NPM_TOKEN", "--value", "hunter2"])
+        .ok();
+    let failed = build(&d, &dir, "x", "failed");
+    assert_eq!(
+        failed["reason"],
+        "check leak failed; no environment moves to it"
+    );
+    let blocked = events(&d)
+        .into_iter()
+        .find(|e| e["type"] == "deploy.blocked")
+        .expect("a deploy.blocked event");
+    let output = blocked["payload"]["output"].as_str().expect("output");
+    assert!(
+        output.contains("token=***") && !output.contains("hunter2"),
+        "{output}"
+    );
+    assert!(!log(&d, &failed).contains("hunter2"));
+}

@@ -97,6 +97,16 @@ fn a_passing_http_check_lets_production_move_and_a_failing_one_keeps_it_where_it
             && second_log.contains("<p>broken</p>"),
         "{second_log}"
     );
+    // The check's lines are its own job in the log.
+    let name = format!("web#{}", second["number"]);
+    let only = d
+        .opus(&["logs", &name, "--job", "check root"])
+        .ok()
+        .to_owned();
+    assert!(
+        only.contains("failed: GET / answered 200") && !only.contains("stored version"),
+        "{only}"
+    );
     let blocked = events(&d)
         .into_iter()
         .find(|e| e["type"] == "deploy.blocked")

@@ -205,7 +205,8 @@ impl Daemon {
             crate::preview_expiry::system_clock(),
             health_watch.clone(),
         ));
-        // Verification after deploys (opus.yml `verify:`) stops with it too, and is waited for
+        // Verification after deploys (opus.yml `verify:`) stops as soon as opusd is told to
+        // (before the site server stops: a check must not fail for that), and is waited for
         // (its checks' processes end before opusd does).
         let verifier = tokio::spawn(
             crate::verify::Verifier::new(
@@ -213,7 +214,7 @@ impl Daemon {
                 self.deployer.clone(),
                 self.config.data_dir.join("verify"),
             )
-            .watch(health_watch.clone()),
+            .watch(stop.clone()),
         );
         let deliverer = hooks::Deliverer::start(
             self.store.clone(),

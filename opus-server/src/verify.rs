@@ -211,6 +211,11 @@ impl Verifier {
                 match run_check(check, url, &place, &log, shutdown).await {
                     CheckOutcome::Passed => {}
                     CheckOutcome::Cancelled => return WindowEnd::Stopping,
+                    // A check that failed as opusd stops may have failed for that (the site
+                    // server stopping): nothing is rolled back.
+                    CheckOutcome::Failed { .. } if shutdown.is_cancelled() => {
+                        return WindowEnd::Stopping;
+                    }
                     CheckOutcome::Failed { reason, output } => {
                         return WindowEnd::Failed(VerifyFailure {
                             release: deployed.release,

@@ -90,6 +90,7 @@ pub async fn run_check<L: LogSink>(
         }
         CheckKind::Http(spec) => {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => Err(None),
                 r = tokio::time::timeout(check.timeout, http::get(spec, url, &tail)) => {
                     match r {

@@ -284,3 +284,48 @@ impl LogSink for TracingLog {
         tracing::debug!(step, stream, "{text}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn event(kind: EventKind, payload: serde_json::Value) -> Event {
+        Event {
+            seq: 7,
+            time: SystemTime::now(),
+            kind,
+            project: "web".into(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn only_deploys_start_a_window() {
+        let payload = serde_json::json!({
+            "project": "web", "env": "production", "version": "1.0.3", "seq": 4,
+            "reason": "deploy", "actor": "api", "pinned": false, "preview": false,
+        });
+        assert_eq!(
+            Deployed::from_event(&event(EventKind::EnvironmentDeployed, payload.clone())),
+            Some(Deployed {
+                project: ProjectName::new("web").expect("name"),
+                env: EnvName::new("production").expect("name"),
+                version: "1.0.3".into(),
+                release: 4,
+            })
+        );
+        // A rollback (by hand, or by a verification) is not verified again.
+        assert_eq!(
+            Deployed::from_event(&event(EventKind::EnvironmentRolledBack, payload.clone())),
+            None
+        );
+        let mut broken = payload;
+        broken["seq"] = serde_json::json!("four");
+        assert_eq!(
+            Deployed::from_event(&event(EventKind::EnvironmentDeployed, broken)),
+            None
+        );
+    }
+}

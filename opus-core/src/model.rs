@@ -766,11 +766,18 @@ pub enum EventKind {
     /// A preview environment got no deploy for its opus.yml `previews: { expire: ... }` and was
     /// removed (its versions stay).
     PreviewExpired,
+    // Checks before promotion and verification after a deploy (opus.yml `checks:`, `verify:`).
+    /// A check of a stored version failed: no environment moved to it (the payload names the
+    /// check and ends with its output).
+    DeployBlocked,
+    /// A check of `verify:` failed after a deploy: the environment was rolled back and pinned
+    /// (the payload says why).
+    DeployRolledBack,
 }
 
 impl EventKind {
     /// Every kind, in the order the wire strings are documented.
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::ProjectAdded,
         EventKind::ProjectUpdated,
         EventKind::ProjectRemoved,
@@ -800,6 +807,8 @@ impl EventKind {
         EventKind::DomainAdded,
         EventKind::DomainRemoved,
         EventKind::PreviewExpired,
+        EventKind::DeployBlocked,
+        EventKind::DeployRolledBack,
     ];
 
     /// The wire string.
@@ -834,6 +843,8 @@ impl EventKind {
             EventKind::DomainAdded => "domain.added",
             EventKind::DomainRemoved => "domain.removed",
             EventKind::PreviewExpired => "preview.expired",
+            EventKind::DeployBlocked => "deploy.blocked",
+            EventKind::DeployRolledBack => "deploy.rolled_back",
         }
     }
 

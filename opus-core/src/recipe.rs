@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::RecipeError;
 
+pub mod checks;
 pub mod package;
 pub mod pipeline;
 mod previews;
@@ -68,6 +69,10 @@ pub struct OpusFile {
     /// branch's.
     #[serde(default, rename = "on")]
     pub on: TriggersSpec,
+    // Checks before promotion (see `checks`).
+    /// Checks a stored version must pass before any environment moves to it, by name.
+    #[serde(default)]
+    pub checks: BTreeMap<String, checks::CheckSpec>,
 }
 
 impl OpusFile {
@@ -136,6 +141,10 @@ pub struct EnvironmentSpec {
     /// Whether each successful build of the branch deploys at once.
     #[serde(default)]
     pub auto_deploy: bool,
+    /// Checks run again against the environment for a while after each deploy to it; a failure
+    /// rolls it back (see `checks`).
+    #[serde(default)]
+    pub verify: Option<checks::VerifySpec>,
 }
 
 fn default_output() -> String {
@@ -231,6 +240,7 @@ pub fn parse(text: &str) -> Result<OpusFile, RecipeError> {
     if let Some(stages) = &file.pipeline {
         pipeline::validate(text, stages)?;
     }
+    checks::validate_file(text, &file)?;
     Ok(file)
 }
 

@@ -220,6 +220,17 @@ impl Daemon {
             starter,
             health_watch.clone(),
         ));
+        // Verification after deploys (opus.yml `verify:`) stops as soon as opusd is told to
+        // (before the site server stops: a check must not fail for that), and is waited for
+        // (its checks' processes end before opusd does).
+        let verifier = tokio::spawn(
+            crate::verify::Verifier::new(
+                self.store.clone(),
+                self.deployer.clone(),
+                self.config.data_dir.join("verify"),
+            )
+            .watch(stop.clone()),
+        );
         let deliverer = hooks::Deliverer::start(
             self.store.clone(),
             self.hooks.transport.clone(),
@@ -259,6 +270,9 @@ impl Daemon {
         deliverer.stop();
         github.stop();
         health_watch.cancel();
+        if let Err(e) = verifier.await {
+            tracing::error!(error = %e, "the verification task failed");
+        }
         self.close().await;
         api_result
     }

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 use crate::sites::{Access, Credential, ProjectAges, SiteKey, SiteServer, SiteVersion};
 use crate::version_loader::VersionLoader;
 
+mod verify_rollback;
+
 /// Changes deployments: store and site table together.
 #[derive(Clone)]
 pub struct Deployer {

@@ -28,6 +28,7 @@
 pub mod acme;
 pub mod api;
 pub mod build;
+pub mod checks;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
@@ -49,6 +50,7 @@ pub mod scheduler;
 pub mod sites;
 pub mod source;
 pub mod triggers;
+pub mod verify;
 pub mod version;
 pub mod version_loader;
 

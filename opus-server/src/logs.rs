@@ -106,6 +106,13 @@ impl BuildLog {
         self.line(step, "opus", text);
     }
 
+    /// `text` with the build's secrets masked as its lines are: for what leaves the build other
+    /// than through its log (a failed check's output in its `deploy.blocked` event).
+    pub fn mask(&self, text: &str) -> String {
+        let w = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        w.masks.apply(text)
+    }
+
     /// Marks the log complete: followers drain it and stop.
     pub fn finish(&self) {
         self.progress.send_modify(|p| p.finished = true);

@@ -44,6 +44,7 @@ pub fn environments<'a>(
             EnvironmentSpec {
                 branch: project_branch.to_owned(),
                 auto_deploy: true,
+                verify: None,
             },
         )])),
     }

@@ -181,6 +181,7 @@ pub(super) fn recipe(dir: &Path, pkg: &serde_json::Value) -> OpusFile {
         site: super::site::SiteSpec::default(),
         pull_requests: super::PullRequestsSpec::detected(),
         on: super::TriggersSpec::default(),
+        checks: BTreeMap::new(),
     }
 }
 

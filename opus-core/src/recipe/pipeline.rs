@@ -359,10 +359,10 @@ fn check_when(field: &str, when: Option<&When>) -> Result<(), String> {
 /// Finding where a key is in opus.yml's text, for the errors found after serde has read it.
 /// Good enough for block and flow style as people write them: a key is a word followed by `:`,
 /// at the start of a line (after indentation or `- `) or after `{` or `,`.
-mod lines {
+pub(crate) mod lines {
     /// The 1-based line, at or after the 1-based line `from` (0: the start), where `key:`
     /// appears as a key.
-    pub(super) fn key(text: &str, from: usize, key: &str) -> Option<usize> {
+    pub(crate) fn key(text: &str, from: usize, key: &str) -> Option<usize> {
         text.lines()
             .enumerate()
             .skip(from.saturating_sub(1))

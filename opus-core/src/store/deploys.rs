@@ -14,6 +14,9 @@ use super::{MetaStore, T, Tx, TxResult, abort, be_u64, decode, pair_key, prefix}
 use crate::error::StoreError;
 use crate::model::{EnvName, EventKind, ProjectName, VersionName, VersionRecord};
 
+mod verify_rollback;
+pub use verify_rollback::VerifyFailure;
+
 /// Why a release was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -12,6 +12,7 @@ mod builds;
 mod deploys;
 mod domains;
 mod events;
+mod gates;
 mod github;
 mod hooks;
 mod jobs;
@@ -40,8 +41,10 @@ use crate::error::StoreError;
 use crate::model::{Event, EventKind};
 
 pub use builds::BuildFilter;
+pub use deploys::VerifyFailure;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use domains::DomainAdded;
+pub use gates::Blocked;
 pub use hooks::KeyKind;
 pub use locks::EnvLock;
 pub use preview_expiry::PreviewExpiry;
@@ -61,7 +64,8 @@ pub use versions::VersionRemoval;
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
 /// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
 /// - `triggers`: project -> [`ProjectTriggers`] JSON (opus.yml `on:` and its bookkeeping).
-const TREE_NAMES: [&str; 24] = [
+/// - `verify_policies`: `<project>\0<env>` -> the `verify:` policy of the latest build (see [`T::VerifyPolicies`]).
+const TREE_NAMES: [&str; 25] = [
     "projects",
     "secrets",
     "builds",
@@ -86,6 +90,7 @@ const TREE_NAMES: [&str; 24] = [
     "github_statuses",
     "github",
     "triggers",
+    "verify_policies",
 ];
 
 /// sled's page cache, in bytes.
@@ -196,6 +201,9 @@ enum T {
     Github = 22,
     /// Project -> its opus.yml `on:` triggers, the last scheduled run and the `after` cursor.
     Triggers = 23,
+    /// `<project>\0<env>` -> [`crate::recipe::checks::VerifyPolicy`] JSON: what opus.yml's
+    /// `verify:` of the project's latest stored build asks for after a deploy to `env`.
+    VerifyPolicies = 24,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

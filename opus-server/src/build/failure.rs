@@ -31,6 +31,8 @@ pub enum Stage {
     Store,
     /// The build's Job (the kubernetes executor).
     Kubernetes,
+    /// Checks of the stored version before any environment moves to it (opus.yml `checks:`).
+    Checks,
 }
 
 impl Stage {
@@ -44,6 +46,7 @@ impl Stage {
             Stage::Output => "output",
             Stage::Store => "store",
             Stage::Kubernetes => "kubernetes",
+            Stage::Checks => "checks",
         }
     }
 }
@@ -226,6 +229,16 @@ pub enum FailureKind {
     PipelineOnKubernetes {
         /// How many jobs the pipeline has.
         jobs: usize,
+    },
+    // Checks before promotion.
+    /// A check of the stored version failed: no environment moved ("check smoke failed;
+    /// production stays on 1.0.3"). Its own lines in the log say how.
+    #[error("check {check} failed; {stays}")]
+    CheckFailed {
+        /// The check.
+        check: String,
+        /// Where the environments the build would have moved stay.
+        stays: String,
     },
 }
 

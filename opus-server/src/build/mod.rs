@@ -9,7 +9,9 @@
 //! 2. execute the recipe's [`Job`] on the [`Executor`]: the local one runs the steps here
 //!    ([`job::run_job`]), the kubernetes one in a build pod whose runner uploads the output;
 //! 3. store the output as a version, with its site options in the same commit (`store`);
-//! 4. promote it ([`crate::promotion::after_stored`]: automatic deploys, retention);
+//! 4. check it (`gate`: opus.yml `checks:` against the version's own URL; a failure fails the
+//!    build and moves no environment), then promote it ([`crate::promotion::after_stored`]:
+//!    automatic deploys, retention);
 //! 5. finish: record the outcome (with its event), remove the workspace, close the log.
 //!
 //! Every stage fails with a [`BuildFailure`]; the first one becomes the build's [`Outcome`].
@@ -25,6 +27,7 @@
 
 mod executor;
 mod failure;
+mod gate;
 mod job;
 pub mod job_copy;
 mod local;
@@ -187,6 +190,7 @@ async fn sequence(
     }
     let plan = spec.plan();
     let base_env = prepare::build_env(store, &build)?;
+    let check_env = base_env.clone();
     let produced = match &ctx.executor {
         Executor::Local(containment) if plan.is_pipeline => {
             pipeline::run(
@@ -216,13 +220,29 @@ async fn sequence(
     if let Some(produced) = produced {
         let options = store::site_options(&spec, origin, &produced, log);
         store::store(ctx, &build, produced, &options, log).await?;
+        let version = prepare::decided_version(&build, Stage::Store)?;
+        gate::before_promotion(
+            ctx,
+            store,
+            gate::Gate {
+                build: &build,
+                project: &project,
+                recipe: (&spec, origin),
+                version,
+                env: &check_env,
+                workspace,
+            },
+            log,
+            cancel,
+        )
+        .await?;
         crate::promotion::after_stored(
             store,
             &ctx.deployer,
             &build,
             &project,
             (&spec, origin),
-            prepare::decided_version(&build, Stage::Store)?,
+            version,
             log,
         )
         .await;

@@ -11,6 +11,7 @@ mod deploys;
 mod disk_full;
 mod domains;
 mod env_locks;
+mod gates;
 mod github;
 mod hooks;
 mod kubernetes;

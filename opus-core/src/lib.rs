@@ -25,6 +25,7 @@
 pub mod age;
 pub mod archive;
 pub mod artifact;
+pub mod dns;
 pub mod domain;
 pub mod error;
 pub mod forge;

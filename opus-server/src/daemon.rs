@@ -89,6 +89,8 @@ pub struct Daemon {
     pub(crate) domains: domains::DomainRouter,
     /// The sites' HTTPS (certificates and the bound TLS listener), when it is on.
     pub(crate) https: Option<HttpsParts>,
+    /// Cloudflare (DNS routes, DNS-01), when a token is configured.
+    cloudflare: Option<Arc<crate::cloudflare::Cloudflare>>,
     /// Builds running elsewhere (Kubernetes Jobs) and their tokens.
     pub(crate) runners: runners::Runners,
     /// Build logs.
@@ -132,8 +134,15 @@ impl Daemon {
         deployer.load_all().await.map_err(ServeError::Sites)?;
         let domains = domains::DomainRouter::new(store.clone(), site_server.clone());
         domains.load().await.map_err(ServeError::Sites)?;
+        let cloudflare = match &config.cloudflare {
+            Some(c) => Some(Arc::new(
+                crate::cloudflare::Cloudflare::new(c, config.hook_retry.timeout)
+                    .map_err(ServeError::Cloudflare)?,
+            )),
+            None => None,
+        };
         let https = match &config.https {
-            Some(c) => Some(HttpsParts::open(c, &config.data_dir, &site_server).await?),
+            Some(c) => Some(HttpsParts::open(c, &config, &site_server, cloudflare.clone()).await?),
             None => None,
         };
         let runners = runners::Runners::default();
@@ -153,6 +162,7 @@ impl Daemon {
             deployer,
             domains,
             https,
+            cloudflare,
             runners,
             logs,
             hooks,
@@ -218,6 +228,14 @@ impl Daemon {
             self.config.public_url.clone(),
             self.site_server.clone(),
         );
+        let dns_routes = self.cloudflare.as_ref().map(|cf| {
+            crate::cloudflare::DnsRoutes::start(
+                self.store.clone(),
+                cf.clone(),
+                self.hooks.policy.clone(),
+                self.config.domain.clone(),
+            )
+        });
         write_address_file(
             &self.config.data_dir,
             self.config.listen,
@@ -243,6 +261,7 @@ impl Daemon {
         }
         deliverer.stop();
         github.stop();
+        drop(dns_routes);
         health_watch.cancel();
         self.close().await;
         api_result
@@ -478,12 +497,25 @@ impl HttpsParts {
     /// Loads the stored certificates, turns HTTPS on in the site server, binds the TLS listener.
     async fn open(
         config: &crate::config::HttpsConfig,
-        data_dir: &Path,
+        daemon: &Config,
         sites: &Arc<sites::SiteServer>,
+        cloudflare: Option<Arc<crate::cloudflare::Cloudflare>>,
     ) -> Result<HttpsParts, ServeError> {
-        let state = Arc::new(sites::https::HttpsState::new(config.redirect));
+        let state = Arc::new(sites::https::HttpsState::new(
+            config.redirect,
+            config.hsts_max_age,
+        ));
         sites.set_https(state.clone());
-        let certs = Arc::new(acme::CertManager::load(config.clone(), data_dir, state));
+        // With Cloudflare, the sites' own wildcard gets its certificate by DNS-01.
+        let wildcard = cloudflare
+            .as_ref()
+            .map(|cf| (format!("*.{}", daemon.domain), cf.clone()));
+        let certs = Arc::new(acme::CertManager::load(
+            config.clone(),
+            &daemon.data_dir,
+            state,
+            wildcard,
+        ));
         let bind_error = |source| ServeError::SitesListen {
             addr: config.tls_listen,
             source,

@@ -10,6 +10,7 @@
 
 mod builds;
 mod deploys;
+mod dns;
 mod domains;
 mod events;
 mod github;
@@ -58,7 +59,7 @@ pub use versions::VersionRemoval;
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
 /// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
-const TREE_NAMES: [&str; 23] = [
+const TREE_NAMES: [&str; 25] = [
     "projects",
     "secrets",
     "builds",
@@ -82,6 +83,8 @@ const TREE_NAMES: [&str; 23] = [
     "domains",
     "github_statuses",
     "github",
+    "dns",
+    "dns_changes",
 ];
 
 /// sled's page cache, in bytes.
@@ -190,6 +193,11 @@ enum T {
     /// `token` (the GitHub API token) and `status_cursor` (the next event the GitHub outbox has
     /// not finished).
     Github = 22,
+    /// `cursor` (the next event the DNS outbox has not finished) and `name\0<name>` -> the
+    /// newest [`crate::dns::DnsChange`] of that name.
+    Dns = 23,
+    /// Event seq -> [`crate::dns::DnsChange`]: the DNS outbox's records.
+    DnsChanges = 24,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

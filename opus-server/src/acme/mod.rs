@@ -1,7 +1,8 @@
 //! Automatic HTTPS for custom domains: certificates from an ACME CA (Let's Encrypt by default,
 //! or a private one such as step-ca or pebble with `--acme-ca-file`), with instant-acme.
 //!
-//! - [`CertManager`] follows the custom domains ([`crate::sites::SiteServer::watch_domains`]):
+//! - [`CertManager`] follows the custom domains ([`crate::sites::SiteServer::watch_domains`]),
+//!   and with Cloudflare the sites' wildcard `*.<domain>` (DNS-01, covering every preview):
 //!   orders a certificate for each domain without one, renews each two thirds into its life,
 //!   retries failures with exponential backoff (10 s doubling to an hour), and keeps each
 //!   domain's [`CertStatus`] for `opus domain list`. Orders never block serving: plain HTTP
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use files::{AcmeFiles, LoadedCert};
 pub use resolver::{ACME_TLS_ALPN, CertResolver};
 
+use crate::cloudflare::Cloudflare;
 use crate::config::HttpsConfig;
 use crate::sites::CustomDomains;
 use crate::sites::https::HttpsState;
@@ -58,6 +60,12 @@ pub enum AcmeError {
     /// A certificate that cannot be served.
     #[error("unusable certificate: {0}")]
     BadCertificate(String),
+    /// The DNS-01 TXT record could not be made through Cloudflare.
+    #[error("DNS-01 through Cloudflare: {0}")]
+    Dns(#[source] crate::cloudflare::CloudflareError),
+    /// A wildcard needs DNS-01, which needs a DNS provider.
+    #[error("a wildcard certificate needs DNS-01: set --cloudflare-token-file")]
+    NoDnsProvider,
     /// Account credentials that do not decode.
     #[error("the stored ACME account does not decode: {0}")]
     Account(#[from] serde_json::Error),
@@ -129,11 +137,20 @@ pub struct CertManager {
     status: Mutex<HashMap<String, CertStatus>>,
     /// The ACME account, made or loaded at the first order.
     account: tokio::sync::Mutex<Option<Account>>,
+    /// The sites' wildcard (`*.<domain>`), certified by DNS-01 through Cloudflare, when on.
+    wildcard: Option<(String, Arc<Cloudflare>)>,
 }
 
 impl CertManager {
-    /// A manager over `<data-dir>/acme` with the certificates stored there loaded and served.
-    pub fn load(config: HttpsConfig, data_dir: &std::path::Path, https: Arc<HttpsState>) -> Self {
+    /// A manager over `<data-dir>/acme` with the certificates stored there loaded and served;
+    /// with `wildcard` (`*.<domain>` and Cloudflare) it also keeps that wildcard's certificate,
+    /// ordered by DNS-01.
+    pub fn load(
+        config: HttpsConfig,
+        data_dir: &std::path::Path,
+        https: Arc<HttpsState>,
+        wildcard: Option<(String, Arc<Cloudflare>)>,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let files = AcmeFiles::new(data_dir.join("acme"));
         let manager = CertManager {
@@ -143,6 +160,7 @@ impl CertManager {
             resolver: Arc::new(CertResolver::default()),
             status: Mutex::new(HashMap::new()),
             account: tokio::sync::Mutex::new(None),
+            wildcard,
         };
         let certs = data_dir.join("acme").join("certs");
         if let Ok(entries) = std::fs::read_dir(&certs) {
@@ -211,6 +229,9 @@ impl CertManager {
                 .hosts()
                 .map(str::to_owned)
                 .collect();
+            if let Some((name, _)) = &self.wildcard {
+                hosts.push(name.clone());
+            }
             hosts.sort();
             self.follow(&hosts);
             for host in &hosts {
@@ -289,6 +310,8 @@ impl CertManager {
                 kind: self.config.challenge,
                 https: &self.https,
                 resolver: &self.resolver,
+                dns: self.wildcard.as_ref().map(|(_, cf)| cf.as_ref()),
+                dns_propagation: self.config.dns_propagation,
             };
             let (key, chain) = order::issue(&account, host, &responder).await?;
             let cert = LoadedCert::parse(&key, &chain)?;

@@ -20,6 +20,8 @@ fn config() -> HttpsConfig {
         acme_ca_file: None,
         redirect: true,
         challenge: crate::config::AcmeChallenge::Http01,
+        hsts_max_age: 0,
+        dns_propagation: Duration::ZERO,
     }
 }
 
@@ -74,8 +76,8 @@ fn stored_certificates_are_served_at_start_and_damaged_ones_reordered() {
     );
     assert_eq!(mode & 0o777, 0o600);
 
-    let https = Arc::new(HttpsState::new(true));
-    let m = CertManager::load(config(), dir.path(), https.clone());
+    let https = Arc::new(HttpsState::new(true, 0));
+    let m = CertManager::load(config(), dir.path(), https.clone(), None);
     let s = m.status("www.acme.com").expect("followed");
     assert_eq!(s.state, CertState::Issued);
     assert!(s.next_attempt > SystemTime::now());
@@ -99,8 +101,8 @@ fn stored_certificates_are_served_at_start_and_damaged_ones_reordered() {
 #[tokio::test]
 async fn an_unreachable_ca_is_a_failed_order_retried_later() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let https = Arc::new(HttpsState::new(true));
-    let m = CertManager::load(config(), dir.path(), https);
+    let https = Arc::new(HttpsState::new(true, 0));
+    let m = CertManager::load(config(), dir.path(), https, None);
     m.follow(&["www.acme.com".to_owned()]);
     m.attempt("www.acme.com").await;
     let s = m.status("www.acme.com").expect("followed");
@@ -125,9 +127,9 @@ async fn a_renewal_the_ca_refuses_keeps_the_certificate_served() {
     files
         .write_cert("www.acme.com", &key, &chain)
         .expect("write");
-    let https = Arc::new(HttpsState::new(true));
+    let https = Arc::new(HttpsState::new(true, 0));
     // The CA is down (nothing listens at its address).
-    let m = CertManager::load(config(), dir.path(), https.clone());
+    let m = CertManager::load(config(), dir.path(), https.clone(), None);
     m.attempt("www.acme.com").await;
     let s = m.status("www.acme.com").expect("followed");
     assert_eq!(s.state, CertState::Failed);

@@ -142,7 +142,9 @@ impl Daemon {
             None => None,
         };
         let https = match &config.https {
-            Some(c) => Some(HttpsParts::open(c, &config, &site_server, cloudflare.clone()).await?),
+            Some(c) => Some(
+                HttpsParts::open(c, &config, &site_server, cloudflare.clone(), &artifacts).await?,
+            ),
             None => None,
         };
         let runners = runners::Runners::default();
@@ -500,6 +502,7 @@ impl HttpsParts {
         daemon: &Config,
         sites: &Arc<sites::SiteServer>,
         cloudflare: Option<Arc<crate::cloudflare::Cloudflare>>,
+        artifacts: &ArtifactStore,
     ) -> Result<HttpsParts, ServeError> {
         let state = Arc::new(sites::https::HttpsState::new(
             config.redirect,
@@ -510,12 +513,12 @@ impl HttpsParts {
         let wildcard = cloudflare
             .as_ref()
             .map(|cf| (format!("*.{}", daemon.domain), cf.clone()));
-        let certs = Arc::new(acme::CertManager::load(
-            config.clone(),
-            &daemon.data_dir,
-            state,
-            wildcard,
-        ));
+        let mut certs = acme::CertManager::load(config.clone(), &daemon.data_dir, state, wildcard);
+        // Site replicas share a remote store: the certificates go there too.
+        if !artifacts.default_store_is_local() {
+            certs = certs.with_shared_store(artifacts.clone());
+        }
+        let certs = Arc::new(certs);
         let bind_error = |source| ServeError::SitesListen {
             addr: config.tls_listen,
             source,

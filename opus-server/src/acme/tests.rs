@@ -139,3 +139,45 @@ async fn a_renewal_the_ca_refuses_keeps_the_certificate_served() {
     assert!(m.resolver.hosts().contains(&"www.acme.com".to_owned()));
     assert!(files.read_cert("www.acme.com").expect("read").is_some());
 }
+
+#[tokio::test]
+async fn a_certificate_in_the_shared_store_is_taken_instead_of_ordered_and_unshared_on_removal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = opus_core::store::MetaStore::open(&dir.path().join("meta")).expect("meta");
+    let url = format!("file://{}", dir.path().join("artifacts").display());
+    let store = ArtifactStore::open(meta, &url, &[]).expect("artifacts");
+    let (key, chain) = self_signed("www.acme.com");
+    store
+        .put_certificate("www.acme.com", &key, &chain)
+        .await
+        .expect("put");
+    let https = Arc::new(HttpsState::new(true, 0));
+    // The CA is down: only the shared certificate can make the domain issued.
+    let m = CertManager::load(config(), &dir.path().join("data"), https.clone(), None)
+        .with_shared_store(store.clone());
+    m.follow(&["www.acme.com".to_owned()]);
+    m.attempt("www.acme.com").await;
+    let s = m.status("www.acme.com").expect("followed");
+    assert_eq!(s.state, CertState::Issued, "{}", s.last_error);
+    assert!(https.is_certified("www.acme.com"));
+    assert!(
+        dir.path().join("data/acme/certs/www.acme.com.pem").exists(),
+        "cached in the data directory"
+    );
+
+    // A damaged shared certificate is not served: the manager orders (and here fails).
+    store
+        .put_certificate("bad.acme.com", "not a key", "not a chain")
+        .await
+        .expect("put");
+    m.follow(&["www.acme.com".to_owned(), "bad.acme.com".to_owned()]);
+    m.attempt("bad.acme.com").await;
+    assert_eq!(
+        m.status("bad.acme.com").expect("followed").state,
+        CertState::Failed
+    );
+
+    let removed = m.follow(&[]);
+    m.unshare(&removed).await;
+    assert_eq!(store.certificate("www.acme.com").await.expect("read"), None);
+}

@@ -190,6 +190,11 @@ impl FakeCloudflare {
         self.lock().create_script.extend(statuses);
     }
 
+    /// Drops the statuses still scripted (200 again from the next creation).
+    pub fn clear_script(&self) {
+        self.lock().create_script.clear();
+    }
+
     /// Every call so far, in the order received.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()

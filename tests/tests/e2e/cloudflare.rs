@@ -135,6 +135,16 @@ fn fake_cloudflare_gets_a_record_per_preview_and_domain_and_loses_them_with_them
 
     d.opus(&["env", "remove", "web", "pr-12"]).ok();
     cf.wait_for_records(20, "the preview's record deleted", |r| r.is_empty());
+
+    // Removing the project deletes every record Opus made for it: production's and a domain's.
+    d.opus(&["deploy", "web", "1.0"]).ok();
+    d.opus(&["domain", "add", "web", "shop.acme.test"]).ok();
+    cf.wait_for_records(20, "production's and the domain's records", |r| {
+        r.iter().any(|r| r.name == "web.preview.acme.test")
+            && r.iter().any(|r| r.name == "shop.acme.test")
+    });
+    d.opus(&["remove", "web", "--yes"]).ok();
+    cf.wait_for_records(20, "the project's records deleted", |r| r.is_empty());
     assert!(
         cf.calls().iter().all(|c| c.answered == 200),
         "{:#?}",
@@ -351,4 +361,37 @@ fn fake_cloudflare_dns01_gets_a_wildcard_from_pebble_that_serves_every_preview_o
         "/.well-known/acme-challenge/unknown",
     );
     assert_ne!(challenge_path.status, 308);
+}
+
+#[test]
+fn fake_cloudflare_outage_across_a_sigkill_of_opusd_loses_no_record() {
+    let cf = FakeCloudflare::start("acme.test", TOKEN);
+    let (_dir, token) = token_file(TOKEN);
+    let mut d = routing_daemon(&cf, &token);
+    cf.script_creates([503; 10_000]);
+    d.opus(&["domain", "add", "web", "www.acme.test"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cf
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.answered == 503)
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "{:#?}", cf.calls());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.kill();
+    cf.clear_script();
+    d.restart();
+    cf.wait_for_records(20, "the domain's record after the restart", |r| {
+        r.iter().any(|r| r.name == "www.acme.test")
+    });
+    wait_for_dns(&d, "www.acme.test", "create", "done");
+    assert_eq!(
+        creates_of(&cf.calls(), "www.acme.test"),
+        1,
+        "{:#?}",
+        cf.calls()
+    );
 }

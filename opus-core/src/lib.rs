@@ -15,6 +15,7 @@
 //!   archive and manifest per version, dedup by sha256, publish, verify, retention.
 //! - [`archive`]: tar.gz writing and reading, and the path rules that keep files inside a folder.
 //! - [`domain`]: custom domains ([`domain::DomainName`], [`domain::DomainRecord`]).
+//! - [`dns`]: the DNS changes opusd makes at its DNS provider ([`dns::DnsChange`]).
 //! - [`error`]: one error enum per area, gathered in [`error::CoreError`].
 //!
 //! Cargo features, so that each binary compiles what it uses: `store` (the metadata store, the
@@ -25,6 +26,7 @@
 pub mod age;
 pub mod archive;
 pub mod artifact;
+pub mod dns;
 pub mod domain;
 pub mod error;
 pub mod forge;

@@ -89,6 +89,8 @@ pub struct Daemon {
     pub(crate) domains: domains::DomainRouter,
     /// The sites' HTTPS (certificates and the bound TLS listener), when it is on.
     pub(crate) https: Option<HttpsParts>,
+    /// Cloudflare (DNS routes, DNS-01), when a token is configured.
+    cloudflare: Option<Arc<crate::cloudflare::Cloudflare>>,
     /// Builds running elsewhere (Kubernetes Jobs) and their tokens.
     pub(crate) runners: runners::Runners,
     /// Build logs.
@@ -132,8 +134,17 @@ impl Daemon {
         deployer.load_all().await.map_err(ServeError::Sites)?;
         let domains = domains::DomainRouter::new(store.clone(), site_server.clone());
         domains.load().await.map_err(ServeError::Sites)?;
+        let cloudflare = match &config.cloudflare {
+            Some(c) => Some(Arc::new(
+                crate::cloudflare::Cloudflare::new(c, config.hook_retry.timeout)
+                    .map_err(ServeError::Cloudflare)?,
+            )),
+            None => None,
+        };
         let https = match &config.https {
-            Some(c) => Some(HttpsParts::open(c, &config.data_dir, &site_server).await?),
+            Some(c) => Some(
+                HttpsParts::open(c, &config, &site_server, cloudflare.clone(), &artifacts).await?,
+            ),
             None => None,
         };
         let runners = runners::Runners::default();
@@ -153,6 +164,7 @@ impl Daemon {
             deployer,
             domains,
             https,
+            cloudflare,
             runners,
             logs,
             hooks,
@@ -244,6 +256,14 @@ impl Daemon {
             self.config.public_url.clone(),
             self.site_server.clone(),
         );
+        let dns_routes = self.cloudflare.as_ref().map(|cf| {
+            crate::cloudflare::DnsRoutes::start(
+                self.store.clone(),
+                cf.clone(),
+                self.hooks.policy.clone(),
+                self.config.domain.clone(),
+            )
+        });
         write_address_file(
             &self.config.data_dir,
             self.config.listen,
@@ -269,6 +289,7 @@ impl Daemon {
         }
         deliverer.stop();
         github.stop();
+        drop(dns_routes);
         health_watch.cancel();
         if let Err(e) = verifier.await {
             tracing::error!(error = %e, "the verification task failed");
@@ -507,12 +528,26 @@ impl HttpsParts {
     /// Loads the stored certificates, turns HTTPS on in the site server, binds the TLS listener.
     async fn open(
         config: &crate::config::HttpsConfig,
-        data_dir: &Path,
+        daemon: &Config,
         sites: &Arc<sites::SiteServer>,
+        cloudflare: Option<Arc<crate::cloudflare::Cloudflare>>,
+        artifacts: &ArtifactStore,
     ) -> Result<HttpsParts, ServeError> {
-        let state = Arc::new(sites::https::HttpsState::new(config.redirect));
+        let state = Arc::new(sites::https::HttpsState::new(
+            config.redirect,
+            config.hsts_max_age,
+        ));
         sites.set_https(state.clone());
-        let certs = Arc::new(acme::CertManager::load(config.clone(), data_dir, state));
+        // With Cloudflare, the sites' own wildcard gets its certificate by DNS-01.
+        let wildcard = cloudflare
+            .as_ref()
+            .map(|cf| (format!("*.{}", daemon.domain), cf.clone()));
+        let mut certs = acme::CertManager::load(config.clone(), &daemon.data_dir, state, wildcard);
+        // Site replicas share a remote store: the certificates go there too.
+        if !artifacts.default_store_is_local() {
+            certs = certs.with_shared_store(artifacts.clone());
+        }
+        let certs = Arc::new(certs);
         let bind_error = |source| ServeError::SitesListen {
             addr: config.tls_listen,
             source,

@@ -81,6 +81,11 @@ impl DomainRouter {
         Ok(removed)
     }
 
+    /// The newest change Opus made (or tried) to `host`'s DNS record, if any.
+    pub fn dns_status(&self, host: &str) -> Option<opus_core::dns::DnsChange> {
+        self.store.dns_status(host).ok().flatten()
+    }
+
     /// The domains, all or `project`'s.
     pub fn list(&self, project: Option<&ProjectName>) -> Result<Vec<DomainRecord>, CoreError> {
         Ok(self.store.list_domains(project)?)

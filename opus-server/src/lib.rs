@@ -29,6 +29,7 @@ pub mod acme;
 pub mod api;
 pub mod build;
 pub mod checks;
+pub mod cloudflare;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
@@ -139,6 +140,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("API server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The Cloudflare API client could not be built (TLS setup).
+    #[error("cannot set up the Cloudflare API client: {0}")]
+    Cloudflare(#[source] cloudflare::CloudflareError),
 }
 
 /// Runs opusd on an already-bound API listener (and the sites listener it binds from

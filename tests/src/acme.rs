@@ -207,6 +207,11 @@ impl Pebble {
         assert_eq!(r.status, 200, "add-a: {}", r.text());
     }
 
+    /// `127.0.0.1:<port>` of challtestsrv's management API (`/set-txt`, `/clear-txt`).
+    pub fn challtestsrv_management(&self) -> String {
+        format!("127.0.0.1:{}", self.setup.challtest_management)
+    }
+
     /// Pebble's log so far, for failure messages.
     pub fn log(&self) -> String {
         let d = self.setup.dir.path();

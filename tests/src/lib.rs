@@ -7,6 +7,7 @@
 pub mod acme;
 pub mod browser;
 pub mod fake_apiserver;
+pub mod fake_cloudflare;
 pub mod fake_github;
 pub mod moto;
 

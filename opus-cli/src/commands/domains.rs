@@ -57,6 +57,7 @@ pub async fn run(
                         "issuer",
                         "expires",
                         "error",
+                        "dns",
                     ]);
                     for d in &domains {
                         let c = d.certificate.clone().unwrap_or_default();
@@ -72,6 +73,7 @@ pub async fn run(
                             c.issuer,
                             output::time(c.not_after.as_ref()),
                             c.last_error,
+                            dns_cell(d.dns.as_ref()),
                         ]);
                     }
                     output::print_table(&t)
@@ -94,6 +96,15 @@ pub async fn run(
     }
 }
 
+/// The DNS column: `-` without a change, else the state, and why when it is not done.
+fn dns_cell(dns: Option<&proto::DnsRoute>) -> String {
+    match dns {
+        None => "-".to_owned(),
+        Some(d) if d.error.is_empty() => format!("{} {}", d.action, d.state),
+        Some(d) => format!("{} {}: {}", d.action, d.state, d.error),
+    }
+}
+
 /// A domain as scripts read it.
 fn domain_json(d: &proto::Domain) -> Value {
     let certificate = d.certificate.as_ref().map(|c| {
@@ -112,5 +123,11 @@ fn domain_json(d: &proto::Domain) -> Value {
         "added_at": output::time(d.added_at.as_ref()),
         "url": d.url,
         "certificate": certificate,
+        "dns": d.dns.as_ref().map(|r| json!({
+            "action": r.action,
+            "state": r.state,
+            "error": r.error,
+            "attempts": r.attempts,
+        })),
     })
 }

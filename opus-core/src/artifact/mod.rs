@@ -39,6 +39,8 @@
 //! the CLI uses).
 
 #[cfg(feature = "store")]
+mod certs;
+#[cfg(feature = "store")]
 mod publish;
 #[cfg(feature = "store")]
 mod read;

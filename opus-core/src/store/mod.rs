@@ -10,6 +10,7 @@
 
 mod builds;
 mod deploys;
+mod dns;
 mod domains;
 mod events;
 mod gates;
@@ -65,7 +66,8 @@ pub use versions::VersionRemoval;
 /// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
 /// - `triggers`: project -> [`ProjectTriggers`] JSON (opus.yml `on:` and its bookkeeping).
 /// - `verify_policies`: `<project>\0<env>` -> the `verify:` policy of the latest build (see [`T::VerifyPolicies`]).
-const TREE_NAMES: [&str; 25] = [
+/// - `dns`, `dns_changes`: the DNS (Cloudflare) outbox: cursor, newest change per name, changes.
+const TREE_NAMES: [&str; 27] = [
     "projects",
     "secrets",
     "builds",
@@ -91,6 +93,8 @@ const TREE_NAMES: [&str; 25] = [
     "github",
     "triggers",
     "verify_policies",
+    "dns",
+    "dns_changes",
 ];
 
 /// sled's page cache, in bytes.
@@ -204,6 +208,11 @@ enum T {
     /// `<project>\0<env>` -> [`crate::recipe::checks::VerifyPolicy`] JSON: what opus.yml's
     /// `verify:` of the project's latest stored build asks for after a deploy to `env`.
     VerifyPolicies = 24,
+    /// `cursor` (the next event the DNS outbox has not finished) and `name\0<name>` -> the
+    /// newest [`crate::dns::DnsChange`] of that name.
+    Dns = 25,
+    /// Event seq -> [`crate::dns::DnsChange`]: the DNS outbox's records.
+    DnsChanges = 26,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

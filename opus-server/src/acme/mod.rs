@@ -1,7 +1,8 @@
 //! Automatic HTTPS for custom domains: certificates from an ACME CA (Let's Encrypt by default,
 //! or a private one such as step-ca or pebble with `--acme-ca-file`), with instant-acme.
 //!
-//! - [`CertManager`] follows the custom domains ([`crate::sites::SiteServer::watch_domains`]):
+//! - [`CertManager`] follows the custom domains ([`crate::sites::SiteServer::watch_domains`]),
+//!   and with Cloudflare the sites' wildcard `*.<domain>` (DNS-01, covering every preview):
 //!   orders a certificate for each domain without one, renews each two thirds into its life,
 //!   retries failures with exponential backoff (10 s doubling to an hour), and keeps each
 //!   domain's [`CertStatus`] for `opus domain list`. Orders never block serving: plain HTTP
@@ -9,7 +10,11 @@
 //! - `order`: one order (HTTP-01, answered by the site listener through
 //!   [`crate::sites::https::HttpsState`], or TLS-ALPN-01 by the TLS listener through the
 //!   resolver, as `--acme-challenge` says).
-//! - `files`: the account and the certificates in `<data-dir>/acme`, loaded at start.
+//! - `files`: the account and the certificates in `<data-dir>/acme`, loaded at start: the local
+//!   cache. With a remote artifact store, each certificate is also written to the store
+//!   (`_opus/certs/<host>/`, [`opus_core::artifact::ArtifactStore::put_certificate`]) so that
+//!   site replicas share it, and before ordering the manager takes a certificate another
+//!   opusd stored there when it is not due for renewal.
 //! - `resolver`: [`CertResolver`], the TLS listener's SNI -> certificate map, swapped atomically.
 //!
 //! Architecture Invariant: the manager never reads the metadata store; it learns the domains
@@ -32,6 +37,9 @@ use tokio_util::sync::CancellationToken;
 pub use files::{AcmeFiles, LoadedCert};
 pub use resolver::{ACME_TLS_ALPN, CertResolver};
 
+use opus_core::artifact::ArtifactStore;
+
+use crate::cloudflare::Cloudflare;
 use crate::config::HttpsConfig;
 use crate::sites::CustomDomains;
 use crate::sites::https::HttpsState;
@@ -58,6 +66,12 @@ pub enum AcmeError {
     /// A certificate that cannot be served.
     #[error("unusable certificate: {0}")]
     BadCertificate(String),
+    /// The DNS-01 TXT record could not be made through Cloudflare.
+    #[error("DNS-01 through Cloudflare: {0}")]
+    Dns(#[source] crate::cloudflare::CloudflareError),
+    /// A wildcard needs DNS-01, which needs a DNS provider.
+    #[error("a wildcard certificate needs DNS-01: set --cloudflare-token-file")]
+    NoDnsProvider,
     /// Account credentials that do not decode.
     #[error("the stored ACME account does not decode: {0}")]
     Account(#[from] serde_json::Error),
@@ -129,11 +143,22 @@ pub struct CertManager {
     status: Mutex<HashMap<String, CertStatus>>,
     /// The ACME account, made or loaded at the first order.
     account: tokio::sync::Mutex<Option<Account>>,
+    /// The sites' wildcard (`*.<domain>`), certified by DNS-01 through Cloudflare, when on.
+    wildcard: Option<(String, Arc<Cloudflare>)>,
+    /// The artifact store certificates are shared through, when it is remote.
+    shared: Option<ArtifactStore>,
 }
 
 impl CertManager {
-    /// A manager over `<data-dir>/acme` with the certificates stored there loaded and served.
-    pub fn load(config: HttpsConfig, data_dir: &std::path::Path, https: Arc<HttpsState>) -> Self {
+    /// A manager over `<data-dir>/acme` with the certificates stored there loaded and served;
+    /// with `wildcard` (`*.<domain>` and Cloudflare) it also keeps that wildcard's certificate,
+    /// ordered by DNS-01.
+    pub fn load(
+        config: HttpsConfig,
+        data_dir: &std::path::Path,
+        https: Arc<HttpsState>,
+        wildcard: Option<(String, Arc<Cloudflare>)>,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let files = AcmeFiles::new(data_dir.join("acme"));
         let manager = CertManager {
@@ -143,6 +168,8 @@ impl CertManager {
             resolver: Arc::new(CertResolver::default()),
             status: Mutex::new(HashMap::new()),
             account: tokio::sync::Mutex::new(None),
+            wildcard,
+            shared: None,
         };
         let certs = data_dir.join("acme").join("certs");
         if let Ok(entries) = std::fs::read_dir(&certs) {
@@ -161,6 +188,13 @@ impl CertManager {
             }
         }
         manager
+    }
+
+    /// Shares the certificates through `store` (`_opus/certs/<host>/`): each issued one is
+    /// written there, and one found there is taken instead of ordering.
+    pub fn with_shared_store(mut self, store: ArtifactStore) -> Self {
+        self.shared = Some(store);
+        self
     }
 
     /// The TLS configuration of the site TLS listener: certificates by SNI, HTTP/1.1, and
@@ -211,8 +245,12 @@ impl CertManager {
                 .hosts()
                 .map(str::to_owned)
                 .collect();
+            if let Some((name, _)) = &self.wildcard {
+                hosts.push(name.clone());
+            }
             hosts.sort();
-            self.follow(&hosts);
+            let removed = self.follow(&hosts);
+            self.unshare(&removed).await;
             for host in &hosts {
                 if stop.is_cancelled() {
                     return;
@@ -233,8 +271,9 @@ impl CertManager {
         }
     }
 
-    /// Starts following new hosts and forgets removed ones (their certificates deleted).
-    fn follow(&self, hosts: &[String]) {
+    /// Starts following new hosts and forgets removed ones (their certificates deleted);
+    /// returns the removed ones.
+    fn follow(&self, hosts: &[String]) -> Vec<String> {
         let wanted: HashSet<&str> = hosts.iter().map(String::as_str).collect();
         let removed: Vec<String> = {
             let mut status = self.lock();
@@ -260,6 +299,47 @@ impl CertManager {
             self.https
                 .set_certified(self.resolver.hosts().into_iter().collect());
         }
+        removed
+    }
+
+    /// Deletes removed hosts' certificates from the shared store.
+    async fn unshare(&self, removed: &[String]) {
+        let Some(store) = &self.shared else {
+            return;
+        };
+        for h in removed {
+            if let Err(e) = store.delete_certificate(h).await {
+                tracing::warn!(domain = %h, error = %e, "cannot delete a removed domain's certificate from the artifact store");
+            }
+        }
+    }
+
+    /// A certificate of `host` in the shared store that is not due for renewal (another opusd
+    /// issued or renewed it), copied into the local cache.
+    async fn shared_certificate(&self, host: &str) -> Option<LoadedCert> {
+        let store = self.shared.as_ref()?;
+        let (key, chain) = match store.certificate(host).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(domain = host, error = %e, "cannot read the shared certificate; ordering one");
+                return None;
+            }
+        };
+        let cert = match LoadedCert::parse(&key, &chain) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(domain = host, error = %e, "the shared certificate cannot be served; ordering one");
+                return None;
+            }
+        };
+        if cert.renew_at() <= SystemTime::now() {
+            return None;
+        }
+        if let Err(e) = self.files.write_cert(host, &key, &chain) {
+            tracing::warn!(domain = host, error = %e, "cannot cache the shared certificate");
+        }
+        tracing::info!(domain = host, "certificate taken from the artifact store");
+        Some(cert)
     }
 
     fn is_due(&self, host: &str) -> bool {
@@ -282,6 +362,10 @@ impl CertManager {
 
     /// One order for `host`; the outcome goes into its status.
     async fn attempt(&self, host: &str) {
+        if let Some(cert) = self.shared_certificate(host).await {
+            self.serve(host, &cert);
+            return;
+        }
         tracing::info!(domain = host, directory = %self.config.acme_directory, "ordering a certificate");
         let result = async {
             let account = self.account().await?;
@@ -289,10 +373,17 @@ impl CertManager {
                 kind: self.config.challenge,
                 https: &self.https,
                 resolver: &self.resolver,
+                dns: self.wildcard.as_ref().map(|(_, cf)| cf.as_ref()),
+                dns_propagation: self.config.dns_propagation,
             };
             let (key, chain) = order::issue(&account, host, &responder).await?;
             let cert = LoadedCert::parse(&key, &chain)?;
             self.files.write_cert(host, &key, &chain)?;
+            if let Some(store) = &self.shared
+                && let Err(e) = store.put_certificate(host, &key, &chain).await
+            {
+                tracing::warn!(domain = host, error = %e, "cannot share the certificate through the artifact store; it is served from the data directory");
+            }
             Ok::<_, AcmeError>(cert)
         }
         .await;

@@ -1,7 +1,8 @@
 //! One certificate order with instant-acme: a new order for one host, its challenge answered
-//! (HTTP-01 by the site listener through [`HttpsState`], or TLS-ALPN-01 by the TLS listener
-//! through the [`CertResolver`]), then finalize (instant-acme makes the key and CSR with rcgen)
-//! and download the chain.
+//! (HTTP-01 by the site listener through [`HttpsState`], TLS-ALPN-01 by the TLS listener
+//! through the [`CertResolver`], or, for a wildcard `*.<domain>`, DNS-01 by a TXT record
+//! `_acme-challenge.<domain>` made through Cloudflare and deleted after validation), then
+//! finalize (instant-acme makes the key and CSR with rcgen) and download the chain.
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::{AcmeError, CertResolver};
+use crate::cloudflare::Cloudflare;
 use crate::config::AcmeChallenge;
 use crate::sites::https::HttpsState;
 
@@ -27,12 +29,17 @@ pub struct Responder<'a> {
     pub https: &'a HttpsState,
     /// TLS-ALPN-01 answers.
     pub resolver: &'a CertResolver,
+    /// DNS-01 answers (wildcards), when Cloudflare is configured.
+    pub dns: Option<&'a Cloudflare>,
+    /// How long a TXT record is given to reach the zone's DNS servers before the CA looks.
+    pub dns_propagation: Duration,
 }
 
 /// A published answer, withdrawn when the order ends.
 enum Published {
     Token(String),
     AlpnHost(String),
+    Txt(String),
 }
 
 /// How long the CA may take to validate and to issue.
@@ -52,6 +59,13 @@ pub async fn issue(
         match p {
             Published::Token(t) => responder.https.withdraw(t),
             Published::AlpnHost(h) => responder.resolver.withdraw(h),
+            Published::Txt(name) => {
+                if let Some(dns) = responder.dns
+                    && let Err(e) = dns.clear_txt(name).await
+                {
+                    tracing::warn!(name = %name, error = %e, "cannot delete a DNS-01 TXT record; the next order deletes it");
+                }
+            }
         }
     }
     result
@@ -75,6 +89,19 @@ async fn validate_and_finalize(
                         "the CA says the authorization is {other:?}"
                     )));
                 }
+            }
+            if let Some(base) = host.strip_prefix("*.") {
+                let dns = responder.dns.ok_or(AcmeError::NoDnsProvider)?;
+                let mut challenge = authz
+                    .challenge(ChallengeType::Dns01)
+                    .ok_or(AcmeError::NoChallenge("dns-01"))?;
+                let name = format!("_acme-challenge.{base}");
+                let value = challenge.key_authorization().dns_value();
+                published.push(Published::Txt(name.clone()));
+                dns.set_txt(&name, &value).await.map_err(AcmeError::Dns)?;
+                tokio::time::sleep(responder.dns_propagation).await;
+                challenge.set_ready().await?;
+                continue;
             }
             let (kind, name) = match responder.kind {
                 AcmeChallenge::Http01 => (ChallengeType::Http01, "http-01"),

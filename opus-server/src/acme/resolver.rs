@@ -10,8 +10,9 @@ use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-/// Picks the certificate of the host a client names (SNI); none for an unknown host, which ends
-/// the handshake.
+/// Picks the certificate of the host a client names (SNI): its own, else the wildcard
+/// certificate of its parent domain (`*.preview.acme.com` for `pr-1--web.preview.acme.com`);
+/// none for an unknown host, which ends the handshake.
 #[derive(Debug, Default)]
 pub struct CertResolver {
     certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
@@ -76,6 +77,11 @@ impl ResolvesServerCert for CertResolver {
         if acme {
             return self.challenges.load().get(&name).cloned();
         }
-        self.certs.load().get(&name).cloned()
+        let certs = self.certs.load();
+        certs.get(&name).cloned().or_else(|| {
+            // A wildcard certificate covers the names one label under its domain.
+            let (_, parent) = name.split_once('.')?;
+            certs.get(&format!("*.{parent}")).cloned()
+        })
     }
 }

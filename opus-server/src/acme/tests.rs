@@ -20,6 +20,8 @@ fn config() -> HttpsConfig {
         acme_ca_file: None,
         redirect: true,
         challenge: crate::config::AcmeChallenge::Http01,
+        hsts_max_age: 0,
+        dns_propagation: Duration::ZERO,
     }
 }
 
@@ -74,8 +76,8 @@ fn stored_certificates_are_served_at_start_and_damaged_ones_reordered() {
     );
     assert_eq!(mode & 0o777, 0o600);
 
-    let https = Arc::new(HttpsState::new(true));
-    let m = CertManager::load(config(), dir.path(), https.clone());
+    let https = Arc::new(HttpsState::new(true, 0));
+    let m = CertManager::load(config(), dir.path(), https.clone(), None);
     let s = m.status("www.acme.com").expect("followed");
     assert_eq!(s.state, CertState::Issued);
     assert!(s.next_attempt > SystemTime::now());
@@ -99,8 +101,8 @@ fn stored_certificates_are_served_at_start_and_damaged_ones_reordered() {
 #[tokio::test]
 async fn an_unreachable_ca_is_a_failed_order_retried_later() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let https = Arc::new(HttpsState::new(true));
-    let m = CertManager::load(config(), dir.path(), https);
+    let https = Arc::new(HttpsState::new(true, 0));
+    let m = CertManager::load(config(), dir.path(), https, None);
     m.follow(&["www.acme.com".to_owned()]);
     m.attempt("www.acme.com").await;
     let s = m.status("www.acme.com").expect("followed");
@@ -125,9 +127,9 @@ async fn a_renewal_the_ca_refuses_keeps_the_certificate_served() {
     files
         .write_cert("www.acme.com", &key, &chain)
         .expect("write");
-    let https = Arc::new(HttpsState::new(true));
+    let https = Arc::new(HttpsState::new(true, 0));
     // The CA is down (nothing listens at its address).
-    let m = CertManager::load(config(), dir.path(), https.clone());
+    let m = CertManager::load(config(), dir.path(), https.clone(), None);
     m.attempt("www.acme.com").await;
     let s = m.status("www.acme.com").expect("followed");
     assert_eq!(s.state, CertState::Failed);
@@ -136,4 +138,46 @@ async fn a_renewal_the_ca_refuses_keeps_the_certificate_served() {
     assert!(https.is_certified("www.acme.com"), "and still served");
     assert!(m.resolver.hosts().contains(&"www.acme.com".to_owned()));
     assert!(files.read_cert("www.acme.com").expect("read").is_some());
+}
+
+#[tokio::test]
+async fn a_certificate_in_the_shared_store_is_taken_instead_of_ordered_and_unshared_on_removal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = opus_core::store::MetaStore::open(&dir.path().join("meta")).expect("meta");
+    let url = format!("file://{}", dir.path().join("artifacts").display());
+    let store = ArtifactStore::open(meta, &url, &[]).expect("artifacts");
+    let (key, chain) = self_signed("www.acme.com");
+    store
+        .put_certificate("www.acme.com", &key, &chain)
+        .await
+        .expect("put");
+    let https = Arc::new(HttpsState::new(true, 0));
+    // The CA is down: only the shared certificate can make the domain issued.
+    let m = CertManager::load(config(), &dir.path().join("data"), https.clone(), None)
+        .with_shared_store(store.clone());
+    m.follow(&["www.acme.com".to_owned()]);
+    m.attempt("www.acme.com").await;
+    let s = m.status("www.acme.com").expect("followed");
+    assert_eq!(s.state, CertState::Issued, "{}", s.last_error);
+    assert!(https.is_certified("www.acme.com"));
+    assert!(
+        dir.path().join("data/acme/certs/www.acme.com.pem").exists(),
+        "cached in the data directory"
+    );
+
+    // A damaged shared certificate is not served: the manager orders (and here fails).
+    store
+        .put_certificate("bad.acme.com", "not a key", "not a chain")
+        .await
+        .expect("put");
+    m.follow(&["www.acme.com".to_owned(), "bad.acme.com".to_owned()]);
+    m.attempt("bad.acme.com").await;
+    assert_eq!(
+        m.status("bad.acme.com").expect("followed").state,
+        CertState::Failed
+    );
+
+    let removed = m.follow(&[]);
+    m.unshare(&removed).await;
+    assert_eq!(store.certificate("www.acme.com").await.expect("read"), None);
 }

@@ -46,6 +46,17 @@ impl DomainsApi {
         })
     }
 
+    /// The newest DNS change of `host`, if Opus made or tried one.
+    fn dns(&self, host: &str) -> Option<proto::DnsRoute> {
+        let c = self.domains.dns_status(host)?;
+        Some(proto::DnsRoute {
+            action: c.action.as_str().to_owned(),
+            state: c.state.as_str().to_owned(),
+            error: c.last_error,
+            attempts: c.attempts,
+        })
+    }
+
     /// Where `host` is reached: over HTTPS once it has a certificate.
     fn url(&self, host: &str) -> String {
         let sites = self.domains.sites();
@@ -64,6 +75,7 @@ impl DomainsApi {
             added_at: Some(timestamp(d.added_at)),
             url: self.url(d.host.as_str()),
             certificate: self.certificate(d.host.as_str()),
+            dns: self.dns(d.host.as_str()),
         }
     }
 }

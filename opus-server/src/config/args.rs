@@ -151,4 +151,7 @@ pub struct ConfigArgs {
     /// `https://<host>/api/v3`) [default: `https://api.github.com`].
     #[arg(long, env = "OPUS_GITHUB_API_URL", value_name = "URL")]
     pub github_api_url: Option<String>,
+    /// DNS routes and DNS-01 through Cloudflare.
+    #[command(flatten)]
+    pub cloudflare: super::CloudflareArgs,
 }

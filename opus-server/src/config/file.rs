@@ -81,10 +81,22 @@ pub struct FileConfig {
     pub sites_https_redirect: Option<bool>,
     /// See [`super::HttpsArgs::acme_challenge`].
     pub acme_challenge: Option<super::AcmeChallenge>,
+    /// See [`super::HttpsArgs::sites_hsts_max_age`].
+    pub sites_hsts_max_age: Option<u64>,
+    /// See [`super::HttpsArgs::acme_dns_propagation_secs`].
+    pub acme_dns_propagation_secs: Option<u64>,
     /// See [`super::ConfigArgs::public_url`].
     pub public_url: Option<String>,
     /// See [`super::ConfigArgs::github_api_url`].
     pub github_api_url: Option<String>,
+    /// See [`super::CloudflareArgs::cloudflare_token_file`].
+    pub cloudflare_token_file: Option<PathBuf>,
+    /// See [`super::CloudflareArgs::cloudflare_zone`].
+    pub cloudflare_zone: Option<String>,
+    /// See [`super::CloudflareArgs::cloudflare_api_url`].
+    pub cloudflare_api_url: Option<String>,
+    /// See [`super::CloudflareArgs::public_address`].
+    pub public_address: Option<String>,
 }
 
 impl FileConfig {

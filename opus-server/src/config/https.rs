@@ -43,6 +43,14 @@ pub struct HttpsArgs {
     /// the CA reaches on port 80), or tls-alpn-01 on the HTTPS one (port 443) [default: http-01].
     #[arg(long, env = "OPUS_ACME_CHALLENGE", value_enum, value_name = "KIND")]
     pub acme_challenge: Option<AcmeChallenge>,
+    /// `Strict-Transport-Security: max-age=` of HTTPS site responses, in seconds; 0 sends none
+    /// [default: 31536000, one year, without includeSubDomains or preload].
+    #[arg(long, env = "OPUS_SITES_HSTS_MAX_AGE", value_name = "SECONDS")]
+    pub sites_hsts_max_age: Option<u64>,
+    /// Seconds a DNS-01 TXT record is given to reach the zone's DNS servers before the CA is
+    /// told to look [default: 10].
+    #[arg(long, env = "OPUS_ACME_DNS_PROPAGATION_SECS", value_name = "SECONDS")]
+    pub acme_dns_propagation_secs: Option<u64>,
 }
 
 /// The ACME challenge opusd answers.
@@ -73,7 +81,16 @@ pub struct HttpsConfig {
     pub redirect: bool,
     /// The challenge opusd answers.
     pub challenge: AcmeChallenge,
+    /// The HSTS max-age of HTTPS responses, in seconds (0: no header).
+    pub hsts_max_age: u64,
+    /// The wait between publishing a DNS-01 TXT record and telling the CA to look.
+    pub dns_propagation: std::time::Duration,
 }
+
+/// The default HSTS max-age: one year, what browsers' preload lists ask for at least, and
+/// Netlify's value. Without includeSubDomains: names under a custom domain may be served by
+/// something else over plain HTTP.
+pub const DEFAULT_HSTS_MAX_AGE: u64 = 31_536_000;
 
 /// The HTTPS settings, or `None` without a TLS listener.
 pub(super) fn https(
@@ -118,5 +135,14 @@ pub(super) fn https(
             .acme_challenge
             .or(file.acme_challenge)
             .unwrap_or(AcmeChallenge::Http01),
+        hsts_max_age: a
+            .sites_hsts_max_age
+            .or(file.sites_hsts_max_age)
+            .unwrap_or(DEFAULT_HSTS_MAX_AGE),
+        dns_propagation: std::time::Duration::from_secs(
+            a.acme_dns_propagation_secs
+                .or(file.acme_dns_propagation_secs)
+                .unwrap_or(10),
+        ),
     }))
 }

@@ -8,6 +8,7 @@
 //! (`https`).
 
 mod args;
+mod cloudflare;
 mod executor;
 mod file;
 mod github;
@@ -31,6 +32,7 @@ use crate::process_tree::Containment;
 use crate::sites::ConnectionLimits;
 
 pub use args::ConfigArgs;
+pub use cloudflare::{CLOUDFLARE_API, CloudflareArgs, CloudflareConfig, PublicAddress};
 pub use executor::{DEFAULT_BUILD_IMAGE, DEFAULT_KUBERNETES_POLL, ExecutorKind, KubernetesConfig};
 pub use file::FileConfig;
 pub use github::DEFAULT_GITHUB_API_URL;
@@ -123,6 +125,8 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
     /// GitHub's REST API (`--github-api-url`), without a trailing `/`.
     pub github_api_url: String,
+    /// Cloudflare (DNS routes, DNS-01), when `--cloudflare-token-file` is set.
+    pub cloudflare: Option<CloudflareConfig>,
 }
 
 impl Config {
@@ -163,6 +167,7 @@ impl Config {
             https,
             public_url: public_url::public_url(&args, &file)?,
             github_api_url: github::github_api_url(&args, &file)?,
+            cloudflare: cloudflare::cloudflare(&args, &file)?,
         })
     }
 }

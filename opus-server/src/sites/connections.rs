@@ -431,7 +431,11 @@ async fn connection<S>(
             let guard = InFlight::start(&activity);
             let server = server.clone();
             async move {
-                let resp = handler::serve(State(server), req.map(Body::new)).await;
+                let https = server.https().cloned();
+                let mut resp = handler::serve(State(server), req.map(Body::new)).await;
+                if over_tls {
+                    super::https::add_hsts(https.as_deref(), &mut resp);
+                }
                 // The guard lives as long as the body: until the response is written.
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody {
                     inner: body,

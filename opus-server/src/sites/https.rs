@@ -1,6 +1,8 @@
 //! What the site server needs to know of HTTPS: the ACME HTTP-01 answers it serves on the plain
 //! HTTP listener (`/.well-known/acme-challenge/<token>`), which hosts have a certificate (so
-//! plain HTTP redirects them to HTTPS), and the TLS listener's port for those redirects.
+//! plain HTTP redirects them to HTTPS with a 308, which keeps the method; a wildcard
+//! certificate `*.<domain>` covers the hosts one label under it), the TLS listener's port for
+//! those redirects, and the `Strict-Transport-Security` header of HTTPS responses.
 //!
 //! The certificate manager (`crate::acme`) writes it; requests only read it. Each part is an
 //! `ArcSwap`, so a request takes no lock.
@@ -27,15 +29,23 @@ pub struct HttpsState {
     certified: ArcSwap<HashSet<String>>,
     /// Whether plain HTTP requests for a certified host are redirected to HTTPS.
     redirect: bool,
+    /// The `Strict-Transport-Security` header of HTTPS responses, if one is sent.
+    hsts: Option<axum::http::HeaderValue>,
     /// The TLS listener's port (0 until bound).
     tls_port: AtomicU16,
 }
 
 impl HttpsState {
-    /// A state that redirects certified hosts to HTTPS when `redirect` is set.
-    pub fn new(redirect: bool) -> HttpsState {
+    /// A state that redirects certified hosts to HTTPS when `redirect` is set, and sends
+    /// `Strict-Transport-Security: max-age=<hsts_max_age>` over HTTPS unless it is 0.
+    pub fn new(redirect: bool, hsts_max_age: u64) -> HttpsState {
+        let hsts = (hsts_max_age > 0).then(|| {
+            axum::http::HeaderValue::from_str(&format!("max-age={hsts_max_age}"))
+                .unwrap_or(axum::http::HeaderValue::from_static("max-age=31536000"))
+        });
         HttpsState {
             redirect,
+            hsts,
             ..HttpsState::default()
         }
     }
@@ -68,9 +78,13 @@ impl HttpsState {
         self.certified.store(Arc::new(hosts));
     }
 
-    /// Whether `host` has a certificate.
+    /// Whether `host` has a certificate: its own, or the wildcard of its parent domain.
     pub fn is_certified(&self, host: &str) -> bool {
-        self.certified.load().contains(host)
+        let certified = self.certified.load();
+        certified.contains(host)
+            || host
+                .split_once('.')
+                .is_some_and(|(_, parent)| certified.contains(&format!("*.{parent}")))
     }
 
     /// Records the TLS listener's port.
@@ -102,7 +116,7 @@ mod tests {
 
     #[test]
     fn challenges_and_redirects() {
-        let s = HttpsState::new(true);
+        let s = HttpsState::new(true, 0);
         s.publish("tok", "tok.thumb");
         assert_eq!(s.challenge("tok").as_deref(), Some("tok.thumb"));
         s.withdraw("tok");
@@ -120,9 +134,39 @@ mod tests {
             s.redirect_for("www.acme.com", "/").as_deref(),
             Some("https://www.acme.com/")
         );
-        let off = HttpsState::new(false);
+        let off = HttpsState::new(false, 0);
         off.set_certified(HashSet::from(["www.acme.com".to_owned()]));
         assert_eq!(off.redirect_for("www.acme.com", "/"), None);
+    }
+
+    #[test]
+    fn a_wildcard_certificate_covers_one_label_under_its_domain() {
+        let s = HttpsState::new(true, 0);
+        s.set_certified(HashSet::from(["*.preview.acme.com".to_owned()]));
+        assert!(s.is_certified("pr-1--web.preview.acme.com"));
+        assert!(!s.is_certified("a.pr-1--web.preview.acme.com"));
+        assert!(!s.is_certified("preview.acme.com"));
+        assert!(s.redirect_for("web.preview.acme.com", "/").is_some());
+    }
+
+    #[test]
+    fn hsts_is_sent_unless_off_or_set_by_the_version() {
+        use axum::http::header::STRICT_TRANSPORT_SECURITY as HSTS;
+        let on = HttpsState::new(true, 31_536_000);
+        let mut r = axum::response::Response::new(axum::body::Body::empty());
+        add_hsts(Some(&on), &mut r);
+        assert_eq!(r.headers()[HSTS], "max-age=31536000");
+
+        let mut own = axum::response::Response::new(axum::body::Body::empty());
+        own.headers_mut()
+            .insert(HSTS, axum::http::HeaderValue::from_static("max-age=60"));
+        add_hsts(Some(&on), &mut own);
+        assert_eq!(own.headers()[HSTS], "max-age=60");
+
+        let off = HttpsState::new(true, 0);
+        let mut r = axum::response::Response::new(axum::body::Body::empty());
+        add_hsts(Some(&off), &mut r);
+        assert!(!r.headers().contains_key(HSTS));
     }
 }
 
@@ -130,8 +174,8 @@ mod tests {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OverTls;
 
-/// What HTTPS answers before routing, if anything: an HTTP-01 challenge (plain HTTP, any host),
-/// or a redirect of a certified host's plain request to HTTPS.
+/// What HTTPS answers before routing, if anything: an HTTP-01 challenge (plain HTTP, any host;
+/// never redirected), or a 308 redirect of a certified host's plain request to HTTPS.
 pub(crate) fn answer(
     state: Option<&HttpsState>,
     req: &axum::http::request::Parts,
@@ -159,7 +203,19 @@ pub(crate) fn answer(
     let location = state.redirect_for(&host, target)?;
     let location = HeaderValue::from_str(&location).ok()?;
     let mut r = axum::response::Response::new(axum::body::Body::empty());
-    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
     r.headers_mut().insert(header::LOCATION, location);
     Some(r)
+}
+
+/// Adds `Strict-Transport-Security` to a response sent over TLS, unless HSTS is off or the
+/// version's `_headers` set one already.
+pub(crate) fn add_hsts(state: Option<&HttpsState>, resp: &mut axum::response::Response) {
+    let Some(value) = state.and_then(|s| s.hsts.clone()) else {
+        return;
+    };
+    let headers = resp.headers_mut();
+    if !headers.contains_key(axum::http::header::STRICT_TRANSPORT_SECURITY) {
+        headers.insert(axum::http::header::STRICT_TRANSPORT_SECURITY, value);
+    }
 }

@@ -152,7 +152,7 @@ impl ProjectAges {
 }
 
 /// The host name that serves `project`'s environment `env`.
-fn host_of(project: &str, env: &str, domain: &str) -> String {
+pub(crate) fn host_of(project: &str, env: &str, domain: &str) -> String {
     if env == PRODUCTION {
         format!("{project}.{domain}")
     } else {

@@ -121,7 +121,7 @@ fn a_custom_domain_gets_a_certificate_from_pebble_and_is_served_over_https() {
     assert!(https_get(&tls, "other.acme.test", "/", &roots).is_err());
     // Plain HTTP redirects once the certificate exists; the wildcard hosts stay plain.
     let plain = d.get("www.acme.test", "/a?b=1");
-    assert_eq!(plain.status, 301);
+    assert_eq!(plain.status, 308);
     assert_eq!(
         plain.header("location"),
         format!("https://www.acme.test:{tls_port}/a?b=1")

@@ -4,6 +4,7 @@ mod acme;
 mod artifacts;
 mod auto_deploys;
 mod builds;
+mod cloudflare;
 mod config;
 mod dashboard;
 mod dashboard_browser;

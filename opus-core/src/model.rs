@@ -539,14 +539,21 @@ pub enum BuildState {
     Failed,
     /// Stopped by a user or by a newer push to the same branch.
     Cancelled,
+    /// Its version is stored and deployed where no approval is needed; an environment with
+    /// `approval: true` waits for `opus approve` (then succeeded) or `opus reject` (then failed).
+    AwaitingApproval,
 }
 
 impl BuildState {
-    /// Whether the build has ended.
+    /// Whether the build's run has ended: it holds no slot, no process and no live log. A build
+    /// awaiting approval has ended its run too; only an approval or a rejection changes it.
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            BuildState::Succeeded | BuildState::Failed | BuildState::Cancelled
+            BuildState::Succeeded
+                | BuildState::Failed
+                | BuildState::Cancelled
+                | BuildState::AwaitingApproval
         )
     }
 
@@ -558,6 +565,7 @@ impl BuildState {
             BuildState::Succeeded => "succeeded",
             BuildState::Failed => "failed",
             BuildState::Cancelled => "cancelled",
+            BuildState::AwaitingApproval => "awaiting_approval",
         }
     }
 
@@ -569,6 +577,9 @@ impl BuildState {
             "succeeded" => BuildState::Succeeded,
             "failed" => BuildState::Failed,
             "cancelled" | "canceled" => BuildState::Cancelled,
+            "awaiting_approval" | "awaiting-approval" | "awaiting approval" => {
+                BuildState::AwaitingApproval
+            }
             other => {
                 return Err(ModelError::Invalid(format!(
                     "unknown build state {other:?}: use queued, running, succeeded, failed or cancelled"
@@ -756,11 +767,16 @@ pub enum EventKind {
     /// A preview environment got no deploy for its opus.yml `previews: { expire: ... }` and was
     /// removed (its versions stay).
     PreviewExpired,
+    // Approvals: a build awaiting approval (`build.awaiting_approval`) is approved or rejected.
+    /// A build awaiting approval was approved and deployed (the payload names who and where).
+    BuildApproved,
+    /// A build awaiting approval was rejected (the payload names who and why).
+    BuildRejected,
 }
 
 impl EventKind {
     /// Every kind, in the order the wire strings are documented.
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 32] = [
         EventKind::ProjectAdded,
         EventKind::ProjectUpdated,
         EventKind::ProjectRemoved,
@@ -790,6 +806,9 @@ impl EventKind {
         EventKind::DomainAdded,
         EventKind::DomainRemoved,
         EventKind::PreviewExpired,
+        EventKind::Build(BuildState::AwaitingApproval),
+        EventKind::BuildApproved,
+        EventKind::BuildRejected,
     ];
 
     /// The wire string.
@@ -824,6 +843,9 @@ impl EventKind {
             EventKind::DomainAdded => "domain.added",
             EventKind::DomainRemoved => "domain.removed",
             EventKind::PreviewExpired => "preview.expired",
+            EventKind::Build(BuildState::AwaitingApproval) => "build.awaiting_approval",
+            EventKind::BuildApproved => "build.approved",
+            EventKind::BuildRejected => "build.rejected",
         }
     }
 

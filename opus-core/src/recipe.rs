@@ -122,7 +122,7 @@ pub struct BuildSpec {
 }
 
 /// One entry of `environments:`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentSpec {
     /// The branch whose builds go to this environment.
@@ -130,6 +130,10 @@ pub struct EnvironmentSpec {
     /// Whether each successful build of the branch deploys at once.
     #[serde(default)]
     pub auto_deploy: bool,
+    // Approvals.
+    /// Whether an automatic deploy here waits for `opus approve` (the build awaits approval).
+    #[serde(default)]
+    pub approval: bool,
 }
 
 fn default_output() -> String {

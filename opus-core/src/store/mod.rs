@@ -8,6 +8,7 @@
 //! numbers are big-endian (so `#9` sorts before `#10`), and per-project indexes are
 //! `<project>\0<...>` so a prefix scan finds one project's records.
 
+mod approvals;
 mod builds;
 mod deploys;
 mod domains;
@@ -38,6 +39,7 @@ use tokio::sync::watch;
 use crate::error::StoreError;
 use crate::model::{Event, EventKind};
 
+pub use approvals::{ApprovalDecision, PendingApproval};
 pub use builds::BuildFilter;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
 pub use domains::DomainAdded;
@@ -58,7 +60,7 @@ pub use versions::VersionRemoval;
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
 /// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
-const TREE_NAMES: [&str; 23] = [
+const TREE_NAMES: [&str; 24] = [
     "projects",
     "secrets",
     "builds",
@@ -82,6 +84,7 @@ const TREE_NAMES: [&str; 23] = [
     "domains",
     "github_statuses",
     "github",
+    "approvals",
 ];
 
 /// sled's page cache, in bytes.
@@ -190,6 +193,8 @@ enum T {
     /// `token` (the GitHub API token) and `status_cursor` (the next event the GitHub outbox has
     /// not finished).
     Github = 22,
+    /// Build id -> [`PendingApproval`]: the environments a build awaiting approval waits for.
+    Approvals = 23,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

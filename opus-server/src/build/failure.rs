@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use opus_core::error::{ArtifactError, ModelError, RecipeError, StoreError};
-use opus_core::model::BuildState;
+use opus_core::model::{BuildState, EnvName};
 use thiserror::Error;
 
 use super::steps::{LogSink, StepFailure};
@@ -294,6 +294,8 @@ impl BuildFailure {
 pub struct Outcome {
     state: BuildState,
     reason: String,
+    /// The environments a build awaiting approval waits for (empty otherwise).
+    awaiting: Vec<EnvName>,
 }
 
 impl Outcome {
@@ -302,7 +304,23 @@ impl Outcome {
         Outcome {
             state: BuildState::Succeeded,
             reason: String::new(),
+            awaiting: Vec::new(),
         }
+    }
+
+    /// The build's version is stored and awaits approval for `environments` (`reason` says
+    /// how to give it).
+    pub fn awaiting_approval(environments: Vec<EnvName>, reason: String) -> Outcome {
+        Outcome {
+            state: BuildState::AwaitingApproval,
+            reason,
+            awaiting: environments,
+        }
+    }
+
+    /// The environments a build awaiting approval waits for.
+    pub fn awaiting(&self) -> &[EnvName] {
+        &self.awaiting
     }
 
     /// A build whose outcome the store could not take: recorded failed once it can, since a
@@ -311,6 +329,7 @@ impl Outcome {
         Outcome {
             state: BuildState::Failed,
             reason: format!("its outcome could not be recorded: {error}"),
+            awaiting: Vec::new(),
         }
     }
 
@@ -343,17 +362,20 @@ impl From<BuildFailure> for Outcome {
             return Outcome {
                 state: BuildState::Cancelled,
                 reason: "cancelled by a user".into(),
+                awaiting: Vec::new(),
             };
         }
         if matches!(*failure.kind, FailureKind::Skipped(_)) {
             return Outcome {
                 state: BuildState::Cancelled,
                 reason: failure.kind.to_string(),
+                awaiting: Vec::new(),
             };
         }
         Outcome {
             state: BuildState::Failed,
             reason: failure.to_string(),
+            awaiting: Vec::new(),
         }
     }
 }

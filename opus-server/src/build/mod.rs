@@ -133,7 +133,11 @@ pub async fn run(
         };
         let workspace = ctx.work_dir.join(id.to_string());
         let outcome = match sequence(ctx, store, &build, &workspace, &log, &cancel, slots).await {
-            Ok(()) => Outcome::succeeded(),
+            Ok(awaiting) if awaiting.is_empty() => Outcome::succeeded(),
+            Ok(awaiting) => {
+                let reason = crate::approval::waiting_reason(&build, &awaiting);
+                Outcome::awaiting_approval(awaiting, reason)
+            }
             Err(failure) if failure.is_cancel() && stopping.is_cancelled() => {
                 Outcome::from(BuildFailure::new(failure.stage, FailureKind::Stopped))
             }
@@ -148,7 +152,8 @@ pub async fn run(
     .await;
 }
 
-/// Prepare, execute, store, promote: everything between start and finish that can fail.
+/// Prepare, execute, store, promote: everything between start and finish that can fail. Returns
+/// the environments that await approval (none: the build succeeded).
 async fn sequence(
     ctx: &BuildContext,
     store: &MetaStore,
@@ -157,7 +162,7 @@ async fn sequence(
     log: &BuildLog,
     cancel: &CancellationToken,
     slots: JobSlots,
-) -> Result<(), BuildFailure> {
+) -> Result<Vec<opus_core::model::EnvName>, BuildFailure> {
     let project = store
         .get_project(&build.project)
         .map_err(|e| BuildFailure::new(Stage::Start, e))?;
@@ -210,10 +215,11 @@ async fn sequence(
                 .await?
         }
     };
+    let mut awaiting = Vec::new();
     if let Some(produced) = produced {
         let options = store::site_options(&spec, origin, &produced, log);
         store::store(ctx, &build, produced, &options, log).await?;
-        crate::promotion::after_stored(
+        awaiting = crate::promotion::after_stored(
             store,
             &ctx.deployer,
             &build,
@@ -224,7 +230,7 @@ async fn sequence(
         )
         .await;
     }
-    Ok(())
+    Ok(awaiting)
 }
 
 /// Ends a build: removes its workspace, says how it ended, records the outcome (and its event),
@@ -246,6 +252,7 @@ async fn finish(
     }
     let line = match outcome.state() {
         BuildState::Succeeded => "build succeeded".to_owned(),
+        BuildState::AwaitingApproval => outcome.reason().to_owned(),
         state => format!("build {state}: {}", outcome.reason()),
     };
     log.opus("done", &line);
@@ -274,6 +281,9 @@ fn record(store: &MetaStore, id: u64, outcome: Outcome) {
         None => outcome,
     };
     let write = move |store: &MetaStore, outcome: &Outcome| {
+        if outcome.state() == BuildState::AwaitingApproval {
+            return store.await_approval(id, outcome.awaiting(), outcome.reason());
+        }
         store.update_build(id, |b| {
             b.state = outcome.state();
             b.reason = outcome.reason().to_owned();

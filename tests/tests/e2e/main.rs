@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
 mod acme;
+mod approvals;
 mod artifacts;
 mod auto_deploys;
 mod builds;

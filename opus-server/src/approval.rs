@@ -54,9 +54,7 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
     /// The deploy to `env` failed (a locked environment, a version that cannot be served): the
     /// build still awaits approval for `env` and the environments after it.
-    #[error(
-        "cannot deploy {build} to {env}: {source}; the build still awaits approval for {env}"
-    )]
+    #[error("cannot deploy {build} to {env}: {source}; the build still awaits approval for {env}")]
     Deploy {
         /// The build (`web#12`).
         build: String,
@@ -139,7 +137,9 @@ impl Approvals {
                         &format!(
                             "approved by {actor}: {} is live in {env} ({}), release #{}",
                             pending.version,
-                            self.deployer.sites().url(build.project.as_str(), env.as_str()),
+                            self.deployer
+                                .sites()
+                                .url(build.project.as_str(), env.as_str()),
                             record.current.seq
                         ),
                     );
@@ -223,7 +223,9 @@ impl Approvals {
                 log.finish();
                 self.logs.close(build.id);
             }
-            Err(e) => tracing::warn!(build = build.id, error = %e, "cannot append to the build log"),
+            Err(e) => {
+                tracing::warn!(build = build.id, error = %e, "cannot append to the build log")
+            }
         }
     }
 }

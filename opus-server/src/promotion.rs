@@ -196,7 +196,10 @@ fn awaiting_approval(
             }
             Err(e) => log.opus(
                 "deploy",
-                &format!("not deployed: {:?} is not an environment name: {e}", target.env),
+                &format!(
+                    "not deployed: {:?} is not an environment name: {e}",
+                    target.env
+                ),
             ),
         }
     }

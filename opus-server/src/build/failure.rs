@@ -218,14 +218,21 @@ pub enum FailureKind {
     /// A job's copy of the checkout could not be made.
     #[error(transparent)]
     JobCopy(#[from] super::job_copy::CopyError),
-    /// A pipeline of several jobs on the kubernetes executor, which runs one Job per build.
+    /// A pipeline of several jobs run as one job: a runner assigned the whole build (by an opusd
+    /// that predates per-job Jobs) whose opus.yml has a pipeline.
     #[error(
-        "this opus.yml has a pipeline of {jobs} jobs, and the kubernetes executor runs a build as one Job: \
-         use a single job (`build:`) on Kubernetes, or run opusd with --executor local"
+        "this opus.yml has a pipeline of {jobs} jobs, and the runner was assigned the build as one job: \
+         run the runner with the opusd version that assigned it"
     )]
     PipelineOnKubernetes {
         /// How many jobs the pipeline has.
         jobs: usize,
+    },
+    /// A pipeline with more jobs than the kubernetes executor runs as Jobs.
+    #[error("the kubernetes executor runs at most {max} jobs of a pipeline as Jobs")]
+    TooManyJobsForKubernetes {
+        /// The limit.
+        max: usize,
     },
 }
 

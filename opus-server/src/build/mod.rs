@@ -190,19 +190,10 @@ async fn sequence(
     let plan = spec.plan();
     let base_env = prepare::build_env(store, &build)?;
     let produced = match &ctx.executor {
-        Executor::Local(containment) if plan.is_pipeline => {
+        executor if plan.is_pipeline => {
             pipeline::run(
-                ctx,
-                store,
-                *containment,
-                &build,
-                &plan,
-                origin,
-                base_env,
-                workspace,
-                log,
-                cancel,
-                slots,
+                ctx, store, executor, &project, &build, &plan, origin, base_env, workspace, log,
+                cancel, slots,
             )
             .await?
         }

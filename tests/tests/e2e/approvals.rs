@@ -62,11 +62,7 @@ fn production_awaits_approval_staging_deploys_at_once_and_approve_or_reject_deci
         log.stdout
     );
     let table = d.opus(&["builds", "web"]);
-    assert!(
-        table.ok().contains("awaiting approval"),
-        "{}",
-        table.stdout
-    );
+    assert!(table.ok().contains("awaiting approval"), "{}", table.stdout);
 
     let second = d.trigger(&["web"]);
     d.wait_for_state("web", second, "awaiting_approval", 30);
@@ -75,20 +71,20 @@ fn production_awaits_approval_staging_deploys_at_once_and_approve_or_reject_deci
     // Approve the first: production goes live with it, and its release names the approver.
     let approved = d.opus(&["approve", "web#1", "--as", "ann"]);
     assert!(
-        approved
-            .ok()
-            .contains("web#1 approved: "),
+        approved.ok().contains("web#1 approved: "),
         "{}",
         approved.stdout
     );
     assert_eq!(d.get("web.localhost", "/").text(), "build-1\n");
-    assert!(approved.stdout.contains("by ann (api)"), "{}", approved.stdout);
+    assert!(
+        approved.stdout.contains("by ann (api)"),
+        "{}",
+        approved.stdout
+    );
     let b = d.build("web", first);
     assert_eq!(b["state"], "succeeded", "{b}");
     assert_eq!(b["reason"], "approved by ann (api)", "{b}");
-    let releases = d
-        .opus(&["releases", "web", "-o", "json"])
-        .json();
+    let releases = d.opus(&["releases", "web", "-o", "json"]).json();
     assert_eq!(releases[0]["actor"], "ann (api)", "{releases}");
     let log = d.opus(&["logs", "web#1"]);
     assert!(
@@ -110,7 +106,14 @@ fn production_awaits_approval_staging_deploys_at_once_and_approve_or_reject_deci
     assert_eq!(code, tonic::Code::FailedPrecondition, "{message}");
 
     // Reject the second: it fails, production stays on the first.
-    let rejected = d.opus(&["reject", "web#2", "--reason", "header broken", "--as", "bob"]);
+    let rejected = d.opus(&[
+        "reject",
+        "web#2",
+        "--reason",
+        "header broken",
+        "--as",
+        "bob",
+    ]);
     assert!(
         rejected
             .ok()
@@ -122,13 +125,13 @@ fn production_awaits_approval_staging_deploys_at_once_and_approve_or_reject_deci
     assert_eq!(b["state"], "failed", "{b}");
     assert_eq!(d.get("web.localhost", "/").text(), "build-1\n");
     let log = d.opus(&["logs", "web#2"]);
-    assert!(
-        log.ok().contains("production stays on "),
-        "{}",
-        log.stdout
-    );
+    assert!(log.ok().contains("production stays on "), "{}", log.stdout);
     let events = d.opus(&["events", "-o", "json"]).ok().to_owned();
-    for kind in ["build.awaiting_approval", "build.approved", "build.rejected"] {
+    for kind in [
+        "build.awaiting_approval",
+        "build.approved",
+        "build.rejected",
+    ] {
         assert!(events.contains(kind), "{kind} missing: {events}");
     }
 }

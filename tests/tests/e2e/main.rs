@@ -17,6 +17,7 @@ mod hooks;
 mod kubernetes;
 mod kubernetes_cli;
 mod kubernetes_exec;
+mod kubernetes_pipelines;
 mod metrics;
 mod pipelines;
 mod preview_expiry;

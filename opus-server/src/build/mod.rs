@@ -9,7 +9,9 @@
 //! 2. execute the recipe's [`Job`] on the [`Executor`]: the local one runs the steps here
 //!    ([`job::run_job`]), the kubernetes one in a build pod whose runner uploads the output;
 //! 3. store the output as a version, with its site options in the same commit (`store`);
-//! 4. promote it ([`crate::promotion::after_stored`]: automatic deploys, retention);
+//! 4. promote it ([`crate::promotion::after_stored`]: automatic deploys, retention); an
+//!    environment with `approval: true` is left for `opus approve`, and the build then ends
+//!    awaiting approval ([`crate::approval`]);
 //! 5. finish: record the outcome (with its event), remove the workspace, close the log.
 //!
 //! Every stage fails with a [`BuildFailure`]; the first one becomes the build's [`Outcome`].
@@ -17,7 +19,7 @@
 //! Modules: `failure` (the failure and outcome types), `prepare` (version and environment),
 //! `job` (a job: steps and output checks, shared with `opusd runner`), [`steps`] (running steps
 //! as processes), `local` (the local executor), `store` (a version from the executor's output),
-//! [`pipeline`] (a pipeline's stages of parallel jobs, on the local executor), `job_copy` (each
+//! [`pipeline`] (a pipeline's stages of parallel jobs, on either executor), `job_copy` (each
 //! job's copy of the checkout), `when` (`when:` of jobs and stages).
 //!
 //! A `build:` recipe is one job and runs in the checkout itself, as it always did; a

@@ -1,6 +1,7 @@
-//! Running a pipeline (opus.yml `pipeline:`) on the local executor: its stages one after the
-//! other, the jobs of a stage in parallel, each in its own copy of the checkout
-//! ([`super::job_copy`]) and with its own cache folders.
+//! Running a pipeline (opus.yml `pipeline:`): its stages one after the other, the jobs of a
+//! stage in parallel. On the local executor each job runs in its own copy of the checkout
+//! ([`super::job_copy`]) with its own cache folders; on the kubernetes executor each job is its
+//! own Job (`KubeExecutor::execute_pipeline_job`), and cancelling a job deletes its Job.
 //!
 //! - A job takes a slot ([`JobSlots`]): the build's own, or one more of the `--max-builds` slots
 //!   while one is free; so slots count jobs, and a pipeline always makes progress on its own slot

@@ -11,6 +11,10 @@
 //!    ([`opus_core::artifact::Uploader`]: files, archive, manifest).
 //! 4. `FinishBuild`: opusd checks the upload and commits the version, or records the failure.
 //!
+//! A pipeline runs each job as its own Job: the assignment then names the job (`job`); the
+//! runner runs that job's steps (its lines named `<job>/<step>`) and uploads only when the job
+//! has `output`.
+//!
 //! The token comes from the environment only (`OPUS_RUNNER_TOKEN`), so it never shows in `ps`;
 //! steps do not inherit it (they get no `OPUS_*` variable of the runner's own).
 

@@ -141,3 +141,30 @@ fn fake_apiserver_the_first_failing_job_deletes_its_siblings_jobs() {
     assert!(c.fake.object(&path(id, "slow")).is_none());
     assert!(c.fake.object(&path(id, "site")).is_none(), "no next stage");
 }
+
+#[test]
+fn fake_apiserver_opusd_killed_while_a_stage_runs_fails_the_build_and_deletes_every_job() {
+    let mut c = cluster();
+    git_project(&c.d, "web", PIPELINE);
+    let number = c.d.trigger(&["web"]);
+    let lint = first_job(&c, "lint");
+    let id = build_id_of(&lint);
+    wait_for(&c, id, "unit");
+    c.d.wait_until_on_disk(
+        &format!("{{\"id\":{id},\"project\":\"web\",\"state\":\"running\""),
+        30,
+    );
+    c.d.kill();
+    c.d.restart();
+    let b = c.d.wait_for_state("web", number, "failed", 30);
+    assert_eq!(b["reason"], "opusd restarted");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.fake.object(&path(id, "lint")).is_some() || c.fake.object(&path(id, "unit")).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the stage's Jobs were not deleted:\n{}",
+            c.d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -228,12 +228,6 @@ pub enum FailureKind {
         /// How many jobs the pipeline has.
         jobs: usize,
     },
-    /// A pipeline with more jobs than the kubernetes executor runs as Jobs.
-    #[error("the kubernetes executor runs at most {max} jobs of a pipeline as Jobs")]
-    TooManyJobsForKubernetes {
-        /// The limit.
-        max: usize,
-    },
 }
 
 /// A build that did not succeed: the stage and why. Its `Display` is the reason recorded on the

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::JobState;
-use super::job::{BuildJob, JobRef, MAX_PIPELINE_JOBS, PipelineJob, build_job};
+use super::job::{BuildJob, JobRef, PipelineJob, build_job};
 use opus_core::artifact::{Origin, Reservation, StoredVersion};
 use opus_core::model::{Build, Project, Source};
 use opus_core::proto;
@@ -173,14 +173,6 @@ impl KubeExecutor {
         log: &L,
         cancel: &CancellationToken,
     ) -> Result<Option<Produced>, BuildFailure> {
-        if pipeline.index >= MAX_PIPELINE_JOBS {
-            return Err(BuildFailure::new(
-                Stage::Recipe,
-                FailureKind::TooManyJobsForKubernetes {
-                    max: MAX_PIPELINE_JOBS,
-                },
-            ));
-        }
         let target = JobTarget {
             project,
             build,
@@ -257,7 +249,10 @@ impl KubeExecutor {
             store_settings: self.inner.store_settings.iter().cloned().collect(),
             job: pipeline.map(|p| p.name.clone()).unwrap_or_default(),
         };
-        let runner = pipeline.map_or(build.id, |p| p.runner_key(build.id));
+        let runner = match pipeline {
+            None => build.id,
+            Some(_) => self.inner.runners.pipeline_key(),
+        };
         let registration = self
             .inner
             .runners

@@ -57,7 +57,7 @@ pub struct BuildJob {
     /// The pipeline job this Job runs (`None`: the build's one job, a `build:` recipe).
     pub job: Option<PipelineJob>,
     /// What the runner names itself to opusd with (`OPUS_RUNNER_BUILD`): the build's id for its
-    /// one job, a key of its own for a pipeline job (see [`PipelineJob::runner_key`]).
+    /// one job, a key of its own for a pipeline job (see `Runners::pipeline_key`).
     pub runner: u64,
 }
 
@@ -66,23 +66,9 @@ pub struct BuildJob {
 pub struct PipelineJob {
     /// Its name in opus.yml (a DNS label).
     pub name: String,
-    /// Its place in the pipeline (0-based, across stages), which keeps Job names and runner
-    /// keys apart when names are cut.
+    /// Its place in the pipeline (0-based, across stages), which keeps Job names apart when
+    /// names are cut.
     pub index: usize,
-}
-
-/// The high bit marks a pipeline job's runner key, so that it never equals a build id.
-const PIPELINE_KEY_BIT: u64 = 1 << 63;
-
-/// At most this many jobs a pipeline runs as Jobs (the index has 8 bits of a runner key).
-pub const MAX_PIPELINE_JOBS: usize = 256;
-
-impl PipelineJob {
-    /// The key a pipeline job's runner presents for build `build`: unique per build and job,
-    /// never a build id.
-    pub fn runner_key(&self, build: u64) -> u64 {
-        PIPELINE_KEY_BIT | (build << 8) | (self.index as u64 & 0xff)
-    }
 }
 
 /// Which Job: a build's one Job, or one of its pipeline's.
@@ -322,25 +308,20 @@ mod tests {
     }
 
     #[test]
-    fn a_pipeline_job_has_its_own_name_label_and_runner_key() {
+    fn a_pipeline_job_has_its_own_name_and_label() {
         let unit = PipelineJob {
             name: "unit".into(),
             index: 1,
         };
         let job = build_job(&BuildJob {
             job: Some(unit.clone()),
-            runner: unit.runner_key(42),
+            runner: 7,
             ..spec()
         });
         assert_eq!(job.metadata.name.as_deref(), Some("opus-web-42-unit"));
         let labels = job.metadata.labels.expect("labels");
         assert_eq!(labels[JOB_LABEL], "unit");
-        assert_ne!(unit.runner_key(42), 42);
-        let lint = PipelineJob {
-            name: "lint".into(),
-            index: 0,
-        };
-        assert_ne!(unit.runner_key(42), lint.runner_key(42));
+        assert_eq!(labels[BUILD_LABEL], "42");
         let long = PipelineJob {
             name: "a".repeat(63),
             index: 7,

@@ -64,7 +64,15 @@ fn production_awaits_approval_staging_deploys_at_once_and_approve_or_reject_deci
     let table = d.opus(&["builds", "web"]);
     assert!(table.ok().contains("awaiting approval"), "{}", table.stdout);
 
-    let second = d.trigger(&["web"]);
+    // `--wait` returns once the build awaits approval, green, saying how to approve it.
+    let waited = d.opus(&["trigger", "web", "--wait"]);
+    waited.ok();
+    assert!(
+        waited.stderr.contains("opus approve web#2"),
+        "{}",
+        waited.stderr
+    );
+    let second = 2;
     d.wait_for_state("web", second, "awaiting_approval", 30);
     assert_eq!(d.get("staging--web.localhost", "/").text(), "build-2\n");
 

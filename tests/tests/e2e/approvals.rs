@@ -74,6 +74,12 @@ fn production_awaits_approval_staging_deploys_at_once_and_approve_or_reject_deci
     );
     let second = 2;
     d.wait_for_state("web", second, "awaiting_approval", 30);
+    let cancel = d.opus(&["cancel", "web#2"]);
+    assert!(
+        cancel.fails(1).contains("`opus reject web#2` ends it"),
+        "{}",
+        cancel.stderr
+    );
     assert_eq!(d.get("staging--web.localhost", "/").text(), "build-2\n");
 
     // Approve the first: production goes live with it, and its release names the approver.

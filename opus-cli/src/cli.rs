@@ -134,6 +134,33 @@ pub enum Command {
     /// GitHub: the token commit statuses are sent with, and the statuses sent.
     #[command(subcommand)]
     Github(GithubCommand),
+    /// Deploy a build that awaits approval (`approval: true` in opus.yml) where it waits.
+    Approve(ApproveArgs),
+    /// Reject a build that awaits approval: it fails, and its environments stay as they are.
+    Reject(RejectArgs),
+}
+
+/// `opus approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The build: its project and number, such as `web#12`.
+    pub build: String,
+    /// Who approves, as recorded in the releases [default: the login name ($USER)].
+    #[arg(long = "as", value_name = "NAME")]
+    pub approver: Option<String>,
+}
+
+/// `opus reject`.
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// The build: its project and number, such as `web#12`.
+    pub build: String,
+    /// Why, in the build's reason and the event.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who rejects [default: the login name ($USER)].
+    #[arg(long = "as", value_name = "NAME")]
+    pub approver: Option<String>,
 }
 
 /// `opus github ...`.

@@ -103,6 +103,13 @@ impl Connection {
         opus_core::proto::site_access_service_client::SiteAccessServiceClient::new(self.transport())
     }
 
+    /// Approvals of builds awaiting approval.
+    pub fn approvals(
+        &self,
+    ) -> opus_core::proto::approval_service_client::ApprovalServiceClient<Transport> {
+        opus_core::proto::approval_service_client::ApprovalServiceClient::new(self.transport())
+    }
+
     /// Custom domains and their certificates.
     pub fn domains(
         &self,

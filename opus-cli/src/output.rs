@@ -109,5 +109,6 @@ pub fn build_state(state: i32) -> &'static str {
         S::Succeeded => "succeeded",
         S::Failed => "failed",
         S::Cancelled => "cancelled",
+        S::AwaitingApproval => "awaiting approval",
     }
 }

@@ -138,6 +138,16 @@ pub enum StoreError {
     /// No outgoing hook with that id.
     #[error("no hook {0} (see `opus hook list`)")]
     HookNotFound(u64),
+    /// `opus approve` or `opus reject` of a build that is not awaiting approval.
+    #[error(
+        "build {build} is {state}, not awaiting approval: only a build whose version waits for an environment with `approval: true` can be approved or rejected"
+    )]
+    NotAwaitingApproval {
+        /// The build (`web#12`).
+        build: String,
+        /// Its state.
+        state: String,
+    },
     /// A custom domain another project (or another environment) already has.
     #[error(
         "domain {host:?} already belongs to project {project:?} (environment {env:?}); remove it there first with `opus domain remove {host}`"

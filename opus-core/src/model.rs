@@ -539,14 +539,21 @@ pub enum BuildState {
     Failed,
     /// Stopped by a user or by a newer push to the same branch.
     Cancelled,
+    /// Its version is stored and deployed where no approval is needed; an environment with
+    /// `approval: true` waits for `opus approve` (then succeeded) or `opus reject` (then failed).
+    AwaitingApproval,
 }
 
 impl BuildState {
-    /// Whether the build has ended.
+    /// Whether the build's run has ended: it holds no slot, no process and no live log. A build
+    /// awaiting approval has ended its run too; only an approval or a rejection changes it.
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            BuildState::Succeeded | BuildState::Failed | BuildState::Cancelled
+            BuildState::Succeeded
+                | BuildState::Failed
+                | BuildState::Cancelled
+                | BuildState::AwaitingApproval
         )
     }
 
@@ -558,6 +565,7 @@ impl BuildState {
             BuildState::Succeeded => "succeeded",
             BuildState::Failed => "failed",
             BuildState::Cancelled => "cancelled",
+            BuildState::AwaitingApproval => "awaiting_approval",
         }
     }
 
@@ -569,6 +577,9 @@ impl BuildState {
             "succeeded" => BuildState::Succeeded,
             "failed" => BuildState::Failed,
             "cancelled" | "canceled" => BuildState::Cancelled,
+            "awaiting_approval" | "awaiting-approval" | "awaiting approval" => {
+                BuildState::AwaitingApproval
+            }
             other => {
                 return Err(ModelError::Invalid(format!(
                     "unknown build state {other:?}: use queued, running, succeeded, failed or cancelled"
@@ -773,11 +784,16 @@ pub enum EventKind {
     /// A check of `verify:` failed after a deploy: the environment was rolled back and pinned
     /// (the payload says why).
     DeployRolledBack,
+    // Approvals: a build awaiting approval (`build.awaiting_approval`) is approved or rejected.
+    /// A build awaiting approval was approved and deployed (the payload names who and where).
+    BuildApproved,
+    /// A build awaiting approval was rejected (the payload names who and why).
+    BuildRejected,
 }
 
 impl EventKind {
     /// Every kind, in the order the wire strings are documented.
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 34] = [
         EventKind::ProjectAdded,
         EventKind::ProjectUpdated,
         EventKind::ProjectRemoved,
@@ -809,6 +825,9 @@ impl EventKind {
         EventKind::PreviewExpired,
         EventKind::DeployBlocked,
         EventKind::DeployRolledBack,
+        EventKind::Build(BuildState::AwaitingApproval),
+        EventKind::BuildApproved,
+        EventKind::BuildRejected,
     ];
 
     /// The wire string.
@@ -845,6 +864,9 @@ impl EventKind {
             EventKind::PreviewExpired => "preview.expired",
             EventKind::DeployBlocked => "deploy.blocked",
             EventKind::DeployRolledBack => "deploy.rolled_back",
+            EventKind::Build(BuildState::AwaitingApproval) => "build.awaiting_approval",
+            EventKind::BuildApproved => "build.approved",
+            EventKind::BuildRejected => "build.rejected",
         }
     }
 

@@ -133,7 +133,7 @@ pub struct BuildSpec {
 }
 
 /// One entry of `environments:`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentSpec {
     /// The branch whose builds go to this environment.
@@ -145,6 +145,10 @@ pub struct EnvironmentSpec {
     /// rolls it back (see `checks`).
     #[serde(default)]
     pub verify: Option<checks::VerifySpec>,
+    // Approvals.
+    /// Whether an automatic deploy here waits for `opus approve` (the build awaits approval).
+    #[serde(default)]
+    pub approval: bool,
 }
 
 fn default_output() -> String {

@@ -33,6 +33,7 @@ impl From<BuildState> for proto::BuildState {
             BuildState::Succeeded => proto::BuildState::Succeeded,
             BuildState::Failed => proto::BuildState::Failed,
             BuildState::Cancelled => proto::BuildState::Cancelled,
+            BuildState::AwaitingApproval => proto::BuildState::AwaitingApproval,
         }
     }
 }
@@ -46,6 +47,7 @@ pub fn build_state(s: proto::BuildState) -> Option<BuildState> {
         proto::BuildState::Succeeded => BuildState::Succeeded,
         proto::BuildState::Failed => BuildState::Failed,
         proto::BuildState::Cancelled => BuildState::Cancelled,
+        proto::BuildState::AwaitingApproval => BuildState::AwaitingApproval,
     })
 }
 

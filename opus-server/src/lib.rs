@@ -27,6 +27,7 @@
 
 pub mod acme;
 pub mod api;
+pub mod approval;
 pub mod build;
 pub mod checks;
 pub mod cloudflare;

@@ -44,7 +44,7 @@ pub fn environments<'a>(
             EnvironmentSpec {
                 branch: project_branch.to_owned(),
                 auto_deploy: true,
-                verify: None,
+                ..EnvironmentSpec::default()
             },
         )])),
     }
@@ -115,7 +115,8 @@ pub fn keep_count(project: &Project, from_opus_yml: Option<u32>) -> usize {
 /// Deploys the stored version where its recipe says (opus.yml, or without one production from the
 /// project's branch and previews from the others; a pull request's build to its preview
 /// `pr-<number>`), then applies retention. Every outcome goes to
-/// the build log.
+/// the build log. Returns the environments that await approval instead (`approval: true`, see
+/// [`crate::approval`]): the build awaits approval when there are any.
 pub async fn after_stored(
     store: &MetaStore,
     deployer: &Deployer,
@@ -124,7 +125,7 @@ pub async fn after_stored(
     (spec, origin): (&OpusFile, SpecOrigin),
     version: &VersionName,
     log: &BuildLog,
-) {
+) -> Vec<EnvName> {
     let environments = environments(spec, origin, &project.branch);
     let targets = match &build.pull_request {
         // Admitted by its base branch's opus.yml: it goes to its own preview, nowhere else.
@@ -142,6 +143,10 @@ pub async fn after_stored(
     if targets.is_empty() {
         log.opus("deploy", &nowhere(build, origin, version.as_str()));
     }
+    let (gated, targets): (Vec<_>, Vec<_>) = targets
+        .into_iter()
+        .partition(|t| crate::approval::awaits_approval(&environments, t));
+    let awaiting = awaiting_approval(build, version, gated, log);
     for target in targets {
         let deployed =
             deploy_one(store, deployer, build, &environments, version, &target, log).await;
@@ -165,6 +170,40 @@ pub async fn after_stored(
         Ok(_) => {}
         Err(e) => log.opus("store", &format!("retention failed: {e}")),
     }
+    awaiting
+}
+
+/// The environments of `gated` (automatic deploys that wait for approval), each said in the log.
+fn awaiting_approval(
+    build: &Build,
+    version: &VersionName,
+    gated: Vec<DeployTarget>,
+    log: &BuildLog,
+) -> Vec<EnvName> {
+    let mut awaiting = Vec::new();
+    for target in gated {
+        match EnvName::new(target.env.clone()) {
+            Ok(env) => {
+                log.opus(
+                    "deploy",
+                    &format!(
+                        "{env} needs an approval: `opus approve {p}#{n}` deploys {version} there, `opus reject {p}#{n}` leaves it as it is",
+                        p = build.project,
+                        n = build.number
+                    ),
+                );
+                awaiting.push(env);
+            }
+            Err(e) => log.opus(
+                "deploy",
+                &format!(
+                    "not deployed: {:?} is not an environment name: {e}",
+                    target.env
+                ),
+            ),
+        }
+    }
+    awaiting
 }
 
 /// Keeps the build's opus.yml `previews: { expire: ... }` with the preview it just deployed,

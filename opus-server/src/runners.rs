@@ -9,6 +9,7 @@
 //! does not open `RunnerService`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use opus_core::proto;
@@ -67,7 +68,12 @@ pub struct Slot {
 #[derive(Clone, Default)]
 pub struct Runners {
     slots: Arc<Mutex<HashMap<u64, Arc<Slot>>>>,
+    /// The last key handed to a pipeline job's runner ([`Runners::pipeline_key`]).
+    pipeline_keys: Arc<AtomicU64>,
 }
+
+/// The high bit marks a pipeline job's runner key, so that it never equals a build id.
+const PIPELINE_KEY_BIT: u64 = 1 << 63;
 
 /// A build's registration; dropping it revokes the build's token.
 pub struct Registration {
@@ -99,6 +105,12 @@ impl Drop for Registration {
 pub struct TokenError(String);
 
 impl Runners {
+    /// A new key for a pipeline job's runner: a build's one job registers under the build's id,
+    /// and each job of a pipeline (run as its own Job) under a key of its own, never a build id.
+    pub fn pipeline_key(&self) -> u64 {
+        PIPELINE_KEY_BIT | (self.pipeline_keys.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
     /// Registers build `build` with a new random token (replacing any earlier registration of the
     /// same build).
     pub fn register(
@@ -161,6 +173,14 @@ impl Runners {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipeline_keys_are_distinct_and_never_build_ids() {
+        let runners = Runners::default();
+        let (a, b) = (runners.pipeline_key(), runners.pipeline_key());
+        assert_ne!(a, b);
+        assert!(a >= PIPELINE_KEY_BIT && b >= PIPELINE_KEY_BIT);
+    }
 
     fn log(dir: &std::path::Path, id: u64) -> BuildLog {
         crate::logs::LogHub::new(dir.to_path_buf(), 1 << 20)

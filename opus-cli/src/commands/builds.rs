@@ -17,7 +17,7 @@ use crate::steps::Steps;
 
 /// A build as `--output json` prints it.
 #[derive(Serialize)]
-struct BuildJson {
+pub(super) struct BuildJson {
     /// The build's number within its project (`web#3` is number 3).
     number: u64,
     project: String,
@@ -35,7 +35,7 @@ struct BuildJson {
     finished_at: String,
 }
 
-fn build_json(b: &proto::Build) -> BuildJson {
+pub(super) fn build_json(b: &proto::Build) -> BuildJson {
     BuildJson {
         number: b.number,
         project: b.project.clone(),
@@ -55,7 +55,7 @@ fn build_json(b: &proto::Build) -> BuildJson {
 
 /// Parses `web#12` into the project and the build's number in it. Numbers count per project,
 /// so a number alone names no build.
-fn parse_build_ref(text: &str) -> Result<(&str, u64), CliError> {
+pub(super) fn parse_build_ref(text: &str) -> Result<(&str, u64), CliError> {
     let usage = || {
         CliError::Usage(format!(
             "{text:?} is not a build: write its project and number, such as web#12 (each project numbers its builds from 1; see `opus builds`)"
@@ -136,7 +136,10 @@ pub async fn trigger(
         };
         eprintln!("{}#{} {state}: {detail}", finished.project, finished.number);
     }
-    if finished.state == proto::BuildState::Succeeded as i32 {
+    // A build awaiting approval is green: its version is stored and waits for `opus approve`.
+    if finished.state == proto::BuildState::Succeeded as i32
+        || finished.state == proto::BuildState::AwaitingApproval as i32
+    {
         Ok(())
     } else {
         Err(CliError::Silent)

@@ -1,5 +1,6 @@
 //! One module per command group; each turns its arguments into gRPC calls and prints the result.
 
+mod approvals;
 mod artifacts;
 mod builds;
 mod completions;
@@ -52,5 +53,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cancel(args) => builds::cancel(&conn().await?, &global, args).await,
         Command::Domain(cmd) => domains::run(&conn().await?, &global, cmd).await,
         Command::Github(cmd) => github::run(&conn().await?, &global, cmd).await,
+        Command::Approve(args) => approvals::approve(&conn().await?, &global, args).await,
+        Command::Reject(args) => approvals::reject(&conn().await?, &global, args).await,
     }
 }

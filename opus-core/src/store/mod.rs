@@ -8,6 +8,7 @@
 //! numbers are big-endian (so `#9` sorts before `#10`), and per-project indexes are
 //! `<project>\0<...>` so a prefix scan finds one project's records.
 
+mod approvals;
 mod builds;
 mod deploys;
 mod dns;
@@ -41,6 +42,7 @@ use tokio::sync::watch;
 use crate::error::StoreError;
 use crate::model::{Event, EventKind};
 
+pub use approvals::{ApprovalDecision, PendingApproval};
 pub use builds::BuildFilter;
 pub use deploys::VerifyFailure;
 pub use deploys::{EnvironmentRecord, Release, ReleaseReason, RollbackTarget, SiteOptions};
@@ -67,7 +69,8 @@ pub use versions::VersionRemoval;
 /// - `triggers`: project -> [`ProjectTriggers`] JSON (opus.yml `on:` and its bookkeeping).
 /// - `verify_policies`: `<project>\0<env>` -> the `verify:` policy of the latest build (see [`T::VerifyPolicies`]).
 /// - `dns`, `dns_changes`: the DNS (Cloudflare) outbox: cursor, newest change per name, changes.
-const TREE_NAMES: [&str; 27] = [
+/// - `approvals`: build id -> its pending approval.
+const TREE_NAMES: [&str; 28] = [
     "projects",
     "secrets",
     "builds",
@@ -95,6 +98,7 @@ const TREE_NAMES: [&str; 27] = [
     "verify_policies",
     "dns",
     "dns_changes",
+    "approvals",
 ];
 
 /// sled's page cache, in bytes.
@@ -213,6 +217,8 @@ enum T {
     Dns = 25,
     /// Event seq -> [`crate::dns::DnsChange`]: the DNS outbox's records.
     DnsChanges = 26,
+    /// Build id -> [`PendingApproval`]: the environments a build awaiting approval waits for.
+    Approvals = 27,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -165,6 +165,13 @@ impl BuildService for BuildsApi {
         let build = named_build(&self.store, req.id, &req.project, req.number)?;
         match self.scheduler.cancel(build.id) {
             Ok(b) => Ok(Response::new(describe(&self.scheduler, &b))),
+            Err(CancelError::Finished(b)) if b.state == BuildState::AwaitingApproval => {
+                Err(Status::failed_precondition(format!(
+                    "{p}#{n} awaits approval and runs nothing; `opus reject {p}#{n}` ends it",
+                    p = b.project,
+                    n = b.number
+                )))
+            }
             Err(CancelError::Finished(b)) => Err(Status::failed_precondition(format!(
                 "{}#{} has already {}; only queued or running builds can be cancelled",
                 b.project, b.number, b.state

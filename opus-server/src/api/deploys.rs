@@ -57,7 +57,7 @@ fn lock_reason(e: &EnvironmentRecord) -> String {
 }
 
 /// A release on the wire.
-fn release(r: &Release) -> proto::Release {
+pub(super) fn release(r: &Release) -> proto::Release {
     proto::Release {
         seq: r.seq,
         project: r.project.clone(),

@@ -4,6 +4,7 @@
 //! Every `opus.v1` service is wrapped in the `auth::Auth` interceptor; health stays open so that
 //! load balancers and Kubernetes probes can ask without a token.
 
+mod approvals;
 mod artifacts;
 pub(crate) mod auth;
 mod builds;
@@ -140,6 +141,20 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
     routes = routes.add_service(
         proto::github_service_server::GithubServiceServer::with_interceptor(
             github::GithubApi::new(d.store.clone(), d.config.github_api_url.clone()),
+            auth.interceptor(),
+        ),
+    );
+    routes = routes.add_service(
+        proto::approval_service_server::ApprovalServiceServer::with_interceptor(
+            approvals::ApprovalsApi::new(
+                d.store.clone(),
+                d.deployer.clone(),
+                crate::approval::Approvals::new(
+                    d.store.clone(),
+                    d.deployer.clone(),
+                    d.logs.clone(),
+                ),
+            ),
             auth.interceptor(),
         ),
     );

@@ -49,7 +49,8 @@ fn store_status(e: StoreError) -> Status {
         | StoreError::DomainNotFound(_) => Status::not_found(msg),
         StoreError::NoEarlierRelease { .. }
         | StoreError::EnvironmentPinned { .. }
-        | StoreError::EnvironmentLocked { .. } => Status::failed_precondition(msg),
+        | StoreError::EnvironmentLocked { .. }
+        | StoreError::NotAwaitingApproval { .. } => Status::failed_precondition(msg),
         StoreError::Corrupt { .. } => Status::data_loss(msg),
         StoreError::DiskFull { .. } => Status::resource_exhausted(msg),
         StoreError::Reopening(_) => Status::unavailable(msg),

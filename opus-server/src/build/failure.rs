@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use opus_core::error::{ArtifactError, ModelError, RecipeError, StoreError};
-use opus_core::model::BuildState;
+use opus_core::model::{BuildState, EnvName};
 use thiserror::Error;
 
 use super::steps::{LogSink, StepFailure};
@@ -221,10 +221,11 @@ pub enum FailureKind {
     /// A job's copy of the checkout could not be made.
     #[error(transparent)]
     JobCopy(#[from] super::job_copy::CopyError),
-    /// A pipeline of several jobs on the kubernetes executor, which runs one Job per build.
+    /// A pipeline of several jobs run as one job: a runner assigned the whole build (by an opusd
+    /// that predates per-job Jobs) whose opus.yml has a pipeline.
     #[error(
-        "this opus.yml has a pipeline of {jobs} jobs, and the kubernetes executor runs a build as one Job: \
-         use a single job (`build:`) on Kubernetes, or run opusd with --executor local"
+        "this opus.yml has a pipeline of {jobs} jobs, and the runner was assigned the build as one job: \
+         run the runner with the opusd version that assigned it"
     )]
     PipelineOnKubernetes {
         /// How many jobs the pipeline has.
@@ -307,6 +308,8 @@ impl BuildFailure {
 pub struct Outcome {
     state: BuildState,
     reason: String,
+    /// The environments a build awaiting approval waits for (empty otherwise).
+    awaiting: Vec<EnvName>,
 }
 
 impl Outcome {
@@ -315,7 +318,23 @@ impl Outcome {
         Outcome {
             state: BuildState::Succeeded,
             reason: String::new(),
+            awaiting: Vec::new(),
         }
+    }
+
+    /// The build's version is stored and awaits approval for `environments` (`reason` says
+    /// how to give it).
+    pub fn awaiting_approval(environments: Vec<EnvName>, reason: String) -> Outcome {
+        Outcome {
+            state: BuildState::AwaitingApproval,
+            reason,
+            awaiting: environments,
+        }
+    }
+
+    /// The environments a build awaiting approval waits for.
+    pub fn awaiting(&self) -> &[EnvName] {
+        &self.awaiting
     }
 
     /// A build whose outcome the store could not take: recorded failed once it can, since a
@@ -324,6 +343,7 @@ impl Outcome {
         Outcome {
             state: BuildState::Failed,
             reason: format!("its outcome could not be recorded: {error}"),
+            awaiting: Vec::new(),
         }
     }
 
@@ -356,17 +376,20 @@ impl From<BuildFailure> for Outcome {
             return Outcome {
                 state: BuildState::Cancelled,
                 reason: "cancelled by a user".into(),
+                awaiting: Vec::new(),
             };
         }
         if matches!(*failure.kind, FailureKind::Skipped(_)) {
             return Outcome {
                 state: BuildState::Cancelled,
                 reason: failure.kind.to_string(),
+                awaiting: Vec::new(),
             };
         }
         Outcome {
             state: BuildState::Failed,
             reason: failure.to_string(),
+            awaiting: Vec::new(),
         }
     }
 }

@@ -11,7 +11,9 @@
 //! 3. store the output as a version, with its site options in the same commit (`store`);
 //! 4. check it (`gate`: opus.yml `checks:` against the version's own URL; a failure fails the
 //!    build and moves no environment), then promote it ([`crate::promotion::after_stored`]:
-//!    automatic deploys, retention);
+//!    automatic deploys, retention); an
+//!    environment with `approval: true` is left for `opus approve`, and the build then ends
+//!    awaiting approval ([`crate::approval`]);
 //! 5. finish: record the outcome (with its event), remove the workspace, close the log.
 //!
 //! Every stage fails with a [`BuildFailure`]; the first one becomes the build's [`Outcome`].
@@ -19,7 +21,7 @@
 //! Modules: `failure` (the failure and outcome types), `prepare` (version and environment),
 //! `job` (a job: steps and output checks, shared with `opusd runner`), [`steps`] (running steps
 //! as processes), `local` (the local executor), `store` (a version from the executor's output),
-//! [`pipeline`] (a pipeline's stages of parallel jobs, on the local executor), `job_copy` (each
+//! [`pipeline`] (a pipeline's stages of parallel jobs, on either executor), `job_copy` (each
 //! job's copy of the checkout), `when` (`when:` of jobs and stages).
 //!
 //! A `build:` recipe is one job and runs in the checkout itself, as it always did; a
@@ -136,7 +138,11 @@ pub async fn run(
         };
         let workspace = ctx.work_dir.join(id.to_string());
         let outcome = match sequence(ctx, store, &build, &workspace, &log, &cancel, slots).await {
-            Ok(()) => Outcome::succeeded(),
+            Ok(awaiting) if awaiting.is_empty() => Outcome::succeeded(),
+            Ok(awaiting) => {
+                let reason = crate::approval::waiting_reason(&build, &awaiting);
+                Outcome::awaiting_approval(awaiting, reason)
+            }
             Err(failure) if failure.is_cancel() && stopping.is_cancelled() => {
                 Outcome::from(BuildFailure::new(failure.stage, FailureKind::Stopped))
             }
@@ -151,7 +157,8 @@ pub async fn run(
     .await;
 }
 
-/// Prepare, execute, store, promote: everything between start and finish that can fail.
+/// Prepare, execute, store, promote: everything between start and finish that can fail. Returns
+/// the environments that await approval (none: the build succeeded).
 async fn sequence(
     ctx: &BuildContext,
     store: &MetaStore,
@@ -160,7 +167,7 @@ async fn sequence(
     log: &BuildLog,
     cancel: &CancellationToken,
     slots: JobSlots,
-) -> Result<(), BuildFailure> {
+) -> Result<Vec<opus_core::model::EnvName>, BuildFailure> {
     let project = store
         .get_project(&build.project)
         .map_err(|e| BuildFailure::new(Stage::Start, e))?;
@@ -192,19 +199,10 @@ async fn sequence(
     let base_env = prepare::build_env(store, &build)?;
     let check_env = base_env.clone();
     let produced = match &ctx.executor {
-        Executor::Local(containment) if plan.is_pipeline => {
+        executor if plan.is_pipeline => {
             pipeline::run(
-                ctx,
-                store,
-                *containment,
-                &build,
-                &plan,
-                origin,
-                base_env,
-                workspace,
-                log,
-                cancel,
-                slots,
+                ctx, store, executor, &project, &build, &plan, origin, base_env, workspace, log,
+                cancel, slots,
             )
             .await?
         }
@@ -217,6 +215,7 @@ async fn sequence(
                 .await?
         }
     };
+    let mut awaiting = Vec::new();
     if let Some(produced) = produced {
         let options = store::site_options(&spec, origin, &produced, log);
         store::store(ctx, &build, produced, &options, log).await?;
@@ -236,7 +235,7 @@ async fn sequence(
             cancel,
         )
         .await?;
-        crate::promotion::after_stored(
+        awaiting = crate::promotion::after_stored(
             store,
             &ctx.deployer,
             &build,
@@ -247,7 +246,7 @@ async fn sequence(
         )
         .await;
     }
-    Ok(())
+    Ok(awaiting)
 }
 
 /// Ends a build: removes its workspace, says how it ended, records the outcome (and its event),
@@ -269,6 +268,7 @@ async fn finish(
     }
     let line = match outcome.state() {
         BuildState::Succeeded => "build succeeded".to_owned(),
+        BuildState::AwaitingApproval => outcome.reason().to_owned(),
         state => format!("build {state}: {}", outcome.reason()),
     };
     log.opus("done", &line);
@@ -297,6 +297,9 @@ fn record(store: &MetaStore, id: u64, outcome: Outcome) {
         None => outcome,
     };
     let write = move |store: &MetaStore, outcome: &Outcome| {
+        if outcome.state() == BuildState::AwaitingApproval {
+            return store.await_approval(id, outcome.awaiting(), outcome.reason());
+        }
         store.update_build(id, |b| {
             b.state = outcome.state();
             b.reason = outcome.reason().to_owned();

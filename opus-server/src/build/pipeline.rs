@@ -1,6 +1,7 @@
-//! Running a pipeline (opus.yml `pipeline:`) on the local executor: its stages one after the
-//! other, the jobs of a stage in parallel, each in its own copy of the checkout
-//! ([`super::job_copy`]) and with its own cache folders.
+//! Running a pipeline (opus.yml `pipeline:`): its stages one after the other, the jobs of a
+//! stage in parallel. On the local executor each job runs in its own copy of the checkout
+//! ([`super::job_copy`]) with its own cache folders; on the kubernetes executor each job is its
+//! own Job (`KubeExecutor::execute_pipeline_job`), and cancelling a job deletes its Job.
 //!
 //! - A job takes a slot ([`JobSlots`]): the build's own, or one more of the `--max-builds` slots
 //!   while one is free; so slots count jobs, and a pipeline always makes progress on its own slot
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use opus_core::model::{Build, EventKind, ProjectName};
+use opus_core::model::{Build, EventKind, Project, ProjectName};
 use opus_core::recipe::{Plan, PlannedJob, SpecOrigin, When};
 use opus_core::store::MetaStore;
 use serde_json::json;
@@ -25,15 +26,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::executor::Produced;
+use super::executor::{Executor, Produced};
 use super::failure::{BuildFailure, FailureKind, Stage};
-use super::job::{Job, Output, run_job};
+use super::job::{Job, run_job};
 use super::job_copy::copy_checkout;
 use super::steps::LogSink;
 use super::when::{Facts, note, skip_reason};
 use super::{BuildContext, local};
+use crate::kubernetes::PipelineJob;
 use crate::logs::BuildLog;
-use crate::process_tree::Containment;
 
 /// The step name of the pipeline's own lines in the build log.
 const PIPELINE_STEP: &str = "pipeline";
@@ -109,7 +110,12 @@ pub(crate) fn jobs_dir(workspace: &Path) -> PathBuf {
 struct Shared {
     ctx: BuildContext,
     store: MetaStore,
-    containment: Containment,
+    /// Where jobs run: here (each in its copy of the checkout), or each as its own Job.
+    executor: Executor,
+    /// The project's record (its source, for a Job's runner).
+    record: Project,
+    /// The build (its id, commit and version, for a Job's runner).
+    build: Build,
     project: ProjectName,
     number: u64,
     origin: SpecOrigin,
@@ -145,7 +151,8 @@ impl Shared {
 pub(super) async fn run(
     ctx: &BuildContext,
     store: &MetaStore,
-    containment: Containment,
+    executor: &Executor,
+    project: &Project,
     build: &Build,
     plan: &Plan,
     origin: SpecOrigin,
@@ -162,7 +169,9 @@ pub(super) async fn run(
     let shared = Arc::new(Shared {
         ctx: ctx.clone(),
         store: store.clone(),
-        containment,
+        executor: executor.clone(),
+        record: project.clone(),
+        build: build.clone(),
         project: build.project.clone(),
         number: build.number,
         origin,
@@ -214,8 +223,22 @@ pub(super) async fn run(
             names.push(job.name.as_str());
             let (shared, job, cancel) = (shared.clone(), job.clone(), stage_cancel.clone());
             let stage_name = stage.name.clone();
+            let index = plan
+                .jobs()
+                .position(|j| j.name == job.name)
+                .unwrap_or_default();
+            let build_log = log.clone();
             running.spawn(async move {
-                let ran = run_one(&shared, &stage_name, &job, &job_log, &cancel).await;
+                let ran = run_one(
+                    &shared,
+                    &stage_name,
+                    &job,
+                    index,
+                    &build_log,
+                    &job_log,
+                    &cancel,
+                )
+                .await;
                 (job.name, stage_name, ran)
             });
         }
@@ -264,7 +287,7 @@ pub(super) async fn run(
         log.opus(PIPELINE_STEP, &format!("stage {} succeeded", stage.name));
     }
     match output {
-        Some(out) => Ok(Some(Produced::Folder(out))),
+        Some(out) => Ok(Some(out)),
         None => Err(BuildFailure::new(Stage::Output, FailureKind::NoOutput)),
     }
 }
@@ -275,14 +298,45 @@ async fn run_one(
     shared: &Shared,
     stage: &str,
     planned: &PlannedJob,
+    index: usize,
+    build_log: &BuildLog,
     log: &JobLog,
     cancel: &CancellationToken,
-) -> Result<Option<Output>, BuildFailure> {
+) -> Result<Option<Produced>, BuildFailure> {
     let started = Instant::now();
     let result = async {
         let _slot = tokio::select! {
             p = shared.slots.acquire() => p,
             () = cancel.cancelled() => return Err(BuildFailure::cancelled()),
+        };
+        let containment = match &shared.executor {
+            Executor::Local(containment) => *containment,
+            Executor::Kubernetes(kube) => {
+                shared.event(
+                    EventKind::JobStarted,
+                    planned.name.as_str(),
+                    stage,
+                    json!({}),
+                );
+                log.opus("job", "started: as its own Job");
+                let job = Job::from_planned(planned, shared.origin, &shared.checkout);
+                return kube
+                    .execute_pipeline_job(
+                        &shared.ctx,
+                        &shared.record,
+                        &shared.build,
+                        &job,
+                        PipelineJob {
+                            name: planned.name.to_string(),
+                            index,
+                        },
+                        job_env(planned, &shared.base_env),
+                        build_log,
+                        log,
+                        cancel,
+                    )
+                    .await;
+            }
         };
         let workspace = shared.jobs_dir.join(planned.name.as_str());
         let copied = copy_checkout(shared.checkout.clone(), workspace.clone())
@@ -304,9 +358,7 @@ async fn run_one(
             ),
         );
         let job = Job::from_planned(planned, shared.origin, &workspace);
-        let mut env = planned.env.clone();
-        env.insert("OPUS_JOB".to_owned(), planned.name.to_string());
-        env.extend(shared.base_env.clone());
+        let env = job_env(planned, &shared.base_env);
         // Each job its own cache, inside the project's (removed with the project).
         let cache_root = shared
             .ctx
@@ -315,9 +367,9 @@ async fn run_one(
             .join(".jobs")
             .join(planned.name.as_str());
         local::restore_cache(&cache_root, &workspace, &job.cache, log).await;
-        let ran = run_job(&job, &workspace, &env, log, cancel, shared.containment).await;
+        let ran = run_job(&job, &workspace, &env, log, cancel, containment).await;
         local::save_cache(&cache_root, &workspace, &job.cache, log).await;
-        ran
+        ran.map(|out| out.map(Produced::Folder))
     }
     .await;
     let took = started.elapsed();
@@ -345,6 +397,15 @@ async fn run_one(
         }
     }
     result
+}
+
+/// The environment of a job's steps: its opus.yml `env` (pipeline, stage, job), `OPUS_JOB`, and
+/// what opusd gives every step (which wins).
+fn job_env(planned: &PlannedJob, base_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut env = planned.env.clone();
+    env.insert("OPUS_JOB".to_owned(), planned.name.to_string());
+    env.extend(base_env.clone());
+    env
 }
 
 #[cfg(test)]

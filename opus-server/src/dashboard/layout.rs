@@ -116,7 +116,7 @@ pub(super) fn login_page(next: &str, error: Option<&str>) -> Response {
 /// A build state as a coloured badge.
 pub(super) fn state_badge(state: BuildState) -> Markup {
     let name = state.to_string();
-    html! { span class={ "state state-" (name) } { (name) } }
+    html! { span class={ "state state-" (name) } { (name.replace('_', " ")) } }
 }
 
 /// How long ago a time was, as the CLI says it (`5m ago`).

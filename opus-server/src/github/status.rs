@@ -83,6 +83,7 @@ pub(super) fn status_for(
         }
         BuildState::Failed => ("failure", one_line(reason, "failed")),
         BuildState::Cancelled => ("error", one_line(reason, "cancelled")),
+        BuildState::AwaitingApproval => ("pending", one_line(reason, "awaiting approval")),
     };
     Some(Status {
         commit,

@@ -81,6 +81,11 @@ fn slack_text(event: &Event, links: &SiteLinks) -> String {
         }
         EventKind::Build(BuildState::Failed) => format!("Build {build} failed: {}", s("reason")),
         EventKind::Build(BuildState::Cancelled) => format!("Build {build} cancelled"),
+        EventKind::Build(BuildState::AwaitingApproval) => {
+            format!("Build {build} awaits approval: {}", s("reason"))
+        }
+        EventKind::BuildApproved => format!("Build {build} approved by {}", s("by")),
+        EventKind::BuildRejected => format!("Build {build} {}", s("reason")),
         EventKind::VersionStored => format!("Version {} of {project} stored", s("version")),
         EventKind::EnvironmentDeployed => {
             format!("Deployed {} of {project} to {env}", s("version"))

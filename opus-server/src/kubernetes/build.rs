@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::JobState;
-use super::job::{BuildJob, build_job, job_name};
+use super::job::{BuildJob, JobRef, PipelineJob, build_job};
 use opus_core::artifact::{Origin, Reservation, StoredVersion};
 use opus_core::model::{Build, Project, Source};
 use opus_core::proto;
@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{KubeExecutor, deadline_of};
+use crate::build::steps::LogSink;
 use crate::build::{BuildContext, BuildFailure, FailureKind, Job, Produced, Stage};
 use crate::logs::BuildLog;
 use crate::runners::{Finish, Registration};
@@ -138,8 +139,14 @@ impl KubeExecutor {
             .artifacts
             .store_url(&build.store)
             .map_err(store_failure)?;
+        let target = JobTarget {
+            project,
+            build,
+            job,
+            pipeline: None,
+        };
         let result = self
-            .run_job(project, build, job, env, store_url, log, cancel)
+            .run_job(&target, env, store_url, log, log, cancel)
             .await;
         match result {
             Ok(reply) => Ok(Some(Produced::Uploaded(Uploaded { reservation, reply }))),
@@ -150,19 +157,87 @@ impl KubeExecutor {
         }
     }
 
-    /// Creates the build's Job and waits for its runner's report of success (the answer to send
-    /// it once the version is committed).
+    /// Runs one job of a pipeline as its own Job (`opus-<project>-<build>-<job>`), its lines in
+    /// `log` (the job's view of `build_log`). The job with `output` reserves the version and its
+    /// runner uploads it, as [`KubeExecutor::execute`]'s does; any other job only runs.
     #[allow(clippy::too_many_arguments)]
-    async fn run_job(
+    pub(crate) async fn execute_pipeline_job<L: LogSink>(
         &self,
+        ctx: &BuildContext,
         project: &Project,
         build: &Build,
         job: &Job,
+        pipeline: PipelineJob,
+        env: BTreeMap<String, String>,
+        build_log: &BuildLog,
+        log: &L,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Produced>, BuildFailure> {
+        let target = JobTarget {
+            project,
+            build,
+            job,
+            pipeline: Some(&pipeline),
+        };
+        if job.output.is_none() {
+            let reply = self
+                .run_job(&target, env, String::new(), build_log, log, cancel)
+                .await?;
+            let _ = reply.send(Ok(()));
+            return Ok(None);
+        }
+        let store_failure = |source| {
+            BuildFailure::new(
+                Stage::Store,
+                FailureKind::Store {
+                    version: build
+                        .version
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    source,
+                },
+            )
+        };
+        let version = crate::build::prepare::decided_version(build, Stage::Store)?.clone();
+        let reservation = ctx
+            .artifacts
+            .reserve_version(&build.project, &version, &build.store)
+            .map_err(store_failure)?;
+        let store_url = ctx
+            .artifacts
+            .store_url(&build.store)
+            .map_err(store_failure)?;
+        match self
+            .run_job(&target, env, store_url, build_log, log, cancel)
+            .await
+        {
+            Ok(reply) => Ok(Some(Produced::Uploaded(Uploaded { reservation, reply }))),
+            Err(failure) => {
+                discard(&reservation, build_log).await;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Creates the Job of `target` and waits for its runner's report of success (the answer to
+    /// send it once the version is committed). The runner's lines go to `build_log` (a pipeline
+    /// job's runner names them after its job); opusd's own lines about the Job go to `log`.
+    async fn run_job<L: LogSink>(
+        &self,
+        target: &JobTarget<'_>,
         env: BTreeMap<String, String>,
         store_url: String,
-        log: &BuildLog,
+        build_log: &BuildLog,
+        log: &L,
         cancel: &CancellationToken,
     ) -> Result<RunnerReply, BuildFailure> {
+        let JobTarget {
+            project,
+            build,
+            job,
+            pipeline,
+        } = *target;
         let fail = |kind| BuildFailure::new(Stage::Kubernetes, kind);
         let image = self.image_of(job.image.as_deref());
         let source = git_url(project)?.to_owned();
@@ -172,11 +247,16 @@ impl KubeExecutor {
             env: env.into_iter().collect(),
             store_url,
             store_settings: self.inner.store_settings.iter().cloned().collect(),
+            job: pipeline.map(|p| p.name.clone()).unwrap_or_default(),
+        };
+        let runner = match pipeline {
+            None => build.id,
+            Some(_) => self.inner.runners.pipeline_key(),
         };
         let registration = self
             .inner
             .runners
-            .register(build.id, assignment, log.clone())
+            .register(runner, assignment, build_log.clone())
             .map_err(|e| fail(e.into()))?;
         let spec = build_job(&BuildJob {
             namespace: self.inner.config.namespace.clone(),
@@ -187,6 +267,8 @@ impl KubeExecutor {
             server: self.inner.server_url.clone(),
             token: registration.token.clone(),
             timeout: Some(job.timeout),
+            job: pipeline.cloned(),
+            runner,
         });
         let name = self
             .inner
@@ -204,7 +286,11 @@ impl KubeExecutor {
         );
         let watch = Watch {
             executor: self,
-            build,
+            job: JobRef {
+                project: build.project.as_str(),
+                build: build.id,
+                job: pipeline,
+            },
             log,
         };
         watch
@@ -237,14 +323,24 @@ async fn discard(reservation: &Reservation, log: &BuildLog) {
     }
 }
 
-/// A build whose Job exists, being watched.
-struct Watch<'a> {
-    executor: &'a KubeExecutor,
+/// What one Job runs: a build's job, and which of its pipeline's jobs it is (`None`: a `build:`
+/// recipe's one job).
+#[derive(Clone, Copy)]
+struct JobTarget<'a> {
+    project: &'a Project,
     build: &'a Build,
-    log: &'a BuildLog,
+    job: &'a Job,
+    pipeline: Option<&'a PipelineJob>,
 }
 
-impl Watch<'_> {
+/// A build's Job that exists, being watched.
+struct Watch<'a, L: LogSink> {
+    executor: &'a KubeExecutor,
+    job: JobRef<'a>,
+    log: &'a L,
+}
+
+impl<L: LogSink> Watch<'_, L> {
     /// Waits for the build's end; deletes the Job when the build ends because of opusd (cancel,
     /// a pod that cannot start, opusd's own deadline). The registration (and so the build's token)
     /// ends with this call.
@@ -256,7 +352,7 @@ impl Watch<'_> {
     ) -> Result<RunnerReply, BuildFailure> {
         let fail = |kind| BuildFailure::new(Stage::Kubernetes, kind);
         let inner = &self.executor.inner;
-        let name = job_name(self.build.project.as_str(), self.build.id);
+        let name = self.job.name();
         let mut ticker = tokio::time::interval(inner.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = tokio::time::sleep(limit);
@@ -280,11 +376,7 @@ impl Watch<'_> {
                 }
                 _ = ticker.tick() => {}
             }
-            let state = match inner
-                .jobs
-                .state(self.build.project.as_str(), self.build.id)
-                .await
-            {
+            let state = match inner.jobs.state(&self.job).await {
                 Ok(state) => state,
                 Err(e) => {
                     let msg = format!("cannot read the state of Job {name}: {e}");
@@ -351,12 +443,8 @@ impl Watch<'_> {
     /// Deletes the build's Job (background propagation: its pod goes too), saying so in the log.
     async fn delete_job(&self, why: &str) {
         let inner = &self.executor.inner;
-        let name = job_name(self.build.project.as_str(), self.build.id);
-        match inner
-            .jobs
-            .delete(self.build.project.as_str(), self.build.id)
-            .await
-        {
+        let name = self.job.name();
+        match inner.jobs.delete_job(&self.job).await {
             Ok(_) => self
                 .log
                 .opus("kubernetes", &format!("deleted Job {name} ({why})")),

@@ -24,6 +24,8 @@ use opus_core::kubernetes::with_message;
 pub const PROJECT_LABEL: &str = "opus/project";
 /// Label holding the build number of a build Job.
 pub const BUILD_LABEL: &str = "opus/build";
+/// Label holding the pipeline job of a build Job (absent for a `build:` recipe's one Job).
+pub const JOB_LABEL: &str = "opus/job";
 /// Where the init container puts the `opusd` binary inside the build pod.
 pub const RUNNER_DIR: &str = "/opus/bin";
 /// Where the runner checks out the source and runs the steps.
@@ -52,6 +54,78 @@ pub struct BuildJob {
     pub token: String,
     /// `build.timeout`: becomes `activeDeadlineSeconds`, so Kubernetes stops the pod itself.
     pub timeout: Option<Duration>,
+    /// The pipeline job this Job runs (`None`: the build's one job, a `build:` recipe).
+    pub job: Option<PipelineJob>,
+    /// What the runner names itself to opusd with (`OPUS_RUNNER_BUILD`): the build's id for its
+    /// one job, a key of its own for a pipeline job (see `Runners::pipeline_key`).
+    pub runner: u64,
+}
+
+/// One job of a pipeline run as its own Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineJob {
+    /// Its name in opus.yml (a DNS label).
+    pub name: String,
+    /// Its place in the pipeline (0-based, across stages), which keeps Job names apart when
+    /// names are cut.
+    pub index: usize,
+}
+
+/// Which Job: a build's one Job, or one of its pipeline's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRef<'a> {
+    /// The project.
+    pub project: &'a str,
+    /// The build id.
+    pub build: u64,
+    /// The pipeline job, if any.
+    pub job: Option<&'a PipelineJob>,
+}
+
+impl JobRef<'_> {
+    /// The Job's name.
+    pub fn name(&self) -> String {
+        match self.job {
+            None => job_name(self.project, self.build),
+            Some(job) => pipeline_job_name(self.project, self.build, job),
+        }
+    }
+
+    /// The label selector of the Job's pods.
+    pub fn selector(&self) -> String {
+        let mut selector = format!(
+            "{PROJECT_LABEL}={},{BUILD_LABEL}={}",
+            self.project, self.build
+        );
+        if let Some(job) = self.job {
+            selector.push_str(&format!(",{JOB_LABEL}={}", job.name));
+        }
+        selector
+    }
+}
+
+/// The name of a pipeline job's Job: `opus-<project>-<build>-<job>`; when that is longer than a
+/// DNS label, the job's name is cut and its index added, and the project shortened as in
+/// [`job_name`].
+pub fn pipeline_job_name(project: &str, build: u64, job: &PipelineJob) -> String {
+    const JOB_ROOM: usize = 24;
+    let full = format!("opus-{project}-{build}-{}", job.name);
+    if full.len() <= 63 {
+        return full;
+    }
+    let job_part = if job.name.len() <= JOB_ROOM {
+        job.name.clone()
+    } else {
+        let cut = job.name[..JOB_ROOM].trim_end_matches('-');
+        format!("{cut}-{}", job.index)
+    };
+    let suffix = format!("-{build}-{job_part}");
+    let room = 63usize.saturating_sub("opus-".len() + suffix.len());
+    let project = project
+        .get(..room.min(project.len()))
+        .unwrap_or(project)
+        .trim_end_matches('-');
+    format!("opus-{project}{suffix}")
 }
 
 /// The name of a build's Job: `opus-<project>-<build>`, the project shortened so that the name
@@ -101,8 +175,16 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 /// timeout as `activeDeadlineSeconds`, no service account token in the pod (the runner talks to
 /// opusd, not to Kubernetes), and removal an hour after it finishes.
 pub fn build_job(spec: &BuildJob) -> Job {
-    let name = job_name(&spec.project, spec.build);
-    let labels = build_labels(&spec.project, spec.build);
+    let name = JobRef {
+        project: &spec.project,
+        build: spec.build,
+        job: spec.job.as_ref(),
+    }
+    .name();
+    let mut labels = build_labels(&spec.project, spec.build);
+    if let Some(job) = &spec.job {
+        labels.insert(JOB_LABEL.to_owned(), job.name.clone());
+    }
     let no_escalation = SecurityContext {
         allow_privilege_escalation: Some(false),
         ..SecurityContext::default()
@@ -127,7 +209,7 @@ pub fn build_job(spec: &BuildJob) -> Job {
         working_dir: Some(WORKSPACE_DIR.to_owned()),
         env: Some(vec![
             env("OPUS_RUNNER_SERVER", &spec.server),
-            env("OPUS_RUNNER_BUILD", &spec.build.to_string()),
+            env("OPUS_RUNNER_BUILD", &spec.runner.to_string()),
             env("OPUS_RUNNER_TOKEN", &spec.token),
             env("OPUS_RUNNER_WORKSPACE", WORKSPACE_DIR),
         ]),
@@ -220,7 +302,41 @@ mod tests {
             server: "http://opusd.opus.svc:7070".into(),
             token: "per-build".into(),
             timeout: Some(Duration::from_secs(900)),
+            job: None,
+            runner: 42,
         }
+    }
+
+    #[test]
+    fn a_pipeline_job_has_its_own_name_and_label() {
+        let unit = PipelineJob {
+            name: "unit".into(),
+            index: 1,
+        };
+        let job = build_job(&BuildJob {
+            job: Some(unit.clone()),
+            runner: 7,
+            ..spec()
+        });
+        assert_eq!(job.metadata.name.as_deref(), Some("opus-web-42-unit"));
+        let labels = job.metadata.labels.expect("labels");
+        assert_eq!(labels[JOB_LABEL], "unit");
+        assert_eq!(labels[BUILD_LABEL], "42");
+        let long = PipelineJob {
+            name: "a".repeat(63),
+            index: 7,
+        };
+        let name = pipeline_job_name(&"p".repeat(63), u64::MAX >> 1, &long);
+        assert!(name.len() <= 63 && name.ends_with("-7"), "{name}");
+        assert_eq!(
+            JobRef {
+                project: "web",
+                build: 42,
+                job: Some(&unit)
+            }
+            .selector(),
+            "opus/project=web,opus/build=42,opus/job=unit"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use opus_core::kubernetes::{
     Cluster, FIELD_MANAGER, KubeError, Op, pod_failure_reason, pod_waiting_reason,
 };
 
-use super::job::{self, BUILD_LABEL, PROJECT_LABEL};
+use super::job::{self, BUILD_LABEL, JobRef, PROJECT_LABEL};
 
 /// What a build's Job and pod say, as far as the executor cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +84,9 @@ impl BuildJobs {
         Ok(name)
     }
 
-    /// What the Job of `project`'s build `build` and its pod say now.
-    pub async fn state(&self, project: &str, build: u64) -> Result<JobState, KubeError> {
-        let name = job::job_name(project, build);
+    /// What the Job `job` and its pod say now.
+    pub async fn state(&self, job: &JobRef<'_>) -> Result<JobState, KubeError> {
+        let name = job.name();
         let Some(found) = self
             .jobs()
             .get_opt(&name)
@@ -106,7 +106,7 @@ impl BuildJobs {
         {
             return Ok(JobState::Succeeded);
         }
-        let selector = format!("{PROJECT_LABEL}={project},{BUILD_LABEL}={build}");
+        let selector = job.selector();
         let pods = self
             .pods()
             .list(&ListParams::default().labels(&selector))
@@ -130,7 +130,40 @@ impl BuildJobs {
     /// Deletes the Job of a build with background propagation (Kubernetes removes its pod, which
     /// stops the build). `false` when there was none.
     pub async fn delete(&self, project: &str, build: u64) -> Result<bool, KubeError> {
-        let name = job::job_name(project, build);
+        self.delete_job(&JobRef {
+            project,
+            build,
+            job: None,
+        })
+        .await
+    }
+
+    /// Deletes every Job of a build (its one Job, or its pipeline's), found by their labels.
+    /// How many there were.
+    pub async fn delete_all_of(&self, project: &str, build: u64) -> Result<usize, KubeError> {
+        let selector = format!("{PROJECT_LABEL}={project},{BUILD_LABEL}={build}");
+        let found = self
+            .jobs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| self.op("list", "jobs.batch", &selector).error(e))?;
+        let mut deleted = 0;
+        for job in &found.items {
+            let Some(name) = job.metadata.name.as_deref() else {
+                continue;
+            };
+            match self.jobs().delete(name, &DeleteParams::background()).await {
+                Ok(_) => deleted += 1,
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(self.op("delete", "jobs.batch", name).error(e)),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the Job `job` with background propagation. `false` when there was none.
+    pub async fn delete_job(&self, job: &JobRef<'_>) -> Result<bool, KubeError> {
+        let name = job.name();
         match self.jobs().delete(&name, &DeleteParams::background()).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),

@@ -12,13 +12,18 @@
 //!   calls to the API server (apply, read the state, delete).
 //!
 //! The scheduler's slots and queue apply as for local builds: a Job is created only when a slot
-//! is free, and the slot is held until the build ends.
+//! is free, and the slot is held until the build ends. A `pipeline:` runs each job as its own
+//! Job (`opus-<project>-<build>-<job>`, label `opus/job`), through [`crate::build::pipeline`]:
+//! the jobs of a stage at once, each with its slot, the stages in order; the first failure
+//! cancels the stage, which deletes its siblings' Jobs. Each job's runner has its own key and
+//! token (`job::PipelineJob::runner_key`); the job with `output` uploads the version.
 
 mod build;
 mod job;
 mod jobs;
 
 pub use build::Uploaded;
+pub use job::PipelineJob;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,16 +114,16 @@ impl KubeExecutor {
         &self.inner.server_url
     }
 
-    /// Deletes the Jobs of builds that were running when opusd stopped (they are failed, "opusd
-    /// restarted", and their tokens are gone). Failures are logged: the Jobs then end by
+    /// Deletes the Jobs (its one Job, or its pipeline's) of builds that were running when opusd
+    /// stopped (they are failed, "opusd restarted", and their tokens are gone). Failures are logged: the Jobs then end by
     /// themselves when their runner is refused.
     pub async fn delete_jobs_of(&self, builds: &[(String, u64)]) {
         for (project, id) in builds {
-            match self.inner.jobs.delete(project, *id).await {
-                Ok(true) => {
-                    tracing::info!(build = id, project = %project, "deleted the Job of a build that was running when opusd stopped")
+            match self.inner.jobs.delete_all_of(project, *id).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(build = id, project = %project, jobs = n, "deleted the Jobs of a build that was running when opusd stopped")
                 }
-                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(build = id, project = %project, error = %e, "cannot delete the Job of a build that was running when opusd stopped")
                 }

@@ -11,6 +11,10 @@
 //!    ([`opus_core::artifact::Uploader`]: files, archive, manifest).
 //! 4. `FinishBuild`: opusd checks the upload and commits the version, or records the failure.
 //!
+//! A pipeline runs each job as its own Job: the assignment then names the job (`job`); the
+//! runner runs that job's steps (its lines named `<job>/<step>`) and uploads only when the job
+//! has `output`.
+//!
 //! The token comes from the environment only (`OPUS_RUNNER_TOKEN`), so it never shows in `ps`;
 //! steps do not inherit it (they get no `OPUS_*` variable of the runner's own).
 
@@ -176,7 +180,10 @@ pub async fn run(
             build_id: build,
             succeeded: true,
             reason: String::new(),
-            manifest_json: serde_json::to_string(&uploaded.manifest).unwrap_or_default(),
+            manifest_json: uploaded
+                .as_ref()
+                .and_then(|u| serde_json::to_string(&u.manifest).ok())
+                .unwrap_or_default(),
         },
         Err(failure) => proto::FinishBuildRequest {
             build_id: build,
@@ -248,21 +255,47 @@ async fn build_and_upload(
     workspace: &Path,
     log: &RemoteLog,
     cancel: &CancellationToken,
-) -> Result<Uploaded, BuildFailure> {
-    let result = fetch_build_upload(assignment, workspace, log, cancel).await;
+) -> Result<Option<Uploaded>, BuildFailure> {
+    let result = if assignment.job.is_empty() {
+        fetch_build_upload(assignment, workspace, log, cancel).await
+    } else {
+        let log = JobLines {
+            log: log.clone(),
+            job: assignment.job.clone().into(),
+        };
+        let result = fetch_build_upload(assignment, workspace, &log, cancel).await;
+        if let Err(failure) = &result {
+            failure.report(&log);
+        }
+        return result;
+    };
     if let Err(failure) = &result {
         failure.report(log);
     }
     result
 }
 
-/// See [`build_and_upload`].
-async fn fetch_build_upload(
+/// A pipeline job's lines: each step named `<job>/<step>`, as the local executor names them, so
+/// that `opus logs --job` selects them.
+#[derive(Clone)]
+struct JobLines<L> {
+    log: L,
+    job: std::sync::Arc<str>,
+}
+
+impl<L: LogSink> LogSink for JobLines<L> {
+    fn line(&self, step: &str, stream: &str, text: &str) {
+        self.log.line(&format!("{}/{step}", self.job), stream, text);
+    }
+}
+
+/// See [`build_and_upload`]. `None`: a pipeline job without output ran.
+async fn fetch_build_upload<L: LogSink>(
     assignment: &proto::Assignment,
     workspace: &Path,
-    log: &RemoteLog,
+    log: &L,
     cancel: &CancellationToken,
-) -> Result<Uploaded, BuildFailure> {
+) -> Result<Option<Uploaded>, BuildFailure> {
     let source = |kind| BuildFailure::new(Stage::Source, kind);
     let Some(build) = &assignment.build else {
         return Err(source(FailureKind::Assignment(
@@ -286,16 +319,37 @@ async fn fetch_build_upload(
     let (spec, origin) =
         recipe::discover(workspace).map_err(|e| BuildFailure::new(Stage::Recipe, e))?;
     log.opus("recipe", &origin.describe(&spec));
-    let job = Job::from_recipe(&spec, origin, workspace)?;
-    let mut env: BTreeMap<String, String> = spec
-        .plan()
-        .output_job()
-        .map(|j| j.env.clone())
-        .unwrap_or_default();
+    let plan = spec.plan();
+    // A pipeline job: its own steps and environment (opusd's `OPUS_JOB` among them); only the
+    // job with `output` uploads.
+    let (job, planned) = if assignment.job.is_empty() {
+        (
+            Job::from_recipe(&spec, origin, workspace)?,
+            plan.output_job(),
+        )
+    } else {
+        let planned = plan
+            .jobs()
+            .find(|j| j.name.as_str() == assignment.job)
+            .ok_or_else(|| {
+                BuildFailure::new(
+                    Stage::Recipe,
+                    FailureKind::Assignment(format!(
+                        "opusd assigned job {:?}, which this commit's opus.yml does not have",
+                        assignment.job
+                    )),
+                )
+            })?;
+        (Job::from_planned(planned, origin, workspace), Some(planned))
+    };
+    let mut env: BTreeMap<String, String> = planned.map(|j| j.env.clone()).unwrap_or_default();
     env.extend(assignment.env.clone());
-    let output = run_job(&job, workspace, &env, log, cancel, Containment::Sweep)
-        .await?
-        .ok_or_else(|| BuildFailure::new(Stage::Output, FailureKind::NoOutput))?;
+    let ran = run_job(&job, workspace, &env, log, cancel, Containment::Sweep).await?;
+    let output = match ran {
+        Some(output) => output,
+        None if !assignment.job.is_empty() => return Ok(None),
+        None => return Err(BuildFailure::new(Stage::Output, FailureKind::NoOutput)),
+    };
 
     let store = |kind| BuildFailure::new(Stage::Store, kind);
     let settings: Vec<(String, String)> = assignment
@@ -333,5 +387,5 @@ async fn fetch_build_upload(
             output.name, uploaded.files, uploaded.bytes
         ),
     );
-    Ok(uploaded)
+    Ok(Some(uploaded))
 }

@@ -16,7 +16,7 @@ use opus_tests::fake_apiserver::{FakeApiServer, Recorded};
 use opus_tests::{Daemon, GitRepo, Run, bin};
 use serde_json::{Value, json};
 
-const JOBS: &str = "/apis/batch/v1/namespaces/opus/jobs";
+pub(crate) const JOBS: &str = "/apis/batch/v1/namespaces/opus/jobs";
 const PODS: &str = "/api/v1/namespaces/opus/pods";
 
 fn job_path(project: &str, build: u64) -> String {
@@ -24,13 +24,13 @@ fn job_path(project: &str, build: u64) -> String {
 }
 
 /// A fake API server, and opusd running builds as Jobs in it (looking at Jobs every 50 ms).
-struct Cluster {
-    fake: FakeApiServer,
-    d: Daemon,
+pub(crate) struct Cluster {
+    pub(crate) fake: FakeApiServer,
+    pub(crate) d: Daemon,
     _kubeconfig_dir: tempfile::TempDir,
 }
 
-fn cluster_with(args: &[&str]) -> Cluster {
+pub(crate) fn cluster_with(args: &[&str]) -> Cluster {
     let fake = FakeApiServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = fake.write_kubeconfig(dir.path());
@@ -51,12 +51,12 @@ fn cluster_with(args: &[&str]) -> Cluster {
     }
 }
 
-fn cluster() -> Cluster {
+pub(crate) fn cluster() -> Cluster {
     cluster_with(&[])
 }
 
 /// A git repository with `opus_yml`, added to opusd as `project` by its file:// URL.
-fn git_project(d: &Daemon, project: &str, opus_yml: &str) -> GitRepo {
+pub(crate) fn git_project(d: &Daemon, project: &str, opus_yml: &str) -> GitRepo {
     let repo = GitRepo::init(&d.root.path().join(format!("repo-{project}")));
     repo.write("opus.yml", opus_yml);
     repo.commit("first");
@@ -67,7 +67,7 @@ fn git_project(d: &Daemon, project: &str, opus_yml: &str) -> GitRepo {
 const SITE: &str = "build:\n  image: node:20-test\n  timeout: 5m\n  env: { GREETING: hello }\n  steps:\n    - mkdir -p dist && echo \"<h1>$OPUS_VERSION</h1>\" > dist/index.html\n    - echo \"$GREETING from $OPUS_PROJECT#$OPUS_BUILD ci=$CI key=$API_KEY\"\n    - echo to-stderr >&2\nenvironments:\n  production: { branch: main, auto_deploy: true }\n";
 
 /// The environment of a Job's build container, by name.
-fn job_env(job: &Value) -> BTreeMap<String, String> {
+pub(crate) fn job_env(job: &Value) -> BTreeMap<String, String> {
     job["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .expect("env")
@@ -84,7 +84,7 @@ fn job_env(job: &Value) -> BTreeMap<String, String> {
 /// Runs the Job's command (`/opus/bin/opusd runner`) as a local process: the real opusd binary
 /// with the Job's environment, opusd's real address, and a temporary workspace. Returns how it
 /// exited.
-fn run_job_locally(c: &Cluster, job: &Value, workspace: &Path) -> Run {
+pub(crate) fn run_job_locally(c: &Cluster, job: &Value, workspace: &Path) -> Run {
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     let command: Vec<&str> = container["command"]
         .as_array()
@@ -118,7 +118,7 @@ fn run_job_locally(c: &Cluster, job: &Value, workspace: &Path) -> Run {
     }
 }
 
-fn requests_to(fake: &FakeApiServer, method: &str, path: &str) -> Vec<Recorded> {
+pub(crate) fn requests_to(fake: &FakeApiServer, method: &str, path: &str) -> Vec<Recorded> {
     fake.requests()
         .into_iter()
         .filter(|r| r.method == method && r.path == path)
@@ -521,25 +521,6 @@ fn fake_apiserver_a_local_directory_source_is_refused_with_what_to_do() {
     assert!(reason.contains("which a build pod cannot read"), "{reason}");
     assert!(reason.contains("--executor local"), "{reason}");
     assert!(c.fake.paths().is_empty(), "no Job");
-}
-
-#[test]
-fn fake_apiserver_a_pipeline_of_several_jobs_is_refused_before_any_job() {
-    let c = cluster();
-    let d = &c.d;
-    git_project(
-        d,
-        "web",
-        "pipeline:\n  - stage: test\n    jobs:\n      unit: { steps: [\"true\"] }\n  - stage: build\n    jobs:\n      site: { steps: [\"mkdir -p dist\"], output: dist }\n",
-    );
-    let id = d.trigger(&["web"]);
-    let b = d.wait_for_state("web", id, "failed", 20);
-    let reason = b["reason"].as_str().expect("reason");
-    assert!(
-        reason.contains("a pipeline of 2 jobs") && reason.contains("--executor local"),
-        "{reason}"
-    );
-    assert!(requests_to(&c.fake, "POST", JOBS).is_empty(), "no Job");
 }
 
 #[test]

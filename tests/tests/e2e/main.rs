@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `opusd` and `opus` binaries. See `opus_tests` for the harness.
 
 mod acme;
+mod approvals;
 mod artifacts;
 mod auto_deploys;
 mod builds;
@@ -18,6 +19,7 @@ mod hooks;
 mod kubernetes;
 mod kubernetes_cli;
 mod kubernetes_exec;
+mod kubernetes_pipelines;
 mod metrics;
 mod pipelines;
 mod preview_expiry;

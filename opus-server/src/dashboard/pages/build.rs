@@ -131,7 +131,7 @@ fn render(
     }
     html! {
         p.muted { a href="/" { "Projects" } " / " a href={ "/projects/" (project) } { (project) } " / " }
-        h1 { (project) "#" (b.number) " " span id="state" class={ "state state-" (b.state.as_str()) } { (b.state.as_str()) } }
+        h1 { (project) "#" (b.number) " " span id="state" class={ "state state-" (b.state.as_str()) } { (b.state.as_str().replace('_', " ")) } }
         section.card {
             dl.facts {
                 dt { "Ref" } dd { (b.git_ref) @if b.is_tag { " " span.muted { "(tag)" } } }

@@ -180,7 +180,7 @@ fn builds(v: &ProjectView, state: Option<BuildState>, page: usize) -> Markup {
             label for="state" { "State"
                 select id="state" name="state" {
                     option value="" selected[state.is_none()] { "any" }
-                    @for s in [BuildState::Queued, BuildState::Running, BuildState::Succeeded, BuildState::Failed, BuildState::Cancelled] {
+                    @for s in [BuildState::Queued, BuildState::Running, BuildState::Succeeded, BuildState::Failed, BuildState::Cancelled, BuildState::AwaitingApproval] {
                         option value=(s.as_str()) selected[state == Some(s)] { (s.as_str()) }
                     }
                 }

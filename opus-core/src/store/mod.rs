@@ -13,6 +13,7 @@ mod deploys;
 mod domains;
 mod events;
 mod github;
+mod github_installations;
 mod hooks;
 mod jobs;
 mod locks;
@@ -58,7 +59,7 @@ pub use versions::VersionRemoval;
 /// - `site_options`: `<project>\0<version>` -> [`SiteOptions`] JSON.
 /// - `build_numbers`: `<project>\0<number be>` -> build id (be): which build `web#3` is.
 /// - `domains`: host name -> [`crate::domain::DomainRecord`] JSON (custom domains).
-const TREE_NAMES: [&str; 23] = [
+const TREE_NAMES: [&str; 24] = [
     "projects",
     "secrets",
     "builds",
@@ -82,6 +83,7 @@ const TREE_NAMES: [&str; 23] = [
     "domains",
     "github_statuses",
     "github",
+    "github_installations",
 ];
 
 /// sled's page cache, in bytes.
@@ -190,6 +192,8 @@ enum T {
     /// `token` (the GitHub API token) and `status_cursor` (the next event the GitHub outbox has
     /// not finished).
     Github = 22,
+    /// Project -> the GitHub App installation (id, be) whose token opusd uses for it.
+    GithubInstallations = 23,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -11,6 +11,7 @@ mod deploys;
 mod domains;
 mod events;
 mod github;
+mod github_app;
 mod projects;
 mod runner;
 mod site_access;
@@ -140,6 +141,12 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
     routes = routes.add_service(
         proto::github_service_server::GithubServiceServer::with_interceptor(
             github::GithubApi::new(d.store.clone(), d.config.github_api_url.clone()),
+            auth.interceptor(),
+        ),
+    );
+    routes = routes.add_service(
+        proto::github_app_service_server::GithubAppServiceServer::with_interceptor(
+            github_app::GithubAppApi::new(d.store.clone(), d.github_app.clone()),
             auth.interceptor(),
         ),
     );

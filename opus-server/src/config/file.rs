@@ -85,6 +85,10 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// See [`super::ConfigArgs::github_api_url`].
     pub github_api_url: Option<String>,
+    /// See [`super::ConfigArgs::github_app_id`].
+    pub github_app_id: Option<u64>,
+    /// See [`super::ConfigArgs::github_app_key_file`].
+    pub github_app_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {

@@ -11,6 +11,7 @@ mod args;
 mod executor;
 mod file;
 mod github;
+mod github_app;
 mod https;
 mod public_url;
 mod security;
@@ -123,6 +124,9 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
     /// GitHub's REST API (`--github-api-url`), without a trailing `/`.
     pub github_api_url: String,
+    /// The GitHub App opusd authenticates as (`--github-app-id`, `--github-app-key-file`),
+    /// its key already checked.
+    pub github_app: Option<crate::github::app::AppKey>,
 }
 
 impl Config {
@@ -163,6 +167,7 @@ impl Config {
             https,
             public_url: public_url::public_url(&args, &file)?,
             github_api_url: github::github_api_url(&args, &file)?,
+            github_app: github_app::github_app(&args, &file)?,
         })
     }
 }

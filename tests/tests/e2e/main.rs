@@ -12,6 +12,7 @@ mod disk_full;
 mod domains;
 mod env_locks;
 mod github;
+mod github_app;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;

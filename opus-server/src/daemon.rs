@@ -286,7 +286,10 @@ fn github_app(
     let Some(key) = config.github_app.clone() else {
         return Ok((None, None));
     };
-    info!(app_id = key.app_id, "authenticating to GitHub as a GitHub App");
+    info!(
+        app_id = key.app_id,
+        "authenticating to GitHub as a GitHub App"
+    );
     let tokens = Arc::new(github::app::InstallationTokens::new(
         key,
         config.github_api_url.clone(),

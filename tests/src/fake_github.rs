@@ -330,7 +330,10 @@ async fn handle(
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
         .unwrap_or("")
         .to_owned();
     let app_answer = inner
@@ -528,10 +531,15 @@ fn check_jwt(app: &App, jwt: &str) -> Result<(), String> {
         other => other.as_u64(),
     };
     if iss != Some(app.id) {
-        return Err(format!("'Issuer' claim ('iss') must be the App's id {}", app.id));
+        return Err(format!(
+            "'Issuer' claim ('iss') must be the App's id {}",
+            app.id
+        ));
     }
     if iat > now {
-        return Err("'Issued at' claim ('iat') must be an Integer representing a time in the past".into());
+        return Err(
+            "'Issued at' claim ('iat') must be an Integer representing a time in the past".into(),
+        );
     }
     if exp > now + 600 {
         return Err("'Expiration time' claim ('exp') is too far in the future".into());

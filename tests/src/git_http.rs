@@ -131,7 +131,7 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// Every process's command line that contains `secret`.
-fn command_lines_holding(secret: &str) -> Vec<String> {
+pub fn command_lines_holding(secret: &str) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return out;
@@ -189,7 +189,13 @@ async fn handle(
 }
 
 /// Runs `git http-backend` for one request, as a web server runs a CGI program.
-async fn cgi(root: &Path, method: &Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
+async fn cgi(
+    root: &Path,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     let header = |name: &str| {
         headers
             .get(name)
@@ -216,7 +222,10 @@ async fn cgi(root: &Path, method: &Method, uri: &Uri, headers: &HeaderMap, body:
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("git http-backend: {e}"))
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("git http-backend: {e}"),
+            )
                 .into_response();
         }
     };
@@ -228,7 +237,10 @@ async fn cgi(root: &Path, method: &Method, uri: &Uri, headers: &HeaderMap, body:
     let out = match child.wait_with_output().await {
         Ok(out) => out,
         Err(e) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("git http-backend: {e}"))
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("git http-backend: {e}"),
+            )
                 .into_response();
         }
     };

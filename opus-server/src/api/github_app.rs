@@ -275,11 +275,17 @@ mod tests {
             status,
             detail: format!("HTTP {status}"),
         };
-        assert_eq!(github_status(refused(401)).code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            github_status(refused(401)).code(),
+            tonic::Code::FailedPrecondition
+        );
         assert_eq!(github_status(refused(404)).code(), tonic::Code::NotFound);
         assert_eq!(github_status(refused(502)).code(), tonic::Code::Unavailable);
         assert_eq!(github_status(refused(0)).code(), tonic::Code::Unavailable);
-        assert_eq!(github_status(refused(422)).code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            github_status(refused(422)).code(),
+            tonic::Code::FailedPrecondition
+        );
     }
 
     #[tokio::test]
@@ -292,7 +298,11 @@ mod tests {
             .await
             .expect_err("no app");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        assert!(err.message().contains("--github-app-id"), "{}", err.message());
+        assert!(
+            err.message().contains("--github-app-id"),
+            "{}",
+            err.message()
+        );
         let err = api
             .import_github_repositories(Request::new(proto::ImportGithubRepositoriesRequest {
                 repositories: vec![],

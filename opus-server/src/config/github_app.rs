@@ -87,7 +87,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            github_app(&args, &file).expect("valid").expect("app").app_id,
+            github_app(&args, &file)
+                .expect("valid")
+                .expect("app")
+                .app_id,
             12
         );
         assert!(

@@ -301,7 +301,9 @@ impl InstallationTokens {
         match self.repositories_once(installation).await {
             Err((e, Some(token))) if e.status() == 401 => {
                 self.forget(installation, &token);
-                self.repositories_once(installation).await.map_err(|(e, _)| e)
+                self.repositories_once(installation)
+                    .await
+                    .map_err(|(e, _)| e)
             }
             other => other.map_err(|(e, _)| e),
         }

@@ -162,8 +162,8 @@ mod tests {
     async fn only_http_urls_of_projects_of_an_installation_get_a_credential() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = MetaStore::open(&dir.path().join("meta")).expect("store");
-        let creds = GitCredentials::install(dir.path(), test_tokens(dir.path()), store)
-            .expect("install");
+        let creds =
+            GitCredentials::install(dir.path(), test_tokens(dir.path()), store).expect("install");
         let web = ProjectName::new("web").expect("name");
         // No installation: none, and no call to GitHub is tried.
         assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::webhook_post::{post, sign};
 use opus_tests::fake_github::{Call, FakeGithub, FakeInstallation};
-use opus_tests::git_http::GitHttpServer;
+use opus_tests::git_http::{GitHttpServer, command_lines_holding};
 use opus_tests::{Daemon, GitRepo};
 use serde_json::{Value, json};
 
@@ -115,7 +115,7 @@ fn private_repository(root: &Path, text: &str) -> String {
     let work = GitRepo::init(&root.join("work"));
     work.write(
         "opus.yml",
-        "build:\n  steps: [\"mkdir -p dist && cp index.txt dist/index.html\"]\n",
+        "build:\n  steps: [\"mkdir -p dist && cp index.txt dist/index.html\"]\nenvironments:\n  production: { branch: main, auto_deploy: true }\n",
     );
     work.write("index.txt", text);
     let sha = work.commit("first");
@@ -135,8 +135,7 @@ fn import_lists_then_adds_and_the_private_clone_uses_the_installation_token() {
     let git_root = tempfile::tempdir().expect("tempdir");
     let sha = private_repository(git_root.path(), "private site\n");
     // Started before the fake exists: its check is set once the fake is up.
-    let check: Arc<std::sync::OnceLock<Box<dyn Fn(&str) -> bool + Send + Sync>>> =
-        Arc::default();
+    let check: Arc<std::sync::OnceLock<Box<dyn Fn(&str) -> bool + Send + Sync>>> = Arc::default();
     let checker = check.clone();
     let git = GitHttpServer::start(
         &git_root.path().join("served"),
@@ -172,7 +171,13 @@ fn import_lists_then_adds_and_the_private_clone_uses_the_installation_token() {
     );
     let table = d.opus(&["github", "import"]);
     assert!(table.ok().contains("imports as web"), "{}", table.stdout);
-    assert!(d.opus(&["list", "-o", "json"]).json().as_array().expect("list").is_empty());
+    assert!(
+        d.opus(&["list", "-o", "json"])
+            .json()
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
 
     // A name no installation sees: nothing is added, and it says which.
     let refused = d.opus(&["github", "import", "acme/web", "acme/nope"]);
@@ -185,7 +190,13 @@ fn import_lists_then_adds_and_the_private_clone_uses_the_installation_token() {
     let bad = d.opus(&["github", "import", "web"]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("OWNER/REPO"), "{}", bad.stderr);
-    assert!(d.opus(&["list", "-o", "json"]).json().as_array().expect("list").is_empty());
+    assert!(
+        d.opus(&["list", "-o", "json"])
+            .json()
+            .as_array()
+            .expect("list")
+            .is_empty()
+    );
 
     let added = d.opus(&["github", "import", "acme/web", "ACME/my.docs"]);
     assert_eq!(
@@ -221,7 +232,11 @@ fn import_lists_then_adds_and_the_private_clone_uses_the_installation_token() {
     // The build clones the private repository with the installation token.
     let n = d.trigger(&["web"]);
     let build = d.wait_for_state("web", n, "succeeded", 60);
-    assert_eq!(d.get("web.localhost", "/").text(), "private site\n", "{build}");
+    assert_eq!(
+        d.get("web.localhost", "/").text(),
+        "private site\n",
+        "{build}"
+    );
     let seen = git.seen();
     assert!(
         seen.iter().any(|s| !s.accepted && s.credentials.is_none()),
@@ -238,15 +253,24 @@ fn import_lists_then_adds_and_the_private_clone_uses_the_installation_token() {
         assert_eq!(user, "x-access-token");
         assert!(tokens.contains(password), "{password} was issued by GitHub");
     }
-    assert_eq!(git.leaks(), Vec::<String>::new(), "no command line held the token");
+    assert_eq!(
+        git.leaks(),
+        Vec::<String>::new(),
+        "no command line held the token"
+    );
     let log = d.opus(&["logs", &format!("web#{n}")]).ok().to_owned();
     for token in &tokens {
-        assert!(!d.log().contains(token.as_str()), "opusd's log holds a token");
+        assert!(
+            !d.log().contains(token.as_str()),
+            "opusd's log holds a token"
+        );
         assert!(!log.contains(token.as_str()), "the build log holds a token");
     }
     let askpass = d.data_dir().join("git-askpass");
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&askpass).expect("askpass script").permissions(),
+        &std::fs::metadata(&askpass)
+            .expect("askpass script")
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o700);
     for token in &tokens {
@@ -281,10 +305,14 @@ fn import_lists_then_adds_and_the_private_clone_uses_the_installation_token() {
         .filter(|c| c.path == "/installation/repositories")
         .map(|c| c.answered)
         .collect();
-    assert!(repo_calls.ends_with(&[401, 200, 401, 200]), "{repo_calls:?}");
+    assert!(
+        repo_calls.ends_with(&[401, 200, 401, 200]),
+        "{repo_calls:?}"
+    );
 
     // A name already another project's is skipped, saying how to add it anyway.
-    d.opus(&["add", "site", "https://example.invalid/site.git"]).ok();
+    d.opus(&["add", "site", "https://example.invalid/site.git"])
+        .ok();
     let skipped = d.opus(&["github", "import", "other/site"]);
     assert!(
         skipped.ok().contains("the name site is another project's"),
@@ -367,7 +395,13 @@ fn statuses_go_with_the_installation_token_kept_until_near_expiry_and_replaced_a
         ]
     );
     let token = app.fake.issued_tokens()[0].clone();
-    assert_eq!(calls[0].authorization.as_deref().map(|a| a.starts_with("Bearer ey")), Some(true));
+    assert_eq!(
+        calls[0]
+            .authorization
+            .as_deref()
+            .map(|a| a.starts_with("Bearer ey")),
+        Some(true)
+    );
     for call in &calls[1..] {
         assert_eq!(call.authorization, Some(format!("Bearer {token}")));
     }
@@ -380,11 +414,13 @@ fn statuses_go_with_the_installation_token_kept_until_near_expiry_and_replaced_a
     };
     let (code, body) = push(d, &secret, "d-2", &sha2, 42);
     assert_eq!(code, 202, "{body}");
-    let calls = app.fake.wait_for(30, "the second build's success", |calls| {
-        calls
-            .iter()
-            .any(|c| c.path.ends_with(&sha2) && c.body["state"] == "success")
-    });
+    let calls = app
+        .fake
+        .wait_for(30, "the second build's success", |calls| {
+            calls
+                .iter()
+                .any(|c| c.path.ends_with(&sha2) && c.body["state"] == "success")
+        });
     let status2 = format!("POST /repos/acme/web/statuses/{sha2}");
     assert_eq!(
         lines(&calls[3..]),
@@ -441,7 +477,10 @@ fn an_installation_github_refuses_and_an_app_key_github_does_not_know_say_so() {
     let app = App::start("http://127.0.0.1:9", &[]);
     let d = &app.d;
     let repo = GitRepo::init(&d.root.path().join("repo"));
-    repo.write("opus.yml", "build:\n  steps: [\"mkdir -p dist && echo hi > dist/index.html\"]\n");
+    repo.write(
+        "opus.yml",
+        "build:\n  steps: [\"mkdir -p dist && echo hi > dist/index.html\"]\n",
+    );
     let sha = repo.commit("first");
     d.opus(&["add", "web", &repo.url()]).ok();
     let hook = d.opus(&["hook", "github", "web", "-o", "json"]).json();
@@ -505,5 +544,22 @@ fn without_an_app_import_says_how_to_make_opusd_one() {
         out.stderr.contains("--github-app-id") && out.stderr.contains("--github-app-key-file"),
         "{}",
         out.stderr
+    );
+}
+
+/// The leak check finds a secret in a command line when one holds it (so its finding none above
+/// means something).
+#[test]
+fn the_command_line_check_sees_a_secret_in_an_argument() {
+    let mut child = Command::new("sh")
+        .args(["-c", "sleep 30", "ghs_marker_in_argv"])
+        .spawn()
+        .expect("sh runs");
+    let found = command_lines_holding("ghs_marker_in_argv");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        found.iter().any(|line| line.contains("sleep 30")),
+        "{found:?}"
     );
 }

@@ -40,10 +40,16 @@ fn the_jwt_is_rs256_backdated_a_minute_and_valid_under_ten_minutes() {
     let (pem, public) = rsa_key(dir.path());
     let app = AppKey::new(4242, &pem, &dir.path().join("app.pem")).expect("a valid key");
     let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
     let claims = app.claims(now);
     assert_eq!(claims.iat, secs - 60);
-    assert!(claims.exp > secs && claims.exp - claims.iat <= 600, "{claims:?}");
+    assert!(
+        claims.exp > secs && claims.exp - claims.iat <= 600,
+        "{claims:?}"
+    );
     assert_eq!(claims.iss, "4242");
 
     let jwt = app.jwt(now).expect("signed");
@@ -99,9 +105,8 @@ fn a_github_error_keeps_its_status() {
     };
     assert_eq!(e.status(), 401);
     assert!(e.to_string().contains("GET /installation/repositories"));
-    assert_eq!(AppError::Sign(jsonwebtoken::errors::ErrorKind::InvalidRsaKey(
-        "x".into()
-    )
-    .into())
-    .status(), 0);
+    assert_eq!(
+        AppError::Sign(jsonwebtoken::errors::ErrorKind::InvalidRsaKey("x".into()).into()).status(),
+        0
+    );
 }

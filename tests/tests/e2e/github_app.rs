@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 
 const APP_ID: &str = "4242";
 
+/// Whether a password is a live installation token of the fake.
+type TokenCheck = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// A new RSA key pair in `dir` (GitHub's PKCS#1 PEM for the private half): (private key file,
 /// public key PEM). Never checked in: made by each test.
 fn rsa_key(dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
@@ -135,7 +138,7 @@ fn import_lists_then_adds_and_the_private_clone_uses_the_installation_token() {
     let git_root = tempfile::tempdir().expect("tempdir");
     let sha = private_repository(git_root.path(), "private site\n");
     // Started before the fake exists: its check is set once the fake is up.
-    let check: Arc<std::sync::OnceLock<Box<dyn Fn(&str) -> bool + Send + Sync>>> = Arc::default();
+    let check: Arc<std::sync::OnceLock<TokenCheck>> = Arc::default();
     let checker = check.clone();
     let git = GitHttpServer::start(
         &git_root.path().join("served"),

@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "opus/v1/domains.proto",
         "opus/v1/github.proto",
         "opus/v1/approvals.proto",
+        "opus/v1/github_app.proto",
     ];
     let protos: Vec<PathBuf> = files.iter().map(|f| proto_dir.join(f)).collect();
     let includes = [proto_dir.clone(), protoc_bin_vendored::include_path()?];

@@ -179,6 +179,14 @@ pub enum GithubCommand {
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
+    /// With no argument, list the repositories opusd's GitHub App installations can see; with
+    /// OWNER/REPO names, add those as projects (built from their default branch, cloned with the
+    /// installation's token). Repositories already added are skipped.
+    Import {
+        /// Repositories to add, as OWNER/REPO.
+        #[arg(value_name = "OWNER/REPO")]
+        repositories: Vec<String>,
+    },
 }
 
 /// `opus completions`.

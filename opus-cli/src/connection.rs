@@ -146,4 +146,11 @@ impl Connection {
     ) -> opus_core::proto::github_service_client::GithubServiceClient<Transport> {
         opus_core::proto::github_service_client::GithubServiceClient::new(self.transport())
     }
+
+    /// The GitHub App service (`opus github import`).
+    pub fn github_app(
+        &self,
+    ) -> opus_core::proto::github_app_service_client::GithubAppServiceClient<Transport> {
+        opus_core::proto::github_app_service_client::GithubAppServiceClient::new(self.transport())
+    }
 }

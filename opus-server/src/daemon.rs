@@ -102,6 +102,8 @@ pub struct Daemon {
     /// Disk health (`/healthz`, free space for `opus status`); its watch reopens the store
     /// once a full disk has room again.
     pub(crate) health: health::Health,
+    /// The GitHub App's installation tokens, when opusd is configured as one.
+    pub(crate) github_app: Option<Arc<github::app::InstallationTokens>>,
 }
 
 impl Daemon {
@@ -150,8 +152,16 @@ impl Daemon {
         let runners = runners::Runners::default();
         let kubernetes = connect_kubernetes(&config, &store, &runners).await?;
         let hooks = hook_parts(&config)?;
-        let (logs, scheduler) =
-            start_builds(&config, &store, &artifacts, &deployer, kubernetes, &metrics)?;
+        let (github_app, git_credentials) = github_app(&config, &store, &hooks)?;
+        let (logs, scheduler) = start_builds(
+            &config,
+            &store,
+            &artifacts,
+            &deployer,
+            kubernetes,
+            &metrics,
+            git_credentials,
+        )?;
         let health = health::Health::new(store.clone(), &config.data_dir, &config.store);
         Ok(Daemon {
             health,
@@ -169,6 +179,7 @@ impl Daemon {
             logs,
             hooks,
             scheduler,
+            github_app,
         })
     }
 
@@ -255,6 +266,7 @@ impl Daemon {
             self.hooks.policy.clone(),
             self.config.public_url.clone(),
             self.site_server.clone(),
+            self.github_app.clone(),
         );
         let dns_routes = self.cloudflare.as_ref().map(|cf| {
             crate::cloudflare::DnsRoutes::start(
@@ -307,6 +319,38 @@ impl Daemon {
     }
 }
 
+/// The GitHub App's installation tokens (API calls go with the hooks' timeout) and, with them,
+/// git's credentials (the askpass script written into the data dir), when opusd is an App.
+#[allow(clippy::type_complexity)]
+fn github_app(
+    config: &Config,
+    store: &MetaStore,
+    hooks: &HookParts,
+) -> Result<
+    (
+        Option<Arc<github::app::InstallationTokens>>,
+        Option<Arc<github::askpass::GitCredentials>>,
+    ),
+    ServeError,
+> {
+    let Some(key) = config.github_app.clone() else {
+        return Ok((None, None));
+    };
+    info!(
+        app_id = key.app_id,
+        "authenticating to GitHub as a GitHub App"
+    );
+    let tokens = Arc::new(github::app::InstallationTokens::new(
+        key,
+        config.github_api_url.clone(),
+        hooks.policy.timeout,
+    ));
+    let credentials =
+        github::askpass::GitCredentials::install(&config.data_dir, tokens.clone(), store.clone())
+            .map_err(data_dir_error(config.data_dir.join("git-askpass")))?;
+    Ok((Some(tokens), Some(Arc::new(credentials))))
+}
+
 /// The build log hub, and the scheduler over a fresh `<data-dir>/work`. Runs last in
 /// [`Daemon::open`]: once the scheduler has started, only [`Daemon::run`] stops it.
 fn start_builds(
@@ -316,6 +360,7 @@ fn start_builds(
     deployer: &deploys::Deployer,
     kubernetes: Option<kubernetes::KubeExecutor>,
     metrics: &metrics::Metrics,
+    git_credentials: Option<Arc<github::askpass::GitCredentials>>,
 ) -> Result<(logs::LogHub, scheduler::Scheduler), ServeError> {
     let data_dir = &config.data_dir;
     let logs = logs::LogHub::new(data_dir.join("logs"), config.log_limit)
@@ -324,7 +369,7 @@ fn start_builds(
         work_dir: data_dir.join("work"),
         cache_dir: data_dir.join("cache"),
         logs: logs.clone(),
-        sources: source::SourceFetcher::new(data_dir.join("git")),
+        sources: source::SourceFetcher::new(data_dir.join("git")).with_credentials(git_credentials),
         store_names: artifacts
             .stores()
             .into_iter()

@@ -1,7 +1,9 @@
 //! Source fetching: a git URL is mirrored once per project (`<data-dir>/git/<project>.git`) and
 //! fetched before each build, then the build's commit is checked out from the mirror into the
 //! build's workspace; a local directory is copied. Git is the `git` program, so every transport
-//! and credential helper git has works.
+//! and credential helper git has works. A project of a GitHub App installation is fetched over
+//! HTTP(S) with that installation's token, handed to git through `GIT_ASKPASS` and the
+//! environment ([`crate::github::askpass`]), never in the URL or the command line.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use opus_core::model::{Project, ProjectName, Source};
 use thiserror::Error;
 use tokio::process::Command;
 use tokio::sync::Mutex;
+
+use crate::github::askpass::{GitCredential, GitCredentials};
 
 /// Why the source could not be prepared. Messages name the ref or folder at fault.
 #[derive(Debug, Error)]
@@ -44,6 +48,16 @@ pub enum SourceError {
         /// What was being done.
         action: String,
         /// git's stderr.
+        detail: String,
+    },
+    /// The GitHub App's installation token for a clone could not be had.
+    #[error(
+        "cannot get the GitHub App installation token to fetch {project}'s repository with: {detail}"
+    )]
+    Credential {
+        /// The project.
+        project: String,
+        /// Why (GitHub's answer).
         detail: String,
     },
     /// A git command ran past [`GIT_TIMEOUT`] (a remote that stopped answering) and was killed.
@@ -94,6 +108,8 @@ pub struct Checkout {
 pub struct SourceFetcher {
     git_dir: PathBuf,
     locks: Arc<StdMutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// Installation tokens as git credentials, when opusd is a GitHub App.
+    credentials: Option<Arc<GitCredentials>>,
 }
 
 impl SourceFetcher {
@@ -102,7 +118,14 @@ impl SourceFetcher {
         SourceFetcher {
             git_dir,
             locks: Arc::default(),
+            credentials: None,
         }
+    }
+
+    /// Fetches the projects of a GitHub App installation with its token.
+    pub fn with_credentials(mut self, credentials: Option<Arc<GitCredentials>>) -> SourceFetcher {
+        self.credentials = credentials;
+        self
     }
 
     fn lock_for(&self, project: &str) -> Arc<Mutex<()>> {
@@ -137,7 +160,7 @@ impl SourceFetcher {
                 let (commit, branch, is_tag) = {
                     let lock = self.lock_for(project.name.as_str());
                     let _guard = lock.lock().await;
-                    self.update_mirror(url, &mirror).await?;
+                    self.update_mirror(&project.name, url, &mirror).await?;
                     resolve(&mirror, url, git_ref).await?
                 };
                 git(
@@ -176,7 +199,7 @@ impl SourceFetcher {
         let mirror = self.mirror(project);
         let lock = self.lock_for(project.name.as_str());
         let _guard = lock.lock().await;
-        self.update_mirror(url, &mirror).await?;
+        self.update_mirror(&project.name, url, &mirror).await?;
         let (commit, branch, is_tag) = resolve(&mirror, url, git_ref).await?;
         Ok(Checkout {
             commit,
@@ -248,19 +271,60 @@ impl SourceFetcher {
         self.git_dir.join(format!("{}.git", project.name))
     }
 
+    /// Clones or fetches the mirror of `project`, with its installation's token when it has
+    /// one; a token the server refuses is replaced and the fetch tried once more.
+    async fn update_mirror(
+        &self,
+        project: &ProjectName,
+        url: &str,
+        mirror: &Path,
+    ) -> Result<(), SourceError> {
+        let Some(credentials) = &self.credentials else {
+            return self.mirror_once(url, mirror, None).await;
+        };
+        let credential = || async {
+            credentials
+                .for_project(project, url)
+                .await
+                .map_err(|e| SourceError::Credential {
+                    project: project.to_string(),
+                    detail: e.to_string(),
+                })
+        };
+        let Some(first) = credential().await? else {
+            return self.mirror_once(url, mirror, None).await;
+        };
+        match self.mirror_once(url, mirror, Some(&first)).await {
+            Err(SourceError::Git { detail, .. }) if detail.contains("Authentication failed") => {
+                tracing::warn!(%project, "the git server refused the installation token; retrying once with a new one");
+                credentials.refused(project, &first);
+                let second = credential().await?;
+                self.mirror_once(url, mirror, second.as_ref()).await
+            }
+            other => other,
+        }
+    }
+
     /// Clones the mirror on first use (into a temporary name, renamed when complete, so a crash
-    /// leaves no half mirror), fetches after that.
-    async fn update_mirror(&self, url: &str, mirror: &Path) -> Result<(), SourceError> {
+    /// leaves no half mirror), fetches after that; answers a server's 401 with `credential`.
+    async fn mirror_once(
+        &self,
+        url: &str,
+        mirror: &Path,
+        credential: Option<&GitCredential>,
+    ) -> Result<(), SourceError> {
+        let with_credential = |cmd: &mut Command| {
+            if let (Some(credentials), Some(credential)) = (&self.credentials, credential) {
+                credentials.apply(cmd, credential);
+            }
+        };
         if mirror.join("HEAD").exists() {
-            return git(
-                "fetch",
-                Command::new("git")
-                    .arg("--git-dir")
-                    .arg(mirror)
-                    .args(["fetch", "--quiet", "--prune", "--force", "origin"]),
-            )
-            .await
-            .map(drop);
+            let mut cmd = Command::new("git");
+            cmd.arg("--git-dir")
+                .arg(mirror)
+                .args(["fetch", "--quiet", "--prune", "--force", "origin"]);
+            with_credential(&mut cmd);
+            return git("fetch", &mut cmd).await.map(drop);
         }
         tokio::fs::create_dir_all(&self.git_dir)
             .await
@@ -270,13 +334,11 @@ impl SourceFetcher {
             })?;
         let tmp = mirror.with_extension("git.partial");
         let _ = tokio::fs::remove_dir_all(&tmp).await;
-        git(
-            "clone",
-            Command::new("git")
-                .args(["clone", "--quiet", "--mirror", "--", url])
-                .arg(&tmp),
-        )
-        .await?;
+        let mut cmd = Command::new("git");
+        cmd.args(["clone", "--quiet", "--mirror", "--", url])
+            .arg(&tmp);
+        with_credential(&mut cmd);
+        git("clone", &mut cmd).await?;
         tokio::fs::rename(&tmp, mirror)
             .await
             .map_err(|source| SourceError::Io {

@@ -12,6 +12,14 @@
 //! again.
 //! What it proves is which calls opusd makes with which bodies, and how it takes GitHub's
 //! answers; not that github.com accepts them.
+//!
+//! As a GitHub App's API ([`FakeGithub::enable_app`]) it also answers `GET /app/installations`
+//! and `POST /app/installations/{id}/access_tokens` only to a JWT that verifies (RS256) with
+//! the App's public key, has `iss` = the App's id and expires within 10 minutes, as GitHub
+//! does; issues installation tokens (`ghs_...`, with `expires_at`) and answers
+//! `GET /installation/repositories` to them; and from then on answers the `/repos/...` calls
+//! only to a live installation token (else 401 "Bad credentials"). Tokens can be revoked
+//! ([`FakeGithub::revoke_tokens`]) to play an expired or revoked one.
 
 use std::collections::VecDeque;
 use std::net::TcpListener as StdListener;
@@ -71,8 +79,31 @@ impl Scripted {
     }
 }
 
+/// An installation of the fake App and the repositories it sees (GitHub's JSON shape:
+/// `full_name`, `name`, `clone_url`, `private`, `default_branch`...).
+#[derive(Debug, Clone)]
+pub struct FakeInstallation {
+    /// Its id (`installation.id` in webhook payloads).
+    pub id: u64,
+    /// The repositories it can see.
+    pub repositories: Vec<Value>,
+}
+
+/// The fake's GitHub App.
+#[derive(Debug)]
+struct App {
+    id: u64,
+    key: jsonwebtoken::DecodingKey,
+    installations: Vec<FakeInstallation>,
+    /// How long an installation token lives.
+    token_lifetime: Duration,
+    /// Issued tokens: token -> (installation, revoked).
+    tokens: Vec<(String, u64, bool)>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
+    app: Option<App>,
     calls: Vec<Call>,
     script: VecDeque<Scripted>,
     /// Answers scripted for deployment statuses.
@@ -89,11 +120,31 @@ enum Endpoint {
     Deployment,
     /// `POST /repos/{owner}/{repo}/deployments/{id}/statuses`.
     DeploymentStatus,
+    /// `GET /app/installations`.
+    Installations,
+    /// `POST /app/installations/{id}/access_tokens`.
+    AccessToken(u64),
+    /// `GET /installation/repositories`.
+    Repositories,
     /// Anything else: 404.
     Unknown,
 }
 
 fn endpoint(method: &Method, path: &str) -> Endpoint {
+    if method == Method::GET && path == "/app/installations" {
+        return Endpoint::Installations;
+    }
+    if method == Method::GET && path == "/installation/repositories" {
+        return Endpoint::Repositories;
+    }
+    if method == Method::POST
+        && let Some(id) = path
+            .strip_prefix("/app/installations/")
+            .and_then(|rest| rest.strip_suffix("/access_tokens"))
+            .and_then(|id| id.parse().ok())
+    {
+        return Endpoint::AccessToken(id);
+    }
     let Some(rest) = path.strip_prefix("/repos/") else {
         return Endpoint::Unknown;
     };
@@ -173,6 +224,57 @@ impl FakeGithub {
         self.lock().deployment_script.extend(answers);
     }
 
+    /// Makes the fake a GitHub App's API: App `id`, whose JWTs must verify with `public_pem`
+    /// (an RSA public key, PEM), with `installations`; installation tokens live an hour.
+    pub fn enable_app(&self, id: u64, public_pem: &[u8], installations: Vec<FakeInstallation>) {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_pem).expect("an RSA public key");
+        self.lock().app = Some(App {
+            id,
+            key,
+            installations,
+            token_lifetime: Duration::from_secs(3600),
+            tokens: Vec::new(),
+        });
+    }
+
+    /// How long the installation tokens issued from now on live.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        if let Some(app) = self.lock().app.as_mut() {
+            app.token_lifetime = lifetime;
+        }
+    }
+
+    /// Revokes every installation token issued so far: GitHub answers 401 to them.
+    pub fn revoke_tokens(&self) {
+        if let Some(app) = self.lock().app.as_mut() {
+            for token in &mut app.tokens {
+                token.2 = true;
+            }
+        }
+    }
+
+    /// Whether `token` is a live installation token of the fake App (issued, not revoked): what
+    /// a git server in front of a private repository asks of a password.
+    pub fn token_check(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let inner = self.inner.clone();
+        move |token| {
+            let inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner
+                .app
+                .as_ref()
+                .is_some_and(|app| live_installation(app, token).is_some())
+        }
+    }
+
+    /// The installation tokens issued so far, in order.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock()
+            .app
+            .as_ref()
+            .map(|app| app.tokens.iter().map(|t| t.0.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Drops the answers still scripted (201 again from the next request).
     pub fn clear_script(&self) {
         let mut inner = self.lock();
@@ -225,7 +327,24 @@ async fn handle(
         Endpoint::DeploymentStatus => inner.deployment_script.pop_front(),
         _ => None,
     };
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
+        .unwrap_or("")
+        .to_owned();
+    let app_answer = inner
+        .app
+        .as_mut()
+        .and_then(|app| app_answer(app, &kind, &bearer, uri.query().unwrap_or("")));
     let (status, extra, answer) = match (kind, scripted) {
+        _ if app_answer.is_some() => {
+            let (status, answer) = app_answer.unwrap_or((500, Value::Null));
+            (status, Vec::new(), answer)
+        }
         (Endpoint::Unknown, _) => (404, Vec::new(), json!({ "message": "Not Found" })),
         (_, Some(s)) => (
             s.status,
@@ -266,6 +385,10 @@ async fn handle(
                 "environment_url": body["environment_url"],
             }),
         ),
+        // Without an App these are not served.
+        (Endpoint::Installations | Endpoint::AccessToken(_) | Endpoint::Repositories, _) => {
+            (404, Vec::new(), json!({ "message": "Not Found" }))
+        }
     };
     inner.calls.push(Call {
         method: method.to_string(),
@@ -293,4 +416,133 @@ async fn handle(
         }
     }
     response
+}
+
+/// What the App's API answers `kind` with, given the request's bearer: `None` leaves the
+/// request to the rest of the fake (a `/repos/...` call with a live installation token).
+fn app_answer(app: &mut App, kind: &Endpoint, bearer: &str, query: &str) -> Option<(u16, Value)> {
+    let unauthorized = |why: &str| Some((401, json!({ "message": why })));
+    match kind {
+        Endpoint::Installations | Endpoint::AccessToken(_) => {
+            if let Err(why) = check_jwt(app, bearer) {
+                return unauthorized(&why);
+            }
+            match kind {
+                Endpoint::AccessToken(id) => {
+                    if !app.installations.iter().any(|i| i.id == *id) {
+                        return Some((404, json!({ "message": "Not Found" })));
+                    }
+                    let token = format!("ghs_fake{id}x{}", app.tokens.len() + 1);
+                    app.tokens.push((token.clone(), *id, false));
+                    let expires_at = humantime::format_rfc3339_seconds(
+                        std::time::SystemTime::now() + app.token_lifetime,
+                    )
+                    .to_string();
+                    Some((
+                        201,
+                        json!({
+                            "token": token,
+                            "expires_at": expires_at,
+                            "permissions": { "statuses": "write", "deployments": "write", "contents": "read" },
+                            "repository_selection": "selected",
+                        }),
+                    ))
+                }
+                _ => Some((
+                    200,
+                    Value::Array(
+                        app.installations
+                            .iter()
+                            .map(|i| json!({ "id": i.id, "app_id": app.id, "target_type": "Organization" }))
+                            .collect(),
+                    ),
+                )),
+            }
+        }
+        Endpoint::Repositories => {
+            let Some(installation) = live_installation(app, bearer) else {
+                return unauthorized("Bad credentials");
+            };
+            let repos = app
+                .installations
+                .iter()
+                .find(|i| i.id == installation)
+                .map(|i| i.repositories.clone())
+                .unwrap_or_default();
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<usize>().ok())
+            };
+            let per_page = param("per_page").unwrap_or(30).clamp(1, 100);
+            let page = param("page").unwrap_or(1).max(1);
+            let shown: Vec<Value> = repos
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .cloned()
+                .collect();
+            Some((
+                200,
+                json!({
+                    "total_count": repos.len(),
+                    "repository_selection": "selected",
+                    "repositories": shown,
+                }),
+            ))
+        }
+        Endpoint::CommitStatus | Endpoint::Deployment | Endpoint::DeploymentStatus => {
+            match live_installation(app, bearer) {
+                Some(_) => None,
+                None => unauthorized("Bad credentials"),
+            }
+        }
+        Endpoint::Unknown => None,
+    }
+}
+
+/// The installation of a live (issued, unrevoked, unexpired) token.
+fn live_installation(app: &App, token: &str) -> Option<u64> {
+    app.tokens
+        .iter()
+        .find(|(t, _, revoked)| t == token && !revoked)
+        .map(|(_, installation, _)| *installation)
+}
+
+/// Checks an App JWT as GitHub does: RS256 with the App's key, `iss` = the App's id, issued
+/// in the past, expiring in the future but within 10 minutes.
+fn check_jwt(app: &App, jwt: &str) -> Result<(), String> {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_required_spec_claims(&["exp", "iat", "iss"]);
+    validation.leeway = 0;
+    let claims = jsonwebtoken::decode::<Value>(jwt, &app.key, &validation)
+        .map_err(|e| format!("A JSON web token could not be decoded: {e}"))?
+        .claims;
+    let (Some(iat), Some(exp)) = (claims["iat"].as_u64(), claims["exp"].as_u64()) else {
+        return Err("'iat' and 'exp' must be numbers".into());
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let iss = match &claims["iss"] {
+        Value::String(s) => s.parse::<u64>().ok(),
+        other => other.as_u64(),
+    };
+    if iss != Some(app.id) {
+        return Err(format!(
+            "'Issuer' claim ('iss') must be the App's id {}",
+            app.id
+        ));
+    }
+    if iat > now {
+        return Err(
+            "'Issued at' claim ('iat') must be an Integer representing a time in the past".into(),
+        );
+    }
+    if exp > now + 600 {
+        return Err("'Expiration time' claim ('exp') is too far in the future".into());
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod fake_apiserver;
 pub mod fake_cloudflare;
 pub mod fake_github;
+pub mod git_http;
 pub mod moto;
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! `opus github connect|deliveries`.
+//! `opus github connect|deliveries|import`.
 
 use opus_core::proto;
 
@@ -15,6 +15,10 @@ pub async fn run(
     match cmd {
         GithubCommand::Connect { token_file } => connect(conn, global, &token_file).await,
         GithubCommand::Deliveries { limit } => deliveries(conn, global, limit).await,
+        GithubCommand::Import { repositories } if repositories.is_empty() => {
+            importable(conn, global).await
+        }
+        GithubCommand::Import { repositories } => import(conn, global, repositories).await,
     }
 }
 
@@ -97,6 +101,94 @@ async fn deliveries(conn: &Connection, global: &GlobalArgs, limit: u32) -> Resul
                 ]);
             }
             output::print_table(&t)
+        }
+    }
+}
+
+/// Lists the repositories the App's installations see, and what each is or would be imported as.
+async fn importable(conn: &Connection, global: &GlobalArgs) -> Result<(), CliError> {
+    let repos = conn
+        .github_app()
+        .list_github_repositories(proto::ListGithubRepositoriesRequest {})
+        .await?
+        .into_inner()
+        .repositories;
+    match global.output {
+        OutputFormat::Json => {
+            let rows: Vec<_> = repos
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "repository": r.full_name,
+                        "clone_url": r.clone_url,
+                        "default_branch": r.default_branch,
+                        "private": r.private,
+                        "installation": r.installation,
+                        "project": r.project,
+                        "import_as": r.import_as,
+                    })
+                })
+                .collect();
+            output::print_json(&rows)
+        }
+        OutputFormat::Table => {
+            let mut t = output::table(&["REPOSITORY", "VISIBILITY", "INSTALLATION", "PROJECT"]);
+            for r in &repos {
+                let project = if !r.project.is_empty() {
+                    r.project.clone()
+                } else if r.import_as.is_empty() {
+                    "- (no valid name: use `opus add`)".to_owned()
+                } else {
+                    format!("- (imports as {})", r.import_as)
+                };
+                t.add_row(vec![
+                    r.full_name.clone(),
+                    if r.private { "private" } else { "public" }.to_owned(),
+                    r.installation.to_string(),
+                    project,
+                ]);
+            }
+            output::print_table(&t)?;
+            if repos.iter().any(|r| r.project.is_empty()) {
+                eprintln!("add them with `opus github import OWNER/REPO...`");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Adds the named repositories as projects; says which were added and which skipped, and why.
+async fn import(
+    conn: &Connection,
+    global: &GlobalArgs,
+    repositories: Vec<String>,
+) -> Result<(), CliError> {
+    let results = conn
+        .github_app()
+        .import_github_repositories(proto::ImportGithubRepositoriesRequest { repositories })
+        .await?
+        .into_inner()
+        .results;
+    match global.output {
+        OutputFormat::Json => {
+            let rows: Vec<_> = results
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "repository": r.full_name,
+                        "project": r.project,
+                        "added": r.added,
+                        "message": r.message,
+                    })
+                })
+                .collect();
+            output::print_json(&rows)
+        }
+        OutputFormat::Table => {
+            for r in &results {
+                output::print_line(&format!("{}: {}", r.full_name, r.message))?;
+            }
+            Ok(())
         }
     }
 }

@@ -16,6 +16,7 @@ mod domains;
 mod events;
 mod gates;
 mod github;
+mod github_installations;
 mod hooks;
 mod jobs;
 mod locks;
@@ -70,7 +71,8 @@ pub use versions::VersionRemoval;
 /// - `verify_policies`: `<project>\0<env>` -> the `verify:` policy of the latest build (see [`T::VerifyPolicies`]).
 /// - `dns`, `dns_changes`: the DNS (Cloudflare) outbox: cursor, newest change per name, changes.
 /// - `approvals`: build id -> its pending approval.
-const TREE_NAMES: [&str; 28] = [
+/// - `github_installations`: project -> its GitHub App installation id.
+const TREE_NAMES: [&str; 29] = [
     "projects",
     "secrets",
     "builds",
@@ -99,6 +101,7 @@ const TREE_NAMES: [&str; 28] = [
     "dns",
     "dns_changes",
     "approvals",
+    "github_installations",
 ];
 
 /// sled's page cache, in bytes.
@@ -219,6 +222,8 @@ enum T {
     DnsChanges = 26,
     /// Build id -> [`PendingApproval`]: the environments a build awaiting approval waits for.
     Approvals = 27,
+    /// Project -> the GitHub App installation (id, be) whose token opusd uses for it.
+    GithubInstallations = 28,
 }
 
 /// Why a transaction body stopped: a store error to return as is.

@@ -57,19 +57,7 @@ impl NameFilter {
 impl MetaStore {
     /// Registers a project; `AlreadyExists` when the name is taken.
     pub fn create_project(&self, project: &Project) -> Result<(), StoreError> {
-        self.transact(|tx| {
-            let key = project.name.as_str().as_bytes();
-            if tx.tree(T::Projects).get(key)?.is_some() {
-                return abort(StoreError::ProjectExists(project.name.to_string()));
-            }
-            tx.put_json(T::Projects, key, project)?;
-            tx.append_event(
-                EventKind::ProjectAdded,
-                project.name.as_str(),
-                json!({ "name": project.name, "source": project.source.display(), "branch": project.branch }),
-            )?;
-            Ok(())
-        })
+        self.transact(|tx| tx.insert_project(project))
     }
 
     /// One project.
@@ -233,6 +221,8 @@ impl MetaStore {
                 tx.tree(T::Counters).remove(k)?;
             }
             tx.tree(T::LastBuilds).remove(name.as_str().as_bytes())?;
+            tx.tree(T::GithubInstallations)
+                .remove(name.as_str().as_bytes())?;
             tx.remove_domains(&domain_keys)?;
             tx.tree(T::Triggers).remove(name.as_str().as_bytes())?;
             tx.append_event(
@@ -299,5 +289,22 @@ impl MetaStore {
     pub fn secret_names(&self, project: &ProjectName) -> Result<Vec<String>, StoreError> {
         self.get_project(project)?;
         Ok(self.secrets(project)?.into_iter().map(|(n, _)| n).collect())
+    }
+}
+
+impl Tx<'_> {
+    /// Registers a project and its `project.added` event; `AlreadyExists` when the name is taken.
+    pub(super) fn insert_project(&self, project: &Project) -> TxResult<()> {
+        let key = project.name.as_str().as_bytes();
+        if self.tree(T::Projects).get(key)?.is_some() {
+            return abort(StoreError::ProjectExists(project.name.to_string()));
+        }
+        self.put_json(T::Projects, key, project)?;
+        self.append_event(
+            EventKind::ProjectAdded,
+            project.name.as_str(),
+            json!({ "name": project.name, "source": project.source.display(), "branch": project.branch }),
+        )?;
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@ mod deploys;
 mod domains;
 mod events;
 mod github;
+mod github_app;
 mod projects;
 mod runner;
 mod site_access;
@@ -155,6 +156,12 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
                     d.logs.clone(),
                 ),
             ),
+            auth.interceptor(),
+        ),
+    );
+    routes = routes.add_service(
+        proto::github_app_service_server::GithubAppServiceServer::with_interceptor(
+            github_app::GithubAppApi::new(d.store.clone(), d.github_app.clone()),
             auth.interceptor(),
         ),
     );

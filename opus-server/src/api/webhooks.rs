@@ -196,6 +196,7 @@ async fn github(
             );
         }
     };
+    remember_installation(&state, &project, &payload);
     match event.as_str() {
         "ping" => return answer(StatusCode::OK, json!({ "ok": true, "zen": payload["zen"] })),
         "push" => {}
@@ -268,6 +269,16 @@ async fn github(
 
 /// Records a GitHub delivery id (none: nothing to record); a repeated one is answered 200 and
 /// acted on no more.
+/// A signed delivery sent by a GitHub App names its installation (`installation.id`): the
+/// project's calls and clones then go with that installation's token.
+fn remember_installation(state: &Webhooks, project: &ProjectName, payload: &Value) {
+    if let Some(id) = payload["installation"]["id"].as_u64()
+        && let Err(e) = state.store.set_github_installation(project, id)
+    {
+        tracing::warn!(error = %e, installation = id, "cannot record the project's GitHub App installation");
+    }
+}
+
 fn first_delivery(
     state: &Webhooks,
     project: &ProjectName,

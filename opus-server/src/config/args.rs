@@ -154,4 +154,11 @@ pub struct ConfigArgs {
     /// DNS routes and DNS-01 through Cloudflare.
     #[command(flatten)]
     pub cloudflare: super::CloudflareArgs,
+    /// Id of the GitHub App opusd authenticates as (its settings page shows it); with
+    /// --github-app-key-file, opusd calls GitHub and clones with each installation's token.
+    #[arg(long, env = "OPUS_GITHUB_APP_ID", value_name = "ID")]
+    pub github_app_id: Option<u64>,
+    /// The GitHub App's private key (the PEM file its settings page generates).
+    #[arg(long, env = "OPUS_GITHUB_APP_KEY_FILE", value_name = "FILE")]
+    pub github_app_key_file: Option<PathBuf>,
 }

@@ -97,6 +97,10 @@ pub struct FileConfig {
     pub cloudflare_api_url: Option<String>,
     /// See [`super::CloudflareArgs::public_address`].
     pub public_address: Option<String>,
+    /// See [`super::ConfigArgs::github_app_id`].
+    pub github_app_id: Option<u64>,
+    /// See [`super::ConfigArgs::github_app_key_file`].
+    pub github_app_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {

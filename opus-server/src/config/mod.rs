@@ -12,6 +12,7 @@ mod cloudflare;
 mod executor;
 mod file;
 mod github;
+mod github_app;
 mod https;
 mod public_url;
 mod security;
@@ -127,6 +128,9 @@ pub struct Config {
     pub github_api_url: String,
     /// Cloudflare (DNS routes, DNS-01), when `--cloudflare-token-file` is set.
     pub cloudflare: Option<CloudflareConfig>,
+    /// The GitHub App opusd authenticates as (`--github-app-id`, `--github-app-key-file`),
+    /// its key already checked.
+    pub github_app: Option<crate::github::app::AppKey>,
 }
 
 impl Config {
@@ -168,6 +172,7 @@ impl Config {
             public_url: public_url::public_url(&args, &file)?,
             github_api_url: github::github_api_url(&args, &file)?,
             cloudflare: cloudflare::cloudflare(&args, &file)?,
+            github_app: github_app::github_app(&args, &file)?,
         })
     }
 }

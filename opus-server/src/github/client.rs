@@ -229,7 +229,7 @@ fn deployment_id(verdict: Verdict, answer: Option<&serde_json::Value>) -> (Verdi
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -14,11 +14,18 @@
 //! `x-ratelimit-reset`; other 4xx fail at once. Without a token (`opus github connect`) a status
 //! fails saying so.
 //!
+//! With a GitHub App (`app`), the calls for a project of an installation go with that
+//! installation's token (kept until shortly before it expires); a 401 to one drops the token and
+//! the call is made once more with a new one. The same token is git's credential for the
+//! project's clones (`askpass`).
+//!
 //! An environment event (deploy, rollback, removal) makes several calls (`deployment`): one
 //! record whose progress (the calls made, the deployment id GitHub answered) is stored after
 //! each call, so a restart goes on with the call not answered, and the environment's deployment
 //! id survives it for the next deploy or removal to mark inactive.
 
+pub mod app;
+pub mod askpass;
 pub mod client;
 mod deployment;
 mod status;
@@ -38,6 +45,7 @@ pub use client::{Client, GithubError, Verdict};
 use crate::config::PublicUrl;
 use crate::hooks::RetryPolicy;
 use crate::sites::SiteServer;
+use app::InstallationTokens;
 use deployment::Step;
 
 /// What the outbox needs.
@@ -51,6 +59,8 @@ struct Ctx {
     public_url: Option<PublicUrl>,
     /// Names the environments' URLs (deployments' `environment_url`).
     sites: Arc<SiteServer>,
+    /// The GitHub App's installation tokens, when opusd is one.
+    app: Option<Arc<InstallationTokens>>,
 }
 
 /// The running outbox; stopped when dropped.
@@ -66,6 +76,7 @@ impl StatusOutbox {
         policy: RetryPolicy,
         public_url: Option<PublicUrl>,
         sites: Arc<SiteServer>,
+        app: Option<Arc<InstallationTokens>>,
     ) -> StatusOutbox {
         // Before any request can queue a build: no event of this run may fall before the cursor.
         if let Err(e) = store.init_github_status_cursor() {
@@ -77,6 +88,7 @@ impl StatusOutbox {
             policy,
             public_url,
             sites,
+            app,
         });
         let task = tokio::spawn(run(ctx).instrument(info_span!("github")));
         StatusOutbox { task }
@@ -188,27 +200,7 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
         target_url: record.target_url.clone(),
     };
     loop {
-        let (verdict, created) = match ctx.store.github_token() {
-            Ok(Some(token)) => match Client::new(&ctx.api, &token, ctx.policy.timeout) {
-                Ok(client) => attempt(&client, &record, &status).await,
-                Err(e) => (Verdict::Refused(0, e.to_string()), None),
-            },
-            Ok(None) => (
-                Verdict::Refused(
-                    0,
-                    "no GitHub token: run `opus github connect --token-file FILE`".into(),
-                ),
-                None,
-            ),
-            Err(e) => (
-                Verdict::Retry {
-                    status: 0,
-                    error: e.to_string(),
-                    at_least: None,
-                },
-                None,
-            ),
-        };
+        let (verdict, created) = attempt_with_credential(ctx, &record, &status).await;
         record.attempts += 1;
         let now = SystemTime::now();
         record.updated_at = now;
@@ -275,6 +267,102 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
     }
 }
 
+/// What a record's calls authenticate with.
+enum Credential {
+    /// The token of the installation (the id) the record's project belongs to.
+    Installation(u64, String),
+    /// The token `opus github connect` stored.
+    Token(String),
+}
+
+impl Credential {
+    fn token(&self) -> &str {
+        match self {
+            Credential::Installation(_, token) | Credential::Token(token) => token,
+        }
+    }
+}
+
+/// The credential for `project`'s calls: its installation's token when opusd is a GitHub App
+/// and the project belongs to an installation, else the stored token; a verdict when there is
+/// none (refused) or GitHub would not give one (judged as its answer).
+async fn credential(ctx: &Ctx, project: &str) -> Result<Credential, Verdict> {
+    let installation = ProjectName::new(project)
+        .ok()
+        .and_then(|name| ctx.store.github_installation(&name).ok().flatten());
+    if let (Some(tokens), Some(id)) = (&ctx.app, installation) {
+        return match tokens.token(id).await {
+            Ok(token) => Ok(Credential::Installation(id, token)),
+            Err(e) => Err(token_refused(&e)),
+        };
+    }
+    match ctx.store.github_token() {
+        Ok(Some(token)) => Ok(Credential::Token(token)),
+        Ok(None) => Err(Verdict::Refused(
+            0,
+            "no GitHub token: run `opus github connect --token-file FILE`, or configure a GitHub \
+             App (--github-app-id, --github-app-key-file) installed on the repository"
+                .into(),
+        )),
+        Err(e) => Err(Verdict::Retry {
+            status: 0,
+            error: e.to_string(),
+            at_least: None,
+        }),
+    }
+}
+
+/// How a call whose installation token could not be had is judged: as GitHub's answer to the
+/// token request (a 5xx or no answer is retried; 404, an installation that is not the App's,
+/// is not).
+fn token_refused(e: &app::AppError) -> Verdict {
+    match e.status() {
+        0 | 408 | 429 | 500.. => Verdict::Retry {
+            status: e.status(),
+            error: e.to_string(),
+            at_least: None,
+        },
+        status => Verdict::Refused(status, e.to_string()),
+    }
+}
+
+/// One attempt of `record`'s call with its credential; when GitHub refuses an installation
+/// token (401: expired or revoked), the token is dropped and the call made once more with a new
+/// one.
+async fn attempt_with_credential(
+    ctx: &Ctx,
+    record: &StatusDelivery,
+    status: &status::Status,
+) -> (Verdict, Option<u64>) {
+    let once = |credential: Credential| async move {
+        let outcome = match Client::new(&ctx.api, credential.token(), ctx.policy.timeout) {
+            Ok(client) => attempt(&client, record, status).await,
+            Err(e) => (Verdict::Refused(0, e.to_string()), None),
+        };
+        (outcome, credential)
+    };
+    let first = match credential(ctx, &record.project).await {
+        Ok(credential) => credential,
+        Err(verdict) => return (verdict, None),
+    };
+    let (outcome, used) = once(first).await;
+    let (Verdict::Refused(401, _), Credential::Installation(id, token), Some(tokens)) =
+        (&outcome.0, &used, &ctx.app)
+    else {
+        return outcome;
+    };
+    warn!(
+        installation = id,
+        project = %record.project,
+        "GitHub refused the installation token (401); retrying once with a new one"
+    );
+    tokens.forget(*id, token);
+    match credential(ctx, &record.project).await {
+        Ok(credential) => once(credential).await.0,
+        Err(verdict) => (verdict, None),
+    }
+}
+
 /// Makes the call `record` stands at: its commit status, or its deploy's next call. A
 /// created deployment's id comes back with the verdict.
 async fn attempt(
@@ -321,5 +409,31 @@ async fn save(store: &MetaStore, record: &StatusDelivery) {
     while let Err(e) = store.record_github_status(record) {
         warn!(error = %e, "cannot store a commit status's record; retrying");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_github_would_not_give_is_retried_only_when_github_failed() {
+        let refused = |status| app::AppError::Call {
+            call: "POST /app/installations/7/access_tokens".into(),
+            status,
+            detail: format!("HTTP {status}"),
+        };
+        assert!(matches!(
+            token_refused(&refused(502)),
+            Verdict::Retry { status: 502, .. }
+        ));
+        assert!(matches!(
+            token_refused(&refused(0)),
+            Verdict::Retry { status: 0, .. }
+        ));
+        match token_refused(&refused(404)) {
+            Verdict::Refused(404, why) => assert!(why.contains("/app/installations/7"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

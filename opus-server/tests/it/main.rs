@@ -3,6 +3,7 @@
 //! --workspace` build `opusd`, which the end-to-end tests in `tests/` run.
 
 mod artifacts;
+mod github_app;
 mod serve;
 
 use std::process::Command;
@@ -62,6 +63,8 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--runner-server-url", "OPUS_RUNNER_SERVER_URL"),
         ("--public-url", "OPUS_PUBLIC_URL"),
         ("--github-api-url", "OPUS_GITHUB_API_URL"),
+        ("--github-app-id", "OPUS_GITHUB_APP_ID"),
+        ("--github-app-key-file", "OPUS_GITHUB_APP_KEY_FILE"),
         ("--build-image", "OPUS_BUILD_IMAGE"),
         ("--site-cache-size", "OPUS_SITE_CACHE_SIZE"),
         ("--kubernetes-poll-ms", "OPUS_KUBERNETES_POLL_MS"),

@@ -15,6 +15,7 @@ mod domains;
 mod env_locks;
 mod gates;
 mod github;
+mod github_app;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;

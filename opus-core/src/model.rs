@@ -585,7 +585,7 @@ impl fmt::Display for BuildState {
 }
 
 /// What started a build. Stored and sent as its lowercase name (`cli`, `github`, `webhook`,
-/// `dashboard`).
+/// `dashboard`, `gitlab`, `gitea`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -597,6 +597,10 @@ pub enum Trigger {
     Webhook,
     /// The web dashboard's trigger button.
     Dashboard,
+    /// A GitLab push or merge request webhook.
+    Gitlab,
+    /// A Gitea or Forgejo push or pull request webhook.
+    Gitea,
 }
 
 impl Trigger {
@@ -607,6 +611,8 @@ impl Trigger {
             Trigger::Github => "github",
             Trigger::Webhook => "webhook",
             Trigger::Dashboard => "dashboard",
+            Trigger::Gitlab => "gitlab",
+            Trigger::Gitea => "gitea",
         }
     }
 }
@@ -1074,6 +1080,8 @@ mod tests {
             (Trigger::Github, "github"),
             (Trigger::Webhook, "webhook"),
             (Trigger::Dashboard, "dashboard"),
+            (Trigger::Gitlab, "gitlab"),
+            (Trigger::Gitea, "gitea"),
         ] {
             assert_eq!(
                 serde_json::to_string(&t).expect("serialize"),

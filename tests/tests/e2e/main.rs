@@ -11,6 +11,7 @@ mod deploys;
 mod disk_full;
 mod domains;
 mod env_locks;
+mod forges;
 mod github;
 mod hooks;
 mod kubernetes;

@@ -161,6 +161,22 @@ pub struct DeploymentCalls {
     pub previous: Option<GithubDeployment>,
     /// How many of the calls GitHub accepted.
     pub done: u32,
+    /// For a preview of a pull request whose base opus.yml asks for it
+    /// (`pull_requests.comment`): its comment, made or edited last.
+    #[serde(default)]
+    pub comment: Option<PrComment>,
+}
+
+/// The one comment opusd keeps on a pull request: created on its first preview, edited in place
+/// on the next ones (its id is kept per pull request in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrComment {
+    /// The pull request's number.
+    pub number: u64,
+    /// The comment's id, when GitHub has given one (then it is edited, not created).
+    pub id: Option<u64>,
+    /// The version the preview shows, compared with production's in the comment.
+    pub version: String,
 }
 
 /// The pull request a build builds: its number, the head commit and where that commit comes

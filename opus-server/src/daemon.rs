@@ -217,6 +217,7 @@ impl Daemon {
             self.hooks.policy.clone(),
             self.config.public_url.clone(),
             self.site_server.clone(),
+            self.artifacts.clone(),
         );
         write_address_file(
             &self.config.data_dir,

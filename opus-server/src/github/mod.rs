@@ -17,15 +17,18 @@
 //! An environment event (deploy, rollback, removal) makes several calls (`deployment`): one
 //! record whose progress (the calls made, the deployment id GitHub answered) is stored after
 //! each call, so a restart goes on with the call not answered, and the environment's deployment
-//! id survives it for the next deploy or removal to mark inactive.
+//! id survives it for the next deploy or removal to mark inactive. A pull request's preview
+//! whose base opus.yml asks for it ends with its one comment made or edited (`comment`).
 
 pub mod client;
+mod comment;
 mod deployment;
 mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use opus_core::artifact::ArtifactStore;
 use opus_core::forge::StatusDelivery;
 use opus_core::hook::DeliveryState;
 use opus_core::model::{Event, ProjectName};
@@ -51,6 +54,8 @@ struct Ctx {
     public_url: Option<PublicUrl>,
     /// Names the environments' URLs (deployments' `environment_url`).
     sites: Arc<SiteServer>,
+    /// The versions' manifests, which a pull request's comment compares.
+    artifacts: ArtifactStore,
 }
 
 /// The running outbox; stopped when dropped.
@@ -66,6 +71,7 @@ impl StatusOutbox {
         policy: RetryPolicy,
         public_url: Option<PublicUrl>,
         sites: Arc<SiteServer>,
+        artifacts: ArtifactStore,
     ) -> StatusOutbox {
         // Before any request can queue a build: no event of this run may fall before the cursor.
         if let Err(e) = store.init_github_status_cursor() {
@@ -77,6 +83,7 @@ impl StatusOutbox {
             policy,
             public_url,
             sites,
+            artifacts,
         });
         let task = tokio::spawn(run(ctx).instrument(info_span!("github")));
         StatusOutbox { task }
@@ -190,7 +197,7 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
     loop {
         let (verdict, created) = match ctx.store.github_token() {
             Ok(Some(token)) => match Client::new(&ctx.api, &token, ctx.policy.timeout) {
-                Ok(client) => attempt(&client, &record, &status).await,
+                Ok(client) => attempt(ctx, &client, &record, &status).await,
                 Err(e) => (Verdict::Refused(0, e.to_string()), None),
             },
             Ok(None) => (
@@ -218,7 +225,12 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
                 record.last_status = code;
                 record.last_error = String::new();
                 if let Some(next) = record.deployment.as_mut().and_then(|calls| {
-                    calls.created = calls.created.or(created);
+                    match (deployment::next_step(calls), calls.comment.as_mut()) {
+                        (Some(Step::Comment), Some(comment)) => {
+                            comment.id = comment.id.or(created);
+                        }
+                        _ => calls.created = calls.created.or(created),
+                    }
                     calls.done += 1;
                     deployment::next_step(calls)
                 }) {
@@ -276,8 +288,9 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
 }
 
 /// Makes the call `record` stands at: its commit status, or its deploy's next call. A
-/// created deployment's id comes back with the verdict.
+/// created deployment's (or comment's) id comes back with the verdict.
 async fn attempt(
+    ctx: &Ctx,
     client: &Client,
     record: &StatusDelivery,
     status: &status::Status,
@@ -310,6 +323,20 @@ async fn attempt(
                 Verdict::Refused(0, "no deployment id to send the status to".into()),
                 None,
             ),
+        },
+        Some(Step::Comment) => match &calls.comment {
+            Some(comment) => {
+                comment::send(
+                    client,
+                    &ctx.store,
+                    &ctx.artifacts,
+                    record,
+                    comment,
+                    calls.environment_url.as_deref(),
+                )
+                .await
+            }
+            None => (Verdict::Delivered(0), None),
         },
         None => (Verdict::Delivered(0), None),
     }

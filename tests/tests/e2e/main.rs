@@ -13,6 +13,7 @@ mod domains;
 mod env_locks;
 mod forges;
 mod github;
+mod github_comments;
 mod hooks;
 mod kubernetes;
 mod kubernetes_cli;

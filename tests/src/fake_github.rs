@@ -42,6 +42,8 @@ pub struct Call {
     pub answered: u16,
     /// The JSON it answered.
     pub answer: Value,
+    /// When it arrived (the benchmarks' clock: a build's end to its status's arrival).
+    pub received: std::time::SystemTime,
 }
 
 impl Call {
@@ -231,6 +233,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let received = std::time::SystemTime::now();
     let path = uri.path().to_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -308,6 +311,7 @@ async fn handle(
         body,
         answered: status,
         answer: answer.clone(),
+        received,
     });
     drop(inner);
     let mut response = (

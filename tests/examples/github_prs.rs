@@ -227,9 +227,7 @@ async fn status_latency() {
                 u64::try_from(finished.seconds).expect("after 1970"),
                 u32::try_from(finished.nanos).expect("nanos"),
             );
-        let lag = received
-            .duration_since(finished)
-            .unwrap_or_else(|_| Duration::ZERO);
+        let lag = received.duration_since(finished).unwrap_or(Duration::ZERO);
         lags.push(lag.as_secs_f64() * 1000.0);
     }
     lags.sort_by(f64::total_cmp);

@@ -97,13 +97,12 @@ fn push(payload: &Value) -> Result<PushEvent, MalformedPayload> {
         event: "push",
         field: "\"ref\"",
     })?;
-    let after = payload["after"]
-        .as_str()
-        .filter(|sha| *sha != super::forge_events::NO_COMMIT);
+    let after = payload["after"].as_str();
+    let deleted = after == Some(super::forge_events::NO_COMMIT);
     Ok(PushEvent {
         git_ref: git_ref.to_owned(),
-        deleted: after.is_none(),
-        after: after.map(str::to_owned),
+        deleted,
+        after: after.filter(|_| !deleted).map(str::to_owned),
         repository: payload["repository"]["full_name"]
             .as_str()
             .map(str::to_owned),
@@ -198,5 +197,12 @@ mod tests {
         );
         assert_eq!(deleted(&json!({ "ref": "1.0", "ref_type": "tag" })), None);
         assert!(push(&json!({})).is_err());
+        let zeros =
+            push(&json!({ "ref": "refs/heads/x", "after": super::super::forge_events::NO_COMMIT }))
+                .expect("parsed");
+        assert!(zeros.deleted);
+        // No `after` is no deletion: the branch builds at its head.
+        let bare = push(&json!({ "ref": "refs/heads/x" })).expect("parsed");
+        assert_eq!((bare.deleted, bare.after), (false, None));
     }
 }

@@ -80,7 +80,7 @@ fn push(payload: &Value) -> Result<PushEvent, MalformedPayload> {
         field: "\"ref\"",
     })?;
     let after = payload["after"].as_str().filter(|sha| *sha != NO_COMMIT);
-    let deleted = after.is_none();
+    let deleted = payload["after"].as_str() == Some(NO_COMMIT);
     let after = payload["checkout_sha"]
         .as_str()
         .filter(|_| !deleted)

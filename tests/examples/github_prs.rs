@@ -114,6 +114,8 @@ async fn pull_request_deliveries() {
     let mut times = vec![];
     let mut builds = HashSet::new();
     let (mut accepted, mut repeats_ignored, mut other) = (0, 0, 0);
+    // What the deliveries not accepted got: HTTP status (0: no answer) -> how many.
+    let mut refused = std::collections::BTreeMap::<u16, usize>::new();
     for t in tasks {
         let Ok(r) = t.await else {
             other += 1;
@@ -124,7 +126,10 @@ async fn pull_request_deliveries() {
                 accepted += 1;
                 builds.insert(n);
             }
-            _ => other += 1,
+            (status, _) => {
+                other += 1;
+                *refused.entry(status).or_default() += 1;
+            }
         }
         if r[1].0 == 200 && r[1].1.is_none() {
             repeats_ignored += 1;
@@ -142,6 +147,9 @@ async fn pull_request_deliveries() {
         percentile(&times, 0.99),
         percentile(&times, 1.0)
     );
+    if !refused.is_empty() {
+        println!("  first deliveries not accepted, by HTTP status (0: no answer): {refused:?}");
+    }
 }
 
 async fn status_latency() {

@@ -314,7 +314,10 @@ fn first_delivery(
         Ok(true) => Ok(()),
         Ok(false) => Err(Box::new(answer(
             StatusCode::OK,
-            json!({ "ignored": format!("a repeated delivery {delivery} from {forge}") }),
+            json!({ "ignored": match forge {
+                Forge::Github => "a repeated X-GitHub-Delivery".to_owned(),
+                other => format!("a repeated delivery {delivery} from {other}"),
+            } }),
         ))),
         Err(e) => Err(Box::new(answer(
             StatusCode::INTERNAL_SERVER_ERROR,

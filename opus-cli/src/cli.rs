@@ -559,6 +559,24 @@ pub enum HookCommand {
         #[arg(long)]
         rotate: bool,
     },
+    /// The URL and secret token to paste into GitLab's webhook settings (push and merge request
+    /// events); the same secret as `opus hook github`.
+    Gitlab {
+        /// The project.
+        project: String,
+        /// Replace the secret with a new one (every forge's webhook then needs the new one).
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// The URL and secret to paste into Gitea's or Forgejo's webhook settings (push and pull
+    /// request events); the same secret as `opus hook github`.
+    Gitea {
+        /// The project.
+        project: String,
+        /// Replace the secret with a new one (every forge's webhook then needs the new one).
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 /// `opus add`.

@@ -1,4 +1,5 @@
-//! What a build knows of the forge (GitHub) it was triggered from: the pull request (enough to
+//! What a build knows of the forge it was triggered from ([`Forge`]: GitHub, GitLab, Gitea or
+//! Forgejo): the pull request (enough to
 //! decide, from the base branch's opus.yml, whether it may run ([`crate::recipe::PullRequestsSpec`]),
 //! where its preview goes (environment `pr-<number>`), and whether it gets secrets: a fork never
 //! does), the commit its statuses go on ([`GithubCommit`]), and the record of each status sent
@@ -9,6 +10,72 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::hook::DeliveryState;
+use crate::model::Trigger;
+
+/// A forge whose webhooks trigger builds: the seam between what every forge gets (builds of
+/// pushes, pull request previews) and what only some do yet (commit statuses, Deployments and
+/// comments: GitHub only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forge {
+    /// GitHub (and GitHub Enterprise Server): `/hooks/github/<project>`.
+    Github,
+    /// GitLab: `/hooks/gitlab/<project>`, push and merge request hooks.
+    Gitlab,
+    /// Gitea and Forgejo (the same payloads): `/hooks/gitea/<project>`.
+    Gitea,
+}
+
+impl Forge {
+    /// Every forge, in the order the CLI lists them.
+    pub const ALL: [Forge; 3] = [Forge::Github, Forge::Gitlab, Forge::Gitea];
+
+    /// Its lowercase name: the webhook path's segment and the stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forge::Github => "github",
+            Forge::Gitlab => "gitlab",
+            Forge::Gitea => "gitea",
+        }
+    }
+
+    /// The forge named `name` (`github`, `gitlab`, `gitea`, or `forgejo` for Gitea's fork);
+    /// an empty name is GitHub, as before other forges existed.
+    pub fn from_name(name: &str) -> Option<Forge> {
+        match name {
+            "" | "github" => Some(Forge::Github),
+            "gitlab" => Some(Forge::Gitlab),
+            "gitea" | "forgejo" => Some(Forge::Gitea),
+            _ => None,
+        }
+    }
+
+    /// The path of `project`'s webhook on the API port: `/hooks/<forge>/<project>`.
+    pub fn hook_path(self, project: &str) -> String {
+        format!("/hooks/{}/{project}", self.as_str())
+    }
+
+    /// What a build this forge triggered records as its trigger.
+    pub fn trigger(self) -> Trigger {
+        match self {
+            Forge::Github => Trigger::Github,
+            Forge::Gitlab => Trigger::Gitlab,
+            Forge::Gitea => Trigger::Gitea,
+        }
+    }
+
+    /// Whether opusd reports back to this forge (commit statuses, Deployments, comments):
+    /// GitHub only, for now; the others get builds and previews.
+    pub fn reports_status(self) -> bool {
+        matches!(self, Forge::Github)
+    }
+}
+
+impl std::fmt::Display for Forge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The GitHub commit a GitHub-triggered build reports its status on: the pushed commit, or a
 /// pull request's head commit in its base repository.
@@ -94,6 +161,22 @@ pub struct DeploymentCalls {
     pub previous: Option<GithubDeployment>,
     /// How many of the calls GitHub accepted.
     pub done: u32,
+    /// For a preview of a pull request whose base opus.yml asks for it
+    /// (`pull_requests.comment`): its comment, made or edited last.
+    #[serde(default)]
+    pub comment: Option<PrComment>,
+}
+
+/// The one comment opusd keeps on a pull request: created on its first preview, edited in place
+/// on the next ones (its id is kept per pull request in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrComment {
+    /// The pull request's number.
+    pub number: u64,
+    /// The comment's id, when GitHub has given one (then it is edited, not created).
+    pub id: Option<u64>,
+    /// The version the preview shows, compared with production's in the comment.
+    pub version: String,
 }
 
 /// The pull request a build builds: its number, the head commit and where that commit comes
@@ -149,6 +232,20 @@ pub fn preview_environment(number: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forges_by_name_path_and_trigger() {
+        assert_eq!(Forge::from_name(""), Some(Forge::Github));
+        assert_eq!(Forge::from_name("forgejo"), Some(Forge::Gitea));
+        assert_eq!(Forge::from_name("bitbucket"), None);
+        for forge in Forge::ALL {
+            assert_eq!(Forge::from_name(forge.as_str()), Some(forge));
+            assert_eq!(forge.trigger().as_str(), forge.as_str());
+        }
+        assert_eq!(Forge::Gitlab.hook_path("web"), "/hooks/gitlab/web");
+        assert!(Forge::Github.reports_status());
+        assert!(!Forge::Gitea.reports_status());
+    }
 
     #[test]
     fn a_fork_is_a_head_from_another_repository() {

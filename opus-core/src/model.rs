@@ -596,7 +596,7 @@ impl fmt::Display for BuildState {
 }
 
 /// What started a build. Stored and sent as its lowercase name (`cli`, `github`, `webhook`,
-/// `dashboard`, `schedule`, `after`, `release`).
+/// `dashboard`, `schedule`, `after`, `release`, `gitlab`, `gitea`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
@@ -615,6 +615,10 @@ pub enum Trigger {
     After,
     /// opus.yml `on: { release: true }`: a GitHub release was published.
     Release,
+    /// A GitLab push or merge request webhook.
+    Gitlab,
+    /// A Gitea or Forgejo push or pull request webhook.
+    Gitea,
 }
 
 impl Trigger {
@@ -628,6 +632,8 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::After => "after",
             Trigger::Release => "release",
+            Trigger::Gitlab => "gitlab",
+            Trigger::Gitea => "gitea",
         }
     }
 }
@@ -1120,6 +1126,8 @@ mod tests {
             (Trigger::Schedule, "schedule"),
             (Trigger::After, "after"),
             (Trigger::Release, "release"),
+            (Trigger::Gitlab, "gitlab"),
+            (Trigger::Gitea, "gitea"),
         ] {
             assert_eq!(
                 serde_json::to_string(&t).expect("serialize"),

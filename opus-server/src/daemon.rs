@@ -267,6 +267,7 @@ impl Daemon {
             self.config.public_url.clone(),
             self.site_server.clone(),
             self.github_app.clone(),
+            self.artifacts.clone(),
         );
         let dns_routes = self.cloudflare.as_ref().map(|cf| {
             crate::cloudflare::DnsRoutes::start(

@@ -4,7 +4,9 @@
 //! It answers `POST /repos/{owner}/{repo}/statuses/{sha}` with 201 and the status,
 //! `POST /repos/{owner}/{repo}/deployments` with 201 and a deployment with a new id (from 1001
 //! on), and `POST /repos/{owner}/{repo}/deployments/{id}/statuses` with 201 and the deployment
-//! status, as GitHub documents them, and records every request it gets (method, path, `Authorization`, JSON body, and
+//! status, `POST /repos/{owner}/{repo}/issues/{number}/comments` with 201 and a comment with a
+//! new id (from 5001 on) and `PATCH /repos/{owner}/{repo}/issues/comments/{id}` with 200, as
+//! GitHub documents them, and records every request it gets (method, path, `Authorization`, JSON body, and
 //! what it answered), so that tests assert the exact calls and their order. Tests script faults
 //! in advance ([`FakeGithub::script`] for commit statuses,
 //! [`FakeGithub::script_deployment_statuses`]): a queue of answers (a status with headers such
@@ -48,6 +50,8 @@ pub struct Call {
     pub answered: u16,
     /// The JSON it answered.
     pub answer: Value,
+    /// When it arrived (the benchmarks' clock: a build's end to its status's arrival).
+    pub received: std::time::SystemTime,
 }
 
 impl Call {
@@ -110,6 +114,8 @@ struct Inner {
     deployment_script: VecDeque<Scripted>,
     /// Deployments created so far.
     deployments: u64,
+    /// Pull request comments created (their ids count from 5001).
+    comments: u64,
 }
 
 /// What a request is, by its method and path.
@@ -126,6 +132,10 @@ enum Endpoint {
     AccessToken(u64),
     /// `GET /installation/repositories`.
     Repositories,
+    /// `POST /repos/{owner}/{repo}/issues/{number}/comments`.
+    Comment,
+    /// `PATCH /repos/{owner}/{repo}/issues/comments/{id}`.
+    CommentEdit,
     /// Anything else: 404.
     Unknown,
 }
@@ -148,16 +158,23 @@ fn endpoint(method: &Method, path: &str) -> Endpoint {
     let Some(rest) = path.strip_prefix("/repos/") else {
         return Endpoint::Unknown;
     };
+    let parts: Vec<&str> = rest.split('/').collect();
+    if method == Method::PATCH {
+        return match parts.as_slice() {
+            [_, _, "issues", "comments", id] if id.parse::<u64>().is_ok() => Endpoint::CommentEdit,
+            _ => Endpoint::Unknown,
+        };
+    }
     if method != Method::POST {
         return Endpoint::Unknown;
     }
-    let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
         [_, _, "statuses", sha] if !sha.is_empty() => Endpoint::CommitStatus,
         [_, _, "deployments"] => Endpoint::Deployment,
         [_, _, "deployments", id, "statuses"] if id.parse::<u64>().is_ok() => {
             Endpoint::DeploymentStatus
         }
+        [_, _, "issues", n, "comments"] if n.parse::<u64>().is_ok() => Endpoint::Comment,
         _ => Endpoint::Unknown,
     }
 }
@@ -318,6 +335,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let received = std::time::SystemTime::now();
     let path = uri.path().to_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -389,6 +407,22 @@ async fn handle(
         (Endpoint::Installations | Endpoint::AccessToken(_) | Endpoint::Repositories, _) => {
             (404, Vec::new(), json!({ "message": "Not Found" }))
         }
+        (Endpoint::Comment, None) => {
+            inner.comments += 1;
+            (
+                201,
+                Vec::new(),
+                json!({ "id": 5000 + inner.comments, "body": body["body"] }),
+            )
+        }
+        (Endpoint::CommentEdit, None) => {
+            let id = path.rsplit('/').next().unwrap_or_default().to_owned();
+            (
+                200,
+                Vec::new(),
+                json!({ "id": id.parse::<u64>().unwrap_or_default(), "body": body["body"] }),
+            )
+        }
     };
     inner.calls.push(Call {
         method: method.to_string(),
@@ -400,6 +434,7 @@ async fn handle(
         body,
         answered: status,
         answer: answer.clone(),
+        received,
     });
     drop(inner);
     let mut response = (
@@ -492,7 +527,11 @@ fn app_answer(app: &mut App, kind: &Endpoint, bearer: &str, query: &str) -> Opti
                 }),
             ))
         }
-        Endpoint::CommitStatus | Endpoint::Deployment | Endpoint::DeploymentStatus => {
+        Endpoint::CommitStatus
+        | Endpoint::Deployment
+        | Endpoint::DeploymentStatus
+        | Endpoint::Comment
+        | Endpoint::CommentEdit => {
             match live_installation(app, bearer) {
                 Some(_) => None,
                 None => unauthorized("Bad credentials"),

@@ -1,4 +1,4 @@
-//! `opus hook add|list|remove|test|deliveries|github|trigger`.
+//! `opus hook add|list|remove|test|deliveries|github|trigger|gitlab|gitea`.
 
 use opus_core::proto;
 use serde::Serialize;
@@ -128,6 +128,12 @@ pub async fn run(conn: &Connection, global: &GlobalArgs, cmd: HookCommand) -> Re
         HookCommand::Deliveries { id, limit } => deliveries(conn, global, id, limit).await,
         HookCommand::Github { project, rotate } => github(conn, global, project, rotate).await,
         HookCommand::Trigger { project, rotate } => trigger(conn, global, project, rotate).await,
+        HookCommand::Gitlab { project, rotate } => {
+            forge(conn, global, project, rotate, "gitlab").await
+        }
+        HookCommand::Gitea { project, rotate } => {
+            forge(conn, global, project, rotate, "gitea").await
+        }
     }
 }
 
@@ -295,7 +301,11 @@ async fn github(
 ) -> Result<(), CliError> {
     let h = conn
         .projects()
-        .get_github_hook(proto::GetGithubHookRequest { project, rotate })
+        .get_github_hook(proto::GetGithubHookRequest {
+            project,
+            rotate,
+            forge: String::new(),
+        })
         .await?
         .into_inner();
     let url = webhook_url(conn, &h.url, &h.path);
@@ -308,6 +318,43 @@ async fn github(
             output::print_line("Content type: application/json")?;
             output::print_line(&format!("Secret:       {}", h.secret))?;
             output::print_line("Events:       pushes and pull requests")
+        }
+    }
+}
+
+/// `opus hook gitlab` and `opus hook gitea`: the payload URL and the project's webhook secret
+/// (shared with GitHub's), and where each goes in the forge's settings.
+async fn forge(
+    conn: &Connection,
+    global: &GlobalArgs,
+    project: String,
+    rotate: bool,
+    forge: &str,
+) -> Result<(), CliError> {
+    let h = conn
+        .projects()
+        .get_github_hook(proto::GetGithubHookRequest {
+            project,
+            rotate,
+            forge: forge.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let url = webhook_url(conn, &h.url, &h.path);
+    match global.output {
+        OutputFormat::Json => {
+            output::print_json(&serde_json::json!({ "url": url, "secret": h.secret }))
+        }
+        OutputFormat::Table if forge == "gitlab" => {
+            output::print_line(&format!("URL:          {url}"))?;
+            output::print_line(&format!("Secret token: {}", h.secret))?;
+            output::print_line("Trigger:      push events, tag push events, merge request events")
+        }
+        OutputFormat::Table => {
+            output::print_line(&format!("Target URL:   {url}"))?;
+            output::print_line("Content type: application/json")?;
+            output::print_line(&format!("Secret:       {}", h.secret))?;
+            output::print_line("Events:       push, delete, pull request (Gitea or Forgejo)")
         }
     }
 }

@@ -38,6 +38,7 @@
 //! Without the `store` feature only the manifest types and the digest helpers are here (what
 //! the CLI uses).
 
+mod diff;
 #[cfg(feature = "store")]
 mod certs;
 #[cfg(feature = "store")]
@@ -73,6 +74,7 @@ use crate::model::{ProjectName, StoreName, VersionName};
 #[cfg(feature = "store")]
 use crate::store::MetaStore;
 
+pub use diff::{ChangedFile, ManifestDiff};
 #[cfg(feature = "store")]
 pub use publish::PublishPlan;
 #[cfg(feature = "store")]

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::forge::PullRequest;
 
-/// `pull_requests: { previews: true, drafts: false, label: preview, forks: false }`. Absent, no
+/// `pull_requests: { previews: true, drafts: false, label: preview, forks: false, comment: false }`. Absent, no
 /// pull request builds; present, `previews` is on unless it says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,10 @@ pub struct PullRequestsSpec {
     /// Whether pull requests from forks build at all; they never get the project's secrets.
     #[serde(default)]
     pub forks: bool,
+    /// Whether opusd keeps one comment on each GitHub pull request it previews (edited in place
+    /// on every new preview): the preview's URL and the files changed against production.
+    #[serde(default)]
+    pub comment: bool,
 }
 
 fn on() -> bool {
@@ -37,6 +41,7 @@ impl Default for PullRequestsSpec {
             drafts: false,
             label: None,
             forks: false,
+            comment: false,
         }
     }
 }
@@ -185,6 +190,12 @@ mod tests {
         sync.labels = vec!["preview".into()];
         assert_eq!(s.refusal(&sync), None);
         assert!(spec("pull_requests: {}\n").refusal(&labeled).is_some());
+    }
+
+    #[test]
+    fn the_comment_is_off_unless_asked_for() {
+        assert!(!spec("pull_requests: {}\n").comment);
+        assert!(spec("pull_requests: { comment: true }\n").comment);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!
 //! Trees:
 //! - `github`: `token` -> the token (never returned by the API), `status_cursor` -> seq (be),
-//!   `deployment\0<project>\0<env>` -> [`GithubDeployment`].
+//!   `deployment\0<project>\0<env>` -> [`GithubDeployment`], `comment\0<project>\0<number>` ->
+//!   the id (be) of the pull request comment opusd keeps, `comment_wanted\0<project>\0<number>`
+//!   -> 1 or 0 (the base branch's `pull_requests.comment` when the pull request last built).
 //! - `github_statuses`: event seq (be) -> [`StatusDelivery`].
 
 use super::{MetaStore, T, be_u64, decode};
@@ -28,6 +30,16 @@ const CURSOR: &[u8] = b"status_cursor";
 /// The key of the deployment `env` of `project` shows.
 fn deployment_key(project: &str, env: &str) -> Vec<u8> {
     format!("deployment\0{project}\0{env}").into_bytes()
+}
+
+/// The key of the comment id kept on pull request `number` of `project`.
+fn comment_key(project: &str, number: u64) -> Vec<u8> {
+    format!("comment\0{project}\0{number}").into_bytes()
+}
+
+/// The key of whether pull request `number` of `project` wants its comment.
+fn comment_wanted_key(project: &str, number: u64) -> Vec<u8> {
+    format!("comment_wanted\0{project}\0{number}").into_bytes()
 }
 
 impl MetaStore {
@@ -101,6 +113,15 @@ impl MetaStore {
                 } else if !calls.create {
                     tx.tree(T::Github).remove(key)?;
                 }
+                if let Some(crate::forge::PrComment {
+                    number,
+                    id: Some(id),
+                    ..
+                }) = calls.comment
+                {
+                    tx.tree(T::Github)
+                        .insert(comment_key(&d.project, number), &id.to_be_bytes())?;
+                }
             }
             if d.delivery != DeliveryState::Pending {
                 tx.tree(T::Github)
@@ -117,6 +138,36 @@ impl MetaStore {
         env: &str,
     ) -> Result<Option<GithubDeployment>, StoreError> {
         self.get_json(T::Github, &deployment_key(project, env))
+    }
+
+    /// Records whether pull request `number` of `project` wants its comment (the base branch's
+    /// `pull_requests.comment`, read when the pull request's build was admitted).
+    pub fn set_github_comment_wanted(
+        &self,
+        project: &str,
+        number: u64,
+        wanted: bool,
+    ) -> Result<(), StoreError> {
+        self.tree(T::Github)?
+            .insert(comment_wanted_key(project, number), &[u8::from(wanted)][..])?;
+        Ok(())
+    }
+
+    /// Whether pull request `number` of `project` wants its comment (never said: no).
+    pub fn github_comment_wanted(&self, project: &str, number: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .tree(T::Github)?
+            .get(comment_wanted_key(project, number))?
+            .is_some_and(|v| v.as_ref() == [1]))
+    }
+
+    /// The id of the comment opusd keeps on pull request `number` of `project`, once GitHub
+    /// gave one.
+    pub fn github_comment(&self, project: &str, number: u64) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .tree(T::Github)?
+            .get(comment_key(project, number))?
+            .map(|v| be_u64(&v)))
     }
 
     /// The status made from event `seq`, if one was attempted.
@@ -176,8 +227,45 @@ mod tests {
             created,
             previous: None,
             done: 0,
+            comment: None,
         });
         d
+    }
+
+    #[test]
+    fn a_pull_requests_comment_id_is_kept_with_the_record_that_made_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MetaStore::open(dir.path()).expect("open");
+        assert!(!store.github_comment_wanted("web", 7).expect("get"));
+        store
+            .set_github_comment_wanted("web", 7, true)
+            .expect("set");
+        assert!(store.github_comment_wanted("web", 7).expect("get"));
+        assert!(!store.github_comment_wanted("web", 8).expect("get"));
+        let mut record = deploy_record(5, true, Some(77));
+        if let Some(calls) = record.deployment.as_mut() {
+            calls.comment = Some(crate::forge::PrComment {
+                number: 7,
+                id: None,
+                version: "pr-7-1-abc1234".into(),
+            });
+        }
+        store.record_github_status(&record).expect("record");
+        assert_eq!(store.github_comment("web", 7).expect("get"), None);
+        if let Some(calls) = record.deployment.as_mut() {
+            calls.comment = Some(crate::forge::PrComment {
+                number: 7,
+                id: Some(4242),
+                version: "pr-7-1-abc1234".into(),
+            });
+        }
+        store.record_github_status(&record).expect("record");
+        assert_eq!(store.github_comment("web", 7).expect("get"), Some(4242));
+        assert_eq!(store.github_comment("other", 7).expect("get"), None);
+        store
+            .set_github_comment_wanted("web", 7, false)
+            .expect("set");
+        assert!(!store.github_comment_wanted("web", 7).expect("get"));
     }
 
     #[test]

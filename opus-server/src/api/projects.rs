@@ -284,11 +284,17 @@ impl ProjectService for ProjectsApi {
     ) -> Result<Response<proto::GithubHook>, Status> {
         let req = req.into_inner();
         let project = ProjectName::new(req.project.as_str()).map_err(status)?;
+        let forge = opus_core::forge::Forge::from_name(&req.forge).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown forge {:?}: github, gitlab or gitea",
+                req.forge
+            ))
+        })?;
         let secret = self
             .store
             .ensure_project_key(&project, KeyKind::GithubSecret, req.rotate, &random_key()?)
             .map_err(status)?;
-        let path = format!("/hooks/github/{}", req.project);
+        let path = forge.hook_path(&req.project);
         Ok(Response::new(proto::GithubHook {
             url: self.public(&path),
             path,

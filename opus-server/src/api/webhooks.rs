@@ -1,10 +1,13 @@
 //! Inbound webhooks on the API port: `POST /hooks/github/<project>` (GitHub's `ping`, `push` and
-//! `pull_request`, signed with the project's webhook secret) and `POST /hooks/trigger/<project>`
-//! (a bearer trigger token, for other CI systems and scripts).
+//! `pull_request`, signed with the project's webhook secret), `POST /hooks/gitlab/<project>`
+//! (GitLab's push and merge request hooks, `gitlab`), `POST /hooks/gitea/<project>` (Gitea's
+//! and Forgejo's push and pull request, `gitea`) and `POST /hooks/trigger/<project>` (a bearer
+//! trigger token, for other CI systems and scripts).
 //!
-//! A pull request's head commit builds into its preview `pr-<number>` (`pull_requests`); closing
-//! it removes that preview. A published release builds its tag when opus.yml has
-//! `on: { release: true }` (`releases`).
+//! Each forge's payload is read into one forge-neutral event (`forge_events`: a push or a pull
+//! request event) and acted on by the same code: a pull request's head commit builds into its
+//! preview `pr-<number>`; closing it removes that preview. A published release
+//! builds its tag when opus.yml has `on: { release: true }` (`releases`).
 //!
 //! Answers: 202 with the build id when a build is queued; 200 for a ping, a repeated
 //! `X-GitHub-Delivery`, a deleted branch, a closed pull request, or an event or action Opus does
@@ -30,12 +33,15 @@ use super::auth::{bearer_token, same_token};
 use crate::deploys::Deployer;
 use crate::hooks::signature;
 use crate::scheduler::{GithubOrigin, Scheduler, TriggerRequest};
-use opus_core::forge::GithubCommit;
+use opus_core::forge::{Forge, GithubCommit};
 
+mod forge_events;
+mod gitea;
+mod gitlab;
 mod pull_requests;
 mod releases;
 
-use pull_requests::PullRequestEvent;
+use forge_events::{PullRequestEvent, PushEvent};
 
 /// GitHub's own cap on a webhook payload.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
@@ -57,6 +63,8 @@ pub(crate) fn router(state: Webhooks) -> axum::Router {
     axum::Router::new()
         .route("/hooks/github/{project}", post(github))
         .route("/hooks/trigger/{project}", post(trigger))
+        .route("/hooks/gitlab/{project}", post(gitlab::gitlab))
+        .route("/hooks/gitea/{project}", post(gitea::gitea))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -215,20 +223,41 @@ async fn github(
             json!({ "error": "a push event without \"ref\"" }),
         );
     };
-    if let Err(answered) = first_delivery(&state, &project, &delivery) {
+    let push = PushEvent {
+        git_ref: git_ref.to_owned(),
+        after: payload["after"]
+            .as_str()
+            .or_else(|| payload["head_commit"]["id"].as_str())
+            .map(str::to_owned),
+        deleted: payload["deleted"].as_bool() == Some(true),
+        repository: payload["repository"]["full_name"]
+            .as_str()
+            .map(str::to_owned),
+    };
+    on_push(&state, &project, Forge::Github, &delivery, push).await
+}
+
+/// A push (from any forge): builds the pushed branch, or the tag as its version; a deleted
+/// branch's preview is removed. Only GitHub's builds carry the commit their statuses go on.
+async fn on_push(
+    state: &Webhooks,
+    project: &ProjectName,
+    forge: Forge,
+    delivery: &str,
+    push: PushEvent,
+) -> Response {
+    if let Err(answered) = first_delivery(state, project, forge, delivery) {
         return *answered;
     }
-    if payload["deleted"].as_bool() == Some(true) {
-        return branch_deleted(&state, &project, git_ref).await;
+    if push.deleted {
+        return branch_deleted(state, project, &push.git_ref).await;
     }
+    let git_ref = push.git_ref.as_str();
     let (build_ref, version) = match git_ref.strip_prefix("refs/tags/") {
-        Some(tag) => {
-            let commit = payload["head_commit"]["id"]
-                .as_str()
-                .or_else(|| payload["after"].as_str())
-                .unwrap_or(tag);
-            (commit.to_owned(), Some(tag.to_owned()))
-        }
+        Some(tag) => (
+            push.after.clone().unwrap_or_else(|| tag.to_owned()),
+            Some(tag.to_owned()),
+        ),
         None => (
             git_ref
                 .strip_prefix("refs/heads/")
@@ -237,17 +266,12 @@ async fn github(
             None,
         ),
     };
-    let pushed = payload["after"]
-        .as_str()
-        .or_else(|| payload["head_commit"]["id"].as_str());
     let origin = GithubOrigin {
-        commit: payload["repository"]["full_name"]
-            .as_str()
-            .zip(pushed)
-            .map(|(repository, sha)| GithubCommit {
-                repository: repository.to_owned(),
-                sha: sha.to_owned(),
-            }),
+        commit: push
+            .repository
+            .zip(push.after)
+            .filter(|_| forge.reports_status())
+            .map(|(repository, sha)| GithubCommit { repository, sha }),
         pull_request: None,
     };
     let response = queued(state.scheduler.trigger_from_github(
@@ -256,19 +280,26 @@ async fn github(
             git_ref: build_ref,
             version,
             store: StoreName::default_store(),
-            trigger: Trigger::Github,
+            trigger: forge.trigger(),
         },
         origin,
     ));
-    if !response.status().is_success() && !delivery.is_empty() {
-        // Let GitHub's redelivery try again.
-        let _ = state.store.forget_github_delivery(&project, &delivery);
+    if !response.status().is_success() {
+        // Let the forge's redelivery try again.
+        forget_delivery(state, project, forge, delivery);
     }
     response
 }
 
-/// Records a GitHub delivery id (none: nothing to record); a repeated one is answered 200 and
-/// acted on no more.
+/// The key a forge's delivery id is kept under: GitHub's as it is (as before other forges),
+/// the others' behind their forge's name, so that two forges' ids never meet.
+fn delivery_key(forge: Forge, delivery: &str) -> String {
+    match forge {
+        Forge::Github => delivery.to_owned(),
+        other => format!("{other}:{delivery}"),
+    }
+}
+
 /// A signed delivery sent by a GitHub App names its installation (`installation.id`): the
 /// project's calls and clones then go with that installation's token.
 fn remember_installation(state: &Webhooks, project: &ProjectName, payload: &Value) {
@@ -279,19 +310,28 @@ fn remember_installation(state: &Webhooks, project: &ProjectName, payload: &Valu
     }
 }
 
+/// Records a forge's delivery id (none: nothing to record); a repeated one is answered 200 and
+/// acted on no more.
 fn first_delivery(
     state: &Webhooks,
     project: &ProjectName,
+    forge: Forge,
     delivery: &str,
 ) -> Result<(), Box<Response>> {
     if delivery.is_empty() {
         return Ok(());
     }
-    match state.store.record_github_delivery(project, delivery) {
+    match state
+        .store
+        .record_github_delivery(project, &delivery_key(forge, delivery))
+    {
         Ok(true) => Ok(()),
         Ok(false) => Err(Box::new(answer(
             StatusCode::OK,
-            json!({ "ignored": "a repeated X-GitHub-Delivery" }),
+            json!({ "ignored": match forge {
+                Forge::Github => "a repeated X-GitHub-Delivery".to_owned(),
+                other => format!("a repeated delivery {delivery} from {other}"),
+            } }),
         ))),
         Err(e) => Err(Box::new(answer(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -300,37 +340,48 @@ fn first_delivery(
     }
 }
 
-/// A `pull_request` delivery: builds the head commit into `pr-<number>`, removes that preview
-/// when the pull request is closed, or says why the action is ignored.
+/// A GitHub `pull_request` delivery: read, then acted on as every forge's.
 async fn pull_request(
     state: &Webhooks,
     project: &ProjectName,
     delivery: &str,
     payload: &Value,
 ) -> Response {
-    let event = match PullRequestEvent::parse(payload) {
-        Ok(event) => event,
-        Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
-    };
+    match PullRequestEvent::from_github(payload) {
+        Ok(event) => on_pull_request(state, project, Forge::Github, delivery, event).await,
+        Err(e) => answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
+    }
+}
+
+/// A pull request event (from any forge): builds the head commit into `pr-<number>`, removes
+/// that preview when the pull request is closed, or says why the action is ignored. Only
+/// GitHub's builds carry the commit their statuses go on.
+async fn on_pull_request(
+    state: &Webhooks,
+    project: &ProjectName,
+    forge: Forge,
+    delivery: &str,
+    event: PullRequestEvent,
+) -> Response {
     let response = match event {
         PullRequestEvent::Ignored(why) => {
-            tracing::info!(why = %why, "pull_request action ignored");
+            tracing::info!(why = %why, %forge, "pull request action ignored");
             return answer(StatusCode::OK, json!({ "ignored": why }));
         }
         PullRequestEvent::Build(pr) => {
-            if let Err(answered) = first_delivery(state, project, delivery) {
+            if let Err(answered) = first_delivery(state, project, forge, delivery) {
                 return *answered;
             }
-            tracing::info!(number = pr.number, action = %pr.action, head = %pr.head_sha, "pull request build");
+            tracing::info!(number = pr.number, action = %pr.action, head = %pr.head_sha, %forge, "pull request build");
             let req = TriggerRequest {
                 project: project.clone(),
                 git_ref: pr.head_sha.clone(),
                 version: None,
                 store: StoreName::default_store(),
-                trigger: Trigger::Github,
+                trigger: forge.trigger(),
             };
             let origin = GithubOrigin {
-                commit: Some(GithubCommit {
+                commit: forge.reports_status().then(|| GithubCommit {
                     repository: pr.base_repo.clone(),
                     sha: pr.head_sha.clone(),
                 }),
@@ -339,17 +390,26 @@ async fn pull_request(
             queued(state.scheduler.trigger_from_github(req, origin))
         }
         PullRequestEvent::Closed { number } => {
-            if let Err(answered) = first_delivery(state, project, delivery) {
+            if let Err(answered) = first_delivery(state, project, forge, delivery) {
                 return *answered;
             }
             pull_request_closed(state, project, number).await
         }
     };
-    if !response.status().is_success() && !delivery.is_empty() {
-        // Let GitHub's redelivery try again.
-        let _ = state.store.forget_github_delivery(project, delivery);
+    if !response.status().is_success() {
+        // Let the forge's redelivery try again.
+        forget_delivery(state, project, forge, delivery);
     }
     response
+}
+
+/// Forgets a delivery id whose action failed, so that the forge's redelivery is acted on.
+fn forget_delivery(state: &Webhooks, project: &ProjectName, forge: Forge, delivery: &str) {
+    if !delivery.is_empty() {
+        let _ = state
+            .store
+            .forget_github_delivery(project, &delivery_key(forge, delivery));
+    }
 }
 
 /// A closed pull request (merged or not): its builds still waiting or running are cancelled and

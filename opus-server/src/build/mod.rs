@@ -173,7 +173,7 @@ async fn sequence(
         .map_err(|e| BuildFailure::new(Stage::Start, e))?;
     if let Some(pr) = &build.pull_request {
         let scratch = ctx.work_dir.join(format!("{}.base", build.id));
-        pull_request::admit(ctx, &project, build, pr, &scratch, log).await?;
+        pull_request::admit(ctx, store, &project, build, pr, &scratch, log).await?;
     }
     prepare::fresh_dir(workspace).await.map_err(|source| {
         BuildFailure::new(

@@ -1,6 +1,8 @@
 //! The gate in front of a pull request's build: whether it may run, decided by the opus.yml of
 //! its base branch (`pull_requests:`), never by the pull request's own (a fork could otherwise
 //! allow itself), and what its log says about it (the head, the preview, no secrets for a fork).
+//! It also records whether the base asks for the pull request's comment (`pull_requests.comment`),
+//! which the GitHub outbox reads when the preview is deployed.
 //!
 //! A refused pull request ends its build as cancelled with the reason ("skipped: ..."), before any
 //! of its code is checked out.
@@ -10,6 +12,7 @@ use std::path::Path;
 use opus_core::forge::PullRequest;
 use opus_core::model::{Build, Project, Source};
 use opus_core::recipe;
+use opus_core::store::MetaStore;
 
 use super::BuildContext;
 use super::failure::{BuildFailure, FailureKind, Stage};
@@ -20,6 +23,7 @@ use crate::logs::BuildLog;
 /// files.
 pub(crate) async fn admit(
     ctx: &BuildContext,
+    store: &MetaStore,
     project: &Project,
     build: &Build,
     pr: &PullRequest,
@@ -81,6 +85,14 @@ pub(crate) async fn admit(
     };
     if let Some(why) = policy.refusal(pr) {
         return Err(skip(why));
+    }
+    // Only GitHub's pull requests get the comment, as their statuses; the base decides, as for
+    // everything else about the pull request.
+    if build.github.is_some()
+        && let Err(e) =
+            store.set_github_comment_wanted(build.project.as_str(), pr.number, policy.comment)
+    {
+        tracing::warn!(error = %e, "cannot record whether the pull request wants its comment");
     }
     log.opus(
         "pull request",

@@ -129,6 +129,57 @@ impl Client {
         self.post(url, &body).await.0
     }
 
+    /// `POST /repos/{repository}/issues/{number}/comments`: a pull request's comment (a pull
+    /// request is an issue to this API). Answers the comment's id with a delivered verdict.
+    pub(super) async fn create_pr_comment(
+        &self,
+        repository: &str,
+        number: u64,
+        body: &str,
+    ) -> (Verdict, Option<u64>) {
+        let url = format!("{}/repos/{repository}/issues/{number}/comments", self.api);
+        let (verdict, answer) = self.post(url, &json!({ "body": body })).await;
+        match (verdict, answer.as_ref().and_then(|a| a["id"].as_u64())) {
+            (Verdict::Delivered(code), None) => (
+                Verdict::Refused(code, format!("HTTP {code}: no comment id in the answer")),
+                None,
+            ),
+            (verdict, id) => (verdict, id),
+        }
+    }
+
+    /// `PATCH /repos/{repository}/issues/comments/{id}`: edits the pull request's comment in
+    /// place.
+    pub(super) async fn update_pr_comment(&self, repository: &str, id: u64, body: &str) -> Verdict {
+        let url = format!("{}/repos/{repository}/issues/comments/{id}", self.api);
+        match self
+            .octocrab
+            ._patch(url, Some(&json!({ "body": body })))
+            .await
+        {
+            Ok(resp) => {
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                judge(
+                    resp.status().as_u16(),
+                    header("retry-after").as_deref(),
+                    header("x-ratelimit-remaining").as_deref(),
+                    header("x-ratelimit-reset").as_deref(),
+                    SystemTime::now(),
+                )
+            }
+            Err(e) => Verdict::Retry {
+                status: 0,
+                error: error_chain(&e),
+                at_least: None,
+            },
+        }
+    }
+
     /// Posts `body` to `url`; the judged answer, and its JSON body when delivered.
     async fn post(
         &self,

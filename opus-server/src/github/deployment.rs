@@ -2,10 +2,12 @@
 //! GitHub built creates a deployment of its commit with `in_progress` then `success` statuses
 //! (`environment_url` = the site), and marks the deployment the environment showed before
 //! `inactive`; a deploy of another version, or the environment's removal, only marks it inactive.
+//! A pull request's preview whose base opus.yml asks for it (`pull_requests.comment`) then gets
+//! its one comment made or edited (`comment`).
 
 use std::time::SystemTime;
 
-use opus_core::forge::{DeploymentCalls, GithubDeployment, StatusDelivery};
+use opus_core::forge::{DeploymentCalls, GithubDeployment, PrComment, StatusDelivery};
 use opus_core::hook::DeliveryState;
 use opus_core::model::{Event, EventKind, ProjectName, VersionName};
 use opus_core::store::MetaStore;
@@ -23,6 +25,9 @@ pub(super) enum Step {
         /// GitHub's deployment state.
         state: &'static str,
     },
+    /// The pull request's comment: `POST .../issues/{number}/comments` the first time, `PATCH
+    /// .../issues/comments/{id}` after.
+    Comment,
 }
 
 /// Which deployment a status names.
@@ -40,6 +45,7 @@ impl Step {
         match self {
             Step::Create => "deployment",
             Step::Status { state, .. } => state,
+            Step::Comment => "comment",
         }
     }
 }
@@ -61,6 +67,9 @@ pub(super) fn steps(calls: &DeploymentCalls) -> Vec<Step> {
             on: Target::Previous,
             state: "inactive",
         });
+    }
+    if calls.create && calls.comment.is_some() {
+        out.push(Step::Comment);
     }
     out
 }
@@ -92,8 +101,13 @@ pub(super) fn record_for(
     } else {
         None
     };
+    let comment = built
+        .as_ref()
+        .and_then(|(_, build, version)| pr_comment(store, project, env, build, version));
     let (commit, build, description, create) = match built {
-        Some((commit, build, version)) => (commit, build, format!("{version} to {env}"), true),
+        Some((commit, build, version)) => {
+            (commit, build.number, format!("{version} to {env}"), true)
+        }
         None => {
             let previous = previous.as_ref()?;
             let why = if deploys { "superseded" } else { "removed" };
@@ -108,6 +122,7 @@ pub(super) fn record_for(
         created: None,
         previous,
         done: 0,
+        comment,
     };
     let state = next_step(&calls)?.name().to_owned();
     let now = SystemTime::now();
@@ -130,18 +145,43 @@ pub(super) fn record_for(
     })
 }
 
-/// The GitHub commit, build number and version name of the version a deploy event deploys,
-/// when GitHub triggered the build that made it.
+/// The GitHub commit, build and version name of the version a deploy event deploys, when
+/// GitHub triggered the build that made it.
 fn built_by(
     store: &MetaStore,
     event: &Event,
-) -> Option<(opus_core::forge::GithubCommit, u64, String)> {
+) -> Option<(
+    opus_core::forge::GithubCommit,
+    opus_core::model::Build,
+    String,
+)> {
     let project = ProjectName::new(event.project.as_str()).ok()?;
     let version = VersionName::new(event.payload["version"].as_str()?).ok()?;
     let record = store.get_version(&project, &version).ok()??;
     let build = store.get_build(record.build_id).ok()?;
-    let commit = build.github?;
-    Some((commit, build.number, version.as_str().to_owned()))
+    let commit = build.github.clone()?;
+    Some((commit, build, version.as_str().to_owned()))
+}
+
+/// The comment a deploy to `env` makes: when `build` is of a pull request whose preview `env`
+/// is, and its base branch's opus.yml asked for the comment; with the id of the comment made
+/// before, which is then edited.
+fn pr_comment(
+    store: &MetaStore,
+    project: &str,
+    env: &str,
+    build: &opus_core::model::Build,
+    version: &str,
+) -> Option<PrComment> {
+    let pr = build.pull_request.as_ref()?;
+    if pr.environment() != env || !store.github_comment_wanted(project, pr.number).ok()? {
+        return None;
+    }
+    Some(PrComment {
+        number: pr.number,
+        id: store.github_comment(project, pr.number).ok().flatten(),
+        version: version.to_owned(),
+    })
 }
 
 /// The deployment a status step names.
@@ -178,6 +218,7 @@ mod tests {
                 environment: "pr-7".into(),
             }),
             done: 0,
+            comment: None,
         }
     }
 
@@ -195,6 +236,22 @@ mod tests {
             ["deployment", "in_progress", "success"]
         );
         assert_eq!(names(&calls(false, true)), ["inactive"]);
+        let mut commented = calls(true, true);
+        commented.comment = Some(PrComment {
+            number: 7,
+            id: None,
+            version: "pr-7-1-abc1234".into(),
+        });
+        assert_eq!(
+            names(&commented),
+            [
+                "deployment",
+                "in_progress",
+                "success",
+                "inactive",
+                "comment"
+            ]
+        );
         let mut c = calls(true, true);
         c.done = 3;
         assert_eq!(

@@ -22,17 +22,20 @@
 //! An environment event (deploy, rollback, removal) makes several calls (`deployment`): one
 //! record whose progress (the calls made, the deployment id GitHub answered) is stored after
 //! each call, so a restart goes on with the call not answered, and the environment's deployment
-//! id survives it for the next deploy or removal to mark inactive.
+//! id survives it for the next deploy or removal to mark inactive. A pull request's preview
+//! whose base opus.yml asks for it ends with its one comment made or edited (`comment`).
 
 pub mod app;
 pub mod askpass;
 pub mod client;
+mod comment;
 mod deployment;
 mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use opus_core::artifact::ArtifactStore;
 use opus_core::forge::StatusDelivery;
 use opus_core::hook::DeliveryState;
 use opus_core::model::{Event, ProjectName};
@@ -61,6 +64,8 @@ struct Ctx {
     sites: Arc<SiteServer>,
     /// The GitHub App's installation tokens, when opusd is one.
     app: Option<Arc<InstallationTokens>>,
+    /// The versions' manifests, which a pull request's comment compares.
+    artifacts: ArtifactStore,
 }
 
 /// The running outbox; stopped when dropped.
@@ -77,6 +82,7 @@ impl StatusOutbox {
         public_url: Option<PublicUrl>,
         sites: Arc<SiteServer>,
         app: Option<Arc<InstallationTokens>>,
+        artifacts: ArtifactStore,
     ) -> StatusOutbox {
         // Before any request can queue a build: no event of this run may fall before the cursor.
         if let Err(e) = store.init_github_status_cursor() {
@@ -89,6 +95,7 @@ impl StatusOutbox {
             public_url,
             sites,
             app,
+            artifacts,
         });
         let task = tokio::spawn(run(ctx).instrument(info_span!("github")));
         StatusOutbox { task }
@@ -210,7 +217,12 @@ async fn send(ctx: &Ctx, mut record: StatusDelivery) {
                 record.last_status = code;
                 record.last_error = String::new();
                 if let Some(next) = record.deployment.as_mut().and_then(|calls| {
-                    calls.created = calls.created.or(created);
+                    match (deployment::next_step(calls), calls.comment.as_mut()) {
+                        (Some(Step::Comment), Some(comment)) => {
+                            comment.id = comment.id.or(created);
+                        }
+                        _ => calls.created = calls.created.or(created),
+                    }
                     calls.done += 1;
                     deployment::next_step(calls)
                 }) {
@@ -336,7 +348,7 @@ async fn attempt_with_credential(
 ) -> (Verdict, Option<u64>) {
     let once = |credential: Credential| async move {
         let outcome = match Client::new(&ctx.api, credential.token(), ctx.policy.timeout) {
-            Ok(client) => attempt(&client, record, status).await,
+            Ok(client) => attempt(ctx, &client, record, status).await,
             Err(e) => (Verdict::Refused(0, e.to_string()), None),
         };
         (outcome, credential)
@@ -364,8 +376,9 @@ async fn attempt_with_credential(
 }
 
 /// Makes the call `record` stands at: its commit status, or its deploy's next call. A
-/// created deployment's id comes back with the verdict.
+/// created deployment's (or comment's) id comes back with the verdict.
 async fn attempt(
+    ctx: &Ctx,
     client: &Client,
     record: &StatusDelivery,
     status: &status::Status,
@@ -398,6 +411,20 @@ async fn attempt(
                 Verdict::Refused(0, "no deployment id to send the status to".into()),
                 None,
             ),
+        },
+        Some(Step::Comment) => match &calls.comment {
+            Some(comment) => {
+                comment::send(
+                    client,
+                    &ctx.store,
+                    &ctx.artifacts,
+                    record,
+                    comment,
+                    calls.environment_url.as_deref(),
+                )
+                .await
+            }
+            None => (Verdict::Delivered(0), None),
         },
         None => (Verdict::Delivered(0), None),
     }

@@ -1,5 +1,5 @@
 //! HMAC-SHA256 body signatures: `sha256=<hex>`, as GitHub's `X-Hub-Signature-256` and Opus's own
-//! `X-Opus-Signature-256` carry them.
+//! `X-Opus-Signature-256` carry them, and bare hex, as Gitea's and Forgejo's do.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -35,7 +35,13 @@ pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
     let Some(hex_sig) = header.trim().strip_prefix("sha256=") else {
         return false;
     };
-    let Ok(given) = hex::decode(hex_sig) else {
+    verify_hex(secret, body, hex_sig)
+}
+
+/// Whether `hex_sig` (bare hex, no prefix: Gitea's `X-Gitea-Signature`, Forgejo's
+/// `X-Forgejo-Signature`) is the HMAC-SHA256 of `body` under `secret`, compared in constant time.
+pub fn verify_hex(secret: &[u8], body: &[u8], hex_sig: &str) -> bool {
+    let Ok(given) = hex::decode(hex_sig.trim()) else {
         return false;
     };
     let expected = mac(secret, body);
@@ -67,5 +73,15 @@ mod tests {
         assert!(!verify(SECRET, BODY, &SIG[..SIG.len() - 2]));
         let upper = format!("sha256={}", SIG["sha256=".len()..].to_uppercase());
         assert!(verify(SECRET, BODY, &upper), "hex case does not matter");
+    }
+
+    #[test]
+    fn bare_hex_as_gitea_sends_it() {
+        let bare = &SIG["sha256=".len()..];
+        assert!(verify_hex(SECRET, BODY, bare));
+        assert!(!verify_hex(SECRET, BODY, SIG), "a prefix is not hex");
+        assert!(!verify_hex(SECRET, BODY, &bare[..bare.len() - 2]));
+        assert!(!verify_hex(b"another secret", BODY, bare));
+        assert!(!verify_hex(SECRET, BODY, ""));
     }
 }

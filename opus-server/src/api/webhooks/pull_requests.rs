@@ -1,4 +1,4 @@
-//! GitHub's `pull_request` event: which actions build the head commit into the preview
+//! GitHub's `pull_request` event (and Gitea's, which has GitHub's shape): which actions build the head commit into the preview
 //! `pr-<number>`, which remove that preview, and which are ignored (with the reason in the
 //! answer). Whether a pull request may build at all is decided later, by the base branch's
 //! opus.yml, when its build starts (`build::pull_request`).
@@ -6,19 +6,7 @@
 use opus_core::forge::PullRequest;
 use serde_json::Value;
 
-/// What a `pull_request` delivery asks of Opus.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum PullRequestEvent {
-    /// Build the head commit (opened, synchronize, reopened, ready_for_review, labeled).
-    Build(PullRequest),
-    /// The pull request was closed (merged or not): its preview goes.
-    Closed {
-        /// The pull request's number.
-        number: u64,
-    },
-    /// An action Opus does not act on, and why.
-    Ignored(String),
-}
+use super::forge_events::{MalformedPayload, PullRequestEvent, is_commit_id};
 
 /// The actions that build the head commit.
 const BUILDING: [&str; 5] = [
@@ -29,22 +17,17 @@ const BUILDING: [&str; 5] = [
     "labeled",
 ];
 
-/// Why a `pull_request` payload cannot be read: the field that is missing or of the wrong type.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a pull_request event without {0}")]
-pub(super) struct MalformedPayload(&'static str);
-
 impl PullRequestEvent {
     /// Reads a `pull_request` payload as GitHub documents it (`action`, `number`,
     /// `pull_request.head.sha`, `pull_request.head.repo.full_name`, `pull_request.base.ref`...).
-    pub(super) fn parse(payload: &Value) -> Result<PullRequestEvent, MalformedPayload> {
+    pub(super) fn from_github(payload: &Value) -> Result<PullRequestEvent, MalformedPayload> {
         let action = payload["action"]
             .as_str()
-            .ok_or(MalformedPayload("\"action\""))?;
+            .ok_or(MalformedPayload::pull_request("\"action\""))?;
         let number = payload["number"]
             .as_u64()
             .or_else(|| payload["pull_request"]["number"].as_u64())
-            .ok_or(MalformedPayload("\"number\""))?;
+            .ok_or(MalformedPayload::pull_request("\"number\""))?;
         if action == "closed" {
             return Ok(PullRequestEvent::Closed { number });
         }
@@ -56,11 +39,15 @@ impl PullRequestEvent {
         }
         let pr = &payload["pull_request"];
         let text = |v: &Value, field: &'static str| {
-            v.as_str().map(str::to_owned).ok_or(MalformedPayload(field))
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or(MalformedPayload::pull_request(field))
         };
         let head_sha = text(&pr["head"]["sha"], "\"pull_request.head.sha\"")?;
-        if head_sha.len() < 7 || !head_sha.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(MalformedPayload("a commit id in \"pull_request.head.sha\""));
+        if !is_commit_id(&head_sha) {
+            return Err(MalformedPayload::pull_request(
+                "a commit id in \"pull_request.head.sha\"",
+            ));
         }
         let base_repo = text(
             &pr["base"]["repo"]["full_name"],
@@ -127,7 +114,7 @@ mod tests {
     #[test]
     fn building_actions_read_the_documented_fields() {
         let PullRequestEvent::Build(pr) =
-            PullRequestEvent::parse(&payload("synchronize")).expect("parsed")
+            PullRequestEvent::from_github(&payload("synchronize")).expect("parsed")
         else {
             panic!("a build");
         };
@@ -146,11 +133,11 @@ mod tests {
     #[test]
     fn closed_and_unknown_actions() {
         assert_eq!(
-            PullRequestEvent::parse(&payload("closed")).expect("parsed"),
+            PullRequestEvent::from_github(&payload("closed")).expect("parsed"),
             PullRequestEvent::Closed { number: 12 }
         );
         let PullRequestEvent::Ignored(why) =
-            PullRequestEvent::parse(&payload("assigned")).expect("parsed")
+            PullRequestEvent::from_github(&payload("assigned")).expect("parsed")
         else {
             panic!("ignored");
         };
@@ -161,16 +148,16 @@ mod tests {
     fn a_deleted_fork_has_no_head_repository_and_missing_fields_are_named() {
         let mut p = payload("opened");
         p["pull_request"]["head"]["repo"] = Value::Null;
-        let PullRequestEvent::Build(pr) = PullRequestEvent::parse(&p).expect("parsed") else {
+        let PullRequestEvent::Build(pr) = PullRequestEvent::from_github(&p).expect("parsed") else {
             panic!("a build");
         };
         assert!(pr.is_fork());
         p["pull_request"]["head"]["sha"] = json!("not a sha");
-        let err = PullRequestEvent::parse(&p)
+        let err = PullRequestEvent::from_github(&p)
             .expect_err("bad sha")
             .to_string();
         assert!(err.contains("pull_request.head.sha"), "{err}");
-        let err = PullRequestEvent::parse(&json!({ "action": "opened" }))
+        let err = PullRequestEvent::from_github(&json!({ "action": "opened" }))
             .expect_err("no number")
             .to_string();
         assert!(err.contains("number"), "{err}");

@@ -5,6 +5,7 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
+use opus_core::forge::Forge;
 use opus_core::model::{ProjectName, StoreName, Trigger};
 use serde_json::{Value, json};
 
@@ -59,7 +60,7 @@ pub(super) fn release(
             );
         }
     }
-    if let Err(answered) = first_delivery(state, project, delivery) {
+    if let Err(answered) = first_delivery(state, project, Forge::Github, delivery) {
         return *answered;
     }
     tracing::info!(tag, "published release: building its tag");

@@ -41,11 +41,43 @@ pub struct GithubOrigin {
 
 /// Whether a newer build makes the older one's work useless: the same pull request (whatever
 /// its commit), or else the same ref outside any pull request.
-fn same_work(old: &Build, new: &Build) -> bool {
-    match (&old.pull_request, &new.pull_request) {
-        (Some(a), Some(b)) => a.number == b.number,
-        (None, None) => old.git_ref == new.git_ref,
-        _ => false,
+/// What a build works on, as a newer trigger compares it to supersede a queued one: a pull
+/// request by its number, anything else by its ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Work {
+    PullRequest(u64),
+    Ref(String),
+}
+
+impl Work {
+    fn of(build: &Build) -> Work {
+        match &build.pull_request {
+            Some(pr) => Work::PullRequest(pr.number),
+            None => Work::Ref(build.git_ref.clone()),
+        }
+    }
+}
+
+/// A build waiting in the queue, with what superseding and cancelling compare, so that a
+/// trigger never reads the other queued builds' records (a trigger's cost stays flat however
+/// long the queue is).
+#[derive(Debug, Clone)]
+struct Queued {
+    id: u64,
+    project: ProjectName,
+    work: Work,
+    /// A version given by hand: never superseded.
+    pinned: bool,
+}
+
+impl Queued {
+    fn of(build: &Build) -> Queued {
+        Queued {
+            id: build.id,
+            project: build.project.clone(),
+            work: Work::of(build),
+            pinned: build.version_pinned,
+        }
     }
 }
 
@@ -103,8 +135,8 @@ struct Inner {
     store: MetaStore,
     context: BuildContext,
     max: usize,
-    /// Build ids waiting, oldest first.
-    queue: Mutex<VecDeque<u64>>,
+    /// Builds waiting, oldest first.
+    queue: Mutex<VecDeque<Queued>>,
     /// Running builds and the token that cancels each.
     running: Mutex<HashMap<u64, CancellationToken>>,
     /// Woken when the queue gains a build.
@@ -166,7 +198,7 @@ impl Scheduler {
                     .queue
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push_back(build.id);
+                    .push_back(Queued::of(&build));
             }
         }
         clear_work_dir(&inner.context.work_dir);
@@ -220,22 +252,17 @@ impl Scheduler {
         reason: &str,
     ) -> Result<usize, StoreError> {
         let store = &self.inner.store;
+        let queued = self.queued_where(|q| {
+            &q.project == project && q.work == Work::PullRequest(number)
+        });
         let of_it = |id: u64| {
             store.get_build(id).is_ok_and(|b| {
                 &b.project == project && b.pull_request.as_ref().map(|p| p.number) == Some(number)
             })
         };
-        let queued: Vec<u64> = {
-            let queue = self
-                .inner
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            queue.iter().copied().collect()
-        };
         let mut cancelled = 0;
         for id in queued {
-            if of_it(id) && self.cancel_queued(id, reason)? {
+            if self.cancel_queued(id, reason)? {
                 cancelled += 1;
             }
         }
@@ -311,31 +338,20 @@ impl Scheduler {
             None => store.create_build(&template)?,
         };
         // A newer trigger of the same project and ref supersedes older builds still waiting.
-        let superseded: Vec<u64> = {
-            let queue = self
-                .inner
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            queue.iter().copied().collect()
-        };
+        let work = Work::of(&build);
+        let superseded =
+            self.queued_where(|q| q.project == build.project && q.work == work && !q.pinned);
         for id in superseded {
-            if let Ok(old) = store.get_build(id)
-                && old.project == build.project
-                && same_work(&old, &build)
-                && !old.version_pinned
-            {
-                let reason = format!("superseded by {}#{}", build.project, build.number);
-                if self.cancel_queued(id, &reason)? {
-                    info!(build = id, by = build.id, "queued build superseded");
-                }
+            let reason = format!("superseded by {}#{}", build.project, build.number);
+            if self.cancel_queued(id, &reason)? {
+                info!(build = id, by = build.id, "queued build superseded");
             }
         }
         self.inner
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push_back(build.id);
+            .push_back(Queued::of(&build));
         self.publish_gauges();
         self.inner.queued.notify_one();
         info!(build = build.id, project = %build.project, git_ref = %build.git_ref, "build queued");
@@ -402,23 +418,16 @@ impl Scheduler {
         project: &ProjectName,
         limit: Duration,
     ) -> Result<Vec<u64>, StoreError> {
+        let queued = self.queued_where(|q| q.project == *project);
+        for id in queued {
+            self.cancel_queued(id, "cancelled: the project is being removed")?;
+        }
         let store = &self.inner.store;
         let mine = |id: u64| {
             store
                 .get_build(id)
                 .is_ok_and(|b| b.project == *project && !b.state.is_finished())
         };
-        let queued: Vec<u64> = {
-            let queue = self
-                .inner
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            queue.iter().copied().collect()
-        };
-        for id in queued.into_iter().filter(|id| mine(*id)) {
-            self.cancel_queued(id, "cancelled: the project is being removed")?;
-        }
         let running: Vec<(u64, CancellationToken)> = {
             let running = self
                 .inner
@@ -466,6 +475,18 @@ impl Scheduler {
         Ok(still_running())
     }
 
+    /// The ids of the queued builds `keep` selects, oldest first.
+    fn queued_where(&self, keep: impl Fn(&Queued) -> bool) -> Vec<u64> {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|q| keep(q))
+            .map(|q| q.id)
+            .collect()
+    }
+
     /// Removes a build from the queue and marks it cancelled; false when it was not queued.
     fn cancel_queued(&self, id: u64, reason: &str) -> Result<bool, StoreError> {
         let removed = {
@@ -475,7 +496,7 @@ impl Scheduler {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let before = queue.len();
-            queue.retain(|&q| q != id);
+            queue.retain(|q| q.id != id);
             queue.len() != before
         };
         if removed {
@@ -500,7 +521,7 @@ impl Scheduler {
                 .queue
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            queue.iter().position(|&q| q == id)? + 1
+            queue.iter().position(|q| q.id == id)? + 1
         };
         Some(QueueInfo {
             position,
@@ -586,7 +607,7 @@ impl Scheduler {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop_front();
             // Cancelled while the dispatcher waited for the slot: give it back.
-            let Some(next) = popped else {
+            let Some(Queued { id: next, .. }) = popped else {
                 continue;
             };
             let token = self.inner.stopping.child_token();

@@ -146,3 +146,92 @@ fn a_replica_started_on_an_empty_store_serves_404_then_the_sites_that_appear() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `opus <args>` with `KUBECONFIG` at the fake API server and an empty HOME.
+fn opus_kube(kubeconfig: &Path, home: &Path, args: &[&str]) -> opus_tests::Run {
+    let mut cmd = std::process::Command::new(opus_tests::bin("opus"));
+    cmd.args(args)
+        .env("HOME", home)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env_remove("OPUS_SERVER")
+        .env_remove("OPUS_TOKEN");
+    opus_tests::run_with_stdin(cmd, "")
+}
+
+#[test]
+fn fake_apiserver_opus_install_site_replicas_applies_a_deployment_and_service_and_uninstall_removes_them()
+ {
+    let fake = opus_tests::fake_apiserver::FakeApiServer::start();
+    let home = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(home.path());
+    const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/opus/deployments/opusd-sites";
+    const SERVICE: &str = "/api/v1/namespaces/opus/services/opusd-sites";
+
+    // Replicas need a store they all reach.
+    let refused = opus_kube(
+        &kubeconfig,
+        home.path(),
+        &["install", "--site-replicas", "3"],
+    );
+    let stderr = refused.fails(1);
+    assert!(
+        stderr.contains("--site-replicas") && stderr.contains("--store s3://"),
+        "{stderr}"
+    );
+    assert!(fake.object(DEPLOYMENT).is_none());
+
+    let args = [
+        "install",
+        "--site-replicas",
+        "3",
+        "--store",
+        "s3://bucket/opus",
+    ];
+    let out = opus_kube(&kubeconfig, home.path(), &args);
+    out.ok();
+    assert!(
+        out.stderr.contains("applied Deployment opusd-sites"),
+        "{}",
+        out.stderr
+    );
+    let deployment = fake.object(DEPLOYMENT).expect("the replicas' Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], serde_json::json!(["sites"]));
+    let env = container["env"].as_array().expect("env");
+    for (name, value) in [
+        ("OPUS_STORE", "s3://bucket/opus"),
+        ("OPUS_API", "http://opusd.opus.svc:7070"),
+    ] {
+        assert!(
+            env.contains(&serde_json::json!({"name": name, "value": value})),
+            "{name}: {env:?}"
+        );
+    }
+    let service = fake.object(SERVICE).expect("the replicas' Service");
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/name"],
+        "opusd-sites"
+    );
+    let patches: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && (r.path == DEPLOYMENT || r.path == SERVICE))
+        .collect();
+    assert_eq!(patches.len(), 2);
+    assert!(
+        patches
+            .iter()
+            .all(|r| r.query.get("fieldManager").map(String::as_str) == Some("opus"))
+    );
+
+    // Twice changes nothing; uninstall removes the replicas with opusd.
+    fake.clear_requests();
+    opus_kube(&kubeconfig, home.path(), &args).ok();
+    assert_eq!(fake.object(DEPLOYMENT), Some(deployment));
+    opus_kube(&kubeconfig, home.path(), &["uninstall"]).ok();
+    assert!(fake.object(DEPLOYMENT).is_none());
+    assert!(fake.object(SERVICE).is_none());
+}

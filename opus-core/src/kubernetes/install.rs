@@ -460,8 +460,15 @@ async fn delete_release(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), KubeError> {
     let n = namespace;
-    delete_in::<Service>(cluster, n, "services", SITES, progress).await?;
-    delete_in::<Deployment>(cluster, n, "deployments.apps", SITES, progress).await?;
+    // Site replicas, when an install added them (nothing is said of them otherwise).
+    let deployments: Api<Deployment> = cluster.api(n);
+    if get_opt(cluster, &deployments, "deployments.apps", SITES, Some(n))
+        .await?
+        .is_some()
+    {
+        delete_in::<Service>(cluster, n, "services", SITES, progress).await?;
+        delete_in::<Deployment>(cluster, n, "deployments.apps", SITES, progress).await?;
+    }
     delete_in::<Service>(cluster, n, "services", OPUSD, progress).await?;
     delete_in::<StatefulSet>(cluster, n, "statefulsets.apps", OPUSD, progress).await?;
     delete_in::<Secret>(cluster, n, "secrets", TOKEN_SECRET, progress).await?;

@@ -184,10 +184,14 @@ pub async fn run(
         })?;
     let bound = listener.local_addr().map_err(ReplicaError::Serve)?;
     if let Some(path) = &args.address_file {
-        std::fs::write(path, bound.to_string()).map_err(|source| ReplicaError::AddressFile {
-            path: path.clone(),
-            source,
-        })?;
+        // Written whole under another name, then renamed: a reader never sees half of it.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, bound.to_string())
+            .and_then(|()| std::fs::rename(&partial, path))
+            .map_err(|source| ReplicaError::AddressFile {
+                path: path.clone(),
+                source,
+            })?;
     }
 
     let stop = CancellationToken::new();

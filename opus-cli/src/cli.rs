@@ -460,6 +460,10 @@ pub struct InstallArgs {
     /// How long to wait for opusd to be ready; 0s applies without waiting.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+    /// Also run this many site replicas (`opusd sites`, a Deployment and the Service
+    /// opusd-sites) serving the sites from --store (which must be s3://, gs:// or az://).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub site_replicas: u32,
 }
 
 /// `opus uninstall`.

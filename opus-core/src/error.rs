@@ -372,6 +372,14 @@ pub enum ArtifactError {
     /// A background task died (a panic in hashing or compression).
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A site pointer under `_opus/sites/` cannot be read (written by a newer opusd, or damaged).
+    #[error("site pointer {key} cannot be read: {detail}")]
+    PointerCorrupt {
+        /// The object's key.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 #[cfg(feature = "store")]

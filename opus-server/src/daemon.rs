@@ -25,7 +25,7 @@ use crate::config::{Config, ExecutorKind};
 use crate::process_tree::{self, Containment};
 use crate::{
     ServeError, acme, api, build, deploys, domains, github, health, hooks, kubernetes, logs,
-    metrics, runners, scheduler, sites, source,
+    metrics, runners, scheduler, site_pointers, sites, source,
 };
 
 /// The two listeners of an opusd, bound before anything else starts, so that tests bind port 0
@@ -127,14 +127,25 @@ impl Daemon {
         let artifacts = open_artifacts(&config, &store)?;
         let metrics = metrics::Metrics::new();
         let site_server = open_site_server(&config, &metrics)?;
+        let pointers = site_pointers::PointerPublisher::new(
+            store.clone(),
+            artifacts
+                .site_store()
+                .map_err(|e| ServeError::Sites(e.into()))?,
+            site_server.domain(),
+            metrics.clone(),
+        );
         let deployer = deploys::Deployer::new(
             store.clone(),
             artifacts.clone(),
             site_server.clone(),
             metrics.clone(),
-        );
+        )
+        .with_pointers(pointers.clone());
         deployer.load_all().await.map_err(ServeError::Sites)?;
-        let domains = domains::DomainRouter::new(store.clone(), site_server.clone());
+        pointers.publish_all_in_background();
+        let domains =
+            domains::DomainRouter::new(store.clone(), site_server.clone()).with_pointers(pointers);
         domains.load().await.map_err(ServeError::Sites)?;
         let cloudflare = match &config.cloudflare {
             Some(c) => Some(Arc::new(

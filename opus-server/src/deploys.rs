@@ -18,6 +18,7 @@ use opus_core::store::{EnvironmentRecord, MetaStore, ProtectionTarget, ReleaseRe
 use tracing::instrument;
 
 use crate::metrics::Metrics;
+use crate::site_pointers::{PointerPublisher, Target};
 use crate::sites::{Access, Credential, ProjectAges, SiteKey, SiteServer, SiteVersion};
 use crate::version_loader::VersionLoader;
 
@@ -32,6 +33,8 @@ pub struct Deployer {
     metrics: Metrics,
     /// Loads versions (and keeps the recent ones); also serves version hosts.
     loader: VersionLoader,
+    /// Writes the site pointers site replicas follow, after each committed change.
+    pointers: Option<PointerPublisher>,
 }
 
 impl Deployer {
@@ -50,6 +53,22 @@ impl Deployer {
             sites,
             metrics,
             loader,
+            pointers: None,
+        }
+    }
+
+    /// The same deployer, writing site pointers for site replicas through `pointers` after
+    /// every committed change of what an environment serves.
+    pub fn with_pointers(mut self, pointers: PointerPublisher) -> Deployer {
+        self.pointers = Some(pointers);
+        self
+    }
+
+    /// Rewrites the site pointers of `target` (after its change was committed and flushed). A
+    /// failed write does not fail the change: the publisher logs it and retries.
+    async fn publish(&self, target: Target) {
+        if let Some(p) = &self.pointers {
+            p.publish([target]).await;
         }
     }
 
@@ -105,6 +124,8 @@ impl Deployer {
         );
         drop(guard);
         self.flush().await?;
+        self.publish(Target::Env(project.to_string(), env.to_string()))
+            .await;
         self.metrics
             .deploys
             .with_label_values(&[reason.as_str()])
@@ -135,6 +156,8 @@ impl Deployer {
         );
         drop(guard);
         self.flush().await?;
+        self.publish(Target::Env(project.to_string(), env.to_string()))
+            .await;
         self.metrics.deploys.with_label_values(&["rollback"]).inc();
         Ok(record)
     }
@@ -193,6 +216,8 @@ impl Deployer {
         );
         drop(guard);
         self.flush().await?;
+        self.publish(Target::Env(project.to_string(), env.to_string()))
+            .await;
         Ok(())
     }
 
@@ -244,6 +269,8 @@ impl Deployer {
         drop(guard);
         if removed.is_some() {
             self.flush().await?;
+            self.publish(Target::Env(project.to_string(), env.to_string()))
+                .await;
         }
         Ok(removed)
     }
@@ -268,6 +295,7 @@ impl Deployer {
         });
         drop(guard);
         self.flush().await?;
+        self.publish(Target::Project(name.to_string())).await;
         Ok(())
     }
 
@@ -387,6 +415,7 @@ impl Deployer {
         });
         drop(guard);
         self.flush().await?;
+        self.publish(Target::Project(project.to_string())).await;
         Ok(())
     }
 
@@ -409,6 +438,7 @@ impl Deployer {
         });
         drop(guard);
         self.flush().await?;
+        self.publish(Target::Project(project.to_string())).await;
         Ok(removed)
     }
 }

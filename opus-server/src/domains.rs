@@ -16,6 +16,7 @@ use opus_core::model::{EnvName, ProjectName};
 use opus_core::store::{DomainAdded, MetaStore};
 use tracing::instrument;
 
+use crate::site_pointers::{PointerPublisher, Target};
 use crate::sites::{CustomDomains, SiteKey, SiteServer};
 
 /// Adds, removes and lists custom domains: store and site table together.
@@ -23,12 +24,32 @@ use crate::sites::{CustomDomains, SiteKey, SiteServer};
 pub struct DomainRouter {
     store: MetaStore,
     sites: Arc<SiteServer>,
+    /// Writes the site pointers site replicas follow (a domain is part of its environment's).
+    pointers: Option<PointerPublisher>,
 }
 
 impl DomainRouter {
     /// A router over the store and the site server; call [`DomainRouter::load`] before serving.
     pub fn new(store: MetaStore, sites: Arc<SiteServer>) -> DomainRouter {
-        DomainRouter { store, sites }
+        DomainRouter {
+            store,
+            sites,
+            pointers: None,
+        }
+    }
+
+    /// The same router, rewriting the site pointer of a domain's environment after each change.
+    pub fn with_pointers(mut self, pointers: PointerPublisher) -> DomainRouter {
+        self.pointers = Some(pointers);
+        self
+    }
+
+    /// Rewrites the pointer of the environment `record` routes to (after the commit).
+    async fn publish_pointer(&self, record: &DomainRecord) {
+        if let Some(p) = &self.pointers {
+            p.publish([Target::Env(record.project.clone(), record.env.clone())])
+                .await;
+        }
     }
 
     /// The site server the domains route on.
@@ -65,6 +86,9 @@ impl DomainRouter {
         }
         drop(guard);
         self.flush().await;
+        if let DomainAdded::Added(record) = &added {
+            self.publish_pointer(record).await;
+        }
         Ok(added)
     }
 
@@ -78,6 +102,7 @@ impl DomainRouter {
         self.publish(&guard)?;
         drop(guard);
         self.flush().await;
+        self.publish_pointer(&removed).await;
         Ok(removed)
     }
 

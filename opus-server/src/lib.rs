@@ -16,6 +16,8 @@
 //!   elsewhere and their tokens; [`runner`]: `opusd runner`, what a build Job's pod runs.
 //! - [`sites`]: the site server ([`sites::SiteServer`]), routing by Host to deployed versions.
 //! - [`acme`]: automatic HTTPS of custom domains (ACME orders, renewals, the TLS resolver).
+//! - [`site_pointers`]: writes what each environment serves into the artifact store for site
+//!   replicas; [`site_replica`]: `opusd sites`, a site server that follows those pointers.
 //! - [`domains`]: the [`domains::DomainRouter`], custom domains in the store and the site table.
 //! - [`deploys`]: the [`deploys::Deployer`], which moves environments in the store and the site
 //!   table together, and deletes versions (on request and by retention) under the same lock.
@@ -49,6 +51,8 @@ pub mod promotion;
 pub mod runner;
 pub mod runners;
 pub mod scheduler;
+pub mod site_pointers;
+pub mod site_replica;
 pub mod sites;
 pub mod source;
 pub mod triggers;

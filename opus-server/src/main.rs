@@ -1,6 +1,7 @@
 //! `opusd`: parses flags, sets up tracing, binds the API listener and runs [`opus_server::serve`]
 //! until SIGINT or SIGTERM. A second signal forces exit. `opusd runner` runs one build that an
-//! opusd assigned ([`opus_server::runner`]).
+//! opusd assigned ([`opus_server::runner`]); `opusd sites` runs a site replica
+//! ([`opus_server::site_replica`]).
 
 use std::io::IsTerminal;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use opus_server::config::{Config, ConfigArgs};
 use opus_server::runner::{self, RunnerArgs};
+use opus_server::site_replica::{self, ReplicaArgs};
 use tracing_subscriber::EnvFilter;
 
 /// The Opus daemon: builds frontend projects, stores versions, deploys and serves them.
@@ -27,6 +29,11 @@ enum Command {
     /// OPUS_RUNNER_TOKEN. Exits 0 when the build succeeded, 1 when it failed, 2 when it could not
     /// run or report.
     Runner(RunnerArgs),
+    /// Run a site replica: only the site server, with no metadata store. It follows what opusd
+    /// writes into the artifact store (`_opus/sites/`) and serves those versions through its own
+    /// disk cache; with --api it also follows opusd's events to pick changes up at once. The API
+    /// token is read from OPUS_TOKEN or --token-file.
+    Sites(ReplicaArgs),
 }
 
 #[tokio::main]
@@ -46,8 +53,14 @@ async fn main() {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Runner(args)) = cli.command {
-        run_runner(args).await;
+    match cli.command {
+        Some(Command::Runner(args)) => run_runner(args).await,
+        Some(Command::Sites(args)) => {
+            let shutdown = shutdown_signal()?;
+            let token = std::env::var("OPUS_TOKEN").ok();
+            return Ok(site_replica::run(args, token, shutdown).await?);
+        }
+        None => {}
     }
     let config = Config::resolve(cli.config)?;
     let shutdown = shutdown_signal()?;

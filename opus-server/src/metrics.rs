@@ -46,6 +46,8 @@ pub struct Metrics {
     pub site_cache_fetches: IntCounter,
     /// `opus_site_cache_evictions_total`: files evicted from the site cache to keep its bound.
     pub site_cache_evictions: IntCounter,
+    /// `opus_site_pointer_failures_total`: site pointer writes that failed (each is retried).
+    pub site_pointer_failures: IntCounter,
 }
 
 impl Metrics {
@@ -104,8 +106,14 @@ impl Metrics {
             "Files evicted from the site cache to keep it within its bound.",
         )
         .expect("a valid metric definition");
+        let site_pointer_failures = IntCounter::new(
+            "opus_site_pointer_failures_total",
+            "Site pointer writes for site replicas that failed (each is retried until it lands).",
+        )
+        .expect("a valid metric definition");
         for c in [
-            Box::new(site_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(site_pointer_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(site_requests.clone()),
             Box::new(deploys.clone()),
             Box::new(builds.clone()),
             Box::new(queue_depth.clone()),
@@ -145,6 +153,7 @@ impl Metrics {
             site_cache_bytes,
             site_cache_fetches,
             site_cache_evictions,
+            site_pointer_failures,
         }
     }
 

@@ -69,7 +69,7 @@ impl VersionLoader {
         {
             Some(root) => Content::Local(root),
             None => Content::Remote {
-                artifacts: self.artifacts.clone(),
+                artifacts: Arc::new(self.artifacts.clone()),
                 cache: self.cache.clone(),
             },
         };

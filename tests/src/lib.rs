@@ -17,6 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod receiver;
+pub mod replica;
 
 /// Where cargo put the binaries: the test executable lives in `<target>/<profile>/deps/`.
 pub fn bin_dir() -> PathBuf {

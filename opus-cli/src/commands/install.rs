@@ -56,6 +56,7 @@ pub async fn install(global: &GlobalArgs, args: InstallArgs) -> Result<(), CliEr
         image: args.image.unwrap_or_else(kubernetes::default_image),
         storage: args.storage,
         store: args.store,
+        site_replicas: args.site_replicas,
     };
     let local_store = options
         .store

@@ -33,7 +33,8 @@
 //! object.
 //!
 //! Modules: `write` (storing a folder or a publish), `read` (manifests, files, archives, verify),
-//! `remove` (delete, retention, orphans), `publish` (the store's part of publishing a folder).
+//! `remove` (delete, retention, orphans), `publish` (the store's part of publishing a folder),
+//! `pointers` (`_opus/sites/`: what site replicas serve, readable without the metadata store).
 //!
 //! Without the `store` feature only the manifest types and the digest helpers are here (what
 //! the CLI uses).
@@ -41,6 +42,8 @@
 mod diff;
 #[cfg(feature = "store")]
 mod certs;
+#[cfg(feature = "store")]
+pub mod pointers;
 #[cfg(feature = "store")]
 mod publish;
 #[cfg(feature = "store")]

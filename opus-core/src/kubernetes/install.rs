@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{Op, error_chain};
 use super::objects::{
-    DATA_PVC, InstallObjects, InstallOptions, OPUSD, OPUSD_POD, TOKEN_KEY, TOKEN_SECRET,
+    DATA_PVC, InstallObjects, InstallOptions, OPUSD, OPUSD_POD, SITES, TOKEN_KEY, TOKEN_SECRET,
 };
 use super::{FIELD_MANAGER, KubeError, pod_status};
 
@@ -379,6 +379,26 @@ async fn apply_all(
         progress,
     )
     .await?;
+    if let Some(r) = &m.site_replicas {
+        apply(
+            cluster,
+            &cluster.api::<Deployment>(ns),
+            "deployments.apps",
+            Some(ns),
+            &r.deployment,
+            progress,
+        )
+        .await?;
+        apply(
+            cluster,
+            &cluster.api::<Service>(ns),
+            "services",
+            Some(ns),
+            &r.service,
+            progress,
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -440,6 +460,15 @@ async fn delete_release(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), KubeError> {
     let n = namespace;
+    // Site replicas, when an install added them (nothing is said of them otherwise).
+    let deployments: Api<Deployment> = cluster.api(n);
+    if get_opt(cluster, &deployments, "deployments.apps", SITES, Some(n))
+        .await?
+        .is_some()
+    {
+        delete_in::<Service>(cluster, n, "services", SITES, progress).await?;
+        delete_in::<Deployment>(cluster, n, "deployments.apps", SITES, progress).await?;
+    }
     delete_in::<Service>(cluster, n, "services", OPUSD, progress).await?;
     delete_in::<StatefulSet>(cluster, n, "statefulsets.apps", OPUSD, progress).await?;
     delete_in::<Secret>(cluster, n, "secrets", TOKEN_SECRET, progress).await?;

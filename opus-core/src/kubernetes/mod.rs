@@ -6,7 +6,8 @@
 //!
 //! - [`InstallOptions`] and [`InstallObjects`]: the typed objects of an installation (Namespace,
 //!   ServiceAccount, Role and RoleBinding, the token Secret, the data PersistentVolumeClaim, the
-//!   opusd StatefulSet and its Service); [`render_yaml`] is what `opus install --dry-run` prints
+//!   opusd StatefulSet and its Service, and with `--site-replicas` the `opusd sites` Deployment
+//!   and its Service, `replicas`); [`render_yaml`] is what `opus install --dry-run` prints
 //!   and `deploy/kubernetes/opus.yaml` holds.
 //! - [`Cluster`]: a connection to the current kube-context ([`Cluster::connect`]).
 //! - [`install`] and [`uninstall`]: server-side apply with field manager [`FIELD_MANAGER`], the wait
@@ -23,6 +24,7 @@ mod error;
 mod install;
 mod objects;
 mod pod_status;
+mod replicas;
 
 pub use error::{KubeError, Op};
 pub use install::{
@@ -31,8 +33,8 @@ pub use install::{
 };
 pub use objects::{
     API_PORT, DATA_DIR, DATA_PVC, DEFAULT_NAMESPACE, DEFAULT_STORAGE, InstallObjects,
-    InstallOptions, OPUSD, OPUSD_POD, SITES_PORT, TOKEN_DIR, TOKEN_KEY, TOKEN_SECRET,
-    default_image, labels, render_yaml, validate_namespace,
+    InstallOptions, OPUSD, OPUSD_POD, SITES, SITES_PORT, SiteReplicas, TOKEN_DIR, TOKEN_KEY,
+    TOKEN_SECRET, default_image, labels, render_yaml, validate_namespace,
 };
 pub use pod_status::{pod_failure_reason, pod_waiting_reason, with_message};
 

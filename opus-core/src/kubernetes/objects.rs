@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use super::KubeError;
+pub use super::replicas::{SITES, SiteReplicas};
 
 /// The namespace `opus install` uses unless told otherwise.
 pub const DEFAULT_NAMESPACE: &str = "opus";
@@ -60,6 +61,8 @@ pub struct InstallOptions {
     pub storage: String,
     /// The artifact store URL (`s3://bucket/prefix`); `None` keeps versions on the data volume.
     pub store: Option<String>,
+    /// How many site replicas (`opusd sites`) to run beside opusd; 0 for none.
+    pub site_replicas: u32,
 }
 
 impl Default for InstallOptions {
@@ -69,6 +72,7 @@ impl Default for InstallOptions {
             image: default_image(),
             storage: DEFAULT_STORAGE.to_owned(),
             store: None,
+            site_replicas: 0,
         }
     }
 }
@@ -94,6 +98,17 @@ impl InstallOptions {
                     "{:?} is not a Kubernetes quantity (write a number and a unit such as 10Gi, 500Mi or 1Ti)",
                     self.storage
                 ),
+            });
+        }
+        if self.site_replicas > 0
+            && !self
+                .store
+                .as_deref()
+                .is_some_and(|s| ["s3://", "gs://", "az://"].iter().any(|p| s.starts_with(p)))
+        {
+            return Err(KubeError::InvalidOption {
+                option: "--site-replicas",
+                message: "site replicas read versions from a shared object store: add --store s3://bucket/prefix (or gs://, az://)".to_owned(),
             });
         }
         if let Some(store) = &self.store {
@@ -165,6 +180,8 @@ pub struct InstallObjects {
     pub stateful_set: StatefulSet,
     /// The API and sites ports.
     pub service: Service,
+    /// The site replicas (`opusd sites`) and their Service, when asked for.
+    pub site_replicas: Option<SiteReplicas>,
 }
 
 /// The labels every object carries (and the Service selects on).
@@ -179,11 +196,11 @@ pub fn labels() -> BTreeMap<String, String> {
     ])
 }
 
-fn selector_labels() -> BTreeMap<String, String> {
+pub(super) fn selector_labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app.kubernetes.io/name".to_owned(), OPUSD.to_owned())])
 }
 
-fn meta(name: &str, namespace: &str) -> ObjectMeta {
+pub(super) fn meta(name: &str, namespace: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
@@ -192,11 +209,11 @@ fn meta(name: &str, namespace: &str) -> ObjectMeta {
     }
 }
 
-fn strings(items: &[&str]) -> Vec<String> {
+pub(super) fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn env(name: &str, value: &str) -> EnvVar {
+pub(super) fn env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
@@ -220,6 +237,7 @@ impl InstallObjects {
             data: data_claim(options),
             stateful_set: stateful_set(options),
             service: service(ns),
+            site_replicas: super::replicas::site_replicas(options),
         }
     }
 
@@ -237,6 +255,10 @@ impl InstallObjects {
         push_doc(&mut out, &self.data)?;
         push_doc(&mut out, &self.stateful_set)?;
         push_doc(&mut out, &self.service)?;
+        if let Some(r) = &self.site_replicas {
+            push_doc(&mut out, &r.deployment)?;
+            push_doc(&mut out, &r.service)?;
+        }
         Ok(out)
     }
 }
@@ -516,7 +538,7 @@ fn grpc_probe(initial_delay: i32, period: i32) -> Probe {
 }
 
 /// The container's requests and memory limit.
-fn resources() -> ResourceRequirements {
+pub(super) fn resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("100m".to_owned())),

@@ -87,7 +87,7 @@ fn artifact_status(e: ArtifactError) -> Status {
         | A::SiteRules(_) => Status::invalid_argument(msg),
         A::VersionExists { .. } | A::VersionBusy { .. } => Status::already_exists(msg),
         A::VersionNotFound { .. } | A::UploadNotFound(_) => Status::not_found(msg),
-        A::ManifestCorrupt { .. } => Status::data_loss(msg),
+        A::ManifestCorrupt { .. } | A::PointerCorrupt { .. } => Status::data_loss(msg),
         A::ObjectStore { .. } if e.is_object_not_found() => Status::not_found(msg),
         A::ObjectStore { .. } => {
             tracing::error!(error = %msg, "object store failure");

@@ -43,7 +43,7 @@ pub use connections::ConnectionLimits;
 pub use domains::CustomDomains;
 pub use policy::{Access, HostPolicy};
 pub use protect::{Credential, ProtectError, hash_password};
-pub use version::{Content, FileInfo, SiteVersion};
+pub use version::{Content, FileInfo, FileStream, RemoteFiles, SiteVersion};
 pub use version_host::{VersionSource, version_host_label, version_label};
 
 use opus_core::model::{ProjectName, VersionName};
@@ -398,6 +398,31 @@ impl SiteServer {
         }
         self.table
             .store(Arc::new(self.table_of(sites, current.domains.clone())));
+    }
+
+    /// Replaces everything the table serves at once: the sites, who may see them, the projects'
+    /// ages and the custom domains. A site replica rebuilds its whole table from the store's
+    /// pointers this way. Call it with the guard of [`Self::lock`] held.
+    pub fn replace(
+        &self,
+        _guard: &tokio::sync::MutexGuard<'_, ()>,
+        sites: HashMap<SiteKey, Arc<SiteVersion>>,
+        access: Access,
+        ages: ProjectAges,
+        domains: CustomDomains,
+    ) {
+        *self
+            .access
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = access;
+        *self
+            .ages
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ages;
+        let domains = Arc::new(domains);
+        self.table
+            .store(Arc::new(self.table_of(sites, domains.clone())));
+        self.domains_watch.send_replace(domains);
     }
 
     /// Removes every environment of `project` from the table (the project was removed).

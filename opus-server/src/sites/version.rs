@@ -10,8 +10,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::http::HeaderValue;
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use opus_core::artifact::ArtifactStore;
+use opus_core::artifact::pointers::SiteStore;
+use opus_core::error::ArtifactError;
 use opus_core::model::{ProjectName, VersionName};
 use tokio::io::AsyncReadExt;
 
@@ -40,11 +44,49 @@ pub enum Content {
     /// A remote object store (s3, gs, az), read through the site server's disk cache. Needs the
     /// manifest, whose sha256 names each file's cached copy.
     Remote {
-        /// The artifact stores, to fetch from.
-        artifacts: ArtifactStore,
+        /// Where the files are fetched from.
+        artifacts: Arc<dyn RemoteFiles>,
         /// The disk cache.
         cache: SiteCache,
     },
+}
+
+/// The result of [`RemoteFiles::file_stream`]: a file's bytes as they arrive.
+pub type FileStream = BoxStream<'static, Result<Bytes, ArtifactError>>;
+
+/// Where a remote version's files are fetched from: the artifact stores (opusd, which knows
+/// each version's store from the metadata store), or the one store a site replica reads
+/// without a metadata store ([`SiteStore`]).
+pub trait RemoteFiles: Send + Sync {
+    /// The file `path` of `version` of `project`, as a stream of its bytes.
+    fn file_stream<'a>(
+        &'a self,
+        project: &'a ProjectName,
+        version: &'a VersionName,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<FileStream, ArtifactError>>;
+}
+
+impl RemoteFiles for ArtifactStore {
+    fn file_stream<'a>(
+        &'a self,
+        project: &'a ProjectName,
+        version: &'a VersionName,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<FileStream, ArtifactError>> {
+        ArtifactStore::file_stream(self, project, version, path).boxed()
+    }
+}
+
+impl RemoteFiles for SiteStore {
+    fn file_stream<'a>(
+        &'a self,
+        project: &'a ProjectName,
+        version: &'a VersionName,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<FileStream, ArtifactError>> {
+        SiteStore::file_stream(self, project.as_str(), version.as_str(), path).boxed()
+    }
 }
 
 /// Why a file of a version could not be opened.
@@ -236,7 +278,7 @@ impl SiteVersion {
     }
 
     /// How the disk cache fetches `rel` of this version from its store.
-    fn fetch(&self, artifacts: &ArtifactStore, rel: &str) -> Fetch {
+    fn fetch(&self, artifacts: &Arc<dyn RemoteFiles>, rel: &str) -> Fetch {
         let artifacts = artifacts.clone();
         let (project, version, rel) = (self.project.clone(), self.version.clone(), rel.to_owned());
         Arc::new(move || {

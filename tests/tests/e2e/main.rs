@@ -28,6 +28,7 @@ mod pipelines;
 mod preview_expiry;
 mod processes;
 mod projects;
+mod replicas;
 mod s3;
 mod security;
 mod site_access;

@@ -558,7 +558,14 @@ fn the_command_line_check_sees_a_secret_in_an_argument() {
         .args(["-c", "sleep 30", "ghs_marker_in_argv"])
         .spawn()
         .expect("sh runs");
-    let found = command_lines_holding("ghs_marker_in_argv");
+    // The child may not have exec'd yet (its command line is its parent's until then): look
+    // again until it shows, for a while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut found = command_lines_holding("ghs_marker_in_argv");
+    while found.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        found = command_lines_holding("ghs_marker_in_argv");
+    }
     let _ = child.kill();
     let _ = child.wait();
     assert!(

@@ -14,7 +14,7 @@ const KEEP_BYTES: usize = 4096;
 
 /// A [`LogSink`] in front of another: lines go on with their step under `label`, as a
 /// pipeline job's do (`check smoke/step 1`: `opus logs` marks them `[check smoke]`, and `--job
-/// "check smoke"` shows only them), and the last [`KEEP_LINES`] are kept.
+/// "check smoke"` shows only them), and the last `KEEP_LINES` (20) are kept.
 #[derive(Clone)]
 pub struct OutputTail<L: LogSink> {
     inner: L,
@@ -32,7 +32,7 @@ impl<L: LogSink> OutputTail<L> {
         }
     }
 
-    /// The kept lines, oldest first, at most [`KEEP_BYTES`].
+    /// The kept lines, oldest first, at most `KEEP_BYTES` (4 KiB).
     pub fn text(&self) -> String {
         let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<&str> = Vec::new();

@@ -39,9 +39,9 @@
 //! Without the `store` feature only the manifest types and the digest helpers are here (what
 //! the CLI uses).
 
-mod diff;
 #[cfg(feature = "store")]
 mod certs;
+mod diff;
 #[cfg(feature = "store")]
 pub mod pointers;
 #[cfg(feature = "store")]

@@ -342,7 +342,9 @@ async fn fetch_build_upload<L: LogSink>(
             .into(),
         )
     })?;
-    let credential = askpass.as_ref().map(|(_dir, script, credential)| (script, credential));
+    let credential = askpass
+        .as_ref()
+        .map(|(_dir, script, credential)| (script, credential));
     let fetched = tokio::select! {
         r = crate::source::fetch_commit(&assignment.source, &build.commit, workspace, credential) => r,
         () = cancel.cancelled() => return Err(source(FailureKind::Cancelled)),

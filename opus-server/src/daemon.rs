@@ -104,6 +104,9 @@ pub struct Daemon {
     pub(crate) health: health::Health,
     /// The GitHub App's installation tokens, when opusd is configured as one.
     pub(crate) github_app: Option<Arc<github::app::InstallationTokens>>,
+    /// Installation tokens as git credentials (with the askpass script), when opusd is an App:
+    /// the runner API hands them to runners for their clone.
+    pub(crate) git_credentials: Option<Arc<github::askpass::GitCredentials>>,
 }
 
 impl Daemon {
@@ -171,7 +174,7 @@ impl Daemon {
             &deployer,
             kubernetes,
             &metrics,
-            git_credentials,
+            git_credentials.clone(),
         )?;
         let health = health::Health::new(store.clone(), &config.data_dir, &config.store);
         Ok(Daemon {
@@ -191,6 +194,7 @@ impl Daemon {
             hooks,
             scheduler,
             github_app,
+            git_credentials,
         })
     }
 

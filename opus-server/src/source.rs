@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-use crate::github::askpass::{GitCredential, GitCredentials};
+use crate::github::askpass::{AskpassScript, GitCredential, GitCredentials};
 
 /// Why the source could not be prepared. Messages name the ref or folder at fault.
 #[derive(Debug, Error)]
@@ -351,8 +351,14 @@ impl SourceFetcher {
 /// Fetches one commit of the repository at `url` into `workspace` (created when missing) and
 /// checks it out: what `opusd runner` does, with no mirror. Tries a shallow fetch of just that
 /// commit first (one round trip, no history), then, for servers that refuse to serve a commit by
-/// its id, a fetch of every branch and tag.
-pub async fn fetch_commit(url: &str, commit: &str, workspace: &Path) -> Result<(), SourceError> {
+/// its id, a fetch of every branch and tag. `credential`: what git answers a server's 401 with,
+/// through the askpass script (a runner's installation token).
+pub async fn fetch_commit(
+    url: &str,
+    commit: &str,
+    workspace: &Path,
+    credential: Option<(&AskpassScript, &GitCredential)>,
+) -> Result<(), SourceError> {
     if commit.len() < 7 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(SourceError::Git {
             action: "fetch".into(),
@@ -368,6 +374,9 @@ pub async fn fetch_commit(url: &str, commit: &str, workspace: &Path) -> Result<(
     let in_workspace = || {
         let mut cmd = Command::new("git");
         cmd.arg("-C").arg(workspace);
+        if let Some((script, credential)) = credential {
+            script.apply(&mut cmd, credential);
+        }
         cmd
     };
     git("init", in_workspace().args(["init", "--quiet"])).await?;
@@ -733,14 +742,14 @@ mod tests {
 
         // An older commit than the branch's head.
         let ws = dir.path().join("ws");
-        fetch_commit(&url, &first, &ws).await.expect("fetch");
+        fetch_commit(&url, &first, &ws, None).await.expect("fetch");
         assert_eq!(
             std::fs::read_to_string(ws.join("a.txt")).expect("read"),
             "first"
         );
 
         let missing = "0123456789abcdef0123456789abcdef01234567";
-        let err = fetch_commit(&url, missing, &dir.path().join("ws2"))
+        let err = fetch_commit(&url, missing, &dir.path().join("ws2"), None)
             .await
             .expect_err("no such commit");
         assert!(
@@ -749,7 +758,7 @@ mod tests {
             )),
             "{err}"
         );
-        let err = fetch_commit(&url, "main; rm -rf /", &dir.path().join("ws3"))
+        let err = fetch_commit(&url, "main; rm -rf /", &dir.path().join("ws3"), None)
             .await
             .expect_err("not a commit id");
         assert!(err.to_string().contains("is not a commit id"), "{err}");

@@ -166,7 +166,7 @@ async fn grpc_routes(d: &Daemon) -> Result<Routes, ServeError> {
         ),
     );
     routes = routes.add_service(proto::runner_service_server::RunnerServiceServer::new(
-        runner::RunnerApi::new(d.runners.clone()),
+        runner::RunnerApi::new(d.runners.clone(), d.git_credentials.clone()),
     ));
     Ok(routes)
 }

@@ -7,6 +7,10 @@
 //! git process. So the token is only in the environment of git and its helpers (readable by
 //! opusd's own user alone), never in an argument. Configured credential helpers are switched off
 //! for these commands (`credential.helper` emptied through `GIT_CONFIG_*`), so none stores it.
+//!
+//! [`AskpassScript`] is that script alone, shared by opusd's mirrors ([`GitCredentials`]) and by
+//! `opusd runner` (which gets the token in its assignment and writes the script into its own
+//! temporary folder).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -38,30 +42,33 @@ pub struct GitCredential {
 }
 
 impl GitCredential {
+    /// A credential from its parts (a runner's, from its assignment).
+    pub fn new(username: String, password: String) -> GitCredential {
+        GitCredential { username, password }
+    }
+
+    /// The username.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
     /// The password, so that a refused one can be forgotten.
     pub fn password(&self) -> &str {
         &self.password
     }
 }
 
-/// Installation tokens as git credentials for the projects of an installation.
-pub struct GitCredentials {
-    tokens: Arc<InstallationTokens>,
-    store: MetaStore,
-    /// `<data-dir>/git-askpass`.
-    script: PathBuf,
+/// The askpass script on disk: git runs it for a credential, and it answers from the environment
+/// [`AskpassScript::apply`] gives git.
+pub struct AskpassScript {
+    path: PathBuf,
 }
 
-impl GitCredentials {
-    /// Writes the askpass script into `data_dir` (0700; replaced when present) and answers
-    /// credentials from `tokens` for the projects `store` maps to an installation.
-    pub fn install(
-        data_dir: &Path,
-        tokens: Arc<InstallationTokens>,
-        store: MetaStore,
-    ) -> std::io::Result<GitCredentials> {
-        let script = data_dir.join("git-askpass");
-        let tmp = data_dir.join("git-askpass.partial");
+impl AskpassScript {
+    /// Writes the script as `<dir>/git-askpass` (0700; replaced when present).
+    pub fn write(dir: &Path) -> std::io::Result<AskpassScript> {
+        let path = dir.join("git-askpass");
+        let tmp = dir.join("git-askpass.partial");
         let _ = std::fs::remove_file(&tmp);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -73,11 +80,43 @@ impl GitCredentials {
         drop(file);
         // create_new's mode is masked by the umask: set it exactly.
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))?;
-        std::fs::rename(&tmp, &script)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(AskpassScript { path })
+    }
+
+    /// Makes `cmd` (a git command) answer a server's 401 with `credential`, through the script
+    /// and the environment only.
+    pub fn apply(&self, cmd: &mut Command, credential: &GitCredential) {
+        cmd.env("GIT_ASKPASS", &self.path)
+            .env("OPUS_GIT_USERNAME", &credential.username)
+            .env("OPUS_GIT_PASSWORD", &credential.password)
+            // No configured helper may store the token (or answer instead of it).
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "credential.helper")
+            .env("GIT_CONFIG_VALUE_0", "");
+    }
+}
+
+/// Installation tokens as git credentials for the projects of an installation.
+pub struct GitCredentials {
+    tokens: Arc<InstallationTokens>,
+    store: MetaStore,
+    /// `<data-dir>/git-askpass`.
+    script: AskpassScript,
+}
+
+impl GitCredentials {
+    /// Writes the askpass script into `data_dir` (0700; replaced when present) and answers
+    /// credentials from `tokens` for the projects `store` maps to an installation.
+    pub fn install(
+        data_dir: &Path,
+        tokens: Arc<InstallationTokens>,
+        store: MetaStore,
+    ) -> std::io::Result<GitCredentials> {
         Ok(GitCredentials {
             tokens,
             store,
-            script,
+            script: AskpassScript::write(data_dir)?,
         })
     }
 
@@ -112,13 +151,7 @@ impl GitCredentials {
     /// Makes `cmd` (a git command) answer a server's 401 with `credential`, through the askpass
     /// script and the environment only.
     pub fn apply(&self, cmd: &mut Command, credential: &GitCredential) {
-        cmd.env("GIT_ASKPASS", &self.script)
-            .env("OPUS_GIT_USERNAME", &credential.username)
-            .env("OPUS_GIT_PASSWORD", &credential.password)
-            // No configured helper may store the token (or answer instead of it).
-            .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "credential.helper")
-            .env("GIT_CONFIG_VALUE_0", "");
+        self.script.apply(cmd, credential);
     }
 }
 
@@ -133,7 +166,7 @@ mod tests {
         // The script alone: GitCredentials::install needs no working App to write it.
         let tokens = test_tokens(dir.path());
         let creds = GitCredentials::install(dir.path(), tokens, store).expect("install");
-        let mode = std::fs::metadata(&creds.script)
+        let mode = std::fs::metadata(&creds.script.path)
             .expect("script")
             .permissions()
             .mode();
@@ -149,7 +182,7 @@ mod tests {
                 "ghs_secret",
             ),
         ] {
-            let mut cmd = Command::new(&creds.script);
+            let mut cmd = Command::new(&creds.script.path);
             cmd.arg(prompt);
             creds.apply(&mut cmd, &credential);
             let out = cmd.output().await.expect("run the script");

@@ -248,6 +248,9 @@ impl KubeExecutor {
             store_url,
             store_settings: self.inner.store_settings.iter().cloned().collect(),
             job: pipeline.map(|p| p.name.clone()).unwrap_or_default(),
+            // Filled by `GetAssignment`, when the runner asks (a fresh installation token).
+            git_username: String::new(),
+            git_password: String::new(),
         };
         let runner = match pipeline {
             None => build.id,

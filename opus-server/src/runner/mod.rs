@@ -17,6 +17,12 @@
 //!
 //! The token comes from the environment only (`OPUS_RUNNER_TOKEN`), so it never shows in `ps`;
 //! steps do not inherit it (they get no `OPUS_*` variable of the runner's own).
+//!
+//! A private repository of a GitHub App installation: the assignment carries the installation
+//! token (`git_username`, `git_password`). The runner writes the askpass script
+//! ([`crate::github::askpass::AskpassScript`], holding no secret) into a temporary folder of its
+//! own and gives the token to its git commands through their environment only, as opusd does for
+//! its mirrors; the steps never see it.
 
 mod remote_log;
 
@@ -38,6 +44,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::build::steps::LogSink;
 use crate::build::{BuildFailure, FailureKind, Job, Stage, run_job};
+use crate::github::askpass::{AskpassScript, GitCredential};
 use crate::process_tree::Containment;
 use remote_log::RemoteLog;
 
@@ -289,6 +296,23 @@ impl<L: LogSink> LogSink for JobLines<L> {
     }
 }
 
+/// The askpass script (in a temporary folder of its own, removed when dropped) and git's
+/// credential, when the assignment carries one.
+fn git_askpass(
+    assignment: &proto::Assignment,
+) -> std::io::Result<Option<(tempfile::TempDir, AskpassScript, GitCredential)>> {
+    if assignment.git_password.is_empty() {
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new().prefix("opus-askpass").tempdir()?;
+    let script = AskpassScript::write(dir.path())?;
+    let credential = GitCredential::new(
+        assignment.git_username.clone(),
+        assignment.git_password.clone(),
+    );
+    Ok(Some((dir, script, credential)))
+}
+
 /// See [`build_and_upload`]. `None`: a pipeline job without output ran.
 async fn fetch_build_upload<L: LogSink>(
     assignment: &proto::Assignment,
@@ -309,10 +333,23 @@ async fn fetch_build_upload<L: LogSink>(
         "source",
         &format!("fetching {} at {}", assignment.source, build.commit),
     );
+    let askpass = git_askpass(assignment).map_err(|e| {
+        source(
+            crate::source::SourceError::Io {
+                action: "write the git askpass script".into(),
+                source: e,
+            }
+            .into(),
+        )
+    })?;
+    let credential = askpass
+        .as_ref()
+        .map(|(_dir, script, credential)| (script, credential));
     let fetched = tokio::select! {
-        r = crate::source::fetch_commit(&assignment.source, &build.commit, workspace) => r,
+        r = crate::source::fetch_commit(&assignment.source, &build.commit, workspace, credential) => r,
         () = cancel.cancelled() => return Err(source(FailureKind::Cancelled)),
     };
+    drop(askpass);
     fetched.map_err(|e| source(e.into()))?;
     log.opus("source", &format!("checked out {}", build.commit));
 

@@ -70,47 +70,54 @@ struct App {
 
 impl App {
     fn start(git_url: &str, extra: &[&str]) -> App {
-        let keys = tempfile::tempdir().expect("tempdir");
-        let (key, public) = rsa_key(keys.path(), "app");
-        let fake = FakeGithub::start();
-        fake.enable_app(
-            4242,
-            &public,
-            vec![
-                FakeInstallation {
-                    id: 42,
-                    repositories: vec![
-                        repository("acme/web", &format!("{git_url}/acme/web.git"), true),
-                        repository("acme/My.Docs", "https://github.com/acme/My.Docs.git", false),
-                    ],
-                },
-                FakeInstallation {
-                    id: 43,
-                    repositories: vec![repository(
-                        "other/site",
-                        "https://github.com/other/site.git",
-                        true,
-                    )],
-                },
-            ],
-        );
-        let key = key.to_str().expect("utf-8").to_owned();
-        let mut args = vec![
-            "--github-api-url",
-            fake.url.as_str(),
-            "--github-app-id",
-            APP_ID,
-            "--github-app-key-file",
-            key.as_str(),
-            "--hook-retry-base-ms",
-            "50",
-        ];
-        args.extend_from_slice(extra);
+        let (fake, keys, mut args) = app_fake(git_url);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let d = Daemon::start_with(&args);
         // The key was read at start: the test's copy goes now.
         drop(keys);
         App { fake, d }
     }
+}
+
+/// The fake GitHub of [`App`], the folder holding the App's key, and opusd's flags making it
+/// that App.
+fn app_fake(git_url: &str) -> (FakeGithub, tempfile::TempDir, Vec<String>) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (key, public) = rsa_key(keys.path(), "app");
+    let fake = FakeGithub::start();
+    fake.enable_app(
+        4242,
+        &public,
+        vec![
+            FakeInstallation {
+                id: 42,
+                repositories: vec![
+                    repository("acme/web", &format!("{git_url}/acme/web.git"), true),
+                    repository("acme/My.Docs", "https://github.com/acme/My.Docs.git", false),
+                ],
+            },
+            FakeInstallation {
+                id: 43,
+                repositories: vec![repository(
+                    "other/site",
+                    "https://github.com/other/site.git",
+                    true,
+                )],
+            },
+        ],
+    );
+    let args = vec![
+        "--github-api-url".to_owned(),
+        fake.url.clone(),
+        "--github-app-id".to_owned(),
+        APP_ID.to_owned(),
+        "--github-app-key-file".to_owned(),
+        key.to_str().expect("utf-8").to_owned(),
+        "--hook-retry-base-ms".to_owned(),
+        "50".to_owned(),
+    ];
+    (fake, keys, args)
 }
 
 /// A bare repository `<root>/acme/web.git` whose main builds `index.html` from `text`.
@@ -336,6 +343,112 @@ fn import_lists_then_adds_and_the_private_clone_uses_the_installation_token() {
     assert!(
         (reason + &log).contains("cannot get the GitHub App installation token"),
         "{failed} {log}"
+    );
+}
+
+#[test]
+fn the_kubernetes_runner_clones_a_private_repository_with_the_installation_token() {
+    let git_root = tempfile::tempdir().expect("tempdir");
+    let sha = private_repository(git_root.path(), "private site on kubernetes\n");
+    let check: Arc<std::sync::OnceLock<TokenCheck>> = Arc::default();
+    let checker = check.clone();
+    let git = GitHttpServer::start(
+        &git_root.path().join("served"),
+        Arc::new(move |user, password| {
+            user == "x-access-token" && checker.get().is_some_and(|check| check(password))
+        }),
+    );
+    let (fake, keys, args) = app_fake(&git.url);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = crate::kubernetes_exec::cluster_with(&args);
+    drop(keys);
+    let _ = check.set(Box::new(fake.token_check()));
+    let d = &c.d;
+    d.opus(&["github", "import", "acme/web"]).ok();
+
+    let n = d.trigger(&["web"]);
+    let (job, _id) = crate::kubernetes_exec::wait_for_only_job_of(&c, "web");
+    let tokens = fake.issued_tokens();
+    let whole = job.to_string();
+    for token in &tokens {
+        assert!(!whole.contains(token.as_str()), "the Job holds no token");
+    }
+    let workspace = tempfile::tempdir().expect("workspace");
+    let ran = crate::kubernetes_exec::run_job_locally(&c, &job, workspace.path());
+    assert_eq!(ran.code, 0, "runner: {}\nopusd: {}", ran.stderr, d.log());
+    d.wait_for_state("web", n, "succeeded", 60);
+    assert_eq!(
+        std::fs::read_to_string(workspace.path().join("dist/index.html")).expect("built"),
+        "private site on kubernetes\n"
+    );
+
+    // The runner's clone asked, then used a token GitHub issued (minted for its assignment).
+    let seen = git.seen();
+    assert!(
+        seen.iter().any(|s| !s.accepted && s.credentials.is_none()),
+        "the server asked for credentials first: {seen:#?}"
+    );
+    let tokens = fake.issued_tokens();
+    let used: Vec<_> = seen
+        .iter()
+        .filter(|s| s.accepted)
+        .filter_map(|s| s.credentials.clone())
+        .collect();
+    assert!(!used.is_empty(), "{seen:#?}");
+    for (user, password) in &used {
+        assert_eq!(user, "x-access-token");
+        assert!(tokens.contains(password), "{password} was issued by GitHub");
+    }
+    // Nowhere but git's environment: no command line, no log, no file left behind.
+    assert_eq!(git.leaks(), Vec::<String>::new(), "no command line held it");
+    let log = d.opus(&["logs", &format!("web#{n}")]).ok().to_owned();
+    for token in &tokens {
+        assert!(
+            !ran.stderr.contains(token.as_str()),
+            "the runner's log holds a token"
+        );
+        assert!(
+            !ran.stdout.contains(token.as_str()),
+            "the runner's output holds a token"
+        );
+        assert!(
+            !d.log().contains(token.as_str()),
+            "opusd's log holds a token"
+        );
+        assert!(!log.contains(token.as_str()), "the build log holds a token");
+        let config = std::fs::read_to_string(workspace.path().join(".git/config")).expect("config");
+        assert!(
+            !config.contains(token.as_str()),
+            "the clone's config holds a token"
+        );
+    }
+    assert!(
+        !workspace.path().join("git-askpass").exists(),
+        "the askpass script is not in the workspace"
+    );
+
+    // The project moves to an installation that is not the App's while a Job waits for its
+    // runner: opusd cannot get a token for the runner's clone, and the runner stops saying why.
+    let n = d.trigger(&["web"]);
+    let job = c
+        .fake
+        .wait_for_object(
+            &format!("{}/opus-web-{n}", crate::kubernetes_exec::JOBS),
+            30,
+        )
+        .unwrap_or_else(|| panic!("no Job for web#{n}\nopusd log:\n{}", d.log()));
+    let hook = d.opus(&["hook", "github", "web", "-o", "json"]).json();
+    let secret = hook["secret"].as_str().expect("secret");
+    let (code, body) = push(d, secret, "gone-k8s", &sha, 99);
+    assert_eq!(code, 202, "{body}");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let ran = crate::kubernetes_exec::run_job_locally(&c, &job, workspace.path());
+    assert_ne!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("cannot get the GitHub App installation token of project web"),
+        "{}",
+        ran.stderr
     );
 }
 

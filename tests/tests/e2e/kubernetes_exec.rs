@@ -138,7 +138,7 @@ fn wait_for_job(c: &Cluster, project: &str, build: u64) -> Value {
 
 /// Waits for the Job of `project`'s one build and returns it with the build's id, which names
 /// the build to the runner API (`OPUS_RUNNER_BUILD`; users see the build's number instead).
-fn wait_for_only_job_of(c: &Cluster, project: &str) -> (Value, u64) {
+pub(crate) fn wait_for_only_job_of(c: &Cluster, project: &str) -> (Value, u64) {
     let prefix = format!("{JOBS}/opus-{project}-");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -39,9 +39,9 @@
 //! Without the `store` feature only the manifest types and the digest helpers are here (what
 //! the CLI uses).
 
-mod diff;
 #[cfg(feature = "store")]
 mod certs;
+mod diff;
 #[cfg(feature = "store")]
 pub mod pointers;
 #[cfg(feature = "store")]
@@ -77,6 +77,8 @@ use crate::model::{ProjectName, StoreName, VersionName};
 #[cfg(feature = "store")]
 use crate::store::MetaStore;
 
+#[cfg(feature = "store")]
+pub use certs::CertStamp;
 pub use diff::{ChangedFile, ManifestDiff};
 #[cfg(feature = "store")]
 pub use publish::PublishPlan;

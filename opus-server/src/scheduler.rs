@@ -252,8 +252,9 @@ impl Scheduler {
         reason: &str,
     ) -> Result<usize, StoreError> {
         let store = &self.inner.store;
-        let queued =
-            self.queued_where(|q| &q.project == project && q.work == Work::PullRequest(number));
+        let queued = self.queued_where(|q| {
+            &q.project == project && q.work == Work::PullRequest(number)
+        });
         let of_it = |id: u64| {
             store.get_build(id).is_ok_and(|b| {
                 &b.project == project && b.pull_request.as_ref().map(|p| p.number) == Some(number)

@@ -531,10 +531,12 @@ fn app_answer(app: &mut App, kind: &Endpoint, bearer: &str, query: &str) -> Opti
         | Endpoint::Deployment
         | Endpoint::DeploymentStatus
         | Endpoint::Comment
-        | Endpoint::CommentEdit => match live_installation(app, bearer) {
-            Some(_) => None,
-            None => unauthorized("Bad credentials"),
-        },
+        | Endpoint::CommentEdit => {
+            match live_installation(app, bearer) {
+                Some(_) => None,
+                None => unauthorized("Bad credentials"),
+            }
+        }
         Endpoint::Unknown => None,
     }
 }

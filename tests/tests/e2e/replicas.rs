@@ -1,6 +1,7 @@
 //! Site replicas through the real binaries: `opusd sites` processes following what an opusd
 //! writes into its artifact store (`_opus/sites/`): on a moto S3 store (a real S3-protocol
-//! server, `.ci/setup-s3.sh`), and on a `file://` store that starts empty.
+//! server, `.ci/setup-s3.sh`), and on a `file://` store that starts empty; and HTTPS with the
+//! certificates shared under `_opus/certs/`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

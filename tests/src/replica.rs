@@ -14,6 +14,8 @@ pub struct Replica {
     pub root: tempfile::TempDir,
     /// `http://127.0.0.1:<port>` of its site server.
     pub sites: String,
+    /// `127.0.0.1:<port>` of its HTTPS listener, when started with `--sites-tls-listen`.
+    pub https: Option<String>,
     log_path: PathBuf,
 }
 
@@ -47,6 +49,7 @@ impl Replica {
             child: Some(child),
             root,
             sites: String::new(),
+            https: None,
             log_path,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -54,7 +57,9 @@ impl Replica {
             if let Ok(addr) = std::fs::read_to_string(&addr_file)
                 && !addr.is_empty()
             {
-                r.sites = format!("http://{addr}");
+                let mut lines = addr.lines();
+                r.sites = format!("http://{}", lines.next().unwrap_or_default());
+                r.https = lines.next().map(str::to_owned);
                 return r;
             }
             if let Some(Ok(Some(status))) = r.child.as_mut().map(Child::try_wait) {

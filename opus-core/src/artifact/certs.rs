@@ -8,11 +8,16 @@
 //! the chain's, which it must refuse (the certificate manager checks the pair), never a chain
 //! with a key that was never issued for it.
 
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
 use bytes::Bytes;
+use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::PutPayload;
 
 use super::ArtifactStore;
+use super::pointers::{PointerStamp, SiteStore};
 use crate::error::ArtifactError;
 use crate::model::StoreName;
 
@@ -79,6 +84,87 @@ impl ArtifactStore {
     }
 }
 
+/// A listed certificate of the store: its host and the stamps of its two objects, which change
+/// whenever either is rewritten (a renewal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertStamp {
+    /// The host (`www.acme.com`, `*.preview.acme.com`).
+    pub host: String,
+    /// The stamp of `key.pem`.
+    pub key: PointerStamp,
+    /// The stamp of `cert.pem`.
+    pub chain: PointerStamp,
+}
+
+impl SiteStore {
+    /// Every certificate in the store with both its objects: one listing of [`CERTS_PREFIX`].
+    /// A host with only one of them (mid-write, mid-delete) is left out.
+    pub async fn list_certificates(&self) -> Result<Vec<CertStamp>, ArtifactError> {
+        let prefix = self.path(CERTS_PREFIX)?;
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(self.err(format!("listing {prefix}/")))?;
+        let mut halves: BTreeMap<String, (Option<PointerStamp>, Option<PointerStamp>)> =
+            BTreeMap::new();
+        let under = format!("{prefix}/");
+        for m in listed {
+            let Some((host, name)) = m
+                .location
+                .as_ref()
+                .strip_prefix(&under)
+                .and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            let (host, name) = (host.to_owned(), name.to_owned());
+            let stamp = PointerStamp {
+                key: m.location,
+                e_tag: m.e_tag,
+                last_modified: SystemTime::from(m.last_modified),
+                size: m.size,
+            };
+            let entry = halves.entry(host).or_default();
+            match name.as_str() {
+                "key.pem" => entry.0 = Some(stamp),
+                "cert.pem" => entry.1 = Some(stamp),
+                _ => {}
+            }
+        }
+        Ok(halves
+            .into_iter()
+            .filter_map(|(host, (key, chain))| {
+                Some(CertStamp {
+                    host,
+                    key: key?,
+                    chain: chain?,
+                })
+            })
+            .collect())
+    }
+
+    /// The `(key PEM, chain PEM)` of a listed certificate; `None` when either object is gone
+    /// since the listing.
+    pub async fn read_certificate(
+        &self,
+        listed: &CertStamp,
+    ) -> Result<Option<(String, String)>, ArtifactError> {
+        let mut texts = Vec::with_capacity(2);
+        for key in [&listed.key.key, &listed.chain.key] {
+            match self.get(key).await {
+                Ok(bytes) => texts.push(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(e) if e.is_object_not_found() => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let chain = texts.pop().unwrap_or_default();
+        let key = texts.pop().unwrap_or_default();
+        Ok(Some((key, chain)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::artifact::ArtifactStore;
@@ -105,6 +191,25 @@ mod tests {
         assert_eq!(std::fs::read_to_string(on_disk).expect("written"), "CHAIN");
         assert_eq!(
             store.certificate("*.preview.acme.com").await.expect("read"),
+            Some(("KEY".to_owned(), "CHAIN".to_owned()))
+        );
+        // A replica lists and reads it through its site store; a half-written pair is not listed.
+        let sites = store.site_store().expect("site store");
+        std::fs::create_dir_all(dir.path().join("artifacts/_opus/certs/half.acme.com"))
+            .expect("mkdir");
+        std::fs::write(
+            dir.path()
+                .join("artifacts/_opus/certs/half.acme.com/key.pem"),
+            "KEY",
+        )
+        .expect("write");
+        let listed = sites.list_certificates().await.expect("list");
+        assert_eq!(
+            listed.iter().map(|c| c.host.as_str()).collect::<Vec<_>>(),
+            ["*.preview.acme.com"]
+        );
+        assert_eq!(
+            sites.read_certificate(&listed[0]).await.expect("read"),
             Some(("KEY".to_owned(), "CHAIN".to_owned()))
         );
         store

@@ -77,6 +77,8 @@ use crate::model::{ProjectName, StoreName, VersionName};
 #[cfg(feature = "store")]
 use crate::store::MetaStore;
 
+#[cfg(feature = "store")]
+pub use certs::CertStamp;
 pub use diff::{ChangedFile, ManifestDiff};
 #[cfg(feature = "store")]
 pub use publish::PublishPlan;

@@ -88,7 +88,7 @@ pub struct SiteStore {
     /// The store's name (for errors).
     name: StoreName,
     /// The object store.
-    store: Arc<dyn ObjectStore>,
+    pub(super) store: Arc<dyn ObjectStore>,
     /// The URL's path, under which every key lives (empty for none).
     prefix: String,
     /// For `file://` stores: the folder on disk.
@@ -123,7 +123,7 @@ impl SiteStore {
     }
 
     /// `<prefix>/<rest>` as an object path.
-    fn path(&self, rest: &str) -> Result<Path, ArtifactError> {
+    pub(super) fn path(&self, rest: &str) -> Result<Path, ArtifactError> {
         let full = if self.prefix.is_empty() {
             rest.to_owned()
         } else {
@@ -135,7 +135,7 @@ impl SiteStore {
         })
     }
 
-    fn err(&self, action: String) -> impl FnOnce(object_store::Error) -> ArtifactError {
+    pub(super) fn err(&self, action: String) -> impl FnOnce(object_store::Error) -> ArtifactError {
         let store = self.name.clone();
         move |source| ArtifactError::ObjectStore {
             store,
@@ -222,7 +222,7 @@ impl SiteStore {
     }
 
     /// A whole object.
-    async fn get(&self, key: &Path) -> Result<Bytes, ArtifactError> {
+    pub(super) async fn get(&self, key: &Path) -> Result<Bytes, ArtifactError> {
         self.store
             .get(key)
             .await

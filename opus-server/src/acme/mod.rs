@@ -200,11 +200,7 @@ impl CertManager {
     /// The TLS configuration of the site TLS listener: certificates by SNI, HTTP/1.1, and
     /// `acme-tls/1` for TLS-ALPN-01 validation (the connection ends after the handshake).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_cert_resolver(self.resolver.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec(), resolver::ACME_TLS_ALPN.to_vec()];
-        Arc::new(config)
+        self.resolver.server_config()
     }
 
     /// The status of `host`'s certificate, if it is a domain the manager follows.

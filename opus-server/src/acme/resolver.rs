@@ -63,6 +63,17 @@ impl CertResolver {
     pub fn hosts(&self) -> Vec<String> {
         self.certs.load().keys().cloned().collect()
     }
+
+    /// The TLS configuration of a site TLS listener serving this resolver's certificates:
+    /// certificates by SNI, HTTP/1.1, and `acme-tls/1` for TLS-ALPN-01 validation (the
+    /// connection ends after the handshake; with no challenge published, the handshake fails).
+    pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+        Arc::new(config)
+    }
 }
 
 impl ResolvesServerCert for CertResolver {

@@ -37,7 +37,7 @@ pub use cloudflare::{CLOUDFLARE_API, CloudflareArgs, CloudflareConfig, PublicAdd
 pub use executor::{DEFAULT_BUILD_IMAGE, DEFAULT_KUBERNETES_POLL, ExecutorKind, KubernetesConfig};
 pub use file::FileConfig;
 pub use github::DEFAULT_GITHUB_API_URL;
-pub use https::{AcmeChallenge, HttpsArgs, HttpsConfig, LETS_ENCRYPT};
+pub use https::{AcmeChallenge, DEFAULT_HSTS_MAX_AGE, HttpsArgs, HttpsConfig, LETS_ENCRYPT};
 pub use public_url::PublicUrl;
 pub use security::{MIN_PUBLIC_TOKEN_LEN, TlsIdentity};
 pub use tuning::DEFAULT_SITE_CACHE_SIZE;

@@ -42,6 +42,8 @@ pub struct Follower {
     loaded: HashMap<(String, String), (Arc<SiteVersion>, SystemTime)>,
     /// The last poll's failure, so that a store that stays down is logged once.
     failing: Option<String>,
+    /// With HTTPS: the store's certificates, followed on the same poll.
+    certs: Option<super::certs::CertFollower>,
 }
 
 impl Follower {
@@ -53,7 +55,14 @@ impl Follower {
             known: HashMap::new(),
             loaded: HashMap::new(),
             failing: None,
+            certs: None,
         }
+    }
+
+    /// Also follows the store's certificates (`_opus/certs/`) on every poll.
+    pub fn with_certs(mut self, certs: super::certs::CertFollower) -> Follower {
+        self.certs = Some(certs);
+        self
     }
 
     /// Polls every `every` (and at once, then in a short burst, when `wake` is notified) until
@@ -99,10 +108,13 @@ impl Follower {
         }
     }
 
-    /// Lists the pointers, reads the changed ones and, when anything changed, loads what is new
+    /// Lists the certificates (with HTTPS) and serves the changed ones; lists the pointers, reads the changed ones and, when anything changed, loads what is new
     /// and swaps the table. Nothing is kept of a poll that fails part-way (the next one starts
     /// over). Whether the table changed.
     pub async fn poll(&mut self) -> Result<bool, ArtifactError> {
+        if let Some(certs) = &mut self.certs {
+            certs.poll(&self.store).await?;
+        }
         let listed = self.store.list_pointers(None).await?;
         let mut changed = listed.len() != self.known.len();
         let mut next = HashMap::with_capacity(listed.len());

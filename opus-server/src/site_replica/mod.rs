@@ -9,8 +9,13 @@
 //! - `watch`: with `--api`, a watch on opusd's event stream wakes the follower at once on an
 //!   environment's or domain's event; the poll (`--poll-interval`, 1 s) is the fallback.
 //!
-//! Version hosts (`<label>--v--<project>`) and HTTPS are opusd's alone for now.
+//! - `certs`: with `--sites-tls-listen`, the certificates opusd shares in the store
+//!   (`_opus/certs/`) are followed on the same poll and served over TLS through opusd's own
+//!   resolver and accept loop, with opusd's redirects and HSTS. Replicas never order any.
+//!
+//! Version hosts (`<label>--v--<project>`) are opusd's alone for now.
 
+mod certs;
 mod follow;
 mod watch;
 
@@ -28,8 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use follow::Follower;
 
-use crate::config::DEFAULT_SITE_CACHE_SIZE;
+use crate::acme::CertResolver;
+use crate::config::{DEFAULT_HSTS_MAX_AGE, DEFAULT_SITE_CACHE_SIZE};
 use crate::metrics::Metrics;
+use crate::sites::https::HttpsState;
 use crate::sites::{ConnectionLimits, SiteCache, SiteServer};
 
 /// The flags of `opusd sites`, each also read from its environment variable.
@@ -82,6 +89,17 @@ pub struct ReplicaArgs {
         value_parser = clap::value_parser!(u64).range(10..)
     )]
     pub poll_interval_ms: u64,
+    /// Address of the sites' HTTPS listener, serving the certificates opusd shares in the
+    /// store (`_opus/certs/`; a replica orders none). Without it, sites are plain HTTP only.
+    #[arg(long, env = "OPUS_SITES_TLS_LISTEN", value_name = "ADDR")]
+    pub sites_tls_listen: Option<SocketAddr>,
+    /// Redirect plain HTTP requests of a domain with a certificate to HTTPS (with
+    /// `--sites-tls-listen`).
+    #[arg(long, env = "OPUS_SITES_HTTPS_REDIRECT", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sites_https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=` of HTTPS site responses, in seconds; 0 sends none.
+    #[arg(long, env = "OPUS_SITES_HSTS_MAX_AGE", value_name = "SECONDS", default_value_t = DEFAULT_HSTS_MAX_AGE)]
+    pub sites_hsts_max_age: u64,
     /// Write the bound site address here once listening (for scripts and tests that listen on
     /// port 0).
     #[arg(long, value_name = "FILE")]
@@ -183,10 +201,31 @@ pub async fn run(
             source,
         })?;
     let bound = listener.local_addr().map_err(ReplicaError::Serve)?;
+    let tls = match args.sites_tls_listen {
+        Some(addr) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ReplicaError::Listen { addr, source })?;
+            let https = Arc::new(HttpsState::new(
+                args.sites_https_redirect,
+                args.sites_hsts_max_age,
+            ));
+            sites.set_https(https.clone());
+            let resolver = Arc::new(CertResolver::default());
+            Some((listener, resolver, https))
+        }
+        None => None,
+    };
+    let mut addresses = bound.to_string();
+    if let Some((listener, _, _)) = &tls {
+        let addr = listener.local_addr().map_err(ReplicaError::Serve)?;
+        addresses.push_str(&format!("\n{addr}"));
+    }
     if let Some(path) = &args.address_file {
         // Written whole under another name, then renamed: a reader never sees half of it.
         let partial = path.with_extension("partial");
-        std::fs::write(&partial, bound.to_string())
+        std::fs::write(&partial, &addresses)
             .and_then(|()| std::fs::rename(&partial, path))
             .map_err(|source| ReplicaError::AddressFile {
                 path: path.clone(),
@@ -196,7 +235,10 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let wake = Arc::new(tokio::sync::Notify::new());
-    let follower = Follower::new(store, sites.clone());
+    let mut follower = Follower::new(store, sites.clone());
+    if let Some((_, resolver, https)) = &tls {
+        follower = follower.with_certs(certs::CertFollower::new(resolver.clone(), https.clone()));
+    }
     let following = tokio::spawn(follower.run(
         Duration::from_millis(args.poll_interval_ms),
         wake.clone(),
@@ -205,10 +247,38 @@ pub async fn run(
     if let Some(w) = watcher {
         tokio::spawn(w.run(wake, stop.clone()));
     }
-    tracing::info!(sites = %bound, domain = %args.domain, api = args.api.as_deref().unwrap_or("none"), "site replica started");
-    let served = sites
-        .run(listener, ConnectionLimits::default(), shutdown)
+    tracing::info!(sites = %addresses.replace('\n', ", "), domain = %args.domain, api = args.api.as_deref().unwrap_or("none"), "site replica started");
+    // Both listeners stop on the one shutdown.
+    let stopping = CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    });
+    let served_tls = tls.map(|(listener, resolver, _)| {
+        tokio::spawn(sites.clone().run_tls(
+            listener,
+            resolver.server_config(),
+            ConnectionLimits::default(),
+            stopping.clone().cancelled_owned(),
+        ))
+    });
+    let mut served = sites
+        .run(
+            listener,
+            ConnectionLimits::default(),
+            stopping.clone().cancelled_owned(),
+        )
         .await;
+    stopping.cancel();
+    if let Some(task) = served_tls {
+        let tls_served = task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        served = served.and(tls_served);
+    }
     stop.cancel();
     let _ = following.await;
     tracing::info!("site replica stopped");

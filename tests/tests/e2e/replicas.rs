@@ -1,13 +1,16 @@
 //! Site replicas through the real binaries: `opusd sites` processes following what an opusd
 //! writes into its artifact store (`_opus/sites/`): on a moto S3 store (a real S3-protocol
-//! server, `.ci/setup-s3.sh`), and on a `file://` store that starts empty.
+//! server, `.ci/setup-s3.sh`), and on a `file://` store that starts empty; and HTTPS with the
+//! certificates shared under `_opus/certs/`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use opus_tests::Daemon;
+use opus_tests::acme::https_get;
 use opus_tests::moto::Moto;
 use opus_tests::replica::Replica;
+use opus_tests::{Daemon, HttpResponse};
+use rustls::pki_types::CertificateDer;
 
 /// Versions "1" and "2" of a site under `root`: `index.html` says the version, and an asset that
 /// is the same in both.
@@ -234,4 +237,130 @@ fn fake_apiserver_opus_install_site_replicas_applies_a_deployment_and_service_an
     opus_kube(&kubeconfig, home.path(), &["uninstall"]).ok();
     assert!(fake.object(DEPLOYMENT).is_none());
     assert!(fake.object(SERVICE).is_none());
+}
+
+/// A certificate for `host` signed by a CA of its own: (key PEM, chain PEM, the CA's root, the
+/// only root the certificate is trusted by).
+fn certificate(host: &str) -> (String, String, CertificateDer<'static>) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "opus replica test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![host.to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    (key.serialize_pem(), cert.pem(), ca_cert.der().clone())
+}
+
+/// Writes `host`'s certificate into the store at `url` as opusd shares it (`_opus/certs/`).
+fn share(url: &str, host: &str, key: &str, chain: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = opus_core::store::MetaStore::open(&dir.path().join("meta")).expect("meta");
+    let store = opus_core::artifact::ArtifactStore::open(meta, url, &[]).expect("store");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(store.put_certificate(host, key, chain))
+        .expect("certificate stored");
+}
+
+/// Waits until an HTTPS `GET /` of `host` on `tls`, trusting only `root`, answers 200.
+fn wait_for_https(
+    replica: &Replica,
+    tls: &str,
+    host: &str,
+    root: &CertificateDer<'static>,
+) -> HttpResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match https_get(tls, host, "/", std::slice::from_ref(root)) {
+            Ok(r) if r.status == 200 => return r,
+            other => assert!(
+                Instant::now() < deadline,
+                "the replica does not serve {host} over HTTPS with the expected certificate ({:?}):\n{}",
+                other.map(|r| r.status),
+                replica.log()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_replica_serves_https_with_the_certificates_opusd_shares_in_s3_and_follows_their_renewal() {
+    let Some(moto) = Moto::start_or_skip(
+        "a_replica_serves_https_with_the_certificates_opusd_shares_in_s3_and_follows_their_renewal",
+        "opus-replica-tls",
+    ) else {
+        return;
+    };
+    let store = moto.store_url("opus-replica-tls", "opus");
+    let d = Daemon::start_with(&["--store", &store]);
+    let [v1, _] = versions(d.root.path());
+    d.opus(&["add", "web", v1.to_str().expect("utf-8")]).ok();
+    d.publish("web", "1", &v1);
+    d.opus(&["deploy", "web", "1"]).ok();
+    d.opus(&["domain", "add", "web", "www.acme.com"]).ok();
+    let (key, chain, root) = certificate("www.acme.com");
+    share(&store, "www.acme.com", &key, &chain);
+    // A damaged pair next to it does not stop the replica.
+    share(&store, "bad.acme.com", "not a key", "not a chain");
+
+    let replica = Replica::start(
+        &store,
+        &[
+            "--sites-tls-listen",
+            "127.0.0.1:0",
+            "--poll-interval-ms",
+            "100",
+        ],
+    );
+    let tls = replica.https.clone().expect("the HTTPS address");
+    let r = wait_for_https(&replica, &tls, "www.acme.com", &root);
+    assert_eq!(r.text(), "version 1");
+    assert_eq!(r.header("strict-transport-security"), "max-age=31536000");
+    // Plain HTTP of the certified host redirects to the replica's HTTPS port, keeping the path.
+    let plain = replica.get("www.acme.com", "/a?b=1");
+    assert_eq!(plain.status, 308, "{}", replica.log());
+    let port = tls.rsplit(':').next().expect("port");
+    assert_eq!(
+        plain.header("location"),
+        format!("https://www.acme.com:{port}/a?b=1")
+    );
+    // Hosts without a certificate stay plain; the damaged one gets no handshake.
+    assert_eq!(replica.get("web.localhost", "/").text(), "version 1");
+    assert!(https_get(&tls, "bad.acme.com", "/", std::slice::from_ref(&root)).is_err());
+    assert!(
+        replica.log().contains("cannot be served"),
+        "{}",
+        replica.log()
+    );
+
+    // Renewed in the store (a certificate of another CA): the replica serves the new one.
+    let (key2, chain2, root2) = certificate("www.acme.com");
+    share(&store, "www.acme.com", &key2, &chain2);
+    let r = wait_for_https(&replica, &tls, "www.acme.com", &root2);
+    assert_eq!(r.text(), "version 1");
+    assert!(
+        https_get(&tls, "www.acme.com", "/", std::slice::from_ref(&root)).is_err(),
+        "the old certificate is still served"
+    );
+
+    // Damaged in the store (a chain that is not the key's): the renewed one stays served.
+    share(&store, "www.acme.com", &key, &chain2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replica.log().matches("cannot be served").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", replica.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = https_get(&tls, "www.acme.com", "/", std::slice::from_ref(&root2)).expect("HTTPS GET");
+    assert_eq!((r.status, r.text().as_str()), (200, "version 1"));
+    assert_eq!(replica.get("www.acme.com", "/").status, 308);
 }

@@ -138,7 +138,8 @@ mod tests {
         assert_eq!(rolled.current.version, "1");
         assert!(rolled.lock.is_some());
         drop(store);
-        let store = MetaStore::open(dir.path()).expect("reopen");
+        let store = MetaStore::open_waiting(dir.path(), std::time::Duration::from_secs(10))
+            .expect("reopen");
         assert!(
             store
                 .environment(&pn("web"), &en("production"))

@@ -363,6 +363,24 @@ impl MetaStore {
         Ok(store)
     }
 
+    /// Opens the store at `path` like [`MetaStore::open`], waiting up to `patience` while
+    /// another handle of this process still holds sled's file lock. sled releases that lock from
+    /// its flusher thread a moment after the last handle is dropped, so a store reopened at once
+    /// in the same process (tests that drop a store and open it again) can find it still held.
+    pub fn open_waiting(path: &Path, patience: Duration) -> Result<MetaStore, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match MetaStore::open(path) {
+                Err(StoreError::Sled(e))
+                    if is_lock_error(&e) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The folder of the database.
     pub fn path(&self) -> &Path {
         &self.path

@@ -64,7 +64,8 @@ fn projects_round_trip_and_survive_reopen() {
             .set_secret(&pn("web"), "TOKEN", "s3cret")
             .expect("secret");
     }
-    let store = MetaStore::open(dir.path()).expect("reopen");
+    let store =
+        MetaStore::open_waiting(dir.path(), std::time::Duration::from_secs(10)).expect("reopen");
     let names = listed(&store, "");
     assert_eq!(names, ["api", "web"]);
     assert_eq!(
@@ -318,7 +319,8 @@ fn unfinished_and_last_build_indexes_follow_every_change_and_are_rebuilt_for_an_
         assert_eq!(indexes(&store).2, vec![None, None, None]);
         store.db().expect("open").db.flush().expect("flush");
     }
-    let store = MetaStore::open(dir.path()).expect("reopen");
+    let store =
+        MetaStore::open_waiting(dir.path(), std::time::Duration::from_secs(10)).expect("reopen");
     assert_eq!(indexes(&store), expected);
 }
 
@@ -428,7 +430,8 @@ fn an_old_store_keeps_its_build_numbers_and_continues_after_them() {
             .expect("version");
         store.db().expect("open").db.flush().expect("flush");
     }
-    let store = MetaStore::open(dir.path()).expect("reopen");
+    let store =
+        MetaStore::open_waiting(dir.path(), std::time::Duration::from_secs(10)).expect("reopen");
     for (id, p) in [(1, "web"), (2, "web"), (3, "site"), (4, "site"), (5, "web")] {
         let b = store
             .build_by_number(&pn(p), id)
@@ -559,7 +562,8 @@ fn deploys_rollbacks_pins_and_history() {
     assert_eq!(n, 6);
     // The pointer survives a reopen; removing the environment keeps the history.
     drop(store);
-    let store = MetaStore::open(dir.path()).expect("reopen");
+    let store =
+        MetaStore::open_waiting(dir.path(), std::time::Duration::from_secs(10)).expect("reopen");
     assert_eq!(
         store
             .environment(&pn("web"), &en("production"))

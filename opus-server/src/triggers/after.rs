@@ -170,7 +170,9 @@ mod tests {
             assert_eq!(pass(&store, &starter).started.len(), 2);
             assert!(pass(&store, &starter).started.is_empty());
         }
-        let store = MetaStore::open(&dir.path().join("meta")).expect("reopen");
+        let store =
+            MetaStore::open_waiting(&dir.path().join("meta"), std::time::Duration::from_secs(10))
+                .expect("reopen");
         let starter = Recorder {
             store: store.clone(),
             failing: AtomicBool::new(false),

@@ -232,7 +232,8 @@ pub(crate) mod tests {
                 .expect("insert");
             db.flush().expect("flush");
         }
-        MetaStore::open(&dir.join("meta")).expect("reopen")
+        MetaStore::open_waiting(&dir.join("meta"), std::time::Duration::from_secs(10))
+            .expect("reopen")
     }
 
     #[test]

@@ -151,7 +151,9 @@ mod tests {
             assert!(sweep(&store, &starter, back + Duration::from_secs(1)).is_empty());
         }
         // Another restart the same day: the run was recorded with the build.
-        let store = MetaStore::open(&dir.path().join("meta")).expect("reopen");
+        let store =
+            MetaStore::open_waiting(&dir.path().join("meta"), std::time::Duration::from_secs(10))
+                .expect("reopen");
         let starter = Recorder {
             store: store.clone(),
             failing: AtomicBool::new(false),

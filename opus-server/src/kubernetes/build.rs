@@ -117,28 +117,7 @@ impl KubeExecutor {
         log: &BuildLog,
         cancel: &CancellationToken,
     ) -> Result<Option<Produced>, BuildFailure> {
-        let store_failure = |source| {
-            BuildFailure::new(
-                Stage::Store,
-                FailureKind::Store {
-                    version: build
-                        .version
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                    source,
-                },
-            )
-        };
-        let version = crate::build::prepare::decided_version(build, Stage::Store)?.clone();
-        let reservation = ctx
-            .artifacts
-            .reserve_version(&build.project, &version, &build.store)
-            .map_err(store_failure)?;
-        let store_url = ctx
-            .artifacts
-            .store_url(&build.store)
-            .map_err(store_failure)?;
+        let (reservation, store_url) = reserve_output(ctx, build)?;
         let target = JobTarget {
             project,
             build,
@@ -186,28 +165,7 @@ impl KubeExecutor {
             let _ = reply.send(Ok(()));
             return Ok(None);
         }
-        let store_failure = |source| {
-            BuildFailure::new(
-                Stage::Store,
-                FailureKind::Store {
-                    version: build
-                        .version
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                    source,
-                },
-            )
-        };
-        let version = crate::build::prepare::decided_version(build, Stage::Store)?.clone();
-        let reservation = ctx
-            .artifacts
-            .reserve_version(&build.project, &version, &build.store)
-            .map_err(store_failure)?;
-        let store_url = ctx
-            .artifacts
-            .store_url(&build.store)
-            .map_err(store_failure)?;
+        let (reservation, store_url) = reserve_output(ctx, build)?;
         match self
             .run_job(&target, env, store_url, build_log, log, cancel)
             .await
@@ -457,4 +415,35 @@ impl<L: LogSink> Watch<'_, L> {
             ),
         }
     }
+}
+
+/// Reserves the version `build` will store, for the runner of its job with `output` to upload
+/// into, and the URL of the store it goes to.
+fn reserve_output(
+    ctx: &BuildContext,
+    build: &Build,
+) -> Result<(Reservation, String), BuildFailure> {
+    let store_failure = |source| {
+        BuildFailure::new(
+            Stage::Store,
+            FailureKind::Store {
+                version: build
+                    .version
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                source,
+            },
+        )
+    };
+    let version = crate::build::prepare::decided_version(build, Stage::Store)?.clone();
+    let reservation = ctx
+        .artifacts
+        .reserve_version(&build.project, &version, &build.store)
+        .map_err(store_failure)?;
+    let store_url = ctx
+        .artifacts
+        .store_url(&build.store)
+        .map_err(store_failure)?;
+    Ok((reservation, store_url))
 }

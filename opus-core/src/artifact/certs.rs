@@ -97,7 +97,7 @@ pub struct CertStamp {
 }
 
 impl SiteStore {
-    /// Every certificate in the store with both its objects: one listing of [`CERTS_PREFIX`].
+    /// Every certificate in the store with both its objects: one listing of `_opus/certs/`.
     /// A host with only one of them (mid-write, mid-delete) is left out.
     pub async fn list_certificates(&self) -> Result<Vec<CertStamp>, ArtifactError> {
         let prefix = self.path(CERTS_PREFIX)?;
